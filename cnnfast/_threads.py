@@ -1,0 +1,116 @@
+"""Process-wide thread count for the kernels, and BLAS pinning.
+
+cnnfast parallelises with its own OpenMP loops and calls BLAS (SciPy's
+OpenBLAS) from inside them, so BLAS is held at one thread while a kernel runs;
+OpenMP threads x BLAS threads never exceed the configured count.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from . import _runtime
+from ._validation import positive_int
+
+
+def _default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_num_threads = _default_threads()
+_forked_child = False
+
+
+def _after_fork_in_child():
+    # GNU libgomp's thread pool is unusable in a forked child (GCC bug 60035):
+    # a child runs the kernels serially, without entering an OpenMP region.
+    global _forked_child
+    _forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def set_num_threads(n) -> None:
+    """Set the number of threads every cnnfast kernel uses (process-wide)."""
+    global _num_threads
+    _num_threads = positive_int(n, "n")
+
+
+def get_num_threads() -> int:
+    """Threads the kernels will use: 1 without OpenMP or in a forked child."""
+    if _forked_child or not _runtime.openmp_enabled():
+        return 1
+    return _num_threads
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: run the enclosed kernels with n threads."""
+    global _num_threads
+    n = positive_int(n, "n")
+    saved = _num_threads
+    _num_threads = n
+    try:
+        yield
+    finally:
+        _num_threads = saved
+
+
+class _BlasPin:
+    """Holds the BLAS behind the kernels at one thread while any kernel runs
+    (reference-counted across Python threads, restored when the last leaves)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = []
+        self._libs = None
+
+    def libraries(self):
+        if self._libs is None:
+            from threadpoolctl import ThreadpoolController
+
+            from . import _conv  # noqa: F401  loads SciPy's BLAS
+
+            blas = [lib for lib in ThreadpoolController().lib_controllers
+                    if lib.user_api == "blas"]
+            scipy_own = [lib for lib in blas
+                         if "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
+            self._libs = scipy_own or blas
+        return self._libs
+
+    def __enter__(self):
+        libs = self.libraries()
+        with self._lock:
+            if self._depth == 0:
+                self._saved = [lib.num_threads for lib in libs]
+                for lib in libs:
+                    if lib.num_threads != 1:
+                        lib.set_num_threads(1)
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, n in zip(self.libraries(), self._saved):
+                    if n != 1:
+                        lib.set_num_threads(n)
+
+
+blas_pinned = _BlasPin()
+
+
+def blas_info() -> list:
+    return [f"{lib.internal_api} {lib.version or ''} ({lib.architecture if hasattr(lib, 'architecture') else ''}) "
+            f"{os.path.basename(lib.filepath)}".replace("  ", " ")
+            for lib in blas_pinned.libraries()]

@@ -1,0 +1,478 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Convolution kernels: direct, im2col and 1x1, forward and backward.
+
+Arrays arrive 5-D (N, C, D, H, W) -- 1-D and 2-D convolutions use unit D/H --
+C-contiguous and native-endian, already validated and allocated by
+cnnfast.functional; this module only computes, with the GIL released.
+
+Parallel work is cut into items that each own a disjoint part of the result
+(owner computes). The only cross-item reduction, im2col's weight gradient,
+goes through per-thread buffers summed in thread order, so results are
+bit-identical run to run for a given thread count. With one thread the loops
+run without entering an OpenMP region at all (safe in a forked child).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from _omp cimport cf_thread_num
+from conv_kernels cimport *
+
+import numpy as np
+
+# Column-buffer budget per thread, in elements: bounds im2col's memory for any
+# batch size while keeping GEMM tiles wide enough to run near peak.
+COLUMN_BUDGET = 1 << 19
+KERNEL_BLOCK = CF_KB
+
+
+cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                       floating alpha, const floating *a, int lda,
+                       const floating *b, int ldb,
+                       floating beta, floating *c, int ldc) noexcept nogil:
+    """Row-major C = alpha op(A) op(B) + beta C on the Fortran BLAS.
+
+    The column-major view of a row-major matrix is its transpose, so the
+    row-major product is computed as C^T = op(B)^T op(A)^T.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
+              &beta, c, &ldc)
+
+
+cdef cf_geom _geometry(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t K, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
+                       tuple kernel, tuple stride, tuple padding, tuple dilation):
+    cdef cf_geom g
+    g.C, g.D, g.H, g.W = C, D, H, W
+    g.K, g.OD, g.OH, g.OW = K, OD, OH, OW
+    g.KD, g.KH, g.KW = kernel
+    g.sd, g.sh, g.sw = stride
+    g.pd, g.ph, g.pw = padding
+    g.dd, g.dh, g.dw = dilation
+    return g
+
+
+cdef inline bint _is_pointwise_identity(const cf_geom *g) noexcept nogil:
+    """1x1 kernel, stride 1, no padding: the input planes already are the
+    im2col matrix, so the GEMM reads them in place."""
+    return (g.KD == 1 and g.KH == 1 and g.KW == 1 and g.sd == 1 and g.sh == 1
+            and g.sw == 1 and g.pd == 0 and g.ph == 0 and g.pw == 0
+            and g.OD == g.D and g.OH == g.H and g.OW == g.W)
+
+
+cdef inline Py_ssize_t _tile_width(Py_ssize_t rows, Py_ssize_t P):
+    cdef Py_ssize_t t = max(COLUMN_BUDGET // max(rows, 1), 16)
+    return min(t, P)
+
+
+cdef object _dtype_of(floating dummy):
+    return np.float32 if floating is float else np.float64
+
+
+# ------------------------------------------------------------------ direct
+
+cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *w,
+                               const floating *bias, floating *out,
+                               Py_ssize_t groups, Py_ssize_t nkb,
+                               const cf_geom *g) noexcept nogil:
+    """Item (n, group, channel block, od, oh): one output row of nb channels."""
+    cdef Py_ssize_t oh = i % g.OH
+    i = i // g.OH
+    cdef Py_ssize_t od = i % g.OD
+    i = i // g.OD
+    cdef Py_ssize_t kb = i % nkb
+    i = i // nkb
+    cdef Py_ssize_t grp = i % groups
+    cdef Py_ssize_t n = i // groups
+    cdef Py_ssize_t k0 = kb * CF_KB
+    cdef Py_ssize_t nb = min(<Py_ssize_t> CF_KB, g.K - k0)
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW
+    cdef const floating *xp = x + (n * groups + grp) * g.C * DHW
+    cdef const floating *wp = w + (grp * g.K + k0) * g.C * KVOL
+    cdef const floating *bp = NULL
+    if bias != NULL:
+        bp = bias + grp * g.K + k0
+    cdef floating *op = out + (n * groups * g.K + grp * g.K + k0) * P + (od * g.OH + oh) * g.OW
+    if floating is float:
+        direct_forward_row_f32(xp, wp, bp, op, nb, od, oh, g)
+    else:
+        direct_forward_row_f64(xp, wp, bp, op, nb, od, oh, g)
+
+
+cdef void _direct_forward(const floating *x, const floating *w, const floating *bias,
+                          floating *out, Py_ssize_t N, Py_ssize_t groups,
+                          const cf_geom *g, int nthreads) noexcept nogil:
+    cdef Py_ssize_t nkb = (g.K + CF_KB - 1) // CF_KB
+    cdef Py_ssize_t nitems = N * groups * nkb * g.OD * g.OH
+    cdef Py_ssize_t i
+    if nthreads > 1:
+        for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+    else:
+        for i in range(nitems):
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+
+
+cdef void _direct_backward_input_item(Py_ssize_t i, const floating *go, const floating *w,
+                                      floating *gx, Py_ssize_t groups,
+                                      const cf_geom *g) noexcept nogil:
+    """Item (n, group, c): owns the gradient plane of one input channel."""
+    cdef Py_ssize_t c = i % g.C
+    i = i // g.C
+    cdef Py_ssize_t grp = i % groups
+    cdef Py_ssize_t n = i // groups
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW
+    cdef const floating *gop = go + (n * groups + grp) * g.K * P
+    cdef const floating *wp = w + grp * g.K * g.C * KVOL + c * KVOL
+    cdef floating *gxp = gx + ((n * groups + grp) * g.C + c) * DHW
+    if floating is float:
+        direct_backward_input_scatter_f32(gop, wp, gxp, 1, g)
+    else:
+        direct_backward_input_scatter_f64(gop, wp, gxp, 1, g)
+
+
+cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
+                                       floating *gw, Py_ssize_t N, Py_ssize_t groups,
+                                       Py_ssize_t nkb, const cf_geom *g) noexcept nogil:
+    """Item (group, channel block, c): owns grad_weight[k0:k0+nb, c], summed over N."""
+    cdef Py_ssize_t c = i % g.C
+    i = i // g.C
+    cdef Py_ssize_t kb = i % nkb
+    cdef Py_ssize_t grp = i // nkb
+    cdef Py_ssize_t k0 = kb * CF_KB
+    cdef Py_ssize_t nb = min(<Py_ssize_t> CF_KB, g.K - k0)
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW
+    cdef const floating *xp = x + (grp * g.C + c) * DHW
+    cdef const floating *gop = go + (grp * g.K + k0) * P
+    cdef floating *gwp = gw + ((grp * g.K + k0) * g.C + c) * KVOL
+    if floating is float:
+        direct_backward_weight_f32(xp, groups * g.C * DHW, gop, groups * g.K * P, N, nb, gwp, g)
+    else:
+        direct_backward_weight_f64(xp, groups * g.C * DHW, gop, groups * g.K * P, N, nb, gwp, g)
+
+
+# ------------------------------------------------------------ im2col / 1x1
+
+cdef void _gemm_forward_item(Py_ssize_t i, const floating *x, const floating *w,
+                             const floating *bias, floating *out, floating *work,
+                             Py_ssize_t groups, Py_ssize_t tile, Py_ssize_t ntiles,
+                             const cf_geom *g) noexcept nogil:
+    """Item (n, group, tile): out[n, group, :, tile] = W_group @ columns(tile)."""
+    cdef Py_ssize_t t = i % ntiles
+    i = i // ntiles
+    cdef Py_ssize_t grp = i % groups
+    cdef Py_ssize_t n = i // groups
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t p0 = t * tile, cnt = min(tile, P - p0)
+    cdef const floating *xp = x + (n * groups + grp) * g.C * DHW
+    cdef floating *op = out + (n * groups + grp) * g.K * P + p0
+    cdef const floating *cols
+    cdef Py_ssize_t ldcols, k, j
+    cdef floating beta = 0
+    if bias != NULL:
+        for k in range(g.K):
+            for j in range(cnt):
+                op[k * P + j] = bias[grp * g.K + k]
+        beta = 1
+    if _is_pointwise_identity(g):
+        cols = xp + p0
+        ldcols = DHW
+    else:
+        work = work + cf_thread_num() * R * tile
+        if floating is float:
+            vol2col_f32(xp, work, p0, cnt, g)
+        else:
+            vol2col_f64(xp, work, p0, cnt, g)
+        cols = work
+        ldcols = cnt
+    _gemm(False, False, <int> g.K, <int> cnt, <int> R, <floating> 1, w + grp * g.K * R,
+          <int> R, cols, <int> ldcols, beta, op, <int> P)
+
+
+cdef void _gemm_backward_input_item(Py_ssize_t i, const floating *go, const floating *w,
+                                    floating *gx, floating *work, Py_ssize_t groups,
+                                    Py_ssize_t tile, Py_ssize_t ntiles,
+                                    const cf_geom *g) noexcept nogil:
+    """Pointwise: item (n, group, tile) owns gx[n, group, :, tile] = W^T @ go.
+    Otherwise: item (n, group) owns gx[n, group] and adds col2im of each
+    tile's W^T @ go into it (windows of different tiles overlap)."""
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t t, grp, n, p0, cnt
+    cdef const floating *wp
+    cdef floating *gxp
+    if _is_pointwise_identity(g):
+        t = i % ntiles
+        i = i // ntiles
+        grp = i % groups
+        n = i // groups
+        p0 = t * tile
+        cnt = min(tile, P - p0)
+        _gemm(True, False, <int> g.C, <int> cnt, <int> g.K, <floating> 1, w + grp * g.K * R,
+              <int> R, go + (n * groups + grp) * g.K * P + p0, <int> P, <floating> 0,
+              gx + (n * groups + grp) * g.C * DHW + p0, <int> DHW)
+        return
+    grp = i % groups
+    n = i // groups
+    gxp = gx + (n * groups + grp) * g.C * DHW
+    memset(gxp, 0, g.C * DHW * sizeof(floating))
+    work = work + cf_thread_num() * R * tile
+    for t in range(ntiles):
+        p0 = t * tile
+        cnt = min(tile, P - p0)
+        _gemm(True, False, <int> R, <int> cnt, <int> g.K, <floating> 1, w + grp * g.K * R,
+              <int> R, go + (n * groups + grp) * g.K * P + p0, <int> P, <floating> 0,
+              work, <int> cnt)
+        if floating is float:
+            col2vol_f32(work, gxp, p0, cnt, g)
+        else:
+            col2vol_f64(work, gxp, p0, cnt, g)
+
+
+cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
+                                     floating *partial, floating *work, Py_ssize_t groups,
+                                     Py_ssize_t tile, Py_ssize_t ntiles,
+                                     const cf_geom *g) noexcept nogil:
+    """Item (n, group, tile): adds go(tile) @ columns(tile)^T into this thread's
+    partial weight gradient."""
+    cdef Py_ssize_t t = i % ntiles
+    i = i // ntiles
+    cdef Py_ssize_t grp = i % groups
+    cdef Py_ssize_t n = i // groups
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t p0 = t * tile, cnt = min(tile, P - p0)
+    cdef int tid = cf_thread_num()
+    cdef const floating *xp = x + (n * groups + grp) * g.C * DHW
+    cdef const floating *cols
+    cdef Py_ssize_t ldcols
+    if _is_pointwise_identity(g):
+        cols = xp + p0
+        ldcols = DHW
+    else:
+        work = work + tid * R * tile
+        if floating is float:
+            vol2col_f32(xp, work, p0, cnt, g)
+        else:
+            vol2col_f64(xp, work, p0, cnt, g)
+        cols = work
+        ldcols = cnt
+    _gemm(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
+          go + (n * groups + grp) * g.K * P + p0, <int> P, cols, <int> ldcols, <floating> 1,
+          partial + (tid * groups + grp) * g.K * R, <int> R)
+
+
+# ---------------------------------------------------------------- drivers
+
+def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
+                 const floating[::1] bias, floating[:, :, :, :, ::1] out,
+                 tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
+                 str method, int nthreads):
+    """out = conv(x, w) + bias. `bias` may be empty (no bias)."""
+    cdef Py_ssize_t N = x.shape[0]
+    cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
+                               w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
+                               (w.shape[2], w.shape[3], w.shape[4]), stride, padding, dilation)
+    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    if N == 0 or P == 0:
+        return
+    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t tile, ntiles, nitems, i
+    cdef floating[:, ::1] work
+    cdef floating *workp = NULL
+    if method == "direct":
+        with nogil:
+            _direct_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
+                            N, groups, &g, nthreads)
+        return
+    tile = _tile_width(R, P)
+    ntiles = (P + tile - 1) // tile
+    nitems = N * groups * ntiles
+    if not _is_pointwise_identity(&g):
+        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
+        workp = &work[0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
+                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+        else:
+            for i in range(nitems):
+                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
+                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+
+
+def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
+                        const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] grad_x,
+                        tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
+                        str method, int nthreads):
+    """grad_x = conv_transpose(grad_out, w); grad_x is fully overwritten."""
+    cdef Py_ssize_t N = grad_x.shape[0]
+    cdef tuple kernel = (w.shape[2], w.shape[3], w.shape[4])
+    cdef cf_geom g = _geometry(grad_x.shape[1] // groups, grad_x.shape[2], grad_x.shape[3],
+                               grad_x.shape[4], w.shape[0] // groups, grad_out.shape[2],
+                               grad_out.shape[3], grad_out.shape[4], kernel, stride, padding,
+                               dilation)
+    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t tile, ntiles, nitems, i
+    cdef floating[:, :, :, :, ::1] flipped
+    cdef floating[:, ::1] work
+    cdef floating *workp = NULL
+    cdef cf_geom gt
+    if N == 0:
+        return
+    if method == "direct":
+        if stride == (1, 1, 1):
+            # Stride 1: the input gradient is a forward convolution of grad_out
+            # with the flipped, channel-transposed kernel and padding d*(k-1)-p,
+            # so it reuses the register-blocked forward kernel.
+            flipped = _flip_transpose(w, groups)
+            gt = _geometry(g.K, g.OD, g.OH, g.OW, g.C, g.D, g.H, g.W, kernel, stride,
+                           tuple([d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation)]),
+                           dilation)
+            with nogil:
+                _direct_forward(&grad_out[0, 0, 0, 0, 0], &flipped[0, 0, 0, 0, 0], NULL,
+                                &grad_x[0, 0, 0, 0, 0], N, groups, &gt, nthreads)
+            return
+        nitems = N * groups * g.C
+        with nogil:
+            if nthreads > 1:
+                for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                    _direct_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                                &grad_x[0, 0, 0, 0, 0], groups, &g)
+            else:
+                for i in range(nitems):
+                    _direct_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                                &grad_x[0, 0, 0, 0, 0], groups, &g)
+        return
+    tile = _tile_width(R, P)
+    ntiles = (P + tile - 1) // tile
+    if _is_pointwise_identity(&g):
+        nitems = N * groups * ntiles
+    else:
+        nitems = N * groups
+        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
+        workp = &work[0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _gemm_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                          &grad_x[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+        else:
+            for i in range(nitems):
+                _gemm_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                          &grad_x[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+
+
+def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
+                         const floating[:, :, :, :, ::1] x, floating[:, :, :, :, ::1] grad_w,
+                         tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
+                         str method, int nthreads):
+    """grad_w = sum over the batch of grad_out correlated with x; overwritten."""
+    cdef Py_ssize_t N = x.shape[0]
+    cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
+                               grad_w.shape[0] // groups, grad_out.shape[2], grad_out.shape[3],
+                               grad_out.shape[4], (grad_w.shape[2], grad_w.shape[3],
+                               grad_w.shape[4]), stride, padding, dilation)
+    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t nkb, tile, ntiles, nitems, i, j, t, size = groups * g.K * R
+    cdef floating[:, ::1] work, partial
+    cdef floating *workp = NULL
+    cdef floating *gwp = &grad_w[0, 0, 0, 0, 0]
+    if N == 0:
+        memset(gwp, 0, size * sizeof(floating))
+        return
+    if method == "direct":
+        nkb = (g.K + CF_KB - 1) // CF_KB
+        nitems = groups * nkb * g.C
+        with nogil:
+            if nthreads > 1:
+                for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                    _direct_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
+                                                 gwp, N, groups, nkb, &g)
+            else:
+                for i in range(nitems):
+                    _direct_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
+                                                 gwp, N, groups, nkb, &g)
+        return
+    tile = _tile_width(R, P)
+    ntiles = (P + tile - 1) // tile
+    nitems = N * groups * ntiles
+    nthreads = <int> min(<Py_ssize_t> nthreads, nitems)
+    partial = np.zeros((nthreads, size), dtype=_dtype_of(<floating> 0))
+    if not _is_pointwise_identity(&g):
+        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
+        workp = &work[0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
+                                           &partial[0, 0], workp, groups, tile, ntiles, &g)
+        else:
+            for i in range(nitems):
+                _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
+                                           &partial[0, 0], workp, groups, tile, ntiles, &g)
+        # Sum the per-thread partials in thread order (deterministic).
+        for j in range(size):
+            gwp[j] = partial[0, j]
+        for t in range(1, nthreads):
+            for j in range(size):
+                gwp[j] += partial[t, j]
+
+
+def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] grad_b,
+                       int nthreads):
+    """grad_b[k] = grad_out[:, k] summed, accumulated in double precision."""
+    cdef Py_ssize_t N = grad_out.shape[0], K = grad_out.shape[1]
+    cdef Py_ssize_t P = grad_out.shape[2] * grad_out.shape[3] * grad_out.shape[4]
+    cdef Py_ssize_t k
+    with nogil:
+        if nthreads > 1:
+            for k in prange(K, num_threads=nthreads, schedule='static'):
+                grad_b[k] = <floating> _channel_sum(&grad_out[0, 0, 0, 0, 0], N, K, P, k)
+        else:
+            for k in range(K):
+                grad_b[k] = <floating> _channel_sum(&grad_out[0, 0, 0, 0, 0], N, K, P, k)
+
+
+cdef double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+                         Py_ssize_t k) noexcept nogil:
+    cdef double s = 0
+    cdef Py_ssize_t n, p
+    cdef const floating *row
+    if N == 0:
+        return 0
+    for n in range(N):
+        row = a + (n * K + k) * P
+        for p in range(P):
+            s += row[p]
+    return s
+
+
+def _flip_transpose(const floating[:, :, :, :, ::1] w, Py_ssize_t groups):
+    """w[g*K + k, c, kd, kh, kw] -> wt[g*C + c, k, KD-1-kd, KH-1-kh, KW-1-kw]."""
+    cdef Py_ssize_t K = w.shape[0] // groups, C = w.shape[1]
+    cdef Py_ssize_t KD = w.shape[2], KH = w.shape[3], KW = w.shape[4]
+    cdef floating[:, :, :, :, ::1] wt = np.empty((groups * C, K, KD, KH, KW),
+                                                 dtype=_dtype_of(<floating> 0))
+    cdef Py_ssize_t grp, k, c, a, b, e
+    for grp in range(groups):
+        for k in range(K):
+            for c in range(C):
+                for a in range(KD):
+                    for b in range(KH):
+                        for e in range(KW):
+                            wt[grp * C + c, k, KD - 1 - a, KH - 1 - b, KW - 1 - e] = \
+                                w[grp * K + k, c, a, b, e]
+    return wt

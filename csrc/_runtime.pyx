@@ -1,0 +1,47 @@
+# cython: language_level=3
+"""What the compiled extension was built with and what the CPU offers."""
+from _omp cimport cf_openmp_enabled, cf_max_threads
+
+cdef extern from *:
+    """
+    static const char *cf_simd_level(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return "AVX-512";
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "AVX2+FMA";
+        if (__builtin_cpu_supports("sse4.2")) return "SSE4.2";
+        return "SSE2";
+    #elif defined(__aarch64__)
+        return "NEON";
+    #else
+        return "generic";
+    #endif
+    }
+    #if defined(__clang__)
+    #define CF_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define CF_COMPILER "gcc " __VERSION__
+    #else
+    #define CF_COMPILER "unknown"
+    #endif
+    """
+    const char *cf_simd_level()
+    const char *CF_COMPILER
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(cf_openmp_enabled())
+
+
+def openmp_max_threads():
+    return cf_max_threads()
+
+
+def simd_level():
+    """Widest vector ISA the CPU offers to the dispatched kernels."""
+    return cf_simd_level().decode()
+
+
+def compiler():
+    return CF_COMPILER.decode()
