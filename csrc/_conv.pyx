@@ -121,44 +121,84 @@ cdef void _direct_forward(const floating *x, const floating *w, const floating *
             _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
 
 
-cdef void _direct_backward_input_item(Py_ssize_t i, const floating *go, const floating *w,
-                                      floating *gx, Py_ssize_t groups,
-                                      const cf_geom *g) noexcept nogil:
-    """Item (n, group, c): owns the gradient plane of one input channel."""
-    cdef Py_ssize_t c = i % g.C
-    i = i // g.C
-    cdef Py_ssize_t grp = i % groups
-    cdef Py_ssize_t n = i // groups
-    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW
-    cdef const floating *gop = go + (n * groups + grp) * g.K * P
-    cdef const floating *wp = w + grp * g.K * g.C * KVOL + c * KVOL
-    cdef floating *gxp = gx + ((n * groups + grp) * g.C + c) * DHW
-    if floating is float:
-        direct_backward_input_scatter_f32(gop, wp, gxp, 1, g)
-    else:
-        direct_backward_input_scatter_f64(gop, wp, gxp, 1, g)
-
-
 cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
                                        floating *gw, Py_ssize_t N, Py_ssize_t groups,
-                                       Py_ssize_t nkb, const cf_geom *g) noexcept nogil:
-    """Item (group, channel block, c): owns grad_weight[k0:k0+nb, c], summed over N."""
+                                       Py_ssize_t nkb, Py_ssize_t gow,
+                                       const cf_geom *g) noexcept nogil:
+    """Item (group, channel block, c): owns grad_weight[k0:k0+nb, c], summed over N.
+    x and go are the padded copies made by the driver."""
     cdef Py_ssize_t c = i % g.C
     i = i // g.C
     cdef Py_ssize_t kb = i % nkb
     cdef Py_ssize_t grp = i // nkb
     cdef Py_ssize_t k0 = kb * CF_KB
     cdef Py_ssize_t nb = min(<Py_ssize_t> CF_KB, g.K - k0)
-    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * gow
     cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW
     cdef const floating *xp = x + (grp * g.C + c) * DHW
     cdef const floating *gop = go + (grp * g.K + k0) * P
     cdef floating *gwp = gw + ((grp * g.K + k0) * g.C + c) * KVOL
     if floating is float:
-        direct_backward_weight_f32(xp, groups * g.C * DHW, gop, groups * g.K * P, N, nb, gwp, g)
+        direct_backward_weight_f32(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
+                                   gwp, g)
     else:
-        direct_backward_weight_f64(xp, groups * g.C * DHW, gop, groups * g.K * P, N, nb, gwp, g)
+        direct_backward_weight_f64(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
+                                   gwp, g)
+
+
+cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
+    if floating is float:
+        return direct_vector_width_f32()
+    else:
+        return direct_vector_width_f64()
+
+
+cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offset, tuple up,
+                    int nthreads):
+    """New (N, C, *shape) array holding each src plane at offset + index * up
+    and zeros elsewhere: the direct kernels read it without bounds checks."""
+    cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
+    cdef Py_ssize_t D = src.shape[2], H = src.shape[3], W = src.shape[4]
+    cdef Py_ssize_t Dp, Hp, Wp, pd, ph, pw, ud, uh, uw, i
+    Dp, Hp, Wp = shape
+    pd, ph, pw = offset
+    ud, uh, uw = up
+    dst = np.empty((N, C, Dp, Hp, Wp), dtype=_dtype_of(<floating> 0))
+    cdef floating[:, :, :, :, ::1] d = dst
+    cdef const floating *s0 = &src[0, 0, 0, 0, 0]
+    cdef floating *d0 = &d[0, 0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(N * C, num_threads=nthreads, schedule='static'):
+                _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
+                           pd, ph, pw, ud, uh, uw)
+        else:
+            for i in range(N * C):
+                _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
+                           pd, ph, pw, ud, uh, uw)
+    return dst
+
+
+cdef inline void _pad_plane(const floating *src, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                            floating *dst, Py_ssize_t Dp, Py_ssize_t Hp, Py_ssize_t Wp,
+                            Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ud,
+                            Py_ssize_t uh, Py_ssize_t uw) noexcept nogil:
+    if floating is float:
+        pad_plane_f32(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw, ud, uh, uw)
+    else:
+        pad_plane_f64(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw, ud, uh, uw)
+
+
+cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple dilation,
+                               Py_ssize_t vw):
+    """Padded input extent the direct kernels read: rows (o-1)*s + (k-1)*d + 1;
+    rows of the last dim wide enough for full vector loads of every chunk."""
+    cdef list shape = [(o - 1) * s + (k - 1) * d + 1
+                       for o, k, s, d in zip(out_size[:2], kernel[:2], stride[:2], dilation[:2])]
+    cdef Py_ssize_t ow_chunks = (<Py_ssize_t> out_size[2] + vw - 1) // vw * vw
+    shape.append((ow_chunks - vw) * stride[2] + (kernel[2] - 1) * dilation[2]
+                 + vw * max(stride[2], 2))
+    return tuple(shape)
 
 
 # ------------------------------------------------------------ im2col / 1x1
@@ -291,10 +331,18 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     cdef Py_ssize_t tile, ntiles, nitems, i
     cdef floating[:, ::1] work
     cdef floating *workp = NULL
+    cdef tuple kernel = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
+    cdef tuple shape
+    cdef floating[:, :, :, :, ::1] xpad
+    cdef cf_geom gp
     if method == "direct":
+        shape = _direct_input_shape(out_size, kernel, stride, dilation, _vector_width(<floating> 0))
+        xpad = _padded(x, shape, padding, (1, 1, 1), nthreads)
+        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
+                       stride, (0, 0, 0), dilation)
         with nogil:
-            _direct_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
-                            N, groups, &g, nthreads)
+            _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
+                            N, groups, &gp, nthreads)
         return
     tile = _tile_width(R, P)
     ntiles = (P + tile - 1) // tile
@@ -332,29 +380,23 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
     cdef cf_geom gt
     if N == 0:
         return
+    cdef tuple shape, in_size = (g.D, g.H, g.W)
+    cdef floating[:, :, :, :, ::1] gopad
     if method == "direct":
-        if stride == (1, 1, 1):
-            # Stride 1: the input gradient is a forward convolution of grad_out
-            # with the flipped, channel-transposed kernel and padding d*(k-1)-p,
-            # so it reuses the register-blocked forward kernel.
-            flipped = _flip_transpose(w, groups)
-            gt = _geometry(g.K, g.OD, g.OH, g.OW, g.C, g.D, g.H, g.W, kernel, stride,
-                           tuple([d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation)]),
-                           dilation)
-            with nogil:
-                _direct_forward(&grad_out[0, 0, 0, 0, 0], &flipped[0, 0, 0, 0, 0], NULL,
-                                &grad_x[0, 0, 0, 0, 0], N, groups, &gt, nthreads)
-            return
-        nitems = N * groups * g.C
+        # The input gradient is a stride-1 forward convolution of grad_out --
+        # spread out by the stride and padded by d*(k-1)-p -- with the flipped,
+        # channel-transposed kernel: it reuses the register-blocked forward kernel.
+        shape = _direct_input_shape(in_size, kernel, (1, 1, 1), dilation,
+                                    _vector_width(<floating> 0))
+        gopad = _padded(grad_out, shape,
+                        tuple([d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation)]),
+                        stride, nthreads)
+        flipped = _flip_transpose(w, groups)
+        gt = _geometry(g.K, shape[0], shape[1], shape[2], g.C, g.D, g.H, g.W, kernel,
+                       (1, 1, 1), (0, 0, 0), dilation)
         with nogil:
-            if nthreads > 1:
-                for i in prange(nitems, num_threads=nthreads, schedule='static'):
-                    _direct_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
-                                                &grad_x[0, 0, 0, 0, 0], groups, &g)
-            else:
-                for i in range(nitems):
-                    _direct_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
-                                                &grad_x[0, 0, 0, 0, 0], groups, &g)
+            _direct_forward(&gopad[0, 0, 0, 0, 0], &flipped[0, 0, 0, 0, 0], NULL,
+                            &grad_x[0, 0, 0, 0, 0], N, groups, &gt, nthreads)
         return
     tile = _tile_width(R, P)
     ntiles = (P + tile - 1) // tile
@@ -393,18 +435,29 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
     if N == 0:
         memset(gwp, 0, size * sizeof(floating))
         return
+    cdef tuple kernel = (g.KD, g.KH, g.KW), shape
+    cdef floating[:, :, :, :, ::1] xpad, gopad
+    cdef Py_ssize_t vw, gow
+    cdef cf_geom gp
     if method == "direct":
+        vw = _vector_width(<floating> 0)
+        gow = (g.OW + vw - 1) // vw * vw
+        shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel, stride, dilation, vw)
+        xpad = _padded(x, shape, padding, (1, 1, 1), nthreads)
+        gopad = _padded(grad_out, (g.OD, g.OH, gow), (0, 0, 0), (1, 1, 1), nthreads)
+        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
+                       stride, (0, 0, 0), dilation)
         nkb = (g.K + CF_KB - 1) // CF_KB
         nitems = groups * nkb * g.C
         with nogil:
             if nthreads > 1:
                 for i in prange(nitems, num_threads=nthreads, schedule='static'):
-                    _direct_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
-                                                 gwp, N, groups, nkb, &g)
+                    _direct_backward_weight_item(i, &xpad[0, 0, 0, 0, 0], &gopad[0, 0, 0, 0, 0],
+                                                 gwp, N, groups, nkb, gow, &gp)
             else:
                 for i in range(nitems):
-                    _direct_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
-                                                 gwp, N, groups, nkb, &g)
+                    _direct_backward_weight_item(i, &xpad[0, 0, 0, 0, 0], &gopad[0, 0, 0, 0, 0],
+                                                 gwp, N, groups, nkb, gow, &gp)
         return
     tile = _tile_width(R, P)
     ntiles = (P + tile - 1) // tile

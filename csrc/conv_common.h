@@ -25,7 +25,7 @@ typedef struct {
  * loader picks the best clone for the CPU it runs on (GCC function multiversioning).
  * A native build (CNNFAST_NATIVE=1) already targets the host and needs no clones. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(CNNFAST_NO_DISPATCH)
-#define CF_DISPATCH __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define CF_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CF_DISPATCH
 #endif

@@ -15,16 +15,20 @@ cdef extern from "conv_common.h" nogil:
                                 cf_idx nb, cf_idx od, cf_idx oh, const cf_geom *g)
     void direct_forward_row_f64(const double *x, const double *w, const double *bias, double *out,
                                 cf_idx nb, cf_idx od, cf_idx oh, const cf_geom *g)
-    void direct_backward_input_scatter_f32(const float *go, const float *w, float *gx,
-                                           cf_idx nb, const cf_geom *g)
-    void direct_backward_input_scatter_f64(const double *go, const double *w, double *gx,
-                                           cf_idx nb, const cf_geom *g)
     void direct_backward_weight_f32(const float *x, cf_idx x_nstride, const float *go,
-                                    cf_idx go_nstride, cf_idx N, cf_idx nb, float *gw,
-                                    const cf_geom *g)
+                                    cf_idx go_nstride, cf_idx gow, cf_idx N, cf_idx nb,
+                                    float *gw, const cf_geom *g)
     void direct_backward_weight_f64(const double *x, cf_idx x_nstride, const double *go,
-                                    cf_idx go_nstride, cf_idx N, cf_idx nb, double *gw,
-                                    const cf_geom *g)
+                                    cf_idx go_nstride, cf_idx gow, cf_idx N, cf_idx nb,
+                                    double *gw, const cf_geom *g)
+    void pad_plane_f32(const float *src, cf_idx D, cf_idx H, cf_idx W, float *dst,
+                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw,
+                       cf_idx ud, cf_idx uh, cf_idx uw)
+    void pad_plane_f64(const double *src, cf_idx D, cf_idx H, cf_idx W, double *dst,
+                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw,
+                       cf_idx ud, cf_idx uh, cf_idx uw)
+    cf_idx direct_vector_width_f32()
+    cf_idx direct_vector_width_f64()
     void vol2col_f32(const float *x, float *col, cf_idx p0, cf_idx cnt, const cf_geom *g)
     void vol2col_f64(const double *x, double *col, cf_idx p0, cf_idx cnt, const cf_geom *g)
     void col2vol_f32(const float *col, float *gx, cf_idx p0, cf_idx cnt, const cf_geom *g)

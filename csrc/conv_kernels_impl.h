@@ -4,7 +4,8 @@
  *
  * Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two AVX2
  * registers or four SSE registers, whichever clone the CPU runs. Each function
- * writes only memory its caller owns (see _conv.pyx for the partitioning). */
+ * writes only memory its caller owns (see _conv.pyx for the partitioning).
+ * CF_VW (lanes per vector) is exported as direct_vector_width_<sfx>(). */
 
 #define CF_CAT2(a, b) a##_##b
 #define CF_CAT(a, b) CF_CAT2(a, b)
@@ -21,30 +22,31 @@ CF_INLINE CF_V FN(cf_splat)(CF_T a) {
     return v + a;
 }
 
-/* Lanes j < cnt hold row[base + j*s] where that index is inside [0, n); all
- * other lanes are zero (padding, or past the end of the block). */
-CF_INLINE CF_V FN(cf_load_row)(const CF_T *row, cf_idx base, cf_idx s,
-                                cf_idx cnt, cf_idx n) {
-    CF_V v = {0};
-    if (cnt == CF_VW && base >= 0) {
-        if (s == 1 && base + CF_VW <= n) {
-            memcpy(&v, row + base, sizeof v);
-            return v;
-        }
-        if (s == 2 && base + 2 * CF_VW <= n) {
-            CF_V lo, hi;
-            CF_M even;
-            memcpy(&lo, row + base, sizeof lo);
-            memcpy(&hi, row + base + CF_VW, sizeof hi);
-            for (int j = 0; j < (int)CF_VW; j++) even[j] = 2 * j;
-            return __builtin_shuffle(lo, hi, even);
-        }
-    }
-    for (cf_idx j = 0; j < cnt; j++) {
-        const cf_idx i = base + j * s;
-        if (i >= 0 && i < n) v[j] = row[i];
+/* Lanes j hold row[j*s]. The direct kernels read only from padded buffers
+ * (cf_pad_planes) that are wide enough for every full-width load, so there
+ * are no bounds checks here; for s == 2 the two loads cover 2*VW elements. */
+CF_INLINE CF_V FN(cf_load_strided)(const CF_T *row, cf_idx s) {
+    CF_V v;
+    if (s == 1) {
+        memcpy(&v, row, sizeof v);
+    } else if (s == 2) {
+        CF_V lo, hi;
+        CF_M even;
+        memcpy(&lo, row, sizeof lo);
+        memcpy(&hi, row + CF_VW, sizeof hi);
+        for (int j = 0; j < (int)CF_VW; j++) even[j] = 2 * j;
+        v = __builtin_shuffle(lo, hi, even);
+    } else {
+        for (cf_idx j = 0; j < CF_VW; j++) v[j] = row[j * s];
     }
     return v;
+}
+
+/* Lanes j >= cnt cleared bit-wise (exact zeros even for Inf/NaN inputs). */
+CF_INLINE CF_V FN(cf_keep_lanes)(CF_V v, cf_idx cnt) {
+    CF_M keep;
+    for (int j = 0; j < (int)CF_VW; j++) keep[j] = j < cnt ? (CF_ITYPE)-1 : 0;
+    return (CF_V)((CF_M)v & keep);
 }
 
 CF_INLINE CF_T FN(cf_hsum)(CF_V v) {
@@ -53,34 +55,62 @@ CF_INLINE CF_T FN(cf_hsum)(CF_V v) {
     return s;
 }
 
+/* ----------------------------------------------------------------- padding */
+
+/* dst[r][q][j] = src[(r-pd)/ud][(q-ph)/uh][(j-pw)/uw] where the position maps
+ * exactly onto a source element, else 0. Pads (and with u > 1 spreads out) one
+ * plane so the direct kernels need no bounds checks: src [D][H][W], dst
+ * [Dp][Hp][Wp]. Offsets may be negative (cropping). */
+static void FN(pad_plane)(const CF_T *src, cf_idx D, cf_idx H, cf_idx W,
+                          CF_T *dst, cf_idx Dp, cf_idx Hp, cf_idx Wp,
+                          cf_idx pd, cf_idx ph, cf_idx pw,
+                          cf_idx ud, cf_idx uh, cf_idx uw) {
+    memset(dst, 0, (size_t)(Dp * Hp * Wp) * sizeof(CF_T));
+    for (cf_idx d = 0; d < D; d++) {
+        const cf_idx r = pd + d * ud;
+        if (r < 0 || r >= Dp) continue;
+        for (cf_idx h = 0; h < H; h++) {
+            const cf_idx q = ph + h * uh;
+            if (q < 0 || q >= Hp) continue;
+            const CF_T *s = src + (d * H + h) * W;
+            CF_T *o = dst + (r * Hp + q) * Wp;
+            /* columns w with 0 <= pw + w*uw < Wp */
+            const cf_idx lo = cf_max(0, cf_ceil_div(-pw, uw));
+            const cf_idx hi = cf_min(W, cf_floor_div(Wp - 1 - pw, uw) + 1);
+            if (uw == 1) {
+                if (hi > lo) memcpy(o + pw + lo, s + lo, (size_t)(hi - lo) * sizeof(CF_T));
+            } else {
+                for (cf_idx w = lo; w < hi; w++) o[pw + w * uw] = s[w];
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- direct */
 
-/* NB output channels x one output row (od, oh): NB*ceil(OW/VW) vector
- * accumulators stay in registers while all C*KD*KH*KW taps stream past. */
+/* NB output channels x one output row (od, oh): NB vector accumulators stay in
+ * registers while all C*KD*KH*KW taps stream past. x is padded (pads 0 in g,
+ * g->W is the padded row length), so every load is a full vector. */
 CF_INLINE void FN(cf_forward_rows_block)(const CF_T *x, const CF_T *w, cf_idx wstride,
                                          const CF_T *bias, CF_T *out, cf_idx ostride,
                                          cf_idx od, cf_idx oh, const cf_geom *g,
                                          const int NB) {
     const cf_idx KVOL = g->KD * g->KH * g->KW;
     const cf_idx HW = g->H * g->W, DHW = g->D * HW;
-    cf_idx kd_lo, kd_hi, kh_lo, kh_hi;
-    cf_tap_range(od, g->sd, g->pd, g->dd, g->KD, g->D, &kd_lo, &kd_hi);
-    cf_tap_range(oh, g->sh, g->ph, g->dh, g->KH, g->H, &kh_lo, &kh_hi);
-    const cf_idx id0 = od * g->sd - g->pd, ih0 = oh * g->sh - g->ph;
-
+    const CF_T *x0 = x + od * g->sd * HW + oh * g->sh * g->W;
     for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
         const cf_idx cnt = cf_min(CF_VW, g->OW - ow0);
-        const cf_idx base0 = ow0 * g->sw - g->pw;
         CF_V acc[NB];
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) acc[b] = FN(cf_splat)(bias ? bias[b] : (CF_T)0);
         for (cf_idx c = 0; c < g->C; c++) {
-            for (cf_idx kd = kd_lo; kd < kd_hi; kd++) {
-                for (cf_idx kh = kh_lo; kh < kh_hi; kh++) {
-                    const CF_T *xr = x + c * DHW + (id0 + kd * g->dd) * HW + (ih0 + kh * g->dh) * g->W;
+            for (cf_idx kd = 0; kd < g->KD; kd++) {
+                for (cf_idx kh = 0; kh < g->KH; kh++) {
+                    const CF_T *xr = x0 + c * DHW + kd * g->dd * HW + kh * g->dh * g->W
+                                        + ow0 * g->sw;
                     const CF_T *wr = w + c * KVOL + (kd * g->KH + kh) * g->KW;
                     for (cf_idx kw = 0; kw < g->KW; kw++) {
-                        const CF_V xv = FN(cf_load_row)(xr, base0 + kw * g->dw, g->sw, cnt, g->W);
+                        const CF_V xv = FN(cf_load_strided)(xr + kw * g->dw, g->sw);
 #pragma GCC unroll 8
                         for (int b = 0; b < NB; b++) acc[b] += xv * wr[b * wstride + kw];
                     }
@@ -100,7 +130,7 @@ CF_INLINE void FN(cf_forward_rows_block)(const CF_T *x, const CF_T *w, cf_idx ws
 }
 
 /* Forward output row (od, oh) for nb <= CF_KB output channels of one group.
- * x: the group's input planes of one image, [C][D][H][W];
+ * x: the group's padded input planes of one image, [C][D][H][W] of g;
  * w: weights of the first channel, [nb][C][KD][KH][KW];
  * bias: nb values or NULL; out: &out[k0][od][oh][0], planes OD*OH*OW apart. */
 CF_DISPATCH void FN(direct_forward_row)(const CF_T *x, const CF_T *w, const CF_T *bias,
@@ -117,105 +147,59 @@ CF_DISPATCH void FN(direct_forward_row)(const CF_T *x, const CF_T *w, const CF_T
     }
 }
 
-/* Gradient of the input for any stride, by scattering each output gradient
- * through the kernel: gx[c] += w[k, c, tap] * go[k, o]. Owns the nb input
- * channel planes at gx (zeroed here); go: the group's K output planes of one
- * image; w: &weight[g*K, c0], K rows of C*KVOL. */
-CF_DISPATCH void FN(direct_backward_input_scatter)(const CF_T *go, const CF_T *w,
-                                                   CF_T *gx, cf_idx nb, const cf_geom *g) {
-    const cf_idx KVOL = g->KD * g->KH * g->KW;
-    const cf_idx HW = g->H * g->W, DHW = g->D * HW;
-    const cf_idx OHW = g->OH * g->OW, P = g->OD * OHW;
-    memset(gx, 0, (size_t)(nb * DHW) * sizeof(CF_T));
-    for (cf_idx b = 0; b < nb; b++) {
-        CF_T *gxc = gx + b * DHW;
-        for (cf_idx k = 0; k < g->K; k++) {
-            const CF_T *wk = w + k * g->C * KVOL + b * KVOL;
-            for (cf_idx od = 0; od < g->OD; od++) {
-                cf_idx kd_lo, kd_hi;
-                cf_tap_range(od, g->sd, g->pd, g->dd, g->KD, g->D, &kd_lo, &kd_hi);
-                for (cf_idx oh = 0; oh < g->OH; oh++) {
-                    cf_idx kh_lo, kh_hi;
-                    cf_tap_range(oh, g->sh, g->ph, g->dh, g->KH, g->H, &kh_lo, &kh_hi);
-                    const CF_T *gor = go + k * P + od * OHW + oh * g->OW;
-                    for (cf_idx kd = kd_lo; kd < kd_hi; kd++) {
-                        for (cf_idx kh = kh_lo; kh < kh_hi; kh++) {
-                            CF_T *gxr = gxc + (od * g->sd - g->pd + kd * g->dd) * HW
-                                            + (oh * g->sh - g->ph + kh * g->dh) * g->W;
-                            for (cf_idx kw = 0; kw < g->KW; kw++) {
-                                cf_idx lo, hi;
-                                cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &lo, &hi);
-                                const CF_T wv = wk[(kd * g->KH + kh) * g->KW + kw];
-                                const cf_idx off = kw * g->dw - g->pw;
-                                for (cf_idx ow = lo; ow < hi; ow++)
-                                    gxr[ow * g->sw + off] += wv * gor[ow];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /* Weight gradient of nb output channels x one input channel, summed over the
- * batch: gw[b, tap] = sum_n,o go[n, b, o] * x[n, o*s + tap*d - p].
- * x: &x[0, g*C + c] (one plane per image, images x_nstride apart);
- * go: &grad_out[0, g*K + k0] (images go_nstride apart);
- * gw: &grad_weight[g*K + k0, c], rows C*KVOL apart. Overwrites its values. */
+ * batch: gw[b, tap] = sum_n,o go[n, b, o] * x[n, o*s + tap*d].
+ * x: &xpad[0, g*C + c] (padded planes, images x_nstride apart);
+ * go: &gopad[0, g*K + k0], rows padded to gow >= OW with zeros (images
+ * go_nstride apart); gw: &grad_weight[g*K + k0, c], rows C*KVOL apart. */
 CF_INLINE void FN(cf_backward_weight_block)(const CF_T *x, cf_idx x_nstride,
-                                            const CF_T *go, cf_idx go_nstride, cf_idx N,
-                                            CF_T *gw, const cf_geom *g, const int NB) {
+                                            const CF_T *go, cf_idx go_nstride, cf_idx gow,
+                                            cf_idx N, CF_T *gw, const cf_geom *g,
+                                            const int NB) {
     const cf_idx HW = g->H * g->W;
-    const cf_idx OHW = g->OH * g->OW, P = g->OD * OHW;
+    const cf_idx P = g->OD * g->OH * gow;
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
-    for (cf_idx kd = 0; kd < g->KD; kd++) {
-        cf_idx od_lo, od_hi;
-        cf_out_range(kd, g->sd, g->pd, g->dd, g->OD, g->D, &od_lo, &od_hi);
-        for (cf_idx kh = 0; kh < g->KH; kh++) {
-            cf_idx oh_lo, oh_hi;
-            cf_out_range(kh, g->sh, g->ph, g->dh, g->OH, g->H, &oh_lo, &oh_hi);
-            for (cf_idx kw = 0; kw < g->KW; kw++) {
-                cf_idx ow_lo, ow_hi;
-                cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &ow_lo, &ow_hi);
-                const cf_idx off = kw * g->dw - g->pw;
-                CF_V acc[NB];
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++)
+    for (cf_idx kw = 0; kw < g->KW; kw++) {
+        CF_V acc[NB];
 #pragma GCC unroll 8
-                for (int b = 0; b < NB; b++) acc[b] = FN(cf_splat)(0);
-                for (cf_idx n = 0; n < N; n++) {
-                    for (cf_idx od = od_lo; od < od_hi; od++) {
-                        for (cf_idx oh = oh_lo; oh < oh_hi; oh++) {
-                            const CF_T *xr = x + n * x_nstride + (od * g->sd - g->pd + kd * g->dd) * HW
-                                               + (oh * g->sh - g->ph + kh * g->dh) * g->W;
-                            const CF_T *gr = go + n * go_nstride + od * OHW + oh * g->OW;
-                            for (cf_idx ow0 = ow_lo; ow0 < ow_hi; ow0 += CF_VW) {
-                                const cf_idx cnt = cf_min(CF_VW, ow_hi - ow0);
-                                const CF_V xv = FN(cf_load_row)(xr, ow0 * g->sw + off, g->sw, cnt, g->W);
+        for (int b = 0; b < NB; b++) acc[b] = FN(cf_splat)(0);
+        for (cf_idx n = 0; n < N; n++) {
+            for (cf_idx od = 0; od < g->OD; od++) {
+                for (cf_idx oh = 0; oh < g->OH; oh++) {
+                    const CF_T *xr = x + n * x_nstride + (od * g->sd + kd * g->dd) * HW
+                                       + (oh * g->sh + kh * g->dh) * g->W + kw * g->dw;
+                    const CF_T *gr = go + n * go_nstride + (od * g->OH + oh) * gow;
+                    for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
+                        CF_V xv = FN(cf_load_strided)(xr + ow0 * g->sw, g->sw);
+                        if (g->OW - ow0 < CF_VW) xv = FN(cf_keep_lanes)(xv, g->OW - ow0);
 #pragma GCC unroll 8
-                                for (int b = 0; b < NB; b++)
-                                    acc[b] += xv * FN(cf_load_row)(gr + b * P, ow0, 1, cnt, g->OW);
-                            }
+                        for (int b = 0; b < NB; b++) {
+                            CF_V gv;
+                            memcpy(&gv, gr + b * P + ow0, sizeof gv);
+                            acc[b] += xv * gv;
                         }
                     }
                 }
-#pragma GCC unroll 8
-                for (int b = 0; b < NB; b++)
-                    gw[b * wstride + (kd * g->KH + kh) * g->KW + kw] = FN(cf_hsum)(acc[b]);
             }
         }
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++)
+            gw[b * wstride + (kd * g->KH + kh) * g->KW + kw] = FN(cf_hsum)(acc[b]);
     }
 }
 
 CF_DISPATCH void FN(direct_backward_weight)(const CF_T *x, cf_idx x_nstride,
-                                            const CF_T *go, cf_idx go_nstride, cf_idx N,
-                                            cf_idx nb, CF_T *gw, const cf_geom *g) {
-    const cf_idx P = g->OD * g->OH * g->OW;
+                                            const CF_T *go, cf_idx go_nstride, cf_idx gow,
+                                            cf_idx N, cf_idx nb, CF_T *gw, const cf_geom *g) {
+    const cf_idx P = g->OD * g->OH * gow;
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
     if (nb == CF_KB) {
-        FN(cf_backward_weight_block)(x, x_nstride, go, go_nstride, N, gw, g, CF_KB);
+        FN(cf_backward_weight_block)(x, x_nstride, go, go_nstride, gow, N, gw, g, CF_KB);
     } else {
         for (cf_idx b = 0; b < nb; b++)
-            FN(cf_backward_weight_block)(x, x_nstride, go + b * P, go_nstride, N,
+            FN(cf_backward_weight_block)(x, x_nstride, go + b * P, go_nstride, gow, N,
                                          gw + b * wstride, g, 1);
     }
 }
@@ -292,6 +276,8 @@ static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const 
         }
     }
 }
+
+static cf_idx FN(direct_vector_width)(void) { return CF_VW; }
 
 #undef CF_VW
 #undef CF_M
