@@ -1,0 +1,53 @@
+"""The benchmark shapes, shared by `python -m cnnfast.bench` and bench/ (pytest-benchmark)."""
+from typing import NamedTuple
+
+
+class ConvShape(NamedTuple):
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.K, self.C, self.kernel, self.kernel)
+
+    @property
+    def out_hw(self):
+        return tuple((n + 2 * self.padding - self.kernel) // self.stride + 1
+                     for n in (self.H, self.W))
+
+    @property
+    def flops(self):
+        """Forward multiply-adds x 2; the backward pass (input + weight) is twice this."""
+        oh, ow = self.out_hw
+        return 2 * self.N * self.K * oh * ow * self.C * self.kernel ** 2
+
+    def label(self):
+        return (f"{self.name} ({self.N},{self.C},{self.H},{self.W})->{self.K} "
+                f"k{self.kernel} s{self.stride} p{self.padding}")
+
+
+CONV_SHAPES = [
+    ConvShape("LeNet c1", 64, 1, 32, 32, 6, 5, 1, 0),
+    ConvShape("LeNet c2", 64, 6, 14, 14, 16, 5, 1, 0),
+    ConvShape("AlexNet c1", 8, 3, 227, 227, 96, 11, 4, 0),
+    ConvShape("VGG 3x3", 8, 64, 56, 56, 64, 3, 1, 1),
+    ConvShape("ResNet 3x3", 8, 128, 28, 28, 128, 3, 1, 1),
+    ConvShape("stride-2 3x3", 8, 64, 56, 56, 128, 3, 2, 1),
+    ConvShape("1x1", 8, 256, 28, 28, 64, 1, 1, 0),
+]
+
+# The shapes whose % of the sgemm peak the conv issue's goals speak about.
+BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3")
+
+CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")

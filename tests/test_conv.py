@@ -1,0 +1,273 @@
+"""Convolution kernels against the NumPy reference, finite differences and
+(when installed) torch.nn.functional, for every algorithm and both dtypes."""
+import itertools
+import threading
+
+import numpy as np
+import pytest
+from helpers import tolerance
+
+import cnnfast
+from cnnfast import reference
+
+FORWARD = {1: cnnfast.conv1d, 2: cnnfast.conv2d, 3: cnnfast.conv3d}
+BACKWARD = {1: cnnfast.conv1d_backward, 2: cnnfast.conv2d_backward, 3: cnnfast.conv3d_backward}
+REF_FORWARD = {1: reference.conv1d, 2: reference.conv2d, 3: reference.conv3d}
+REF_BACKWARD = {1: reference.conv1d_backward, 2: reference.conv2d_backward,
+                3: reference.conv3d_backward}
+DTYPES = [np.float32, np.float64]
+
+# (N, C, spatial, K, kernel, stride, padding, dilation, groups)
+CASES_2D = [
+    (2, 3, (9, 11), 4, (3, 3), 1, 1, 1, 1),            # odd sizes, pad 1
+    (1, 4, (10, 7), 6, (3, 2), (2, 1), (1, 0), 1, 2),  # rectangular kernel/stride, groups 2
+    (3, 4, (8, 8), 4, (3, 3), 1, "same", 2, 4),        # depthwise, same, dilation 2
+    (2, 16, (12, 13), 32, (3, 3), 2, 1, 1, 1),         # stride 2, K > KB
+    (2, 8, (7, 7), 16, (1, 1), 1, 0, 1, 1),            # 1x1
+    (2, 8, (7, 9), 12, (1, 1), 2, 1, 1, 2),            # strided, padded 1x1 with groups
+    (2, 3, (15, 15), 5, (5, 5), 3, 2, 2, 1),           # stride 3, dilation 2
+    (1, 2, (40, 37), 9, (2, 5), (3, 1), (1, 2), (2, 1), 1),
+    (2, 6, (5, 33), 12, (3, 3), (1, 2), "same", 1, 3),  # same with stride 2 on W
+    (2, 5, (6, 6), 7, (6, 6), 1, "valid", 1, 1),        # kernel == input
+    (0, 3, (9, 8), 4, (3, 3), 1, 1, 1, 1),              # empty batch
+    (1, 1, (32, 32), 6, (5, 5), 1, 0, 1, 1),            # LeNet c1, batch 1
+    (3, 6, (14, 14), 16, (5, 5), 1, 0, 1, 1),           # LeNet c2
+    (2, 3, (23, 23), 8, (11, 11), 4, 0, 1, 1),          # AlexNet-like
+    (2, 6, (9, 10), 9, (3, 3), 3, "same", 1, 3),        # same, stride 3, groups 3
+    (2, 3, (5, 40), 17, (1, 7), 1, (0, 3), 1, 1),       # 1x7 kernel, W >> vector width
+    (1, 2, (4, 70), 3, (3, 3), (1, 3), (2, 1), (1, 2), 1),
+]
+CASES_1D = [
+    (2, 3, (17,), 5, (3,), 1, 1, 1, 1),
+    (3, 4, (40,), 6, (5,), 2, "same", 2, 2),
+    (1, 6, (9,), 6, (1,), 3, 1, 1, 6),
+    (0, 2, (9,), 3, (2,), 1, 0, 1, 1),
+    (2, 8, (50,), 16, (7,), 3, 3, 1, 1),
+]
+CASES_3D = [
+    (2, 3, (5, 6, 7), 4, (3, 3, 3), 1, 1, 1, 1),
+    (1, 4, (6, 5, 9), 6, (2, 3, 1), (2, 1, 2), (1, 0, 1), (1, 2, 1), 2),
+    (2, 4, (4, 4, 4), 4, (3, 3, 3), 1, "same", 1, 4),
+    (0, 2, (3, 4, 5), 2, (1, 1, 1), 1, 0, 1, 1),
+    (1, 2, (3, 5, 4), 3, (1, 1, 1), (1, 2, 2), 0, 1, 1),
+]
+
+
+def _algorithms(kernel):
+    algs = ["direct", "im2col", "auto"]
+    if all(k == 1 for k in kernel):
+        algs.append("1x1")
+    return algs
+
+
+def _make(rng, case, dtype, bias=True):
+    N, C, spatial, K, kernel, stride, padding, dilation, groups = case
+    x = rng.standard_normal((N, C) + spatial).astype(dtype)
+    w = rng.standard_normal((K, C // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype) if bias else None
+    args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, w, b, args
+
+
+def _reduction(case):
+    N, C, spatial, K, kernel, *_, groups = case
+    return C // groups * int(np.prod(kernel))
+
+
+def _all_cases():
+    for nd, cases in ((1, CASES_1D), (2, CASES_2D), (3, CASES_3D)):
+        for case in cases:
+            for alg in _algorithms(case[4]):
+                yield pytest.param(nd, case, alg, id=f"{nd}d-{case}-{alg}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd, case, algorithm", list(_all_cases()))
+def test_forward_and_backward_match_reference(rng, nd, case, algorithm, dtype):
+    x, w, b, args = _make(rng, case, dtype)
+    expected = REF_FORWARD[nd](x, w, b, **args)
+    got = FORWARD[nd](x, w, b, **args, algorithm=algorithm)
+    assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
+    tol = tolerance(dtype, _reduction(case))
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+
+    grad_out = rng.standard_normal(expected.shape).astype(dtype)
+    ref_grads = REF_BACKWARD[nd](grad_out, x, w, **args)
+    grads = BACKWARD[nd](grad_out, x, w, **args, algorithm=algorithm)
+    N, K = x.shape[0], w.shape[0]
+    sum_size = N * int(np.prod(expected.shape[2:])) if N else 1
+    for name, g, r, size in zip(("x", "weight", "bias"), grads, ref_grads,
+                                (w.shape[0] * int(np.prod(case[4])), sum_size, sum_size)):
+        assert g.dtype == dtype and g.shape == r.shape, name
+        t = tolerance(dtype, size)
+        np.testing.assert_allclose(g, r, rtol=t, atol=t, err_msg=f"grad_{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES_2D[:9], ids=str)
+def test_algorithms_agree(rng, case, dtype):
+    x, w, b, args = _make(rng, case, dtype)
+    results = {alg: cnnfast.conv2d(x, w, b, **args, algorithm=alg) for alg in _algorithms(case[4])}
+    grad_out = rng.standard_normal(results["auto"].shape).astype(dtype)
+    grads = {alg: cnnfast.conv2d_backward(grad_out, x, w, **args, algorithm=alg)
+             for alg in results}
+    tol = tolerance(dtype, 4 * _reduction(case))
+    for alg in results:
+        np.testing.assert_allclose(results[alg], results["direct"], rtol=tol, atol=tol)
+        for g, g0 in zip(grads[alg], grads["direct"]):
+            np.testing.assert_allclose(g, g0, rtol=tol * 10, atol=tol * 10)
+
+
+def test_no_bias_equals_zero_bias(rng):
+    x, w, b, args = _make(rng, CASES_2D[0], np.float64)
+    for alg in ("direct", "im2col"):
+        np.testing.assert_array_equal(cnnfast.conv2d(x, w, None, **args, algorithm=alg),
+                                      cnnfast.conv2d(x, w, np.zeros_like(b), **args,
+                                                     algorithm=alg))
+
+
+def test_same_padding_output_size_and_split():
+    # TensorFlow's rule: out = ceil(in / stride); the larger half of the padding after.
+    x = np.arange(1 * 1 * 6, dtype=np.float64).reshape(1, 1, 6)
+    w = np.ones((1, 1, 4))
+    y = cnnfast.conv1d(x, w, padding="same")                 # total pad 3: 1 before, 2 after
+    np.testing.assert_array_equal(y[0, 0], [0 + 1 + 2, 0 + 1 + 2 + 3, 1 + 2 + 3 + 4,
+                                            2 + 3 + 4 + 5, 3 + 4 + 5, 4 + 5])
+    y2 = cnnfast.conv1d(x, w, stride=4, padding="same")      # out 2, total pad 2: 1/1
+    np.testing.assert_array_equal(y2[0, 0], [0 + 1 + 2, 3 + 4 + 5])
+
+
+# ------------------------------------------------------------ finite differences
+
+def _numeric_grad(f, a, eps=1e-6):
+    grad = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        fp = f()
+        a[idx] = old - eps
+        fm = f()
+        a[idx] = old
+        grad[idx] = (fp - fm) / (2 * eps)
+    return grad
+
+
+FD_CASES = [
+    (1, (2, 3, (5, 6), 4, (3, 2), (2, 1), (1, 0), (1, 2), 1)),
+    (2, (2, 4, (5, 5), 4, (3, 3), 1, "same", 1, 2)),
+    (3, (1, 2, (7,), 4, (3,), 2, 1, 2, 2)),
+    (4, (1, 2, (3, 4, 3), 2, (2, 2, 1), 1, (1, 0, 0), 1, 1)),
+]
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "auto", "reference"])
+@pytest.mark.parametrize("key, case", FD_CASES, ids=lambda c: str(c))
+def test_backward_matches_finite_differences(rng, key, case, algorithm):
+    nd = len(case[2])
+    x, w, b, args = _make(rng, case, np.float64)
+    y = REF_FORWARD[nd](x, w, b, **args)
+    grad_out = rng.standard_normal(y.shape)
+    if algorithm == "reference":
+        forward, backward = REF_FORWARD[nd], REF_BACKWARD[nd]
+        kw = {}
+    else:
+        forward, backward = FORWARD[nd], BACKWARD[nd]
+        kw = {"algorithm": algorithm}
+
+    def loss():
+        return float(np.sum(forward(x, w, b, **args, **kw) * grad_out))
+
+    gx, gw, gb = backward(grad_out, x, w, **args, **kw)
+    np.testing.assert_allclose(gx, _numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, _numeric_grad(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, _numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------ threads
+
+def test_thread_counts_agree_and_runs_are_reproducible(rng):
+    x, w, b, args = _make(rng, (4, 8, (20, 19), 16, (3, 3), 1, 1, 1, 1), np.float32)
+    grad_out = rng.standard_normal((4, 16, 20, 19)).astype(np.float32)
+    for alg in ("direct", "im2col"):
+        results = {}
+        for n in (1, 2, 3):
+            with cnnfast.num_threads(n):
+                first = (cnnfast.conv2d(x, w, b, **args, algorithm=alg),
+                         *cnnfast.conv2d_backward(grad_out, x, w, **args, algorithm=alg))
+                again = (cnnfast.conv2d(x, w, b, **args, algorithm=alg),
+                         *cnnfast.conv2d_backward(grad_out, x, w, **args, algorithm=alg))
+            for a, c in zip(first, again):
+                np.testing.assert_array_equal(a, c)          # bit-identical run to run
+            results[n] = first
+        for n in (2, 3):
+            for a, c in zip(results[n], results[1]):
+                np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-3)
+
+
+def test_many_python_threads_at_once(rng):
+    x, w, b, args = _make(rng, (2, 6, (16, 15), 12, (3, 3), 1, 1, 1, 1), np.float64)
+    expected = {alg: cnnfast.conv2d(x, w, b, **args, algorithm=alg) for alg in ("direct", "im2col")}
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def worker(alg):
+        barrier.wait()
+        for _ in range(5):
+            got = cnnfast.conv2d(x, w, b, **args, algorithm=alg)
+            if not np.array_equal(got, expected[alg]):
+                errors.append(alg)
+
+    threads = [threading.Thread(target=worker, args=(alg,))
+               for alg in itertools.islice(itertools.cycle(expected), 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_thread_settings_round_trip():
+    before = cnnfast.get_num_threads()
+    with cnnfast.num_threads(1):
+        assert cnnfast.get_num_threads() == 1
+    assert cnnfast.get_num_threads() == before
+    cnnfast.set_num_threads(before)
+    assert cnnfast.get_num_threads() == before
+
+
+def test_show_config_prints_the_build(capsys):
+    cnnfast.show_config()
+    out = capsys.readouterr().out
+    for key in ("cnnfast", "compiler", "OpenMP", "SIMD level", "BLAS", "threads"):
+        assert key in out
+
+
+# ------------------------------------------------------------------- torch
+
+TORCH_CASES = [
+    (2, 3, (9, 11), 4, (3, 3), 1, 1, 1, 1),
+    (1, 4, (10, 7), 6, (3, 2), (2, 1), (1, 0), 1, 2),
+    (3, 4, (8, 8), 4, (3, 3), 1, "same", 2, 4),
+    (2, 8, (7, 9), 12, (1, 1), 2, 1, 1, 2),
+    (2, 3, (23, 23), 8, (11, 11), 4, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=str)
+def test_matches_torch(rng, case):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x, w, b, args = _make(rng, case, np.float64)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    ty = F.conv2d(tx, tw, tb, **args)
+    grad_out = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(grad_out))
+    for alg in _algorithms(case[4]):
+        y = cnnfast.conv2d(x, w, b, **args, algorithm=alg)
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+        gx, gw, gb = cnnfast.conv2d_backward(grad_out, x, w, **args, algorithm=alg)
+        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
