@@ -102,8 +102,9 @@ def _extensions():
         "initializedcheck": debug,
         "cdivision": True,
     }
+    headers = ["csrc/conv_common.h", "csrc/conv_kernels_impl.h"]  # rebuild when they change
     exts = [
-        Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"]),
+        Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"], depends=headers),
         Extension("cnnfast._runtime", ["csrc/_runtime.pyx"], include_dirs=["csrc"]),
     ]
     return cythonize(exts, include_path=["csrc"], compiler_directives=directives,

@@ -148,16 +148,22 @@ def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
     return pad, pad
 
 
+_FORWARD = object()  # grad_out's default: a forward call (None is a user error)
+
+
 def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  grad_out=None) -> ConvGeometry:
+                  grad_out=_FORWARD) -> ConvGeometry:
     """Validate a conv{nd}d call (or its backward when grad_out is given)."""
     op = f"conv{nd}d"
+    backward = grad_out is not _FORWARD
     check_array(x, "x")
     check_array(weight, "weight")
     if bias is not None:
         check_array(bias, "bias")
-    if grad_out is not None:
+    if backward:
         check_array(grad_out, "grad_out")
+    else:
+        grad_out = None
     dtype = common_float_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
     if x.ndim != nd + 2:
         raise ValueError(f"x must be a {nd + 2}-D array (N, C, {_SPATIAL[nd]}) for {op}, "
@@ -198,7 +204,7 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
         out_size.append(o)
     geom = ConvGeometry(nd, dtype, N, C, K, groups, tuple(in_size), tuple(kernel), stride,
                         dilation, pad_before, pad_after, tuple(out_size))
-    if grad_out is not None:
+    if backward:
         expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of this {op}")
     return geom
 

@@ -68,8 +68,12 @@ cdef inline bint _is_pointwise_identity(const cf_geom *g) noexcept nogil:
 
 
 cdef inline Py_ssize_t _tile_width(Py_ssize_t rows, Py_ssize_t P):
-    cdef Py_ssize_t t = max(COLUMN_BUDGET // max(rows, 1), 16)
-    return min(t, P)
+    """Columns per tile: within the budget, and balanced so the last tile is
+    not a sliver (a narrow GEMM runs far below peak)."""
+    cdef Py_ssize_t t = min(max(COLUMN_BUDGET // max(rows, 1), 16), P)
+    cdef Py_ssize_t ntiles = (P + t - 1) // t
+    t = (P + ntiles - 1) // ntiles
+    return min((t + 15) // 16 * 16, P)
 
 
 cdef object _dtype_of(floating dummy):

@@ -37,15 +37,21 @@ CF_INLINE CF_V FN(cf_load_strided)(const CF_T *row, cf_idx s) {
         for (int j = 0; j < (int)CF_VW; j++) even[j] = 2 * j;
         v = __builtin_shuffle(lo, hi, even);
     } else {
-        for (cf_idx j = 0; j < CF_VW; j++) v[j] = row[j * s];
+        /* gather through a scalar array: indexing a vector lane by a variable
+         * would force the caller's accumulators out of registers */
+        CF_T lanes[CF_VW];
+        for (cf_idx j = 0; j < CF_VW; j++) lanes[j] = row[j * s];
+        memcpy(&v, lanes, sizeof v);
     }
     return v;
 }
 
 /* Lanes j >= cnt cleared bit-wise (exact zeros even for Inf/NaN inputs). */
 CF_INLINE CF_V FN(cf_keep_lanes)(CF_V v, cf_idx cnt) {
+    CF_ITYPE bits[CF_VW];
     CF_M keep;
-    for (int j = 0; j < (int)CF_VW; j++) keep[j] = j < cnt ? (CF_ITYPE)-1 : 0;
+    for (int j = 0; j < (int)CF_VW; j++) bits[j] = j < cnt ? (CF_ITYPE)-1 : 0;
+    memcpy(&keep, bits, sizeof keep);
     return (CF_V)((CF_M)v & keep);
 }
 
@@ -88,129 +94,194 @@ static void FN(pad_plane)(const CF_T *src, cf_idx D, cf_idx H, cf_idx W,
 
 /* ---------------------------------------------------------------- direct */
 
-/* NB output channels x one output row (od, oh): NB vector accumulators stay in
- * registers while all C*KD*KH*KW taps stream past. x is padded (pads 0 in g,
- * g->W is the padded row length), so every load is a full vector. */
-CF_INLINE void FN(cf_forward_rows_block)(const CF_T *x, const CF_T *w, cf_idx wstride,
-                                         const CF_T *bias, CF_T *out, cf_idx ostride,
-                                         cf_idx od, cf_idx oh, const cf_geom *g,
-                                         const int NB) {
+/* NB output channels x NCH vector chunks of one output row (od, oh), from
+ * output column ow0: NB*NCH accumulators stay in registers while all
+ * C*KD*KH*KW taps stream past. x is padded (pads 0 in g, g->W is the padded
+ * row length) and wide enough that every load is a full vector. */
+CF_INLINE void FN(cf_forward_tile)(const CF_T *x, const CF_T *w, cf_idx wstride,
+                                   const CF_T *bias, CF_T *out, cf_idx ostride,
+                                   cf_idx od, cf_idx oh, cf_idx ow0, const cf_geom *g,
+                                   const int NB, const int NCH) {
     const cf_idx KVOL = g->KD * g->KH * g->KW;
     const cf_idx HW = g->H * g->W, DHW = g->D * HW;
-    const CF_T *x0 = x + od * g->sd * HW + oh * g->sh * g->W;
-    for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
-        const cf_idx cnt = cf_min(CF_VW, g->OW - ow0);
-        CF_V acc[NB];
+    const cf_idx cstep = CF_VW * g->sw;
+    const CF_T *x0 = x + od * g->sd * HW + oh * g->sh * g->W + ow0 * g->sw;
+    CF_V acc[8]; /* NB*NCH <= 8; fixed sizes (not VLAs) let GCC keep them in registers */
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) acc[b] = FN(cf_splat)(bias ? bias[b] : (CF_T)0);
-        for (cf_idx c = 0; c < g->C; c++) {
-            for (cf_idx kd = 0; kd < g->KD; kd++) {
-                for (cf_idx kh = 0; kh < g->KH; kh++) {
-                    const CF_T *xr = x0 + c * DHW + kd * g->dd * HW + kh * g->dh * g->W
-                                        + ow0 * g->sw;
-                    const CF_T *wr = w + c * KVOL + (kd * g->KH + kh) * g->KW;
-                    for (cf_idx kw = 0; kw < g->KW; kw++) {
-                        const CF_V xv = FN(cf_load_strided)(xr + kw * g->dw, g->sw);
+    for (int b = 0; b < NB; b++)
 #pragma GCC unroll 8
-                        for (int b = 0; b < NB; b++) acc[b] += xv * wr[b * wstride + kw];
+        for (int q = 0; q < NCH; q++) acc[b * NCH + q] = FN(cf_splat)(bias ? bias[b] : (CF_T)0);
+    for (cf_idx c = 0; c < g->C; c++) {
+        for (cf_idx kd = 0; kd < g->KD; kd++) {
+            for (cf_idx kh = 0; kh < g->KH; kh++) {
+                const CF_T *xr = x0 + c * DHW + kd * g->dd * HW + kh * g->dh * g->W;
+                const CF_T *wr = w + c * KVOL + (kd * g->KH + kh) * g->KW;
+                for (cf_idx kw = 0; kw < g->KW; kw++) {
+                    CF_V xv[4];
+#pragma GCC unroll 8
+                    for (int q = 0; q < NCH; q++)
+                        xv[q] = FN(cf_load_strided)(xr + kw * g->dw + q * cstep, g->sw);
+#pragma GCC unroll 8
+                    for (int b = 0; b < NB; b++) {
+                        const CF_T wv = wr[b * wstride + kw];
+#pragma GCC unroll 8
+                        for (int q = 0; q < NCH; q++) acc[b * NCH + q] += xv[q] * wv;
                     }
                 }
             }
         }
+    }
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) {
-            CF_T *o = out + b * ostride + ow0;
+    for (int b = 0; b < NB; b++) {
+#pragma GCC unroll 8
+        for (int q = 0; q < NCH; q++) {
+            const cf_idx o0 = ow0 + q * CF_VW;
+            const cf_idx cnt = cf_min(CF_VW, g->OW - o0);
+            CF_T *o = out + b * ostride + o0;
             if (cnt == CF_VW) {
-                memcpy(o, &acc[b], sizeof acc[b]);
+                memcpy(o, &acc[b * NCH + q], sizeof(CF_V));
             } else {
-                for (cf_idx j = 0; j < cnt; j++) o[j] = acc[b][j];
+                CF_T lanes[CF_VW];
+                memcpy(lanes, &acc[b * NCH + q], sizeof lanes);
+                for (cf_idx j = 0; j < cnt; j++) o[j] = lanes[j];
             }
         }
     }
+}
+
+/* The row for NB channels: NCH chunks at a time, then single chunks. */
+CF_INLINE void FN(cf_forward_row_block)(const CF_T *x, const CF_T *w, cf_idx wstride,
+                                        const CF_T *bias, CF_T *out, cf_idx ostride,
+                                        cf_idx od, cf_idx oh, const cf_geom *g,
+                                        const int NB, const int NCH) {
+    cf_idx ow0 = 0;
+    for (; ow0 + (NCH - 1) * CF_VW < g->OW; ow0 += NCH * CF_VW)
+        FN(cf_forward_tile)(x, w, wstride, bias, out, ostride, od, oh, ow0, g, NB, NCH);
+    for (; ow0 < g->OW; ow0 += CF_VW)
+        FN(cf_forward_tile)(x, w, wstride, bias, out, ostride, od, oh, ow0, g, NB, 1);
 }
 
 /* Forward output row (od, oh) for nb <= CF_KB output channels of one group.
  * x: the group's padded input planes of one image, [C][D][H][W] of g;
  * w: weights of the first channel, [nb][C][KD][KH][KW];
- * bias: nb values or NULL; out: &out[k0][od][oh][0], planes OD*OH*OW apart. */
+ * bias: nb values or NULL; out: &out[k0][od][oh][0], planes OD*OH*OW apart.
+ * Blocks of 8 channels x 1 chunk, 4 x 2, 2 x 4 and 1 x 4 keep eight (four)
+ * independent accumulator chains in flight whatever nb is. */
 CF_DISPATCH void FN(direct_forward_row)(const CF_T *x, const CF_T *w, const CF_T *bias,
                                         CF_T *out, cf_idx nb, cf_idx od, cf_idx oh,
                                         const cf_geom *g) {
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
     const cf_idx ostride = g->OD * g->OH * g->OW;
-    if (nb == CF_KB) {
-        FN(cf_forward_rows_block)(x, w, wstride, bias, out, ostride, od, oh, g, CF_KB);
-    } else {
-        for (cf_idx b = 0; b < nb; b++)
-            FN(cf_forward_rows_block)(x, w + b * wstride, wstride, bias ? bias + b : NULL,
-                                      out + b * ostride, ostride, od, oh, g, 1);
-    }
+    cf_idx b = 0;
+#define CF_FWD_BLOCK(NB, NCH)                                                          \
+    FN(cf_forward_row_block)(x, w + b * wstride, wstride, bias ? bias + b : NULL,      \
+                             out + b * ostride, ostride, od, oh, g, NB, NCH);          \
+    b += NB
+    if (nb - b >= 8) { CF_FWD_BLOCK(8, 1); }
+    if (nb - b >= 4) { CF_FWD_BLOCK(4, 2); }
+    if (nb - b >= 2) { CF_FWD_BLOCK(2, 4); }
+    if (nb - b >= 1) { CF_FWD_BLOCK(1, 4); }
+#undef CF_FWD_BLOCK
 }
 
-/* Weight gradient of nb output channels x one input channel, summed over the
- * batch: gw[b, tap] = sum_n,o go[n, b, o] * x[n, o*s + tap*d].
+/* Weight gradient of NB output channels x one input channel for the taps
+ * (kd, kh, kw0 .. kw0+NKW-1), summed over the batch:
+ * gw[b, tap] = sum_n,o go[n, b, o] * x[n, o*s + tap*d]. Each go vector is
+ * loaded once for NKW taps, each x vector once for NB channels.
  * x: &xpad[0, g*C + c] (padded planes, images x_nstride apart);
  * go: &gopad[0, g*K + k0], rows padded to gow >= OW with zeros (images
  * go_nstride apart); gw: &grad_weight[g*K + k0, c], rows C*KVOL apart. */
-CF_INLINE void FN(cf_backward_weight_block)(const CF_T *x, cf_idx x_nstride,
-                                            const CF_T *go, cf_idx go_nstride, cf_idx gow,
-                                            cf_idx N, CF_T *gw, const cf_geom *g,
-                                            const int NB) {
+CF_INLINE void FN(cf_backward_weight_taps)(const CF_T *x, cf_idx x_nstride,
+                                           const CF_T *go, cf_idx go_nstride, cf_idx gow,
+                                           cf_idx N, CF_T *gw, const cf_geom *g,
+                                           cf_idx kd, cf_idx kh, cf_idx kw0,
+                                           const int NB, const int NKW) {
     const cf_idx HW = g->H * g->W;
     const cf_idx P = g->OD * g->OH * gow;
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
-    for (cf_idx kd = 0; kd < g->KD; kd++)
-    for (cf_idx kh = 0; kh < g->KH; kh++)
-    for (cf_idx kw = 0; kw < g->KW; kw++) {
-        CF_V acc[NB];
+    CF_V acc[8 * 3]; /* NB <= 8, NKW <= 3; fixed sizes stay in registers */
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) acc[b] = FN(cf_splat)(0);
-        for (cf_idx n = 0; n < N; n++) {
-            for (cf_idx od = 0; od < g->OD; od++) {
-                for (cf_idx oh = 0; oh < g->OH; oh++) {
-                    const CF_T *xr = x + n * x_nstride + (od * g->sd + kd * g->dd) * HW
-                                       + (oh * g->sh + kh * g->dh) * g->W + kw * g->dw;
-                    const CF_T *gr = go + n * go_nstride + (od * g->OH + oh) * gow;
-                    for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
-                        CF_V xv = FN(cf_load_strided)(xr + ow0 * g->sw, g->sw);
-                        if (g->OW - ow0 < CF_VW) xv = FN(cf_keep_lanes)(xv, g->OW - ow0);
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NKW; t++) acc[b * NKW + t] = FN(cf_splat)(0);
+    for (cf_idx n = 0; n < N; n++) {
+        for (cf_idx od = 0; od < g->OD; od++) {
+            for (cf_idx oh = 0; oh < g->OH; oh++) {
+                const CF_T *xr = x + n * x_nstride + (od * g->sd + kd * g->dd) * HW
+                                   + (oh * g->sh + kh * g->dh) * g->W + kw0 * g->dw;
+                const CF_T *gr = go + n * go_nstride + (od * g->OH + oh) * gow;
+                for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
+                    CF_V xv[3];
+#pragma GCC unroll 4
+                    for (int t = 0; t < NKW; t++) {
+                        xv[t] = FN(cf_load_strided)(xr + t * g->dw + ow0 * g->sw, g->sw);
+                        if (g->OW - ow0 < CF_VW) xv[t] = FN(cf_keep_lanes)(xv[t], g->OW - ow0);
+                    }
 #pragma GCC unroll 8
-                        for (int b = 0; b < NB; b++) {
-                            CF_V gv;
-                            memcpy(&gv, gr + b * P + ow0, sizeof gv);
-                            acc[b] += xv * gv;
-                        }
+                    for (int b = 0; b < NB; b++) {
+                        CF_V gv;
+                        memcpy(&gv, gr + b * P + ow0, sizeof gv);
+#pragma GCC unroll 4
+                        for (int t = 0; t < NKW; t++) acc[b * NKW + t] += xv[t] * gv;
                     }
                 }
             }
         }
+    }
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++)
-            gw[b * wstride + (kd * g->KH + kh) * g->KW + kw] = FN(cf_hsum)(acc[b]);
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NKW; t++)
+            gw[b * wstride + (kd * g->KH + kh) * g->KW + kw0 + t] = FN(cf_hsum)(acc[b * NKW + t]);
+}
+
+CF_INLINE void FN(cf_backward_weight_block)(const CF_T *x, cf_idx x_nstride,
+                                            const CF_T *go, cf_idx go_nstride, cf_idx gow,
+                                            cf_idx N, CF_T *gw, const cf_geom *g,
+                                            const int NB) {
+    for (cf_idx kd = 0; kd < g->KD; kd++) {
+        for (cf_idx kh = 0; kh < g->KH; kh++) {
+            cf_idx kw = 0;
+            for (; kw + 3 <= g->KW; kw += 3)
+                FN(cf_backward_weight_taps)(x, x_nstride, go, go_nstride, gow, N, gw, g,
+                                            kd, kh, kw, NB, 3);
+            if (g->KW - kw == 2)
+                FN(cf_backward_weight_taps)(x, x_nstride, go, go_nstride, gow, N, gw, g,
+                                            kd, kh, kw, NB, 2);
+            else if (g->KW - kw == 1)
+                FN(cf_backward_weight_taps)(x, x_nstride, go, go_nstride, gow, N, gw, g,
+                                            kd, kh, kw, NB, 1);
+        }
     }
 }
 
+/* Weight gradient of nb <= CF_KB output channels x one input channel. */
 CF_DISPATCH void FN(direct_backward_weight)(const CF_T *x, cf_idx x_nstride,
                                             const CF_T *go, cf_idx go_nstride, cf_idx gow,
                                             cf_idx N, cf_idx nb, CF_T *gw, const cf_geom *g) {
     const cf_idx P = g->OD * g->OH * gow;
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
-    if (nb == CF_KB) {
-        FN(cf_backward_weight_block)(x, x_nstride, go, go_nstride, gow, N, gw, g, CF_KB);
-    } else {
-        for (cf_idx b = 0; b < nb; b++)
-            FN(cf_backward_weight_block)(x, x_nstride, go + b * P, go_nstride, gow, N,
-                                         gw + b * wstride, g, 1);
-    }
+    cf_idx b = 0;
+#define CF_BW_BLOCK(NB)                                                                \
+    FN(cf_backward_weight_block)(x, x_nstride, go + b * P, go_nstride, gow, N,         \
+                                 gw + b * wstride, g, NB);                             \
+    b += NB
+    if (nb - b >= 8) { CF_BW_BLOCK(8); }
+    if (nb - b >= 4) { CF_BW_BLOCK(4); }
+    if (nb - b >= 2) { CF_BW_BLOCK(2); }
+    if (nb - b >= 1) { CF_BW_BLOCK(1); }
+#undef CF_BW_BLOCK
 }
 
 /* ------------------------------------------------------- im2col / col2im */
 
 /* Column tile for output positions [p0, p0 + cnt) of one image and group:
  * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...] or 0 in the padding.
- * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. */
+ * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. The tile is
+ * walked in output-row segments; coordinates advance without divisions. */
 static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     CF_T *dst = col;
     for (cf_idx c = 0; c < g->C; c++)
     for (cf_idx kd = 0; kd < g->KD; kd++)
@@ -219,27 +290,28 @@ static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const c
         cf_idx wlo, whi;
         cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &wlo, &whi);
         const cf_idx off = kw * g->dw - g->pw;
-        for (cf_idx j = 0, p = p0; j < cnt;) {
-            const cf_idx od = p / OHW, oh = (p % OHW) / g->OW, ow = p % g->OW;
+        cf_idx od = od0, oh = oh0, ow = ow0;
+        for (cf_idx j = 0; j < cnt;) {
             const cf_idx len = cf_min(g->OW - ow, cnt - j);
             const cf_idx id = od * g->sd - g->pd + kd * g->dd;
             const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
-            CF_T *d = dst + j - ow; /* d[o] is the slot of output column o */
+            CF_T *d = dst + j;                   /* d[o - ow] is output column o */
             if (id < 0 || id >= g->D || ih < 0 || ih >= g->H) {
-                for (cf_idx o = ow; o < ow + len; o++) d[o] = 0;
+                memset(d, 0, (size_t)len * sizeof(CF_T));
             } else {
-                const CF_T *xr = x + c * DHW + id * HW + ih * g->W + off;
+                const CF_T *xr = x + c * DHW + id * HW + ih * g->W;
                 const cf_idx a = cf_max(ow, wlo), e = cf_max(a, cf_min(ow + len, whi));
-                for (cf_idx o = ow; o < a; o++) d[o] = 0;
+                for (cf_idx o = ow; o < a; o++) d[o - ow] = 0;
                 if (g->sw == 1) {
-                    for (cf_idx o = a; o < e; o++) d[o] = xr[o];
+                    memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
                 } else {
-                    for (cf_idx o = a; o < e; o++) d[o] = xr[o * g->sw];
+                    for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
                 }
-                for (cf_idx o = e; o < ow + len; o++) d[o] = 0;
+                for (cf_idx o = e; o < ow + len; o++) d[o - ow] = 0;
             }
             j += len;
-            p += len;
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
         }
     }
 }
@@ -248,6 +320,7 @@ static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const c
  * owns the group's gx planes of this image and zeroes them beforehand. */
 static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     const CF_T *src = col;
     for (cf_idx c = 0; c < g->C; c++)
     for (cf_idx kd = 0; kd < g->KD; kd++)
@@ -256,23 +329,24 @@ static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const 
         cf_idx wlo, whi;
         cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &wlo, &whi);
         const cf_idx off = kw * g->dw - g->pw;
-        for (cf_idx j = 0, p = p0; j < cnt;) {
-            const cf_idx od = p / OHW, oh = (p % OHW) / g->OW, ow = p % g->OW;
+        cf_idx od = od0, oh = oh0, ow = ow0;
+        for (cf_idx j = 0; j < cnt;) {
             const cf_idx len = cf_min(g->OW - ow, cnt - j);
             const cf_idx id = od * g->sd - g->pd + kd * g->dd;
             const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
             if (id >= 0 && id < g->D && ih >= 0 && ih < g->H) {
-                const CF_T *s = src + j - ow;
-                CF_T *xr = gx + c * DHW + id * HW + ih * g->W + off;
+                const CF_T *sj = src + j;        /* sj[o - ow] is output column o */
+                CF_T *xr = gx + c * DHW + id * HW + ih * g->W;
                 const cf_idx a = cf_max(ow, wlo), e = cf_min(ow + len, whi);
                 if (g->sw == 1) {
-                    for (cf_idx o = a; o < e; o++) xr[o] += s[o];
+                    for (cf_idx o = a; o < e; o++) xr[o + off] += sj[o - ow];
                 } else {
-                    for (cf_idx o = a; o < e; o++) xr[o * g->sw] += s[o];
+                    for (cf_idx o = a; o < e; o++) xr[o * g->sw + off] += sj[o - ow];
                 }
             }
             j += len;
-            p += len;
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
         }
     }
 }
