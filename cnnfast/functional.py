@@ -16,24 +16,35 @@ __all__ = [
 
 # ------------------------------------------------------------ convolution
 
-def choose_conv_algorithm(geom: V.ConvGeometry) -> str:
-    """The `algorithm="auto"` rule, from measurements on the benchmark shapes
-    (bench/, python -m cnnfast.bench):
+def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> str:
+    """The `algorithm="auto"` rule for the forward pass or one gradient
+    ("forward", "x" or "weight"), fitted to single-thread measurements on
+    AVX-512 (bench/, python -m cnnfast.bench):
 
     * a kernel of all ones is a plain GEMM over channels: "1x1";
-    * few output or input taps per group (depthwise, LeNet-sized layers:
-      K/groups < 16 or C/groups * taps < 32) starve a GEMM: "direct";
-    * shapes beyond BLAS's 32-bit sizes: "direct";
-    * otherwise im2col + BLAS GEMM, near the machine's sgemm peak: "im2col".
+    * forward: "direct" when a group has few output channels (2..48) and rows
+      of at least 8 outputs: GEMMs with M <= 48 run far below peak while the
+      direct kernel keeps 8 accumulator chains busy (LeNet c2: 0.5 vs 0.8 ms);
+    * input gradient, stride 1: the same with the roles of C and K swapped
+      (it runs the forward kernel on grad_out), also for depthwise layers;
+    * weight gradient: im2col's GEMM reduces over the batch at near-peak speed
+      and wins on every measured shape;
+    * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col".
     """
     if not V.fits_blas(geom):
         return "direct"
     if geom.is_pointwise:
         return "1x1"
-    per_group_k = geom.out_channels // geom.groups
-    rows = geom.in_channels // geom.groups * int(np.prod(geom.kernel))
-    if per_group_k < 16 or rows < 32:
-        return "direct"
+    k_per_group = geom.out_channels // geom.groups
+    c_per_group = geom.in_channels // geom.groups
+    if gradient == "forward":
+        if 2 <= k_per_group <= 48 and geom.out_size[-1] >= 8:
+            return "direct"
+    elif gradient == "x":
+        depthwise = c_per_group == 1 and k_per_group == 1
+        if (all(s == 1 for s in geom.stride) and geom.in_size[-1] >= 8
+                and k_per_group <= 64 and (8 <= c_per_group <= 48 or depthwise)):
+            return "direct"
     return "im2col"
 
 
@@ -42,9 +53,9 @@ def choose_conv_algorithm(geom: V.ConvGeometry) -> str:
 _KERNEL_OF = {"direct": "direct", "im2col": "gemm", "1x1": "gemm"}
 
 
-def _conv_method(algorithm, geom):
+def _conv_method(algorithm, geom, gradient="forward"):
     algorithm = V.conv_algorithm(algorithm, geom)
-    return choose_conv_algorithm(geom) if algorithm == "auto" else algorithm
+    return choose_conv_algorithm(geom, gradient) if algorithm == "auto" else algorithm
 
 
 def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
@@ -66,8 +77,7 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
                            grad_out=grad_out)
     need = V.conv_need(need)
-    method = _conv_method(algorithm, geom)
-    kernel = _KERNEL_OF[method]
+    V.conv_algorithm(algorithm, geom)
     go5 = V.kernel_array(grad_out, geom.dtype).reshape(geom.out5_shape)
     nthreads = get_num_threads()
     grad_x = grad_w = grad_b = None
@@ -76,12 +86,15 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
             w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
             grad_x = np.empty(x.shape, dtype=geom.dtype)
             _conv.conv_backward_input(go5, w5, grad_x.reshape(geom.x5_shape), *geom.kernel_args,
-                                      geom.groups, kernel, nthreads)
+                                      geom.groups, _KERNEL_OF[_conv_method(algorithm, geom, "x")],
+                                      nthreads)
         if "weight" in need:
             x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
             grad_w = np.empty(weight.shape, dtype=geom.dtype)
             _conv.conv_backward_weight(go5, x5, grad_w.reshape(geom.w5_shape), *geom.kernel_args,
-                                       geom.groups, kernel, nthreads)
+                                       geom.groups,
+                                       _KERNEL_OF[_conv_method(algorithm, geom, "weight")],
+                                       nthreads)
         if "bias" in need:
             grad_b = np.empty(geom.out_channels, dtype=geom.dtype)
             _conv.conv_backward_bias(go5, grad_b, nthreads)

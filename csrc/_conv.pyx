@@ -19,6 +19,9 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 from _omp cimport cf_thread_num
 from conv_kernels cimport *
 
+from itertools import product
+from math import gcd
+
 import numpy as np
 
 # Column-buffer budget per thread, in elements: bounds im2col's memory for any
@@ -157,16 +160,15 @@ cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
         return direct_vector_width_f64()
 
 
-cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offset, tuple up,
+cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offset,
                     int nthreads):
-    """New (N, C, *shape) array holding each src plane at offset + index * up
-    and zeros elsewhere: the direct kernels read it without bounds checks."""
+    """New (N, C, *shape) array holding each src plane at `offset` (negative:
+    cropped) and zeros around it: the direct kernels read it without bounds checks."""
     cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
     cdef Py_ssize_t D = src.shape[2], H = src.shape[3], W = src.shape[4]
-    cdef Py_ssize_t Dp, Hp, Wp, pd, ph, pw, ud, uh, uw, i
+    cdef Py_ssize_t Dp, Hp, Wp, pd, ph, pw, i
     Dp, Hp, Wp = shape
     pd, ph, pw = offset
-    ud, uh, uw = up
     dst = np.empty((N, C, Dp, Hp, Wp), dtype=_dtype_of(<floating> 0))
     cdef floating[:, :, :, :, ::1] d = dst
     cdef const floating *s0 = &src[0, 0, 0, 0, 0]
@@ -175,22 +177,21 @@ cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offs
         if nthreads > 1:
             for i in prange(N * C, num_threads=nthreads, schedule='static'):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
-                           pd, ph, pw, ud, uh, uw)
+                           pd, ph, pw)
         else:
             for i in range(N * C):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
-                           pd, ph, pw, ud, uh, uw)
+                           pd, ph, pw)
     return dst
 
 
 cdef inline void _pad_plane(const floating *src, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
                             floating *dst, Py_ssize_t Dp, Py_ssize_t Hp, Py_ssize_t Wp,
-                            Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t ud,
-                            Py_ssize_t uh, Py_ssize_t uw) noexcept nogil:
+                            Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
     if floating is float:
-        pad_plane_f32(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw, ud, uh, uw)
+        pad_plane_f32(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
     else:
-        pad_plane_f64(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw, ud, uh, uw)
+        pad_plane_f64(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
 
 
 cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple dilation,
@@ -341,7 +342,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     cdef cf_geom gp
     if method == "direct":
         shape = _direct_input_shape(out_size, kernel, stride, dilation, _vector_width(<floating> 0))
-        xpad = _padded(x, shape, padding, (1, 1, 1), nthreads)
+        xpad = _padded(x, shape, padding, nthreads)
         gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
                        stride, (0, 0, 0), dilation)
         with nogil:
@@ -378,29 +379,13 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                dilation)
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
     cdef Py_ssize_t tile, ntiles, nitems, i
-    cdef floating[:, :, :, :, ::1] flipped
     cdef floating[:, ::1] work
     cdef floating *workp = NULL
-    cdef cf_geom gt
     if N == 0:
         return
-    cdef tuple shape, in_size = (g.D, g.H, g.W)
-    cdef floating[:, :, :, :, ::1] gopad
     if method == "direct":
-        # The input gradient is a stride-1 forward convolution of grad_out --
-        # spread out by the stride and padded by d*(k-1)-p -- with the flipped,
-        # channel-transposed kernel: it reuses the register-blocked forward kernel.
-        shape = _direct_input_shape(in_size, kernel, (1, 1, 1), dilation,
-                                    _vector_width(<floating> 0))
-        gopad = _padded(grad_out, shape,
-                        tuple([d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation)]),
-                        stride, nthreads)
-        flipped = _flip_transpose(w, groups)
-        gt = _geometry(g.K, shape[0], shape[1], shape[2], g.C, g.D, g.H, g.W, kernel,
-                       (1, 1, 1), (0, 0, 0), dilation)
-        with nogil:
-            _direct_forward(&gopad[0, 0, 0, 0, 0], &flipped[0, 0, 0, 0, 0], NULL,
-                            &grad_x[0, 0, 0, 0, 0], N, groups, &gt, nthreads)
+        _direct_backward_input(grad_out, w, grad_x, kernel, stride, padding, dilation, groups,
+                               nthreads)
         return
     tile = _tile_width(R, P)
     ntiles = (P + tile - 1) // tile
@@ -447,8 +432,8 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
         vw = _vector_width(<floating> 0)
         gow = (g.OW + vw - 1) // vw * vw
         shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel, stride, dilation, vw)
-        xpad = _padded(x, shape, padding, (1, 1, 1), nthreads)
-        gopad = _padded(grad_out, (g.OD, g.OH, gow), (0, 0, 0), (1, 1, 1), nthreads)
+        xpad = _padded(x, shape, padding, nthreads)
+        gopad = _padded(grad_out, (g.OD, g.OH, gow), (0, 0, 0), nthreads)
         gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
                        stride, (0, 0, 0), dilation)
         nkb = (g.K + CF_KB - 1) // CF_KB
@@ -517,19 +502,58 @@ cdef double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, Py_ssize
     return s
 
 
-def _flip_transpose(const floating[:, :, :, :, ::1] w, Py_ssize_t groups):
-    """w[g*K + k, c, kd, kh, kw] -> wt[g*C + c, k, KD-1-kd, KH-1-kh, KW-1-kw]."""
-    cdef Py_ssize_t K = w.shape[0] // groups, C = w.shape[1]
-    cdef Py_ssize_t KD = w.shape[2], KH = w.shape[3], KW = w.shape[4]
-    cdef floating[:, :, :, :, ::1] wt = np.empty((groups * C, K, KD, KH, KW),
-                                                 dtype=_dtype_of(<floating> 0))
-    cdef Py_ssize_t grp, k, c, a, b, e
-    for grp in range(groups):
-        for k in range(K):
-            for c in range(C):
-                for a in range(KD):
-                    for b in range(KH):
-                        for e in range(KW):
-                            wt[grp * C + c, k, KD - 1 - a, KH - 1 - b, KW - 1 - e] = \
-                                w[grp * K + k, c, a, b, e]
-    return wt
+def _phases(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d, Py_ssize_t n_in):
+    """Polyphase split of one dim of the input gradient.
+
+    gx[q*s + r] = sum over taps t with t*d = r + p (mod s) of go[q + e_t] w[t],
+    e_t = (r + p - t*d) / s: for each residue r a stride-1 correlation of
+    grad_out with the taps of that residue, flipped. Yields (r, taps, pad,
+    dilation, size) per residue with taps; the taps' offsets step by d/gcd(d, s).
+    """
+    cdef Py_ssize_t r, n_r
+    step = d // gcd(d, s)
+    for r in range(min(s, n_in)):
+        n_r = (n_in - r + s - 1) // s
+        taps = [t for t in range(k - 1, -1, -1) if (t * d - r - p) % s == 0]
+        if taps:
+            yield r, taps, -((r + p - taps[0] * d) // s), step, n_r
+
+
+cdef void _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
+                                 const floating[:, :, :, :, ::1] w,
+                                 floating[:, :, :, :, ::1] grad_x, tuple kernel, tuple stride,
+                                 tuple padding, tuple dilation, Py_ssize_t groups,
+                                 int nthreads) except *:
+    """The input gradient as forward direct convolutions of grad_out with the
+    flipped, channel-transposed kernel, one per stride phase (one in all for
+    stride 1), so it runs on the register-blocked forward kernel without the
+    s**2 zeros a spread-out grad_out would multiply."""
+    cdef Py_ssize_t N = grad_x.shape[0], Ct = grad_x.shape[1], Kt = w.shape[0]
+    cdef Py_ssize_t C = Ct // groups, K = Kt // groups
+    cdef Py_ssize_t vw = _vector_width(<floating> 0)
+    cdef floating[:, :, :, :, ::1] gopad, wsub, part
+    cdef cf_geom gp
+    gx = np.asarray(grad_x)
+    wg = np.asarray(w).reshape((groups, K, C) + kernel)
+    dims = [list(_phases(k, s, p, d, n)) for k, s, p, d, n in
+            zip(kernel, stride, padding, dilation, gx.shape[2:])]
+    if np.prod([len(ph) for ph in dims]) < np.prod(stride):
+        gx[...] = 0  # residues no tap reaches get no gradient
+    for (rd, td, pd, dd, nd), (rh, th, ph, dh, nh), (rw, tw, pw, dw, nw) in product(*dims):
+        sub = (len(td), len(th), len(tw))
+        wsub = np.ascontiguousarray(
+            wg[:, :, :, td][:, :, :, :, th][:, :, :, :, :, tw].transpose(0, 2, 1, 3, 4, 5)
+        ).reshape((groups * C, K) + sub)
+        shape = _direct_input_shape((nd, nh, nw), sub, (1, 1, 1), (dd, dh, dw), vw)
+        gopad = _padded(grad_out, shape, (pd, ph, pw), nthreads)
+        gp = _geometry(K, shape[0], shape[1], shape[2], C, nd, nh, nw, sub, (1, 1, 1),
+                       (0, 0, 0), (dd, dh, dw))
+        if stride == (1, 1, 1):
+            part = grad_x
+        else:
+            part = np.empty((N, Ct, nd, nh, nw), dtype=_dtype_of(<floating> 0))
+        with nogil:
+            _direct_forward(&gopad[0, 0, 0, 0, 0], &wsub[0, 0, 0, 0, 0], NULL,
+                            &part[0, 0, 0, 0, 0], N, groups, &gp, nthreads)
+        if stride != (1, 1, 1):
+            gx[:, :, rd::stride[0], rh::stride[1], rw::stride[2]] = np.asarray(part)

@@ -22,11 +22,9 @@ cdef extern from "conv_common.h" nogil:
                                     cf_idx go_nstride, cf_idx gow, cf_idx N, cf_idx nb,
                                     double *gw, const cf_geom *g)
     void pad_plane_f32(const float *src, cf_idx D, cf_idx H, cf_idx W, float *dst,
-                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw,
-                       cf_idx ud, cf_idx uh, cf_idx uw)
+                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw)
     void pad_plane_f64(const double *src, cf_idx D, cf_idx H, cf_idx W, double *dst,
-                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw,
-                       cf_idx ud, cf_idx uh, cf_idx uw)
+                       cf_idx Dp, cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw)
     cf_idx direct_vector_width_f32()
     cf_idx direct_vector_width_f64()
     void vol2col_f32(const float *x, float *col, cf_idx p0, cf_idx cnt, const cf_geom *g)

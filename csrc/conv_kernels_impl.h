@@ -46,13 +46,14 @@ CF_INLINE CF_V FN(cf_load_strided)(const CF_T *row, cf_idx s) {
     return v;
 }
 
-/* Lanes j >= cnt cleared bit-wise (exact zeros even for Inf/NaN inputs). */
-CF_INLINE CF_V FN(cf_keep_lanes)(CF_V v, cf_idx cnt) {
+/* Bit mask keeping lanes j < cnt: v & mask gives exact zeros elsewhere, even
+ * where v holds Inf or NaN (multiplying by 0 would not). */
+CF_INLINE CF_M FN(cf_lane_mask)(cf_idx cnt) {
     CF_ITYPE bits[CF_VW];
     CF_M keep;
     for (int j = 0; j < (int)CF_VW; j++) bits[j] = j < cnt ? (CF_ITYPE)-1 : 0;
     memcpy(&keep, bits, sizeof keep);
-    return (CF_V)((CF_M)v & keep);
+    return keep;
 }
 
 CF_INLINE CF_T FN(cf_hsum)(CF_V v) {
@@ -63,33 +64,19 @@ CF_INLINE CF_T FN(cf_hsum)(CF_V v) {
 
 /* ----------------------------------------------------------------- padding */
 
-/* dst[r][q][j] = src[(r-pd)/ud][(q-ph)/uh][(j-pw)/uw] where the position maps
- * exactly onto a source element, else 0. Pads (and with u > 1 spreads out) one
- * plane so the direct kernels need no bounds checks: src [D][H][W], dst
- * [Dp][Hp][Wp]. Offsets may be negative (cropping). */
+/* dst[r][q][j] = src[r - pd][q - ph][j - pw] inside src, else 0: one plane,
+ * padded so the direct kernels need no bounds checks. src [D][H][W], dst
+ * [Dp][Hp][Wp]; negative offsets crop. */
 static void FN(pad_plane)(const CF_T *src, cf_idx D, cf_idx H, cf_idx W,
                           CF_T *dst, cf_idx Dp, cf_idx Hp, cf_idx Wp,
-                          cf_idx pd, cf_idx ph, cf_idx pw,
-                          cf_idx ud, cf_idx uh, cf_idx uw) {
+                          cf_idx pd, cf_idx ph, cf_idx pw) {
     memset(dst, 0, (size_t)(Dp * Hp * Wp) * sizeof(CF_T));
-    for (cf_idx d = 0; d < D; d++) {
-        const cf_idx r = pd + d * ud;
-        if (r < 0 || r >= Dp) continue;
-        for (cf_idx h = 0; h < H; h++) {
-            const cf_idx q = ph + h * uh;
-            if (q < 0 || q >= Hp) continue;
-            const CF_T *s = src + (d * H + h) * W;
-            CF_T *o = dst + (r * Hp + q) * Wp;
-            /* columns w with 0 <= pw + w*uw < Wp */
-            const cf_idx lo = cf_max(0, cf_ceil_div(-pw, uw));
-            const cf_idx hi = cf_min(W, cf_floor_div(Wp - 1 - pw, uw) + 1);
-            if (uw == 1) {
-                if (hi > lo) memcpy(o + pw + lo, s + lo, (size_t)(hi - lo) * sizeof(CF_T));
-            } else {
-                for (cf_idx w = lo; w < hi; w++) o[pw + w * uw] = s[w];
-            }
-        }
-    }
+    const cf_idx lo = cf_max(0, -pw), hi = cf_min(W, Wp - pw); /* columns that land */
+    if (hi <= lo) return;
+    for (cf_idx d = cf_max(0, -pd); d < cf_min(D, Dp - pd); d++)
+        for (cf_idx h = cf_max(0, -ph); h < cf_min(H, Hp - ph); h++)
+            memcpy(dst + ((d + pd) * Hp + h + ph) * Wp + pw + lo, src + (d * H + h) * W + lo,
+                   (size_t)(hi - lo) * sizeof(CF_T));
 }
 
 /* ---------------------------------------------------------------- direct */
@@ -200,6 +187,8 @@ CF_INLINE void FN(cf_backward_weight_taps)(const CF_T *x, cf_idx x_nstride,
     const cf_idx P = g->OD * g->OH * gow;
     const cf_idx wstride = g->C * g->KD * g->KH * g->KW;
     CF_V acc[8 * 3]; /* NB <= 8, NKW <= 3; fixed sizes stay in registers */
+    const cf_idx last = (g->OW - 1) / CF_VW * CF_VW;       /* start of the last chunk */
+    const CF_M tail = FN(cf_lane_mask)(g->OW - last);
 #pragma GCC unroll 8
     for (int b = 0; b < NB; b++)
 #pragma GCC unroll 4
@@ -215,7 +204,7 @@ CF_INLINE void FN(cf_backward_weight_taps)(const CF_T *x, cf_idx x_nstride,
 #pragma GCC unroll 4
                     for (int t = 0; t < NKW; t++) {
                         xv[t] = FN(cf_load_strided)(xr + t * g->dw + ow0 * g->sw, g->sw);
-                        if (g->OW - ow0 < CF_VW) xv[t] = FN(cf_keep_lanes)(xv[t], g->OW - ow0);
+                        if (ow0 == last) xv[t] = (CF_V)((CF_M)xv[t] & tail);
                     }
 #pragma GCC unroll 8
                     for (int b = 0; b < NB; b++) {
