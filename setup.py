@@ -102,9 +102,15 @@ def _extensions():
         "initializedcheck": debug,
         "cdivision": True,
     }
-    headers = ["csrc/conv_common.h", "csrc/conv_kernels_impl.h"]  # rebuild when they change
+    # rebuild when a header changes
+    base = ["csrc/cf_base.h", "csrc/cf_vector_impl.h"]
+    conv_headers = base + ["csrc/conv_common.h", "csrc/conv_kernels_impl.h"]
+    pool_headers = base + ["csrc/pool_common.h", "csrc/pool_kernels_impl.h"]
     exts = [
-        Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"], depends=headers),
+        Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"],
+                  depends=conv_headers),
+        Extension("cnnfast._pool", ["csrc/_pool.pyx"], include_dirs=["csrc"],
+                  depends=pool_headers),
         Extension("cnnfast._runtime", ["csrc/_runtime.pyx"], include_dirs=["csrc"]),
     ]
     return cythonize(exts, include_path=["csrc"], compiler_directives=directives,

@@ -6,12 +6,32 @@ __version__ = "0.1.0"
 from . import reference
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .functional import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    avg_pool1d,
+    avg_pool1d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    avg_pool3d,
+    avg_pool3d_backward,
     conv1d,
     conv1d_backward,
     conv2d,
     conv2d_backward,
     conv3d,
     conv3d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    global_max_pool2d,
+    global_max_pool2d_backward,
+    max_pool1d,
+    max_pool1d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool3d,
+    max_pool3d_backward,
 )
 
 
@@ -38,7 +58,8 @@ def show_config() -> None:
         print(f"{key:<{width}} : {value}")
 
 
-__all__ = [
-    "conv1d", "conv2d", "conv3d", "conv1d_backward", "conv2d_backward", "conv3d_backward",
+from .functional import __all__ as _functional_all
+
+__all__ = list(_functional_all) + [
     "set_num_threads", "get_num_threads", "num_threads", "show_config", "reference",
 ]

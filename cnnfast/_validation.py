@@ -241,3 +241,228 @@ def conv_need(need) -> frozenset:
     if bad:
         raise ValueError(f"need must name gradients from {NEEDS}, got {need!r}")
     return frozenset(items)
+
+
+# ---------------------------------------------------------------- pooling
+
+def flag(value, name: str) -> bool:
+    """A bool argument (0/1 accepted, as torch does)."""
+    if isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def input_shape_arg(input_shape, ndim: int, op: str) -> tuple:
+    """The input_shape of a backward call: ndim ints, only the batch may be 0."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"input_shape must be a tuple of {ndim} ints for {op}, "
+                        f"got {input_shape!r}") from None
+    if not all(_is_int(s) for s in shape):
+        raise TypeError(f"input_shape must be a tuple of {ndim} ints for {op}, "
+                        f"got {input_shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != ndim:
+        raise ValueError(f"input_shape must have {ndim} entries for {op}, got {shape}")
+    if shape[0] < 0 or any(s < 1 for s in shape[1:]):
+        raise ValueError(f"input_shape {shape}: sizes must be positive (only the batch may "
+                         f"be 0) for {op}")
+    return shape
+
+
+def _input_array(x, nd: int, op: str) -> np.dtype:
+    check_array(x, "x")
+    dtype = common_float_dtype(x=x)
+    if x.ndim != nd + 2:
+        raise ValueError(f"x must be a {nd + 2}-D array (N, C, {_SPATIAL[nd]}) for {op}, "
+                         f"got shape {x.shape}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x has shape {x.shape}: only the batch dimension may be 0")
+    return dtype
+
+
+class PoolGeometry(NamedTuple):
+    nd: int
+    dtype: np.dtype
+    batch: int
+    channels: int
+    in_size: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    out_size: tuple
+
+    def as3d(self, t: tuple, fill: int) -> tuple:
+        return (fill,) * (3 - self.nd) + tuple(t)
+
+    @property
+    def in_shape(self):
+        return (self.batch, self.channels) + tuple(self.in_size)
+
+    @property
+    def out_shape(self):
+        return (self.batch, self.channels) + tuple(self.out_size)
+
+    @property
+    def planes_shape(self):
+        """The input as (N*C, D, H, W) planes: what the kernels iterate over."""
+        return (self.batch * self.channels,) + self.as3d(self.in_size, 1)
+
+    @property
+    def out_planes_shape(self):
+        return (self.batch * self.channels,) + self.as3d(self.out_size, 1)
+
+    @property
+    def kernel_args(self):
+        """(kernel, stride, padding, dilation) as 3-tuples for the kernels."""
+        return (self.as3d(self.kernel, 1), self.as3d(self.stride, 1),
+                self.as3d(self.padding, 0), self.as3d(self.dilation, 1))
+
+
+def pool_output_size(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's rule: floor (or ceil) of the window count, and with ceil_mode a
+    last window that would start inside the right padding is dropped."""
+    o = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (o - 1) * s >= n + p:
+        o -= 1
+    return o
+
+
+def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, padding=0,
+                  dilation=1, ceil_mode=False, *, input_shape=None,
+                  dtype=None) -> PoolGeometry:
+    """Validate a {kind}_pool{nd}d call on array x, or on input_shape (backward)."""
+    op = f"{kind}_pool{nd}d"
+    if input_shape is None:
+        dtype = _input_array(x, nd, op)
+        shape = x.shape
+    else:
+        shape = input_shape
+    N, C, *in_size = shape
+    kernel = ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    stride = kernel if stride is None else ntuple(stride, nd, "stride", minimum=1)
+    padding = ntuple(padding, nd, "padding", minimum=0)
+    dilation = ntuple(dilation, nd, "dilation", minimum=1)
+    ceil_mode = flag(ceil_mode, "ceil_mode")
+    for p, k in zip(padding, kernel):
+        if p > k // 2:
+            raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
+                             f"padding={padding!r} for kernel_size={kernel!r}")
+    out_size = []
+    for i, (n, k, s, p, d) in enumerate(zip(in_size, kernel, stride, padding, dilation)):
+        o = pool_output_size(n, k, s, p, d, ceil_mode)
+        if o < 1:
+            raise ValueError(f"{op}: window of effective size {(k - 1) * d + 1} "
+                             f"(kernel_size={k}, dilation={d}) does not fit input size {n} "
+                             f"with padding {p} in spatial dim {i}: output size would be {o}")
+        out_size.append(o)
+    return PoolGeometry(nd, dtype, N, C, tuple(in_size), kernel, stride, padding, dilation,
+                        tuple(out_size))
+
+
+def divisor_override_arg(divisor_override):
+    if divisor_override is None:
+        return None
+    if not _is_int(divisor_override):
+        raise TypeError(f"divisor_override must be None or an int, got "
+                        f"{type(divisor_override).__name__} {divisor_override!r}")
+    if divisor_override < 1:
+        raise ValueError(f"divisor_override must be a positive int, got {divisor_override!r}")
+    return int(divisor_override)
+
+
+def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_override):
+    """Per-dim factors (D, H, W) whose product is each output's divisor, by
+    torch's rules: the window clipped to the padded input (ceil_mode's
+    overhang never counts), and also to the input unless count_include_pad.
+    A window with no input element sums to 0 and gets divisor 1 (0, not NaN)."""
+    kernel, stride, padding, _ = geom.kernel_args
+    in3 = geom.as3d(geom.in_size, 1)
+    out3 = geom.as3d(geom.out_size, 1)
+    if divisor_override is not None:
+        return [1] * out3[0], [1] * out3[1], [divisor_override] * out3[2]
+    factors = []
+    for n, o_size, k, s, p in zip(in3, out3, kernel, stride, padding):
+        dim = []
+        for o in range(o_size):
+            start = o * s - p
+            end = min(start + k, n + p)
+            inside = max(min(end, n) - max(start, 0), 0)
+            count = (end - start) if count_include_pad else inside
+            dim.append(count if count > 0 and inside > 0 else 1)
+        factors.append(dim)
+    return factors
+
+
+def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str):
+    """Validate (grad_out, indices, input_shape) of a max-pooling backward:
+    indices are int64, shaped like grad_out, inside [0, plane size) -- an
+    unchecked index would be a write anywhere in memory."""
+    check_array(grad_out, "grad_out")
+    dtype = common_float_dtype(grad_out=grad_out)
+    input_shape = input_shape_arg(input_shape, nd + 2, op)
+    if grad_out.ndim != nd + 2 or tuple(grad_out.shape[:2]) != input_shape[:2]:
+        raise ValueError(f"grad_out has shape {grad_out.shape}, expected (N, C) = "
+                         f"{input_shape[:2]} followed by {nd} output sizes for {op}")
+    if 0 in grad_out.shape[2:]:
+        raise ValueError(f"grad_out has shape {grad_out.shape}: output sizes must be positive")
+    check_indices(indices, grad_out, input_shape, op)
+    return dtype, input_shape
+
+
+def check_indices(indices, grad_out, input_shape: tuple, op: str) -> None:
+    """int64, shaped like grad_out, inside [0, plane size): an unchecked index
+    would be a write anywhere in memory."""
+    check_array(indices, "indices")
+    if indices.dtype.kind != "i" or indices.dtype.itemsize != 8:
+        raise TypeError(f"indices must be int64 (as returned with return_indices=True) for "
+                        f"{op}, got {indices.dtype}")
+    expect_shape(indices, grad_out.shape, "indices", "the shape of grad_out")
+    plane = int(np.prod(input_shape[2:]))
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= plane:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"indices must lie in [0, {plane}) (the input plane of shape "
+                             f"{input_shape[2:]}) for {op}, found {bad}")
+
+
+def adaptive_windows(n: int, o: int):
+    """torch's adaptive windows: [floor(i*n/o), ceil((i+1)*n/o)) for i < o."""
+    starts = np.array([(i * n) // o for i in range(o)], dtype=np.int64)
+    ends = np.array([-(-((i + 1) * n) // o) for i in range(o)], dtype=np.int64)
+    return starts, ends
+
+
+def adaptive_output_size(output_size, in_size: tuple) -> tuple:
+    """An int or a tuple of 2 (None entries keep the input size) -> 2 ints >= 1."""
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or a tuple of 2, got {output_size!r}")
+        output_size = tuple(n if s is None else s for s, n in zip(output_size, in_size))
+    return ntuple(output_size, 2, "output_size", minimum=1)
+
+
+def adaptive_geometry(x, output_size, op: str):
+    dtype = _input_array(x, 2, op)
+    return dtype, adaptive_output_size(output_size, x.shape[2:])
+
+
+def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False):
+    """Validate grad_out of an avg-type backward against input_shape: (N, C) +
+    out_size, or for global pooling (N, C) or (N, C, 1, 1)."""
+    check_array(grad_out, "grad_out")
+    dtype = common_float_dtype(grad_out=grad_out)
+    input_shape = input_shape_arg(input_shape, 4, op)
+    N, C = input_shape[:2]
+    if keepdims_ok:
+        if tuple(grad_out.shape) not in ((N, C), (N, C, 1, 1)):
+            raise ValueError(f"grad_out has shape {grad_out.shape}, expected {(N, C)} or "
+                             f"{(N, C, 1, 1)} for {op} of input_shape {input_shape}")
+    elif out_size is None:
+        if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != (N, C) or 0 in grad_out.shape[2:]:
+            raise ValueError(f"grad_out has shape {grad_out.shape}, expected (N, C) = {(N, C)} "
+                             f"followed by 2 positive output sizes for {op}")
+    return dtype, input_shape

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _conv
+from . import _conv, _pool
 from . import _validation as V
 from ._threads import blas_pinned, get_num_threads
 
 __all__ = [
     "conv1d", "conv2d", "conv3d",
     "conv1d_backward", "conv2d_backward", "conv3d_backward",
+    "max_pool1d", "max_pool2d", "max_pool3d",
+    "max_pool1d_backward", "max_pool2d_backward", "max_pool3d_backward",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "avg_pool1d_backward", "avg_pool2d_backward", "avg_pool3d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward",
+    "global_max_pool2d", "global_max_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
 ]
 
 
@@ -139,3 +147,236 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     """Gradients of conv3d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
                           algorithm)
+
+
+# ---------------------------------------------------------------- pooling
+
+def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = V.flag(return_indices, "return_indices")
+    x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
+    out = np.empty(geom.out_shape, dtype=geom.dtype)
+    indices = np.empty(geom.out_shape, dtype=np.int64) if return_indices else None
+    _pool.max_pool_forward(x4, out.reshape(geom.out_planes_shape),
+                           None if indices is None else indices.reshape(geom.out_planes_shape),
+                           *geom.kernel_args, get_num_threads())
+    return (out, indices) if return_indices else out
+
+
+def _max_pool_backward(nd, grad_out, indices, input_shape, op):
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op)
+    return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def _scatter_max(grad_out, indices, input_shape, dtype):
+    planes = input_shape[0] * input_shape[1]
+    grad_x = np.empty(input_shape, dtype=dtype)
+    _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, -1),
+                            V.kernel_array(indices, np.int64).reshape(planes, -1),
+                            grad_x.reshape(planes, -1), get_num_threads())
+    return grad_x
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    geom = V.pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
+    divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
+                                   V.divisor_override_arg(divisor_override))
+    x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
+    out = np.empty(geom.out_shape, dtype=geom.dtype)
+    kernel, stride3, padding3, _ = geom.kernel_args
+    _pool.avg_pool_forward(x4, out.reshape(geom.out_planes_shape), kernel, stride3, padding3,
+                           tuple(divisors), get_num_threads())
+    return out
+
+
+def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override):
+    op = f"avg_pool{nd}d_backward"
+    V.check_array(grad_out, "grad_out")
+    dtype = V.common_float_dtype(grad_out=grad_out)
+    input_shape = V.input_shape_arg(input_shape, nd + 2, op)
+    geom = V.pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
+                           input_shape=input_shape, dtype=dtype)
+    V.expect_shape(grad_out, geom.out_shape, "grad_out",
+                   f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
+    divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
+                                   V.divisor_override_arg(divisor_override))
+    grad_x = np.empty(input_shape, dtype=dtype)
+    kernel, stride3, padding3, _ = geom.kernel_args
+    _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(geom.out_planes_shape),
+                            grad_x.reshape(geom.planes_shape), kernel, stride3, padding3,
+                            tuple(divisors), get_num_threads())
+    return grad_x
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling of x (N, C, L) -> y, or (y, indices) with return_indices."""
+    return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling of x (N, C, H, W) as torch.nn.functional.max_pool2d; indices
+    are int64 flat positions inside each (H, W) plane."""
+    return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling of x (N, C, D, H, W) -> y, or (y, indices) with return_indices."""
+    return _max_pool(3, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool1d_backward(grad_out, indices, input_shape):
+    """Gradient of max_pool1d wrt x: grad_out scattered (summed) through indices."""
+    return _max_pool_backward(1, grad_out, indices, input_shape, "max_pool1d_backward")
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of max_pool2d wrt x: grad_out scattered (summed) through indices."""
+    return _max_pool_backward(2, grad_out, indices, input_shape, "max_pool2d_backward")
+
+
+def max_pool3d_backward(grad_out, indices, input_shape):
+    """Gradient of max_pool3d wrt x: grad_out scattered (summed) through indices."""
+    return _max_pool_backward(3, grad_out, indices, input_shape, "max_pool3d_backward")
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Average pooling of x (N, C, L)."""
+    return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Average pooling of x (N, C, H, W) as torch.nn.functional.avg_pool2d."""
+    return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Average pooling of x (N, C, D, H, W)."""
+    return _avg_pool(3, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool1d wrt x."""
+    return _avg_pool_backward(1, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool2d wrt x: each output's gradient spread evenly
+    (same divisor as forward) over its window; overlaps sum."""
+    return _avg_pool_backward(2, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of avg_pool3d wrt x."""
+    return _avg_pool_backward(3, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def _adaptive(is_max, x, out_hw, return_indices):
+    dtype = V.common_float_dtype(x=x)
+    N, C, H, W = x.shape
+    hs, he = V.adaptive_windows(H, out_hw[0])
+    ws, we = V.adaptive_windows(W, out_hw[1])
+    out = np.empty((N, C) + tuple(out_hw), dtype=dtype)
+    indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
+    planes = (N * C,)
+    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + (H, W)),
+                                out.reshape(planes + tuple(out_hw)),
+                                None if indices is None else indices.reshape(
+                                    planes + tuple(out_hw)),
+                                hs, he, ws, we, get_num_threads())
+    return out, indices
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size (torch's adaptive windows:
+    [floor(i*in/out), ceil((i+1)*in/out)))."""
+    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
+    return _adaptive(False, x, out_hw, False)[0]
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Max pooling to a fixed output size -> y, or (y, indices)."""
+    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
+    return_indices = V.flag(return_indices, "return_indices")
+    out, indices = _adaptive(True, x, out_hw, return_indices)
+    return (out, indices) if return_indices else out
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of adaptive_avg_pool2d wrt x; the output size is grad_out's."""
+    op = "adaptive_avg_pool2d_backward"
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op)
+    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+
+
+def _adaptive_avg_backward(grad_out, input_shape, dtype):
+    N, C, H, W = input_shape
+    OH, OW = (grad_out.shape[2:] if grad_out.ndim == 4 else (1, 1))
+    hs, he = V.adaptive_windows(H, OH)
+    ws, we = V.adaptive_windows(W, OW)
+    grad_x = np.empty(input_shape, dtype=dtype)
+    _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(N * C, OH, OW),
+                                grad_x.reshape(N * C, H, W), hs, he, ws, we,
+                                get_num_threads())
+    return grad_x
+
+
+def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2,
+                                            "adaptive_max_pool2d_backward")
+    return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def _keepdims(out, keepdims):
+    return out if V.flag(keepdims, "keepdims") else out.reshape(out.shape[:2])
+
+
+def global_avg_pool2d(x, keepdims=False):
+    """Mean over each (H, W) plane -> (N, C), or (N, C, 1, 1) with keepdims."""
+    V.adaptive_geometry(x, 1, "global_avg_pool2d")
+    V.flag(keepdims, "keepdims")
+    return _keepdims(_adaptive(False, x, (1, 1), False)[0], keepdims)
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of global_avg_pool2d; grad_out (N, C) or (N, C, 1, 1)."""
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "global_avg_pool2d_backward",
+                                       keepdims_ok=True)
+    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+
+
+def global_max_pool2d(x, keepdims=False, return_indices=False):
+    """Max over each (H, W) plane -> (N, C) (or (N, C, 1, 1)), with int64 flat
+    plane indices on request."""
+    V.adaptive_geometry(x, 1, "global_max_pool2d")
+    V.flag(keepdims, "keepdims")
+    return_indices = V.flag(return_indices, "return_indices")
+    out, indices = _adaptive(True, x, (1, 1), return_indices)
+    if return_indices:
+        return _keepdims(out, keepdims), _keepdims(indices, keepdims)
+    return _keepdims(out, keepdims)
+
+
+def global_max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of global_max_pool2d; grad_out and indices (N, C) or (N, C, 1, 1)."""
+    op = "global_max_pool2d_backward"
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
+    V.check_indices(indices, grad_out, input_shape, op)
+    return _scatter_max(grad_out, indices, input_shape, dtype)

@@ -128,3 +128,270 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                     need=("x", "weight", "bias"), algorithm="auto"):
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
                           algorithm)
+
+
+# ---------------------------------------------------------------- pooling
+
+def _windows(a, geom, fill):
+    """(..., *out_size, *kernel) pooling windows of a (whose last nd axes are
+    the spatial ones) padded with `fill`, including ceil_mode's overhang."""
+    nd = geom.nd
+    pads = [(0, 0)] * (a.ndim - nd)
+    for n, o, k, s, p, d in zip(geom.in_size, geom.out_size, geom.kernel, geom.stride,
+                                geom.padding, geom.dilation):
+        extent = (o - 1) * s + (k - 1) * d + 1
+        pads.append((p, max(extent - n - p, 0)))
+    ap = np.pad(a, pads, constant_values=fill)
+    eff = [(k - 1) * d + 1 for k, d in zip(geom.kernel, geom.dilation)]
+    win = sliding_window_view(ap, eff, axis=tuple(range(a.ndim - nd, a.ndim)))
+    lead = (slice(None),) * (a.ndim - nd)
+    return win[lead + tuple(slice(None, o * s, s) for o, s in zip(geom.out_size, geom.stride))
+               + tuple(slice(None, None, d) for d in geom.dilation)]
+
+
+def _first_inside(geom):
+    """Flat plane index of each window's first tap inside the input (torch's
+    index for a window whose maximum is -inf), clamped into the plane."""
+    flat = np.zeros(geom.out_size, dtype=np.int64)
+    for axis, (n, o, s, p, d) in enumerate(zip(geom.in_size, geom.out_size, geom.stride,
+                                               geom.padding, geom.dilation)):
+        start = np.arange(o) * s - p
+        start = np.where(start < 0, start + (-start + d - 1) // d * d, start)
+        shape = [1] * geom.nd
+        shape[axis] = o
+        flat = flat * n + np.minimum(start, n - 1).reshape(shape)
+    return flat
+
+
+def _torch_argmax(values, taps):
+    """Index along the last axis that torch's max scan ends on: the last NaN
+    if there is one, else the first maximum."""
+    isnan = np.isnan(taps)
+    last_nan = taps.shape[-1] - 1 - np.argmax(isnan[..., ::-1], axis=-1)
+    first_max = np.argmax(taps == values[..., None], axis=-1)
+    return np.where(isnan.any(axis=-1), last_nan, first_max)
+
+
+def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+    x = np.asarray(x, dtype=geom.dtype)
+    taps = _windows(x, geom, -np.inf).reshape(geom.out_shape + (-1,))
+    out = taps.max(axis=-1)                       # NaN propagates
+    if not V.flag(return_indices, "return_indices"):
+        return out
+    plane = np.arange(int(np.prod(geom.in_size)), dtype=np.int64).reshape(geom.in_size)
+    positions = _windows(plane, geom, -1).reshape(tuple(geom.out_size) + (-1,))
+    tap = _torch_argmax(out, taps)
+    indices = np.take_along_axis(np.broadcast_to(positions, taps.shape), tap[..., None],
+                                 axis=-1)[..., 0]
+    indices = np.where(out == -np.inf, _first_inside(geom), indices)
+    return out, indices
+
+
+def _scatter_max(grad_out, indices, input_shape, dtype):
+    N, C = input_shape[:2]
+    grad_x = np.zeros((N * C, int(np.prod(input_shape[2:]))), dtype=dtype)
+    g = np.asarray(grad_out, dtype=dtype).reshape(N * C, -1)
+    rows = np.arange(N * C)[:, None]
+    np.add.at(grad_x, (rows, np.asarray(indices).reshape(N * C, -1)), g)
+    return grad_x.reshape(input_shape)
+
+
+def _max_pool_backward(nd, grad_out, indices, input_shape):
+    op = f"max_pool{nd}d_backward"
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op)
+    return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def _avg_divisor(geom, count_include_pad, divisor_override):
+    """Each window's divisor, by pooling an indicator of what counts: input
+    elements, plus the explicit padding with count_include_pad (never
+    ceil_mode's overhang)."""
+    if divisor_override is not None:
+        return np.full(geom.out_size, float(divisor_override))
+    counted = np.ones(geom.in_size)
+    if count_include_pad:
+        counted = np.pad(counted, [(p, p) for p in geom.padding], constant_values=1)
+        geom = geom._replace(in_size=counted.shape, padding=(0,) * geom.nd)
+    counts = _windows(counted, geom, 0).reshape(tuple(geom.out_size) + (-1,)).sum(axis=-1)
+    return counts
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    geom = V.pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
+    divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
+                           V.divisor_override_arg(divisor_override))
+    x = np.asarray(x, dtype=geom.dtype)
+    sums = _windows(x, geom, 0).reshape(geom.out_shape + (-1,)).sum(axis=-1)
+    # a window holding no input element averages to 0 (torch), not 0/0
+    return np.where(divisor > 0, sums / np.maximum(divisor, 1), 0).astype(geom.dtype)
+
+
+def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override):
+    op = f"avg_pool{nd}d_backward"
+    V.check_array(grad_out, "grad_out")
+    dtype = V.common_float_dtype(grad_out=grad_out)
+    input_shape = V.input_shape_arg(input_shape, nd + 2, op)
+    geom = V.pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
+                           input_shape=input_shape, dtype=dtype)
+    V.expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of avg_pool{nd}d")
+    divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
+                           V.divisor_override_arg(divisor_override))
+    share = np.asarray(grad_out, dtype=dtype) / np.maximum(divisor, 1)
+    # every output adds its share to each tap of its window, one tap at a time
+    extent = [max((o - 1) * s + k, n + p) + p for n, o, k, s, p in zip(
+        geom.in_size, geom.out_size, geom.kernel, geom.stride, geom.padding)]
+    grad_padded = np.zeros(geom.out_shape[:2] + tuple(extent), dtype=dtype)
+    for tap in itertools.product(*(range(k) for k in geom.kernel)):
+        window = tuple(slice(t, t + (o - 1) * s + 1, s)
+                       for t, o, s in zip(tap, geom.out_size, geom.stride))
+        grad_padded[(Ellipsis,) + window] += share
+    inside = tuple(slice(p, p + n) for p, n in zip(geom.padding, geom.in_size))
+    return np.ascontiguousarray(grad_padded[(Ellipsis,) + inside])
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool(3, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool1d_backward(grad_out, indices, input_shape):
+    return _max_pool_backward(1, grad_out, indices, input_shape)
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    return _max_pool_backward(2, grad_out, indices, input_shape)
+
+
+def max_pool3d_backward(grad_out, indices, input_shape):
+    return _max_pool_backward(3, grad_out, indices, input_shape)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool(3, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool_backward(1, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool_backward(2, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    return _avg_pool_backward(3, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override)
+
+
+def _adaptive_cells(in_hw, out_hw):
+    """(output cell, row slice, column slice) for torch's adaptive windows.
+    Windows differ in size, so the loop runs over output cells (few: 7x7 for
+    VGG's head), each vectorised over the batch and channels."""
+    hs, he = V.adaptive_windows(in_hw[0], out_hw[0])
+    ws, we = V.adaptive_windows(in_hw[1], out_hw[1])
+    for i, j in itertools.product(range(out_hw[0]), range(out_hw[1])):
+        yield (i, j), slice(hs[i], he[i]), slice(ws[j], we[j])
+
+
+def adaptive_avg_pool2d(x, output_size):
+    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
+    x = np.asarray(x, dtype=dtype)
+    out = np.empty(x.shape[:2] + out_hw, dtype=dtype)
+    for (i, j), rows, cols in _adaptive_cells(x.shape[2:], out_hw):
+        out[:, :, i, j] = x[:, :, rows, cols].mean(axis=(2, 3))
+    return out
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
+    x = np.asarray(x, dtype=dtype)
+    N, C, H, W = x.shape
+    out = np.empty((N, C) + out_hw, dtype=dtype)
+    indices = np.empty((N, C) + out_hw, dtype=np.int64)
+    for (i, j), rows, cols in _adaptive_cells((H, W), out_hw):
+        taps = x[:, :, rows, cols].reshape(N, C, -1)
+        out[:, :, i, j] = taps.max(axis=-1)
+        tap = _torch_argmax(out[:, :, i, j], taps)
+        width = cols.stop - cols.start
+        indices[:, :, i, j] = (rows.start + tap // width) * W + cols.start + tap % width
+    return (out, indices) if V.flag(return_indices, "return_indices") else out
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape):
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "adaptive_avg_pool2d_backward")
+    grad_out = np.asarray(grad_out, dtype=dtype)
+    grad_x = np.zeros(input_shape, dtype=dtype)
+    for (i, j), rows, cols in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
+        count = (rows.stop - rows.start) * (cols.stop - cols.start)
+        grad_x[:, :, rows, cols] += (grad_out[:, :, i, j] / count)[:, :, None, None]
+    return grad_x
+
+
+def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2,
+                                            "adaptive_max_pool2d_backward")
+    return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def global_avg_pool2d(x, keepdims=False):
+    dtype, _ = V.adaptive_geometry(x, 1, "global_avg_pool2d")
+    out = np.asarray(x, dtype=dtype).mean(axis=(2, 3), keepdims=V.flag(keepdims, "keepdims"))
+    return out.astype(dtype)
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "global_avg_pool2d_backward",
+                                       keepdims_ok=True)
+    N, C, H, W = input_shape
+    share = np.asarray(grad_out, dtype=dtype).reshape(N, C, 1, 1) / (H * W)
+    return np.ascontiguousarray(np.broadcast_to(share, input_shape))
+
+
+def global_max_pool2d(x, keepdims=False, return_indices=False):
+    dtype, _ = V.adaptive_geometry(x, 1, "global_max_pool2d")
+    x = np.asarray(x, dtype=dtype)
+    taps = x.reshape(x.shape[:2] + (-1,))
+    out = taps.max(axis=-1)
+    indices = _torch_argmax(out, taps).astype(np.int64)
+    if V.flag(keepdims, "keepdims"):
+        out, indices = out[:, :, None, None], indices[:, :, None, None]
+    return (out, indices) if V.flag(return_indices, "return_indices") else out
+
+
+def global_max_pool2d_backward(grad_out, indices, input_shape):
+    op = "global_max_pool2d_backward"
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
+    V.check_indices(indices, grad_out, input_shape, op)
+    return _scatter_max(grad_out, indices, input_shape, dtype)

@@ -1,0 +1,320 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Pooling kernels: max, average and adaptive (global = adaptive 1x1), forward
+and backward.
+
+Arrays arrive as planes, (P, D, H, W) with P = N*C -- 1-D and 2-D pooling use
+unit D/H -- C-contiguous and native-endian, validated and allocated by
+cnnfast.functional. Each plane is owned by one thread (prange over planes), so
+the backward scatters of overlapping windows never race. Sliding-window
+kernels read a per-thread padded copy of their plane (pad value -inf for max,
+0 for average) and need no bounds checks in the inner loop.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+
+from _omp cimport cf_thread_num
+from pool_kernels cimport *
+
+import numpy as np
+
+
+cdef object _dtype_of(floating dummy):
+    return np.float32 if floating is float else np.float64
+
+
+cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
+    if floating is float:
+        return pool_vector_width_f32()
+    else:
+        return pool_vector_width_f64()
+
+
+cdef cf_pool_geom _geometry(tuple in_size, tuple out_size, tuple kernel, tuple stride,
+                            tuple padding, tuple dilation, Py_ssize_t vw):
+    """The window geometry plus the padded extent the kernels read: every tap of
+    every window and every input element; rows wide enough for full vector
+    loads of every output chunk (cf_load_strided reads up to 2 vectors)."""
+    cdef cf_pool_geom g
+    g.D, g.H, g.W = in_size
+    g.OD, g.OH, g.OW = out_size
+    g.KD, g.KH, g.KW = kernel
+    g.sd, g.sh, g.sw = stride
+    g.pd, g.ph, g.pw = padding
+    g.dd, g.dh, g.dw = dilation
+    g.Dp = max(g.pd + g.D, (g.OD - 1) * g.sd + (g.KD - 1) * g.dd + 1)
+    g.Hp = max(g.ph + g.H, (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1)
+    cdef Py_ssize_t chunks = (g.OW + vw - 1) // vw
+    g.Wp = max(g.pw + g.W, (chunks * vw - 1) * g.sw + (g.KW - 1) * g.dw + 1) + 2 * vw
+    return g
+
+
+cdef object _padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g, double fill):
+    """One padded plane per thread, its border filled once with `fill`."""
+    bufs = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=_dtype_of(dummy))
+    bufs.fill(fill)
+    return bufs
+
+
+# ------------------------------------------------------------------- max
+
+cdef void _max_plane(Py_ssize_t p, const floating *x, floating *out, int64_t *idx,
+                     floating *bufs, const int64_t *tap_offset,
+                     const cf_pool_geom *g) noexcept nogil:
+    cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
+    cdef floating *buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
+    cdef int64_t *ip = NULL
+    if idx != NULL:
+        ip = idx + p * out_plane
+    if floating is float:
+        pool_copy_interior_f32(x + p * in_plane, buf, g)
+        max_pool_plane_f32(buf, out + p * out_plane, ip, tap_offset, g)
+    else:
+        pool_copy_interior_f64(x + p * in_plane, buf, g)
+        max_pool_plane_f64(buf, out + p * out_plane, ip, tap_offset, g)
+
+
+def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
+                     floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
+                     int64_t[:, :, :, ::1] indices,     # OUT like out, or None
+                     tuple kernel, tuple stride, tuple padding, tuple dilation,
+                     int nthreads):
+    cdef Py_ssize_t P = x.shape[0], p
+    if P == 0:
+        return
+    cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
+                                    stride, padding, dilation, _vector_width(<floating> 0))
+    nthreads = max(1, min(nthreads, P))
+    bufs = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
+    cdef floating[:, ::1] b = bufs
+    # flat plane offset of each window tap, in row-major window order
+    cdef int64_t[::1] taps = (
+        np.arange(g.KD)[:, None, None] * g.dd * g.H * g.W
+        + np.arange(g.KH)[None, :, None] * g.dh * g.W
+        + np.arange(g.KW)[None, None, :] * g.dw).ravel().astype(np.int64)
+    cdef int64_t *ip = NULL
+    if indices is not None:
+        ip = &indices[0, 0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *op = &out[0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _max_plane(p, xp, op, ip, &b[0, 0], &taps[0], &g)
+        else:
+            for p in range(P):
+                _max_plane(p, xp, op, ip, &b[0, 0], &taps[0], &g)
+
+
+cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, floating *gx,
+                         Py_ssize_t n_out, Py_ssize_t plane) noexcept nogil:
+    if floating is float:
+        max_pool_backward_plane_f32(go + p * n_out, idx + p * n_out, n_out, gx + p * plane, plane)
+    else:
+        max_pool_backward_plane_f64(go + p * n_out, idx + p * n_out, n_out, gx + p * plane, plane)
+
+
+def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per plane)
+                      const int64_t[:, ::1] indices,     # IN  like grad_out, validated
+                      floating[:, ::1] grad_x,           # OUT (P, input plane)
+                      int nthreads):
+    """Also the backward of adaptive and global max pooling."""
+    cdef Py_ssize_t P = grad_out.shape[0], n_out = grad_out.shape[1]
+    cdef Py_ssize_t plane = grad_x.shape[1], p
+    if P == 0:
+        return
+    cdef const floating *gop = &grad_out[0, 0]
+    cdef const int64_t *ip = &indices[0, 0]
+    cdef floating *gxp = &grad_x[0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _scatter_plane(p, gop, ip, gxp, n_out, plane)
+        else:
+            for p in range(P):
+                _scatter_plane(p, gop, ip, gxp, n_out, plane)
+
+
+# --------------------------------------------------------------- average
+
+cdef object _divisor_arrays(floating dummy, tuple divisors, Py_ssize_t vw):
+    """The per-dim divisor factors as arrays; the last padded with ones to a
+    whole number of vectors (the kernel loads it a vector at a time)."""
+    dtype = _dtype_of(dummy)
+    dcount = np.asarray(divisors[0], dtype=dtype)
+    hcount = np.asarray(divisors[1], dtype=dtype)
+    n = len(divisors[2])
+    wcount = np.ones((n + vw - 1) // vw * vw, dtype=dtype)
+    wcount[:n] = divisors[2]
+    return dcount, hcount, wcount
+
+
+cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *bufs,
+                     const floating *dc, const floating *hc, const floating *wc,
+                     const cf_pool_geom *g) noexcept nogil:
+    cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
+    cdef floating *buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
+    if floating is float:
+        pool_copy_interior_f32(x + p * in_plane, buf, g)
+        avg_pool_plane_f32(buf, out + p * out_plane, dc, hc, wc, g)
+    else:
+        pool_copy_interior_f64(x + p * in_plane, buf, g)
+        avg_pool_plane_f64(buf, out + p * out_plane, dc, hc, wc, g)
+
+
+def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
+                     floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
+                     tuple kernel, tuple stride, tuple padding,
+                     tuple divisors,                    # per-dim divisor factors
+                     int nthreads):
+    cdef Py_ssize_t P = x.shape[0], p
+    if P == 0:
+        return
+    cdef Py_ssize_t vw = _vector_width(<floating> 0)
+    cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
+                                    stride, padding, (1, 1, 1), vw)
+    nthreads = max(1, min(nthreads, P))
+    bufs = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
+    cdef floating[:, ::1] b = bufs
+    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
+    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *op = &out[0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _avg_plane(p, xp, op, &b[0, 0], &dc[0], &hc[0], &wc[0], &g)
+        else:
+            for p in range(P):
+                _avg_plane(p, xp, op, &b[0, 0], &dc[0], &hc[0], &wc[0], &g)
+
+
+cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
+                              floating *bufs, floating *scaled,
+                              const floating *dc, const floating *hc, const floating *wc,
+                              const cf_pool_geom *g) noexcept nogil:
+    cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
+    cdef int tid = cf_thread_num()
+    cdef floating *buf = bufs + tid * g.Dp * g.Hp * g.Wp
+    cdef floating *row = scaled + tid * g.OW
+    if floating is float:
+        avg_pool_backward_plane_f32(go + p * out_plane, buf, row, gx + p * in_plane,
+                                    dc, hc, wc, g)
+    else:
+        avg_pool_backward_plane_f64(go + p * out_plane, buf, row, gx + p * in_plane,
+                                    dc, hc, wc, g)
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
+                      floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
+                      tuple kernel, tuple stride, tuple padding, tuple divisors,
+                      int nthreads):
+    cdef Py_ssize_t P = grad_out.shape[0], p
+    if P == 0:
+        return
+    cdef Py_ssize_t vw = _vector_width(<floating> 0)
+    cdef cf_pool_geom g = _geometry((grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]), (grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]),
+                                    kernel, stride, padding, (1, 1, 1), vw)
+    nthreads = max(1, min(nthreads, P))
+    dtype = _dtype_of(<floating> 0)
+    cdef floating[:, ::1] b = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=dtype)
+    cdef floating[:, ::1] s = np.empty((nthreads, g.OW), dtype=dtype)
+    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
+    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
+    cdef const floating *gop = &grad_out[0, 0, 0, 0]
+    cdef floating *gxp = &grad_x[0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
+                                    &g)
+        else:
+            for p in range(P):
+                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
+                                    &g)
+
+
+# -------------------------------------------------------------- adaptive
+
+cdef void _adaptive_plane(Py_ssize_t p, bint is_max, const floating *x, floating *out,
+                          int64_t *idx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                          Py_ssize_t OW, const int64_t *hs, const int64_t *he,
+                          const int64_t *ws, const int64_t *we) noexcept nogil:
+    cdef const floating *xp = x + p * H * W
+    cdef floating *op = out + p * OH * OW
+    cdef int64_t *ip = NULL
+    if idx != NULL:
+        ip = idx + p * OH * OW
+    if is_max:
+        if floating is float:
+            adaptive_max_plane_f32(xp, op, ip, W, OH, OW, hs, he, ws, we)
+        else:
+            adaptive_max_plane_f64(xp, op, ip, W, OH, OW, hs, he, ws, we)
+    else:
+        if floating is float:
+            adaptive_avg_plane_f32(xp, op, H, W, OH, OW, hs, he, ws, we)
+        else:
+            adaptive_avg_plane_f64(xp, op, H, W, OH, OW, hs, he, ws, we)
+
+
+def adaptive_pool_forward(bint is_max,
+                          const floating[:, :, ::1] x,       # IN  (P, H, W)
+                          floating[:, :, ::1] out,           # OUT (P, OH, OW)
+                          int64_t[:, :, ::1] indices,        # OUT like out, or None (max)
+                          const int64_t[::1] hs, const int64_t[::1] he,   # row windows
+                          const int64_t[::1] ws, const int64_t[::1] we,   # column windows
+                          int nthreads):
+    """Adaptive (and, with a 1x1 output, global) max or average pooling."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2], p
+    if P == 0:
+        return
+    cdef int64_t *ip = NULL
+    if indices is not None:
+        ip = &indices[0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef floating *op = &out[0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _adaptive_plane(p, is_max, xp, op, ip, H, W, OH, OW, &hs[0], &he[0], &ws[0],
+                                &we[0])
+        else:
+            for p in range(P):
+                _adaptive_plane(p, is_max, xp, op, ip, H, W, OH, OW, &hs[0], &he[0], &ws[0],
+                                &we[0])
+
+
+cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
+                                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                                       Py_ssize_t OW, const int64_t *hs, const int64_t *he,
+                                       const int64_t *ws, const int64_t *we) noexcept nogil:
+    if floating is float:
+        adaptive_avg_backward_plane_f32(go + p * OH * OW, gx + p * H * W, H, W, OH, OW,
+                                        hs, he, ws, we)
+    else:
+        adaptive_avg_backward_plane_f64(go + p * OH * OW, gx + p * H * W, H, W, OH, OW,
+                                        hs, he, ws, we)
+
+
+def adaptive_avg_backward(const floating[:, :, ::1] grad_out,   # IN  (P, OH, OW)
+                          floating[:, :, ::1] grad_x,           # OUT (P, H, W)
+                          const int64_t[::1] hs, const int64_t[::1] he,
+                          const int64_t[::1] ws, const int64_t[::1] we,
+                          int nthreads):
+    cdef Py_ssize_t P = grad_out.shape[0], OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t H = grad_x.shape[1], W = grad_x.shape[2], p
+    if P == 0:
+        return
+    cdef const floating *gop = &grad_out[0, 0, 0]
+    cdef floating *gxp = &grad_x[0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for p in prange(P, num_threads=nthreads, schedule='static'):
+                _adaptive_avg_backward_plane(p, gop, gxp, H, W, OH, OW, &hs[0], &he[0],
+                                             &ws[0], &we[0])
+        else:
+            for p in range(P):
+                _adaptive_avg_backward_plane(p, gop, gxp, H, W, OH, OW, &hs[0], &he[0],
+                                             &ws[0], &we[0])

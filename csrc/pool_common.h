@@ -1,0 +1,50 @@
+/* Shared C declarations of the pooling kernels: one plane's geometry and the
+ * per-dtype instantiation of pool_kernels_impl.h. Everything is 64-bit. */
+#ifndef CNNFAST_POOL_COMMON_H
+#define CNNFAST_POOL_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "cf_base.h"
+
+/* A 3-D pooling window over one (D, H, W) plane; 1-D and 2-D use unit dims.
+ * The sliding-window kernels read a padded copy of the plane, (Dp, Hp, Wp),
+ * holding the input at offset (pd, ph, pw) and the pad value elsewhere. */
+typedef struct {
+    cf_idx D, H, W;       /* input plane */
+    cf_idx OD, OH, OW;    /* output plane */
+    cf_idx KD, KH, KW;    /* window */
+    cf_idx sd, sh, sw;    /* stride */
+    cf_idx pd, ph, pw;    /* padding before */
+    cf_idx dd, dh, dw;    /* dilation (1 for average pooling) */
+    cf_idx Dp, Hp, Wp;    /* padded buffer */
+} cf_pool_geom;
+
+/* Position (within [0, n)) of the first window tap that lies inside the
+ * input: torch's "start, stepped past the padding" rule, clamped for a
+ * window that lies wholly in the padding (its value is -inf; the index must
+ * still be valid to read). */
+CF_INLINE cf_idx cf_first_inside(cf_idx o, cf_idx s, cf_idx p, cf_idx d, cf_idx n) {
+    cf_idx start = o * s - p;
+    if (start < 0) start += cf_ceil_div(-start, d) * d;
+    return start < n ? start : n - 1;
+}
+
+#define CF_T float
+#define CF_SFX f32
+#define CF_ITYPE int
+#include "pool_kernels_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+
+#define CF_T double
+#define CF_SFX f64
+#define CF_ITYPE long long
+#include "pool_kernels_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+
+#endif

@@ -1,0 +1,253 @@
+/* dtype-generic pooling kernels; included once per dtype by pool_common.h with
+ * CF_T (float/double), CF_SFX (f32/f64) and CF_ITYPE (an integer type of
+ * CF_T's width) defined.
+ *
+ * Every function works on one (D, H, W) plane: the caller (_pool.pyx) hands
+ * each plane to exactly one thread, so nothing here is shared or raced.
+ *
+ * Max pooling follows torch's scan exactly: taps in row-major window order,
+ * `v > max || isnan(v)` replaces the running maximum, so ties keep the first
+ * maximum and a NaN always wins (the last NaN of the window gives the index). */
+
+#include "cf_vector_impl.h"
+
+/* ------------------------------------------------------------- padded copy */
+
+static void FN(pool_fill)(CF_T *buf, cf_idx n, CF_T value) {
+    for (cf_idx i = 0; i < n; i++) buf[i] = value;
+}
+
+/* Copy plane x into the interior of buf. The border keeps the pad value that
+ * pool_fill wrote once per thread, since no plane ever writes there. */
+static void FN(pool_copy_interior)(const CF_T *x, CF_T *buf, const cf_pool_geom *g) {
+    for (cf_idx d = 0; d < g->D; d++)
+        for (cf_idx h = 0; h < g->H; h++)
+            memcpy(buf + ((d + g->pd) * g->Hp + h + g->ph) * g->Wp + g->pw,
+                   x + (d * g->H + h) * g->W, (size_t)g->W * sizeof(CF_T));
+}
+
+/* ---------------------------------------------------------- max, forward */
+
+/* Lane-wise `v > m || isnan(v)`: where the running maximum is replaced. */
+CF_INLINE CF_M FN(cf_max_update)(CF_V v, CF_V m) {
+    return (CF_M)(v > m) | (CF_M)(v != v);
+}
+
+CF_INLINE CF_V FN(cf_select)(CF_M mask, CF_V a, CF_V b) {
+    return (CF_V)(((CF_M)a & mask) | ((CF_M)b & ~mask));
+}
+
+/* One output row (od, oh) of max pooling from the -inf padded plane buf.
+ * Lanes are VW adjacent outputs; each lane tracks its maximum and the
+ * window tap that gave it, turned into a flat plane index at the end. */
+CF_INLINE void FN(max_pool_row)(const CF_T *buf, CF_T *out, int64_t *idx,
+                                const int64_t *tap_offset, cf_idx od, cf_idx oh,
+                                const cf_pool_geom *g, const int need_index) {
+    const cf_idx HW = g->H * g->W;
+    const cf_idx row_origin = (od * g->sd - g->pd) * HW + (oh * g->sh - g->ph) * g->W;
+    const CF_T *base = buf + (od * g->sd * g->Hp + oh * g->sh) * g->Wp;
+    for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
+        CF_V m = FN(cf_splat)(-INFINITY);
+        CF_M t = {0}, tap = {0};
+        const CF_M one = tap + 1;
+        const CF_T *chunk = base + ow0 * g->sw;
+        for (cf_idx a = 0; a < g->KD; a++)
+            for (cf_idx i = 0; i < g->KH; i++) {
+                const CF_T *row = chunk + (a * g->dd * g->Hp + i * g->dh) * g->Wp;
+                for (cf_idx j = 0; j < g->KW; j++) {
+                    const CF_V v = FN(cf_load_strided)(row + j * g->dw, g->sw);
+                    const CF_M upd = FN(cf_max_update)(v, m);
+                    m = FN(cf_select)(upd, v, m);
+                    if (need_index) {
+                        t = (tap & upd) | (t & ~upd);
+                        tap += one;
+                    }
+                }
+            }
+        const cf_idx cnt = cf_min(CF_VW, g->OW - ow0);
+        CF_T vals[CF_VW];
+        memcpy(vals, &m, sizeof m);
+        memcpy(out + ow0, vals, (size_t)cnt * sizeof(CF_T));
+        if (need_index) {
+            CF_ITYPE taps[CF_VW];
+            memcpy(taps, &t, sizeof t);
+            for (cf_idx l = 0; l < cnt; l++) {
+                const cf_idx ow = ow0 + l;
+                if (vals[l] == -INFINITY) {
+                    /* no tap beat -inf (padding may have been the first tap):
+                     * torch's index is the first tap inside the input */
+                    idx[ow] = (cf_first_inside(od, g->sd, g->pd, g->dd, g->D) * g->H
+                               + cf_first_inside(oh, g->sh, g->ph, g->dh, g->H)) * g->W
+                              + cf_first_inside(ow, g->sw, g->pw, g->dw, g->W);
+                } else {
+                    idx[ow] = row_origin + ow * g->sw - g->pw + tap_offset[taps[l]];
+                }
+            }
+        }
+    }
+}
+
+/* Max pooling of one padded plane; idx (int64 flat plane index) may be NULL. */
+CF_DISPATCH static void FN(max_pool_plane)(const CF_T *buf, CF_T *out, int64_t *idx,
+                                           const int64_t *tap_offset,
+                                           const cf_pool_geom *g) {
+    const cf_idx OHW = g->OH * g->OW;
+    for (cf_idx od = 0; od < g->OD; od++)
+        for (cf_idx oh = 0; oh < g->OH; oh++) {
+            const cf_idx r = od * OHW + oh * g->OW;
+            if (idx)
+                FN(max_pool_row)(buf, out + r, idx + r, tap_offset, od, oh, g, 1);
+            else
+                FN(max_pool_row)(buf, out + r, NULL, tap_offset, od, oh, g, 0);
+        }
+}
+
+/* --------------------------------------------------------- max, backward */
+
+/* grad_x plane = scatter-add of grad_out through the (validated) indices. */
+static void FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_idx n_out,
+                                        CF_T *gx, cf_idx plane) {
+    memset(gx, 0, (size_t)plane * sizeof(CF_T));
+    for (cf_idx p = 0; p < n_out; p++) gx[idx[p]] += go[p];
+}
+
+/* ---------------------------------------------------------- avg, forward */
+
+/* Average pooling of one zero-padded plane. The divisor of output (od, oh, ow)
+ * is dcount[od] * hcount[oh] * wcount[ow] (the caller applies torch's
+ * count_include_pad / divisor_override rules; wcount is padded to a whole
+ * number of vectors). The sum runs in row-major window order, as torch's. */
+CF_DISPATCH static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
+                                           const CF_T *hcount, const CF_T *wcount,
+                                           const cf_pool_geom *g) {
+    for (cf_idx od = 0; od < g->OD; od++)
+        for (cf_idx oh = 0; oh < g->OH; oh++) {
+            const CF_T *base = buf + (od * g->sd * g->Hp + oh * g->sh) * g->Wp;
+            CF_T *o = out + (od * g->OH + oh) * g->OW;
+            const CF_V row_div = FN(cf_splat)(dcount[od] * hcount[oh]);
+            for (cf_idx ow0 = 0; ow0 < g->OW; ow0 += CF_VW) {
+                CF_V sum = FN(cf_splat)(0);
+                const CF_T *chunk = base + ow0 * g->sw;
+                for (cf_idx a = 0; a < g->KD; a++)
+                    for (cf_idx i = 0; i < g->KH; i++) {
+                        const CF_T *row = chunk + (a * g->Hp + i) * g->Wp;
+                        for (cf_idx j = 0; j < g->KW; j++)
+                            sum += FN(cf_load_strided)(row + j, g->sw);
+                    }
+                CF_V wdiv;
+                memcpy(&wdiv, wcount + ow0, sizeof wdiv);
+                const CF_V avg = sum / (row_div * wdiv);
+                CF_T vals[CF_VW];
+                memcpy(vals, &avg, sizeof avg);
+                memcpy(o + ow0, vals, (size_t)cf_min(CF_VW, g->OW - ow0) * sizeof(CF_T));
+            }
+        }
+}
+
+/* --------------------------------------------------------- avg, backward */
+
+/* grad_x plane of average pooling: each output's gradient, divided as in the
+ * forward pass, is added to every tap of its window in the zero-filled padded
+ * buffer gbuf (overlapping windows sum), whose interior is then copied out.
+ * scaled is scratch for one output row. */
+CF_DISPATCH static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *scaled,
+                                                    CF_T *gx, const CF_T *dcount,
+                                                    const CF_T *hcount, const CF_T *wcount,
+                                                    const cf_pool_geom *g) {
+    memset(gbuf, 0, (size_t)(g->Dp * g->Hp * g->Wp) * sizeof(CF_T));
+    for (cf_idx od = 0; od < g->OD; od++)
+        for (cf_idx oh = 0; oh < g->OH; oh++) {
+            const CF_T *gor = go + (od * g->OH + oh) * g->OW;
+            const CF_T row_div = dcount[od] * hcount[oh];
+            for (cf_idx ow = 0; ow < g->OW; ow++) scaled[ow] = gor[ow] / (row_div * wcount[ow]);
+            CF_T *base = gbuf + (od * g->sd * g->Hp + oh * g->sh) * g->Wp;
+            for (cf_idx a = 0; a < g->KD; a++)
+                for (cf_idx i = 0; i < g->KH; i++)
+                    for (cf_idx j = 0; j < g->KW; j++) {
+                        CF_T *row = base + (a * g->Hp + i) * g->Wp + j;
+                        if (g->sw == 1)
+                            for (cf_idx ow = 0; ow < g->OW; ow++) row[ow] += scaled[ow];
+                        else
+                            for (cf_idx ow = 0; ow < g->OW; ow++) row[ow * g->sw] += scaled[ow];
+                    }
+        }
+    for (cf_idx d = 0; d < g->D; d++)
+        for (cf_idx h = 0; h < g->H; h++)
+            memcpy(gx + (d * g->H + h) * g->W,
+                   gbuf + ((d + g->pd) * g->Hp + h + g->ph) * g->Wp + g->pw,
+                   (size_t)g->W * sizeof(CF_T));
+}
+
+/* --------------------------------------------------------------- adaptive */
+
+/* Sum of n contiguous values, VW lanes then a fixed-order lane sum. */
+CF_INLINE CF_T FN(cf_sum)(const CF_T *x, cf_idx n) {
+    CF_V acc = FN(cf_splat)(0);
+    cf_idx i = 0;
+    for (; i + CF_VW <= n; i += CF_VW) {
+        CF_V v;
+        memcpy(&v, x + i, sizeof v);
+        acc += v;
+    }
+    CF_T s = FN(cf_hsum)(acc);
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+/* Adaptive pooling of one (H, W) plane: output (oh, ow) covers rows
+ * [hs[oh], he[oh]) and columns [ws[ow], we[ow]) (torch's window rule, computed
+ * by the caller). Global pooling is the 1x1 case. */
+CF_DISPATCH static void FN(adaptive_avg_plane)(const CF_T *x, CF_T *out, cf_idx H, cf_idx W,
+                                               cf_idx OH, cf_idx OW,
+                                               const int64_t *hs, const int64_t *he,
+                                               const int64_t *ws, const int64_t *we) {
+    for (cf_idx oh = 0; oh < OH; oh++)
+        for (cf_idx ow = 0; ow < OW; ow++) {
+            const cf_idx w0 = ws[ow], w1 = we[ow];
+            CF_T sum = 0;
+            if (w0 == 0 && w1 == W) {
+                /* full rows: the window is one contiguous run */
+                sum = FN(cf_sum)(x + hs[oh] * W, (he[oh] - hs[oh]) * W);
+            } else {
+                for (cf_idx h = hs[oh]; h < he[oh]; h++) sum += FN(cf_sum)(x + h * W + w0, w1 - w0);
+            }
+            out[oh * OW + ow] = sum / (CF_T)((he[oh] - hs[oh]) * (w1 - w0));
+        }
+    (void)H;
+}
+
+static void FN(adaptive_max_plane)(const CF_T *x, CF_T *out, int64_t *idx, cf_idx W,
+                                   cf_idx OH, cf_idx OW,
+                                   const int64_t *hs, const int64_t *he,
+                                   const int64_t *ws, const int64_t *we) {
+    for (cf_idx oh = 0; oh < OH; oh++)
+        for (cf_idx ow = 0; ow < OW; ow++) {
+            CF_T m = -INFINITY;
+            cf_idx at = hs[oh] * W + ws[ow];
+            for (cf_idx h = hs[oh]; h < he[oh]; h++)
+                for (cf_idx w = ws[ow]; w < we[ow]; w++) {
+                    const CF_T v = x[h * W + w];
+                    if (v > m || v != v) {
+                        m = v;
+                        at = h * W + w;
+                    }
+                }
+            out[oh * OW + ow] = m;
+            if (idx) idx[oh * OW + ow] = at;
+        }
+}
+
+static void FN(adaptive_avg_backward_plane)(const CF_T *go, CF_T *gx, cf_idx H, cf_idx W,
+                                            cf_idx OH, cf_idx OW,
+                                            const int64_t *hs, const int64_t *he,
+                                            const int64_t *ws, const int64_t *we) {
+    memset(gx, 0, (size_t)(H * W) * sizeof(CF_T));
+    for (cf_idx oh = 0; oh < OH; oh++)
+        for (cf_idx ow = 0; ow < OW; ow++) {
+            const CF_T share = go[oh * OW + ow] / (CF_T)((he[oh] - hs[oh]) * (we[ow] - ws[ow]));
+            for (cf_idx h = hs[oh]; h < he[oh]; h++)
+                for (cf_idx w = ws[ow]; w < we[ow]; w++) gx[h * W + w] += share;
+        }
+}
+
+static cf_idx FN(pool_vector_width)(void) { return CF_VW; }
