@@ -170,10 +170,12 @@ def _max_pool_backward(nd, grad_out, indices, input_shape, op):
 
 def _scatter_max(grad_out, indices, input_shape, dtype):
     planes = input_shape[0] * input_shape[1]
+    outputs = grad_out.size // planes if planes else 0
     grad_x = np.empty(input_shape, dtype=dtype)
-    _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, -1),
-                            V.kernel_array(indices, np.int64).reshape(planes, -1),
-                            grad_x.reshape(planes, -1), get_num_threads())
+    _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, outputs),
+                            V.kernel_array(indices, np.int64).reshape(planes, outputs),
+                            grad_x.reshape(planes, grad_x.size // planes if planes else 0),
+                            get_num_threads())
     return grad_x
 
 

@@ -132,6 +132,10 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
 
 # ---------------------------------------------------------------- pooling
 
+def _volume(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
 def _windows(a, geom, fill):
     """(..., *out_size, *kernel) pooling windows of a (whose last nd axes are
     the spatial ones) padded with `fill`, including ceil_mode's overhang."""
@@ -175,7 +179,7 @@ def _torch_argmax(values, taps):
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
     x = np.asarray(x, dtype=geom.dtype)
-    taps = _windows(x, geom, -np.inf).reshape(geom.out_shape + (-1,))
+    taps = _windows(x, geom, -np.inf).reshape(geom.out_shape + (_volume(geom.kernel),))
     out = taps.max(axis=-1)                       # NaN propagates
     if not V.flag(return_indices, "return_indices"):
         return out
@@ -190,10 +194,11 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
 
 def _scatter_max(grad_out, indices, input_shape, dtype):
     N, C = input_shape[:2]
-    grad_x = np.zeros((N * C, int(np.prod(input_shape[2:]))), dtype=dtype)
-    g = np.asarray(grad_out, dtype=dtype).reshape(N * C, -1)
+    outputs = _volume(np.shape(grad_out)[2:])
+    grad_x = np.zeros((N * C, _volume(input_shape[2:])), dtype=dtype)
+    g = np.asarray(grad_out, dtype=dtype).reshape(N * C, outputs)
     rows = np.arange(N * C)[:, None]
-    np.add.at(grad_x, (rows, np.asarray(indices).reshape(N * C, -1)), g)
+    np.add.at(grad_x, (rows, np.asarray(indices).reshape(N * C, outputs)), g)
     return grad_x.reshape(input_shape)
 
 
@@ -223,7 +228,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
                            V.divisor_override_arg(divisor_override))
     x = np.asarray(x, dtype=geom.dtype)
-    sums = _windows(x, geom, 0).reshape(geom.out_shape + (-1,)).sum(axis=-1)
+    sums = _windows(x, geom, 0).reshape(geom.out_shape + (_volume(geom.kernel),)).sum(axis=-1)
     # a window holding no input element averages to 0 (torch), not 0/0
     return np.where(divisor > 0, sums / np.maximum(divisor, 1), 0).astype(geom.dtype)
 
@@ -341,7 +346,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     out = np.empty((N, C) + out_hw, dtype=dtype)
     indices = np.empty((N, C) + out_hw, dtype=np.int64)
     for (i, j), rows, cols in _adaptive_cells((H, W), out_hw):
-        taps = x[:, :, rows, cols].reshape(N, C, -1)
+        taps = x[:, :, rows, cols].reshape(N, C, (rows.stop - rows.start) * (cols.stop - cols.start))
         out[:, :, i, j] = taps.max(axis=-1)
         tap = _torch_argmax(out[:, :, i, j], taps)
         width = cols.stop - cols.start
@@ -382,7 +387,7 @@ def global_avg_pool2d_backward(grad_out, input_shape):
 def global_max_pool2d(x, keepdims=False, return_indices=False):
     dtype, _ = V.adaptive_geometry(x, 1, "global_max_pool2d")
     x = np.asarray(x, dtype=dtype)
-    taps = x.reshape(x.shape[:2] + (-1,))
+    taps = x.reshape(x.shape[:2] + (_volume(x.shape[2:]),))
     out = taps.max(axis=-1)
     indices = _torch_argmax(out, taps).astype(np.int64)
     if V.flag(keepdims, "keepdims"):
