@@ -105,7 +105,8 @@ def _extensions():
     # rebuild when a header changes
     base = ["csrc/cf_base.h", "csrc/cf_vector_impl.h"]
     conv_headers = base + ["csrc/conv_common.h", "csrc/conv_kernels_impl.h"]
-    pool_headers = base + ["csrc/pool_common.h", "csrc/pool_kernels_impl.h"]
+    pool_headers = base + ["csrc/pool_common.h", "csrc/pool_kernels_impl.h",
+                         "csrc/pool_dispatch_impl.h"]
     exts = [
         Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"],
                   depends=conv_headers),

@@ -19,6 +19,25 @@ typedef ptrdiff_t cf_idx;
 
 #define CF_INLINE static inline __attribute__((always_inline))
 
+/* Manual ISA dispatch, for kernels whose vector comparisons GCC would lower to
+ * scalar code under target_clones (it lowers them before cloning): the kernel
+ * header is compiled three times, inside `#pragma GCC target` regions for
+ * x86-64-v4 and -v3 and once for the baseline, and a wrapper picks one per
+ * call from cf_isa_level() (4, 3 or 0). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(CNNFAST_NO_DISPATCH)
+#define CF_ISA_VARIANTS 1
+static inline int cf_isa_level(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return 4;
+    if (__builtin_cpu_supports("x86-64-v3")) return 3;
+    return 0;
+}
+#else
+#define CF_ISA_VARIANTS 0
+static inline int cf_isa_level(void) { return 0; }
+#endif
+
+
 CF_INLINE cf_idx cf_min(cf_idx a, cf_idx b) { return a < b ? a : b; }
 CF_INLINE cf_idx cf_max(cf_idx a, cf_idx b) { return a > b ? a : b; }
 

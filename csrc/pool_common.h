@@ -31,18 +31,65 @@ CF_INLINE cf_idx cf_first_inside(cf_idx o, cf_idx s, cf_idx p, cf_idx d, cf_idx 
     return start < n ? start : n - 1;
 }
 
+/* Every kernel is compiled per dtype and per ISA level (see cf_base.h); the
+ * plain names (max_pool_plane_f32, ...) are wrappers in pool_dispatch_impl.h
+ * that call the variant for the running CPU. */
+#if CF_ISA_VARIANTS
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
 #define CF_T float
-#define CF_SFX f32
+#define CF_SFX f32_v4
 #define CF_ITYPE int
 #include "pool_kernels_impl.h"
 #undef CF_T
 #undef CF_SFX
 #undef CF_ITYPE
-
 #define CF_T double
-#define CF_SFX f64
+#define CF_SFX f64_v4
 #define CF_ITYPE long long
 #include "pool_kernels_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+#define CF_T float
+#define CF_SFX f32_v3
+#define CF_ITYPE int
+#include "pool_kernels_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+#define CF_T double
+#define CF_SFX f64_v3
+#define CF_ITYPE long long
+#include "pool_kernels_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+#pragma GCC pop_options
+#endif
+
+#define CF_T float
+#define CF_SFX f32_base
+#define CF_ITYPE int
+#include "pool_kernels_impl.h"
+#undef CF_SFX
+#define CF_SFX f32
+#include "pool_dispatch_impl.h"
+#undef CF_T
+#undef CF_SFX
+#undef CF_ITYPE
+
+#define CF_T double
+#define CF_SFX f64_base
+#define CF_ITYPE long long
+#include "pool_kernels_impl.h"
+#undef CF_SFX
+#define CF_SFX f64
+#include "pool_dispatch_impl.h"
 #undef CF_T
 #undef CF_SFX
 #undef CF_ITYPE

@@ -88,7 +88,7 @@ CF_INLINE void FN(max_pool_row)(const CF_T *buf, CF_T *out, int64_t *idx,
 }
 
 /* Max pooling of one padded plane; idx (int64 flat plane index) may be NULL. */
-CF_DISPATCH static void FN(max_pool_plane)(const CF_T *buf, CF_T *out, int64_t *idx,
+static void FN(max_pool_plane)(const CF_T *buf, CF_T *out, int64_t *idx,
                                            const int64_t *tap_offset,
                                            const cf_pool_geom *g) {
     const cf_idx OHW = g->OH * g->OW;
@@ -117,7 +117,7 @@ static void FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_i
  * is dcount[od] * hcount[oh] * wcount[ow] (the caller applies torch's
  * count_include_pad / divisor_override rules; wcount is padded to a whole
  * number of vectors). The sum runs in row-major window order, as torch's. */
-CF_DISPATCH static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
+static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
                                            const CF_T *hcount, const CF_T *wcount,
                                            const cf_pool_geom *g) {
     for (cf_idx od = 0; od < g->OD; od++)
@@ -150,7 +150,7 @@ CF_DISPATCH static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_
  * forward pass, is added to every tap of its window in the zero-filled padded
  * buffer gbuf (overlapping windows sum), whose interior is then copied out.
  * scaled is scratch for one output row. */
-CF_DISPATCH static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *scaled,
+static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *scaled,
                                                     CF_T *gx, const CF_T *dcount,
                                                     const CF_T *hcount, const CF_T *wcount,
                                                     const cf_pool_geom *g) {
@@ -197,7 +197,7 @@ CF_INLINE CF_T FN(cf_sum)(const CF_T *x, cf_idx n) {
 /* Adaptive pooling of one (H, W) plane: output (oh, ow) covers rows
  * [hs[oh], he[oh]) and columns [ws[ow], we[ow]) (torch's window rule, computed
  * by the caller). Global pooling is the 1x1 case. */
-CF_DISPATCH static void FN(adaptive_avg_plane)(const CF_T *x, CF_T *out, cf_idx H, cf_idx W,
+static void FN(adaptive_avg_plane)(const CF_T *x, CF_T *out, cf_idx H, cf_idx W,
                                                cf_idx OH, cf_idx OW,
                                                const int64_t *hs, const int64_t *he,
                                                const int64_t *ws, const int64_t *we) {
