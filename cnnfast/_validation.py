@@ -421,12 +421,13 @@ def check_indices(indices, grad_out, input_shape: tuple, op: str) -> None:
                         f"{op}, got {indices.dtype}")
     expect_shape(indices, grad_out.shape, "indices", "the shape of grad_out")
     plane = int(np.prod(input_shape[2:]))
-    if indices.size:
+    # one pass: viewed as unsigned, a negative index is huge, so the maximum
+    # alone finds anything outside [0, plane)
+    if indices.size and int(indices.view(indices.dtype.str.replace("i", "u")).max()) >= plane:
         lo, hi = int(indices.min()), int(indices.max())
-        if lo < 0 or hi >= plane:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"indices must lie in [0, {plane}) (the input plane of shape "
-                             f"{input_shape[2:]}) for {op}, found {bad}")
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"indices must lie in [0, {plane}) (the input plane of shape "
+                         f"{input_shape[2:]}) for {op}, found {bad}")
 
 
 def adaptive_windows(n: int, o: int):

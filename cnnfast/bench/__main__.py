@@ -1,8 +1,9 @@
-"""python -m cnnfast.bench: time every conv algorithm on the standard shapes.
+"""python -m cnnfast.bench: time every conv algorithm and pooling op on the standard shapes.
 
-Per row: median ms of repeated runs after warm-up, GFLOP/s, % of the sgemm
-GFLOP/s measured in the same run with the same thread count, and speed-ups
-against cnnfast.reference and PyTorch CPU (when torch is importable).
+Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
+(pooling), % of the machine's limit measured in the same run with the same
+thread count (SciPy sgemm GFLOP/s; NumPy copy GB/s), and speed-ups against
+cnnfast.reference and PyTorch CPU (when torch is importable).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast import reference
-from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES
+from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES, POOL_OPS, POOL_SHAPES
 
 
 def median_ms(fn, repeat, warmup=1):
@@ -44,6 +45,82 @@ def sgemm_gflops(threads, dtype, repeat):
     with threadpool_limits(threads, user_api="blas"):
         ms = min(median_ms(lambda: gemm(1.0, a, b), repeat) for _ in range(2))
     return 2 * n ** 3 / ms / 1e6
+
+
+def copy_gbs(repeat):
+    """NumPy copy bandwidth (bytes read + written per second) on 64 MB."""
+    a = np.ones(16 << 20, dtype=np.float32)
+    b = np.empty_like(a)
+    ms = min(median_ms(lambda: np.copyto(b, a), repeat) for _ in range(2))
+    return 2 * a.nbytes / ms / 1e6
+
+
+def _pool_calls(lib, shape, x, torch_mode=False):
+    """{(op, pass): zero-argument callable} for one pooling shape."""
+    k, s, p = shape.kernel, shape.stride, shape.padding
+    if torch_mode:
+        F = lib.nn.functional
+        xt = lib.from_numpy(x)
+        xg = xt.clone().requires_grad_(True)
+        ym = F.max_pool2d(xg, k, s, p)
+        ya = F.avg_pool2d(xg, k, s, p)
+        gm, ga = lib.ones_like(ym), lib.ones_like(ya)
+        return {("max", "forward"): lambda: F.max_pool2d(xt, k, s, p),
+                ("max+idx", "forward"): lambda: F.max_pool2d(xt, k, s, p, return_indices=True),
+                ("max", "backward"): lambda: lib.autograd.grad(ym, xg, gm, retain_graph=True),
+                ("avg", "forward"): lambda: F.avg_pool2d(xt, k, s, p),
+                ("avg", "backward"): lambda: lib.autograd.grad(ya, xg, ga, retain_graph=True)}
+    y, idx = lib.max_pool2d(x, k, s, p, return_indices=True)
+    g = np.ones_like(y)
+    ga = np.ones_like(lib.avg_pool2d(x, k, s, p))
+    return {("max", "forward"): lambda: lib.max_pool2d(x, k, s, p),
+            ("max+idx", "forward"): lambda: lib.max_pool2d(x, k, s, p, return_indices=True),
+            ("max", "backward"): lambda: lib.max_pool2d_backward(g, idx, x.shape),
+            ("avg", "forward"): lambda: lib.avg_pool2d(x, k, s, p),
+            ("avg", "backward"): lambda: lib.avg_pool2d_backward(ga, x.shape, k, s, p)}
+
+
+def pool_rows(threads, dtype, repeat, with_reference, progress):
+    torch = _torch()
+    rows = []
+    for shape in progress(POOL_SHAPES):
+        x = np.random.default_rng(0).standard_normal(shape.x_shape).astype(dtype)
+        y = cnnfast.max_pool2d(x, shape.kernel, shape.stride, shape.padding)
+        with cnnfast.num_threads(threads):
+            ours = {key: median_ms(fn, repeat) for key, fn in _pool_calls(cnnfast, shape, x).items()}
+        refs = ({key: median_ms(fn, max(1, repeat // 3))
+                 for key, fn in _pool_calls(reference, shape, x).items()}
+                if with_reference else {})
+        theirs = {}
+        if torch is not None:
+            torch.set_num_threads(threads)
+            theirs = {key: median_ms(fn, repeat)
+                      for key, fn in _pool_calls(torch, shape, x, torch_mode=True).items()}
+        for op, passage in POOL_OPS:
+            ms = ours[(op, passage)]
+            # bytes that must move: read x and write y (forward), read grad_out
+            # (+ indices) and write grad_x (backward); int64 indices where used
+            idx_bytes = y.size * 8 if op == "max+idx" or (op == "max" and passage == "backward") else 0
+            moved = x.nbytes + y.nbytes + idx_bytes
+            rms, tms = refs.get((op, passage)), theirs.get((op, passage))
+            rows.append(dict(shape=shape.label(), algorithm=op, passage=passage, ms=ms,
+                             gbs=moved / ms / 1e6, vs_reference=(rms / ms) if rms else None,
+                             vs_torch=(tms / ms) if tms else None, reference_ms=rms,
+                             torch_ms=tms))
+    return rows
+
+
+def format_pool_table(rows, copy, threads, torch_version):
+    head = (f"{'shape':<44} {'op':<8} {'pass':<8} {'ms':>8} {'GB/s':>8} "
+            f"{'% copy':>8} {'x ref':>7} {'x torch':>8}")
+    lines = [f"threads={threads}  copy bandwidth={copy:.1f} GB/s  "
+             f"torch={torch_version or 'not installed'}", head, "-" * len(head)]
+    for r in rows:
+        ref = f"{r['vs_reference']:.1f}" if r["vs_reference"] else "-"
+        tor = f"{r['vs_torch']:.2f}" if r["vs_torch"] else ("n/a" if torch_version else "not inst.")
+        lines.append(f"{r['shape']:<44} {r['algorithm']:<8} {r['passage']:<8} {r['ms']:>8.2f} "
+                     f"{r['gbs']:>8.1f} {100 * r['gbs'] / copy:>7.0f}% {ref:>7} {tor:>8}")
+    return "\n".join(lines)
 
 
 def _torch():
@@ -131,7 +208,8 @@ def main(argv=None):
     p.add_argument("--threads", default="1", help="thread count, or a sweep like 1,2")
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--only", default="conv", choices=["conv"], help="op family to run")
+    p.add_argument("--only", default="all", choices=["all", "conv", "pool"],
+                   help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
@@ -149,13 +227,22 @@ def main(argv=None):
     torch = _torch()
     results = {"environment": environment(), "runs": []}
     for threads in (int(t) for t in args.threads.split(",")):
-        peak = sgemm_gflops(threads, dtype, repeat)
-        rows = conv_rows(threads, dtype, repeat, args.algorithms.split(","),
-                         not args.no_reference, progress)
-        print(format_table(rows, peak, threads, torch.__version__ if torch else None))
-        print()
-        results["runs"].append({"threads": threads, "dtype": str(dtype), "sgemm_gflops": peak,
-                                "rows": rows})
+        version = torch.__version__ if torch else None
+        run = {"threads": threads, "dtype": str(dtype)}
+        if args.only in ("all", "conv"):
+            peak = sgemm_gflops(threads, dtype, repeat)
+            rows = conv_rows(threads, dtype, repeat, args.algorithms.split(","),
+                             not args.no_reference, progress)
+            print(format_table(rows, peak, threads, version))
+            print()
+            run.update(sgemm_gflops=peak, rows=rows)
+        if args.only in ("all", "pool"):
+            copy = copy_gbs(repeat)
+            rows = pool_rows(threads, dtype, repeat, not args.no_reference, progress)
+            print(format_pool_table(rows, copy, threads, version))
+            print()
+            run.update(copy_gbs=copy, pool_rows=rows)
+        results["runs"].append(run)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -51,3 +51,35 @@ CONV_SHAPES = [
 BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3")
 
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
+
+
+class PoolShape(NamedTuple):
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    def label(self):
+        return (f"{self.name} ({self.N},{self.C},{self.H},{self.W}) "
+                f"k{self.kernel} s{self.stride} p{self.padding}")
+
+
+# The pooling issue's shapes: memory-bound, judged against copy bandwidth.
+POOL_SHAPES = [
+    PoolShape("LeNet", 64, 6, 28, 28, 2, 2, 0),
+    PoolShape("AlexNet", 8, 96, 55, 55, 3, 2, 0),
+    PoolShape("VGG", 8, 64, 112, 112, 2, 2, 0),
+    PoolShape("ResNet stem", 8, 64, 112, 112, 3, 2, 1),
+]
+
+# (op, pass) rows of the pooling table
+POOL_OPS = (("max", "forward"), ("max+idx", "forward"), ("max", "backward"),
+            ("avg", "forward"), ("avg", "backward"))
