@@ -57,16 +57,37 @@ cdef object _padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g,
     return bufs
 
 
+cdef bint _interior_span(const cf_pool_geom *g, Py_ssize_t vw, Py_ssize_t *lo,
+                         Py_ssize_t *hi) noexcept:
+    """Outputs [lo, hi) of a row whose window columns all lie inside the input.
+    True when that is at least one vector: the plane is then read in place,
+    otherwise (narrow rows) through a padded copy in vector chunks."""
+    lo[0] = min((g.pw + g.sw - 1) // g.sw, g.OW)
+    cdef Py_ssize_t last = g.W - 1 + g.pw - (g.KW - 1) * g.dw   # last window start + pw
+    hi[0] = min(g.OW, last // g.sw + 1) if last >= 0 else 0
+    return hi[0] - lo[0] >= vw
+
+
 # ------------------------------------------------------------------- max
 
 cdef void _max_plane(Py_ssize_t p, const floating *x, floating *out, int64_t *idx,
-                     floating *bufs, const int64_t *tap_offset,
+                     floating *bufs, const int64_t *tap_offset, Py_ssize_t lo, Py_ssize_t hi,
                      const cf_pool_geom *g) noexcept nogil:
+    """bufs: per-thread padded planes, or NULL to read x in place."""
     cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
-    cdef floating *buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
+    cdef floating *buf
     cdef int64_t *ip = NULL
     if idx != NULL:
         ip = idx + p * out_plane
+    if bufs == NULL:
+        if floating is float:
+            max_pool_plane_inplace_f32(x + p * in_plane, out + p * out_plane, ip, tap_offset,
+                                       lo, hi, g)
+        else:
+            max_pool_plane_inplace_f64(x + p * in_plane, out + p * out_plane, ip, tap_offset,
+                                       lo, hi, g)
+        return
+    buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
     if floating is float:
         pool_copy_interior_f32(x + p * in_plane, buf, g)
         max_pool_plane_f32(buf, out + p * out_plane, ip, tap_offset, g)
@@ -86,8 +107,12 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
                                     stride, padding, dilation, _vector_width(<floating> 0))
     nthreads = max(1, min(nthreads, P))
-    bufs = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
-    cdef floating[:, ::1] b = bufs
+    cdef Py_ssize_t lo, hi
+    cdef floating *bp = NULL
+    cdef floating[:, ::1] b
+    if not _interior_span(&g, _vector_width(<floating> 0), &lo, &hi):
+        b = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
+        bp = &b[0, 0]
     # flat plane offset of each window tap, in row-major window order
     cdef int64_t[::1] taps = (
         np.arange(g.KD)[:, None, None] * g.dd * g.H * g.W
@@ -101,10 +126,10 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='static'):
-                _max_plane(p, xp, op, ip, &b[0, 0], &taps[0], &g)
+                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
         else:
             for p in range(P):
-                _max_plane(p, xp, op, ip, &b[0, 0], &taps[0], &g)
+                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
 
 
 cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, floating *gx,
@@ -152,9 +177,19 @@ cdef object _divisor_arrays(floating dummy, tuple divisors, Py_ssize_t vw):
 
 cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *bufs,
                      const floating *dc, const floating *hc, const floating *wc,
-                     const cf_pool_geom *g) noexcept nogil:
+                     Py_ssize_t lo, Py_ssize_t hi, const cf_pool_geom *g) noexcept nogil:
+    """bufs: per-thread padded planes, or NULL to read x in place."""
     cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
-    cdef floating *buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
+    cdef floating *buf
+    if bufs == NULL:
+        if floating is float:
+            avg_pool_plane_inplace_f32(x + p * in_plane, out + p * out_plane, dc, hc, wc, lo, hi,
+                                       g)
+        else:
+            avg_pool_plane_inplace_f64(x + p * in_plane, out + p * out_plane, dc, hc, wc, lo, hi,
+                                       g)
+        return
+    buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
     if floating is float:
         pool_copy_interior_f32(x + p * in_plane, buf, g)
         avg_pool_plane_f32(buf, out + p * out_plane, dc, hc, wc, g)
@@ -175,8 +210,12 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
                                     stride, padding, (1, 1, 1), vw)
     nthreads = max(1, min(nthreads, P))
-    bufs = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
-    cdef floating[:, ::1] b = bufs
+    cdef Py_ssize_t lo, hi
+    cdef floating *bp = NULL
+    cdef floating[:, ::1] b
+    if not _interior_span(&g, vw, &lo, &hi):
+        b = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
+        bp = &b[0, 0]
     dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
     cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
     cdef const floating *xp = &x[0, 0, 0, 0]
@@ -184,10 +223,10 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='static'):
-                _avg_plane(p, xp, op, &b[0, 0], &dc[0], &hc[0], &wc[0], &g)
+                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
         else:
             for p in range(P):
-                _avg_plane(p, xp, op, &b[0, 0], &dc[0], &hc[0], &wc[0], &g)
+                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
 
 
 cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,

@@ -22,6 +22,18 @@ static void FN(pool_copy_interior)(const CF_T *x, CF_T *buf, const cf_pool_geom 
     CF_CALL(pool_copy_interior, (x, buf, g))
 }
 
+static void FN(max_pool_plane_inplace)(const CF_T *x, CF_T *out, int64_t *idx,
+                                       const int64_t *tap_offset, cf_idx lo, cf_idx hi,
+                                       const cf_pool_geom *g) {
+    CF_CALL(max_pool_plane_inplace, (x, out, idx, tap_offset, lo, hi, g))
+}
+
+static void FN(avg_pool_plane_inplace)(const CF_T *x, CF_T *out, const CF_T *dcount,
+                                       const CF_T *hcount, const CF_T *wcount, cf_idx lo,
+                                       cf_idx hi, const cf_pool_geom *g) {
+    CF_CALL(avg_pool_plane_inplace, (x, out, dcount, hcount, wcount, lo, hi, g))
+}
+
 static cf_idx FN(pool_vector_width)(void) {
     return CF_VARIANT(pool_vector_width, CF_SFX, base)();
 }

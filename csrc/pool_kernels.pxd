@@ -16,6 +16,18 @@ cdef extern from "pool_common.h" nogil:
     void pool_fill_f64(double *buf, cf_idx n, double value)
     void pool_copy_interior_f32(const float *x, float *buf, const cf_pool_geom *g)
     void pool_copy_interior_f64(const double *x, double *buf, const cf_pool_geom *g)
+    void max_pool_plane_inplace_f32(const float *x, float *out, int64_t *idx,
+                                    const int64_t *tap_offset, cf_idx lo, cf_idx hi,
+                                    const cf_pool_geom *g)
+    void max_pool_plane_inplace_f64(const double *x, double *out, int64_t *idx,
+                                    const int64_t *tap_offset, cf_idx lo, cf_idx hi,
+                                    const cf_pool_geom *g)
+    void avg_pool_plane_inplace_f32(const float *x, float *out, const float *dcount,
+                                    const float *hcount, const float *wcount, cf_idx lo,
+                                    cf_idx hi, const cf_pool_geom *g)
+    void avg_pool_plane_inplace_f64(const double *x, double *out, const double *dcount,
+                                    const double *hcount, const double *wcount, cf_idx lo,
+                                    cf_idx hi, const cf_pool_geom *g)
     cf_idx pool_vector_width_f32()
     cf_idx pool_vector_width_f64()
 
