@@ -6,6 +6,7 @@ Sizes are computed with Python integers (floor division, no overflow).
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -14,6 +15,8 @@ import numpy as np
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
 NEEDS = ("x", "weight", "bias")
 BLAS_INT_MAX = 2**31 - 1
+POOL_SIZE_MAX = 2**31 - 1        # per-dim window arguments and output sizes
+POOL_BUFFER_MAX = 2**48          # elements of a padded pooling plane
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 
@@ -346,6 +349,10 @@ def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, pad
     padding = ntuple(padding, nd, "padding", minimum=0)
     dilation = ntuple(dilation, nd, "dilation", minimum=1)
     ceil_mode = flag(ceil_mode, "ceil_mode")
+    for name, values in (("kernel_size", kernel), ("stride", stride), ("padding", padding),
+                         ("dilation", dilation)):
+        if any(v > POOL_SIZE_MAX for v in values):
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
     for p, k in zip(padding, kernel):
         if p > k // 2:
             raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
@@ -358,6 +365,14 @@ def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, pad
                              f"(kernel_size={k}, dilation={d}) does not fit input size {n} "
                              f"with padding {p} in spatial dim {i}: output size would be {o}")
         out_size.append(o)
+    # the kernels may pool through a padded copy of one plane: its size must be sane
+    padded = math.prod(max(n + p, (o - 1) * s + (k - 1) * d + 1) + p
+                       for n, o, k, s, p, d in zip(in_size, out_size, kernel, stride, padding,
+                                                   dilation))
+    if padded > POOL_BUFFER_MAX:
+        raise ValueError(f"{op}: kernel_size={kernel!r} with padding={padding!r} and "
+                         f"dilation={dilation!r} spans {padded} elements per plane, "
+                         f"more than the kernels support ({POOL_BUFFER_MAX})")
     return PoolGeometry(nd, dtype, N, C, tuple(in_size), kernel, stride, padding, dilation,
                         tuple(out_size))
 
@@ -420,7 +435,7 @@ def check_indices(indices, grad_out, input_shape: tuple, op: str) -> None:
         raise TypeError(f"indices must be int64 (as returned with return_indices=True) for "
                         f"{op}, got {indices.dtype}")
     expect_shape(indices, grad_out.shape, "indices", "the shape of grad_out")
-    plane = int(np.prod(input_shape[2:]))
+    plane = math.prod(input_shape[2:])
     # one pass: viewed as unsigned, a negative index is huge, so the maximum
     # alone finds anything outside [0, plane)
     if indices.size and int(indices.view(indices.dtype.str.replace("i", "u")).max()) >= plane:
@@ -432,9 +447,8 @@ def check_indices(indices, grad_out, input_shape: tuple, op: str) -> None:
 
 def adaptive_windows(n: int, o: int):
     """torch's adaptive windows: [floor(i*n/o), ceil((i+1)*n/o)) for i < o."""
-    starts = np.array([(i * n) // o for i in range(o)], dtype=np.int64)
-    ends = np.array([-(-((i + 1) * n) // o) for i in range(o)], dtype=np.int64)
-    return starts, ends
+    i = np.arange(o, dtype=np.int64)
+    return (i * n) // o, -((-(i + 1) * n) // o)
 
 
 def adaptive_output_size(output_size, in_size: tuple) -> tuple:
@@ -443,7 +457,10 @@ def adaptive_output_size(output_size, in_size: tuple) -> tuple:
         if len(output_size) != 2:
             raise ValueError(f"output_size must be an int or a tuple of 2, got {output_size!r}")
         output_size = tuple(n if s is None else s for s, n in zip(output_size, in_size))
-    return ntuple(output_size, 2, "output_size", minimum=1)
+    sizes = ntuple(output_size, 2, "output_size", minimum=1)
+    if any(s > POOL_SIZE_MAX for s in sizes):
+        raise ValueError(f"output_size must be at most 2**31 - 1, got {output_size!r}")
+    return sizes
 
 
 def adaptive_geometry(x, output_size, op: str):

@@ -5,6 +5,7 @@ matmul, a Python loop over kernel taps at most -- never over pixels)."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -133,7 +134,7 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
 # ---------------------------------------------------------------- pooling
 
 def _volume(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(int(n) for n in shape)  # Python ints: no int64 wrap-around
 
 
 def _windows(a, geom, fill):
@@ -178,10 +179,11 @@ def _torch_argmax(values, taps):
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=geom.dtype)
     taps = _windows(x, geom, -np.inf).reshape(geom.out_shape + (_volume(geom.kernel),))
     out = taps.max(axis=-1)                       # NaN propagates
-    if not V.flag(return_indices, "return_indices"):
+    if not return_indices:
         return out
     plane = np.arange(int(np.prod(geom.in_size)), dtype=np.int64).reshape(geom.in_size)
     positions = _windows(plane, geom, -1).reshape(tuple(geom.out_size) + (-1,))
@@ -341,6 +343,7 @@ def adaptive_avg_pool2d(x, output_size):
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
     dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
+    return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
     N, C, H, W = x.shape
     out = np.empty((N, C) + out_hw, dtype=dtype)
@@ -351,7 +354,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
         tap = _torch_argmax(out[:, :, i, j], taps)
         width = cols.stop - cols.start
         indices[:, :, i, j] = (rows.start + tap // width) * W + cols.start + tap % width
-    return (out, indices) if V.flag(return_indices, "return_indices") else out
+    return (out, indices) if return_indices else out
 
 
 def adaptive_avg_pool2d_backward(grad_out, input_shape):
@@ -386,13 +389,15 @@ def global_avg_pool2d_backward(grad_out, input_shape):
 
 def global_max_pool2d(x, keepdims=False, return_indices=False):
     dtype, _ = V.adaptive_geometry(x, 1, "global_max_pool2d")
+    keepdims = V.flag(keepdims, "keepdims")
+    return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
     taps = x.reshape(x.shape[:2] + (_volume(x.shape[2:]),))
     out = taps.max(axis=-1)
     indices = _torch_argmax(out, taps).astype(np.int64)
-    if V.flag(keepdims, "keepdims"):
+    if keepdims:
         out, indices = out[:, :, None, None], indices[:, :, None, None]
-    return (out, indices) if V.flag(return_indices, "return_indices") else out
+    return (out, indices) if return_indices else out
 
 
 def global_max_pool2d_backward(grad_out, indices, input_shape):
