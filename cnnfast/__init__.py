@@ -58,8 +58,11 @@ def show_config() -> None:
         print(f"{key:<{width}} : {value}")
 
 
+from . import data, models, nn, optim
 from .functional import __all__ as _functional_all
+from .io import load, save
 
 __all__ = list(_functional_all) + [
     "set_num_threads", "get_num_threads", "num_threads", "show_config", "reference",
+    "nn", "models", "optim", "data", "save", "load",
 ]

@@ -1,0 +1,89 @@
+"""ResNet-18/34 (He et al., 2015) with torchvision's layout and names."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d
+from ..nn.layers import ReLU, Sequential
+from ..nn.module import Module
+from ._common import Chain, check_model_args, torchvision_init
+
+
+class BasicBlock(Module):
+    """Two 3x3 conv-BN stages plus a shortcut: relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x)),
+    where s is the identity, or `downsample` (1x1 conv + BN) when the shape changes."""
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, dtype=np.float32):
+        super().__init__()
+        self.conv1 = Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False,
+                            dtype=dtype)
+        self.bn1 = BatchNorm2d(planes, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False, dtype=dtype)
+        self.bn2 = BatchNorm2d(planes, dtype=dtype)
+        self.downsample = downsample
+        self.relu2 = ReLU()   # a second instance: each keeps its own backward cache
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu2(out + shortcut)
+
+    def backward(self, grad_out):
+        g = self.relu2.backward(grad_out)
+        # the sum fans the gradient out to both paths; x receives both contributions
+        g_main = self.conv1.backward(self.bn1.backward(self.relu1.backward(
+            self.conv2.backward(self.bn2.backward(g)))))
+        g_short = g if self.downsample is None else self.downsample.backward(g)
+        return g_main + g_short
+
+
+def downsample(inplanes, planes, stride, dtype):
+    return Sequential(Conv2d(inplanes, planes, 1, stride=stride, bias=False, dtype=dtype),
+                      BatchNorm2d(planes, dtype=dtype))
+
+
+class ResNet(Chain):
+    def __init__(self, block, layers, num_classes=1000, in_channels=3,
+                 zero_init_residual=False, dtype=np.float32):
+        super().__init__()
+        check_model_args(num_classes, in_channels)
+        self._inplanes = 64
+        self.conv1 = Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False, dtype=dtype)
+        self.bn1 = BatchNorm2d(64, dtype=dtype)
+        self.relu = ReLU()
+        self.maxpool = MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, dtype)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, dtype)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, dtype)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, dtype)
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.flatten = Flatten()
+        self.fc = Linear(512 * block.expansion, num_classes, dtype=dtype)
+        torchvision_init(self, conv="kaiming_fan_out", linear="default")
+        if zero_init_residual:
+            # each residual branch starts at zero, so every block starts as the identity
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    m.bn2.weight.data[...] = 0
+
+    def _make_layer(self, block, planes, blocks, stride, dtype):
+        out = planes * block.expansion
+        ds = (downsample(self._inplanes, out, stride, dtype)
+              if stride != 1 or self._inplanes != out else None)
+        layers = [block(self._inplanes, planes, stride, ds, dtype=dtype)]
+        self._inplanes = out
+        layers += [block(out, planes, dtype=dtype) for _ in range(1, blocks)]
+        return Sequential(*layers)
+
+
+def resnet18(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32):
+    """ResNet-18: BasicBlocks [2, 2, 2, 2]."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, zero_init_residual, dtype)
+
+
+def resnet34(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32):
+    """ResNet-34: BasicBlocks [3, 4, 6, 3]."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual, dtype)

@@ -1,0 +1,60 @@
+"""VGG (Simonyan & Zisserman, 2014), configurations A (VGG-11) and D (VGG-16)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..nn.layers import Sequential
+from ._common import Chain, check_model_args, torchvision_init
+
+# Output channels of each 3x3 conv; "M" is a 2x2 max pool.
+CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"],
+}
+
+
+def make_features(config, in_channels, dtype):
+    layers = []
+    for v in config:
+        if v == "M":
+            layers.append(MaxPool2d(2, stride=2))
+        else:
+            layers += [Conv2d(in_channels, v, 3, padding=1, dtype=dtype), ReLU()]
+            in_channels = v
+    return Sequential(*layers)
+
+
+class VGG(Chain):
+    def __init__(self, features, num_classes=1000, dropout=0.5, init_weights=True,
+                 dtype=np.float32):
+        super().__init__()
+        self.features = features
+        self.avgpool = AdaptiveAvgPool2d((7, 7))
+        self.flatten = Flatten()
+        self.classifier = Sequential(
+            Linear(512 * 7 * 7, 4096, dtype=dtype), ReLU(), Dropout(dropout),
+            Linear(4096, 4096, dtype=dtype), ReLU(), Dropout(dropout),
+            Linear(4096, num_classes, dtype=dtype),
+        )
+        if init_weights:
+            torchvision_init(self, conv="kaiming_fan_out", linear="normal")
+
+
+def _vgg(name, num_classes, in_channels, dropout, init_weights, dtype):
+    check_model_args(num_classes, in_channels)
+    return VGG(make_features(CONFIGS[name], in_channels, dtype), num_classes, dropout,
+               init_weights, dtype)
+
+
+def vgg11(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
+          dtype=np.float32):
+    """VGG-11 (configuration A); inputs of at least 32x32."""
+    return _vgg("vgg11", num_classes, in_channels, dropout, init_weights, dtype)
+
+
+def vgg16(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
+          dtype=np.float32):
+    """VGG-16 (configuration D); inputs of at least 32x32."""
+    return _vgg("vgg16", num_classes, in_channels, dropout, init_weights, dtype)

@@ -1,0 +1,42 @@
+"""cnnfast.nn: layers with forward/backward on NumPy arrays, torch.nn-style.
+
+    import cnnfast.nn as nn
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 28 * 28, 10))
+    logits = model(x)                 # training mode caches what backward needs
+    loss = nn.CrossEntropyLoss()
+    value = loss(logits, y)
+    model.backward(loss.backward())   # adds into each Parameter's .grad
+"""
+from . import init
+from .init import manual_seed
+from .layers import (
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    Identity,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from .loss import CrossEntropyLoss
+from .module import Module, Parameter
+
+__all__ = [
+    "Module", "Parameter", "manual_seed", "init",
+    "Conv1d", "Conv2d", "Conv3d", "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
+    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+    "CrossEntropyLoss",
+]

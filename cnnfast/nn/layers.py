@@ -1,0 +1,578 @@
+"""The layers: torch.nn's constructor arguments and parameter names, forward
+and backward on NumPy arrays.
+
+Convolution and pooling call the public kernels in cnnfast.functional (looked
+up at call time); Linear is one GEMM through NumPy; activations, BatchNorm and
+Dropout are a few elementwise NumPy expressions each.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit
+
+from .. import _validation as V
+from .. import functional as F
+from . import init
+from .module import Module, Parameter
+
+__all__ = [
+    "Conv1d", "Conv2d", "Conv3d", "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
+    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+]
+
+
+# ----------------------------------------------------------------- helpers
+
+def float_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _nonneg_int(value, name):
+    if not V._is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def _check_input(x, layer, ndim, channels=None, axis=1):
+    """Shape/dtype checks for layers whose arithmetic is NumPy (the kernels
+    check their own inputs)."""
+    V.check_array(x, "x")
+    if isinstance(ndim, int) and x.ndim != ndim or not isinstance(ndim, int) and x.ndim < ndim[0]:
+        want = ndim if isinstance(ndim, int) else f"at least {ndim[0]}"
+        raise ValueError(f"{layer} expects x with {want} dims, got shape {x.shape}")
+    if channels is not None and x.shape[axis] != channels:
+        raise ValueError(f"{layer} expects {channels} features on axis {axis} of x, "
+                         f"got shape {x.shape}")
+
+
+def _same_dtype(x, param, layer):
+    if x.dtype != param.data.dtype:
+        raise TypeError(f"{layer}: x has dtype {x.dtype} but the layer's parameters are "
+                        f"{param.data.dtype}; convert one of them (model.to(dtype) or "
+                        f"x.astype(...))")
+
+
+# ------------------------------------------------------------- convolution
+
+class _ConvNd(Module):
+    _nd = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=np.float32):
+        super().__init__()
+        nd = self._nd
+        self.in_channels = V.positive_int(in_channels, "in_channels")
+        self.out_channels = V.positive_int(out_channels, "out_channels")
+        self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+        self.stride = V.ntuple(stride, nd, "stride", minimum=1)
+        self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a tuple of {nd} ints, 'valid' or "
+                                 f"'same', got {padding!r}")
+            self.padding = padding
+        else:
+            self.padding = V.ntuple(padding, nd, "padding", minimum=0)
+        self.groups = V.positive_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' (the only mode the kernels "
+                             f"implement), got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        dtype = float_dtype(dtype)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(init.kaiming_uniform(shape, dtype))
+        self.bias = (Parameter(init.uniform((self.out_channels,),
+                                            1 / math.sqrt(init.fan_in(shape)), dtype))
+                     if bias else None)
+
+    def _args(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def forward(self, x):
+        op = getattr(F, f"conv{self._nd}d")
+        y = op(x, self.weight.data, None if self.bias is None else self.bias.data,
+               **self._args())
+        if self.training:
+            self._cache = x
+        return y
+
+    def backward(self, grad_out):
+        x = self._saved()
+        need = ("x",) + (("weight",) if self._needs_grad(self.weight) else ()) \
+            + (("bias",) if self._needs_grad(self.bias) else ())
+        op = getattr(F, f"conv{self._nd}d_backward")
+        gx, gw, gb = op(grad_out, x, self.weight.data, **self._args(), need=need)
+        self.weight.accumulate(gw)
+        if self.bias is not None:
+            self.bias.accumulate(gb)
+        return gx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding}")
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over (N, C, L)."""
+    _nd = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over (N, C, H, W); weight (out, in // groups, kH, kW)."""
+    _nd = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C, D, H, W)."""
+    _nd = 3
+
+
+# ------------------------------------------------------------------ linear
+
+class Linear(Module):
+    """y = x @ weight.T + bias over the last axis of x (any leading dims)."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        self.in_features = V.positive_int(in_features, "in_features")
+        self.out_features = V.positive_int(out_features, "out_features")
+        dtype = float_dtype(dtype)
+        shape = (self.out_features, self.in_features)
+        self.weight = Parameter(init.kaiming_uniform(shape, dtype))
+        self.bias = (Parameter(init.uniform((self.out_features,),
+                                            1 / math.sqrt(self.in_features), dtype))
+                     if bias else None)
+
+    def forward(self, x):
+        _check_input(x, "Linear", (1,), self.in_features, axis=-1)
+        _same_dtype(x, self.weight, "Linear")
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        if self.training:
+            self._cache = x
+        return y
+
+    def backward(self, grad_out):
+        x = self._saved()
+        g2 = grad_out.reshape(-1, self.out_features)
+        if self._needs_grad(self.weight):
+            self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
+        if self._needs_grad(self.bias):
+            self.bias.accumulate(g2.sum(axis=0))
+        return grad_out @ self.weight.data
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    """Merge dims start_dim..end_dim into one (by default all but the batch)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        if not V._is_int(start_dim) or not V._is_int(end_dim):
+            raise TypeError(f"start_dim and end_dim must be ints, got {start_dim!r}, "
+                            f"{end_dim!r}")
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x):
+        nd = x.ndim
+        start, end = self.start_dim % nd, self.end_dim % nd
+        if start > end:
+            raise ValueError(f"Flatten: start_dim={self.start_dim} comes after "
+                             f"end_dim={self.end_dim} for x of shape {x.shape}")
+        if self.training:
+            self._cache = x.shape
+        merged = int(np.prod(x.shape[start:end + 1]))   # explicit: -1 fails for N == 0
+        return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._saved())
+
+
+class Identity(Module):
+    """Passes x through (handy for cutting a head off a model)."""
+
+    def forward(self, x):
+        if self.training:
+            self._cache = True
+        return x
+
+    def backward(self, grad_out):
+        self._saved()
+        return grad_out
+
+
+# ------------------------------------------------------------- activations
+
+class ReLU(Module):
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
+
+    def forward(self, x):
+        mask = x > 0
+        if self.training:
+            self._cache = mask
+        return np.where(mask, x, x.dtype.type(0))
+
+    def backward(self, grad_out):
+        return np.where(self._saved(), grad_out, grad_out.dtype.type(0))
+
+
+class Tanh(Module):
+    def forward(self, x):
+        y = np.tanh(x)
+        if self.training:
+            self._cache = y
+        return y
+
+    def backward(self, grad_out):
+        y = self._saved()
+        return grad_out * (1 - y * y)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        y = expit(x)   # no overflow warnings for large |x|, keeps float32
+        if self.training:
+            self._cache = y
+        return y
+
+    def backward(self, grad_out):
+        y = self._saved()
+        return grad_out * y * (1 - y)
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p and
+    scale the survivors by 1 / (1 - p), so eval mode is the identity. Masks are
+    drawn from cnnfast.nn.init's generator (cnnfast.nn.manual_seed)."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.inplace = inplace
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        if self.p == 1:
+            mask = np.zeros_like(x)
+        else:
+            keep = init.generator().random(x.shape) >= self.p
+            mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))
+        self._cache = mask
+        return x * mask
+
+    def backward(self, grad_out):
+        return grad_out * self._saved()
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+# ----------------------------------------------------------- normalisation
+
+class BatchNorm2d(Module):
+    """Per-channel normalisation of (N, C, H, W). Training normalises with the
+    batch statistics (biased variance) and moves the running estimates by
+    `momentum` towards them (unbiased variance, as torch); eval mode uses the
+    running estimates. momentum=None is a cumulative average."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        super().__init__()
+        self.num_features = V.positive_int(num_features, "num_features")
+        if not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if momentum is not None and (not isinstance(momentum, (int, float))
+                                     or not 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps, self.momentum = float(eps), momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dtype = float_dtype(dtype)
+        C = self.num_features
+        self.weight = Parameter(np.ones(C, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(C, dtype)) if affine else None
+        self.register_buffer("running_mean", np.zeros(C, dtype) if track_running_stats else None)
+        self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
+        self._batches_seen = 0
+
+    def _update_running(self, mean, var, count):
+        self._batches_seen += 1
+        m = (1 / self._batches_seen) if self.momentum is None else self.momentum
+        unbiased = var * (count / (count - 1))
+        dt = self.running_mean.dtype
+        self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(dt)
+        self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(dt)
+
+    def forward(self, x):
+        _check_input(x, "BatchNorm2d", 4, self.num_features)
+        if self.affine:
+            _same_dtype(x, self.weight, "BatchNorm2d")
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            if count < 2:
+                raise ValueError(f"BatchNorm2d needs more than one value per channel to "
+                                 f"compute batch statistics, got x of shape {x.shape}")
+            mean = x.mean(axis=(0, 2, 3))
+            centred = x - mean[:, None, None]
+            var = np.mean(centred * centred, axis=(0, 2, 3))
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, count)
+        else:
+            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
+            centred = x - mean[:, None, None]
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+        xhat = centred * inv_std[:, None, None]
+        y = xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None] \
+            if self.affine else xhat
+        if self.training:
+            self._cache = (xhat, inv_std)
+        return y
+
+    def backward(self, grad_out):
+        xhat, inv_std = self._saved()
+        gamma = self.weight.data if self.affine else np.ones_like(inv_std)
+        g_beta = grad_out.sum(axis=(0, 2, 3))
+        g_gamma = np.einsum("nchw,nchw->c", grad_out, xhat)
+        if self.affine:
+            self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
+            self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
+        # Batch statistics depend on x, so the gradient has the two correction
+        # terms (mean of the gradient, and its projection on xhat).
+        m = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+        scale = (gamma * inv_std)[:, None, None]
+        return scale * (grad_out - (g_beta / m)[:, None, None]
+                        - xhat * (g_gamma / m)[:, None, None])
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+# ----------------------------------------------------------------- pooling
+
+class _Pool(Module):
+    """Shared constructor checks for the windowed 2-D pools."""
+
+    def _window(self, kernel_size, stride, padding):
+        self.kernel_size = V.ntuple(kernel_size, 2, "kernel_size", minimum=1)
+        self.stride = (self.kernel_size if stride is None
+                       else V.ntuple(stride, 2, "stride", minimum=1))
+        self.padding = V.ntuple(padding, 2, "padding", minimum=0)
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"padding={padding!r} must be at most half of "
+                             f"kernel_size={kernel_size!r}")
+
+
+class MaxPool2d(_Pool):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        self._window(kernel_size, stride, padding)
+        self.dilation = V.ntuple(dilation, 2, "dilation", minimum=1)
+        self.return_indices, self.ceil_mode = bool(return_indices), bool(ceil_mode)
+
+    def forward(self, x):
+        need_idx = self.training or self.return_indices
+        out = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                           self.ceil_mode, return_indices=need_idx)
+        if not need_idx:
+            return out
+        y, idx = out
+        if self.training:
+            self._cache = (idx, x.shape)
+        return (y, idx) if self.return_indices else y
+
+    def backward(self, grad_out):
+        idx, shape = self._saved()
+        return F.max_pool2d_backward(grad_out, idx, shape)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + (", ceil_mode=True" if self.ceil_mode else ""))
+
+
+class AvgPool2d(_Pool):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self._window(kernel_size, stride, padding)
+        if divisor_override is not None and (not V._is_int(divisor_override)
+                                             or divisor_override == 0):
+            raise ValueError(f"divisor_override must be a non-zero int or None, "
+                             f"got {divisor_override!r}")
+        self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
+        self.divisor_override = divisor_override
+
+    def _args(self):
+        return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                self.count_include_pad, self.divisor_override)
+
+    def forward(self, x):
+        y = F.avg_pool2d(x, *self._args())
+        if self.training:
+            self._cache = x.shape
+        return y
+
+    def backward(self, grad_out):
+        return F.avg_pool2d_backward(grad_out, self._saved(), *self._args())
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+def _adaptive_size(output_size):
+    """int, or a pair whose entries may be None ("keep the input size")."""
+    if V._is_int(output_size):
+        output_size = (output_size, output_size)
+    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2 or not all(
+            s is None or V._is_int(s) and s >= 1 for s in output_size):
+        raise ValueError(f"output_size must be a positive int or a pair of positive ints "
+                         f"(or None), got {output_size!r}")
+    return tuple(output_size)
+
+
+class _Adaptive(Module):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = _adaptive_size(output_size)
+
+    def _size(self, x):
+        V.check_array(x, "x")
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects x of shape (N, C, H, W), "
+                             f"got {x.shape}")
+        return tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(self.output_size))
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_Adaptive):
+    """Average over torch's adaptive windows to a fixed output size."""
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, self._size(x))
+        if self.training:
+            self._cache = x.shape
+        return y
+
+    def backward(self, grad_out):
+        return F.adaptive_avg_pool2d_backward(grad_out, self._saved())
+
+
+class AdaptiveMaxPool2d(_Adaptive):
+    def __init__(self, output_size, return_indices=False):
+        super().__init__(output_size)
+        self.return_indices = bool(return_indices)
+
+    def forward(self, x):
+        y, idx = F.adaptive_max_pool2d(x, self._size(x), return_indices=True)
+        if self.training:
+            self._cache = (idx, x.shape)
+        return (y, idx) if self.return_indices else y
+
+    def backward(self, grad_out):
+        idx, shape = self._saved()
+        return F.adaptive_max_pool2d_backward(grad_out, idx, shape)
+
+
+class GlobalAvgPool2d(Module):
+    """Mean over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with keepdims."""
+
+    def __init__(self, keepdims=False):
+        super().__init__()
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x):
+        y = F.global_avg_pool2d(x, keepdims=self.keepdims)
+        if self.training:
+            self._cache = x.shape
+        return y
+
+    def backward(self, grad_out):
+        return F.global_avg_pool2d_backward(grad_out, self._saved())
+
+
+class GlobalMaxPool2d(Module):
+    """Max over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with keepdims."""
+
+    def __init__(self, keepdims=False):
+        super().__init__()
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x):
+        if not self.training:
+            return F.global_max_pool2d(x, keepdims=self.keepdims)
+        y, idx = F.global_max_pool2d(x, keepdims=self.keepdims, return_indices=True)
+        self._cache = (idx, x.shape)
+        return y
+
+    def backward(self, grad_out):
+        idx, shape = self._saved()
+        return F.global_max_pool2d_backward(grad_out, idx, shape)
+
+
+# -------------------------------------------------------------- containers
+
+class Sequential(Module):
+    """Children named "0", "1", ... (or by an OrderedDict's keys), run in order."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], dict):
+            items = list(modules[0].items())
+        else:
+            items = [(str(i), m) for i, m in enumerate(modules)]
+        for name, m in items:
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes Modules, got {type(m).__name__} at {name}")
+            setattr(self, name, m)
+
+    def __len__(self):
+        return len(self.named_children())
+
+    def __iter__(self):
+        return iter(self.children())
+
+    def __getitem__(self, i):
+        return self.children()[i]
+
+    def append(self, module):
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for m in self.children():
+            x = m(x)
+        return x
+
+    def backward(self, grad_out):
+        for m in reversed(self.children()):
+            grad_out = m.backward(grad_out)
+        return grad_out

@@ -1,0 +1,326 @@
+"""cnnfast.models: every model builds and runs forward/backward; parameter
+counts and state-dict keys are torchvision's; the residual and Inception
+blocks pass finite-difference checks; LeNet-5 and ResNet-18 agree with torch
+twins (outputs, gradients, one optimizer step); LeNet-5 learns."""
+import numpy as np
+import pytest
+
+import cnnfast.nn as nn
+from cnnfast import models
+from cnnfast.optim import SGD, Adam
+
+# (model, input size): AlexNet's stem needs at least 63x63
+SMALL_INPUTS = {"lenet5": 32, "alexnet": 64, "vgg11": 32, "vgg16": 32, "googlenet": 32,
+                "resnet18": 32, "resnet34": 32}
+
+# Published parameter counts of the torchvision models (1000 classes, no aux
+# heads); LeNet-5's is 156 + 2416 + 48120 + 10164 + 850.
+PARAM_COUNTS = {"lenet5": 61_706, "alexnet": 61_100_840, "vgg11": 132_863_336,
+                "vgg16": 138_357_544, "googlenet": 6_624_904, "resnet18": 11_689_512,
+                "resnet34": 21_797_672}
+
+# Sample keys and shapes, read off torchvision's alexnet.py, vgg.py, resnet.py
+# and googlenet.py (Sequential indices count the parameter-free layers too).
+EXPECTED_KEYS = {
+    "lenet5": {"conv1.weight": (6, 1, 5, 5), "conv3.weight": (120, 16, 5, 5),
+               "fc1.weight": (84, 120), "fc2.bias": (10,)},
+    "alexnet": {"features.0.weight": (64, 3, 11, 11), "features.3.weight": (192, 64, 5, 5),
+                "features.6.weight": (384, 192, 3, 3), "features.8.weight": (256, 384, 3, 3),
+                "features.10.weight": (256, 256, 3, 3), "classifier.1.weight": (4096, 9216),
+                "classifier.4.weight": (4096, 4096), "classifier.6.weight": (1000, 4096)},
+    "vgg11": {"features.0.weight": (64, 3, 3, 3), "features.18.weight": (512, 512, 3, 3),
+              "classifier.0.weight": (4096, 25088), "classifier.3.weight": (4096, 4096),
+              "classifier.6.bias": (1000,)},
+    "vgg16": {"features.2.weight": (64, 64, 3, 3), "features.28.weight": (512, 512, 3, 3),
+              "classifier.0.weight": (4096, 25088), "classifier.6.weight": (1000, 4096)},
+    "googlenet": {"conv1.conv.weight": (64, 3, 7, 7), "conv1.bn.running_var": (64,),
+                  "conv3.conv.weight": (192, 64, 3, 3),
+                  "inception3a.branch3.1.conv.weight": (32, 16, 3, 3),   # 3x3, as torchvision
+                  "inception4e.branch2.1.conv.weight": (320, 160, 3, 3),
+                  "inception5b.branch4.1.bn.running_mean": (128,), "fc.weight": (1000, 1024)},
+    "resnet18": {"conv1.weight": (64, 3, 7, 7), "bn1.running_mean": (64,),
+                 "layer1.1.conv2.weight": (64, 64, 3, 3),
+                 "layer2.0.downsample.0.weight": (128, 64, 1, 1),
+                 "layer2.0.downsample.1.running_var": (128,), "layer4.1.bn2.bias": (512,),
+                 "fc.weight": (1000, 512)},
+    "resnet34": {"layer3.5.conv2.weight": (256, 256, 3, 3), "layer4.2.bn2.weight": (512,),
+                 "layer4.0.downsample.0.weight": (512, 256, 1, 1)},
+}
+ABSENT_KEYS = {"resnet18": ["layer1.0.downsample.0.weight", "conv1.bias"],
+               "googlenet": ["aux1.fc1.weight", "conv1.conv.bias"]}
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_builds_with_torchvision_layout_and_runs(rng, name):
+    nn.manual_seed(0)
+    model = models.MODELS[name]()        # defaults: 1000 classes, 3 channels (LeNet: 10, 1)
+    assert sum(p.data.size for p in model.parameters()) == PARAM_COUNTS[name]
+    state = model.state_dict()
+    for key, shape in EXPECTED_KEYS[name].items():
+        assert state[key].shape == shape, key
+    for key in ABSENT_KEYS.get(name, []):
+        assert key not in state
+    assert all(v.dtype == np.float32 for v in state.values())
+    in_ch = 1 if name == "lenet5" else 3
+    classes = 10 if name == "lenet5" else 1000
+    size = SMALL_INPUTS[name]
+    x = rng.standard_normal((2, in_ch, size, size)).astype(np.float32)
+    y = model(x)
+    assert y.shape == (2, classes) and y.dtype == np.float32 and np.all(np.isfinite(y))
+    g = model.backward(np.ones_like(y) / y.size)
+    assert g.shape == x.shape and np.all(np.isfinite(g))
+    assert set(model.named_grads()) == {k for k, _ in model.named_parameters()}
+    model.eval()
+    assert model(x).shape == (2, classes)
+
+
+def test_num_classes_and_in_channels():
+    m = models.resnet18(num_classes=7, in_channels=1, dtype=np.float64)
+    assert m.conv1.weight.shape == (64, 1, 7, 7) and m.fc.weight.shape == (7, 512)
+    assert m.fc.weight.dtype == np.float64
+    assert models.googlenet(num_classes=3, in_channels=2).fc.weight.shape == (3, 1024)
+
+
+def test_googlenet_aux_parameter_count():
+    aux = models.googlenet(aux_logits=True).state_dict()
+    assert aux["aux1.fc1.weight"].shape == (1024, 2048)
+    assert aux["aux2.conv.conv.weight"].shape == (128, 528, 1, 1)
+    assert sum(v.size for k, v in aux.items() if "running" not in k) == 13_004_888
+
+
+def test_googlenet_aux_heads_and_transform_input(rng):
+    nn.manual_seed(0)
+    model = models.googlenet(num_classes=5, aux_logits=True, transform_input=True,
+                             dtype=np.float64)
+    x = rng.standard_normal((2, 3, 32, 32))
+    out = model(x)
+    assert isinstance(out, models.GoogLeNetOutputs)
+    assert [o.shape for o in out] == [(2, 5)] * 3
+    g_main_only = model.backward(np.ones((2, 5)))
+    model.zero_grad()
+    g_all = model.backward(tuple(np.ones((2, 5)) for _ in out))
+    assert g_all.shape == x.shape and not np.allclose(g_all, g_main_only)
+    assert "aux1.fc2.weight" in model.named_grads()
+    model.eval()
+    assert model(x).shape == (2, 5)     # eval: logits only
+
+
+def _check_block_gradients(module, x, rng, eps=1e-6):
+    module.train()
+    y = module(x)
+    w = rng.standard_normal(y.shape)
+    module.zero_grad()
+    gx = module.backward(w)
+    grads = module.named_grads()
+    targets = [(x, gx)] + [(p.data, grads[k]) for k, p in module.named_parameters()]
+    for array, analytic in targets:
+        for flat in rng.choice(array.size, size=min(6, array.size), replace=False):
+            idx = np.unravel_index(flat, array.shape)
+            old = array[idx]
+            array[idx] = old + eps
+            up = np.sum(module(x) * w)
+            array[idx] = old - eps
+            down = np.sum(module(x) * w)
+            array[idx] = old
+            assert analytic[idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("block", ["identity", "downsample"])
+def test_basic_block_gradients(rng, block):
+    nn.manual_seed(0)
+    if block == "identity":
+        m = models.BasicBlock(3, 3, dtype=np.float64)
+    else:
+        ds = models.resnet.downsample(2, 4, 2, np.float64)
+        m = models.BasicBlock(2, 4, stride=2, downsample=ds, dtype=np.float64)
+    x = rng.standard_normal((2, m.conv1.in_channels, 5, 5))
+    _check_block_gradients(m, x, rng)
+
+
+def test_inception_gradients(rng):
+    nn.manual_seed(0)
+    m = models.Inception(4, 2, 2, 3, 2, 3, 2, dtype=np.float64)
+    x = rng.standard_normal((2, 4, 5, 5))
+    assert m(x).shape == (2, 2 + 3 + 3 + 2, 5, 5)
+    _check_block_gradients(m, x, rng)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="num_classes"):
+        models.lenet5(num_classes=0)
+    with pytest.raises(ValueError, match="in_channels"):
+        models.resnet18(in_channels=0)
+    with pytest.raises(ValueError, match="transform_input"):
+        models.googlenet(in_channels=1, transform_input=True)
+    with pytest.raises(ValueError, match="32x32"):
+        models.lenet5()(np.zeros((1, 1, 28, 28), np.float32))
+
+
+# ------------------------------------------------------------------- torch
+
+def _torch_lenet(torch, num_classes=10):
+    T = torch.nn
+
+    class LeNet(T.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = T.Conv2d(1, 6, 5), T.Conv2d(6, 16, 5)
+            self.conv3 = T.Conv2d(16, 120, 5)
+            self.fc1, self.fc2 = T.Linear(120, 84), T.Linear(84, num_classes)
+
+        def forward(self, x):
+            x = T.functional.avg_pool2d(torch.tanh(self.conv1(x)), 2)
+            x = T.functional.avg_pool2d(torch.tanh(self.conv2(x)), 2)
+            x = torch.tanh(self.conv3(x)).flatten(1)
+            return self.fc2(torch.tanh(self.fc1(x)))
+
+    return LeNet()
+
+
+def _torch_resnet18(torch, num_classes=10):
+    """torchvision's ResNet-18 layout, written out (torchvision is not a dependency)."""
+    T = torch.nn
+
+    class Block(T.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = T.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = T.BatchNorm2d(cout)
+            self.conv2 = T.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = T.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False),
+                                               T.BatchNorm2d(cout))
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet(T.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = T.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = T.BatchNorm2d(64)
+            self.maxpool = T.MaxPool2d(3, 2, 1)
+            cin = 64
+            for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+                setattr(self, f"layer{i + 1}",
+                        T.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
+                cin = cout
+            self.fc = T.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return ResNet()
+
+
+TWINS = {"lenet5": (_torch_lenet, 1, 32), "resnet18": (_torch_resnet18, 3, 32)}
+
+
+def _twins(torch, name, rng):
+    nn.manual_seed(1)
+    ours = models.MODELS[name](num_classes=10, in_channels=TWINS[name][1], dtype=np.float64)
+    # non-default BatchNorm affine parameters, so they matter in the comparison
+    for key, p in ours.named_parameters():
+        if ".bn" in key or "bn1" in key or "downsample.1" in key:
+            p.data = p.data + 0.1 * rng.standard_normal(p.shape)
+    theirs = TWINS[name][0](torch).double()
+    state = {k: torch.from_numpy(v) for k, v in ours.state_dict().items()}
+    missing, unexpected = theirs.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
+    extra = set(theirs.state_dict()) - set(state)
+    assert all(k.endswith("num_batches_tracked") for k in extra)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_matches_torch_twin(rng, name):
+    torch = pytest.importorskip("torch")
+    ours, theirs = _twins(torch, name, rng)
+    size = TWINS[name][2]
+    x = rng.standard_normal((3, TWINS[name][1], size, size))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    y = ours(x)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-9, atol=1e-10)
+    g = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-8, atol=1e-10)
+    tgrads = {k: p.grad.numpy() for k, p in theirs.named_parameters()}
+    ograds = ours.named_grads()
+    assert set(ograds) == set(tgrads)
+    for k in ograds:
+        np.testing.assert_allclose(ograds[k], tgrads[k], rtol=1e-8, atol=1e-10, err_msg=k)
+    # running statistics moved identically; eval mode then agrees too
+    for k, v in ours.state_dict().items():
+        np.testing.assert_allclose(v, theirs.state_dict()[k].numpy(), rtol=1e-10, atol=1e-12)
+    ours.eval()
+    theirs.eval()
+    np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-10)
+
+
+OPTIMIZERS = [
+    ("sgd_momentum_wd", lambda ps: SGD(ps, 0.05, momentum=0.9, weight_decay=1e-3),
+     lambda t, ps: t.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("sgd_nesterov", lambda ps: SGD(ps, 0.05, momentum=0.9, nesterov=True),
+     lambda t, ps: t.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
+    ("adam", lambda ps: Adam(ps, lr=1e-3, weight_decay=1e-4),
+     lambda t, ps: t.optim.Adam(ps, lr=1e-3, weight_decay=1e-4)),
+]
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+@pytest.mark.parametrize("opt_name, make, make_torch", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_training_steps_match_torch(rng, name, opt_name, make, make_torch):
+    torch = pytest.importorskip("torch")
+    ours, theirs = _twins(torch, name, rng)
+    opt, topt = make(ours.parameters()), make_torch(torch, theirs.parameters())
+    loss_fn, tloss_fn = nn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    size = TWINS[name][2]
+    for _ in range(2):   # two steps: the second exercises momentum / Adam state
+        x = rng.standard_normal((4, TWINS[name][1], size, size))
+        y = rng.integers(0, 10, size=4)
+        loss = loss_fn(ours(x), y)
+        opt.zero_grad()
+        ours.backward(loss_fn.backward())
+        opt.step()
+        topt.zero_grad()
+        tloss = tloss_fn(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        tloss.backward()
+        topt.step()
+        assert loss == pytest.approx(tloss.item(), rel=1e-9)
+    tstate = theirs.state_dict()
+    for k, v in ours.state_dict().items():
+        np.testing.assert_allclose(v, tstate[k].numpy(), rtol=1e-7, atol=1e-9, err_msg=k)
+
+
+def test_lenet5_learns_in_one_short_epoch():
+    from cnnfast.cli import load_digits_32
+    from cnnfast.data import DataLoader, Normalize
+
+    x, y, _, _ = load_digits_32()
+    x, y = Normalize([x.mean()], [x.std()])(x[:640]), y[:640]
+    nn.manual_seed(0)
+    model = models.lenet5()
+    loss_fn = nn.CrossEntropyLoss()
+    opt = SGD(model.parameters(), 0.05, momentum=0.9)
+
+    def full_loss():
+        model.eval()
+        value = loss_fn(model(x), y)
+        model.train()
+        return value
+
+    before = full_loss()
+    for xb, yb in DataLoader(x, y, batch_size=32, seed=0):
+        loss_fn(model(xb), yb)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+    after = full_loss()
+    assert after < 0.6 * before   # 20 steps: from chance (ln 10 = 2.3) to about 1
