@@ -87,7 +87,10 @@ class BuildExt(build_ext):
                 san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
                 cflags += san
                 ldflags += san
+        # recorded for show_config() and the benchmark's environment
+        recorded = '"' + " ".join(cflags).replace('"', "'") + '"'
         for ext in self.extensions:
+            ext.define_macros = list(ext.define_macros or []) + [("CNNFAST_BUILD_FLAGS", recorded)]
             ext.extra_compile_args = list(ext.extra_compile_args or []) + cflags
             ext.extra_link_args = list(ext.extra_link_args or []) + ldflags
         super().build_extensions()

@@ -46,6 +46,7 @@ def show_config() -> None:
     rows = [
         ("cnnfast", __version__),
         ("compiler", _runtime.compiler()),
+        ("build flags", _runtime.build_flags()),
         ("OpenMP", "on" if _runtime.openmp_enabled() else "off (serial kernels)"),
         ("SIMD level", f"{_runtime.simd_level()} (runtime dispatch)"),
         ("BLAS", "; ".join(_threads.blas_info()) or "unknown"),

@@ -411,7 +411,7 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
     return factors
 
 
-def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str):
+def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range=True):
     """Validate (grad_out, indices, input_shape) of a max-pooling backward:
     indices are int64, shaped like grad_out, inside [0, plane size) -- an
     unchecked index would be a write anywhere in memory."""
@@ -423,26 +423,31 @@ def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str):
                          f"{input_shape[:2]} followed by {nd} output sizes for {op}")
     if 0 in grad_out.shape[2:]:
         raise ValueError(f"grad_out has shape {grad_out.shape}: output sizes must be positive")
-    check_indices(indices, grad_out, input_shape, op)
+    check_indices(indices, grad_out, input_shape, op, check_range)
     return dtype, input_shape
 
 
-def check_indices(indices, grad_out, input_shape: tuple, op: str) -> None:
+def check_indices(indices, grad_out, input_shape: tuple, op: str, check_range=True) -> None:
     """int64, shaped like grad_out, inside [0, plane size): an unchecked index
-    would be a write anywhere in memory."""
+    would be a write anywhere in memory. The kernels check the range as they
+    scatter (check_range=False), the NumPy reference here."""
     check_array(indices, "indices")
     if indices.dtype.kind != "i" or indices.dtype.itemsize != 8:
         raise TypeError(f"indices must be int64 (as returned with return_indices=True) for "
                         f"{op}, got {indices.dtype}")
     expect_shape(indices, grad_out.shape, "indices", "the shape of grad_out")
-    plane = math.prod(input_shape[2:])
     # one pass: viewed as unsigned, a negative index is huge, so the maximum
     # alone finds anything outside [0, plane)
-    if indices.size and int(indices.view(indices.dtype.str.replace("i", "u")).max()) >= plane:
+    plane = math.prod(input_shape[2:])
+    if (check_range and indices.size
+            and int(indices.view(indices.dtype.str.replace("i", "u")).max()) >= plane):
         lo, hi = int(indices.min()), int(indices.max())
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"indices must lie in [0, {plane}) (the input plane of shape "
-                         f"{input_shape[2:]}) for {op}, found {bad}")
+        raise index_out_of_range(lo if lo < 0 else hi, input_shape, op)
+
+
+def index_out_of_range(value, input_shape: tuple, op: str) -> ValueError:
+    return ValueError(f"indices must lie in [0, {math.prod(input_shape[2:])}) (the input "
+                      f"plane of shape {input_shape[2:]}) for {op}, found {value}")
 
 
 def adaptive_windows(n: int, o: int):

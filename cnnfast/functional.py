@@ -164,18 +164,24 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
 
 
 def _max_pool_backward(nd, grad_out, indices, input_shape, op):
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op)
-    return _scatter_max(grad_out, indices, input_shape, dtype)
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op,
+                                            check_range=False)
+    return _scatter_max(grad_out, indices, input_shape, dtype, op)
 
 
-def _scatter_max(grad_out, indices, input_shape, dtype):
+def _scatter_max(grad_out, indices, input_shape, dtype, op):
+    """grad_x from grad_out scattered through indices; the kernel range-checks
+    every index as it uses it and reports the first bad one."""
     planes = input_shape[0] * input_shape[1]
     outputs = grad_out.size // planes if planes else 0
     grad_x = np.empty(input_shape, dtype=dtype)
-    _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, outputs),
-                            V.kernel_array(indices, np.int64).reshape(planes, outputs),
-                            grad_x.reshape(planes, grad_x.size // planes if planes else 0),
-                            get_num_threads())
+    flat_indices = V.kernel_array(indices, np.int64).reshape(planes, outputs)
+    bad = _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, outputs),
+                                  flat_indices,
+                                  grad_x.reshape(planes, grad_x.size // planes if planes else 0),
+                                  get_num_threads())
+    if bad >= 0:
+        raise V.index_out_of_range(int(flat_indices.flat[bad]), input_shape, op)
     return grad_x
 
 
@@ -341,9 +347,10 @@ def _adaptive_avg_backward(grad_out, input_shape, dtype):
 
 def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
     """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2,
-                                            "adaptive_max_pool2d_backward")
-    return _scatter_max(grad_out, indices, input_shape, dtype)
+    op = "adaptive_max_pool2d_backward"
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2, op,
+                                            check_range=False)
+    return _scatter_max(grad_out, indices, input_shape, dtype, op)
 
 
 def _keepdims(out, keepdims):
@@ -380,5 +387,5 @@ def global_max_pool2d_backward(grad_out, indices, input_shape):
     """Gradient of global_max_pool2d; grad_out and indices (N, C) or (N, C, 1, 1)."""
     op = "global_max_pool2d_backward"
     dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
-    V.check_indices(indices, grad_out, input_shape, op)
-    return _scatter_max(grad_out, indices, input_shape, dtype)
+    V.check_indices(indices, grad_out, input_shape, op, check_range=False)
+    return _scatter_max(grad_out, indices, input_shape, dtype, op)

@@ -133,32 +133,43 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
 
 
 cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, floating *gx,
-                         Py_ssize_t n_out, Py_ssize_t plane) noexcept nogil:
+                         Py_ssize_t n_out, Py_ssize_t plane, int64_t *bad) noexcept nogil:
+    """bad[p] = position in plane p's outputs of its first out-of-range index, or -1."""
     if floating is float:
-        max_pool_backward_plane_f32(go + p * n_out, idx + p * n_out, n_out, gx + p * plane, plane)
+        bad[p] = max_pool_backward_plane_f32(go + p * n_out, idx + p * n_out, n_out,
+                                             gx + p * plane, plane)
     else:
-        max_pool_backward_plane_f64(go + p * n_out, idx + p * n_out, n_out, gx + p * plane, plane)
+        bad[p] = max_pool_backward_plane_f64(go + p * n_out, idx + p * n_out, n_out,
+                                             gx + p * plane, plane)
 
 
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per plane)
-                      const int64_t[:, ::1] indices,     # IN  like grad_out, validated
+                      const int64_t[:, ::1] indices,     # IN  like grad_out
                       floating[:, ::1] grad_x,           # OUT (P, input plane)
                       int nthreads):
-    """Also the backward of adaptive and global max pooling."""
+    """Also the backward of adaptive and global max pooling. Indices are
+    range-checked as they are used (one pass, no out-of-bounds write even if
+    the array changes meanwhile); returns the flat position in `indices` of
+    the first bad one, or -1 (grad_x is then garbage, to be discarded)."""
     cdef Py_ssize_t P = grad_out.shape[0], n_out = grad_out.shape[1]
     cdef Py_ssize_t plane = grad_x.shape[1], p
     if P == 0:
-        return
+        return -1
+    cdef int64_t[::1] bad = np.empty(P, dtype=np.int64)
     cdef const floating *gop = &grad_out[0, 0]
     cdef const int64_t *ip = &indices[0, 0]
     cdef floating *gxp = &grad_x[0, 0]
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='static'):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane)
+                _scatter_plane(p, gop, ip, gxp, n_out, plane, &bad[0])
         else:
             for p in range(P):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane)
+                _scatter_plane(p, gop, ip, gxp, n_out, plane, &bad[0])
+    for p in range(P):
+        if bad[p] >= 0:
+            return p * n_out + bad[p]
+    return -1
 
 
 # --------------------------------------------------------------- average
@@ -236,7 +247,7 @@ cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
     cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
     cdef int tid = cf_thread_num()
     cdef floating *buf = bufs + tid * g.Dp * g.Hp * g.Wp
-    cdef floating *row = scaled + tid * g.OW
+    cdef floating *row = scaled + tid * g.OW * g.sw
     if floating is float:
         avg_pool_backward_plane_f32(go + p * out_plane, buf, row, gx + p * in_plane,
                                     dc, hc, wc, g)
@@ -258,7 +269,7 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH,
     nthreads = max(1, min(nthreads, P))
     dtype = _dtype_of(<floating> 0)
     cdef floating[:, ::1] b = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=dtype)
-    cdef floating[:, ::1] s = np.empty((nthreads, g.OW), dtype=dtype)
+    cdef floating[:, ::1] s = np.empty((nthreads, g.OW * g.sw), dtype=dtype)   # spread rows
     dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
     cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
     cdef const floating *gop = &grad_out[0, 0, 0, 0]

@@ -17,6 +17,9 @@ cdef extern from *:
         return "generic";
     #endif
     }
+    #ifndef CNNFAST_BUILD_FLAGS
+    #define CNNFAST_BUILD_FLAGS "unknown"
+    #endif
     #if defined(__clang__)
     #define CF_COMPILER "clang " __clang_version__
     #elif defined(__GNUC__)
@@ -27,6 +30,7 @@ cdef extern from *:
     """
     const char *cf_simd_level()
     const char *CF_COMPILER
+    const char *CNNFAST_BUILD_FLAGS
 
 
 def openmp_enabled():
@@ -45,3 +49,8 @@ def simd_level():
 
 def compiler():
     return CF_COMPILER.decode()
+
+
+def build_flags():
+    """The extra compiler flags cnnfast's build used (OpenMP, optimisation, opt-ins)."""
+    return CNNFAST_BUILD_FLAGS.decode()

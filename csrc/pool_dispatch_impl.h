@@ -43,9 +43,9 @@ static void FN(max_pool_plane)(const CF_T *buf, CF_T *out, int64_t *idx,
     CF_CALL(max_pool_plane, (buf, out, idx, tap_offset, g))
 }
 
-static void FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_idx n_out,
-                                        CF_T *gx, cf_idx plane) {
-    CF_CALL(max_pool_backward_plane, (go, idx, n_out, gx, plane))
+static cf_idx FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_idx n_out,
+                                          CF_T *gx, cf_idx plane) {
+    return CF_VARIANT(max_pool_backward_plane, CF_SFX, base)(go, idx, n_out, gx, plane);
 }
 
 static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
@@ -53,10 +53,10 @@ static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
     CF_CALL(avg_pool_plane, (buf, out, dcount, hcount, wcount, g))
 }
 
-static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *scaled, CF_T *gx,
+static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *spread, CF_T *gx,
                                         const CF_T *dcount, const CF_T *hcount,
                                         const CF_T *wcount, const cf_pool_geom *g) {
-    CF_CALL(avg_pool_backward_plane, (go, gbuf, scaled, gx, dcount, hcount, wcount, g))
+    CF_CALL(avg_pool_backward_plane, (go, gbuf, spread, gx, dcount, hcount, wcount, g))
 }
 
 static void FN(adaptive_avg_plane)(const CF_T *x, CF_T *out, cf_idx H, cf_idx W, cf_idx OH,

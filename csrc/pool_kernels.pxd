@@ -35,18 +35,18 @@ cdef extern from "pool_common.h" nogil:
                             const int64_t *tap_offset, const cf_pool_geom *g)
     void max_pool_plane_f64(const double *buf, double *out, int64_t *idx,
                             const int64_t *tap_offset, const cf_pool_geom *g)
-    void max_pool_backward_plane_f32(const float *go, const int64_t *idx, cf_idx n_out,
+    cf_idx max_pool_backward_plane_f32(const float *go, const int64_t *idx, cf_idx n_out,
                                      float *gx, cf_idx plane)
-    void max_pool_backward_plane_f64(const double *go, const int64_t *idx, cf_idx n_out,
+    cf_idx max_pool_backward_plane_f64(const double *go, const int64_t *idx, cf_idx n_out,
                                      double *gx, cf_idx plane)
     void avg_pool_plane_f32(const float *buf, float *out, const float *dcount,
                             const float *hcount, const float *wcount, const cf_pool_geom *g)
     void avg_pool_plane_f64(const double *buf, double *out, const double *dcount,
                             const double *hcount, const double *wcount, const cf_pool_geom *g)
-    void avg_pool_backward_plane_f32(const float *go, float *gbuf, float *scaled, float *gx,
+    void avg_pool_backward_plane_f32(const float *go, float *gbuf, float *spread, float *gx,
                                      const float *dcount, const float *hcount,
                                      const float *wcount, const cf_pool_geom *g)
-    void avg_pool_backward_plane_f64(const double *go, double *gbuf, double *scaled, double *gx,
+    void avg_pool_backward_plane_f64(const double *go, double *gbuf, double *spread, double *gx,
                                      const double *dcount, const double *hcount,
                                      const double *wcount, const cf_pool_geom *g)
 

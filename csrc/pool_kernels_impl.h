@@ -275,11 +275,19 @@ static void FN(avg_pool_plane_inplace)(const CF_T *x, CF_T *out, const CF_T *dco
 
 /* --------------------------------------------------------- max, backward */
 
-/* grad_x plane = scatter-add of grad_out through the (validated) indices. */
-static void FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_idx n_out,
-                                        CF_T *gx, cf_idx plane) {
+/* grad_x plane = scatter-add of grad_out through the indices. Each index is
+ * range-checked right where it is used (an unchecked index is a write
+ * anywhere; checking here also holds if another thread changes the array
+ * meanwhile): returns the position of the first bad index, or -1. */
+static cf_idx FN(max_pool_backward_plane)(const CF_T *go, const int64_t *idx, cf_idx n_out,
+                                          CF_T *gx, cf_idx plane) {
     memset(gx, 0, (size_t)plane * sizeof(CF_T));
-    for (cf_idx p = 0; p < n_out; p++) gx[idx[p]] += go[p];
+    for (cf_idx p = 0; p < n_out; p++) {
+        const int64_t at = idx[p];
+        if ((uint64_t)at >= (uint64_t)plane) return p;
+        gx[at] += go[p];
+    }
+    return -1;
 }
 
 /* ---------------------------------------------------------- avg, forward */
@@ -320,26 +328,27 @@ static void FN(avg_pool_plane)(const CF_T *buf, CF_T *out, const CF_T *dcount,
 /* grad_x plane of average pooling: each output's gradient, divided as in the
  * forward pass, is added to every tap of its window in the zero-filled padded
  * buffer gbuf (overlapping windows sum), whose interior is then copied out.
- * scaled is scratch for one output row. */
-static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *scaled,
-                                                    CF_T *gx, const CF_T *dcount,
-                                                    const CF_T *hcount, const CF_T *wcount,
-                                                    const cf_pool_geom *g) {
+ * The divided row is first spread to input resolution (spread[ow*sw], zeros
+ * between; scratch of OW*sw values) so every tap is one contiguous,
+ * vectorisable add instead of a strided scatter. */
+static void FN(avg_pool_backward_plane)(const CF_T *go, CF_T *gbuf, CF_T *spread, CF_T *gx,
+                                        const CF_T *dcount, const CF_T *hcount,
+                                        const CF_T *wcount, const cf_pool_geom *g) {
+    const cf_idx span = g->OW * g->sw;
     memset(gbuf, 0, (size_t)(g->Dp * g->Hp * g->Wp) * sizeof(CF_T));
+    memset(spread, 0, (size_t)span * sizeof(CF_T));
     for (cf_idx od = 0; od < g->OD; od++)
         for (cf_idx oh = 0; oh < g->OH; oh++) {
             const CF_T *gor = go + (od * g->OH + oh) * g->OW;
             const CF_T row_div = dcount[od] * hcount[oh];
-            for (cf_idx ow = 0; ow < g->OW; ow++) scaled[ow] = gor[ow] / (row_div * wcount[ow]);
+            for (cf_idx ow = 0; ow < g->OW; ow++)
+                spread[ow * g->sw] = gor[ow] / (row_div * wcount[ow]);
             CF_T *base = gbuf + (od * g->sd * g->Hp + oh * g->sh) * g->Wp;
             for (cf_idx a = 0; a < g->KD; a++)
                 for (cf_idx i = 0; i < g->KH; i++)
                     for (cf_idx j = 0; j < g->KW; j++) {
                         CF_T *row = base + (a * g->Hp + i) * g->Wp + j;
-                        if (g->sw == 1)
-                            for (cf_idx ow = 0; ow < g->OW; ow++) row[ow] += scaled[ow];
-                        else
-                            for (cf_idx ow = 0; ow < g->OW; ow++) row[ow * g->sw] += scaled[ow];
+                        for (cf_idx k = 0; k < span; k++) row[k] += spread[k];
                     }
         }
     for (cf_idx d = 0; d < g->D; d++)

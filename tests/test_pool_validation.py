@@ -1036,13 +1036,15 @@ else:
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
-def test_huge_window_does_not_crash(backward):
+def test_huge_window_does_not_crash(backward, tmp_path):
     """Run in a child process: the call must end in a result or a clean
-    Python exception, never a signal."""
+    Python exception, never a signal. The child starts outside the source
+    tree (python -c puts its working directory first on sys.path) and finds
+    the same cnnfast this process imported."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__)),
                OMP_NUM_THREADS="1")
     child = subprocess.run([sys.executable, "-c", CRASH_SCRIPT.format(backward=backward)],
-                           capture_output=True, text=True, timeout=120, env=env)
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
     assert child.stdout.startswith(("ok", "raised")), child.stdout
 

@@ -1,9 +1,10 @@
-"""python -m cnnfast.bench: time every conv algorithm and pooling op on the standard shapes.
+"""python -m cnnfast.bench: time every conv algorithm, pooling op and a training step.
 
 Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
 (pooling), % of the machine's limit measured in the same run with the same
 thread count (SciPy sgemm GFLOP/s; NumPy copy GB/s), and speed-ups against
-cnnfast.reference and PyTorch CPU (when torch is importable).
+cnnfast.reference and PyTorch CPU (when torch is importable). --plot draws
+the speed-ups (matplotlib), --json keeps everything with the environment.
 """
 from __future__ import annotations
 
@@ -123,6 +124,72 @@ def format_pool_table(rows, copy, threads, torch_version):
     return "\n".join(lines)
 
 
+def train_rows(threads, repeat, progress):
+    """ms per training step (forward + loss + backward + SGD), against torch."""
+    from cnnfast.bench.train import TRAIN_CASES, torch_training_step, training_step
+
+    torch = _torch()
+    rows = []
+    for case in progress(TRAIN_CASES):
+        with cnnfast.num_threads(threads):
+            ms = median_ms(training_step(case), repeat, warmup=2)
+        tms = None
+        if torch is not None:
+            torch.set_num_threads(threads)
+            tms = median_ms(torch_training_step(case), repeat, warmup=2)
+        rows.append(dict(shape=case.name, algorithm="auto", passage="train step", ms=ms,
+                         vs_reference=None, vs_torch=(tms / ms) if tms else None,
+                         torch_ms=tms))
+    return rows
+
+
+def format_train_table(rows, threads, torch_version):
+    head = f"{'model':<44} {'pass':<12} {'ms':>8} {'torch ms':>9} {'x torch':>8}"
+    lines = [f"threads={threads}  torch={torch_version or 'not installed'}", head,
+             "-" * len(head)]
+    for r in rows:
+        tms = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "-"
+        tor = f"{r['vs_torch']:.2f}" if r["vs_torch"] else ("n/a" if torch_version else "not inst.")
+        lines.append(f"{r['shape']:<44} {r['passage']:<12} {r['ms']:>8.2f} {tms:>9} {tor:>8}")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    """Bar chart of the speed-ups per row (x torch where measured, else x reference),
+    one panel per op family and thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for run in results["runs"]:
+        for family, key in (("conv", "rows"), ("pooling", "pool_rows"), ("training", "train_rows")):
+            rows = run.get(key) or []
+            if rows:
+                panels.append((f"{family}, {run['threads']} thread(s)", rows))
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(10, sum(0.6 + 0.22 * len(r) for _, r in panels)))
+    for ax, (title, rows) in zip(axes[:, 0], panels):
+        use_torch = any(r["vs_torch"] for r in rows)
+        metric = "vs_torch" if use_torch else "vs_reference"
+        labels = [f"{r['shape'].split(' (')[0]} {r['algorithm']} {r['passage']}" for r in rows]
+        values = [r[metric] or 0 for r in rows]
+        colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
+        ax.barh(range(len(rows)), values, color=colors)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(f"{title}: speed-up {'vs PyTorch CPU' if use_torch else 'vs NumPy reference'}"
+                     " (> 1 is faster)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _torch():
     try:
         import torch
@@ -199,6 +266,7 @@ def environment():
     return {"cpu": cpu, "cores": __import__("os").cpu_count(), "simd": _runtime.simd_level(),
             "compiler": _runtime.compiler(), "openmp": _runtime.openmp_enabled(),
             "blas": _threads.blas_info(), "python": platform.python_version(),
+            "build_flags": _runtime.build_flags(),
             "numpy": np.__version__, "cnnfast": cnnfast.__version__,
             "torch": torch.__version__ if torch else None}
 
@@ -208,13 +276,20 @@ def main(argv=None):
     p.add_argument("--threads", default="1", help="thread count, or a sweep like 1,2")
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--only", default="all", choices=["all", "conv", "pool"],
+    p.add_argument("--only", default="all", choices=["all", "conv", "pool", "train"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="bar chart of the speed-ups (needs matplotlib: pip install cnnfast[plot])")
     args = p.parse_args(argv)
     dtype = np.dtype(args.dtype)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (fail before the runs, not after)
+        except ImportError:
+            p.error("--plot needs matplotlib: pip install matplotlib (or cnnfast[plot])")
     repeat = 3 if args.quick else 10
     try:
         from tqdm import tqdm
@@ -242,10 +317,21 @@ def main(argv=None):
             print(format_pool_table(rows, copy, threads, version))
             print()
             run.update(copy_gbs=copy, pool_rows=rows)
+        if args.only in ("all", "train"):
+            if dtype != np.float32:
+                print("training step: float32 only, skipped for", dtype)
+            else:
+                rows = train_rows(threads, repeat, progress)
+                print(format_train_table(rows, threads, version))
+                print()
+                run.update(train_rows=rows)
         results["runs"].append(run)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot written to {args.plot}")
 
 
 if __name__ == "__main__":
