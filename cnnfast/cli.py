@@ -121,7 +121,7 @@ def make_parser():
                    add_help=False)
     t = sub.add_parser("train", help="train a model on scikit-learn's digits",
                        description=__doc__.split("\n\n")[1],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     t.add_argument("model_name", nargs="?", choices=sorted(MODELS), metavar="MODEL",
                    help=f"architecture: {', '.join(MODELS)} (default lenet5)")
     t.add_argument("--model", dest="model_option", choices=sorted(MODELS),
@@ -144,6 +144,11 @@ def make_parser():
     t.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the description's example lines kept as written."""
 
 
 def main(argv=None):

@@ -6,3 +6,18 @@ def tolerance(dtype, reduction_size):
     """Absolute tolerance for sums of `reduction_size` products of O(1) values."""
     eps = 1e-6 if np.dtype(dtype) == np.float32 else 1e-13
     return eps * max(reduction_size, 1) * 10
+
+
+def numeric_gradient(loss, a, eps=1e-6):
+    """Central finite differences of the scalar loss() wrt every element of a
+    (perturbed in place and restored)."""
+    grad = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        plus = loss()
+        a[idx] = old - eps
+        minus = loss()
+        a[idx] = old
+        grad[idx] = (plus - minus) / (2 * eps)
+    return grad

@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import tolerance
+from helpers import numeric_gradient, tolerance
 
 import cnnfast
 from cnnfast import reference
@@ -139,19 +139,6 @@ def test_same_padding_output_size_and_split():
 
 # ------------------------------------------------------------ finite differences
 
-def _numeric_grad(f, a, eps=1e-6):
-    grad = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        fp = f()
-        a[idx] = old - eps
-        fm = f()
-        a[idx] = old
-        grad[idx] = (fp - fm) / (2 * eps)
-    return grad
-
-
 FD_CASES = [
     (1, (2, 3, (5, 6), 4, (3, 2), (2, 1), (1, 0), (1, 2), 1)),
     (2, (2, 4, (5, 5), 4, (3, 3), 1, "same", 1, 2)),
@@ -178,9 +165,9 @@ def test_backward_matches_finite_differences(rng, key, case, algorithm):
         return float(np.sum(forward(x, w, b, **args, **kw) * grad_out))
 
     gx, gw, gb = backward(grad_out, x, w, **args, **kw)
-    np.testing.assert_allclose(gx, _numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, _numeric_grad(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, _numeric_grad(loss, b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, numeric_gradient(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, numeric_gradient(loss, w), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, numeric_gradient(loss, b), rtol=1e-6, atol=1e-7)
 
 
 # ------------------------------------------------------------------ threads
