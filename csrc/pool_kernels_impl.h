@@ -160,48 +160,77 @@ CF_INLINE void FN(max_pool_one)(const CF_T *x, CF_T *out, int64_t *idx,
     if (idx) *idx = at >= 0 ? at : FN(cf_first_inside_flat)(od, oh, ow, g);
 }
 
-/* VW adjacent interior outputs from ow0. */
-CF_INLINE void FN(max_pool_chunk)(const CF_T *x, CF_T *out, int64_t *idx,
-                                  const int64_t *tap_offset, cf_idx od, cf_idx oh, cf_idx ow0,
-                                  const cf_pool_geom *g, const int need_index) {
+/* nc (1 or 2) chunks of VW adjacent interior outputs from ow0, for windows kw
+ * taps wide. Two chunks give two independent compare-select chains (the
+ * chain's latency, not throughput, bounds one chunk); a constant kw lets the
+ * tap loop unroll. */
+CF_INLINE void FN(max_pool_chunks)(const CF_T *x, CF_T *out, int64_t *idx,
+                                   const int64_t *tap_offset, cf_idx od, cf_idx oh,
+                                   cf_idx ow0, const cf_pool_geom *g, const int need_index,
+                                   const int nc, const cf_idx kw) {
     const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph, w0 = ow0 * g->sw - g->pw;
-    CF_V m = FN(cf_splat)(-INFINITY);
-    CF_M t = {0}, tap = {0};
+    const cf_idx step = CF_VW * g->sw; /* input distance between chunks */
+    CF_V m[2];
+    CF_M t[2], tap = {0};
     const CF_M one = tap + 1;
+    for (int c = 0; c < nc; c++) {
+        m[c] = FN(cf_splat)(-INFINITY);
+        t[c] = tap;
+    }
     for (cf_idx a = 0; a < g->KD; a++) {
         const cf_idx d = d0 + a * g->dd;
         for (cf_idx i = 0; i < g->KH; i++) {
             const cf_idx h = h0 + i * g->dh;
             if (d < 0 || d >= g->D || h < 0 || h >= g->H) {
-                tap += one * (CF_ITYPE)g->KW; /* a row in the padding: skip its taps */
+                tap += one * (CF_ITYPE)kw; /* a row in the padding: skip its taps */
                 continue;
             }
             const CF_T *row = x + (d * g->H + h) * g->W + w0;
-            for (cf_idx j = 0; j < g->KW; j++) {
-                const CF_V v = FN(cf_load_strided_exact)(row + j * g->dw, g->sw);
-                const CF_M upd = FN(cf_max_update)(v, m);
-                m = FN(cf_select)(upd, v, m);
-                if (need_index) t = (tap & upd) | (t & ~upd);
+#pragma GCC unroll 4
+            for (cf_idx j = 0; j < kw; j++) {
+#pragma GCC unroll 2
+                for (int c = 0; c < nc; c++) {
+                    const CF_V v = FN(cf_load_strided_exact)(row + j * g->dw + c * step, g->sw);
+                    const CF_M upd = FN(cf_max_update)(v, m[c]);
+                    m[c] = FN(cf_select)(upd, v, m[c]);
+                    if (need_index) t[c] = (tap & upd) | (t[c] & ~upd);
+                }
                 tap += one;
             }
         }
     }
-    memcpy(out, &m, sizeof m);
-    if (need_index) {
+    for (int c = 0; c < nc; c++) {
+        memcpy(out + c * CF_VW, &m[c], sizeof m[c]);
+        if (!need_index) continue;
         CF_ITYPE taps[CF_VW];
         CF_T vals[CF_VW];
-        memcpy(taps, &t, sizeof t);
-        memcpy(vals, &m, sizeof m);
-        const cf_idx origin = (d0 * g->H + h0) * g->W + w0;
+        memcpy(taps, &t[c], sizeof t[c]);
+        memcpy(vals, &m[c], sizeof m[c]);
+        int64_t *ix = idx + c * CF_VW;
+        const cf_idx origin = (d0 * g->H + h0) * g->W + w0 + c * step;
         int any_ninf = 0;
         for (cf_idx l = 0; l < CF_VW; l++) { /* vectorisable: a gather and adds */
-            idx[l] = origin + l * g->sw + tap_offset[taps[l]];
+            ix[l] = origin + l * g->sw + tap_offset[taps[l]];
             any_ninf |= vals[l] == -INFINITY;
         }
         if (any_ninf) /* rare: nothing beat -inf, and tap 0 may lie in the padding */
             for (cf_idx l = 0; l < CF_VW; l++)
-                if (vals[l] == -INFINITY) idx[l] = FN(cf_first_inside_flat)(od, oh, ow0 + l, g);
+                if (vals[l] == -INFINITY)
+                    ix[l] = FN(cf_first_inside_flat)(od, oh, ow0 + c * CF_VW + l, g);
     }
+}
+
+/* max_pool_chunks with the common window widths as constants. */
+CF_INLINE void FN(max_pool_chunks_kw)(const CF_T *x, CF_T *out, int64_t *idx,
+                                      const int64_t *tap_offset, cf_idx od, cf_idx oh,
+                                      cf_idx ow0, const cf_pool_geom *g, const int need_index,
+                                      const int nc) {
+    if (g->KW == 2)
+        FN(max_pool_chunks)(x, out, idx, tap_offset, od, oh, ow0, g, need_index, nc, 2);
+    else if (g->KW == 3)
+        FN(max_pool_chunks)(x, out, idx, tap_offset, od, oh, ow0, g, need_index, nc, 3);
+    else
+        FN(max_pool_chunks)(x, out, idx, tap_offset, od, oh, ow0, g, need_index, nc, g->KW);
 }
 
 /* Max pooling of one plane read in place; interior outputs [lo, hi), with
@@ -216,13 +245,19 @@ static void FN(max_pool_plane_inplace)(const CF_T *x, CF_T *out, int64_t *idx,
             int64_t *ix = idx ? idx + r : NULL;
             for (cf_idx ow = 0; ow < lo; ow++)
                 FN(max_pool_one)(x, o + ow, ix ? ix + ow : NULL, od, oh, ow, g);
-            for (cf_idx ow0 = lo;; ow0 += CF_VW) {
-                if (ow0 + CF_VW > hi) ow0 = hi - CF_VW;
+            cf_idx ow0 = lo;
+            for (; ow0 + 2 * CF_VW <= hi; ow0 += 2 * CF_VW) {
                 if (ix)
-                    FN(max_pool_chunk)(x, o + ow0, ix + ow0, tap_offset, od, oh, ow0, g, 1);
+                    FN(max_pool_chunks_kw)(x, o + ow0, ix + ow0, tap_offset, od, oh, ow0, g, 1, 2);
                 else
-                    FN(max_pool_chunk)(x, o + ow0, NULL, tap_offset, od, oh, ow0, g, 0);
-                if (ow0 + CF_VW >= hi) break;
+                    FN(max_pool_chunks_kw)(x, o + ow0, NULL, tap_offset, od, oh, ow0, g, 0, 2);
+            }
+            for (; ow0 < hi; ow0 += CF_VW) {
+                if (ow0 + CF_VW > hi) ow0 = hi - CF_VW; /* last chunk ends at hi */
+                if (ix)
+                    FN(max_pool_chunks_kw)(x, o + ow0, ix + ow0, tap_offset, od, oh, ow0, g, 1, 1);
+                else
+                    FN(max_pool_chunks_kw)(x, o + ow0, NULL, tap_offset, od, oh, ow0, g, 0, 1);
             }
             for (cf_idx ow = hi; ow < g->OW; ow++)
                 FN(max_pool_one)(x, o + ow, ix ? ix + ow : NULL, od, oh, ow, g);
