@@ -275,6 +275,43 @@ CF_INLINE CF_T FN(avg_pool_one_sum)(const CF_T *x, cf_idx od, cf_idx oh, cf_idx 
     return sum;
 }
 
+/* nc (1 or 2) chunks of averaged interior outputs from ow0 (two independent
+ * add chains, as in max_pool_chunks), windows kw taps wide. */
+CF_INLINE void FN(avg_pool_chunks)(const CF_T *x, CF_T *out, const CF_T *wcount, CF_V rdiv,
+                                   cf_idx od, cf_idx oh, cf_idx ow0, const cf_pool_geom *g,
+                                   const int nc, const cf_idx kw) {
+    const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
+    const cf_idx step = CF_VW * g->sw;
+    CF_V sum[2];
+    for (int c = 0; c < nc; c++) sum[c] = FN(cf_splat)(0);
+    for (cf_idx d = cf_max(d0, 0); d < cf_min(d0 + g->KD, g->D); d++)
+        for (cf_idx h = cf_max(h0, 0); h < cf_min(h0 + g->KH, g->H); h++) {
+            const CF_T *row = x + (d * g->H + h) * g->W + ow0 * g->sw - g->pw;
+#pragma GCC unroll 4
+            for (cf_idx j = 0; j < kw; j++)
+#pragma GCC unroll 2
+                for (int c = 0; c < nc; c++)
+                    sum[c] += FN(cf_load_strided_exact)(row + j + c * step, g->sw);
+        }
+    for (int c = 0; c < nc; c++) {
+        CF_V wdiv;
+        memcpy(&wdiv, wcount + ow0 + c * CF_VW, sizeof wdiv);
+        const CF_V avg = sum[c] / (rdiv * wdiv);
+        memcpy(out + c * CF_VW, &avg, sizeof avg);
+    }
+}
+
+CF_INLINE void FN(avg_pool_chunks_kw)(const CF_T *x, CF_T *out, const CF_T *wcount, CF_V rdiv,
+                                      cf_idx od, cf_idx oh, cf_idx ow0, const cf_pool_geom *g,
+                                      const int nc) {
+    if (g->KW == 2)
+        FN(avg_pool_chunks)(x, out, wcount, rdiv, od, oh, ow0, g, nc, 2);
+    else if (g->KW == 3)
+        FN(avg_pool_chunks)(x, out, wcount, rdiv, od, oh, ow0, g, nc, 3);
+    else
+        FN(avg_pool_chunks)(x, out, wcount, rdiv, od, oh, ow0, g, nc, g->KW);
+}
+
 /* Average pooling of one plane read in place (see max_pool_plane_inplace;
  * divisors as in avg_pool_plane). */
 static void FN(avg_pool_plane_inplace)(const CF_T *x, CF_T *out, const CF_T *dcount,
@@ -284,24 +321,15 @@ static void FN(avg_pool_plane_inplace)(const CF_T *x, CF_T *out, const CF_T *dco
         for (cf_idx oh = 0; oh < g->OH; oh++) {
             CF_T *o = out + (od * g->OH + oh) * g->OW;
             const CF_T row_div = dcount[od] * hcount[oh];
-            const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
             for (cf_idx ow = 0; ow < lo; ow++)
                 o[ow] = FN(avg_pool_one_sum)(x, od, oh, ow, g) / (row_div * wcount[ow]);
             const CF_V rdiv = FN(cf_splat)(row_div);
-            for (cf_idx ow0 = lo;; ow0 += CF_VW) {
-                if (ow0 + CF_VW > hi) ow0 = hi - CF_VW;
-                CF_V sum = FN(cf_splat)(0);
-                for (cf_idx d = cf_max(d0, 0); d < cf_min(d0 + g->KD, g->D); d++)
-                    for (cf_idx h = cf_max(h0, 0); h < cf_min(h0 + g->KH, g->H); h++) {
-                        const CF_T *row = x + (d * g->H + h) * g->W + ow0 * g->sw - g->pw;
-                        for (cf_idx j = 0; j < g->KW; j++)
-                            sum += FN(cf_load_strided_exact)(row + j, g->sw);
-                    }
-                CF_V wdiv;
-                memcpy(&wdiv, wcount + ow0, sizeof wdiv);
-                const CF_V avg = sum / (rdiv * wdiv);
-                memcpy(o + ow0, &avg, sizeof avg);
-                if (ow0 + CF_VW >= hi) break;
+            cf_idx ow0 = lo;
+            for (; ow0 + 2 * CF_VW <= hi; ow0 += 2 * CF_VW)
+                FN(avg_pool_chunks_kw)(x, o + ow0, wcount, rdiv, od, oh, ow0, g, 2);
+            for (; ow0 < hi; ow0 += CF_VW) {
+                if (ow0 + CF_VW > hi) ow0 = hi - CF_VW; /* last chunk ends at hi */
+                FN(avg_pool_chunks_kw)(x, o + ow0, wcount, rdiv, od, oh, ow0, g, 1);
             }
             for (cf_idx ow = hi; ow < g->OW; ow++)
                 o[ow] = FN(avg_pool_one_sum)(x, od, oh, ow, g) / (row_div * wcount[ow]);
