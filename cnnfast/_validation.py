@@ -6,6 +6,7 @@ Sizes are computed with Python integers (floor division, no overflow).
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import NamedTuple
@@ -60,8 +61,14 @@ def check_array(a, name: str) -> np.ndarray:
     return a
 
 
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def common_float_dtype(**arrays) -> np.dtype:
     """All arrays share one of float32/float64 (any byte order) -> native dtype."""
+    dtypes = [a.dtype for a in arrays.values() if a is not None]
+    if dtypes and dtypes[0] in _NATIVE_FLOATS and all(d == dtypes[0] for d in dtypes):
+        return dtypes[0]  # the common case, without building the error listing
     found = {name: a.dtype for name, a in arrays.items() if a is not None}
     native = {name: (np.dtype(f"f{dt.itemsize}") if dt.kind == "f" and dt.itemsize in (4, 8)
                      else None) for name, dt in found.items()}
@@ -343,7 +350,37 @@ def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, pad
         shape = x.shape
     else:
         shape = input_shape
-    N, C, *in_size = shape
+    args = (nd, op, tuple(shape[2:]), kernel_size, stride, padding, dilation, ceil_mode)
+    try:
+        key = _typed_key(args)
+        sizes = _POOL_SIZES.get(key)
+    except TypeError:  # an unhashable argument: validated below, not cached
+        key = sizes = None
+    if sizes is None:
+        sizes = _pool_sizes(*args)
+        if key is not None:
+            if len(_POOL_SIZES) > 512:
+                _POOL_SIZES.clear()
+            _POOL_SIZES[key] = sizes
+    return PoolGeometry(nd, dtype, shape[0], shape[1], *sizes)
+
+
+# Shape arithmetic only (no arrays) is cached, because training repeats the
+# same layer geometry every step and it is most of a small call's overhead.
+# Keys carry each value's type: 2, 2.0 and True are equal in a dict, but only
+# the int is valid.
+_POOL_SIZES: dict = {}
+
+
+def _typed_key(value):
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_typed_key(v) for v in value))
+    hash(value)
+    return (type(value), value)
+
+
+def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mode):
+    """(in_size, kernel, stride, padding, dilation, out_size), validated."""
     kernel = ntuple(kernel_size, nd, "kernel_size", minimum=1)
     stride = kernel if stride is None else ntuple(stride, nd, "stride", minimum=1)
     padding = ntuple(padding, nd, "padding", minimum=0)
@@ -373,8 +410,7 @@ def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, pad
         raise ValueError(f"{op}: kernel_size={kernel!r} with padding={padding!r} and "
                          f"dilation={dilation!r} spans {padded} elements per plane, "
                          f"more than the kernels support ({POOL_BUFFER_MAX})")
-    return PoolGeometry(nd, dtype, N, C, tuple(in_size), kernel, stride, padding, dilation,
-                        tuple(out_size))
+    return in_size, kernel, stride, padding, dilation, tuple(out_size)
 
 
 def divisor_override_arg(divisor_override):
@@ -388,6 +424,7 @@ def divisor_override_arg(divisor_override):
     return int(divisor_override)
 
 
+@functools.lru_cache(maxsize=256)
 def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_override):
     """Per-dim factors (D, H, W) whose product is each output's divisor, by
     torch's rules: the window clipped to the padded input (ceil_mode's
@@ -397,7 +434,7 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
     in3 = geom.as3d(geom.in_size, 1)
     out3 = geom.as3d(geom.out_size, 1)
     if divisor_override is not None:
-        return [1] * out3[0], [1] * out3[1], [divisor_override] * out3[2]
+        return (1,) * out3[0], (1,) * out3[1], (divisor_override,) * out3[2]
     factors = []
     for n, o_size, k, s, p in zip(in3, out3, kernel, stride, padding):
         dim = []
@@ -407,8 +444,8 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
             inside = max(min(end, n) - max(start, 0), 0)
             count = (end - start) if count_include_pad else inside
             dim.append(count if count > 0 and inside > 0 else 1)
-        factors.append(dim)
-    return factors
+        factors.append(tuple(dim))
+    return tuple(factors)
 
 
 def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range=True):

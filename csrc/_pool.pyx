@@ -114,10 +114,13 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
         b = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
         bp = &b[0, 0]
     # flat plane offset of each window tap, in row-major window order
-    cdef int64_t[::1] taps = (
-        np.arange(g.KD)[:, None, None] * g.dd * g.H * g.W
-        + np.arange(g.KH)[None, :, None] * g.dh * g.W
-        + np.arange(g.KW)[None, None, :] * g.dw).ravel().astype(np.int64)
+    cdef int64_t[::1] taps = np.empty(g.KD * g.KH * g.KW, dtype=np.int64)
+    cdef Py_ssize_t a, i, j, t = 0
+    for a in range(g.KD):
+        for i in range(g.KH):
+            for j in range(g.KW):
+                taps[t] = (a * g.dd * g.H + i * g.dh) * g.W + j * g.dw
+                t += 1
     cdef int64_t *ip = NULL
     if indices is not None:
         ip = &indices[0, 0, 0, 0]
