@@ -27,10 +27,16 @@ typedef ptrdiff_t cf_idx;
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(CNNFAST_NO_DISPATCH)
 #define CF_ISA_VARIANTS 1
 static inline int cf_isa_level(void) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return 4;
-    if (__builtin_cpu_supports("x86-64-v3")) return 3;
-    return 0;
+    /* probed once per process (kernels call this per plane); relaxed atomics
+     * make the benign first-call race well defined */
+    static int level = -1;
+    int l = __atomic_load_n(&level, __ATOMIC_RELAXED);
+    if (l < 0) {
+        __builtin_cpu_init();
+        l = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 0;
+        __atomic_store_n(&level, l, __ATOMIC_RELAXED);
+    }
+    return l;
 }
 #else
 #define CF_ISA_VARIANTS 0

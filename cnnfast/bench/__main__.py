@@ -19,7 +19,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast import reference
-from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES, POOL_OPS, POOL_SHAPES
+from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES, POOL_SHAPES, pool_ops
 
 
 def median_ms(fn, repeat, warmup=1):
@@ -58,6 +58,8 @@ def copy_gbs(repeat):
 
 def _pool_calls(lib, shape, x, torch_mode=False):
     """{(op, pass): zero-argument callable} for one pooling shape."""
+    if shape.is_global:
+        return _global_pool_calls(lib, x, torch_mode)
     k, s, p = shape.kernel, shape.stride, shape.padding
     if torch_mode:
         F = lib.nn.functional
@@ -81,12 +83,32 @@ def _pool_calls(lib, shape, x, torch_mode=False):
             ("avg", "backward"): lambda: lib.avg_pool2d_backward(ga, x.shape, k, s, p)}
 
 
+def _global_pool_calls(lib, x, torch_mode):
+    if torch_mode:
+        xt = lib.from_numpy(x)
+        xg = xt.clone().requires_grad_(True)
+        ym = lib.amax(xg, dim=(2, 3))
+        ya = lib.mean(xg, dim=(2, 3))
+        g = lib.ones_like(ym)
+        return {("gmax", "forward"): lambda: lib.amax(xt, dim=(2, 3)),
+                ("gmax", "backward"): lambda: lib.autograd.grad(ym, xg, g, retain_graph=True),
+                ("gavg", "forward"): lambda: lib.mean(xt, dim=(2, 3)),
+                ("gavg", "backward"): lambda: lib.autograd.grad(ya, xg, g, retain_graph=True)}
+    y, idx = lib.global_max_pool2d(x, return_indices=True)
+    g = np.ones_like(y)
+    return {("gmax", "forward"): lambda: lib.global_max_pool2d(x),
+            ("gmax", "backward"): lambda: lib.global_max_pool2d_backward(g, idx, x.shape),
+            ("gavg", "forward"): lambda: lib.global_avg_pool2d(x),
+            ("gavg", "backward"): lambda: lib.global_avg_pool2d_backward(g, x.shape)}
+
+
 def pool_rows(threads, dtype, repeat, with_reference, progress):
     torch = _torch()
     rows = []
     for shape in progress(POOL_SHAPES):
         x = np.random.default_rng(0).standard_normal(shape.x_shape).astype(dtype)
-        y = cnnfast.max_pool2d(x, shape.kernel, shape.stride, shape.padding)
+        y = (cnnfast.global_max_pool2d(x) if shape.is_global
+             else cnnfast.max_pool2d(x, shape.kernel, shape.stride, shape.padding))
         with cnnfast.num_threads(threads):
             ours = {key: median_ms(fn, repeat) for key, fn in _pool_calls(cnnfast, shape, x).items()}
         refs = ({key: median_ms(fn, max(1, repeat // 3))
@@ -97,11 +119,12 @@ def pool_rows(threads, dtype, repeat, with_reference, progress):
             torch.set_num_threads(threads)
             theirs = {key: median_ms(fn, repeat)
                       for key, fn in _pool_calls(torch, shape, x, torch_mode=True).items()}
-        for op, passage in POOL_OPS:
+        for op, passage in pool_ops(shape):
             ms = ours[(op, passage)]
             # bytes that must move: read x and write y (forward), read grad_out
             # (+ indices) and write grad_x (backward); int64 indices where used
-            idx_bytes = y.size * 8 if op == "max+idx" or (op == "max" and passage == "backward") else 0
+            with_indices = op == "max+idx" or (op in ("max", "gmax") and passage == "backward")
+            idx_bytes = y.size * 8 if with_indices else 0
             moved = x.nbytes + y.nbytes + idx_bytes
             rms, tms = refs.get((op, passage)), theirs.get((op, passage))
             rows.append(dict(shape=shape.label(), algorithm=op, passage=passage, ms=ms,

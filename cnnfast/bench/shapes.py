@@ -67,9 +67,13 @@ class PoolShape(NamedTuple):
     def x_shape(self):
         return (self.N, self.C, self.H, self.W)
 
+    @property
+    def is_global(self):
+        return self.kernel == 0
+
     def label(self):
-        return (f"{self.name} ({self.N},{self.C},{self.H},{self.W}) "
-                f"k{self.kernel} s{self.stride} p{self.padding}")
+        window = "global" if self.is_global else f"k{self.kernel} s{self.stride} p{self.padding}"
+        return f"{self.name} ({self.N},{self.C},{self.H},{self.W}) {window}"
 
 
 # The pooling issue's shapes: memory-bound, judged against copy bandwidth.
@@ -78,8 +82,15 @@ POOL_SHAPES = [
     PoolShape("AlexNet", 8, 96, 55, 55, 3, 2, 0),
     PoolShape("VGG", 8, 64, 112, 112, 2, 2, 0),
     PoolShape("ResNet stem", 8, 64, 112, 112, 3, 2, 1),
+    PoolShape("ResNet head", 8, 512, 7, 7, 0, 0, 0),          # kernel 0: global pooling
 ]
 
-# (op, pass) rows of the pooling table
+# (op, pass) rows of the pooling table, for windowed and for global shapes
 POOL_OPS = (("max", "forward"), ("max+idx", "forward"), ("max", "backward"),
             ("avg", "forward"), ("avg", "backward"))
+GLOBAL_POOL_OPS = (("gmax", "forward"), ("gmax", "backward"), ("gavg", "forward"),
+                   ("gavg", "backward"))
+
+
+def pool_ops(shape):
+    return GLOBAL_POOL_OPS if shape.is_global else POOL_OPS
