@@ -27,6 +27,11 @@ import numpy as np
 # Column-buffer budget per thread, in elements: bounds im2col's memory for any
 # batch size while keeping GEMM tiles wide enough to run near peak.
 COLUMN_BUDGET = 1 << 19
+# The packed forward GEMM's column panels per thread, in elements (L2-sized),
+# and its reduction chunk (a chunk of the packed weights stays in L2, of a
+# column panel in L1).
+PANEL_BUDGET = 1 << 17
+REDUCTION_CHUNK = 256
 KERNEL_BLOCK = CF_KB
 
 
@@ -208,43 +213,6 @@ cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple
 
 # ------------------------------------------------------------ im2col / 1x1
 
-cdef void _gemm_forward_item(Py_ssize_t i, const floating *x, const floating *w,
-                             const floating *bias, floating *out, floating *work,
-                             Py_ssize_t groups, Py_ssize_t tile, Py_ssize_t ntiles,
-                             const cf_geom *g) noexcept nogil:
-    """Item (n, group, tile): out[n, group, :, tile] = W_group @ columns(tile)."""
-    cdef Py_ssize_t t = i % ntiles
-    i = i // ntiles
-    cdef Py_ssize_t grp = i % groups
-    cdef Py_ssize_t n = i // groups
-    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
-    cdef Py_ssize_t p0 = t * tile, cnt = min(tile, P - p0)
-    cdef const floating *xp = x + (n * groups + grp) * g.C * DHW
-    cdef floating *op = out + (n * groups + grp) * g.K * P + p0
-    cdef const floating *cols
-    cdef Py_ssize_t ldcols, k, j
-    cdef floating beta = 0
-    if bias != NULL:
-        for k in range(g.K):
-            for j in range(cnt):
-                op[k * P + j] = bias[grp * g.K + k]
-        beta = 1
-    if _is_pointwise_identity(g):
-        cols = xp + p0
-        ldcols = DHW
-    else:
-        work = work + cf_thread_num() * R * tile
-        if floating is float:
-            vol2col_f32(xp, work, p0, cnt, g)
-        else:
-            vol2col_f64(xp, work, p0, cnt, g)
-        cols = work
-        ldcols = cnt
-    _gemm(False, False, <int> g.K, <int> cnt, <int> R, <floating> 1, w + grp * g.K * R,
-          <int> R, cols, <int> ldcols, beta, op, <int> P)
-
-
 cdef void _gemm_backward_input_item(Py_ssize_t i, const floating *go, const floating *w,
                                     floating *gx, floating *work, Py_ssize_t groups,
                                     Py_ssize_t tile, Py_ssize_t ntiles,
@@ -318,6 +286,127 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
           partial + (tid * groups + grp) * g.K * R, <int> R)
 
 
+
+# ------------------------------------------------------------ packed forward
+
+cdef struct _packed_job:
+    const void *x          # input, (N, groups*C, D, H, W)
+    const void *x_end      # end of x
+    const void *apk        # packed weights, per group Kr*R
+    const void *bias       # NULL or groups*K
+    void *out
+    void *xpad             # per thread: one image's padded group planes (+ slack)
+    void *panels           # per thread: column panels of one tile (+ slack)
+    Py_ssize_t *padded_id  # per thread: which (n, group) xpad holds, -1 none
+    Py_ssize_t groups, tile, ntiles, Kr, xpad_size, panels_size, kc
+    int level
+    bint in_place          # no padding: pack straight from x
+
+
+cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_geom *g,
+                               const cf_geom *gp, floating dummy) noexcept nogil:
+    """Item (n, group, tile): pack the tile's columns (from this thread's padded
+    copy of the image), out[n, group, :, tile] = W_group @ panels + bias."""
+    cdef Py_ssize_t t = i % job.ntiles
+    cdef Py_ssize_t ng = i // job.ntiles
+    cdef Py_ssize_t grp = ng % job.groups
+    cdef int tid = cf_thread_num()
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, PDHW = gp.D * gp.H * gp.W
+    cdef Py_ssize_t p0 = t * job.tile, cnt = min(job.tile, P - p0), c
+    cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
+    cdef const floating *src = xg
+    cdef const floating *src_end = <const floating *> job.x_end
+    cdef floating *xpad = (<floating *> job.xpad) + tid * job.xpad_size
+    cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
+    cdef const floating *bias = NULL
+    if job.bias != NULL:
+        bias = (<const floating *> job.bias) + grp * g.K
+    if not job.in_place:
+        if job.padded_id[tid] != ng:
+            for c in range(g.C):
+                _pad_plane(xg + c * DHW, g.D, g.H, g.W, xpad + c * PDHW, gp.D, gp.H, gp.W,
+                           g.pd, g.ph, g.pw)
+            job.padded_id[tid] = ng
+        src = xpad
+        src_end = xpad + job.xpad_size
+    if floating is float:
+        gemm_pack_columns_f32(src, src_end, panels, p0, cnt, gemm_tile_cols_f32(job.level), gp)
+        gemm_packed_f32((<const float *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
+                        (<float *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
+    else:
+        gemm_pack_columns_f64(src, src_end, panels, p0, cnt, gemm_tile_cols_f64(job.level), gp)
+        gemm_packed_f64((<const double *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
+                        (<double *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
+
+
+cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
+                          const floating *bias, floating[:, :, :, :, ::1] out, cf_geom g,
+                          Py_ssize_t groups, tuple padding, int nthreads) except *:
+    """The im2col forward on the packed GEMM. Items (n, group, tile) own
+    out[n, group, :, tile]; a thread pads each image it meets once."""
+    cdef Py_ssize_t N = x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef int level = cf_gemm_level()
+    cdef Py_ssize_t mr, nr, vw = _vector_width(<floating> 0), grp, i, nitems
+    if floating is float:
+        mr, nr = gemm_tile_rows_f32(level), gemm_tile_cols_f32(level)
+    else:
+        mr, nr = gemm_tile_rows_f64(level), gemm_tile_cols_f64(level)
+    cdef cf_geom gp = g
+    cdef _packed_job job
+    job.in_place = padding == (0, 0, 0)
+    if _is_pointwise_identity(&g):
+        # the planes are the columns: one run per panel instead of one per row
+        gp.D = gp.H = gp.OD = gp.OH = 1
+        gp.W = gp.OW = P
+    elif not job.in_place:
+        # the extent the windows reach, padding included
+        gp.D, gp.H, gp.W = [(o - 1) * s + (k - 1) * d + 1 for o, k, s, d in
+                            zip((g.OD, g.OH, g.OW), (g.KD, g.KH, g.KW), (g.sd, g.sh, g.sw),
+                                (g.dd, g.dh, g.dw))]
+        gp.pd = gp.ph = gp.pw = 0
+    job.groups = groups
+    job.Kr = (g.K + 3) // 4 * 4
+    job.kc = REDUCTION_CHUNK
+    job.level = level
+    # tile: whole panels within the budget, balanced so the last is not a sliver
+    cdef Py_ssize_t tile = min(max(PANEL_BUDGET // max(R, 1) // nr, 1) * nr, (P + nr - 1) // nr * nr)
+    job.ntiles = (P + tile - 1) // tile
+    job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
+    job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W + vw * g.sw
+    job.panels_size = job.tile * R + vw
+    dtype = _dtype_of(<floating> 0)
+    apk = np.empty(max(groups * job.Kr * R, 1), dtype=dtype)
+    xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
+    panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
+    padded_id = np.full(nthreads, -1, dtype=np.intp)
+    cdef floating[::1] apk_v = apk, xpad_v = xpad, panels_v = panels
+    cdef Py_ssize_t[::1] padded_id_v = padded_id
+    job.x = &x[0, 0, 0, 0, 0]
+    job.x_end = &x[0, 0, 0, 0, 0] + N * x.shape[1] * x.shape[2] * x.shape[3] * x.shape[4]
+    job.apk = &apk_v[0]
+    job.bias = bias
+    job.out = &out[0, 0, 0, 0, 0]
+    job.xpad = &xpad_v[0]
+    job.panels = &panels_v[0]
+    job.padded_id = &padded_id_v[0]
+    nitems = N * groups * job.ntiles
+    with nogil:
+        for grp in range(groups):
+            if floating is float:
+                gemm_pack_rows_f32(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
+                                   &apk_v[0] + grp * job.Kr * R, level)
+            else:
+                gemm_pack_rows_f64(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
+                                   &apk_v[0] + grp * job.Kr * R, level)
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _packed_forward_item(i, &job, &g, &gp, <floating> 0)
+        else:
+            for i in range(nitems):
+                _packed_forward_item(i, &job, &g, &gp, <floating> 0)
+
+
 # ---------------------------------------------------------------- drivers
 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
@@ -333,9 +422,6 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t tile, ntiles, nitems, i
-    cdef floating[:, ::1] work
-    cdef floating *workp = NULL
     cdef tuple kernel = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
@@ -349,21 +435,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
             _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
                             N, groups, &gp, nthreads)
         return
-    tile = _tile_width(R, P)
-    ntiles = (P + tile - 1) // tile
-    nitems = N * groups * ntiles
-    if not _is_pointwise_identity(&g):
-        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
-        workp = &work[0, 0]
-    with nogil:
-        if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
-                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
-                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
-        else:
-            for i in range(nitems):
-                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
-                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+    _packed_forward(x, w, bp, out, g, groups, padding, nthreads)
 
 
 def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
