@@ -298,7 +298,8 @@ cdef struct _packed_job:
     void *xpad             # per thread: one image's padded group planes (+ slack)
     void *panels           # per thread: column panels of one tile (+ slack)
     Py_ssize_t *padded_id  # per thread: which (n, group) xpad holds, -1 none
-    Py_ssize_t groups, tile, ntiles, Kr, xpad_size, panels_size, kc
+    Py_ssize_t *runs       # per thread: the packing's run table
+    Py_ssize_t groups, tile, ntiles, Kr, xpad_size, panels_size, runs_size, kc
     int level
     bint in_place          # no padding: pack straight from x
 
@@ -330,12 +331,15 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
             job.padded_id[tid] = ng
         src = xpad
         src_end = xpad + job.xpad_size
+    cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     if floating is float:
-        gemm_pack_columns_f32(src, src_end, panels, p0, cnt, gemm_tile_cols_f32(job.level), gp)
+        gemm_pack_columns_f32(src, src_end, panels, p0, cnt, gemm_tile_cols_f32(job.level), runs,
+                              gp)
         gemm_packed_f32((<const float *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
                         (<float *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
     else:
-        gemm_pack_columns_f64(src, src_end, panels, p0, cnt, gemm_tile_cols_f64(job.level), gp)
+        gemm_pack_columns_f64(src, src_end, panels, p0, cnt, gemm_tile_cols_f64(job.level), runs,
+                              gp)
         gemm_packed_f64((<const double *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
                         (<double *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
 
@@ -374,14 +378,16 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     job.ntiles = (P + tile - 1) // tile
     job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
     job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W + vw * g.sw
-    job.panels_size = job.tile * R + vw
+    job.panels_size = job.tile * R
+    job.runs_size = 3 * job.tile + job.tile // nr + 2
     dtype = _dtype_of(<floating> 0)
     apk = np.empty(max(groups * job.Kr * R, 1), dtype=dtype)
     xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
     panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
     padded_id = np.full(nthreads, -1, dtype=np.intp)
+    runs = np.empty(nthreads * job.runs_size, dtype=np.intp)
     cdef floating[::1] apk_v = apk, xpad_v = xpad, panels_v = panels
-    cdef Py_ssize_t[::1] padded_id_v = padded_id
+    cdef Py_ssize_t[::1] padded_id_v = padded_id, runs_v = runs
     job.x = &x[0, 0, 0, 0, 0]
     job.x_end = &x[0, 0, 0, 0, 0] + N * x.shape[1] * x.shape[2] * x.shape[3] * x.shape[4]
     job.apk = &apk_v[0]
@@ -390,6 +396,7 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     job.xpad = &xpad_v[0]
     job.panels = &panels_v[0]
     job.padded_id = &padded_id_v[0]
+    job.runs = &runs_v[0]
     nitems = N * groups * job.ntiles
     with nogil:
         for grp in range(groups):

@@ -40,9 +40,9 @@ cdef extern from "conv_common.h" nogil:
     void gemm_pack_rows_f64(const double *src, cf_idx m, cf_idx depth, cf_idx row_stride,
                             cf_idx depth_stride, double *dst, int level)
     void gemm_pack_columns_f32(const float *x, const float *x_end, float *dst, cf_idx p0,
-                               cf_idx cnt, cf_idx nr, const cf_geom *g)
+                               cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g)
     void gemm_pack_columns_f64(const double *x, const double *x_end, double *dst, cf_idx p0,
-                               cf_idx cnt, cf_idx nr, const cf_geom *g)
+                               cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g)
     void gemm_packed_f32(const float *apk, const float *bpk, cf_idx m, cf_idx n, cf_idx depth,
                          float *c, cf_idx ldc, const float *bias, int accumulate, cf_idx kc,
                          int level)

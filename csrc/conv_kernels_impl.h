@@ -348,26 +348,25 @@ CF_INLINE CF_V FN(cf_load_every)(const CF_T *row, cf_idx s) {
 }
 
 /* One run of `len` output positions along an output row, at column `col` of
- * the panel, for every tap r: d[r*nr + t] = xs[off(r) + t*S]. Full-vector
- * loads and stores; a last partial vector is stored ending at the run's end
- * when the run is at least a vector long, else past it into later runs of the
- * same row (packed after this one) when the row has room, else lane by lane,
- * so no store reaches another row. Loads that would pass x_end go lane by
- * lane. S = 0 reads the stride from g. */
+ * the panel, for the taps of one input channel: d[r*nr + t] = xs[off(r) + t*S]
+ * with r = (kd, kh, kw). Full-vector loads and stores; a last partial vector
+ * is stored ending at the run's end when the run is at least a vector long,
+ * else past it into later runs of the same row (packed after this one) when
+ * the row has room, else lane by lane, so no store reaches another row. Loads
+ * that would pass x_end go lane by lane. S = 0 reads the stride from g. */
 CF_INLINE void FN(cf_pack_run)(const CF_T *xs, const CF_T *x_end, CF_T *d, cf_idx col,
                                cf_idx len, cf_idx nr, const cf_geom *g, const int S) {
     const cf_idx sw = S ? S : g->sw, need = CF_VW * sw;
-    const cf_idx HW = g->H * g->W, DHW = g->D * HW;
+    const cf_idx HW = g->H * g->W;
     const cf_idx full = len / CF_VW * CF_VW;
     /* where the partial vector goes: -1 none, else its first column */
     const cf_idx tail = full == len ? -1
                       : len >= CF_VW ? len - CF_VW
                       : col + full + CF_VW <= nr ? full : -2;
     d += col;
-    for (cf_idx c = 0; c < g->C; c++)
     for (cf_idx kd = 0; kd < g->KD; kd++)
     for (cf_idx kh = 0; kh < g->KH; kh++) {
-        const CF_T *xr = xs + c * DHW + kd * g->dd * HW + kh * g->dh * g->W;
+        const CF_T *xr = xs + kd * g->dd * HW + kh * g->dh * g->W;
         for (cf_idx kw = 0; kw < g->KW; kw++, d += nr) {
             const CF_T *src = xr + kw * g->dw;
             cf_idx t = 0;
@@ -390,32 +389,53 @@ CF_INLINE void FN(cf_pack_run)(const CF_T *xs, const CF_T *x_end, CF_T *d, cf_id
  * group, in panel order: dst[panel][r][j] = col[r][p0 + panel*nr + j], r =
  * (c, kd, kh, kw). x holds the group's planes with the padding already applied
  * (pads 0 in g, g->D/H/W the padded extent); x_end is the end of readable
- * memory after it (loads that would pass it go lane by lane). A panel's
- * positions fall into runs along output rows, packed one after the other for
- * all taps. Columns past cnt are zero. */
+ * memory after it. A panel's positions fall into runs along output rows; the
+ * runs of all panels are listed first (runs: scratch of 3*cnt + cnt/nr + 2),
+ * then packed. Columns past cnt are zero. */
 CF_DISPATCH void FN(gemm_pack_columns)(const CF_T *x, const CF_T *x_end, CF_T *dst, cf_idx p0,
-                                       cf_idx cnt, cf_idx nr, const cf_geom *g) {
-    const cf_idx HW = g->H * g->W, OHW = g->OH * g->OW;
-    const cf_idx R = g->C * g->KD * g->KH * g->KW;
-    for (cf_idx j0 = 0; j0 < cnt; j0 += nr) {
-        const cf_idx width = cf_min(nr, cnt - j0);
-        CF_T *panel = dst + j0 * R;
+                                       cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g) {
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx KVOL = g->KD * g->KH * g->KW, R = g->C * KVOL;
+    const cf_idx npanels = (cnt + nr - 1) / nr;
+    cf_idx *first = runs;                 /* first[p] .. first[p+1]: runs of panel p */
+    cf_idx *run_col = runs + npanels + 1, *run_len = run_col + cnt, *run_base = run_len + cnt;
+    cf_idx nruns = 0;
+    for (cf_idx pn = 0; pn < npanels; pn++) {
+        const cf_idx j0 = pn * nr, width = cf_min(nr, cnt - j0);
         cf_idx p = p0 + j0, od = p / OHW, oh = (p % OHW) / g->OW, ow = p % g->OW;
-        for (cf_idx j = 0; j < width;) {
-            const cf_idx len = cf_min(g->OW - ow, width - j);
-            const CF_T *xs = x + od * g->sd * HW + oh * g->sh * g->W + ow * g->sw;
-            if (g->sw == 1) FN(cf_pack_run)(xs, x_end, panel, j, len, nr, g, 1);
-            else if (g->sw == 2) FN(cf_pack_run)(xs, x_end, panel, j, len, nr, g, 2);
-            else if (g->sw == 4) FN(cf_pack_run)(xs, x_end, panel, j, len, nr, g, 4);
-            else FN(cf_pack_run)(xs, x_end, panel, j, len, nr, g, 0);
-            j += len;
+        first[pn] = nruns;
+        for (cf_idx j = 0; j < width; nruns++) {
+            run_col[nruns] = j;
+            run_len[nruns] = cf_min(g->OW - ow, width - j);
+            run_base[nruns] = od * g->sd * HW + oh * g->sh * g->W + ow * g->sw;
+            j += run_len[nruns];
             ow = 0;
             if (++oh == g->OH) { oh = 0; od++; }
         }
-        if (width < nr)
-            for (cf_idx r = 0; r < R; r++)
-                memset(panel + r * nr + width, 0, (size_t)(nr - width) * sizeof(CF_T));
     }
+    first[npanels] = nruns;
+    /* 1x1 kernels: channel by channel (each panel reads only a vector or two
+     * per plane); larger kernels read several rows per plane and panel, and
+     * packing panel by panel keeps the writes in one panel (measured faster) */
+    const int by_channel = KVOL == 1;
+    for (cf_idx outer = 0; outer < (by_channel ? g->C : npanels); outer++) {
+        for (cf_idx inner = 0; inner < (by_channel ? npanels : g->C); inner++) {
+            const cf_idx c = by_channel ? outer : inner, pn = by_channel ? inner : outer;
+            CF_T *rows = dst + pn * nr * R + c * KVOL * nr;
+            for (cf_idx q = first[pn]; q < first[pn + 1]; q++) {
+                const CF_T *xs = x + c * DHW + run_base[q];
+                if (g->sw == 1) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 1);
+                else if (g->sw == 2) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 2);
+                else if (g->sw == 4) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 4);
+                else FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 0);
+            }
+        }
+    }
+    const cf_idx width = cnt - (npanels - 1) * nr;
+    if (width < nr)
+        for (cf_idx r = 0; r < R; r++)
+            memset(dst + (npanels - 1) * nr * R + r * nr + width, 0,
+                   (size_t)(nr - width) * sizeof(CF_T));
 }
 
 /* One register tile: C[0:rows, 0:cols] (+)= A B (+ bias) over `depth` steps.
