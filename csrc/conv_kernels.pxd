@@ -50,3 +50,5 @@ cdef extern from "conv_common.h" nogil:
                          cf_idx depth, double *c, cf_idx ldc, const double *bias,
                          int accumulate, cf_idx kc, int level)
     int cf_gemm_level()
+    double channel_sum_f32(const float *a, cf_idx N, cf_idx nstride, cf_idx P)
+    double channel_sum_f64(const double *a, cf_idx N, cf_idx nstride, cf_idx P)

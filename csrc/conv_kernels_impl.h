@@ -213,7 +213,7 @@ CF_DISPATCH void FN(direct_backward_weight)(const CF_T *x, cf_idx x_nstride,
  * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...] or 0 in the padding.
  * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. The tile is
  * walked in output-row segments; coordinates advance without divisions. */
-static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+CF_DISPATCH void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     CF_T *dst = col;
@@ -251,8 +251,9 @@ static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const c
 }
 
 /* Adjoint of vol2col: gx[c, id, ih, iw] += col[(c, kd, kh, kw)][j]. The caller
- * owns the group's gx planes of this image and zeroes them beforehand. */
-static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+ * owns the group's gx planes of this image and zeroes them beforehand.
+ * Dispatched: the adds vectorise on the wider ISAs. */
+CF_DISPATCH void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     const CF_T *src = col;
@@ -524,6 +525,28 @@ CF_DISPATCH void FN(gemm_packed)(const CF_T *apk, const CF_T *bpk, cf_idx m, cf_
             }
         }
     }
+}
+
+/* Sum of one channel's planes over the batch, in double: a[n*nstride + p] for
+ * n < N, p < P. Two vectors of doubles per vector of CF_T, lanes summed in a
+ * fixed order at the end (deterministic). */
+CF_DISPATCH double FN(channel_sum)(const CF_T *a, cf_idx N, cf_idx nstride, cf_idx P) {
+    typedef double dvec __attribute__((vector_size(8 * CF_VW)));
+    dvec acc = {0};
+    double rest = 0;
+    const cf_idx full = P / CF_VW * CF_VW;
+    for (cf_idx n = 0; n < N; n++) {
+        const CF_T *row = a + n * nstride;
+        for (cf_idx p = 0; p < full; p += CF_VW) {
+            CF_V v;
+            memcpy(&v, row + p, sizeof v);
+            acc += __builtin_convertvector(v, dvec);
+        }
+        for (cf_idx p = full; p < P; p++) rest += row[p];
+    }
+    double s = 0;
+    for (int j = 0; j < (int)CF_VW; j++) s += acc[j];
+    return s + rest;
 }
 
 static cf_idx FN(direct_vector_width)(void) { return CF_VW; }
