@@ -27,6 +27,11 @@ import numpy as np
 # Column-buffer budget per thread, in elements: bounds im2col's memory for any
 # batch size while keeping GEMM tiles wide enough to run near peak.
 COLUMN_BUDGET = 1 << 19
+# The packed forward GEMM's column panels per thread, in elements (L2-sized),
+# and its reduction chunk (a chunk of the packed weights stays in L2, of a
+# column panel in L1).
+PANEL_BUDGET = 1 << 17
+REDUCTION_CHUNK = 256
 KERNEL_BLOCK = CF_KB
 
 
@@ -208,83 +213,6 @@ cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple
 
 # ------------------------------------------------------------ im2col / 1x1
 
-cdef void _gemm_forward_item(Py_ssize_t i, const floating *x, const floating *w,
-                             const floating *bias, floating *out, floating *work,
-                             Py_ssize_t groups, Py_ssize_t tile, Py_ssize_t ntiles,
-                             const cf_geom *g) noexcept nogil:
-    """Item (n, group, tile): out[n, group, :, tile] = W_group @ columns(tile)."""
-    cdef Py_ssize_t t = i % ntiles
-    i = i // ntiles
-    cdef Py_ssize_t grp = i % groups
-    cdef Py_ssize_t n = i // groups
-    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
-    cdef Py_ssize_t p0 = t * tile, cnt = min(tile, P - p0)
-    cdef const floating *xp = x + (n * groups + grp) * g.C * DHW
-    cdef floating *op = out + (n * groups + grp) * g.K * P + p0
-    cdef const floating *cols
-    cdef Py_ssize_t ldcols, k, j
-    cdef floating beta = 0
-    if bias != NULL:
-        for k in range(g.K):
-            for j in range(cnt):
-                op[k * P + j] = bias[grp * g.K + k]
-        beta = 1
-    if _is_pointwise_identity(g):
-        cols = xp + p0
-        ldcols = DHW
-    else:
-        work = work + cf_thread_num() * R * tile
-        if floating is float:
-            vol2col_f32(xp, work, p0, cnt, g)
-        else:
-            vol2col_f64(xp, work, p0, cnt, g)
-        cols = work
-        ldcols = cnt
-    _gemm(False, False, <int> g.K, <int> cnt, <int> R, <floating> 1, w + grp * g.K * R,
-          <int> R, cols, <int> ldcols, beta, op, <int> P)
-
-
-cdef void _gemm_backward_input_item(Py_ssize_t i, const floating *go, const floating *w,
-                                    floating *gx, floating *work, Py_ssize_t groups,
-                                    Py_ssize_t tile, Py_ssize_t ntiles,
-                                    const cf_geom *g) noexcept nogil:
-    """Pointwise: item (n, group, tile) owns gx[n, group, :, tile] = W^T @ go.
-    Otherwise: item (n, group) owns gx[n, group] and adds col2im of each
-    tile's W^T @ go into it (windows of different tiles overlap)."""
-    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
-    cdef Py_ssize_t t, grp, n, p0, cnt
-    cdef const floating *wp
-    cdef floating *gxp
-    if _is_pointwise_identity(g):
-        t = i % ntiles
-        i = i // ntiles
-        grp = i % groups
-        n = i // groups
-        p0 = t * tile
-        cnt = min(tile, P - p0)
-        _gemm(True, False, <int> g.C, <int> cnt, <int> g.K, <floating> 1, w + grp * g.K * R,
-              <int> R, go + (n * groups + grp) * g.K * P + p0, <int> P, <floating> 0,
-              gx + (n * groups + grp) * g.C * DHW + p0, <int> DHW)
-        return
-    grp = i % groups
-    n = i // groups
-    gxp = gx + (n * groups + grp) * g.C * DHW
-    memset(gxp, 0, g.C * DHW * sizeof(floating))
-    work = work + cf_thread_num() * R * tile
-    for t in range(ntiles):
-        p0 = t * tile
-        cnt = min(tile, P - p0)
-        _gemm(True, False, <int> R, <int> cnt, <int> g.K, <floating> 1, w + grp * g.K * R,
-              <int> R, go + (n * groups + grp) * g.K * P + p0, <int> P, <floating> 0,
-              work, <int> cnt)
-        if floating is float:
-            col2vol_f32(work, gxp, p0, cnt, g)
-        else:
-            col2vol_f64(work, gxp, p0, cnt, g)
-
-
 cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
                                      floating *partial, floating *work, Py_ssize_t groups,
                                      Py_ssize_t tile, Py_ssize_t ntiles,
@@ -318,6 +246,246 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
           partial + (tid * groups + grp) * g.K * R, <int> R)
 
 
+
+# ------------------------------------------------------------ packed forward
+
+cdef struct _packed_job:
+    const void *x          # input, (N, groups*C, D, H, W)
+    const void *x_end      # end of x
+    const void *apk        # packed weights, per group Kr*R
+    const void *bias       # NULL or groups*K
+    void *out
+    void *xpad             # per thread: one image's padded group planes (+ slack)
+    void *panels           # per thread: column panels of one tile (+ slack)
+    Py_ssize_t *padded_id  # per thread: which (n, group) xpad holds, -1 none
+    Py_ssize_t *runs       # per thread: the packing's run table
+    Py_ssize_t groups, tile, ntiles, Kr, xpad_size, panels_size, runs_size, kc
+    int level
+    bint in_place          # no padding: pack straight from x
+
+
+cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_geom *g,
+                               const cf_geom *gp, floating dummy) noexcept nogil:
+    """Item (n, group, tile): pack the tile's columns (from this thread's padded
+    copy of the image), out[n, group, :, tile] = W_group @ panels + bias."""
+    cdef Py_ssize_t t = i % job.ntiles
+    cdef Py_ssize_t ng = i // job.ntiles
+    cdef Py_ssize_t grp = ng % job.groups
+    cdef int tid = cf_thread_num()
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, PDHW = gp.D * gp.H * gp.W
+    cdef Py_ssize_t p0 = t * job.tile, cnt = min(job.tile, P - p0), c
+    cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
+    cdef const floating *src = xg
+    cdef const floating *src_end = <const floating *> job.x_end
+    cdef floating *xpad = (<floating *> job.xpad) + tid * job.xpad_size
+    cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
+    cdef const floating *bias = NULL
+    if job.bias != NULL:
+        bias = (<const floating *> job.bias) + grp * g.K
+    if not job.in_place:
+        if job.padded_id[tid] != ng:
+            for c in range(g.C):
+                _pad_plane(xg + c * DHW, g.D, g.H, g.W, xpad + c * PDHW, gp.D, gp.H, gp.W,
+                           g.pd, g.ph, g.pw)
+            job.padded_id[tid] = ng
+        src = xpad
+        src_end = xpad + job.xpad_size
+    cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
+    if floating is float:
+        gemm_pack_columns_f32(src, src_end, panels, p0, cnt, gemm_tile_cols_f32(job.level), runs,
+                              gp)
+        gemm_packed_f32((<const float *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
+                        (<float *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
+    else:
+        gemm_pack_columns_f64(src, src_end, panels, p0, cnt, gemm_tile_cols_f64(job.level), runs,
+                              gp)
+        gemm_packed_f64((<const double *> job.apk) + grp * job.Kr * R, panels, g.K, cnt, R,
+                        (<double *> job.out) + ng * g.K * P + p0, P, bias, 0, job.kc, job.level)
+
+
+cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
+                          const floating *bias, floating[:, :, :, :, ::1] out, cf_geom g,
+                          Py_ssize_t groups, tuple padding, int nthreads) except *:
+    """The im2col forward on the packed GEMM. Items (n, group, tile) own
+    out[n, group, :, tile]; a thread pads each image it meets once."""
+    cdef Py_ssize_t N = x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef int level = cf_gemm_level()
+    cdef Py_ssize_t mr, nr, vw = _vector_width(<floating> 0), grp, i, nitems
+    if floating is float:
+        mr, nr = gemm_tile_rows_f32(level), gemm_tile_cols_f32(level)
+    else:
+        mr, nr = gemm_tile_rows_f64(level), gemm_tile_cols_f64(level)
+    cdef cf_geom gp = g
+    cdef _packed_job job
+    job.in_place = padding == (0, 0, 0)
+    if _is_pointwise_identity(&g):
+        # the planes are the columns: one run per panel instead of one per row
+        gp.D = gp.H = gp.OD = gp.OH = 1
+        gp.W = gp.OW = P
+    elif not job.in_place:
+        # the extent the windows reach, padding included
+        gp.D, gp.H, gp.W = [(o - 1) * s + (k - 1) * d + 1 for o, k, s, d in
+                            zip((g.OD, g.OH, g.OW), (g.KD, g.KH, g.KW), (g.sd, g.sh, g.sw),
+                                (g.dd, g.dh, g.dw))]
+        gp.pd = gp.ph = gp.pw = 0
+    job.groups = groups
+    job.Kr = (g.K + 3) // 4 * 4
+    job.kc = REDUCTION_CHUNK
+    job.level = level
+    # tile: whole panels within the budget, balanced so the last is not a sliver
+    cdef Py_ssize_t tile = min(max(PANEL_BUDGET // max(R, 1) // nr, 1) * nr, (P + nr - 1) // nr * nr)
+    job.ntiles = (P + tile - 1) // tile
+    job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
+    job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W + vw * g.sw
+    job.panels_size = job.tile * R
+    job.runs_size = 3 * job.tile + job.tile // nr + 2
+    dtype = _dtype_of(<floating> 0)
+    apk = np.empty(max(groups * job.Kr * R, 1), dtype=dtype)
+    xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
+    panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
+    padded_id = np.full(nthreads, -1, dtype=np.intp)
+    runs = np.empty(nthreads * job.runs_size, dtype=np.intp)
+    cdef floating[::1] apk_v = apk, xpad_v = xpad, panels_v = panels
+    cdef Py_ssize_t[::1] padded_id_v = padded_id, runs_v = runs
+    job.x = &x[0, 0, 0, 0, 0]
+    job.x_end = &x[0, 0, 0, 0, 0] + N * x.shape[1] * x.shape[2] * x.shape[3] * x.shape[4]
+    job.apk = &apk_v[0]
+    job.bias = bias
+    job.out = &out[0, 0, 0, 0, 0]
+    job.xpad = &xpad_v[0]
+    job.panels = &panels_v[0]
+    job.padded_id = &padded_id_v[0]
+    job.runs = &runs_v[0]
+    nitems = N * groups * job.ntiles
+    with nogil:
+        for grp in range(groups):
+            if floating is float:
+                gemm_pack_rows_f32(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
+                                   &apk_v[0] + grp * job.Kr * R, level)
+            else:
+                gemm_pack_rows_f64(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
+                                   &apk_v[0] + grp * job.Kr * R, level)
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _packed_forward_item(i, &job, &g, &gp, <floating> 0)
+        else:
+            for i in range(nitems):
+                _packed_forward_item(i, &job, &g, &gp, <floating> 0)
+
+
+cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, const cf_geom *g,
+                                      const cf_geom *gg, floating dummy) noexcept nogil:
+    """Pointwise: item (n, group, tile) owns gx[n, group, :, tile] = W^T @ go(tile).
+    Otherwise item (n, group) owns gx[n, group] and adds col2im of each tile's
+    W^T @ go into it (windows of different tiles overlap). gg: grad_out's
+    planes seen as a 1x1 convolution input, so its panels pack like columns."""
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef int tid = cf_thread_num()
+    cdef Py_ssize_t t, t0 = 0, t1 = job.ntiles, ng = i, p0, cnt
+    if job.in_place:  # pointwise
+        t0 = i % job.ntiles
+        t1 = t0 + 1
+        ng = i // job.ntiles
+    cdef Py_ssize_t grp = ng % job.groups
+    cdef const floating *go = (<const floating *> job.x) + ng * g.K * P
+    cdef const floating *go_end = <const floating *> job.x_end
+    cdef const floating *apk = (<const floating *> job.apk) + grp * job.Kr * g.K
+    cdef floating *gx = (<floating *> job.out) + ng * g.C * DHW
+    cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
+    cdef floating *gcol = (<floating *> job.xpad) + tid * job.xpad_size
+    cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
+    cdef Py_ssize_t nr
+    if floating is float:
+        nr = gemm_tile_cols_f32(job.level)
+    else:
+        nr = gemm_tile_cols_f64(job.level)
+    if not job.in_place:
+        memset(gx, 0, g.C * DHW * sizeof(floating))
+    for t in range(t0, t1):
+        p0 = t * job.tile
+        cnt = min(job.tile, P - p0)
+        if floating is float:
+            gemm_pack_columns_f32(go, go_end, panels, p0, cnt, nr, runs, gg)
+        else:
+            gemm_pack_columns_f64(go, go_end, panels, p0, cnt, nr, runs, gg)
+        if job.in_place:
+            if floating is float:
+                gemm_packed_f32(apk, panels, R, cnt, g.K, gx + p0, DHW, NULL, 0, job.kc, job.level)
+            else:
+                gemm_packed_f64(apk, panels, R, cnt, g.K, gx + p0, DHW, NULL, 0, job.kc, job.level)
+        else:
+            if floating is float:
+                gemm_packed_f32(apk, panels, R, cnt, g.K, gcol, cnt, NULL, 0, job.kc, job.level)
+                col2vol_f32(gcol, gx, p0, cnt, g)
+            else:
+                gemm_packed_f64(apk, panels, R, cnt, g.K, gcol, cnt, NULL, 0, job.kc, job.level)
+                col2vol_f64(gcol, gx, p0, cnt, g)
+
+
+cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
+                                 const floating[:, :, :, :, ::1] w,
+                                 floating[:, :, :, :, ::1] grad_x, cf_geom g, Py_ssize_t groups,
+                                 int nthreads) except *:
+    """im2col's input gradient on the packed GEMM: W^T packed once, grad_out
+    tiles packed into panels, the product added back through col2im (job.x is
+    grad_out, job.out grad_x, job.xpad the per-thread column tiles)."""
+    cdef Py_ssize_t N = grad_x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef int level = cf_gemm_level()
+    cdef Py_ssize_t nr, grp, i, nitems
+    if floating is float:
+        nr = gemm_tile_cols_f32(level)
+    else:
+        nr = gemm_tile_cols_f64(level)
+    cdef _packed_job job
+    cdef cf_geom gg = _geometry(g.K, 1, 1, P, 0, 1, 1, P, (1, 1, 1), (1, 1, 1), (0, 0, 0),
+                                (1, 1, 1))
+    job.in_place = _is_pointwise_identity(&g)
+    job.groups = groups
+    job.Kr = (R + 3) // 4 * 4
+    job.kc = REDUCTION_CHUNK
+    job.level = level
+    cdef Py_ssize_t tile = min(max(COLUMN_BUDGET // max(R, 1) // nr, 1) * nr,
+                               (P + nr - 1) // nr * nr)
+    job.ntiles = (P + tile - 1) // tile
+    job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
+    job.xpad_size = 0 if job.in_place else R * job.tile
+    job.panels_size = job.tile * g.K
+    job.runs_size = 3 * job.tile + job.tile // nr + 2
+    dtype = _dtype_of(<floating> 0)
+    apk = np.empty(max(groups * job.Kr * g.K, 1), dtype=dtype)
+    gcol = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
+    panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
+    runs = np.empty(nthreads * job.runs_size, dtype=np.intp)
+    cdef floating[::1] apk_v = apk, gcol_v = gcol, panels_v = panels
+    cdef Py_ssize_t[::1] runs_v = runs
+    job.x = &grad_out[0, 0, 0, 0, 0]
+    job.x_end = &grad_out[0, 0, 0, 0, 0] + N * groups * g.K * P
+    job.apk = &apk_v[0]
+    job.bias = NULL
+    job.out = &grad_x[0, 0, 0, 0, 0]
+    job.xpad = &gcol_v[0]
+    job.panels = &panels_v[0]
+    job.padded_id = NULL
+    job.runs = &runs_v[0]
+    nitems = N * groups * (job.ntiles if job.in_place else 1)
+    with nogil:
+        for grp in range(groups):  # A = W_group^T, R x K
+            if floating is float:
+                gemm_pack_rows_f32(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
+                                   &apk_v[0] + grp * job.Kr * g.K, level)
+            else:
+                gemm_pack_rows_f64(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
+                                   &apk_v[0] + grp * job.Kr * g.K, level)
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
+        else:
+            for i in range(nitems):
+                _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
+
+
 # ---------------------------------------------------------------- drivers
 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
@@ -333,9 +501,6 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t tile, ntiles, nitems, i
-    cdef floating[:, ::1] work
-    cdef floating *workp = NULL
     cdef tuple kernel = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
@@ -349,21 +514,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
             _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
                             N, groups, &gp, nthreads)
         return
-    tile = _tile_width(R, P)
-    ntiles = (P + tile - 1) // tile
-    nitems = N * groups * ntiles
-    if not _is_pointwise_identity(&g):
-        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
-        workp = &work[0, 0]
-    with nogil:
-        if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
-                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
-                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
-        else:
-            for i in range(nitems):
-                _gemm_forward_item(i, &x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp,
-                                   &out[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+    _packed_forward(x, w, bp, out, g, groups, padding, nthreads)
 
 
 def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
@@ -377,33 +528,16 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                grad_x.shape[4], w.shape[0] // groups, grad_out.shape[2],
                                grad_out.shape[3], grad_out.shape[4], kernel, stride, padding,
                                dilation)
-    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
-    cdef Py_ssize_t tile, ntiles, nitems, i
-    cdef floating[:, ::1] work
-    cdef floating *workp = NULL
     if N == 0:
+        return
+    if g.OD * g.OH * g.OW == 0:
+        np.asarray(grad_x)[...] = 0
         return
     if method == "direct":
         _direct_backward_input(grad_out, w, grad_x, kernel, stride, padding, dilation, groups,
                                nthreads)
         return
-    tile = _tile_width(R, P)
-    ntiles = (P + tile - 1) // tile
-    if _is_pointwise_identity(&g):
-        nitems = N * groups * ntiles
-    else:
-        nitems = N * groups
-        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
-        workp = &work[0, 0]
-    with nogil:
-        if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
-                _gemm_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
-                                          &grad_x[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
-        else:
-            for i in range(nitems):
-                _gemm_backward_input_item(i, &grad_out[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
-                                          &grad_x[0, 0, 0, 0, 0], workp, groups, tile, ntiles, &g)
+    _packed_backward_input(grad_out, w, grad_x, g, groups, nthreads)
 
 
 def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
@@ -488,18 +622,12 @@ def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] g
                 grad_b[k] = <floating> _channel_sum(&grad_out[0, 0, 0, 0, 0], N, K, P, k)
 
 
-cdef double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
-                         Py_ssize_t k) noexcept nogil:
-    cdef double s = 0
-    cdef Py_ssize_t n, p
-    cdef const floating *row
-    if N == 0:
-        return 0
-    for n in range(N):
-        row = a + (n * K + k) * P
-        for p in range(P):
-            s += row[p]
-    return s
+cdef inline double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+                                Py_ssize_t k) noexcept nogil:
+    if floating is float:
+        return channel_sum_f32(a + k * P, N, K * P, P)
+    else:
+        return channel_sum_f64(a + k * P, N, K * P, P)
 
 
 def _phases(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d, Py_ssize_t n_in):

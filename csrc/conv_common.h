@@ -18,6 +18,20 @@ typedef struct {
 /* Output channels computed together by the direct kernels (register blocking). */
 #define CF_KB 8
 
+/* ISA level of the code the dispatched kernels run (4: AVX-512, 3: AVX2, 0):
+ * the packed GEMM sizes its register tile by it. */
+static inline int cf_gemm_level(void) {
+#if CF_ISA_VARIANTS
+    return cf_isa_level();
+#elif defined(__AVX512F__)
+    return 4;
+#elif defined(__AVX2__)
+    return 3;
+#else
+    return 0;
+#endif
+}
+
 /* Instantiate the dtype-generic kernels once per dtype. */
 #define CF_T float
 #define CF_SFX f32

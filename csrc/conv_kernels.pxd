@@ -31,3 +31,24 @@ cdef extern from "conv_common.h" nogil:
     void vol2col_f64(const double *x, double *col, cf_idx p0, cf_idx cnt, const cf_geom *g)
     void col2vol_f32(const float *col, float *gx, cf_idx p0, cf_idx cnt, const cf_geom *g)
     void col2vol_f64(const double *col, double *gx, cf_idx p0, cf_idx cnt, const cf_geom *g)
+    cf_idx gemm_tile_rows_f32(int level)
+    cf_idx gemm_tile_rows_f64(int level)
+    cf_idx gemm_tile_cols_f32(int level)
+    cf_idx gemm_tile_cols_f64(int level)
+    void gemm_pack_rows_f32(const float *src, cf_idx m, cf_idx depth, cf_idx row_stride,
+                            cf_idx depth_stride, float *dst, int level)
+    void gemm_pack_rows_f64(const double *src, cf_idx m, cf_idx depth, cf_idx row_stride,
+                            cf_idx depth_stride, double *dst, int level)
+    void gemm_pack_columns_f32(const float *x, const float *x_end, float *dst, cf_idx p0,
+                               cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g)
+    void gemm_pack_columns_f64(const double *x, const double *x_end, double *dst, cf_idx p0,
+                               cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g)
+    void gemm_packed_f32(const float *apk, const float *bpk, cf_idx m, cf_idx n, cf_idx depth,
+                         float *c, cf_idx ldc, const float *bias, int accumulate, cf_idx kc,
+                         int level)
+    void gemm_packed_f64(const double *apk, const double *bpk, cf_idx m, cf_idx n,
+                         cf_idx depth, double *c, cf_idx ldc, const double *bias,
+                         int accumulate, cf_idx kc, int level)
+    int cf_gemm_level()
+    double channel_sum_f32(const float *a, cf_idx N, cf_idx nstride, cf_idx P)
+    double channel_sum_f64(const double *a, cf_idx N, cf_idx nstride, cf_idx P)

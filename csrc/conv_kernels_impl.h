@@ -213,7 +213,7 @@ CF_DISPATCH void FN(direct_backward_weight)(const CF_T *x, cf_idx x_nstride,
  * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...] or 0 in the padding.
  * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. The tile is
  * walked in output-row segments; coordinates advance without divisions. */
-static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+CF_DISPATCH void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     CF_T *dst = col;
@@ -251,8 +251,9 @@ static void FN(vol2col)(const CF_T *x, CF_T *col, cf_idx p0, cf_idx cnt, const c
 }
 
 /* Adjoint of vol2col: gx[c, id, ih, iw] += col[(c, kd, kh, kw)][j]. The caller
- * owns the group's gx planes of this image and zeroes them beforehand. */
-static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+ * owns the group's gx planes of this image and zeroes them beforehand.
+ * Dispatched: the adds vectorise on the wider ISAs. */
+CF_DISPATCH void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     const CF_T *src = col;
@@ -283,6 +284,269 @@ static void FN(col2vol)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt, const 
             if (++oh == g->OH) { oh = 0; od++; }
         }
     }
+}
+
+/* ------------------------------------------------------------ packed GEMM */
+
+/* The im2col forward runs its own GEMM rather than BLAS: SciPy's sgemm would
+ * copy each column tile once more into its own panel order and repack the
+ * weights on every call (about a fifth of the time on the 3x3 layers). Here
+ * the weights are packed once per call and the columns are gathered straight
+ * into panel order, so each input value is copied once.
+ *
+ * Register tile: MR rows (output channels) x NCH vectors of columns (output
+ * positions), MR*NCH accumulators. The column vectors are loaded, each row's
+ * weight is a broadcast operand of the FMA. Tile shapes per ISA level (the
+ * vectors are 64 bytes: 1 zmm, 2 ymm or 4 xmm registers): AVX-512 12 x 2
+ * (24 of 32 zmm), otherwise 4 x 1. */
+CF_INLINE cf_idx FN(cf_gemm_mr)(int level) { return level >= 4 ? 12 : 4; }
+CF_INLINE cf_idx FN(cf_gemm_nch)(int level) { return level >= 4 ? 2 : 1; }
+
+static cf_idx FN(gemm_tile_rows)(int level) { return FN(cf_gemm_mr)(level); }
+static cf_idx FN(gemm_tile_cols)(int level) { return FN(cf_gemm_nch)(level) * CF_VW; }
+
+/* Rows of row block b when m rows are cut into blocks of mr; the last block is
+ * rounded up to a multiple of 4 so a narrow tile runs it instead of a padded
+ * full one (K = 64 on 12-row tiles would waste an eighth). */
+CF_INLINE cf_idx FN(cf_block_rows)(cf_idx m, cf_idx mr, cf_idx b) {
+    const cf_idx rest = m - b * mr;
+    return rest >= mr ? mr : (rest + 3) / 4 * 4;
+}
+
+/* Pack an m x depth matrix, element (i, k) at src[i*row_stride + k*depth_stride],
+ * into row blocks [block][depth][rows of the block], zero rows past m. The
+ * packed size is (m rounded up to 4) * depth. */
+static void FN(gemm_pack_rows)(const CF_T *src, cf_idx m, cf_idx depth, cf_idx row_stride,
+                               cf_idx depth_stride, CF_T *dst, int level) {
+    const cf_idx mr = FN(cf_gemm_mr)(level);
+    for (cf_idx b = 0; b * mr < m; b++) {
+        const cf_idx rows = FN(cf_block_rows)(m, mr, b);
+        CF_T *d = dst + b * mr * depth;
+        for (cf_idx k = 0; k < depth; k++)
+            for (cf_idx i = 0; i < rows; i++)
+                d[k * rows + i] = b * mr + i < m
+                    ? src[(b * mr + i) * row_stride + k * depth_stride] : (CF_T)0;
+    }
+}
+
+/* Lanes j hold row[j*S] for the strides the column packing meets most (1, 2
+ * and 4, as shuffles of full loads: AlexNet's stride 4 gathered lane by lane
+ * cost a fifth of its forward time); others lane by lane. Reads S*CF_VW
+ * elements at most. */
+CF_INLINE CF_V FN(cf_load_every)(const CF_T *row, cf_idx s) {
+    if (s != 4) return FN(cf_load_strided)(row, s);
+    CF_V v[4], lo, hi, out;
+    CF_M pick, halves;
+    memcpy(v, row, sizeof v);
+    for (int j = 0; j < (int)CF_VW; j++) {
+        pick[j] = (4 * j) % (2 * CF_VW);          /* every 4th of a pair, twice */
+        halves[j] = j < CF_VW / 2 ? j : CF_VW + j; /* low half of lo, high half of hi */
+    }
+    lo = __builtin_shuffle(v[0], v[1], pick);
+    hi = __builtin_shuffle(v[2], v[3], pick);
+    out = __builtin_shuffle(lo, hi, halves);
+    return out;
+}
+
+/* One run of `len` output positions along an output row, at column `col` of
+ * the panel, for the taps of one input channel: d[r*nr + t] = xs[off(r) + t*S]
+ * with r = (kd, kh, kw). Full-vector loads and stores; a last partial vector
+ * is stored ending at the run's end when the run is at least a vector long,
+ * else past it into later runs of the same row (packed after this one) when
+ * the row has room, else lane by lane, so no store reaches another row. Loads
+ * that would pass x_end go lane by lane. S = 0 reads the stride from g. */
+CF_INLINE void FN(cf_pack_run)(const CF_T *xs, const CF_T *x_end, CF_T *d, cf_idx col,
+                               cf_idx len, cf_idx nr, const cf_geom *g, const int S) {
+    const cf_idx sw = S ? S : g->sw, need = CF_VW * sw;
+    const cf_idx HW = g->H * g->W;
+    const cf_idx full = len / CF_VW * CF_VW;
+    /* where the partial vector goes: -1 none, else its first column */
+    const cf_idx tail = full == len ? -1
+                      : len >= CF_VW ? len - CF_VW
+                      : col + full + CF_VW <= nr ? full : -2;
+    d += col;
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++) {
+        const CF_T *xr = xs + kd * g->dd * HW + kh * g->dh * g->W;
+        for (cf_idx kw = 0; kw < g->KW; kw++, d += nr) {
+            const CF_T *src = xr + kw * g->dw;
+            cf_idx t = 0;
+            for (; t < full; t += CF_VW) {
+                if (src + t * sw + need > x_end) break;
+                const CF_V v = FN(cf_load_every)(src + t * sw, sw);
+                memcpy(d + t, &v, sizeof v);
+            }
+            if (t == full && tail >= 0 && src + tail * sw + need <= x_end) {
+                const CF_V v = FN(cf_load_every)(src + tail * sw, sw);
+                memcpy(d + tail, &v, sizeof v);
+            } else {
+                for (; t < len; t++) d[t] = src[t * sw];
+            }
+        }
+    }
+}
+
+/* Column panels of im2col for output positions [p0, p0 + cnt) of one image and
+ * group, in panel order: dst[panel][r][j] = col[r][p0 + panel*nr + j], r =
+ * (c, kd, kh, kw). x holds the group's planes with the padding already applied
+ * (pads 0 in g, g->D/H/W the padded extent); x_end is the end of readable
+ * memory after it. A panel's positions fall into runs along output rows; the
+ * runs of all panels are listed first (runs: scratch of 3*cnt + cnt/nr + 2),
+ * then packed. Columns past cnt are zero. */
+CF_DISPATCH void FN(gemm_pack_columns)(const CF_T *x, const CF_T *x_end, CF_T *dst, cf_idx p0,
+                                       cf_idx cnt, cf_idx nr, cf_idx *runs, const cf_geom *g) {
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx KVOL = g->KD * g->KH * g->KW, R = g->C * KVOL;
+    const cf_idx npanels = (cnt + nr - 1) / nr;
+    cf_idx *first = runs;                 /* first[p] .. first[p+1]: runs of panel p */
+    cf_idx *run_col = runs + npanels + 1, *run_len = run_col + cnt, *run_base = run_len + cnt;
+    cf_idx nruns = 0;
+    for (cf_idx pn = 0; pn < npanels; pn++) {
+        const cf_idx j0 = pn * nr, width = cf_min(nr, cnt - j0);
+        cf_idx p = p0 + j0, od = p / OHW, oh = (p % OHW) / g->OW, ow = p % g->OW;
+        first[pn] = nruns;
+        for (cf_idx j = 0; j < width; nruns++) {
+            run_col[nruns] = j;
+            run_len[nruns] = cf_min(g->OW - ow, width - j);
+            run_base[nruns] = od * g->sd * HW + oh * g->sh * g->W + ow * g->sw;
+            j += run_len[nruns];
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
+        }
+    }
+    first[npanels] = nruns;
+    /* 1x1 kernels: channel by channel (each panel reads only a vector or two
+     * per plane); larger kernels read several rows per plane and panel, and
+     * packing panel by panel keeps the writes in one panel (measured faster) */
+    const int by_channel = KVOL == 1;
+    for (cf_idx outer = 0; outer < (by_channel ? g->C : npanels); outer++) {
+        for (cf_idx inner = 0; inner < (by_channel ? npanels : g->C); inner++) {
+            const cf_idx c = by_channel ? outer : inner, pn = by_channel ? inner : outer;
+            CF_T *rows = dst + pn * nr * R + c * KVOL * nr;
+            for (cf_idx q = first[pn]; q < first[pn + 1]; q++) {
+                const CF_T *xs = x + c * DHW + run_base[q];
+                if (g->sw == 1) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 1);
+                else if (g->sw == 2) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 2);
+                else if (g->sw == 4) FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 4);
+                else FN(cf_pack_run)(xs, x_end, rows, run_col[q], run_len[q], nr, g, 0);
+            }
+        }
+    }
+    const cf_idx width = cnt - (npanels - 1) * nr;
+    if (width < nr)
+        for (cf_idx r = 0; r < R; r++)
+            memset(dst + (npanels - 1) * nr * R + r * nr + width, 0,
+                   (size_t)(nr - width) * sizeof(CF_T));
+}
+
+/* One register tile: C[0:rows, 0:cols] (+)= A B (+ bias) over `depth` steps.
+ * a: [depth][MR] packed rows; b: [depth][nr] packed columns, of which the
+ * first NCH*CF_VW are used; c: row stride ldc. Only rows < rows and columns
+ * < cols are written. */
+CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx depth,
+                                CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
+                                const CF_T *bias, int accumulate, const int MR, const int NCH) {
+    CF_V acc[24]; /* MR*NCH <= 24; fixed size keeps them in registers */
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 2
+        for (int q = 0; q < NCH; q++)
+            acc[i * NCH + q] = FN(cf_splat)(bias && i < rows ? bias[i] : (CF_T)0);
+    for (cf_idx k = 0; k < depth; k++) {
+        CF_V bv[2];
+#pragma GCC unroll 2
+        for (int q = 0; q < NCH; q++) memcpy(&bv[q], b + k * nr + q * CF_VW, sizeof bv[q]);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const CF_T av = a[k * MR + i];
+#pragma GCC unroll 2
+            for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (i >= rows) break;
+#pragma GCC unroll 2
+        for (int q = 0; q < NCH; q++) {
+            const cf_idx n = cf_min(CF_VW, cols - q * CF_VW);
+            CF_T *o = c + i * ldc + q * CF_VW;
+            if (n == CF_VW) {
+                if (accumulate) {
+                    CF_V old;
+                    memcpy(&old, o, sizeof old);
+                    acc[i * NCH + q] += old;
+                }
+                memcpy(o, &acc[i * NCH + q], sizeof(CF_V));
+            } else if (n > 0) {
+                CF_T lanes[CF_VW];
+                memcpy(lanes, &acc[i * NCH + q], sizeof lanes);
+                for (cf_idx j = 0; j < n; j++) o[j] = accumulate ? o[j] + lanes[j] : lanes[j];
+            }
+        }
+    }
+}
+
+/* C (+)= A B (+ bias per row) for m x n, reduction depth, with A packed by
+ * gemm_pack_rows and B by gemm_pack_columns (panels of the level's tile
+ * width). The reduction runs in chunks of at most kc steps so a chunk of A
+ * stays in L2 and a panel chunk of B in L1 across the row blocks; later
+ * chunks add into C. */
+CF_DISPATCH void FN(gemm_packed)(const CF_T *apk, const CF_T *bpk, cf_idx m, cf_idx n,
+                                 cf_idx depth, CF_T *c, cf_idx ldc, const CF_T *bias,
+                                 int accumulate, cf_idx kc, int level) {
+    const cf_idx mr = FN(cf_gemm_mr)(level), nch = FN(cf_gemm_nch)(level);
+    const cf_idx nr = nch * CF_VW;
+    const cf_idx nchunks = kc > 0 ? (depth + kc - 1) / kc : 1;
+    const cf_idx step = (depth + nchunks - 1) / nchunks;
+    for (cf_idx k0 = 0; k0 < depth; k0 += step) {
+        const cf_idx len = cf_min(step, depth - k0);
+        const int acc = accumulate || k0 > 0;
+        for (cf_idx j0 = 0; j0 < n; j0 += nr) {
+            const CF_T *b = bpk + j0 * depth + k0 * nr;
+            for (cf_idx i0 = 0; i0 < m; i0 += mr) {
+                const cf_idx rows = FN(cf_block_rows)(m, mr, i0 / mr);
+                const CF_T *a = apk + i0 * depth + k0 * rows;
+                const CF_T *bi = bias && k0 == 0 ? bias + i0 : NULL;
+                CF_T *ct = c + i0 * ldc + j0;
+                const cf_idx rm = cf_min(rows, m - i0), cn = cf_min(nr, n - j0);
+#define CF_TILE(MR, NCH) FN(cf_gemm_tile)(a, b, nr, len, ct, ldc, rm, cn, bi, acc, MR, NCH)
+                if (nch == 2 && cn > CF_VW) {
+                    if (rows == 12) CF_TILE(12, 2);
+                    else if (rows == 8) CF_TILE(8, 2);
+                    else CF_TILE(4, 2);
+                } else if (nch == 2) { /* a last panel at most one vector wide */
+                    if (rows == 12) CF_TILE(12, 1);
+                    else if (rows == 8) CF_TILE(8, 1);
+                    else CF_TILE(4, 1);
+                } else {
+                    CF_TILE(4, 1);
+                }
+#undef CF_TILE
+            }
+        }
+    }
+}
+
+/* Sum of one channel's planes over the batch, in double: a[n*nstride + p] for
+ * n < N, p < P. Two vectors of doubles per vector of CF_T, lanes summed in a
+ * fixed order at the end (deterministic). */
+CF_DISPATCH double FN(channel_sum)(const CF_T *a, cf_idx N, cf_idx nstride, cf_idx P) {
+    typedef double dvec __attribute__((vector_size(8 * CF_VW)));
+    dvec acc = {0};
+    double rest = 0;
+    const cf_idx full = P / CF_VW * CF_VW;
+    for (cf_idx n = 0; n < N; n++) {
+        const CF_T *row = a + n * nstride;
+        for (cf_idx p = 0; p < full; p += CF_VW) {
+            CF_V v;
+            memcpy(&v, row + p, sizeof v);
+            acc += __builtin_convertvector(v, dvec);
+        }
+        for (cf_idx p = full; p < P; p++) rest += row[p];
+    }
+    double s = 0;
+    for (int j = 0; j < (int)CF_VW; j++) s += acc[j];
+    return s + rest;
 }
 
 static cf_idx FN(direct_vector_width)(void) { return CF_VW; }

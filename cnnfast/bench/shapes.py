@@ -45,10 +45,13 @@ CONV_SHAPES = [
     ConvShape("ResNet 3x3", 8, 128, 28, 28, 128, 3, 1, 1),
     ConvShape("stride-2 3x3", 8, 64, 56, 56, 128, 3, 2, 1),
     ConvShape("1x1", 8, 256, 28, 28, 64, 1, 1, 0),
+    ConvShape("ResNet 3x3@14", 8, 256, 14, 14, 256, 3, 1, 1),
+    ConvShape("1x1@14", 8, 480, 14, 14, 16, 1, 1, 0),
+    ConvShape("Inception 5x5", 8, 16, 14, 14, 48, 5, 1, 2),
 ]
 
 # The shapes whose % of the sgemm peak the conv issue's goals speak about.
-BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3")
+BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3", "ResNet 3x3@14")
 
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
 
