@@ -48,7 +48,8 @@ def show_config() -> None:
         ("compiler", _runtime.compiler()),
         ("build flags", _runtime.build_flags()),
         ("OpenMP", "on" if _runtime.openmp_enabled() else "off (serial kernels)"),
-        ("SIMD level", f"{_runtime.simd_level()} (runtime dispatch)"),
+        ("SIMD level", f"{_runtime.simd_level()} (runtime dispatch; kernel ISA level "
+                       f"{_runtime.isa_level()})"),
         ("BLAS", "; ".join(_threads.blas_info()) or "unknown"),
         ("threads", f"{get_num_threads()} (BLAS pinned to 1 inside kernels)"),
         ("numpy", numpy.__version__),

@@ -2,6 +2,10 @@
 """What the compiled extension was built with and what the CPU offers."""
 from _omp cimport cf_openmp_enabled, cf_max_threads
 
+
+cdef extern from "cf_base.h":
+    int cf_isa_level()
+
 cdef extern from *:
     """
     static const char *cf_simd_level(void) {
@@ -54,3 +58,9 @@ def compiler():
 def build_flags():
     """The extra compiler flags cnnfast's build used (OpenMP, optimisation, opt-ins)."""
     return CNNFAST_BUILD_FLAGS.decode()
+
+
+def isa_level():
+    """ISA level the manually dispatched kernels run: 4 (x86-64-v4, AVX-512),
+    3 (x86-64-v3, AVX2+FMA) or 0 (baseline); CNNFAST_ISA=3|0 caps it."""
+    return cf_isa_level()

@@ -295,8 +295,12 @@ def test_training_steps_match_torch(rng, name, opt_name, make, make_torch):
         topt.step()
         assert loss == pytest.approx(tloss.item(), rel=1e-9)
     tstate = theirs.state_dict()
+    # Adam divides by sqrt(v): where a gradient is at rounding level, a
+    # different (equally exact) summation order moves that step by a few
+    # 1e-9, so the absolute tolerance is a millionth of the lr-sized step
+    atol = 1e-8 if opt_name == "adam" else 1e-9
     for k, v in ours.state_dict().items():
-        np.testing.assert_allclose(v, tstate[k].numpy(), rtol=1e-7, atol=1e-9, err_msg=k)
+        np.testing.assert_allclose(v, tstate[k].numpy(), rtol=1e-7, atol=atol, err_msg=k)
 
 
 def test_lenet5_learns_in_one_short_epoch():
