@@ -2,6 +2,8 @@
 call a kernel. No arithmetic on data happens here."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _conv, _pool
@@ -20,6 +22,20 @@ __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
 ]
+
+
+# Below these amounts of work a call runs on one thread: waking a second
+# OpenMP thread costs more than it saves (like torch's grain size).
+CONV_GRAIN = 1 << 21     # multiply-adds
+POOL_GRAIN = 1 << 17     # input elements read (or written, for backward)
+
+
+def _threads_for(work: int) -> int:
+    return 1 if work < CONV_GRAIN else get_num_threads()
+
+
+def _pool_threads(elements: int) -> int:
+    return 1 if elements < POOL_GRAIN else get_num_threads()
 
 
 # ------------------------------------------------------------ convolution
@@ -66,14 +82,55 @@ def _conv_method(algorithm, geom, gradient="forward"):
     return choose_conv_algorithm(geom, gradient) if algorithm == "auto" else algorithm
 
 
+def _conv_macs(geom):
+    return (geom.batch * geom.out_channels * math.prod(geom.out_size)
+            * geom.in_channels // geom.groups * math.prod(geom.kernel))
+
+
+# A kernel that covers the whole unpadded input (LeNet's conv3, a classifier
+# written as a conv) has one output per image: the per-image GEMMs would have
+# a single column. With `auto` it runs as a 1x1 convolution of one "image"
+# whose pixels are the batch: one GEMM of width N.
+_UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))   # stride, padding, dilation
+
+
+def _is_full_window(geom, algorithm) -> bool:
+    return (algorithm == "auto" and geom.groups == 1 and geom.batch > 1
+            and tuple(geom.kernel) == tuple(geom.in_size)
+            and not any(geom.pad_before) and not any(geom.pad_after)
+            and all(d == 1 for d in geom.dilation)
+            and max(geom.batch, geom.in_channels * math.prod(geom.kernel)) <= V.BLAS_INT_MAX)
+
+
+def _batch_as_pixels(a, rows):
+    """(N, rows...) -> (1, rows, 1, 1, N): C-contiguous copy, batch last."""
+    n = a.shape[0]
+    return np.ascontiguousarray(a.reshape(n, rows).T).reshape(1, rows, 1, 1, n)
+
+
+def _pixels_as_batch(a5, shape):
+    """Inverse of _batch_as_pixels: (1, rows, 1, 1, N) -> new C-contiguous `shape`."""
+    return np.ascontiguousarray(a5.reshape(a5.shape[1], a5.shape[4]).T).reshape(shape)
+
+
 def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
     geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
     method = _conv_method(algorithm, geom)
+    if _is_full_window(geom, algorithm):
+        rows = geom.in_channels * math.prod(geom.kernel)
+        x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
+        w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
+        b = (np.empty(0, geom.dtype) if bias is None else V.kernel_array(bias, geom.dtype))
+        out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
+        with blas_pinned:
+            _conv.conv_forward(x5, w5, b, out5, *_UNIT3, 1, "gemm",
+                               _threads_for(_conv_macs(geom)))
+        return _pixels_as_batch(out5, geom.out_shape)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
     b = (np.empty(0, geom.dtype) if bias is None else V.kernel_array(bias, geom.dtype))
     out = np.empty(geom.out_shape, dtype=geom.dtype)
-    nthreads = get_num_threads()
+    nthreads = _threads_for(_conv_macs(geom))
     with blas_pinned:
         _conv.conv_forward(x5, w5, b, out.reshape(geom.out5_shape), *geom.kernel_args,
                            geom.groups, _KERNEL_OF[method], nthreads)
@@ -87,8 +144,10 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     need = V.conv_need(need)
     V.conv_algorithm(algorithm, geom)
     go5 = V.kernel_array(grad_out, geom.dtype).reshape(geom.out5_shape)
-    nthreads = get_num_threads()
+    nthreads = _threads_for(_conv_macs(geom))
     grad_x = grad_w = grad_b = None
+    if _is_full_window(geom, algorithm):
+        return _full_window_backward(geom, go5, x, weight, need, nthreads)
     with blas_pinned:
         if "x" in need:
             w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
@@ -103,6 +162,28 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
                                        geom.groups,
                                        _KERNEL_OF[_conv_method(algorithm, geom, "weight")],
                                        nthreads)
+        if "bias" in need:
+            grad_b = np.empty(geom.out_channels, dtype=geom.dtype)
+            _conv.conv_backward_bias(go5, grad_b, nthreads)
+    return grad_x, grad_w, grad_b
+
+
+def _full_window_backward(geom, go5, x, weight, need, nthreads):
+    """Gradients of a full-window conv through the batch-as-pixels 1x1 view."""
+    rows = geom.in_channels * math.prod(geom.kernel)
+    go_pix = _batch_as_pixels(go5, geom.out_channels)
+    grad_x = grad_w = grad_b = None
+    with blas_pinned:
+        if "x" in need:
+            w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
+            gx5 = np.empty((1, rows, 1, 1, geom.batch), dtype=geom.dtype)
+            _conv.conv_backward_input(go_pix, w5, gx5, *_UNIT3, 1, "gemm", nthreads)
+            grad_x = _pixels_as_batch(gx5, x.shape)
+        if "weight" in need:
+            x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
+            grad_w = np.empty(weight.shape, dtype=geom.dtype)
+            _conv.conv_backward_weight(go_pix, x5, grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
+                                       *_UNIT3, 1, "gemm", nthreads)
         if "bias" in need:
             grad_b = np.empty(geom.out_channels, dtype=geom.dtype)
             _conv.conv_backward_bias(go5, grad_b, nthreads)
@@ -159,7 +240,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     indices = np.empty(geom.out_shape, dtype=np.int64) if return_indices else None
     _pool.max_pool_forward(x4, out.reshape(geom.out_planes_shape),
                            None if indices is None else indices.reshape(geom.out_planes_shape),
-                           *geom.kernel_args, get_num_threads())
+                           *geom.kernel_args, _pool_threads(x4.size))
     return (out, indices) if return_indices else out
 
 
@@ -179,7 +260,7 @@ def _scatter_max(grad_out, indices, input_shape, dtype, op):
     bad = _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, outputs),
                                   flat_indices,
                                   grad_x.reshape(planes, grad_x.size // planes if planes else 0),
-                                  get_num_threads())
+                                  _pool_threads(grad_x.size))
     if bad >= 0:
         raise V.index_out_of_range(int(flat_indices.flat[bad]), input_shape, op)
     return grad_x
@@ -194,7 +275,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     out = np.empty(geom.out_shape, dtype=geom.dtype)
     kernel, stride3, padding3, _ = geom.kernel_args
     _pool.avg_pool_forward(x4, out.reshape(geom.out_planes_shape), kernel, stride3, padding3,
-                           tuple(divisors), get_num_threads())
+                           tuple(divisors), _pool_threads(x4.size))
     return out
 
 
@@ -214,7 +295,7 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
     kernel, stride3, padding3, _ = geom.kernel_args
     _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(geom.out_planes_shape),
                             grad_x.reshape(geom.planes_shape), kernel, stride3, padding3,
-                            tuple(divisors), get_num_threads())
+                            tuple(divisors), _pool_threads(grad_x.size))
     return grad_x
 
 
@@ -307,7 +388,7 @@ def _adaptive(is_max, x, out_hw, return_indices):
                                 out.reshape(planes + tuple(out_hw)),
                                 None if indices is None else indices.reshape(
                                     planes + tuple(out_hw)),
-                                hs, he, ws, we, get_num_threads())
+                                hs, he, ws, we, _pool_threads(x.size))
     return out, indices
 
 
@@ -341,7 +422,7 @@ def _adaptive_avg_backward(grad_out, input_shape, dtype):
     grad_x = np.empty(input_shape, dtype=dtype)
     _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(N * C, OH, OW),
                                 grad_x.reshape(N * C, H, W), hs, he, ws, we,
-                                get_num_threads())
+                                _pool_threads(grad_x.size))
     return grad_x
 
 

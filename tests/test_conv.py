@@ -258,3 +258,29 @@ def test_matches_torch(rng, case):
         np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd, x_shape, k", [
+    (2, (64, 16, 5, 5), 120),        # LeNet's conv3: one output per image
+    (1, (7, 3, 9), 4),
+    (3, (5, 2, 3, 4, 2), 6),
+    (2, (3, 2, 1, 1), 5),            # 1x1 input and kernel
+])
+def test_full_window_convolution_matches_reference(nd, x_shape, k, dtype, rng):
+    """auto runs a kernel covering the whole input as one GEMM over the batch."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((k,) + x_shape[1:]).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    y = FORWARD[nd](x, w, b)
+    reduction = int(np.prod(x_shape[1:]))
+    np.testing.assert_allclose(y, REF_FORWARD[nd](x, w, b), rtol=0,
+                               atol=tolerance(dtype, reduction))
+    assert y.shape == (x_shape[0], k) + (1,) * nd and y.flags.c_contiguous
+    g = rng.standard_normal(y.shape).astype(dtype)
+    for got, want in zip(BACKWARD[nd](g, x, w), REF_BACKWARD[nd](g, x, w)):
+        assert got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=0, atol=tolerance(dtype, max(reduction, 64)))
+    for algorithm in ("direct", "im2col"):      # the per-image kernels agree
+        np.testing.assert_allclose(FORWARD[nd](x, w, b, algorithm=algorithm), y, rtol=0,
+                                   atol=tolerance(dtype, reduction))

@@ -417,3 +417,13 @@ def test_thread_counts_give_identical_results(threads, rng):
     np.testing.assert_array_equal(i, i1)
     np.testing.assert_array_equal(a, a1)
     np.testing.assert_array_equal(ga, ga1)
+
+
+def test_small_calls_run_on_one_thread_by_the_grain_rule(monkeypatch):
+    import cnnfast.functional as F
+
+    monkeypatch.setattr(F, "POOL_GRAIN", 1 << 17)
+    monkeypatch.setattr(F, "CONV_GRAIN", 1 << 21)
+    with cnnfast.num_threads(2):
+        assert F._pool_threads(1000) == 1 and F._pool_threads(1 << 20) == 2
+        assert F._threads_for(1000) == 1 and F._threads_for(1 << 22) == 2
