@@ -3,6 +3,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# Idle OpenMP workers sleep instead of spinning (unless the user chose): between
+# kernels NumPy's own BLAS threads (the layers' matmuls) need the cores, and on
+# 2 cores spinning workers doubled a LeNet-5 training step. Must be set before
+# the extensions load the OpenMP runtime.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from . import reference
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .functional import (
