@@ -284,3 +284,33 @@ def test_full_window_convolution_matches_reference(nd, x_shape, k, dtype, rng):
     for algorithm in ("direct", "im2col"):      # the per-image kernels agree
         np.testing.assert_allclose(FORWARD[nd](x, w, b, algorithm=algorithm), y, rtol=0,
                                    atol=tolerance(dtype, reduction))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("x_shape, k, kernel, stride, padding, groups", [
+    ((6, 8, 7, 7), 12, 3, 1, 1, 1),          # ResNet-like 7x7: the batch is stacked
+    ((5, 6, 2, 3), 4, 3, 1, 1, 2),           # 2x3 with groups
+    ((4, 9, 9, 11), 8, (3, 2), (2, 1), (1, 0), 1),
+    ((3, 4, 13), 6, 3, 2, 1, 2),             # 1-D
+    ((4, 16, 5, 5), 8, 1, 1, 0, 1),          # pointwise
+])
+def test_small_planes_stacked_along_depth_match_reference(x_shape, k, kernel, stride, padding,
+                                                          groups, threads, dtype, rng):
+    """auto stacks a batch of small images into one (depth = batch) image."""
+    nd = len(x_shape) - 2
+    kernel = (kernel,) * nd if isinstance(kernel, int) else kernel
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((k, x_shape[1] // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    args = dict(stride=stride, padding=padding, groups=groups)
+    reduction = x_shape[1] // groups * int(np.prod(kernel))
+    with cnnfast.num_threads(threads):
+        y = FORWARD[nd](x, w, b, **args)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        grads = BACKWARD[nd](g, x, w, **args)
+    np.testing.assert_allclose(y, REF_FORWARD[nd](x, w, b, **args), rtol=0,
+                               atol=tolerance(dtype, reduction))
+    for got, want in zip(grads, REF_BACKWARD[nd](g, x, w, **args)):
+        assert got.flags.c_contiguous
+        np.testing.assert_allclose(got, want, rtol=0, atol=tolerance(dtype, max(reduction, 64)))
