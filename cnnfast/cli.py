@@ -167,6 +167,9 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be a positive int")
     if args.lr <= 0:
         parser.error("--lr must be positive")
+    for name in ("momentum", "weight_decay"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
     train(args)
     return 0
 

@@ -47,6 +47,8 @@ def test_progress_bar_reports_loss_and_accuracy(tmp_path, capsys):
     ["train", "nosuchnet"],
     ["train", "lenet5", "--model", "resnet18"],
     ["train", "--optimizer", "rmsprop"],
+    ["train", "--momentum", "-0.5"],       # was a ValueError traceback from SGD
+    ["train", "--weight-decay", "-1"],
 ])
 def test_bad_options_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as err:

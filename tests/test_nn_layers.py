@@ -396,3 +396,37 @@ def test_cross_entropy_gradient_by_finite_differences(rng):
         bumped[idx] -= 2 * eps
         down = loss(bumped, target)
         assert analytic[idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9)
+
+
+# ------------------------------------------------------------- regressions
+
+def test_linear_and_batchnorm_accept_non_native_byte_order(rng):
+    # API.md: inputs may be in non-native byte order; big-endian float32 is float32
+    x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    for layer, inp in ((nn.Linear(2, 3), x), (nn.BatchNorm2d(3), x)):
+        ref = layer(inp)
+        y = layer(inp.astype(">f4"))
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y, ref)
+        assert layer.backward(np.ones_like(y)).dtype == np.float32
+
+
+def test_batchnorm_empty_batch_passes_through():
+    # torch: N == 0 in training returns an empty output, running stats untouched
+    bn = nn.BatchNorm2d(3, dtype=np.float64)
+    y = bn(np.zeros((0, 3, 4, 4)))
+    assert y.shape == (0, 3, 4, 4)
+    np.testing.assert_array_equal(bn.running_mean, 0)
+    np.testing.assert_array_equal(bn.running_var, 1)
+    gx = bn.backward(np.zeros((0, 3, 4, 4)))
+    assert gx.shape == (0, 3, 4, 4)
+    np.testing.assert_array_equal(bn.weight.grad, 0)
+    np.testing.assert_array_equal(bn.bias.grad, 0)
+
+
+def test_relu_propagates_nan():
+    # torch.relu(nan) is nan; zeroing it would hide a diverged activation
+    relu = nn.ReLU()
+    y = relu(np.array([np.nan, -1.0, 2.0]))
+    assert np.isnan(y[0]) and y[1] == 0 and y[2] == 2
+    np.testing.assert_array_equal(relu.backward(np.ones(3)), [1, 0, 1])

@@ -179,3 +179,20 @@ def test_loading_another_architecture_fails_clearly(tmp_path):
     other = io.save(lenet5(num_classes=4), tmp_path / "lenet4.npz")
     with pytest.raises(ValueError, match="(?s)different layer sizes.*fc2.weight"):
         io.load(lenet5(), other)
+
+
+def test_shared_parameter_is_listed_and_stepped_once(rng):
+    # torch's named_parameters() drops duplicates (weight tying), so an
+    # optimizer steps a shared Parameter once per step, not once per owner
+    from cnnfast.optim import SGD
+
+    seq = nn.Sequential(nn.Linear(3, 3, bias=False, dtype=np.float64),
+                        nn.Linear(3, 3, bias=False, dtype=np.float64))
+    seq[1].weight = seq[0].weight
+    assert [k for k, _ in seq.named_parameters()] == ["0.weight"]
+    assert list(seq.state_dict()) == ["0.weight", "1.weight"]   # torch keeps both keys
+    p = seq[0].weight
+    before = p.data.copy()
+    p.accumulate(np.ones((3, 3)))
+    SGD(seq.parameters(), 0.5).step()
+    np.testing.assert_allclose(p.data, before - 0.5)

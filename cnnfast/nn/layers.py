@@ -54,7 +54,8 @@ def _check_input(x, layer, ndim, channels=None, axis=1):
 
 
 def _same_dtype(x, param, layer):
-    if x.dtype != param.data.dtype:
+    # compared in native byte order: a big-endian float32 x is still float32
+    if x.dtype.newbyteorder("=") != param.data.dtype.newbyteorder("="):
         raise TypeError(f"{layer}: x has dtype {x.dtype} but the layer's parameters are "
                         f"{param.data.dtype}; convert one of them (model.to(dtype) or "
                         f"x.astype(...))")
@@ -230,7 +231,7 @@ class ReLU(Module):
         self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
 
     def forward(self, x):
-        mask = x > 0
+        mask = ~(x <= 0)   # not `x > 0`: NaN passes through, as torch.relu
         if self.training:
             self._cache = mask
         return np.where(mask, x, x.dtype.type(0))
@@ -335,14 +336,21 @@ class BatchNorm2d(Module):
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             count = x.shape[0] * x.shape[2] * x.shape[3]
-            if count < 2:
+            if count == 1:
                 raise ValueError(f"BatchNorm2d needs more than one value per channel to "
                                  f"compute batch statistics, got x of shape {x.shape}")
-            mean = x.mean(axis=(0, 2, 3))
-            centred = x - mean[:, None, None]
-            var = np.mean(centred * centred, axis=(0, 2, 3))
-            if self.training and self.track_running_stats:
-                self._update_running(mean, var, count)
+            if count == 0:   # torch: an empty batch passes through, statistics untouched
+                C = self.num_features
+                mean, var = np.zeros(C, x.dtype), np.ones(C, x.dtype)
+                centred = x - mean[:, None, None]
+                if self.training and self.track_running_stats:
+                    self._batches_seen += 1   # torch counts it in num_batches_tracked
+            else:
+                mean = x.mean(axis=(0, 2, 3))
+                centred = x - mean[:, None, None]
+                var = np.mean(centred * centred, axis=(0, 2, 3))
+                if self.training and self.track_running_stats:
+                    self._update_running(mean, var, count)
         else:
             mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
             centred = x - mean[:, None, None]
@@ -364,7 +372,7 @@ class BatchNorm2d(Module):
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
         # Batch statistics depend on x, so the gradient has the two correction
         # terms (mean of the gradient, and its projection on xhat).
-        m = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+        m = max(grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3], 1)   # N == 0
         scale = (gamma * inv_std)[:, None, None]
         return scale * (grad_out - (g_beta / m)[:, None, None]
                         - xhat * (g_gamma / m)[:, None, None])

@@ -121,11 +121,16 @@ class Module:
                 if getattr(self, k, None) is not None]
 
     def named_parameters(self, prefix=""):
-        """(dotted name, Parameter) pairs: own parameters, then each child's."""
-        out = []
+        """(dotted name, Parameter) pairs: own parameters, then each child's.
+        A Parameter shared by several modules (weight tying) is listed once,
+        under its first name, as torch does, so optimizers step it once."""
+        out, seen = [], set()
         for mod_name, mod in self.named_modules(prefix):
             dot = f"{mod_name}." if mod_name else ""
-            out += [(dot + k, p) for k, p in mod._own_parameters()]
+            for k, p in mod._own_parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append((dot + k, p))
         return out
 
     def parameters(self):
