@@ -124,6 +124,10 @@ def _pixels_as_batch(a5, shape):
 # only below 8x8 (7x7: 50.7 -> 47.2 ms, 2x2: 17.2 -> 7.4 ms; 14x14 loses).
 SMALL_PLANE = 256
 SMALL_PLANE_POINTWISE_OR_BACKWARD = 64
+# ...and backward stacks even with several threads at 2x2 and below, where the
+# one stacked GEMM beats per-image parallelism (ResNet 2x2 layer, 2 threads:
+# 13.1 -> 7.8 ms; at 4x4 the parallel per-image kernels win, 3.8 vs 4.7 ms).
+TINY_PLANE = 4
 
 
 def _stack_batch(geom, algorithm, nthreads, gradient="forward") -> bool:
@@ -135,7 +139,7 @@ def _stack_batch(geom, algorithm, nthreads, gradient="forward") -> bool:
              else SMALL_PLANE_POINTWISE_OR_BACKWARD)
     return (algorithm == "auto" and geom.nd <= 2 and geom.batch > 1 and positions <= limit
             and _conv_method(algorithm, geom, gradient) != "direct"
-            and (gradient == "forward" or nthreads == 1))
+            and (gradient == "forward" or nthreads == 1 or positions <= TINY_PLANE))
 
 
 def _depth_stack(a5):

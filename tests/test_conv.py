@@ -291,6 +291,7 @@ def test_full_window_convolution_matches_reference(nd, x_shape, k, dtype, rng):
 @pytest.mark.parametrize("x_shape, k, kernel, stride, padding, groups", [
     ((6, 8, 7, 7), 12, 3, 1, 1, 1),          # ResNet-like 7x7: the batch is stacked
     ((5, 6, 2, 3), 4, 3, 1, 1, 2),           # 2x3 with groups
+    ((6, 8, 2, 2), 10, 3, 1, 1, 1),          # 2x2: backward stacked on any thread count
     ((4, 9, 9, 11), 8, (3, 2), (2, 1), (1, 0), 1),
     ((3, 4, 13), 6, 3, 2, 1, 2),             # 1-D
     ((4, 16, 5, 5), 8, 1, 1, 0, 1),          # pointwise
