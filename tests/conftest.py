@@ -16,3 +16,14 @@ def parallel_even_when_small(monkeypatch):
 
     monkeypatch.setattr(cnnfast.functional, "CONV_GRAIN", 0)
     monkeypatch.setattr(cnnfast.functional, "POOL_GRAIN", 0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Fresh file names (for the memmaps of the layout tests) in one directory
+    per module."""
+    import itertools
+
+    folder = tmp_path_factory.mktemp("memmaps")
+    counter = itertools.count()
+    return lambda: folder / f"{next(counter)}.bin"

@@ -6,16 +6,14 @@ read-only, memory-mapped, byte-swapped or misaligned give results bit-identical
 to the same call on C-contiguous native copies; the results are new C-contiguous
 arrays of the native dtype, and the inputs are never modified.
 """
-import itertools
 
 import numpy as np
 import pytest
 
 import cnnfast
+from layouts import LAYOUTS, check_unmodified, native_copy, relayout, snapshot
 
 DTYPES = [np.float32, np.float64]
-LAYOUTS = ["fortran", "transposed", "strided", "negative", "broadcast", "readonly",
-           "memmap", "byteswapped", "misaligned"]
 
 # name -> (nd, x shape, weight shape, conv arguments)
 CASES = {
@@ -45,58 +43,7 @@ def _params(targets):
             for target in (targets if case == "2d" else ["all"])]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Fresh file names (for the memmaps) in one directory for the module."""
-    folder = tmp_path_factory.mktemp("memmaps")
-    counter = itertools.count()
-    return lambda: folder / f"{next(counter)}.bin"
-
-
 # ----------------------------------------------------------------- helpers
-
-def relayout(a, layout, path):
-    """The values of the C-contiguous array `a` in the given memory layout (for
-    "broadcast": `a` with its last non-trivial axis replaced by a zero-stride
-    repeat of its first entry). `path` is a file for "memmap"."""
-    if layout == "fortran":
-        return np.asfortranarray(a)
-    if layout == "transposed":  # channels-last storage seen channels-first
-        if a.ndim < 2:
-            return np.ascontiguousarray(a[:, None].T)[0]
-        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
-    if layout == "strided":  # every other element of a NaN-filled buffer
-        buf = np.full(a.shape[:-1] + (2 * a.shape[-1],), np.nan, dtype=a.dtype)
-        buf[..., ::2] = a
-        return buf[..., ::2]
-    if layout == "negative":  # every axis reversed
-        flip = (slice(None, None, -1),) * a.ndim
-        return np.ascontiguousarray(a[flip])[flip]
-    if layout == "broadcast":
-        axis = max(i for i, n in enumerate(a.shape) if n > 1)
-        return np.broadcast_to(np.take(a, [0], axis=axis), a.shape)
-    if layout == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-        return a
-    if layout == "memmap":
-        a.tofile(path)
-        return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
-    if layout == "byteswapped":
-        return a.astype(a.dtype.newbyteorder())
-    if layout == "misaligned":  # one byte into a bytes object of n * itemsize + 1
-        raw = b"\x00" + a.tobytes()
-        assert len(raw) == a.size * a.itemsize + 1
-        return np.frombuffer(raw, dtype=a.dtype, offset=1).reshape(a.shape)
-    raise AssertionError(layout)
-
-
-def native_copy(a):
-    """A C-contiguous native-byte-order copy of `a`."""
-    out = np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)
-    assert out.flags.c_contiguous and out.flags.aligned and out.flags.writeable
-    return out
-
 
 def make_inputs(case, dtype, seed):
     nd, xshape, wshape, _ = CASES[case]
@@ -116,22 +63,6 @@ def check_results(got, expected, dtype, inputs):
         assert g.flags.writeable
         for a in inputs:
             assert not np.shares_memory(g, a)
-
-
-def snapshot(arrays):
-    """Copies of the arrays and of any NumPy buffer they are views of."""
-    keep = []
-    for a in arrays:
-        keep.append((a, np.array(a, copy=True)))
-        if isinstance(a.base, np.ndarray):
-            keep.append((a.base, np.array(a.base, copy=True)))
-    return keep
-
-
-def check_unmodified(keep):
-    for a, saved in keep:
-        assert a.dtype == saved.dtype
-        np.testing.assert_array_equal(a, saved)  # NaN garbage compares equal
 
 
 # ------------------------------------------------------------------- tests

@@ -10,18 +10,16 @@ native dtype, and the inputs are never modified. A zero batch gives empty
 results of the right shape; Python threads calling at once, and any OpenMP
 thread count, give the same bits (pooling has no cross-thread reductions).
 """
-import itertools
 import threading
 
 import numpy as np
 import pytest
 
 import cnnfast
+from layouts import LAYOUTS, check_unmodified, native_copy, relayout, snapshot
 from cnnfast import functional as F
 
 DTYPES = [np.float32, np.float64]
-LAYOUTS = ["fortran", "transposed", "strided", "negative", "broadcast", "readonly",
-           "memmap", "byteswapped", "misaligned"]
 
 # name -> (forward op, x shape, forward arguments): odd, non-square sizes with
 # padding, ceil_mode overhang, dilation and overlapping windows
@@ -60,14 +58,6 @@ FORWARD_IDS = [f"{case}{'-indices' if idx else ''}" for case, idx in FORWARD]
 BACKWARD = list(CASES)
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Fresh file names (for the memmaps) in one directory for the module."""
-    folder = tmp_path_factory.mktemp("memmaps")
-    counter = itertools.count()
-    return lambda: folder / f"{next(counter)}.bin"
-
-
 @pytest.fixture(autouse=True)
 def serial_kernels():
     """One kernel thread unless a test asks for more: results never depend on
@@ -84,52 +74,6 @@ def restore_threads(serial_kernels):
 
 
 # ----------------------------------------------------------------- helpers
-
-def _garbage(dtype):
-    """What fills the gaps of a strided view: NaN, or for indices an index far
-    outside any plane (a kernel that read it would write out of bounds)."""
-    return np.nan if np.dtype(dtype).kind == "f" else -2**62
-
-
-def relayout(a, layout, path):
-    """The values of the C-contiguous array `a` in the given memory layout (for
-    "broadcast": `a` with its last non-trivial axis replaced by a zero-stride
-    repeat of its first entry). `path` is a file for "memmap"."""
-    if layout == "fortran":
-        return np.asfortranarray(a)
-    if layout == "transposed":  # channels-last storage seen channels-first
-        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
-    if layout == "strided":  # every other element of a garbage-filled buffer
-        buf = np.full(a.shape[:-1] + (2 * a.shape[-1],), _garbage(a.dtype), dtype=a.dtype)
-        buf[..., ::2] = a
-        return buf[..., ::2]
-    if layout == "negative":  # every axis reversed
-        flip = (slice(None, None, -1),) * a.ndim
-        return np.ascontiguousarray(a[flip])[flip]
-    if layout == "broadcast":
-        axis = max(i for i, n in enumerate(a.shape) if n > 1)
-        return np.broadcast_to(np.take(a, [0], axis=axis), a.shape)
-    if layout == "readonly":
-        a = a.copy()
-        a.flags.writeable = False
-        return a
-    if layout == "memmap":
-        a.tofile(path)
-        return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
-    if layout == "byteswapped":
-        return a.astype(a.dtype.newbyteorder())
-    if layout == "misaligned":  # one byte into a bytes object of n * itemsize + 1
-        raw = b"\x00" + a.tobytes()
-        return np.frombuffer(raw, dtype=a.dtype, offset=1).reshape(a.shape)
-    raise AssertionError(layout)
-
-
-def native_copy(a):
-    """A C-contiguous native-byte-order copy of `a`."""
-    out = np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True)
-    assert out.flags.c_contiguous and out.flags.aligned and out.flags.writeable
-    return out
-
 
 def forward_call(case, dtype, *, return_indices=False, n=None, c=None, seed=1):
     """(op, arrays, other arguments) of a forward call of `case`."""
@@ -182,22 +126,6 @@ def check_results(got, expected, dtype, inputs):
 def bits(a):
     """The raw bytes of a (so NaNs and -0.0 compare exactly)."""
     return np.ascontiguousarray(a).tobytes()
-
-
-def snapshot(arrays):
-    """Copies of the arrays and of any NumPy buffer they are views of."""
-    keep = []
-    for a in arrays:
-        keep.append((a, np.array(a, copy=True)))
-        if isinstance(a.base, np.ndarray):
-            keep.append((a.base, np.array(a.base, copy=True)))
-    return keep
-
-
-def check_unmodified(keep):
-    for a, saved in keep:
-        assert a.dtype == saved.dtype
-        np.testing.assert_array_equal(a, saved)  # NaN garbage compares equal
 
 
 # ------------------------------------------------------------------- tests
