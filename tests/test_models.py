@@ -7,6 +7,7 @@ import pytest
 
 import cnnfast.nn as nn
 from cnnfast import models
+from cnnfast.bench.train import torch_lenet5, torch_resnet18
 from cnnfast.optim import SGD, Adam
 
 # (model, input size): AlexNet's stem needs at least 63x63
@@ -158,67 +159,7 @@ def test_bad_model_arguments():
 
 # ------------------------------------------------------------------- torch
 
-def _torch_lenet(torch, num_classes=10):
-    T = torch.nn
-
-    class LeNet(T.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = T.Conv2d(1, 6, 5), T.Conv2d(6, 16, 5)
-            self.conv3 = T.Conv2d(16, 120, 5)
-            self.fc1, self.fc2 = T.Linear(120, 84), T.Linear(84, num_classes)
-
-        def forward(self, x):
-            x = T.functional.avg_pool2d(torch.tanh(self.conv1(x)), 2)
-            x = T.functional.avg_pool2d(torch.tanh(self.conv2(x)), 2)
-            x = torch.tanh(self.conv3(x)).flatten(1)
-            return self.fc2(torch.tanh(self.fc1(x)))
-
-    return LeNet()
-
-
-def _torch_resnet18(torch, num_classes=10):
-    """torchvision's ResNet-18 layout, written out (torchvision is not a dependency)."""
-    T = torch.nn
-
-    class Block(T.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = T.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = T.BatchNorm2d(cout)
-            self.conv2 = T.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = T.BatchNorm2d(cout)
-            self.downsample = None
-            if stride != 1 or cin != cout:
-                self.downsample = T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False),
-                                               T.BatchNorm2d(cout))
-
-        def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet(T.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = T.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = T.BatchNorm2d(64)
-            self.maxpool = T.MaxPool2d(3, 2, 1)
-            cin = 64
-            for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
-                setattr(self, f"layer{i + 1}",
-                        T.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
-                cin = cout
-            self.fc = T.Linear(512, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(x.mean(dim=(2, 3)))
-
-    return ResNet()
-
-
-TWINS = {"lenet5": (_torch_lenet, 1, 32), "resnet18": (_torch_resnet18, 3, 32)}
+TWINS = {"lenet5": (torch_lenet5, 1, 32), "resnet18": (torch_resnet18, 3, 32)}
 
 
 def _twins(torch, name, rng):

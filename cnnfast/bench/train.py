@@ -62,40 +62,72 @@ def training_step(case: TrainCase, seed=0):
     return step
 
 
-def _torch_model(torch, case):
-    tnn = torch.nn
-    if case.model == "lenet5":
-        return tnn.Sequential(
-            tnn.Conv2d(case.in_channels, 6, 5), tnn.Tanh(), tnn.AvgPool2d(2),
-            tnn.Conv2d(6, 16, 5), tnn.Tanh(), tnn.AvgPool2d(2),
-            tnn.Conv2d(16, 120, 5), tnn.Tanh(), tnn.Flatten(),
-            tnn.Linear(120, 84), tnn.Tanh(), tnn.Linear(84, case.num_classes))
-    if case.model != "resnet18":
-        raise ValueError(f"no torch twin for {case.model!r}")
+def torch_lenet5(torch, in_channels=1, num_classes=10):
+    """LeNet-5 in PyTorch with cnnfast's (and the spec's) parameter names."""
+    T = torch.nn
 
-    class Block(tnn.Module):
+    class LeNet(T.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = T.Conv2d(in_channels, 6, 5), T.Conv2d(6, 16, 5)
+            self.conv3 = T.Conv2d(16, 120, 5)
+            self.fc1, self.fc2 = T.Linear(120, 84), T.Linear(84, num_classes)
+
+        def forward(self, x):
+            x = T.functional.avg_pool2d(torch.tanh(self.conv1(x)), 2)
+            x = T.functional.avg_pool2d(torch.tanh(self.conv2(x)), 2)
+            x = torch.tanh(self.conv3(x)).flatten(1)
+            return self.fc2(torch.tanh(self.fc1(x)))
+
+    return LeNet()
+
+
+def torch_resnet18(torch, in_channels=3, num_classes=10):
+    """torchvision's ResNet-18 layout, written out (torchvision is not a dependency)."""
+    T = torch.nn
+
+    class Block(T.Module):
         def __init__(self, cin, cout, stride):
             super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.downsample = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                              tnn.BatchNorm2d(cout))
-                               if stride != 1 or cin != cout else None)
+            self.conv1 = T.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = T.BatchNorm2d(cout)
+            self.conv2 = T.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = T.BatchNorm2d(cout)
+            self.downsample = None
+            if stride != 1 or cin != cout:
+                self.downsample = T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False),
+                                               T.BatchNorm2d(cout))
 
         def forward(self, x):
             out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
             return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
 
-    layers, cin = [], 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers.append(tnn.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
-        cin = cout
-    return tnn.Sequential(
-        tnn.Conv2d(case.in_channels, 64, 7, 2, 3, bias=False), tnn.BatchNorm2d(64), tnn.ReLU(),
-        tnn.MaxPool2d(3, 2, 1), *layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(),
-        tnn.Linear(512, case.num_classes))
+    class ResNet(T.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = T.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.bn1 = T.BatchNorm2d(64)
+            self.maxpool = T.MaxPool2d(3, 2, 1)
+            cin = 64
+            for i, (cout, stride) in enumerate(((64, 1), (128, 2), (256, 2), (512, 2))):
+                setattr(self, f"layer{i + 1}",
+                        T.Sequential(Block(cin, cout, stride), Block(cout, cout, 1)))
+                cin = cout
+            self.fc = T.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return ResNet()
+
+
+def _torch_model(torch, case):
+    twins = {"lenet5": torch_lenet5, "resnet18": torch_resnet18}
+    if case.model not in twins:
+        raise ValueError(f"no torch twin for {case.model!r}")
+    return twins[case.model](torch, case.in_channels, case.num_classes)
 
 
 def torch_training_step(case: TrainCase, seed=0):
