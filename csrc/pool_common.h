@@ -37,6 +37,15 @@ CF_INLINE cf_idx cf_first_inside(cf_idx o, cf_idx s, cf_idx p, cf_idx d, cf_idx 
 #if CF_ISA_VARIANTS
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
+/* Flat plane index of a window's first tap inside the input (torch's index
+ * for a window where nothing beats -inf). Plain inline: it is called from the
+ * per-ISA regions, where GCC refuses to force-inline a default-target body. */
+static inline cf_idx cf_first_inside_flat(cf_idx od, cf_idx oh, cf_idx ow, const cf_pool_geom *g) {
+    return (cf_first_inside(od, g->sd, g->pd, g->dd, g->D) * g->H
+            + cf_first_inside(oh, g->sh, g->ph, g->dh, g->H)) * g->W
+           + cf_first_inside(ow, g->sw, g->pw, g->dw, g->W);
+}
+
 #define CF_T float
 #define CF_SFX f32_v4
 #define CF_ITYPE int

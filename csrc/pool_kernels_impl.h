@@ -76,9 +76,7 @@ CF_INLINE void FN(max_pool_row)(const CF_T *buf, CF_T *out, int64_t *idx,
                 if (vals[l] == -INFINITY) {
                     /* no tap beat -inf (padding may have been the first tap):
                      * torch's index is the first tap inside the input */
-                    idx[ow] = (cf_first_inside(od, g->sd, g->pd, g->dd, g->D) * g->H
-                               + cf_first_inside(oh, g->sh, g->ph, g->dh, g->H)) * g->W
-                              + cf_first_inside(ow, g->sw, g->pw, g->dw, g->W);
+                    idx[ow] = cf_first_inside_flat(od, oh, ow, g);
                 } else {
                     idx[ow] = row_origin + ow * g->sw - g->pw + tap_offset[taps[l]];
                 }
@@ -124,15 +122,6 @@ CF_INLINE CF_V FN(cf_load_strided_exact)(const CF_T *row, cf_idx s) {
     return __builtin_shuffle(lo, hi, pick);
 }
 
-/* Flat index of a window's first tap inside the input (torch's index for a
- * window where nothing beats -inf). */
-CF_INLINE cf_idx FN(cf_first_inside_flat)(cf_idx od, cf_idx oh, cf_idx ow,
-                                          const cf_pool_geom *g) {
-    return (cf_first_inside(od, g->sd, g->pd, g->dd, g->D) * g->H
-            + cf_first_inside(oh, g->sh, g->ph, g->dh, g->H)) * g->W
-           + cf_first_inside(ow, g->sw, g->pw, g->dw, g->W);
-}
-
 /* One output by torch's scalar scan over the taps inside the input. */
 CF_INLINE void FN(max_pool_one)(const CF_T *x, CF_T *out, int64_t *idx,
                                 cf_idx od, cf_idx oh, cf_idx ow, const cf_pool_geom *g) {
@@ -157,7 +146,7 @@ CF_INLINE void FN(max_pool_one)(const CF_T *x, CF_T *out, int64_t *idx,
         }
     }
     *out = m;
-    if (idx) *idx = at >= 0 ? at : FN(cf_first_inside_flat)(od, oh, ow, g);
+    if (idx) *idx = at >= 0 ? at : cf_first_inside_flat(od, oh, ow, g);
 }
 
 /* nc (1 or 2) chunks of VW adjacent interior outputs from ow0, for windows kw
@@ -216,7 +205,7 @@ CF_INLINE void FN(max_pool_chunks)(const CF_T *x, CF_T *out, int64_t *idx,
         if (any_ninf) /* rare: nothing beat -inf, and tap 0 may lie in the padding */
             for (cf_idx l = 0; l < CF_VW; l++)
                 if (vals[l] == -INFINITY)
-                    ix[l] = FN(cf_first_inside_flat)(od, oh, ow0 + c * CF_VW + l, g);
+                    ix[l] = cf_first_inside_flat(od, oh, ow0 + c * CF_VW + l, g);
     }
 }
 
