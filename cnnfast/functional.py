@@ -45,29 +45,44 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     ("forward", "x" or "weight"), fitted to single-thread measurements on
     AVX-512 (bench/, python -m cnnfast.bench):
 
-    * a kernel of all ones is a plain GEMM over channels: "1x1";
-    * forward: "direct" when a group has few output channels (2..48) and rows
-      of at least 8 outputs: GEMMs with M <= 48 run far below peak while the
-      direct kernel keeps 8 accumulator chains busy (LeNet c2: 0.5 vs 0.8 ms);
-    * input gradient, stride 1: the same with the roles of C and K swapped
-      (it runs the forward kernel on grad_out), also for depthwise layers;
+    * stride 1 with at least CHANNELS_IN_LANES output channels per group:
+      "direct", whose stride-1 kernel holds output channels in the vector
+      lanes and reads the input in place of im2col's column copy (VGG 3x3
+      20.7 -> 18.6 ms, 1x1@14 0.56 -> 0.30 ms), once an image has more than
+      SMALL_PLANE outputs (below, the depth-stacked GEMM wins: 4x4 at 512
+      channels 7.8 vs 13.0 ms), and at any size for K <= 48 (LeNet c2 0.77
+      -> 0.47 ms: M = 16 GEMMs run far below peak);
+    * input gradient: the same with the roles of C and K swapped (it runs
+      the forward kernel on grad_out), from 100 input positions (14x14 wins,
+      8x8 loses);
+    * fewer channels: a 1x1 kernel is a plain GEMM over channels ("1x1");
+      "direct" (pixels in the lanes) when a group has 2..11 output channels
+      and rows of at least 8 outputs; for the input gradient with stride 1
+      and 8..11 input channels, or depthwise;
     * weight gradient: im2col's GEMM reduces over the batch at near-peak speed
       and wins on every measured shape;
     * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col".
     """
     if not V.fits_blas(geom):
         return "direct"
-    if geom.is_pointwise:
-        return "1x1"
     k_per_group = geom.out_channels // geom.groups
     c_per_group = geom.in_channels // geom.groups
+    stride_1 = all(s == 1 for s in geom.stride)
+    if gradient == "forward" and stride_1 and k_per_group >= CHANNELS_IN_LANES and (
+            k_per_group <= 48 or math.prod(geom.out_size) > SMALL_PLANE):
+        return "direct"
+    if gradient == "x" and stride_1 and c_per_group >= CHANNELS_IN_LANES and (
+            math.prod(geom.in_size) >= 100):
+        return "direct"
+    if geom.is_pointwise:
+        return "1x1"
     if gradient == "forward":
-        if 2 <= k_per_group <= 48 and geom.out_size[-1] >= 8:
+        if 2 <= k_per_group < CHANNELS_IN_LANES and geom.out_size[-1] >= 8:
             return "direct"
     elif gradient == "x":
         depthwise = c_per_group == 1 and k_per_group == 1
-        if (all(s == 1 for s in geom.stride) and geom.in_size[-1] >= 8
-                and k_per_group <= 64 and (8 <= c_per_group <= 48 or depthwise)):
+        if (stride_1 and geom.in_size[-1] >= 8 and k_per_group <= 64
+                and (8 <= c_per_group < CHANNELS_IN_LANES or depthwise)):
             return "direct"
     return "im2col"
 
@@ -123,6 +138,9 @@ def _pixels_as_batch(a5, shape):
 # (ResNet 3x3@14: 20.2 -> 18.7 ms) but a 1x1 layer only below 8x8, backward
 # only below 8x8 (7x7: 50.7 -> 47.2 ms, 2x2: 17.2 -> 7.4 ms; 14x14 loses).
 SMALL_PLANE = 256
+# Channels per group from which the stride-1 direct kernel puts channels in
+# the vector lanes.
+CHANNELS_IN_LANES = _conv.CHANNELS_IN_LANES_MIN
 SMALL_PLANE_POINTWISE_OR_BACKWARD = 64
 # ...and backward stacks even with several threads at 2x2 and below, where the
 # one stacked GEMM beats per-image parallelism (ResNet 2x2 layer, 2 threads:

@@ -33,6 +33,10 @@ COLUMN_BUDGET = 1 << 19
 PANEL_BUDGET = 1 << 17
 REDUCTION_CHUNK = 256
 KERNEL_BLOCK = CF_KB
+# Output channels per group from which the stride-1 direct forward puts
+# channels in the vector lanes (fewer would leave most lanes idle; LeNet c1's
+# 6 channels run faster with pixels in the lanes).
+CHANNELS_IN_LANES_MIN = 12
 
 
 cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -211,6 +215,130 @@ cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple
     return tuple(shape)
 
 
+cdef const floating *_thread_padded_image(const floating *xg, floating *xpad,
+                                          Py_ssize_t *held, Py_ssize_t ng, const cf_geom *g,
+                                          const cf_geom *gp) noexcept nogil:
+    """This thread's padded copy of image-and-group ng (planes of g padded to
+    gp's extent), made unless the buffer already holds it (*held == ng)."""
+    cdef Py_ssize_t c, DHW = g.D * g.H * g.W, PDHW = gp.D * gp.H * gp.W
+    if held[0] != ng:
+        for c in range(g.C):
+            _pad_plane(xg + c * DHW, g.D, g.H, g.W, xpad + c * PDHW, gp.D, gp.H, gp.W,
+                       g.pd, g.ph, g.pw)
+        held[0] = ng
+    return xpad
+
+
+# ------------------------------------------------- direct, channels in lanes
+
+cdef inline bint _channels_in_lanes(tuple stride, Py_ssize_t K):
+    return stride == (1, 1, 1) and K >= CHANNELS_IN_LANES_MIN
+
+
+cdef struct _cv_job:
+    const void *x          # input, (N, groups*C, D, H, W)
+    const void *wpk        # packed weights, per group Kpad*R
+    const void *bias       # packed bias, per group Kpad, or NULL
+    void *out
+    void *xpad             # per thread: one image's padded group planes
+    Py_ssize_t *padded_id  # per thread: which (n, group) xpad holds, -1 none
+    Py_ssize_t groups, nkb, kblock, Kpad, nq, qchunk, qend, xpad_size
+    int level
+    bint in_place          # no padding: read x itself
+
+
+cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
+                           const cf_geom *gp, floating dummy) noexcept nogil:
+    """Item (n, group, channel block, position chunk): owns those outputs."""
+    cdef Py_ssize_t qc = i % job.nq
+    i = i // job.nq
+    cdef Py_ssize_t kb = i % job.nkb
+    cdef Py_ssize_t ng = i // job.nkb
+    cdef Py_ssize_t grp = ng % job.groups
+    cdef int tid = cf_thread_num()
+    cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t k0 = kb * job.kblock, nk = min(job.kblock, g.K - k0)
+    cdef Py_ssize_t q0 = qc * job.qchunk, q1 = min(q0 + job.qchunk, job.qend)
+    cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
+    cdef const floating *src = xg
+    if not job.in_place:
+        src = _thread_padded_image(xg, (<floating *> job.xpad) + tid * job.xpad_size,
+                                   &job.padded_id[tid], ng, g, gp)
+    cdef const floating *w = (<const floating *> job.wpk) + grp * job.Kpad * R + k0 * R
+    cdef const floating *b = NULL
+    if job.bias != NULL:
+        b = (<const floating *> job.bias) + grp * job.Kpad + k0
+    cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
+    if floating is float:
+        direct_forward_cv_f32(src, w, b, o, q0, q1, nk, gp, job.level)
+    else:
+        direct_forward_cv_f64(src, w, b, o, q0, q1, nk, gp, job.level)
+
+
+cdef void _cv_forward(const floating *x, const floating *w, const floating *bias,
+                      floating *out, Py_ssize_t N, cf_geom g, Py_ssize_t groups,
+                      int nthreads) except *:
+    """Stride-1 direct forward with output channels in the vector lanes. Items
+    (n, group, channel block, position chunk) own their outputs; a thread pads
+    each image it meets once (not at all without padding)."""
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, vw = _vector_width(<floating> 0)
+    cdef Py_ssize_t i, grp, nitems
+    cdef int level = cf_gemm_level()
+    cdef cf_geom gp = g
+    cdef _cv_job job
+    gp.D, gp.H, gp.W = g.OD + (g.KD - 1) * g.dd, g.OH + (g.KH - 1) * g.dh, g.OW + (g.KW - 1) * g.dw
+    job.in_place = (g.pd == 0 and g.ph == 0 and g.pw == 0
+                    and gp.D == g.D and gp.H == g.H and gp.W == g.W)
+    gp.pd = gp.ph = gp.pw = 0
+    job.groups = groups
+    job.level = level
+    if floating is float:
+        job.kblock = direct_cv_block_f32(level)
+    else:
+        job.kblock = direct_cv_block_f64(level)
+    job.nkb = (g.K + job.kblock - 1) // job.kblock
+    job.Kpad = (g.K + vw - 1) // vw * vw
+    job.qend = ((g.OD - 1) * gp.H + g.OH - 1) * gp.W + g.OW
+    # one chunk per (image, group, block) unless that leaves threads idle
+    job.nq = 1
+    if nthreads > 1:
+        job.nq = max(1, (4 * nthreads + N * groups * job.nkb - 1) // (N * groups * job.nkb))
+    job.qchunk = max((job.qend + job.nq - 1) // job.nq, 24)
+    job.nq = (job.qend + job.qchunk - 1) // job.qchunk
+    job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W
+    dtype = _dtype_of(<floating> 0)
+    wpk = np.empty(max(groups * job.Kpad * R, 1), dtype=dtype)
+    bpk = np.empty(max(groups * job.Kpad, 1), dtype=dtype)
+    xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
+    padded_id = np.full(nthreads, -1, dtype=np.intp)
+    cdef floating[::1] wpk_v = wpk, bpk_v = bpk, xpad_v = xpad
+    cdef Py_ssize_t[::1] padded_id_v = padded_id
+    job.x = x
+    job.wpk = &wpk_v[0]
+    job.bias = &bpk_v[0] if bias != NULL else NULL
+    job.out = out
+    job.xpad = &xpad_v[0]
+    job.padded_id = &padded_id_v[0]
+    nitems = N * groups * job.nkb * job.nq
+    with nogil:
+        for grp in range(groups):
+            if floating is float:
+                direct_cv_pack_f32(w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL,
+                                   g.K, R, &wpk_v[0] + grp * job.Kpad * R,
+                                   &bpk_v[0] + grp * job.Kpad, level)
+            else:
+                direct_cv_pack_f64(w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL,
+                                   g.K, R, &wpk_v[0] + grp * job.Kpad * R,
+                                   &bpk_v[0] + grp * job.Kpad, level)
+        if nthreads > 1:
+            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                _cv_forward_item(i, &job, &g, &gp, <floating> 0)
+        else:
+            for i in range(nitems):
+                _cv_forward_item(i, &job, &g, &gp, <floating> 0)
+
+
 # ------------------------------------------------------------ im2col / 1x1
 
 cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
@@ -273,8 +401,8 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
     cdef Py_ssize_t grp = ng % job.groups
     cdef int tid = cf_thread_num()
     cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, PDHW = gp.D * gp.H * gp.W
-    cdef Py_ssize_t p0 = t * job.tile, cnt = min(job.tile, P - p0), c
+    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t p0 = t * job.tile, cnt = min(job.tile, P - p0)
     cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
     cdef const floating *src = xg
     cdef const floating *src_end = <const floating *> job.x_end
@@ -284,12 +412,7 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
     if job.bias != NULL:
         bias = (<const floating *> job.bias) + grp * g.K
     if not job.in_place:
-        if job.padded_id[tid] != ng:
-            for c in range(g.C):
-                _pad_plane(xg + c * DHW, g.D, g.H, g.W, xpad + c * PDHW, gp.D, gp.H, gp.W,
-                           g.pd, g.ph, g.pw)
-            job.padded_id[tid] = ng
-        src = xpad
+        src = _thread_padded_image(xg, xpad, &job.padded_id[tid], ng, g, gp)
         src_end = xpad + job.xpad_size
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     if floating is float:
@@ -505,6 +628,10 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
     cdef cf_geom gp
+    if method == "direct" and _channels_in_lanes(stride, g.K):
+        _cv_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
+                    nthreads)
+        return
     if method == "direct":
         shape = _direct_input_shape(out_size, kernel, stride, dilation, _vector_width(<floating> 0))
         xpad = _padded(x, shape, padding, nthreads)
@@ -663,6 +790,19 @@ cdef void _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
     cdef cf_geom gp
     gx = np.asarray(grad_x)
     wg = np.asarray(w).reshape((groups, K, C) + kernel)
+    cdef cf_geom gt
+    if _channels_in_lanes(stride, C):
+        # one stride-1 convolution of grad_out, padded by (k-1)*d - p (a
+        # negative pad crops), with the flipped kernel, channels in lanes
+        wsub = np.ascontiguousarray(
+            wg[:, :, :, ::-1, ::-1, ::-1].transpose(0, 2, 1, 3, 4, 5)).reshape((Ct, K) + kernel)
+        gt = _geometry(K, grad_out.shape[2], grad_out.shape[3], grad_out.shape[4], C,
+                       gx.shape[2], gx.shape[3], gx.shape[4], kernel, (1, 1, 1),
+                       tuple([(k - 1) * d - p for k, d, p in zip(kernel, dilation, padding)]),
+                       dilation)
+        _cv_forward(&grad_out[0, 0, 0, 0, 0], &wsub[0, 0, 0, 0, 0], NULL, &grad_x[0, 0, 0, 0, 0],
+                    N, gt, groups, nthreads)
+        return
     dims = [list(_phases(k, s, p, d, n)) for k, s, p, d, n in
             zip(kernel, stride, padding, dilation, gx.shape[2:])]
     if np.prod([len(ph) for ph in dims]) < np.prod(stride):

@@ -52,3 +52,16 @@ cdef extern from "conv_common.h" nogil:
     int cf_gemm_level()
     double channel_sum_f32(const float *a, cf_idx N, cf_idx nstride, cf_idx P)
     double channel_sum_f64(const double *a, cf_idx N, cf_idx nstride, cf_idx P)
+    void direct_forward_cv_f32(const float *x, const float *w, const float *bias, float *out,
+                               cf_idx q0, cf_idx q1, cf_idx nk, const cf_geom *g, int level)
+    void direct_forward_cv_f64(const double *x, const double *w, const double *bias,
+                               double *out, cf_idx q0, cf_idx q1, cf_idx nk, const cf_geom *g,
+                               int level)
+    void direct_cv_pack_f32(const float *w, const float *bias, cf_idx K, cf_idx R, float *dst,
+                            float *bias_dst, int level)
+    void direct_cv_pack_f64(const double *w, const double *bias, cf_idx K, cf_idx R,
+                            double *dst, double *bias_dst, int level)
+    cf_idx direct_cv_block_f32(int level)
+    cf_idx direct_cv_block_f64(int level)
+    cf_idx direct_cv_pixels_f32(int level, cf_idx nk)
+    cf_idx direct_cv_pixels_f64(int level, cf_idx nk)

@@ -116,6 +116,144 @@ CF_DISPATCH void FN(direct_forward_row)(const CF_T *x, const CF_T *w, const CF_T
 #undef CF_FWD_BLOCK
 }
 
+/* ------------------------------------------- direct, channels in lanes */
+
+/* Stride-1 forward with the output channels in the vector lanes: the packed
+ * weights give one vector of channels per tap, the input value of each pixel
+ * is a broadcast operand, so nothing is copied into columns (for few output
+ * channels im2col's packing costs as much as its GEMM). The pixels of a tile
+ * are consecutive positions q of the padded input plane: output (od, oh, ow)
+ * sits at q = (od*H + oh)*W + ow (g: padded extents, pads 0), and tap
+ * (kd, kh, kw) reads x[q + (kd*dd*H + kh*dh)*W + kw*dw], so a tile spans rows
+ * without any index arithmetic; positions with ow >= OW (or oh >= OH) are
+ * computed but not stored. */
+
+/* Output channels per block of the channel-vectorised kernel: NV vectors. */
+CF_INLINE int FN(cf_cv_vectors)(int level) { return level >= 4 ? 4 : 2; }
+
+/* Pixels per tile for NV vectors of channels: at most 24 (AVX-512) or 12
+ * (two-register vectors) accumulators, at least 4 pixels. */
+CF_INLINE int FN(cf_cv_pixels)(int level, int nv) {
+    if (level >= 4) return nv == 1 ? 24 : nv == 2 ? 12 : nv == 3 ? 8 : 6;
+    return nv == 1 ? 6 : 3;
+}
+
+/* acc[i][v] = bias + sum over taps of x[q0 + i + tap] * w[tap][v], stored to
+ * tmp[i*NV + v]. xq: &x[q0] of the group's first padded plane; w: [R][NV*VW]. */
+CF_INLINE void FN(cf_cv_tile)(const CF_T *xq, const CF_T *w, const CF_T *bias, CF_V *tmp,
+                              const cf_geom *g, const int NV, const int NC) {
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW;
+    CF_V acc[24]; /* NV*NC <= 24 */
+#pragma GCC unroll 24
+    for (int i = 0; i < NC; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (bias) memcpy(&acc[i * NV + v], bias + v * CF_VW, sizeof(CF_V));
+            else acc[i * NV + v] = FN(cf_splat)(0);
+        }
+    for (cf_idx c = 0; c < g->C; c++)
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++) {
+        const CF_T *xr = xq + c * DHW + kd * g->dd * HW + kh * g->dh * g->W;
+        for (cf_idx kw = 0; kw < g->KW; kw++, w += NV * CF_VW) {
+            const CF_T *xs = xr + kw * g->dw;
+            CF_V wv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) memcpy(&wv[v], w + v * CF_VW, sizeof wv[v]);
+#pragma GCC unroll 24
+            for (int i = 0; i < NC; i++) {
+                const CF_T xi = xs[i];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[i * NV + v] += wv[v] * xi;
+            }
+        }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < NV * NC; i++) tmp[i] = acc[i];
+}
+
+/* Scatter a tile's pixels (tmp from cf_cv_tile) to out[k][p] for the nk
+ * channels and the positions that are outputs. */
+CF_INLINE void FN(cf_cv_store)(const CF_V *tmp, cf_idx q0, int nc, int nv, cf_idx nk,
+                               CF_T *out, const cf_geom *g) {
+    const cf_idx HW = g->H * g->W, P = g->OD * g->OH * g->OW;
+    cf_idx od = q0 / HW, oh = q0 % HW / g->W, ow = q0 % g->W;
+    const CF_T *t = (const CF_T *)tmp;
+    for (int i = 0; i < nc; i++) {
+        if (ow < g->OW && oh < g->OH) {
+            CF_T *o = out + (od * g->OH + oh) * g->OW + ow;
+            const CF_T *ti = t + (cf_idx)i * nv * CF_VW;
+            for (cf_idx k = 0; k < nk; k++) o[k * P] = ti[k];
+        }
+        if (++ow == g->W) { ow = 0; if (++oh == g->H) { oh = 0; od++; } }
+    }
+}
+
+/* Tiles of NC pixels over [q0, q1); the last one ends at q1, recomputing a
+ * few pixels of its neighbour (same values, same owner) rather than running
+ * a narrow tile. Needs q1 - q0 >= NC. */
+CF_INLINE void FN(cf_cv_span)(const CF_T *x, const CF_T *w, const CF_T *bias, CF_T *out,
+                              cf_idx q0, cf_idx q1, cf_idx nk, const cf_geom *g,
+                              const int NV, const int NC) {
+    CF_V tmp[24];
+    for (cf_idx q = q0; q < q1; q += NC) {
+        const cf_idx qs = cf_min(q, q1 - NC);
+        FN(cf_cv_tile)(x + qs, w, bias, tmp, g, NV, NC);
+        FN(cf_cv_store)(tmp, qs, NC, NV, nk, out, g);
+    }
+}
+
+/* Forward of positions [q0, q1) for nk output channels (one block, at most
+ * cf_cv_vectors(level) vectors) of one image and group.
+ * x: the group's padded planes [C][D][H][W] of g (stride 1, pads 0);
+ * w: the block's packed weights [R][ceil(nk/VW)*VW], channels past nk zero;
+ * bias: as many values, or NULL; out: &out[n, k0, 0], planes OD*OH*OW apart.
+ * q1 is at most the position after the last output. */
+CF_DISPATCH void FN(direct_forward_cv)(const CF_T *x, const CF_T *w, const CF_T *bias,
+                                       CF_T *out, cf_idx q0, cf_idx q1, cf_idx nk,
+                                       const cf_geom *g, int level) {
+    const int nv = (int)((nk + CF_VW - 1) / CF_VW);
+#define CF_CV_SPAN(NV, NC) FN(cf_cv_span)(x, w, bias, out, q0, q1, nk, g, NV, NC)
+#define CF_CV_NV(NV, NC)                                                               \
+    if (q1 - q0 >= NC) CF_CV_SPAN(NV, NC);                                             \
+    else if (q1 - q0 >= 2) CF_CV_SPAN(NV, 2);                                          \
+    else CF_CV_SPAN(NV, 1)
+    if (level >= 4) {
+        if (nv == 1) { CF_CV_NV(1, 24); }
+        else if (nv == 2) { CF_CV_NV(2, 12); }
+        else if (nv == 3) { CF_CV_NV(3, 8); }
+        else { CF_CV_NV(4, 6); }
+    } else {
+        if (nv == 1) { CF_CV_NV(1, 6); }
+        else { CF_CV_NV(2, 3); }
+    }
+#undef CF_CV_NV
+#undef CF_CV_SPAN
+}
+
+/* Pack weights [K][R] (rows R = C*KVOL apart) into channel blocks of
+ * cf_cv_vectors(level) vectors: block b at dst + b*NVmax*VW*R holds
+ * [R][ceil(nk_b/VW)*VW], zero past channel K. Bias likewise, block b at
+ * bias_dst + b*NVmax*VW (when bias is not NULL). */
+static void FN(direct_cv_pack)(const CF_T *w, const CF_T *bias, cf_idx K, cf_idx R,
+                               CF_T *dst, CF_T *bias_dst, int level) {
+    const cf_idx kb = FN(cf_cv_vectors)(level) * CF_VW;
+    for (cf_idx k0 = 0; k0 < K; k0 += kb) {
+        const cf_idx nk = cf_min(kb, K - k0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
+        CF_T *d = dst + k0 * R;
+        for (cf_idx r = 0; r < R; r++)
+            for (cf_idx k = 0; k < width; k++)
+                d[r * width + k] = k < nk ? w[(k0 + k) * R + r] : (CF_T)0;
+        if (bias)
+            for (cf_idx k = 0; k < width; k++) bias_dst[k0 + k] = k < nk ? bias[k0 + k] : (CF_T)0;
+    }
+}
+
+static cf_idx FN(direct_cv_block)(int level) { return FN(cf_cv_vectors)(level) * CF_VW; }
+static cf_idx FN(direct_cv_pixels)(int level, cf_idx nk) {
+    return FN(cf_cv_pixels)(level, (int)((nk + CF_VW - 1) / CF_VW));
+}
+
 /* Weight gradient of NB output channels x one input channel for the taps
  * (kd, kh, kw0 .. kw0+NKW-1), summed over the batch:
  * gw[b, tap] = sum_n,o go[n, b, o] * x[n, o*s + tap*d]. Each go vector is
