@@ -305,6 +305,7 @@ cdef void _cv_forward(const floating *x, const floating *w, const floating *bias
     if nthreads > 1:
         job.nq = max(1, (4 * nthreads + N * groups * job.nkb - 1) // (N * groups * job.nkb))
     job.qchunk = max((job.qend + job.nq - 1) // job.nq, 24)
+    job.qchunk = (job.qchunk + gp.W - 1) // gp.W * gp.W  # whole rows
     job.nq = (job.qend + job.qchunk - 1) // job.qchunk
     job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W
     dtype = _dtype_of(<floating> 0)

@@ -203,21 +203,41 @@ CF_INLINE void FN(cf_cv_span)(const CF_T *x, const CF_T *w, const CF_T *bias, CF
     }
 }
 
+/* The same over the output rows that start in [q0, q1), tile by tile within
+ * each row: no positions past a row's end are computed, so when a row is not
+ * much wider than a tile this wastes less than running across rows (Inception
+ * 5x5 at 14x14: 16 positions computed per 14 instead of 18 plus overlap).
+ * Needs OW >= NC. */
+CF_INLINE void FN(cf_cv_rows)(const CF_T *x, const CF_T *w, const CF_T *bias, CF_T *out,
+                              cf_idx q0, cf_idx q1, cf_idx nk, const cf_geom *g,
+                              const int NV, const int NC) {
+    for (cf_idx q = (q0 + g->W - 1) / g->W * g->W; q < q1; q += g->W)
+        if (q / g->W % g->H < g->OH)
+            FN(cf_cv_span)(x, w, bias, out, q, q + g->OW, nk, g, NV, NC);
+}
+
 /* Forward of positions [q0, q1) for nk output channels (one block, at most
- * cf_cv_vectors(level) vectors) of one image and group.
+ * cf_cv_vectors(level) vectors) of one image and group, across rows or row
+ * by row, whichever computes fewer tiles.
  * x: the group's padded planes [C][D][H][W] of g (stride 1, pads 0);
  * w: the block's packed weights [R][ceil(nk/VW)*VW], channels past nk zero;
  * bias: as many values, or NULL; out: &out[n, k0, 0], planes OD*OH*OW apart.
- * q1 is at most the position after the last output. */
+ * q0 is a multiple of g->W; q1 is at most the position after the last output. */
 CF_DISPATCH void FN(direct_forward_cv)(const CF_T *x, const CF_T *w, const CF_T *bias,
                                        CF_T *out, cf_idx q0, cf_idx q1, cf_idx nk,
                                        const cf_geom *g, int level) {
     const int nv = (int)((nk + CF_VW - 1) / CF_VW);
-#define CF_CV_SPAN(NV, NC) FN(cf_cv_span)(x, w, bias, out, q0, q1, nk, g, NV, NC)
+    const cf_idx nc = FN(cf_cv_pixels)(level, nv);
+    const cf_idx across = (q1 - q0 + nc - 1) / nc;
+    const cf_idx by_row = (q1 - q0 + g->W - 1) / g->W * ((g->OW + nc - 1) / nc);
+    const int rows = g->OW >= nc && by_row < across;
+#define CF_CV_SPAN(NV, NC)                                                             \
+    if (rows) FN(cf_cv_rows)(x, w, bias, out, q0, q1, nk, g, NV, NC);                  \
+    else FN(cf_cv_span)(x, w, bias, out, q0, q1, nk, g, NV, NC)
 #define CF_CV_NV(NV, NC)                                                               \
-    if (q1 - q0 >= NC) CF_CV_SPAN(NV, NC);                                             \
-    else if (q1 - q0 >= 2) CF_CV_SPAN(NV, 2);                                          \
-    else CF_CV_SPAN(NV, 1)
+    if (q1 - q0 >= NC) { CF_CV_SPAN(NV, NC); }                                         \
+    else if (q1 - q0 >= 2) FN(cf_cv_span)(x, w, bias, out, q0, q1, nk, g, NV, 2);      \
+    else FN(cf_cv_span)(x, w, bias, out, q0, q1, nk, g, NV, 1)
     if (level >= 4) {
         if (nv == 1) { CF_CV_NV(1, 24); }
         else if (nv == 2) { CF_CV_NV(2, 12); }
