@@ -65,3 +65,10 @@ cdef extern from "conv_common.h" nogil:
     cf_idx direct_cv_block_f64(int level)
     cf_idx direct_cv_pixels_f32(int level, cf_idx nk)
     cf_idx direct_cv_pixels_f64(int level, cf_idx nk)
+    void direct_forward_cv_batch_f32(const float *xt, cf_idx N, const float *w, const float *bias,
+                                     float *out, cf_idx out_nstride, cf_idx p0, cf_idx p1,
+                                     cf_idx nk, const cf_geom *g, int level)
+    void direct_forward_cv_batch_f64(const double *xt, cf_idx N, const double *w,
+                                     const double *bias, double *out, cf_idx out_nstride,
+                                     cf_idx p0, cf_idx p1, cf_idx nk, const cf_geom *g,
+                                     int level)

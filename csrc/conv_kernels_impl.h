@@ -251,6 +251,69 @@ CF_DISPATCH void FN(direct_forward_cv)(const CF_T *x, const CF_T *w, const CF_T 
 #undef CF_CV_SPAN
 }
 
+/* Tiles of NC images at one output position, the last ending at image N
+ * (recomputing a few, as cf_cv_span does). Needs N >= NC. */
+CF_INLINE void FN(cf_cv_images)(const CF_T *xq, cf_idx N, const CF_T *w, const CF_T *bias,
+                                CF_T *out, cf_idx out_nstride, cf_idx nk, cf_idx P,
+                                const cf_geom *gb, const int NV, const int NC) {
+    CF_V tmp[24];
+    for (cf_idx n = 0; n < N; n += NC) {
+        const cf_idx n0 = cf_min(n, N - NC);
+        FN(cf_cv_tile)(xq + n0, w, bias, tmp, gb, NV, NC);
+        const CF_T *t = (const CF_T *)tmp;
+        for (int i = 0; i < NC; i++)
+            for (cf_idx k = 0; k < nk; k++)
+                out[(n0 + i) * out_nstride + k * P] = t[(cf_idx)i * NV * CF_VW + k];
+    }
+}
+
+/* Forward with the images of the batch in the tile instead of positions:
+ * for small planes, where rows leave few positions per tile and the padding
+ * columns would be a large share of them. xt: one group's padded input with
+ * the batch innermost, [C][D][H][W][N] (g: padded extents, any stride);
+ * pixel i of a tile is image n0 + i at one output position, so the taps are
+ * again consecutive broadcasts (a row of the plane is W*N long, tap kw
+ * steps dw*N). Output positions [p0, p1) of nk channels (one block);
+ * out: &out[0, k0, 0], images out_nstride apart. Of three tile widths the
+ * one that recomputes fewest images runs (batch 64: 16, not 24). */
+CF_DISPATCH void FN(direct_forward_cv_batch)(const CF_T *xt, cf_idx N, const CF_T *w,
+                                             const CF_T *bias, CF_T *out, cf_idx out_nstride,
+                                             cf_idx p0, cf_idx p1, cf_idx nk,
+                                             const cf_geom *g, int level) {
+    const int nv = (int)((nk + CF_VW - 1) / CF_VW);
+    const cf_idx P = g->OD * g->OH * g->OW;
+    cf_geom gb = *g;
+    gb.W = g->W * N;
+    gb.dw = g->dw * N;
+    for (cf_idx p = p0; p < p1; p++) {
+        const cf_idx od = p / (g->OH * g->OW), oh = p / g->OW % g->OH, ow = p % g->OW;
+        const CF_T *xq = xt + ((od * g->sd * g->H + oh * g->sh) * g->W + ow * g->sw) * N;
+        CF_T *o = out + p;
+#define CF_IMAGES(NV, NC) FN(cf_cv_images)(xq, N, w, bias, o, out_nstride, nk, P, &gb, NV, NC)
+#define CF_COST(NC) ((N + (NC) - 1) / (NC) * (NC))
+#define CF_PICK(NV, A, B, C)                                                           \
+        do {                                                                           \
+            if (N >= A && CF_COST(A) <= CF_COST(B) && CF_COST(A) <= CF_COST(C))        \
+                CF_IMAGES(NV, A);                                                      \
+            else if (N >= B && CF_COST(B) <= CF_COST(C)) CF_IMAGES(NV, B);             \
+            else if (N >= C) CF_IMAGES(NV, C);                                         \
+            else CF_IMAGES(NV, 1);                                                     \
+        } while (0)
+        if (level >= 4) {
+            if (nv == 1) CF_PICK(1, 24, 16, 8);
+            else if (nv == 2) CF_PICK(2, 12, 8, 4);
+            else if (nv == 3) CF_PICK(3, 8, 6, 4);
+            else CF_PICK(4, 6, 4, 2);
+        } else {
+            if (nv == 1) CF_PICK(1, 6, 4, 2);
+            else CF_PICK(2, 3, 2, 1);
+        }
+#undef CF_PICK
+#undef CF_COST
+#undef CF_IMAGES
+    }
+}
+
 /* Pack weights [K][R] (rows R = C*KVOL apart) into channel blocks of
  * cf_cv_vectors(level) vectors: block b at dst + b*NVmax*VW*R holds
  * [R][ceil(nk_b/VW)*VW], zero past channel K. Bias likewise, block b at
