@@ -19,6 +19,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast import reference
+from cnnfast._malloc import keep_freed_memory
 from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES, POOL_SHAPES, pool_ops
 
 
@@ -307,6 +308,7 @@ def main(argv=None):
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the speed-ups (needs matplotlib: pip install cnnfast[plot])")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the CLI does; torch's allocator caches likewise
     dtype = np.dtype(args.dtype)
     if args.plot:
         try:
