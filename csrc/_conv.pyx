@@ -398,11 +398,11 @@ cdef void _cv_forward(const floating *x, const floating *w, const floating *bias
 # ------------------------------------------------------------ im2col / 1x1
 
 cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
-                                     floating *partial, floating *work, Py_ssize_t groups,
-                                     Py_ssize_t tile, Py_ssize_t ntiles,
+                                     floating *gw, floating *partial, floating *work,
+                                     Py_ssize_t groups, Py_ssize_t tile, Py_ssize_t ntiles,
                                      const cf_geom *g) noexcept nogil:
     """Item (n, group, tile): adds go(tile) @ columns(tile)^T into this thread's
-    partial weight gradient."""
+    partial weight gradient: thread 0 into gw itself, thread t into partial t-1."""
     cdef Py_ssize_t t = i % ntiles
     i = i // ntiles
     cdef Py_ssize_t grp = i % groups
@@ -427,7 +427,7 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
         ldcols = cnt
     _gemm(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
           go + (n * groups + grp) * g.K * P + p0, <int> P, cols, <int> ldcols, <floating> 1,
-          partial + (tid * groups + grp) * g.K * R, <int> R)
+          (gw if tid == 0 else partial + (tid - 1) * groups * g.K * R) + grp * g.K * R, <int> R)
 
 
 
@@ -776,23 +776,24 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
     ntiles = (P + tile - 1) // tile
     nitems = N * groups * ntiles
     nthreads = <int> min(<Py_ssize_t> nthreads, nitems)
-    partial = np.zeros((nthreads, size), dtype=_dtype_of(<floating> 0))
+    # thread 0 accumulates into grad_w itself, the others into partials
+    partial = np.zeros((max(nthreads - 1, 1), size if nthreads > 1 else 1),
+                       dtype=_dtype_of(<floating> 0))
     if not _is_pointwise_identity(&g):
         work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
         workp = &work[0, 0]
     with nogil:
+        memset(gwp, 0, size * sizeof(floating))
         if nthreads > 1:
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
-                                           &partial[0, 0], workp, groups, tile, ntiles, &g)
+                                           gwp, &partial[0, 0], workp, groups, tile, ntiles, &g)
         else:
             for i in range(nitems):
                 _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
-                                           &partial[0, 0], workp, groups, tile, ntiles, &g)
-        # Sum the per-thread partials in thread order (deterministic).
-        for j in range(size):
-            gwp[j] = partial[0, j]
-        for t in range(1, nthreads):
+                                           gwp, &partial[0, 0], workp, groups, tile, ntiles, &g)
+        # Add the other threads' partials in thread order (deterministic).
+        for t in range(nthreads - 1):
             for j in range(size):
                 gwp[j] += partial[t, j]
 
