@@ -72,3 +72,9 @@ cdef extern from "conv_common.h" nogil:
                                      const double *bias, double *out, cf_idx out_nstride,
                                      cf_idx p0, cf_idx p1, cf_idx nk, const cf_geom *g,
                                      int level)
+    void gemm_in_place_f32(const float *a, cf_idx rs, cf_idx ks, const float *bpk, cf_idx m,
+                           cf_idx n, cf_idx depth, float *c, cf_idx ldc, const float *bias,
+                           int accumulate, cf_idx kc, int level, float *work)
+    void gemm_in_place_f64(const double *a, cf_idx rs, cf_idx ks, const double *bpk, cf_idx m,
+                           cf_idx n, cf_idx depth, double *c, cf_idx ldc, const double *bias,
+                           int accumulate, cf_idx kc, int level, double *work)

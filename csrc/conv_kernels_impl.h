@@ -660,30 +660,20 @@ CF_DISPATCH void FN(gemm_pack_columns)(const CF_T *x, const CF_T *x_end, CF_T *d
                    (size_t)(nr - width) * sizeof(CF_T));
 }
 
-/* One register tile: C[0:rows, 0:cols] (+)= A B (+ bias) over `depth` steps.
- * a: [depth][MR] packed rows; b: [depth][nr] packed columns, of which the
- * first NCH*CF_VW are used; c: row stride ldc. Only rows < rows and columns
- * < cols are written. */
-CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx depth,
-                                CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
-                                const CF_T *bias, int accumulate, const int MR, const int NCH) {
-    CF_V acc[24]; /* MR*NCH <= 24; fixed size keeps them in registers */
+/* Register-tile accumulators: bias[i] (rows i < rows) or zero. */
+CF_INLINE void FN(cf_gemm_init)(CF_V *acc, const CF_T *bias, cf_idx rows, const int MR,
+                                const int NCH) {
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 2
         for (int q = 0; q < NCH; q++)
             acc[i * NCH + q] = FN(cf_splat)(bias && i < rows ? bias[i] : (CF_T)0);
-    for (cf_idx k = 0; k < depth; k++) {
-        CF_V bv[2];
-#pragma GCC unroll 2
-        for (int q = 0; q < NCH; q++) memcpy(&bv[q], b + k * nr + q * CF_VW, sizeof bv[q]);
-#pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
-            const CF_T av = a[k * MR + i];
-#pragma GCC unroll 2
-            for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
-        }
-    }
+}
+
+/* The tile's rows < rows and columns < cols to C (row stride ldc), added to
+ * what C holds when accumulate. */
+CF_INLINE void FN(cf_gemm_store)(CF_V *acc, CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
+                                 int accumulate, const int MR, const int NCH) {
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) {
         if (i >= rows) break;
@@ -705,6 +695,53 @@ CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx 
             }
         }
     }
+}
+
+/* One register tile: C[0:rows, 0:cols] (+)= A B (+ bias) over `depth` steps.
+ * a: [depth][MR] packed rows; b: [depth][nr] packed columns, of which the
+ * first NCH*CF_VW are used; c: row stride ldc. Only rows < rows and columns
+ * < cols are written. */
+CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx depth,
+                                CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
+                                const CF_T *bias, int accumulate, const int MR, const int NCH) {
+    CF_V acc[24]; /* MR*NCH <= 24; fixed size keeps them in registers */
+    FN(cf_gemm_init)(acc, bias, rows, MR, NCH);
+    for (cf_idx k = 0; k < depth; k++) {
+        CF_V bv[2];
+#pragma GCC unroll 2
+        for (int q = 0; q < NCH; q++) memcpy(&bv[q], b + k * nr + q * CF_VW, sizeof bv[q]);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const CF_T av = a[k * MR + i];
+#pragma GCC unroll 2
+            for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
+        }
+    }
+    FN(cf_gemm_store)(acc, c, ldc, rows, cols, accumulate, MR, NCH);
+}
+
+/* The same with MR full rows of A read where they are: element (i, k) at
+ * a[i*stride + k] (RC = 0: rows of A contiguous, the forward's weights) or
+ * a[i + k*stride] (RC = 1: columns contiguous, the transposed weights of the
+ * input gradient). */
+CF_INLINE void FN(cf_gemm_tile_in_place)(const CF_T *a, cf_idx stride, const CF_T *b,
+                                         cf_idx nr, cf_idx depth, CF_T *c, cf_idx ldc,
+                                         cf_idx cols, const CF_T *bias, int accumulate,
+                                         const int MR, const int NCH, const int RC) {
+    CF_V acc[24];
+    FN(cf_gemm_init)(acc, bias, MR, MR, NCH);
+    for (cf_idx k = 0; k < depth; k++) {
+        CF_V bv[2];
+#pragma GCC unroll 2
+        for (int q = 0; q < NCH; q++) memcpy(&bv[q], b + k * nr + q * CF_VW, sizeof bv[q]);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            const CF_T av = RC ? a[k * stride + i] : a[i * stride + k];
+#pragma GCC unroll 2
+            for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
+        }
+    }
+    FN(cf_gemm_store)(acc, c, ldc, MR, cols, accumulate, MR, NCH);
 }
 
 /* C (+)= A B (+ bias per row) for m x n, reduction depth, with A packed by
@@ -743,6 +780,72 @@ CF_DISPATCH void FN(gemm_packed)(const CF_T *apk, const CF_T *bpk, cf_idx m, cf_
                     CF_TILE(4, 1);
                 }
 #undef CF_TILE
+            }
+        }
+    }
+}
+
+/* C (+)= A B (+ bias per row) as gemm_packed, with A (m x depth) read in
+ * place rather than packed: element (i, k) at a[i*rs + k*ks], rs == 1 or
+ * ks == 1. For few column panels, where packing A would cost more passes
+ * over it than the product (ResNet-18's 2x2 layers: 9.4 MB of weights, 32
+ * columns). Row blocks of the level's tile height while they are full, then
+ * 8 and 4; the last 1-3 rows go through a zero-padded packed copy (work:
+ * 4*depth elements), so no read passes A's last row. */
+CF_DISPATCH void FN(gemm_in_place)(const CF_T *a, cf_idx rs, cf_idx ks, const CF_T *bpk,
+                                   cf_idx m, cf_idx n, cf_idx depth, CF_T *c, cf_idx ldc,
+                                   const CF_T *bias, int accumulate, cf_idx kc, int level,
+                                   CF_T *work) {
+    const cf_idx mr = FN(cf_gemm_mr)(level), nch = FN(cf_gemm_nch)(level);
+    const cf_idx nr = nch * CF_VW;
+    const int rc = rs == 1;
+    const cf_idx stride = rc ? ks : rs;
+    const cf_idx nchunks = kc > 0 ? (depth + kc - 1) / kc : 1;
+    const cf_idx step = (depth + nchunks - 1) / nchunks;
+    for (cf_idx k0 = 0; k0 < depth; k0 += step) {
+        const cf_idx len = cf_min(step, depth - k0);
+        const int acc = accumulate || k0 > 0;
+        for (cf_idx j0 = 0; j0 < n; j0 += nr) {
+            const CF_T *b = bpk + j0 * depth + k0 * nr;
+            const cf_idx cn = cf_min(nr, n - j0);
+            cf_idx i0 = 0;
+            while (m - i0 >= 4) {
+                const cf_idx rows = m - i0 >= mr ? mr : m - i0 >= 8 ? 8 : 4;
+                const CF_T *ai = a + i0 * rs + k0 * ks;
+                const CF_T *bi = bias && k0 == 0 ? bias + i0 : NULL;
+                CF_T *ct = c + i0 * ldc + j0;
+#define CF_TILE(MR, NCH)                                                                \
+    do {                                                                                \
+        if (rc) FN(cf_gemm_tile_in_place)(ai, stride, b, nr, len, ct, ldc, cn, bi, acc, \
+                                          MR, NCH, 1);                                  \
+        else FN(cf_gemm_tile_in_place)(ai, stride, b, nr, len, ct, ldc, cn, bi, acc,    \
+                                       MR, NCH, 0);                                     \
+    } while (0)
+                if (nch == 2 && cn > CF_VW) {
+                    if (rows == 12) CF_TILE(12, 2);
+                    else if (rows == 8) CF_TILE(8, 2);
+                    else CF_TILE(4, 2);
+                } else if (nch == 2) {
+                    if (rows == 12) CF_TILE(12, 1);
+                    else if (rows == 8) CF_TILE(8, 1);
+                    else CF_TILE(4, 1);
+                } else {
+                    CF_TILE(4, 1);
+                }
+#undef CF_TILE
+                i0 += rows;
+            }
+            if (i0 < m) { /* 1-3 rows left */
+                const cf_idx rm = m - i0;
+                for (cf_idx k = 0; k < len; k++)
+                    for (cf_idx i = 0; i < 4; i++)
+                        work[k * 4 + i] = i < rm ? a[(i0 + i) * rs + (k0 + k) * ks] : (CF_T)0;
+                const CF_T *bi = bias && k0 == 0 ? bias + i0 : NULL;
+                CF_T *ct = c + i0 * ldc + j0;
+                if (nch == 2 && cn > CF_VW)
+                    FN(cf_gemm_tile)(work, b, nr, len, ct, ldc, rm, cn, bi, acc, 4, 2);
+                else
+                    FN(cf_gemm_tile)(work, b, nr, len, ct, ldc, rm, cn, bi, acc, 4, 1);
             }
         }
     }

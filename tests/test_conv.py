@@ -337,3 +337,30 @@ def test_small_planes_stacked_along_depth_match_reference(x_shape, k, kernel, st
     for got, want in zip(grads, REF_BACKWARD[nd](g, x, w, **args)):
         assert got.flags.c_contiguous
         np.testing.assert_allclose(got, want, rtol=0, atol=tolerance(dtype, max(reduction, 64)))
+
+
+# The GEMMs read the weights in place when few column tiles meet them and
+# pack them otherwise; run both ways on shapes whose row counts (K forward,
+# C*kernel for the input gradient) leave remainders of every size.
+@pytest.mark.parametrize("in_place_tiles", [0, 1 << 30], ids=["packed", "in-place"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (2, 6, (5, 6), 13, (3, 3), 1, 1, 1, 1),      # 13 = 12 + 1 rows; 54 = 4*12 + 4 + 2
+    (3, 5, (7, 4), 10, (3, 2), (2, 1), 1, 1, 1),  # 10 = 8 + 2; 30 = 2*12 + 4 + 2
+    (2, 4, (6, 6), 27, (1, 1), 1, 1, 1, 1),       # padded 1x1: 27 = 2*12 + 3
+    (2, 8, (4, 4), 32, (3, 3), 1, 1, 1, 2),       # groups
+    (1, 3, (9, 9), 4, (2, 2), 1, 0, 1, 1),        # 4 rows; 12 = one tile
+], ids=str)
+def test_packed_and_in_place_weights_agree(rng, monkeypatch, case, dtype, in_place_tiles):
+    from cnnfast import _conv
+    monkeypatch.setattr(_conv, "IN_PLACE_TILES", in_place_tiles)
+    x, w, b, args = _make(rng, case, dtype)
+    expected = reference.conv2d(x, w, b, **args)
+    got = cnnfast.conv2d(x, w, b, **args, algorithm="im2col")
+    tol = tolerance(dtype, _reduction(case))
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    grad_out = rng.standard_normal(expected.shape).astype(dtype)
+    gx = cnnfast.conv2d_backward(grad_out, x, w, **args, algorithm="im2col", need=("x",))[0]
+    ref_gx = reference.conv2d_backward(grad_out, x, w, **args)[0]
+    t = tolerance(dtype, w.shape[0] * int(np.prod(case[4])))
+    np.testing.assert_allclose(gx, ref_gx, rtol=t, atol=t)
