@@ -48,9 +48,11 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     * stride 1 with at least CHANNELS_IN_LANES output channels per group:
       "direct", whose stride-1 kernel holds output channels in the vector
       lanes and reads the input in place of im2col's column copy (VGG 3x3
-      20.7 -> 18.6 ms, 1x1@14 0.56 -> 0.30 ms), once an image has more than
-      SMALL_PLANE outputs (below, the depth-stacked GEMM wins: 4x4 at 512
-      channels 7.8 vs 13.0 ms), and at any size for K <= 48 (LeNet c2 0.77
+      20.7 -> 18.6 ms, 1x1@14 0.56 -> 0.30 ms), once output rows are 14 or
+      more wide (at 14x14 as fast as the depth-stacked GEMM, with no stacked
+      copies: peak memory 1.5x instead of 2.1x input + weights + output;
+      below, the stacked GEMM wins: 4x4 at 512 channels 7.8 vs 13.0 ms),
+      and at any size for K <= 48 (LeNet c2 0.77
       -> 0.47 ms: M = 16 GEMMs run far below peak); with K <= 48 also for
       any stride on planes of at most SMALL_PLANE outputs in batches of 16
       or more, where the kernel tiles images (LeNet c2 0.47 -> 0.39 ms;
@@ -72,7 +74,7 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     c_per_group = geom.in_channels // geom.groups
     stride_1 = all(s == 1 for s in geom.stride)
     if gradient == "forward" and k_per_group >= CHANNELS_IN_LANES and (
-            (stride_1 and (k_per_group <= 48 or math.prod(geom.out_size) > SMALL_PLANE))
+            (stride_1 and (k_per_group <= 48 or geom.out_size[-1] >= 14))
             or (k_per_group <= 48 and geom.batch >= 16
                 and math.prod(geom.out_size) <= SMALL_PLANE)):
         return "direct"
