@@ -21,9 +21,16 @@ from cnnfast import data, models, nn, optim  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
+    # distributed's nanny also writes its workers' variables (OMP_NUM_THREADS=1,
+    # MALLOC_TRIM_THRESHOLD_) into this process's environment: put it back after
+    saved = dict(os.environ)
+    try:
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                          dashboard_address=None) as cluster, Client(cluster) as c:
+            yield c
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def lenet(dtype=np.float32, seed=0):

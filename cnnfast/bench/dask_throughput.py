@@ -135,9 +135,10 @@ def sweep(cases, repeat):
 
     for case in cases:
         model = build(case)
-        yield case, "this process, cnnfast 1 thread", local_rate(case, model, 1, repeat)
-        yield case, "this process, cnnfast 2 threads", local_rate(case, model, 2, repeat)
-        yield (case, "Dask threaded scheduler, 2 threads",
+        for threads in (1, 2):
+            yield (case, f"this process, cnnfast (and BLAS) at {threads} thread"
+                   + ("s" if threads > 1 else ""), local_rate(case, model, threads, repeat))
+        yield (case, "Dask threaded scheduler, 2 threads, cnnfast at 1 thread",
                dask_rate(case, model, repeat, Threaded()))
         for trim in (True, False):
             for workers in (1, 2):
@@ -147,7 +148,7 @@ def sweep(cases, repeat):
                     client.run(cnnfast.set_num_threads, 1)
                     rate = dask_rate(case, model, repeat, Cluster(client))
                 how = f"LocalCluster, {workers} worker process" + ("es" if workers > 1 else "")
-                yield case, how + ("" if trim else ", MALLOC_TRIM_THRESHOLD_ unset"), rate
+                yield case, how + ("" if trim else ", `MALLOC_TRIM_THRESHOLD_` unset"), rate
 
 
 def main(argv=None):
