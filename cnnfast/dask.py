@@ -4,11 +4,11 @@
     logits = cnnfast.dask.predict(model, images)          # images: dask array (N, C, H, W)
     losses = cnnfast.dask.fit(model, images, labels, optimizer=opt, batch_size=256)
 
-`predict` works with any Dask scheduler (threads, processes, a distributed
-cluster); `fit` needs a `dask.distributed` Client. Both send the model as one
-graph key that every task depends on, so the weights reach each worker once
-per call (predict) or once per step (fit), and the scheduler keeps a copy to
-recompute it if a worker dies. Install with `pip install "cnnfast[dask]"`;
+`predict` works with any Dask scheduler; `fit` needs a `dask.distributed`
+Client. Both put the model in the graph as one key that every task depends
+on, so on a cluster the weights reach each worker once per call (predict) or
+once per step (fit), and the scheduler keeps a copy to recompute it if a
+worker dies. Install with `pip install "cnnfast[dask]"`;
 `import cnnfast` itself never imports Dask.
 """
 from __future__ import annotations
