@@ -24,6 +24,8 @@ from math import gcd
 
 import numpy as np
 
+from cnnfast._workspace import work_array
+
 # Column-buffer budget per thread, in elements: bounds im2col's memory for any
 # batch size while keeping GEMM tiles wide enough to run near peak.
 COLUMN_BUDGET = 1 << 19
@@ -305,7 +307,9 @@ cdef object _batch_innermost(const floating[:, :, :, :, ::1] x, const cf_geom *g
     """New (groups*C, Dp, Hp, Wp, N) array: x padded to the extent the windows
     reach (zeros around, cropped past it), batch innermost."""
     cdef tuple ext = _reach(g)
-    xt = np.zeros((x.shape[1],) + ext + (x.shape[0],), dtype=_dtype_of(<floating> 0))
+    shape = (x.shape[1],) + ext + (x.shape[0],)
+    xt = work_array("cv_xt", np.prod(shape), _dtype_of(<floating> 0)).reshape(shape)
+    xt[...] = 0
     pads = (g.pd, g.ph, g.pw)
     keep = [max(0, min(n, e - p)) for n, e, p in zip((g.D, g.H, g.W), ext, pads)]
     if min(keep) > 0:
@@ -314,11 +318,37 @@ cdef object _batch_innermost(const floating[:, :, :, :, ::1] x, const cf_geom *g
     return xt
 
 
-cdef inline bint _batch_in_tile(Py_ssize_t N, Py_ssize_t P, Py_ssize_t K):
-    """Small planes of a large batch: the channels-in-lanes direct kernel tiles
-    images rather than positions (LeNet c2, 64 images of 10x10)."""
-    return (N >= BATCH_IN_TILE_MIN and P <= BATCH_IN_TILE_PLANE
-            and CHANNELS_IN_LANES_MIN <= K <= BATCH_IN_TILE_CHANNELS)
+cdef bint _batch_in_tile(Py_ssize_t N, const cf_geom *g, tuple stride, floating dummy):
+    """Should the channels-in-lanes direct kernel tile images rather than
+    positions? For small planes: with stride 1 when that computes fewer
+    positions once the copy it needs is counted (LeNet c2, 64 images of 10x10:
+    16-image tiles waste nothing where 24-position tiles compute 1.44 per
+    output; Inception 5x5 at 14x14, 8 images: 1.0 vs 1.14), with other
+    strides (no position tiling) from BATCH_IN_TILE_MIN images."""
+    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    if not (CHANNELS_IN_LANES_MIN <= g.K <= BATCH_IN_TILE_CHANNELS and P <= BATCH_IN_TILE_PLANE):
+        return False
+    if stride != (1, 1, 1):
+        return N >= BATCH_IN_TILE_MIN
+    cdef cf_geom gp = g[0]
+    gp.D, gp.H, gp.W = _reach(g)
+    gp.pd = gp.ph = gp.pw = 0
+    cdef int level = cf_gemm_level()
+    cdef Py_ssize_t vw = _vector_width(<floating> 0), nv = (min(g.K, 4 * vw) + vw - 1) // vw
+    # input copies per multiply-add instruction: the batch-innermost copy
+    # (a strided gather, counted double) against the padded copy (memcpy
+    # rows, counted half; none without padding)
+    cdef double copy = <double> (g.C * gp.D * gp.H * gp.W) / (P * R * nv)
+    cdef bint padded = not (g.pd == 0 and g.ph == 0 and g.pw == 0 and gp.D == g.D
+                            and gp.H == g.H and gp.W == g.W)
+    cdef double by_image, by_position
+    if floating is float:
+        by_image = direct_cv_waste_f32(level, g.K, N, &gp, 1)
+        by_position = direct_cv_waste_f32(level, g.K, N, &gp, 0)
+    else:
+        by_image = direct_cv_waste_f64(level, g.K, N, &gp, 1)
+        by_position = direct_cv_waste_f64(level, g.K, N, &gp, 0)
+    return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
 
 
 cdef void _cv_forward(const floating *x, const floating *w, const floating *bias,
@@ -364,10 +394,11 @@ cdef void _cv_forward(const floating *x, const floating *w, const floating *bias
     job.nq = (job.qend + job.qchunk - 1) // job.qchunk
     job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W
     dtype = _dtype_of(<floating> 0)
-    wpk = np.empty(max(groups * job.Kpad * R, 1), dtype=dtype)
-    bpk = np.empty(max(groups * job.Kpad, 1), dtype=dtype)
-    xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
-    padded_id = np.full(nthreads, -1, dtype=np.intp)
+    wpk = work_array("cv_wpk", groups * job.Kpad * R, dtype)
+    bpk = work_array("cv_bpk", groups * job.Kpad, dtype)
+    xpad = work_array("cv_xpad", nthreads * job.xpad_size, dtype)
+    padded_id = work_array("cv_padded_id", nthreads, np.intp)
+    padded_id[:] = -1
     cdef floating[::1] wpk_v = wpk, bpk_v = bpk, xpad_v = xpad
     cdef Py_ssize_t[::1] padded_id_v = padded_id
     job.x = x
@@ -550,12 +581,13 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     if N * job.ntiles <= IN_PLACE_TILES:
         job.a_rs, job.a_ks = R, 1
     dtype = _dtype_of(<floating> 0)
-    apk = np.empty(1 if job.a_rs else max(groups * job.Kr * R, 1), dtype=dtype)
-    awork = np.empty(nthreads * 4 * job.kc, dtype=dtype)
-    xpad = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
-    panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
-    padded_id = np.full(nthreads, -1, dtype=np.intp)
-    runs = np.empty(nthreads * job.runs_size, dtype=np.intp)
+    apk = work_array("gemm_a", 1 if job.a_rs else groups * job.Kr * R, dtype)
+    awork = work_array("gemm_awork", nthreads * 4 * job.kc, dtype)
+    xpad = work_array("gemm_xpad", nthreads * job.xpad_size, dtype)
+    panels = work_array("gemm_panels", nthreads * job.panels_size, dtype)
+    padded_id = work_array("gemm_padded_id", nthreads, np.intp)
+    padded_id[:] = -1
+    runs = work_array("gemm_runs", nthreads * job.runs_size, np.intp)
     cdef floating[::1] apk_v = apk, xpad_v = xpad, panels_v = panels, awork_v = awork
     cdef Py_ssize_t[::1] padded_id_v = padded_id, runs_v = runs
     job.x = &x[0, 0, 0, 0, 0]
@@ -665,11 +697,11 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     if N * job.ntiles <= IN_PLACE_TILES:
         job.a_rs, job.a_ks = 1, R
     dtype = _dtype_of(<floating> 0)
-    apk = np.empty(1 if job.a_rs else max(groups * job.Kr * g.K, 1), dtype=dtype)
-    awork = np.empty(nthreads * 4 * job.kc, dtype=dtype)
-    gcol = np.empty(max(nthreads * job.xpad_size, 1), dtype=dtype)
-    panels = np.empty(max(nthreads * job.panels_size, 1), dtype=dtype)
-    runs = np.empty(nthreads * job.runs_size, dtype=np.intp)
+    apk = work_array("gemm_a", 1 if job.a_rs else groups * job.Kr * g.K, dtype)
+    awork = work_array("gemm_awork", nthreads * 4 * job.kc, dtype)
+    gcol = work_array("gemm_xpad", nthreads * job.xpad_size, dtype)
+    panels = work_array("gemm_panels", nthreads * job.panels_size, dtype)
+    runs = work_array("gemm_runs", nthreads * job.runs_size, np.intp)
     cdef floating[::1] apk_v = apk, gcol_v = gcol, panels_v = panels, awork_v = awork
     cdef Py_ssize_t[::1] runs_v = runs
     job.x = &grad_out[0, 0, 0, 0, 0]
@@ -719,7 +751,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     cdef floating[:, :, :, :, ::1] xpad
     cdef floating[::1] xt_v
     cdef cf_geom gp
-    if method == "direct" and _batch_in_tile(N, P, g.K):
+    if method == "direct" and _batch_in_tile(N, &g, stride, <floating> 0):
         xt = _batch_innermost(x, &g)
         xt_v = xt.reshape(-1)
         _cv_forward(&xt_v[0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
@@ -811,10 +843,13 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
     nitems = N * groups * ntiles
     nthreads = <int> min(<Py_ssize_t> nthreads, nitems)
     # thread 0 accumulates into grad_w itself, the others into partials
-    partial = np.zeros((max(nthreads - 1, 1), size if nthreads > 1 else 1),
-                       dtype=_dtype_of(<floating> 0))
+    partial = work_array("wgrad_partial", (nthreads - 1) * size if nthreads > 1 else 1,
+                         _dtype_of(<floating> 0)).reshape(max(nthreads - 1, 1),
+                                                          size if nthreads > 1 else 1)
+    partial[...] = 0
     if not _is_pointwise_identity(&g):
-        work = np.empty((nthreads, R * tile), dtype=_dtype_of(<floating> 0))
+        work = work_array("wgrad_columns", nthreads * R * tile,
+                          _dtype_of(<floating> 0)).reshape(nthreads, R * tile)
         workp = &work[0, 0]
     with nogil:
         memset(gwp, 0, size * sizeof(floating))

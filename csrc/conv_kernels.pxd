@@ -78,3 +78,5 @@ cdef extern from "conv_common.h" nogil:
     void gemm_in_place_f64(const double *a, cf_idx rs, cf_idx ks, const double *bpk, cf_idx m,
                            cf_idx n, cf_idx depth, double *c, cf_idx ldc, const double *bias,
                            int accumulate, cf_idx kc, int level, double *work)
+    double direct_cv_waste_f32(int level, cf_idx nk, cf_idx N, const cf_geom *g, int batch)
+    double direct_cv_waste_f64(int level, cf_idx nk, cf_idx N, const cf_geom *g, int batch)

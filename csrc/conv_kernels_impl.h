@@ -314,6 +314,35 @@ CF_DISPATCH void FN(direct_forward_cv_batch)(const CF_T *xt, cf_idx N, const CF_
     }
 }
 
+/* Positions computed per output the channels-in-lanes kernel needs for nk
+ * channels (the first block): tiling the padded plane of one image (stride
+ * 1; g: padded extents, as direct_forward_cv gets it) or, with batch, tiling
+ * the N images (as direct_forward_cv_batch picks its width). The driver
+ * runs whichever wastes less. */
+static double FN(direct_cv_waste)(int level, cf_idx nk, cf_idx N, const cf_geom *g, int batch) {
+    const int nv = (int)((cf_min(nk, FN(cf_cv_vectors)(level) * CF_VW) + CF_VW - 1) / CF_VW);
+    const cf_idx nc = FN(cf_cv_pixels)(level, nv);
+    if (batch) {
+        /* the candidate widths of direct_forward_cv_batch's CF_PICK */
+        static const int wide[2][4][3] = {{{6, 4, 2}, {3, 2, 1}, {3, 2, 1}, {3, 2, 1}},
+                                          {{24, 16, 8}, {12, 8, 4}, {8, 6, 4}, {6, 4, 2}}};
+        cf_idx best = N * N + N; /* the 1-wide fallback computes N, any width at most this */
+        for (int c = 0; c < 3; c++) {
+            const cf_idx w = wide[level >= 4][nv - 1][c];
+            if (N >= w) best = cf_min(best, (N + w - 1) / w * w);
+        }
+        /* one image per tile leaves only NV accumulator chains: latency-bound */
+        return best > N * N ? 4.0 : (double)best / (double)N;
+    }
+    const cf_idx P = g->OD * g->OH * g->OW;
+    const cf_idx qend = ((g->OD - 1) * g->H + g->OH - 1) * g->W + g->OW;
+    if (qend < nc) return 4.0; /* narrow tiles: latency-bound */
+    const cf_idx across = (qend + nc - 1) / nc;
+    const cf_idx by_row = (qend + g->W - 1) / g->W * ((g->OW + nc - 1) / nc);
+    const cf_idx tiles = g->OW >= nc && by_row < across ? by_row : across;
+    return (double)(tiles * nc) / (double)P;
+}
+
 /* Pack weights [K][R] (rows R = C*KVOL apart) into channel blocks of
  * cf_cv_vectors(level) vectors: block b at dst + b*NVmax*VW*R holds
  * [R][ceil(nk_b/VW)*VW], zero past channel K. Bias likewise, block b at
