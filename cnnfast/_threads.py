@@ -65,11 +65,27 @@ def num_threads(n):
         _num_threads = saved
 
 
-class _BlasPin:
-    """Holds the BLAS behind the kernels at one thread while any kernel runs
-    (reference-counted across Python threads, restored when the last leaves)."""
+def _blas_libraries(scipy_only):
+    from threadpoolctl import ThreadpoolController
 
-    def __init__(self):
+    from . import _conv  # noqa: F401  loads SciPy's BLAS
+
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    if not scipy_only:
+        return blas
+    scipy_own = [lib for lib in blas
+                 if "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
+    return scipy_own or blas
+
+
+class _BlasLimit:
+    """Holds BLAS libraries at `threads()` threads while any Python thread is
+    inside (reference-counted across Python threads; the first to enter sets
+    the count, the last to leave restores it)."""
+
+    def __init__(self, scipy_only, threads):
+        self._scipy_only = scipy_only
+        self._threads = threads
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = []
@@ -77,37 +93,37 @@ class _BlasPin:
 
     def libraries(self):
         if self._libs is None:
-            from threadpoolctl import ThreadpoolController
-
-            from . import _conv  # noqa: F401  loads SciPy's BLAS
-
-            blas = [lib for lib in ThreadpoolController().lib_controllers
-                    if lib.user_api == "blas"]
-            scipy_own = [lib for lib in blas
-                         if "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
-            self._libs = scipy_own or blas
+            self._libs = _blas_libraries(self._scipy_only)
         return self._libs
 
     def __enter__(self):
         libs = self.libraries()
         with self._lock:
             if self._depth == 0:
+                n = self._threads()
                 self._saved = [lib.num_threads for lib in libs]
-                for lib in libs:
-                    if lib.num_threads != 1:
-                        lib.set_num_threads(1)
+                for lib, old in zip(libs, self._saved):
+                    if old != n:
+                        lib.set_num_threads(n)
             self._depth += 1
 
     def __exit__(self, *exc):
         with self._lock:
             self._depth -= 1
             if self._depth == 0:
-                for lib, n in zip(self.libraries(), self._saved):
-                    if n != 1:
-                        lib.set_num_threads(n)
+                for lib, old in zip(self.libraries(), self._saved):
+                    if lib.num_threads != old:
+                        lib.set_num_threads(old)
 
 
-blas_pinned = _BlasPin()
+# SciPy's BLAS at one thread while a kernel runs (the kernels parallelise
+# around their BLAS calls themselves).
+blas_pinned = _BlasLimit(scipy_only=True, threads=lambda: 1)
+# Every BLAS (NumPy's too) at cnnfast's thread count while the layers multiply
+# matrices: NumPy's OpenBLAS would otherwise use every core and keep its
+# threads spinning between calls, against the kernels' threads and anything
+# else on the machine (LeNet-5 step, 1 thread, other core busy: 8 vs 17-34 ms).
+blas_at_num_threads = _BlasLimit(scipy_only=False, threads=get_num_threads)
 
 
 def blas_info() -> list:

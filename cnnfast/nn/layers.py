@@ -14,6 +14,7 @@ from scipy.special import expit
 
 from .. import _validation as V
 from .. import functional as F
+from .._threads import blas_at_num_threads
 from . import init
 from .module import Module, Parameter
 
@@ -164,7 +165,8 @@ class Linear(Module):
     def forward(self, x):
         _check_input(x, "Linear", (1,), self.in_features, axis=-1)
         _same_dtype(x, self.weight, "Linear")
-        y = x @ self.weight.data.T
+        with blas_at_num_threads:
+            y = x @ self.weight.data.T
         if self.bias is not None:
             y += self.bias.data
         if self.training:
@@ -174,11 +176,13 @@ class Linear(Module):
     def backward(self, grad_out):
         x = self._saved()
         g2 = grad_out.reshape(-1, self.out_features)
-        if self._needs_grad(self.weight):
-            self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
+        with blas_at_num_threads:
+            if self._needs_grad(self.weight):
+                self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
+            grad_x = grad_out @ self.weight.data
         if self._needs_grad(self.bias):
             self.bias.accumulate(g2.sum(axis=0))
-        return grad_out @ self.weight.data
+        return grad_x
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
