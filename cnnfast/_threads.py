@@ -33,6 +33,10 @@ def _after_fork_in_child():
     # a child runs the kernels serially, without entering an OpenMP region.
     global _forked_child
     _forked_child = True
+    # Another thread of the parent may have held the BLAS pin's lock (or been
+    # inside a kernel) at the fork: that thread does not exist in the child,
+    # so its lock would stay taken forever.
+    blas_pinned._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,6 +92,10 @@ class _BlasPin:
                          if "scipy" in os.path.basename(os.path.dirname(lib.filepath))]
             self._libs = scipy_own or blas
         return self._libs
+
+    def _after_fork(self):
+        self._lock = threading.Lock()
+        self._depth = 0
 
     def __enter__(self):
         libs = self.libraries()

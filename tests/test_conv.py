@@ -1,7 +1,5 @@
 """Convolution kernels against the NumPy reference, finite differences and
 (when installed) torch.nn.functional, for every algorithm and both dtypes."""
-import itertools
-import threading
 
 import numpy as np
 import pytest
@@ -189,28 +187,6 @@ def test_thread_counts_agree_and_runs_are_reproducible(rng):
         for n in (2, 3):
             for a, c in zip(results[n], results[1]):
                 np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-3)
-
-
-def test_many_python_threads_at_once(rng):
-    x, w, b, args = _make(rng, (2, 6, (16, 15), 12, (3, 3), 1, 1, 1, 1), np.float64)
-    expected = {alg: cnnfast.conv2d(x, w, b, **args, algorithm=alg) for alg in ("direct", "im2col")}
-    barrier = threading.Barrier(6)
-    errors = []
-
-    def worker(alg):
-        barrier.wait()
-        for _ in range(5):
-            got = cnnfast.conv2d(x, w, b, **args, algorithm=alg)
-            if not np.array_equal(got, expected[alg]):
-                errors.append(alg)
-
-    threads = [threading.Thread(target=worker, args=(alg,))
-               for alg in itertools.islice(itertools.cycle(expected), 6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
 
 
 def test_thread_settings_round_trip():
