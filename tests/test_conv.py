@@ -291,3 +291,36 @@ def test_small_planes_stacked_along_depth_match_reference(x_shape, k, kernel, st
     for got, want in zip(grads, REF_BACKWARD[nd](g, x, w, **args)):
         assert got.flags.c_contiguous
         np.testing.assert_allclose(got, want, rtol=0, atol=tolerance(dtype, max(reduction, 64)))
+
+
+# ------------------------------------------------ padding only after the input
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "auto"])
+@pytest.mark.parametrize("nd, x_shape, kernel, stride, dilation", [
+    (2, (1, 2, 2, 1), (2, 1), 2, 2),          # found by tests/test_fuzz.py
+    (1, (2, 3, 6), (2,), 2, 2),
+    (1, (2, 3, 4), (2,), 3, 1),
+    (2, (2, 2, 5, 6), (2, 2), 2, (1, 2)),
+    (3, (1, 2, 3, 2, 4), (2, 1, 2), (2, 2, 3), 1),
+])
+def test_same_padding_entirely_after_the_input(nd, x_shape, kernel, stride, dilation,
+                                               algorithm, dtype, rng):
+    """'same' with stride and dilation can put all the padding after the input
+    (pad_before 0, pad_after > 0): windows reach past the end of each plane.
+    im2col's forward packed such windows straight from the input, as if there
+    were no padding, and read the next plane (or, for the last one, past the
+    end of the array) instead of zeros."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((3, x_shape[1]) + kernel).astype(dtype)
+    args = dict(stride=stride, padding="same", dilation=dilation)
+    geom = cnnfast._validation.conv_geometry(nd, x, w, None, **args)
+    assert not any(geom.pad_before) and any(geom.pad_after)
+    expected = REF_FORWARD[nd](x, w, **args)
+    got = FORWARD[nd](x, w, **args, algorithm=algorithm)
+    tol = tolerance(dtype, x_shape[1] * int(np.prod(kernel)))
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    grad_out = rng.standard_normal(expected.shape).astype(dtype)
+    for g, r in zip(BACKWARD[nd](grad_out, x, w, **args, algorithm=algorithm),
+                    REF_BACKWARD[nd](grad_out, x, w, **args)):
+        np.testing.assert_allclose(g, r, rtol=10 * tol, atol=10 * tol)
