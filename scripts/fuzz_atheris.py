@@ -28,6 +28,7 @@ calls (and at a normal exit) it prints how many calls it made, valid and rejecte
 """
 import atexit
 import sys
+from pathlib import Path
 
 import atheris
 import numpy as np
@@ -36,7 +37,7 @@ with atheris.instrument_imports(include=["cnnfast"]):
     import cnnfast
     from cnnfast import reference
 
-sys.path.insert(0, __file__.rsplit("/scripts/", 1)[0] + "/tests")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from layouts import relayout  # noqa: E402  (tests/layouts.py)
 
 OPS = ([f"conv{nd}d" for nd in (1, 2, 3)] + [f"conv{nd}d_backward" for nd in (1, 2, 3)]
