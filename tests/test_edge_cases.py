@@ -91,7 +91,7 @@ def _reduction(w):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where", ["x", "weight", "bias"])
-@pytest.mark.parametrize("case, algorithm", _conv_params())
+@pytest.mark.parametrize("case, algorithm", list(_conv_params()))
 def test_conv_forward_propagates_nan_and_inf(case, algorithm, where, dtype):
     """A NaN or inf in x reaches exactly the outputs whose window holds it (+inf
     and -inf in one window give NaN); one in the weights or bias reaches every
@@ -136,7 +136,7 @@ def _backward_params():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case, algorithm, where, gradient", _backward_params())
+@pytest.mark.parametrize("case, algorithm, where, gradient", list(_backward_params()))
 def test_conv_backward_propagates_nan_and_inf(case, algorithm, where, gradient, dtype):
     rng, nd, x, w, _, args = _conv_inputs(case, dtype, seed=10 + case)
     out_shape = getattr(reference, f"conv{nd}d")(x, w, **args).shape
