@@ -9,6 +9,7 @@ result matches when its NaN, +inf and -inf positions are the reference's and
 its finite values agree to the usual tolerance. tests/test_pool.py holds the
 hand-made NaN/tie/-inf cases of 2-D max pooling; these are the rest.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -332,8 +333,10 @@ def test_more_than_2_31_elements(case):
     CNNFAST_SLOW=1 (scripts/huge_shapes.py runs them all)."""
     if not HUGE_SCRIPT.exists():
         pytest.skip("scripts/huge_shapes.py is not in this tree")
+    # the child imports the cnnfast this process imported
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__)))
     child = subprocess.run([sys.executable, str(HUGE_SCRIPT), case], capture_output=True,
-                           text=True, timeout=3600)
+                           text=True, timeout=3600, env=env)
     assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-2000:]
     if f"{case}: skipped" in child.stdout:
         pytest.skip(child.stdout.strip())
