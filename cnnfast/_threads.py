@@ -11,17 +11,17 @@ import os
 import threading
 
 from . import _runtime
-from ._validation import positive_int
+from ._validation import THREADS_MAX, thread_count
 
 
 def _default_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), THREADS_MAX)
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        return min(max(len(os.sched_getaffinity(0)), 1), THREADS_MAX)
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        return min(os.cpu_count() or 1, THREADS_MAX)
 
 
 _num_threads = _default_threads()
@@ -33,6 +33,10 @@ def _after_fork_in_child():
     # a child runs the kernels serially, without entering an OpenMP region.
     global _forked_child
     _forked_child = True
+    # Another thread of the parent may have held the BLAS pin's lock (or been
+    # inside a kernel) at the fork: that thread does not exist in the child,
+    # so its lock would stay taken forever.
+    blas_pinned._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -40,9 +44,10 @@ if hasattr(os, "register_at_fork"):
 
 
 def set_num_threads(n) -> None:
-    """Set the number of threads every cnnfast kernel uses (process-wide)."""
+    """Set the number of threads every cnnfast kernel uses (process-wide),
+    1 <= n <= 1024."""
     global _num_threads
-    _num_threads = positive_int(n, "n")
+    _num_threads = thread_count(n)
 
 
 def get_num_threads() -> int:
@@ -56,7 +61,7 @@ def get_num_threads() -> int:
 def num_threads(n):
     """Context manager: run the enclosed kernels with n threads."""
     global _num_threads
-    n = positive_int(n, "n")
+    n = thread_count(n)
     saved = _num_threads
     _num_threads = n
     try:
@@ -95,6 +100,10 @@ class _BlasLimit:
         if self._libs is None:
             self._libs = _blas_libraries(self._scipy_only)
         return self._libs
+
+    def _after_fork(self):
+        self._lock = threading.Lock()
+        self._depth = 0
 
     def __enter__(self):
         libs = self.libraries()

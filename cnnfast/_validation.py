@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import reprlib
 from typing import NamedTuple
 
 import numpy as np
@@ -18,6 +19,11 @@ NEEDS = ("x", "weight", "bias")
 BLAS_INT_MAX = 2**31 - 1
 POOL_SIZE_MAX = 2**31 - 1        # per-dim window arguments and output sizes
 POOL_BUFFER_MAX = 2**48          # elements of a padded pooling plane
+SIZE_MAX = POOL_SIZE_MAX         # conv stride/padding/dilation, as pooling's window arguments
+PLANE_MAX = POOL_BUFFER_MAX      # elements of a padded conv plane, as pooling's
+ARRAY_MAX = 2**59                # elements of any result (NumPy cannot index 2**60 doubles)
+THREADS_MAX = 1024               # kernel threads: libgomp aborts the process when it
+                                 # cannot create the threads a region asks for
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 
@@ -45,20 +51,43 @@ def ntuple(value, n: int, name: str, minimum: int) -> tuple:
     return values
 
 
-def positive_int(value, name: str) -> int:
+def positive_int(value, name: str, maximum: int | None = None) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
     return int(value)
+
+
+def thread_count(n) -> int:
+    """A kernel thread count: 1 <= n <= THREADS_MAX."""
+    return positive_int(n, "n", THREADS_MAX)
 
 
 # ----------------------------------------------------------------- arrays
 
+_SHORT = reprlib.Repr()  # values in messages: a few entries of a list, 40 characters
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple = 2, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
 def check_array(a, name: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+        # the value, shortened: a list of a million floats must not become the message
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__} "
+                        f"{_SHORT.repr(a)}")
     return a
+
+
+def check_result_size(shape: tuple, what: str) -> None:
+    """A result NumPy can index: beyond ARRAY_MAX elements np.empty fails
+    with a ValueError that names no argument (or the kernels' offsets wrap)."""
+    if math.prod(shape) > ARRAY_MAX:
+        raise ValueError(f"{what}: a result of shape {tuple(shape)} has "
+                         f"{math.prod(shape)} elements, more than cnnfast supports "
+                         f"(2**59)")
 
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -201,7 +230,19 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
                          f"got {bias.shape}")
     stride = ntuple(stride, nd, "stride", minimum=1)
     dilation = ntuple(dilation, nd, "dilation", minimum=1)
+    for name, values in (("stride", stride), ("dilation", dilation)):
+        if any(v > SIZE_MAX for v in values):
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
     pad_before, pad_after = _conv_padding(padding, nd, in_size, kernel, stride, dilation)
+    if any(p > SIZE_MAX for p in pad_before + pad_after):
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r} "
+                         f"(before {pad_before}, after {pad_after})")
+    # the direct kernels read a zero-padded copy of each plane: its size must be sane
+    padded = math.prod(n + pb + pa for n, pb, pa in zip(in_size, pad_before, pad_after))
+    if padded > PLANE_MAX:
+        raise ValueError(f"{op}: padding={padding!r} pads an input plane of size "
+                         f"{tuple(in_size)} to {padded} elements, more than the kernels "
+                         f"support (2**48)")
     out_size = []
     for i, (n, k, s, d, pb, pa) in enumerate(zip(in_size, kernel, stride, dilation,
                                                  pad_before, pad_after)):
@@ -214,6 +255,7 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
         out_size.append(o)
     geom = ConvGeometry(nd, dtype, N, C, K, groups, tuple(in_size), tuple(kernel), stride,
                         dilation, pad_before, pad_after, tuple(out_size))
+    check_result_size(geom.out_shape, op)
     if backward:
         expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of this {op}")
     return geom
@@ -279,6 +321,14 @@ def input_shape_arg(input_shape, ndim: int, op: str) -> tuple:
         raise ValueError(f"input_shape {shape}: sizes must be positive (only the batch may "
                          f"be 0) for {op}")
     return shape
+
+
+def input_shape_size(input_shape: tuple, op: str) -> None:
+    """grad_x of input_shape must be an array NumPy can index (checked after
+    the shape's agreement with grad_out and indices, just before allocating)."""
+    if math.prod(input_shape) > ARRAY_MAX:
+        raise ValueError(f"input_shape {input_shape} has {math.prod(input_shape)} elements, "
+                         f"more than cnnfast supports (2**59) for {op}")
 
 
 def _input_array(x, nd: int, op: str) -> np.dtype:
@@ -362,7 +412,12 @@ def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, pad
             if len(_POOL_SIZES) > 512:
                 _POOL_SIZES.clear()
             _POOL_SIZES[key] = sizes
-    return PoolGeometry(nd, dtype, shape[0], shape[1], *sizes)
+    geom = PoolGeometry(nd, dtype, shape[0], shape[1], *sizes)
+    if input_shape is None:
+        check_result_size(geom.out_shape, op)
+    else:
+        input_shape_size(input_shape, f"{op}_backward")
+    return geom
 
 
 # Shape arithmetic only (no arrays) is cached, because training repeats the
@@ -407,7 +462,8 @@ def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mo
                        for n, o, k, s, p, d in zip(in_size, out_size, kernel, stride, padding,
                                                    dilation))
     if padded > POOL_BUFFER_MAX:
-        raise ValueError(f"{op}: kernel_size={kernel!r} with padding={padding!r} and "
+        raise ValueError(f"{op}: an input plane of size {tuple(in_size)} with "
+                         f"kernel_size={kernel!r}, padding={padding!r} and "
                          f"dilation={dilation!r} spans {padded} elements per plane, "
                          f"more than the kernels support ({POOL_BUFFER_MAX})")
     return in_size, kernel, stride, padding, dilation, tuple(out_size)
@@ -461,6 +517,7 @@ def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_ran
     if 0 in grad_out.shape[2:]:
         raise ValueError(f"grad_out has shape {grad_out.shape}: output sizes must be positive")
     check_indices(indices, grad_out, input_shape, op, check_range)
+    input_shape_size(input_shape, op)
     return dtype, input_shape
 
 
@@ -507,7 +564,9 @@ def adaptive_output_size(output_size, in_size: tuple) -> tuple:
 
 def adaptive_geometry(x, output_size, op: str):
     dtype = _input_array(x, 2, op)
-    return dtype, adaptive_output_size(output_size, x.shape[2:])
+    sizes = adaptive_output_size(output_size, x.shape[2:])
+    check_result_size(x.shape[:2] + sizes, f"{op} with output_size={output_size!r}")
+    return dtype, sizes
 
 
 def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False):
@@ -525,4 +584,5 @@ def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False
         if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != (N, C) or 0 in grad_out.shape[2:]:
             raise ValueError(f"grad_out has shape {grad_out.shape}, expected (N, C) = {(N, C)} "
                              f"followed by 2 positive output sizes for {op}")
+    input_shape_size(input_shape, op)
     return dtype, input_shape

@@ -454,9 +454,9 @@ def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding
 def _adaptive(is_max, x, out_hw, return_indices):
     dtype = V.common_float_dtype(x=x)
     N, C, H, W = x.shape
+    out = np.empty((N, C) + tuple(out_hw), dtype=dtype)   # before the (as long) windows
     hs, he = V.adaptive_windows(H, out_hw[0])
     ws, we = V.adaptive_windows(W, out_hw[1])
-    out = np.empty((N, C) + tuple(out_hw), dtype=dtype)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
     planes = (N * C,)
     _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + (H, W)),

@@ -87,6 +87,13 @@ cdef inline bint _is_pointwise_identity(const cf_geom *g) noexcept nogil:
             and g.OD == g.D and g.OH == g.H and g.OW == g.W)
 
 
+cdef inline bint _windows_inside(const cf_geom *g) noexcept nogil:
+    """Every window of g lies inside the unpadded input (reaches no padding)."""
+    return ((g.OD - 1) * g.sd + (g.KD - 1) * g.dd < g.D
+            and (g.OH - 1) * g.sh + (g.KH - 1) * g.dh < g.H
+            and (g.OW - 1) * g.sw + (g.KW - 1) * g.dw < g.W)
+
+
 cdef inline Py_ssize_t _tile_width(Py_ssize_t rows, Py_ssize_t P):
     """Columns per tile: within the budget, and balanced so the last tile is
     not a sliver (a narrow GEMM runs far below peak)."""
@@ -554,7 +561,9 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
         mr, nr = gemm_tile_rows_f64(level), gemm_tile_cols_f64(level)
     cdef cf_geom gp = g
     cdef _packed_job job
-    job.in_place = padding == (0, 0, 0)
+    # Pack straight from x only when no window reaches outside it: `padding`
+    # is the padding before, and 'same' can pad after the input alone.
+    job.in_place = padding == (0, 0, 0) and _windows_inside(&g)
     if _is_pointwise_identity(&g):
         # the planes are the columns: one run per panel instead of one per row
         gp.D = gp.H = gp.OD = gp.OH = 1

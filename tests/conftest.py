@@ -1,6 +1,24 @@
-"""Shared fixtures for the cnnfast tests."""
+"""Shared fixtures for the cnnfast tests, and the `slow` marker: tests that need
+more than CI's memory or time (arrays over 2**31 elements) run only with
+`pytest --runslow` or CNNFAST_SLOW=1."""
+import os
+
 import numpy as np
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (about 10 GB of memory each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("CNNFAST_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: needs --runslow or CNNFAST_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -9,8 +9,14 @@ LAYOUTS = ["fortran", "transposed", "strided", "negative", "broadcast", "readonl
 
 def _garbage(dtype):
     """What fills the gaps of a strided view: NaN, or for indices an index far
-    outside any plane (a kernel that read it would write out of bounds)."""
-    return np.nan if np.dtype(dtype).kind == "f" else -2**62
+    outside any plane (a kernel that read it would write out of bounds); for
+    the other dtypes of the fuzz tests' invalid inputs, an extreme value."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "fc":
+        return np.nan
+    if dtype.kind in "iu":
+        return max(-2**62, np.iinfo(dtype).min) if dtype.kind == "i" else np.iinfo(dtype).max
+    return True if dtype.kind == "b" else -2**62
 
 
 def relayout(a, layout, path):

@@ -1,7 +1,5 @@
 """Convolution kernels against the NumPy reference, finite differences and
 (when installed) torch.nn.functional, for every algorithm and both dtypes."""
-import itertools
-import threading
 
 import numpy as np
 import pytest
@@ -213,28 +211,6 @@ def test_thread_counts_agree_and_runs_are_reproducible(rng):
                 np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-3)
 
 
-def test_many_python_threads_at_once(rng):
-    x, w, b, args = _make(rng, (2, 6, (16, 15), 12, (3, 3), 1, 1, 1, 1), np.float64)
-    expected = {alg: cnnfast.conv2d(x, w, b, **args, algorithm=alg) for alg in ("direct", "im2col")}
-    barrier = threading.Barrier(6)
-    errors = []
-
-    def worker(alg):
-        barrier.wait()
-        for _ in range(5):
-            got = cnnfast.conv2d(x, w, b, **args, algorithm=alg)
-            if not np.array_equal(got, expected[alg]):
-                errors.append(alg)
-
-    threads = [threading.Thread(target=worker, args=(alg,))
-               for alg in itertools.islice(itertools.cycle(expected), 6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-
-
 def test_thread_settings_round_trip():
     before = cnnfast.get_num_threads()
     with cnnfast.num_threads(1):
@@ -364,3 +340,36 @@ def test_packed_and_in_place_weights_agree(rng, monkeypatch, case, dtype, in_pla
     ref_gx = reference.conv2d_backward(grad_out, x, w, **args)[0]
     t = tolerance(dtype, w.shape[0] * int(np.prod(case[4])))
     np.testing.assert_allclose(gx, ref_gx, rtol=t, atol=t)
+
+
+# ------------------------------------------------ padding only after the input
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "auto"])
+@pytest.mark.parametrize("nd, x_shape, kernel, stride, dilation", [
+    (2, (1, 2, 2, 1), (2, 1), 2, 2),          # found by tests/test_fuzz.py
+    (1, (2, 3, 6), (2,), 2, 2),
+    (1, (2, 3, 4), (2,), 3, 1),
+    (2, (2, 2, 5, 6), (2, 2), 2, (1, 2)),
+    (3, (1, 2, 3, 2, 4), (2, 1, 2), (2, 2, 3), 1),
+])
+def test_same_padding_entirely_after_the_input(nd, x_shape, kernel, stride, dilation,
+                                               algorithm, dtype, rng):
+    """'same' with stride and dilation can put all the padding after the input
+    (pad_before 0, pad_after > 0): windows reach past the end of each plane.
+    im2col's forward packed such windows straight from the input, as if there
+    were no padding, and read the next plane (or, for the last one, past the
+    end of the array) instead of zeros."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((3, x_shape[1]) + kernel).astype(dtype)
+    args = dict(stride=stride, padding="same", dilation=dilation)
+    geom = cnnfast._validation.conv_geometry(nd, x, w, None, **args)
+    assert not any(geom.pad_before) and any(geom.pad_after)
+    expected = REF_FORWARD[nd](x, w, **args)
+    got = FORWARD[nd](x, w, **args, algorithm=algorithm)
+    tol = tolerance(dtype, x_shape[1] * int(np.prod(kernel)))
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    grad_out = rng.standard_normal(expected.shape).astype(dtype)
+    for g, r in zip(BACKWARD[nd](grad_out, x, w, **args, algorithm=algorithm),
+                    REF_BACKWARD[nd](grad_out, x, w, **args)):
+        np.testing.assert_allclose(g, r, rtol=10 * tol, atol=10 * tol)

@@ -4,7 +4,8 @@ For every algorithm and both float dtypes, inputs that are Fortran-ordered,
 transposed or strided views, negatively strided, zero-strided (broadcast),
 read-only, memory-mapped, byte-swapped or misaligned give results bit-identical
 to the same call on C-contiguous native copies; the results are new C-contiguous
-arrays of the native dtype, and the inputs are never modified.
+arrays of the native dtype, and the inputs are never modified. Also: an empty
+batch in every layout, and one buffer passed as several arguments.
 """
 
 import numpy as np
@@ -149,4 +150,49 @@ def test_backward_need_subsets(need, dtype, layout, files):
         assert (g is None) == (name not in need) == (e is None)
     check_results([g for g in got if g is not None], [e for e in expected if e is not None],
                   dtype, arrays)
+    check_unmodified(keep)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_zero_batch_in_every_layout(case, dtype, layout, files):
+    """An empty batch (N = 0) stored any way: empty results of the right shape,
+    zero weight and bias gradients, inputs untouched, for every algorithm."""
+    nd, xshape, wshape, args = CASES[case]
+    x, w, b = make_inputs(case, dtype, seed=6)
+    empty = "fortran" if layout == "memmap" else layout  # NumPy cannot map 0 bytes
+    x = relayout(x[:0], empty, files())
+    w, b = relayout(w, layout, files()), relayout(b, layout, files())
+    out_shape = FORWARD[nd](x, w, **args).shape
+    assert out_shape[0] == 0
+    grad_out = relayout(np.zeros(out_shape, dtype), empty, files())
+    keep = snapshot([x, w, b, grad_out])
+    for algorithm in _algorithms(case):
+        y = FORWARD[nd](x, w, b, **args, algorithm=algorithm)
+        assert y.shape == out_shape and y.dtype == np.dtype(dtype) and y.flags.c_contiguous
+        gx, gw, gb = BACKWARD[nd](grad_out, x, w, **args, algorithm=algorithm)
+        assert gx.shape == x.shape and gx.flags.c_contiguous
+        np.testing.assert_array_equal(gw, np.zeros(wshape, dtype))
+        np.testing.assert_array_equal(gb, np.zeros(wshape[0], dtype))
+    check_unmodified(keep)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "1x1", "auto"])
+def test_one_array_passed_as_several_arguments(algorithm, dtype):
+    """x also given as grad_out (a 1x1 kernel with K == C keeps the shapes
+    equal), and a weight that is a view of x's buffer: the same results as
+    separate copies, new arrays, nothing written into the shared buffer."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 5, 6)).astype(dtype)
+    w = x[0, :, :4, 0].copy().reshape(4, 4, 1, 1)
+    shared = x[0, :, :4, :1, None]  # (4, 4, 1, 1), a view into x
+    np.testing.assert_array_equal(shared, w)
+    keep = snapshot([x])
+    expected = cnnfast.conv2d_backward(x.copy(), x.copy(), w, algorithm=algorithm)
+    got = cnnfast.conv2d_backward(x, x, shared, algorithm=algorithm)
+    check_results(got, expected, dtype, [x])
+    np.testing.assert_array_equal(cnnfast.conv2d(x, shared, algorithm=algorithm),
+                                  cnnfast.conv2d(x.copy(), w, algorithm=algorithm))
     check_unmodified(keep)

@@ -7,10 +7,10 @@ strided, zero-strided (broadcast), read-only, memory-mapped, byte-swapped or
 misaligned give results bit-identical (values and indices) to the same call on
 C-contiguous native copies; the results are new C-contiguous arrays of the
 native dtype, and the inputs are never modified. A zero batch gives empty
-results of the right shape; Python threads calling at once, and any OpenMP
-thread count, give the same bits (pooling has no cross-thread reductions).
+results of the right shape; any OpenMP thread count gives the same bits (pooling
+has no cross-thread reductions). Python threads calling at once:
+tests/test_concurrency.py.
 """
-import threading
 
 import numpy as np
 import pytest
@@ -290,53 +290,6 @@ def test_global_backward_zero_batch_both_grad_shapes(op, keepdims, dtype):
 
 
 # ----------------------------------------------------------------- threads
-
-def _thread_calls(dtype):
-    """A mix of forward and backward max/avg calls (plus adaptive and global)
-    with their precomputed results."""
-    calls = []
-    for case in ["max2d", "max1d", "max3d", "avg2d", "avg3d", "avg1d", "adaptive_max",
-                 "global_avg"]:
-        op, arrays, kwargs = forward_call(case, dtype, return_indices=case in INDEXED,
-                                          n=4, c=3, seed=11)
-        calls.append((op, arrays, kwargs))
-        calls.append(backward_call(case, dtype, n=4, c=3, seed=12))
-    return [(op, arrays, kwargs, as_list(op(**arrays, **kwargs)))
-            for op, arrays, kwargs in calls]
-
-
-@pytest.mark.parametrize("kernel_threads", [1, 2])
-def test_python_threads_at_once(kernel_threads, restore_threads):
-    """Several Python threads, started together on a barrier, calling pooling
-    forward and backward on shared inputs give the precomputed results."""
-    cnnfast.set_num_threads(kernel_threads)
-    calls = _thread_calls(np.float32) + _thread_calls(np.float64)
-    keep = snapshot([a for _, arrays, _, _ in calls for a in arrays.values()])
-    workers, rounds = 4, 3
-    barrier = threading.Barrier(workers)
-    failures = []
-
-    def work(worker):
-        try:
-            barrier.wait(timeout=30)
-            for r in range(rounds):
-                shift = (worker * 5 + r * 3) % len(calls)  # each thread its own order
-                for op, arrays, kwargs, expected in calls[shift:] + calls[:shift]:
-                    got = as_list(op(**arrays, **kwargs))
-                    if not all(bits(g) == bits(e) for g, e in zip(got, expected)):
-                        failures.append((worker, r, op.__name__))
-        except Exception as error:  # noqa: BLE001 -- reported below
-            failures.append((worker, repr(error)))
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    assert failures == []
-    check_unmodified(keep)  # the shared inputs are untouched
-
 
 def _all_calls():
     return ([(case, "forward", idx) for case, idx in FORWARD]
