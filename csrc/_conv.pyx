@@ -358,14 +358,15 @@ cdef bint _batch_in_tile(Py_ssize_t N, const cf_geom *g, tuple stride, floating 
     return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
 
 
-cdef void _cv_forward(const floating *x, const floating *w, const floating *bias,
+cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias,
                       floating *out, Py_ssize_t N, cf_geom g, Py_ssize_t groups,
-                      int nthreads, bint batch=False) except *:
+                      int nthreads, bint batch=False, bint finite_weights=False) except -1:
     """Direct forward with output channels in the vector lanes. Stride 1:
     items (n, group, channel block, position chunk) own their outputs and a
     thread pads each image it meets once (not at all without padding).
     batch: x is _batch_innermost's array (any stride); items (group, channel
-    block, position chunk)."""
+    block, position chunk). finite_weights: compute nothing and return False
+    if a weight is NaN or infinite (found while packing them); else True."""
     cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, vw = _vector_width(<floating> 0)
     cdef Py_ssize_t i, grp, nitems
     cdef int level = cf_gemm_level()
@@ -415,22 +416,26 @@ cdef void _cv_forward(const floating *x, const floating *w, const floating *bias
     job.xpad = &xpad_v[0]
     job.padded_id = &padded_id_v[0]
     nitems = images * groups * job.nkb * job.nq
+    cdef bint finite = True
     with nogil:
         for grp in range(groups):
             if floating is float:
-                direct_cv_pack_f32(w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL,
-                                   g.K, R, &wpk_v[0] + grp * job.Kpad * R,
-                                   &bpk_v[0] + grp * job.Kpad, level)
+                finite &= direct_cv_pack_f32(
+                    w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL, g.K, R,
+                    &wpk_v[0] + grp * job.Kpad * R, &bpk_v[0] + grp * job.Kpad, level)
             else:
-                direct_cv_pack_f64(w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL,
-                                   g.K, R, &wpk_v[0] + grp * job.Kpad * R,
-                                   &bpk_v[0] + grp * job.Kpad, level)
+                finite &= direct_cv_pack_f64(
+                    w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL, g.K, R,
+                    &wpk_v[0] + grp * job.Kpad * R, &bpk_v[0] + grp * job.Kpad, level)
+        if finite_weights and not finite:
+            nitems = 0
         if nthreads > 1:
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _cv_forward_item(i, &job, &g, &gp, <floating> 0)
         else:
             for i in range(nitems):
                 _cv_forward_item(i, &job, &g, &gp, <floating> 0)
+    return finite or not finite_weights
 
 
 # ------------------------------------------------------------ im2col / 1x1
@@ -798,9 +803,8 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
     if g.OD * g.OH * g.OW == 0:
         np.asarray(grad_x)[...] = 0
         return
-    if method == "direct":
-        _direct_backward_input(grad_out, w, grad_x, kernel, stride, padding, dilation, groups,
-                               nthreads)
+    if method == "direct" and _direct_backward_input(grad_out, w, grad_x, kernel, stride,
+                                                     padding, dilation, groups, nthreads):
         return
     _packed_backward_input(grad_out, w, grad_x, g, groups, nthreads)
 
@@ -916,15 +920,20 @@ def _phases(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d, Py_ssize_t n
             yield r, taps, -((r + p - taps[0] * d) // s), step, n_r
 
 
-cdef void _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
+cdef bint _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                  const floating[:, :, :, :, ::1] w,
                                  floating[:, :, :, :, ::1] grad_x, tuple kernel, tuple stride,
                                  tuple padding, tuple dilation, Py_ssize_t groups,
-                                 int nthreads) except *:
+                                 int nthreads) except -1:
     """The input gradient as forward direct convolutions of grad_out with the
     flipped, channel-transposed kernel, one per stride phase (one in all for
     stride 1), so it runs on the register-blocked forward kernel without the
-    s**2 zeros a spread-out grad_out would multiply."""
+    s**2 zeros a spread-out grad_out would multiply.
+
+    Those convolutions multiply grad_out's zero padding by the weights, so a
+    NaN or infinite weight would spread NaN to inputs no output reaches
+    through it: then nothing is computed and False returned (the caller
+    falls back on the GEMM, whose col2im adds real products only)."""
     cdef Py_ssize_t N = grad_x.shape[0], Ct = grad_x.shape[1], Kt = w.shape[0]
     cdef Py_ssize_t C = Ct // groups, K = Kt // groups
     cdef Py_ssize_t vw = _vector_width(<floating> 0)
@@ -942,9 +951,10 @@ cdef void _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
                        gx.shape[2], gx.shape[3], gx.shape[4], kernel, (1, 1, 1),
                        tuple([(k - 1) * d - p for k, d, p in zip(kernel, dilation, padding)]),
                        dilation)
-        _cv_forward(&grad_out[0, 0, 0, 0, 0], &wsub[0, 0, 0, 0, 0], NULL, &grad_x[0, 0, 0, 0, 0],
-                    N, gt, groups, nthreads)
-        return
+        return _cv_forward(&grad_out[0, 0, 0, 0, 0], &wsub[0, 0, 0, 0, 0], NULL,
+                           &grad_x[0, 0, 0, 0, 0], N, gt, groups, nthreads, False, True)
+    if not np.isfinite(wg).all():  # small: fewer than CHANNELS_IN_LANES_MIN channels
+        return False
     dims = [list(_phases(k, s, p, d, n)) for k, s, p, d, n in
             zip(kernel, stride, padding, dilation, gx.shape[2:])]
     if np.prod([len(ph) for ph in dims]) < np.prod(stride):
@@ -967,3 +977,4 @@ cdef void _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
                             &part[0, 0, 0, 0, 0], N, groups, &gp, nthreads)
         if stride != (1, 1, 1):
             gx[:, :, rd::stride[0], rh::stride[1], rw::stride[2]] = np.asarray(part)
+    return True

@@ -57,9 +57,9 @@ cdef extern from "conv_common.h" nogil:
     void direct_forward_cv_f64(const double *x, const double *w, const double *bias,
                                double *out, cf_idx q0, cf_idx q1, cf_idx nk, const cf_geom *g,
                                int level)
-    void direct_cv_pack_f32(const float *w, const float *bias, cf_idx K, cf_idx R, float *dst,
+    int direct_cv_pack_f32(const float *w, const float *bias, cf_idx K, cf_idx R, float *dst,
                             float *bias_dst, int level)
-    void direct_cv_pack_f64(const double *w, const double *bias, cf_idx K, cf_idx R,
+    int direct_cv_pack_f64(const double *w, const double *bias, cf_idx K, cf_idx R,
                             double *dst, double *bias_dst, int level)
     cf_idx direct_cv_block_f32(int level)
     cf_idx direct_cv_block_f64(int level)

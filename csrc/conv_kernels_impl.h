@@ -347,18 +347,23 @@ static double FN(direct_cv_waste)(int level, cf_idx nk, cf_idx N, const cf_geom 
  * cf_cv_vectors(level) vectors: block b at dst + b*NVmax*VW*R holds
  * [R][ceil(nk_b/VW)*VW], zero past channel K. Bias likewise, block b at
  * bias_dst + b*NVmax*VW (when bias is not NULL). */
-static void FN(direct_cv_pack)(const CF_T *w, const CF_T *bias, cf_idx K, cf_idx R,
-                               CF_T *dst, CF_T *bias_dst, int level) {
+static int FN(direct_cv_pack)(const CF_T *w, const CF_T *bias, cf_idx K, cf_idx R,
+                              CF_T *dst, CF_T *bias_dst, int level) {
     const cf_idx kb = FN(cf_cv_vectors)(level) * CF_VW;
+    int finite = 1;
     for (cf_idx k0 = 0; k0 < K; k0 += kb) {
         const cf_idx nk = cf_min(kb, K - k0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
         CF_T *d = dst + k0 * R;
         for (cf_idx r = 0; r < R; r++)
-            for (cf_idx k = 0; k < width; k++)
-                d[r * width + k] = k < nk ? w[(k0 + k) * R + r] : (CF_T)0;
+            for (cf_idx k = 0; k < width; k++) {
+                const CF_T v = k < nk ? w[(k0 + k) * R + r] : (CF_T)0;
+                finite &= v - v == 0;  /* false for NaN and +-inf */
+                d[r * width + k] = v;
+            }
         if (bias)
             for (cf_idx k = 0; k < width; k++) bias_dst[k0 + k] = k < nk ? bias[k0 + k] : (CF_T)0;
     }
+    return finite;
 }
 
 static cf_idx FN(direct_cv_block)(int level) { return FN(cf_cv_vectors)(level) * CF_VW; }

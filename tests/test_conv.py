@@ -373,3 +373,19 @@ def test_same_padding_entirely_after_the_input(nd, x_shape, kernel, stride, dila
     for g, r in zip(BACKWARD[nd](grad_out, x, w, **args, algorithm=algorithm),
                     REF_BACKWARD[nd](grad_out, x, w, **args)):
         np.testing.assert_allclose(g, r, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("channels", [4, 12], ids=["pixels-in-lanes", "channels-in-lanes"])
+def test_direct_input_gradient_with_infinite_weight_matches_reference(rng, channels):
+    # the direct input gradient convolves grad_out's zero padding with the
+    # weights; an inf weight must not turn those zeros into NaN
+    x = rng.standard_normal((2, channels, 6, 7))
+    w = rng.standard_normal((16, channels, 3, 3))
+    w[3, 1, 0, 2] = np.inf
+    grad_out = rng.standard_normal((2, 16, 6, 7))
+    expected = reference.conv2d_backward(grad_out, x, w, padding=1)[0]
+    got = cnnfast.conv2d_backward(grad_out, x, w, padding=1, algorithm="direct", need=("x",))[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    assert finite.any()
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10, atol=1e-10)

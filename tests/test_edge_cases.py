@@ -19,8 +19,6 @@ import pytest
 from helpers import numeric_gradient, tolerance
 
 import cnnfast
-from cnnfast import _validation as V
-from cnnfast import functional as F
 from cnnfast import reference
 
 DTYPES = [np.float32, np.float64]
@@ -107,21 +105,9 @@ def test_conv_forward_propagates_nan_and_inf(case, algorithm, where, dtype):
     assert_ieee_equal(got, expected, dtype, _reduction(w))
 
 
-def _input_gradient_method(case, algorithm):
-    """The kernel that computes grad_x for this case and algorithm."""
-    nd, xs, ws, args = CONV_CASES[case]
-    geom = V.conv_geometry(nd, np.zeros(xs), np.zeros(ws), None, **args)
-    return F.choose_conv_algorithm(geom, "x") if algorithm == "auto" else algorithm
-
-
-# The direct input gradient convolves a zero-padded grad_out with the flipped
-# kernel: a NaN/inf weight tap that meets only the padding (no real output)
-# still multiplies a zero, so grad_x holds NaN where the reference, im2col
-# and 1x1 (col2im of real outputs only) have finite values. Found by this
-# test; the kernel lives in csrc/ (conv_kernels_impl.h), left for its owner.
-DIRECT_X_PADDING_NAN = pytest.mark.xfail(strict=True, reason=(
-    "direct input gradient multiplies grad_out's zero padding by the weights: a NaN/inf "
-    "weight gives NaN in grad_x entries that no real output reaches through it"))
+# The direct input gradient convolves grad_out's zero padding with the
+# weights; with a NaN/inf weight it falls back on the GEMM (col2im of real
+# products only), so every algorithm matches the reference below.
 
 
 def _backward_params():
@@ -129,10 +115,7 @@ def _backward_params():
         case, algorithm = param.values
         for where in ["grad_out", "x", "weight"]:
             for gradient in ["x", "weight", "bias"]:
-                wide = any(k > 1 for k in CONV_CASES[case][2][2:])  # 1x1: no padding taps
-                marks = (DIRECT_X_PADDING_NAN if where == "weight" and gradient == "x" and wide
-                         and _input_gradient_method(case, algorithm) == "direct" else ())
-                yield pytest.param(case, algorithm, where, gradient, marks=marks,
+                yield pytest.param(case, algorithm, where, gradient,
                                    id=f"{param.id}-{where}-grad_{gradient}")
 
 
