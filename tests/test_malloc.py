@@ -1,8 +1,11 @@
 """The CLI's and benchmark's allocator setting (cnnfast._malloc)."""
+import os
 import subprocess
 import sys
 
 import pytest
+
+import cnnfast
 
 CHECK = """
 import resource, numpy as np
@@ -19,26 +22,27 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
 """
 
 
-def _run(env_extra=None):
-    import os
-    env = dict(os.environ)
+def _run(tmp_path, env_extra=None):
+    # the child imports the cnnfast this test runs (installed or built in
+    # place), not a source tree in its working directory
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__)))
     for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         env.pop(k, None)
     env.update(env_extra or {})
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                         env=env, check=True).stdout.split()
+                         env=env, cwd=tmp_path, check=True).stdout.split()
     return out[0] == "True", int(out[1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_blocks_are_reused_without_page_faults():
-    applied, faults = _run()
+def test_freed_blocks_are_reused_without_page_faults(tmp_path):
+    applied, faults = _run(tmp_path)
     if not applied:
         pytest.skip("libc without mallopt (not glibc)")
     # trimmed and refaulted, the 20 steps take about 30000 faults here
     assert faults < 2048
 
 
-def test_the_users_own_setting_wins():
-    applied, _ = _run({"MALLOC_TRIM_THRESHOLD_": "1000000"})
+def test_the_users_own_setting_wins(tmp_path):
+    applied, _ = _run(tmp_path, {"MALLOC_TRIM_THRESHOLD_": "1000000"})
     assert not applied
