@@ -35,6 +35,8 @@ def _run(tmp_path, env_extra=None):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer replaces glibc's allocator (scripts/sanitize.sh)")
 def test_freed_blocks_are_reused_without_page_faults(tmp_path):
     applied, faults = _run(tmp_path)
     if not applied:
