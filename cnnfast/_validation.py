@@ -277,9 +277,10 @@ def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
 
 def fits_blas(geom: ConvGeometry) -> bool:
     """GEMM dimensions and leading dimensions must fit BLAS's 32-bit ints."""
-    rows = geom.in_channels // geom.groups * int(np.prod(geom.kernel))
-    return max(rows, geom.out_channels, int(np.prod(geom.in_size)),
-               int(np.prod(geom.out_size))) <= BLAS_INT_MAX
+    # math.prod of Python ints: exact, and ~20x cheaper per call than np.prod
+    rows = geom.in_channels // geom.groups * math.prod(geom.kernel)
+    return max(rows, geom.out_channels, math.prod(geom.in_size),
+               math.prod(geom.out_size)) <= BLAS_INT_MAX
 
 
 def conv_need(need) -> frozenset:
