@@ -732,38 +732,18 @@ CF_INLINE void FN(cf_gemm_store)(CF_V *acc, CF_T *c, cf_idx ldc, cf_idx rows, cf
 }
 
 /* One register tile: C[0:rows, 0:cols] (+)= A B (+ bias) over `depth` steps.
- * a: [depth][MR] packed rows; b: [depth][nr] packed columns, of which the
- * first NCH*CF_VW are used; c: row stride ldc. Only rows < rows and columns
- * < cols are written. */
-CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx depth,
-                                CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
-                                const CF_T *bias, int accumulate, const int MR, const int NCH) {
+ * A's element (i, k) is at a[i + k*stride] (RC = 1: packed rows, stride MR,
+ * or the transposed weights of the input gradient read in place) or at
+ * a[i*stride + k] (RC = 0: the forward's weights read in place); b: [depth][nr]
+ * packed columns, of which the first NCH*CF_VW are used; c: row stride ldc.
+ * Only rows < rows and columns < cols are written. */
+CF_INLINE void FN(cf_gemm_tile_strided)(const CF_T *a, cf_idx stride, const CF_T *b,
+                                        cf_idx nr, cf_idx depth, CF_T *c, cf_idx ldc,
+                                        cf_idx rows, cf_idx cols, const CF_T *bias,
+                                        int accumulate, const int MR, const int NCH,
+                                        const int RC) {
     CF_V acc[24]; /* MR*NCH <= 24; fixed size keeps them in registers */
     FN(cf_gemm_init)(acc, bias, rows, MR, NCH);
-    for (cf_idx k = 0; k < depth; k++) {
-        CF_V bv[2];
-#pragma GCC unroll 2
-        for (int q = 0; q < NCH; q++) memcpy(&bv[q], b + k * nr + q * CF_VW, sizeof bv[q]);
-#pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
-            const CF_T av = a[k * MR + i];
-#pragma GCC unroll 2
-            for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
-        }
-    }
-    FN(cf_gemm_store)(acc, c, ldc, rows, cols, accumulate, MR, NCH);
-}
-
-/* The same with MR full rows of A read where they are: element (i, k) at
- * a[i*stride + k] (RC = 0: rows of A contiguous, the forward's weights) or
- * a[i + k*stride] (RC = 1: columns contiguous, the transposed weights of the
- * input gradient). */
-CF_INLINE void FN(cf_gemm_tile_in_place)(const CF_T *a, cf_idx stride, const CF_T *b,
-                                         cf_idx nr, cf_idx depth, CF_T *c, cf_idx ldc,
-                                         cf_idx cols, const CF_T *bias, int accumulate,
-                                         const int MR, const int NCH, const int RC) {
-    CF_V acc[24];
-    FN(cf_gemm_init)(acc, bias, MR, MR, NCH);
     for (cf_idx k = 0; k < depth; k++) {
         CF_V bv[2];
 #pragma GCC unroll 2
@@ -775,7 +755,15 @@ CF_INLINE void FN(cf_gemm_tile_in_place)(const CF_T *a, cf_idx stride, const CF_
             for (int q = 0; q < NCH; q++) acc[i * NCH + q] += bv[q] * av;
         }
     }
-    FN(cf_gemm_store)(acc, c, ldc, MR, cols, accumulate, MR, NCH);
+    FN(cf_gemm_store)(acc, c, ldc, rows, cols, accumulate, MR, NCH);
+}
+
+/* The tile on packed rows: a is [depth][MR]. */
+CF_INLINE void FN(cf_gemm_tile)(const CF_T *a, const CF_T *b, cf_idx nr, cf_idx depth,
+                                CF_T *c, cf_idx ldc, cf_idx rows, cf_idx cols,
+                                const CF_T *bias, int accumulate, const int MR, const int NCH) {
+    FN(cf_gemm_tile_strided)(a, MR, b, nr, depth, c, ldc, rows, cols, bias, accumulate,
+                             MR, NCH, 1);
 }
 
 /* C (+)= A B (+ bias per row) for m x n, reduction depth, with A packed by
@@ -850,10 +838,10 @@ CF_DISPATCH void FN(gemm_in_place)(const CF_T *a, cf_idx rs, cf_idx ks, const CF
                 CF_T *ct = c + i0 * ldc + j0;
 #define CF_TILE(MR, NCH)                                                                \
     do {                                                                                \
-        if (rc) FN(cf_gemm_tile_in_place)(ai, stride, b, nr, len, ct, ldc, cn, bi, acc, \
-                                          MR, NCH, 1);                                  \
-        else FN(cf_gemm_tile_in_place)(ai, stride, b, nr, len, ct, ldc, cn, bi, acc,    \
-                                       MR, NCH, 0);                                     \
+        if (rc) FN(cf_gemm_tile_strided)(ai, stride, b, nr, len, ct, ldc, MR, cn, bi,  \
+                                         acc, MR, NCH, 1);                              \
+        else FN(cf_gemm_tile_strided)(ai, stride, b, nr, len, ct, ldc, MR, cn, bi, acc, \
+                                      MR, NCH, 0);                                      \
     } while (0)
                 if (nch == 2 && cn > CF_VW) {
                     if (rows == 12) CF_TILE(12, 2);
