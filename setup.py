@@ -4,7 +4,10 @@ Environment switches:
   CNNFAST_OPENMP=auto|0|1  auto (default): use OpenMP if the compiler can build,
                            link and run a test program with it, else build serial
                            with a warning; 1: fail without it; 0: never.
-  CNNFAST_NATIVE=1         compile for this CPU (-march=native); not portable.
+  CNNFAST_NATIVE=1         compile for this CPU only (-march=native, one kernel
+                           variant, no runtime dispatch); not portable.
+  CNNFAST_DISPATCH=0       one baseline kernel variant, no x86 runtime dispatch:
+                           the code path every non-x86 machine compiles.
   CNNFAST_DEBUG=1          Cython bounds/wraparound checks on, -O1 -g.
   CNNFAST_SANITIZE=1       -fsanitize=address,undefined (run with libasan preloaded).
 """
@@ -83,6 +86,8 @@ class BuildExt(build_ext):
             cflags += ["-fno-strict-aliasing", "-Wno-unused-function", "-Wno-psabi"]
             if _flag("CNNFAST_NATIVE") == "1":
                 cflags += ["-march=native", "-DCNNFAST_NO_DISPATCH"]
+            elif _flag("CNNFAST_DISPATCH", "1") in ("0", "off", "false"):
+                cflags += ["-DCNNFAST_NO_DISPATCH"]
             if _flag("CNNFAST_SANITIZE") == "1":
                 san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
                 cflags += san
@@ -105,20 +110,21 @@ def _extensions():
         "initializedcheck": debug,
         "cdivision": True,
     }
-    # rebuild when a header changes
-    base = ["csrc/cf_base.h", "csrc/cf_vector_impl.h"]
-    conv_headers = base + ["csrc/conv_common.h", "csrc/conv_kernels_impl.h"]
-    pool_headers = base + ["csrc/pool_common.h", "csrc/pool_kernels_impl.h",
-                         "csrc/pool_dispatch_impl.h"]
+    # Each extension's kernel headers (rebuild when one changes).
+    kernels = "cnnfast/_ext/kernels"
+    headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
+                     if name.endswith(".h"))
+    conv = [h for h in headers if not os.path.basename(h).startswith("pool_")]
+    pool = [h for h in headers if not os.path.basename(h).startswith(("conv_", "gemm_"))]
     exts = [
-        Extension("cnnfast._conv", ["csrc/_conv.pyx"], include_dirs=["csrc"],
-                  depends=conv_headers),
-        Extension("cnnfast._pool", ["csrc/_pool.pyx"], include_dirs=["csrc"],
-                  depends=pool_headers),
-        Extension("cnnfast._runtime", ["csrc/_runtime.pyx"], include_dirs=["csrc"]),
+        Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
+                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd"]),
+        Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
+                  depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
+        Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
+                  include_dirs=[kernels]),
     ]
-    return cythonize(exts, include_path=["csrc"], compiler_directives=directives,
-                     build_dir="build/cython")
+    return cythonize(exts, compiler_directives=directives, build_dir="build/cython")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -45,19 +45,19 @@ from .functional import (
 
 def show_config() -> None:
     """Print how this build of cnnfast computes: version, compiler, OpenMP,
-    SIMD level, BLAS and threads."""
+    the kernels' ISA variant, BLAS and threads."""
     import numpy
     import scipy
 
-    from . import _runtime, _threads
+    from . import _threads
+    from ._ext import _runtime
 
     rows = [
         ("cnnfast", __version__),
         ("compiler", _runtime.compiler()),
         ("build flags", _runtime.build_flags()),
         ("OpenMP", "on" if _runtime.openmp_enabled() else "off (serial kernels)"),
-        ("SIMD level", f"{_runtime.simd_level()} (runtime dispatch; kernel ISA level "
-                       f"{_runtime.isa_level()})"),
+        ("kernels", _runtime.isa_description()),
         ("BLAS", "; ".join(_threads.blas_info()) or "unknown"),
         ("threads", f"{get_num_threads()} (BLAS pinned to 1 inside kernels)"),
         ("numpy", numpy.__version__),

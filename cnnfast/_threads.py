@@ -10,7 +10,7 @@ import contextlib
 import os
 import threading
 
-from . import _runtime
+from ._ext import _runtime
 from ._validation import THREADS_MAX, thread_count
 
 
@@ -73,7 +73,7 @@ def num_threads(n):
 def _blas_libraries(scipy_only):
     from threadpoolctl import ThreadpoolController
 
-    from . import _conv  # noqa: F401  loads SciPy's BLAS
+    import scipy.linalg.cython_blas  # noqa: F401  loads the BLAS the kernels call
 
     blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
     if not scipy_only:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import _conv, _pool
+from ._ext import _conv, _pool
 from . import _validation as V
 from ._threads import blas_pinned, get_num_threads
 

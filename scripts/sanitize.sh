@@ -43,7 +43,7 @@ if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
             [ -f "$root/$f" ] && printf '%s\0' "$f"
         done | (cd "$root" && xargs -0 cp --parents -t "$work")
 else  # an unpacked sdist
-    (cd "$root" && tar --exclude=build --exclude='*.so' --exclude='csrc/*.c' \
+    (cd "$root" && tar --exclude=build --exclude='*.so' --exclude='cnnfast/_ext/*.c' \
         --exclude='*.egg-info' -cf - .) | tar -C "$work" -xf -
 fi
 cd "$work"

@@ -223,8 +223,12 @@ def test_thread_settings_round_trip():
 def test_show_config_prints_the_build(capsys):
     cnnfast.show_config()
     out = capsys.readouterr().out
-    for key in ("cnnfast", "compiler", "OpenMP", "SIMD level", "BLAS", "threads"):
+    for key in ("cnnfast", "compiler", "OpenMP", "kernels", "BLAS", "threads"):
         assert key in out
+    from cnnfast._ext import _runtime
+    # one ISA answer, and it names the level the kernel tables run
+    assert out.count("x86-64-v") + out.count("baseline") >= 1
+    assert {4: "x86-64-v4", 3: "x86-64-v3", 0: "baseline"}[_runtime.isa_level()] in out
 
 
 # ------------------------------------------------------------------- torch
@@ -328,7 +332,7 @@ def test_small_planes_stacked_along_depth_match_reference(x_shape, k, kernel, st
     (1, 3, (9, 9), 4, (2, 2), 1, 0, 1, 1),        # 4 rows; 12 = one tile
 ], ids=str)
 def test_packed_and_in_place_weights_agree(rng, monkeypatch, case, dtype, in_place_tiles):
-    from cnnfast import _conv
+    from cnnfast._ext import _conv
     monkeypatch.setattr(_conv, "IN_PLACE_TILES", in_place_tiles)
     x, w, b, args = _make(rng, case, dtype)
     expected = reference.conv2d(x, w, b, **args)

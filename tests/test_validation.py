@@ -32,7 +32,8 @@ from validation_cases import (ADAPTIVE, ALL_OPS, AVG, BACKWARD_OPS, CONV, CONV_B
                               forward_of, is_conv, nd_of, shape_re)
 
 import cnnfast
-from cnnfast import _runtime, reference
+from cnnfast import reference
+from cnnfast._ext import _runtime
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,11 @@
-"""Work arrays reused across kernel calls (cnnfast._workspace)."""
+"""Work arrays reused across kernel calls (cnnfast._ext._workspace)."""
 import threading
 
 import numpy as np
 
 import cnnfast
-from cnnfast import _workspace
-from cnnfast._workspace import work_array
+from cnnfast._ext import _workspace
+from cnnfast._ext._workspace import work_array
 
 
 def test_reused_per_name_and_grown_on_demand():

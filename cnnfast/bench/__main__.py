@@ -279,7 +279,8 @@ def format_table(rows, peak, threads, torch_version):
 
 
 def environment():
-    from cnnfast import _runtime, _threads
+    from cnnfast import _threads
+    from cnnfast._ext import _runtime
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -287,7 +288,8 @@ def environment():
     except (OSError, StopIteration):
         pass
     torch = _torch()
-    return {"cpu": cpu, "cores": __import__("os").cpu_count(), "simd": _runtime.simd_level(),
+    return {"cpu": cpu, "cores": __import__("os").cpu_count(),
+            "kernels": _runtime.isa_description(),
             "compiler": _runtime.compiler(), "openmp": _runtime.openmp_enabled(),
             "blas": _threads.blas_info(), "python": platform.python_version(),
             "build_flags": _runtime.build_flags(),

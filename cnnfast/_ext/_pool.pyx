@@ -14,8 +14,8 @@ from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
-from _omp cimport cf_thread_num
-from pool_kernels cimport *
+from ._omp cimport cf_thread_num
+from .pool_kernels cimport *
 
 import numpy as np
 
@@ -24,11 +24,16 @@ cdef object _dtype_of(floating dummy):
     return np.float32 if floating is float else np.float64
 
 
-cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
+cdef inline const cf_pool_kernels *_kernels(floating dummy) noexcept nogil:
+    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
     if floating is float:
-        return pool_vector_width_f32()
+        return cf_pool_kernels_for(0)
     else:
-        return pool_vector_width_f64()
+        return cf_pool_kernels_for(1)
+
+
+cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
+    return _kernels(<floating> 0).vector_width
 
 
 cdef cf_pool_geom _geometry(tuple in_size, tuple out_size, tuple kernel, tuple stride,
@@ -80,20 +85,12 @@ cdef void _max_plane(Py_ssize_t p, const floating *x, floating *out, int64_t *id
     if idx != NULL:
         ip = idx + p * out_plane
     if bufs == NULL:
-        if floating is float:
-            max_pool_plane_inplace_f32(x + p * in_plane, out + p * out_plane, ip, tap_offset,
-                                       lo, hi, g)
-        else:
-            max_pool_plane_inplace_f64(x + p * in_plane, out + p * out_plane, ip, tap_offset,
-                                       lo, hi, g)
+        _kernels(<floating> 0).max_pool_plane_inplace(x + p * in_plane, out + p * out_plane, ip,
+                                                      tap_offset, lo, hi, g)
         return
     buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
-    if floating is float:
-        pool_copy_interior_f32(x + p * in_plane, buf, g)
-        max_pool_plane_f32(buf, out + p * out_plane, ip, tap_offset, g)
-    else:
-        pool_copy_interior_f64(x + p * in_plane, buf, g)
-        max_pool_plane_f64(buf, out + p * out_plane, ip, tap_offset, g)
+    _kernels(<floating> 0).pool_copy_interior(x + p * in_plane, buf, g)
+    _kernels(<floating> 0).max_pool_plane(buf, out + p * out_plane, ip, tap_offset, g)
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
@@ -138,12 +135,8 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
 cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, floating *gx,
                          Py_ssize_t n_out, Py_ssize_t plane, int64_t *bad) noexcept nogil:
     """bad[p] = position in plane p's outputs of its first out-of-range index, or -1."""
-    if floating is float:
-        bad[p] = max_pool_backward_plane_f32(go + p * n_out, idx + p * n_out, n_out,
-                                             gx + p * plane, plane)
-    else:
-        bad[p] = max_pool_backward_plane_f64(go + p * n_out, idx + p * n_out, n_out,
-                                             gx + p * plane, plane)
+    bad[p] = _kernels(<floating> 0).max_pool_backward_plane(go + p * n_out, idx + p * n_out,
+                                                            n_out, gx + p * plane, plane)
 
 
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per plane)
@@ -196,20 +189,12 @@ cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *b
     cdef Py_ssize_t in_plane = g.D * g.H * g.W, out_plane = g.OD * g.OH * g.OW
     cdef floating *buf
     if bufs == NULL:
-        if floating is float:
-            avg_pool_plane_inplace_f32(x + p * in_plane, out + p * out_plane, dc, hc, wc, lo, hi,
-                                       g)
-        else:
-            avg_pool_plane_inplace_f64(x + p * in_plane, out + p * out_plane, dc, hc, wc, lo, hi,
-                                       g)
+        _kernels(<floating> 0).avg_pool_plane_inplace(x + p * in_plane, out + p * out_plane, dc,
+                                                      hc, wc, lo, hi, g)
         return
     buf = bufs + cf_thread_num() * g.Dp * g.Hp * g.Wp
-    if floating is float:
-        pool_copy_interior_f32(x + p * in_plane, buf, g)
-        avg_pool_plane_f32(buf, out + p * out_plane, dc, hc, wc, g)
-    else:
-        pool_copy_interior_f64(x + p * in_plane, buf, g)
-        avg_pool_plane_f64(buf, out + p * out_plane, dc, hc, wc, g)
+    _kernels(<floating> 0).pool_copy_interior(x + p * in_plane, buf, g)
+    _kernels(<floating> 0).avg_pool_plane(buf, out + p * out_plane, dc, hc, wc, g)
 
 
 def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
@@ -251,12 +236,8 @@ cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
     cdef int tid = cf_thread_num()
     cdef floating *buf = bufs + tid * g.Dp * g.Hp * g.Wp
     cdef floating *row = scaled + tid * g.OW * g.sw
-    if floating is float:
-        avg_pool_backward_plane_f32(go + p * out_plane, buf, row, gx + p * in_plane,
-                                    dc, hc, wc, g)
-    else:
-        avg_pool_backward_plane_f64(go + p * out_plane, buf, row, gx + p * in_plane,
-                                    dc, hc, wc, g)
+    _kernels(<floating> 0).avg_pool_backward_plane(go + p * out_plane, buf, row,
+                                                   gx + p * in_plane, dc, hc, wc, g)
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
@@ -300,15 +281,9 @@ cdef void _adaptive_plane(Py_ssize_t p, bint is_max, const floating *x, floating
     if idx != NULL:
         ip = idx + p * OH * OW
     if is_max:
-        if floating is float:
-            adaptive_max_plane_f32(xp, op, ip, W, OH, OW, hs, he, ws, we)
-        else:
-            adaptive_max_plane_f64(xp, op, ip, W, OH, OW, hs, he, ws, we)
+        _kernels(<floating> 0).adaptive_max_plane(xp, op, ip, W, OH, OW, hs, he, ws, we)
     else:
-        if floating is float:
-            adaptive_avg_plane_f32(xp, op, H, W, OH, OW, hs, he, ws, we)
-        else:
-            adaptive_avg_plane_f64(xp, op, H, W, OH, OW, hs, he, ws, we)
+        _kernels(<floating> 0).adaptive_avg_plane(xp, op, H, W, OH, OW, hs, he, ws, we)
 
 
 def adaptive_pool_forward(bint is_max,
@@ -343,12 +318,8 @@ cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floatin
                                        Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
                                        Py_ssize_t OW, const int64_t *hs, const int64_t *he,
                                        const int64_t *ws, const int64_t *we) noexcept nogil:
-    if floating is float:
-        adaptive_avg_backward_plane_f32(go + p * OH * OW, gx + p * H * W, H, W, OH, OW,
-                                        hs, he, ws, we)
-    else:
-        adaptive_avg_backward_plane_f64(go + p * OH * OW, gx + p * H * W, H, W, OH, OW,
-                                        hs, he, ws, we)
+    _kernels(<floating> 0).adaptive_avg_backward_plane(go + p * OH * OW, gx + p * H * W, H, W,
+                                                       OH, OW, hs, he, ws, we)
 
 
 def adaptive_avg_backward(const floating[:, :, ::1] grad_out,   # IN  (P, OH, OW)

@@ -1,8 +1,9 @@
-/* dtype-generic SIMD basics, included once per dtype (CF_T, CF_SFX, CF_ITYPE
- * defined) at the top of each family's *_impl.h.
+/* dtype-generic SIMD basics, included at the top of each instantiation of a
+ * kernel family (conv_family.h, pool_family.h; CF_T, CF_SFX, CF_ITYPE
+ * defined by cf_instantiate.h), undefined again by cf_family_end.h.
  *
- * Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two AVX2
- * registers or four SSE registers, whichever clone the CPU runs. */
+ * Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two
+ * AVX2 registers or four SSE registers, whichever ISA level is compiled. */
 
 #define CF_CAT2(a, b) a##_##b
 #define CF_CAT(a, b) CF_CAT2(a, b)

@@ -16,15 +16,15 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-from _omp cimport cf_thread_num
-from conv_kernels cimport *
+from ._omp cimport cf_thread_num
+from .conv_kernels cimport *
 
 from itertools import product
 from math import gcd
 
 import numpy as np
 
-from cnnfast._workspace import work_array
+from ._workspace import work_array
 
 # Column-buffer budget per thread, in elements: bounds im2col's memory for any
 # batch size while keeping GEMM tiles wide enough to run near peak.
@@ -107,6 +107,14 @@ cdef object _dtype_of(floating dummy):
     return np.float32 if floating is float else np.float64
 
 
+cdef inline const cf_conv_kernels *_kernels(floating dummy) noexcept nogil:
+    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    if floating is float:
+        return cf_conv_kernels_for(0)
+    else:
+        return cf_conv_kernels_for(1)
+
+
 # ------------------------------------------------------------------ direct
 
 cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *w,
@@ -132,10 +140,7 @@ cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *
     if bias != NULL:
         bp = bias + grp * g.K + k0
     cdef floating *op = out + (n * groups * g.K + grp * g.K + k0) * P + (od * g.OH + oh) * g.OW
-    if floating is float:
-        direct_forward_row_f32(xp, wp, bp, op, nb, od, oh, g)
-    else:
-        direct_forward_row_f64(xp, wp, bp, op, nb, od, oh, g)
+    _kernels(<floating> 0).direct_forward_row(xp, wp, bp, op, nb, od, oh, g)
 
 
 cdef void _direct_forward(const floating *x, const floating *w, const floating *bias,
@@ -169,19 +174,12 @@ cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const fl
     cdef const floating *xp = x + (grp * g.C + c) * DHW
     cdef const floating *gop = go + (grp * g.K + k0) * P
     cdef floating *gwp = gw + ((grp * g.K + k0) * g.C + c) * KVOL
-    if floating is float:
-        direct_backward_weight_f32(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
-                                   gwp, g)
-    else:
-        direct_backward_weight_f64(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
-                                   gwp, g)
+    _kernels(<floating> 0).direct_backward_weight(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
+                               gwp, g)
 
 
 cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
-    if floating is float:
-        return direct_vector_width_f32()
-    else:
-        return direct_vector_width_f64()
+    return _kernels(<floating> 0).vector_width
 
 
 cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offset,
@@ -212,10 +210,7 @@ cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offs
 cdef inline void _pad_plane(const floating *src, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
                             floating *dst, Py_ssize_t Dp, Py_ssize_t Hp, Py_ssize_t Wp,
                             Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
-    if floating is float:
-        pad_plane_f32(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
-    else:
-        pad_plane_f64(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
+    _kernels(<floating> 0).pad_plane(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
 
 
 cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple dilation,
@@ -258,7 +253,6 @@ cdef struct _cv_job:
     void *xpad             # per thread: one image's padded group planes
     Py_ssize_t *padded_id  # per thread: which (n, group) xpad holds, -1 none
     Py_ssize_t groups, nkb, kblock, Kpad, nq, qchunk, qend, xpad_size, N
-    int level
     bint in_place          # no padding: read x itself
     bint batch             # x is the padded input with the batch innermost
 
@@ -283,14 +277,9 @@ cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
     if job.bias != NULL:
         b = (<const floating *> job.bias) + grp * job.Kpad + k0
     if job.batch:  # ng is the group alone
-        if floating is float:
-            direct_forward_cv_batch_f32((<const float *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N,
-                                        job.N, w, b, (<float *> job.out) + (ng * g.K + k0) * P,
-                                        job.groups * g.K * P, q0, q1, nk, gp, job.level)
-        else:
-            direct_forward_cv_batch_f64((<const double *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N,
-                                        job.N, w, b, (<double *> job.out) + (ng * g.K + k0) * P,
-                                        job.groups * g.K * P, q0, q1, nk, gp, job.level)
+        _kernels(<floating> 0).direct_forward_cv_batch((<const floating *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N,
+                                    job.N, w, b, (<floating *> job.out) + (ng * g.K + k0) * P,
+                                    job.groups * g.K * P, q0, q1, nk, gp)
         return
     cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
     cdef const floating *src = xg
@@ -298,10 +287,7 @@ cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
         src = _thread_padded_image(xg, (<floating *> job.xpad) + tid * job.xpad_size,
                                    &job.padded_id[tid], ng, g, gp)
     cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
-    if floating is float:
-        direct_forward_cv_f32(src, w, b, o, q0, q1, nk, gp, job.level)
-    else:
-        direct_forward_cv_f64(src, w, b, o, q0, q1, nk, gp, job.level)
+    _kernels(<floating> 0).direct_forward_cv(src, w, b, o, q0, q1, nk, gp)
 
 
 cdef tuple _reach(const cf_geom *g):
@@ -340,8 +326,7 @@ cdef bint _batch_in_tile(Py_ssize_t N, const cf_geom *g, tuple stride, floating 
     cdef cf_geom gp = g[0]
     gp.D, gp.H, gp.W = _reach(g)
     gp.pd = gp.ph = gp.pw = 0
-    cdef int level = cf_gemm_level()
-    cdef Py_ssize_t vw = _vector_width(<floating> 0), nv = (min(g.K, 4 * vw) + vw - 1) // vw
+    cdef Py_ssize_t vw = _vector_width(<floating> 0), nv = (min(g.K, _kernels(<floating> 0).lanes_block) + vw - 1) // vw
     # input copies per multiply-add instruction: the batch-innermost copy
     # (a strided gather, counted double) against the padded copy (memcpy
     # rows, counted half; none without padding)
@@ -349,12 +334,8 @@ cdef bint _batch_in_tile(Py_ssize_t N, const cf_geom *g, tuple stride, floating 
     cdef bint padded = not (g.pd == 0 and g.ph == 0 and g.pw == 0 and gp.D == g.D
                             and gp.H == g.H and gp.W == g.W)
     cdef double by_image, by_position
-    if floating is float:
-        by_image = direct_cv_waste_f32(level, g.K, N, &gp, 1)
-        by_position = direct_cv_waste_f32(level, g.K, N, &gp, 0)
-    else:
-        by_image = direct_cv_waste_f64(level, g.K, N, &gp, 1)
-        by_position = direct_cv_waste_f64(level, g.K, N, &gp, 0)
+    by_image = _kernels(<floating> 0).direct_cv_waste(g.K, N, &gp, 1)
+    by_position = _kernels(<floating> 0).direct_cv_waste(g.K, N, &gp, 0)
     return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
 
 
@@ -369,7 +350,6 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
     if a weight is NaN or infinite (found while packing them); else True."""
     cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW, vw = _vector_width(<floating> 0)
     cdef Py_ssize_t i, grp, nitems
-    cdef int level = cf_gemm_level()
     cdef cf_geom gp = g
     cdef _cv_job job
     gp.D, gp.H, gp.W = _reach(&g)
@@ -379,11 +359,7 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
                              and gp.D == g.D and gp.H == g.H and gp.W == g.W)
     gp.pd = gp.ph = gp.pw = 0
     job.groups = groups
-    job.level = level
-    if floating is float:
-        job.kblock = direct_cv_block_f32(level)
-    else:
-        job.kblock = direct_cv_block_f64(level)
+    job.kblock = _kernels(<floating> 0).lanes_block
     job.nkb = (g.K + job.kblock - 1) // job.kblock
     job.Kpad = (g.K + vw - 1) // vw * vw
     cdef Py_ssize_t images = 1 if batch else N
@@ -419,14 +395,9 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
     cdef bint finite = True
     with nogil:
         for grp in range(groups):
-            if floating is float:
-                finite &= direct_cv_pack_f32(
-                    w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL, g.K, R,
-                    &wpk_v[0] + grp * job.Kpad * R, &bpk_v[0] + grp * job.Kpad, level)
-            else:
-                finite &= direct_cv_pack_f64(
-                    w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL, g.K, R,
-                    &wpk_v[0] + grp * job.Kpad * R, &bpk_v[0] + grp * job.Kpad, level)
+            finite &= _kernels(<floating> 0).direct_cv_pack(
+                w + grp * g.K * R, bias + grp * g.K if bias != NULL else NULL, g.K, R,
+                &wpk_v[0] + grp * job.Kpad * R, &bpk_v[0] + grp * job.Kpad)
         if finite_weights and not finite:
             nitems = 0
         if nthreads > 1:
@@ -462,10 +433,7 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
         ldcols = DHW
     else:
         work = work + tid * R * tile
-        if floating is float:
-            vol2col_f32(xp, work, p0, cnt, g)
-        else:
-            vol2col_f64(xp, work, p0, cnt, g)
+        _kernels(<floating> 0).vol2col(xp, work, p0, cnt, g)
         cols = work
         ldcols = cnt
     _gemm(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
@@ -490,7 +458,6 @@ cdef struct _packed_job:
     Py_ssize_t groups, tile, ntiles, Kr, xpad_size, panels_size, runs_size, kc
     Py_ssize_t a_rs, a_ks  # apk is the weights read in place, (i, k) at i*a_rs + k*a_ks;
                            # a_rs == 0: apk is packed
-    int level
     bint in_place          # no padding: pack straight from x
 
 
@@ -507,16 +474,11 @@ cdef inline void _job_gemm(const _packed_job *job, const floating *a, const floa
                            Py_ssize_t ldc, const floating *bias, int tid) noexcept nogil:
     """C = A @ panels (+ bias), A packed or read in place as the job says."""
     if job.a_rs == 0:
-        if floating is float:
-            gemm_packed_f32(a, panels, m, n, depth, c, ldc, bias, 0, job.kc, job.level)
-        else:
-            gemm_packed_f64(a, panels, m, n, depth, c, ldc, bias, 0, job.kc, job.level)
-    elif floating is float:
-        gemm_in_place_f32(a, job.a_rs, job.a_ks, panels, m, n, depth, c, ldc, bias, 0, job.kc,
-                          job.level, (<float *> job.awork) + tid * 4 * job.kc)
+        _kernels(<floating> 0).gemm_packed(a, panels, m, n, depth, c, ldc, bias, 0, job.kc)
     else:
-        gemm_in_place_f64(a, job.a_rs, job.a_ks, panels, m, n, depth, c, ldc, bias, 0, job.kc,
-                          job.level, (<double *> job.awork) + tid * 4 * job.kc)
+        _kernels(<floating> 0).gemm_in_place(a, job.a_rs, job.a_ks, panels, m, n, depth, c, ldc,
+                                             bias, 0, job.kc,
+                                             (<floating *> job.awork) + tid * 4 * job.kc)
 
 
 cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_geom *g,
@@ -542,12 +504,8 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
         src = _thread_padded_image(xg, xpad, &job.padded_id[tid], ng, g, gp)
         src_end = xpad + job.xpad_size
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
-    if floating is float:
-        gemm_pack_columns_f32(src, src_end, panels, p0, cnt, gemm_tile_cols_f32(job.level), runs,
-                              gp)
-    else:
-        gemm_pack_columns_f64(src, src_end, panels, p0, cnt, gemm_tile_cols_f64(job.level), runs,
-                              gp)
+    _kernels(<floating> 0).gemm_pack_columns(src, src_end, panels, p0, cnt, runs,
+                          gp)
     _job_gemm(job, (<const floating *> job.apk) + grp * (g.K if job.a_rs else job.Kr) * R,
               panels, g.K, cnt, R, (<floating *> job.out) + ng * g.K * P + p0, P, bias, tid)
 
@@ -558,12 +516,8 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     """The im2col forward on the packed GEMM. Items (n, group, tile) own
     out[n, group, :, tile]; a thread pads each image it meets once."""
     cdef Py_ssize_t N = x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
-    cdef int level = cf_gemm_level()
     cdef Py_ssize_t mr, nr, vw = _vector_width(<floating> 0), grp, i, nitems
-    if floating is float:
-        mr, nr = gemm_tile_rows_f32(level), gemm_tile_cols_f32(level)
-    else:
-        mr, nr = gemm_tile_rows_f64(level), gemm_tile_cols_f64(level)
+    mr, nr = _kernels(<floating> 0).gemm_mr, _kernels(<floating> 0).gemm_nr
     cdef cf_geom gp = g
     cdef _packed_job job
     # Pack straight from x only when no window reaches outside it: `padding`
@@ -582,7 +536,6 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     job.groups = groups
     job.Kr = (g.K + 3) // 4 * 4
     job.kc = REDUCTION_CHUNK
-    job.level = level
     # tile: whole panels within the budget, balanced so the last is not a sliver
     cdef Py_ssize_t tile = min(max(PANEL_BUDGET // max(R, 1) // nr, 1) * nr, (P + nr - 1) // nr * nr)
     job.ntiles = (P + tile - 1) // tile
@@ -617,12 +570,8 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
     nitems = N * groups * job.ntiles
     with nogil:
         for grp in range(groups if not job.a_rs else 0):
-            if floating is float:
-                gemm_pack_rows_f32(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
-                                   &apk_v[0] + grp * job.Kr * R, level)
-            else:
-                gemm_pack_rows_f64(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
-                                   &apk_v[0] + grp * job.Kr * R, level)
+            _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
+                               &apk_v[0] + grp * job.Kr * R)
         if nthreads > 1:
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _packed_forward_item(i, &job, &g, &gp, <floating> 0)
@@ -653,28 +602,17 @@ cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, cons
     cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
     cdef floating *gcol = (<floating *> job.xpad) + tid * job.xpad_size
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
-    cdef Py_ssize_t nr
-    if floating is float:
-        nr = gemm_tile_cols_f32(job.level)
-    else:
-        nr = gemm_tile_cols_f64(job.level)
     if not job.in_place:
         memset(gx, 0, g.C * DHW * sizeof(floating))
     for t in range(t0, t1):
         p0 = t * job.tile
         cnt = min(job.tile, P - p0)
-        if floating is float:
-            gemm_pack_columns_f32(go, go_end, panels, p0, cnt, nr, runs, gg)
-        else:
-            gemm_pack_columns_f64(go, go_end, panels, p0, cnt, nr, runs, gg)
+        _kernels(<floating> 0).gemm_pack_columns(go, go_end, panels, p0, cnt, runs, gg)
         if job.in_place:
             _job_gemm(job, apk, panels, R, cnt, g.K, gx + p0, DHW, NULL, tid)
         else:
             _job_gemm(job, apk, panels, R, cnt, g.K, gcol, cnt, NULL, tid)
-            if floating is float:
-                col2vol_f32(gcol, gx, p0, cnt, g)
-            else:
-                col2vol_f64(gcol, gx, p0, cnt, g)
+            _kernels(<floating> 0).col2vol(gcol, gx, p0, cnt, g)
 
 
 cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
@@ -685,12 +623,8 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     tiles packed into panels, the product added back through col2im (job.x is
     grad_out, job.out grad_x, job.xpad the per-thread column tiles)."""
     cdef Py_ssize_t N = grad_x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
-    cdef int level = cf_gemm_level()
     cdef Py_ssize_t nr, grp, i, nitems
-    if floating is float:
-        nr = gemm_tile_cols_f32(level)
-    else:
-        nr = gemm_tile_cols_f64(level)
+    nr = _kernels(<floating> 0).gemm_nr
     cdef _packed_job job
     cdef cf_geom gg = _geometry(g.K, 1, 1, P, 0, 1, 1, P, (1, 1, 1), (1, 1, 1), (0, 0, 0),
                                 (1, 1, 1))
@@ -698,7 +632,6 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.groups = groups
     job.Kr = (R + 3) // 4 * 4
     job.kc = REDUCTION_CHUNK
-    job.level = level
     cdef Py_ssize_t tile = min(max(COLUMN_BUDGET // max(R, 1) // nr, 1) * nr,
                                (P + nr - 1) // nr * nr)
     job.ntiles = (P + tile - 1) // tile
@@ -731,12 +664,8 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     nitems = N * groups * (job.ntiles if job.in_place else 1)
     with nogil:
         for grp in range(groups if not job.a_rs else 0):  # A = W_group^T, R x K
-            if floating is float:
-                gemm_pack_rows_f32(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
-                                   &apk_v[0] + grp * job.Kr * g.K, level)
-            else:
-                gemm_pack_rows_f64(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
-                                   &apk_v[0] + grp * job.Kr * g.K, level)
+            _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
+                               &apk_v[0] + grp * job.Kr * g.K)
         if nthreads > 1:
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
@@ -897,10 +826,7 @@ def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] g
 
 cdef inline double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
                                 Py_ssize_t k) noexcept nogil:
-    if floating is float:
-        return channel_sum_f32(a + k * P, N, K * P, P)
-    else:
-        return channel_sum_f64(a + k * P, N, K * P, P)
+    return _kernels(<floating> 0).channel_sum(a + k * P, N, K * P, P)
 
 
 def _phases(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d, Py_ssize_t n_in):

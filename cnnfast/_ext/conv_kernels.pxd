@@ -1,0 +1,56 @@
+# The convolution kernel table (kernels/conv_kernels.h): one per ISA level and
+# dtype, looked up with cf_conv_kernels_for(is_double). Data pointers are
+# void * and hold elements of the table's dtype.
+
+cdef extern from "conv_kernels.h" nogil:
+    ctypedef Py_ssize_t cf_idx
+    ctypedef struct cf_geom:
+        cf_idx C, D, H, W
+        cf_idx K, OD, OH, OW
+        cf_idx KD, KH, KW
+        cf_idx sd, sh, sw
+        cf_idx pd, ph, pw
+        cf_idx dd, dh, dw
+    int CF_KB
+
+    ctypedef struct cf_conv_kernels:
+        int isa
+        cf_idx vector_width, gemm_mr, gemm_nr, lanes_block
+        void (*pad_plane)(const void *src, cf_idx D, cf_idx H, cf_idx W, void *dst, cf_idx Dp,
+                          cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw) noexcept nogil
+        void (*direct_forward_row)(const void *x, const void *w, const void *bias, void *out,
+                                   cf_idx nb, cf_idx od, cf_idx oh,
+                                   const cf_geom *g) noexcept nogil
+        void (*direct_forward_cv)(const void *x, const void *w, const void *bias, void *out,
+                                  cf_idx q0, cf_idx q1, cf_idx nk,
+                                  const cf_geom *g) noexcept nogil
+        void (*direct_forward_cv_batch)(const void *xt, cf_idx N, const void *w,
+                                        const void *bias, void *out, cf_idx out_nstride,
+                                        cf_idx p0, cf_idx p1, cf_idx nk,
+                                        const cf_geom *g) noexcept nogil
+        double (*direct_cv_waste)(cf_idx nk, cf_idx N, const cf_geom *g,
+                                  int batch) noexcept nogil
+        int (*direct_cv_pack)(const void *w, const void *bias, cf_idx K, cf_idx R, void *dst,
+                              void *bias_dst) noexcept nogil
+        void (*direct_backward_weight)(const void *x, cf_idx x_nstride, const void *go,
+                                       cf_idx go_nstride, cf_idx gow, cf_idx N, cf_idx nb,
+                                       void *gw, const cf_geom *g) noexcept nogil
+        double (*channel_sum)(const void *a, cf_idx N, cf_idx nstride,
+                              cf_idx P) noexcept nogil
+        void (*vol2col)(const void *x, void *col, cf_idx p0, cf_idx cnt,
+                        const cf_geom *g) noexcept nogil
+        void (*col2vol)(const void *col, void *gx, cf_idx p0, cf_idx cnt,
+                        const cf_geom *g) noexcept nogil
+        void (*gemm_pack_rows)(const void *src, cf_idx m, cf_idx depth, cf_idx row_stride,
+                               cf_idx depth_stride, void *dst) noexcept nogil
+        void (*gemm_pack_columns)(const void *x, const void *x_end, void *dst, cf_idx p0,
+                                  cf_idx cnt, cf_idx *runs, const cf_geom *g) noexcept nogil
+        void (*gemm_packed)(const void *apk, const void *bpk, cf_idx m, cf_idx n, cf_idx depth,
+                            void *c, cf_idx ldc, const void *bias, int accumulate,
+                            cf_idx kc) noexcept nogil
+        void (*gemm_in_place)(const void *a, cf_idx rs, cf_idx ks, const void *bpk, cf_idx m,
+                              cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
+                              int accumulate, cf_idx kc, void *work) noexcept nogil
+
+    const cf_conv_kernels *cf_conv_kernels_for(int is_double)
+    int cf_isa_level()

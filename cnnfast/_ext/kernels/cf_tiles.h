@@ -1,0 +1,34 @@
+/* Register tiles of the kernels at ISA level CF_LEVEL: the one place that
+ * states them. Included per instantiation (cf_instantiate.h) by each family
+ * bundle; the kernel tables export them to the drivers.
+ *
+ * Vectors are 64 bytes whatever the level (cf_vector.h): one zmm register on
+ * AVX-512 (32 of them), two ymm on AVX2 and four xmm on the baseline (16
+ * architectural registers each), so the wider levels hold more accumulators
+ * per tile. */
+
+#if CF_LEVEL >= 4
+/* Packed GEMM: MR rows (output channels) x NCH vectors of columns; 12 x 2 is
+ * 24 of the 32 zmm registers. */
+#define CF_GEMM_MR 12
+#define CF_GEMM_NCH 2
+/* Direct conv, channels in lanes: blocks of up to NVMAX vectors of output
+ * channels; pixels per tile for nv vectors (at most 24 accumulators). */
+#define CF_LANES_NVMAX 4
+#define CF_LANES_PIXELS(nv) ((nv) == 1 ? 24 : (nv) == 2 ? 12 : (nv) == 3 ? 8 : 6)
+/* ...and, with the batch in the tile, the candidate tile widths in images
+ * (i = 0, 1, 2): the widest first, the one recomputing fewest images runs. */
+#define CF_LANES_IMAGES(nv, i)                                                         \
+    ((nv) == 1 ? (i) == 0 ? 24 : (i) == 1 ? 16 : 8                                     \
+   : (nv) == 2 ? (i) == 0 ? 12 : (i) == 1 ? 8 : 4                                      \
+   : (nv) == 3 ? (i) == 0 ? 8 : (i) == 1 ? 6 : 4                                       \
+   :             (i) == 0 ? 6 : (i) == 1 ? 4 : 2)
+#else
+#define CF_GEMM_MR 4
+#define CF_GEMM_NCH 1
+#define CF_LANES_NVMAX 2
+#define CF_LANES_PIXELS(nv) ((nv) == 1 ? 6 : 3)
+#define CF_LANES_IMAGES(nv, i)                                                         \
+    ((nv) == 1 ? (i) == 0 ? 6 : (i) == 1 ? 4 : 2                                       \
+   :             (i) == 0 ? 3 : (i) == 1 ? 2 : 1)
+#endif

@@ -1,0 +1,87 @@
+/* Convolution, im2col: column tiles (vol2col) for the BLAS weight gradient and their
+ * adjoint (col2vol) for the input gradient.
+ * A family header: compiled once per ISA level and dtype through its bundle
+ * (conv_kernels.h or pool_kernels.h), with CF_T, FN() and the tile sizes
+ * of cf_tiles.h defined. */
+
+/* Column tile for output positions [p0, p0 + cnt) of one image and group:
+ * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...] or 0 in the padding.
+ * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. The tile is
+ * walked in output-row segments; coordinates advance without divisions. */
+static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+    const CF_T *x = (const CF_T *)x_;
+    CF_T *col = (CF_T *)col_;
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
+    CF_T *dst = col;
+    for (cf_idx c = 0; c < g->C; c++)
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++)
+    for (cf_idx kw = 0; kw < g->KW; kw++, dst += cnt) {
+        cf_idx wlo, whi;
+        cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &wlo, &whi);
+        const cf_idx off = kw * g->dw - g->pw;
+        cf_idx od = od0, oh = oh0, ow = ow0;
+        for (cf_idx j = 0; j < cnt;) {
+            const cf_idx len = cf_min(g->OW - ow, cnt - j);
+            const cf_idx id = od * g->sd - g->pd + kd * g->dd;
+            const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
+            CF_T *d = dst + j;                   /* d[o - ow] is output column o */
+            if (id < 0 || id >= g->D || ih < 0 || ih >= g->H) {
+                memset(d, 0, (size_t)len * sizeof(CF_T));
+            } else {
+                const CF_T *xr = x + c * DHW + id * HW + ih * g->W;
+                const cf_idx a = cf_max(ow, wlo), e = cf_max(a, cf_min(ow + len, whi));
+                for (cf_idx o = ow; o < a; o++) d[o - ow] = 0;
+                if (g->sw == 1) {
+                    memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
+                } else {
+                    for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
+                }
+                for (cf_idx o = e; o < ow + len; o++) d[o - ow] = 0;
+            }
+            j += len;
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
+        }
+    }
+}
+
+/* Adjoint of vol2col: gx[c, id, ih, iw] += col[(c, kd, kh, kw)][j]. The caller
+ * owns the group's gx planes of this image and zeroes them beforehand.
+ * Dispatched: the adds vectorise on the wider ISAs. */
+static void FN(col2vol)(const void *col_, void *gx_, cf_idx p0, cf_idx cnt, const cf_geom *g) {
+    const CF_T *col = (const CF_T *)col_;
+    CF_T *gx = (CF_T *)gx_;
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
+    const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
+    const CF_T *src = col;
+    for (cf_idx c = 0; c < g->C; c++)
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++)
+    for (cf_idx kw = 0; kw < g->KW; kw++, src += cnt) {
+        cf_idx wlo, whi;
+        cf_out_range(kw, g->sw, g->pw, g->dw, g->OW, g->W, &wlo, &whi);
+        const cf_idx off = kw * g->dw - g->pw;
+        cf_idx od = od0, oh = oh0, ow = ow0;
+        for (cf_idx j = 0; j < cnt;) {
+            const cf_idx len = cf_min(g->OW - ow, cnt - j);
+            const cf_idx id = od * g->sd - g->pd + kd * g->dd;
+            const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
+            if (id >= 0 && id < g->D && ih >= 0 && ih < g->H) {
+                const CF_T *sj = src + j;        /* sj[o - ow] is output column o */
+                CF_T *xr = gx + c * DHW + id * HW + ih * g->W;
+                const cf_idx a = cf_max(ow, wlo), e = cf_min(ow + len, whi);
+                if (g->sw == 1) {
+                    for (cf_idx o = a; o < e; o++) xr[o + off] += sj[o - ow];
+                } else {
+                    for (cf_idx o = a; o < e; o++) xr[o * g->sw + off] += sj[o - ow];
+                }
+            }
+            j += len;
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
+        }
+    }
+}
+
