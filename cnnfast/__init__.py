@@ -30,6 +30,7 @@ from .functional import (
     conv2d_backward,
     conv3d,
     conv3d_backward,
+    explain_conv,
     global_avg_pool2d,
     global_avg_pool2d_backward,
     global_max_pool2d,

@@ -30,10 +30,10 @@ def rng():
 def parallel_even_when_small(monkeypatch):
     """The test shapes are small: without this, the grain-size rule would run
     them all on one thread and the parallel code paths would go untested."""
-    import cnnfast.functional
+    from cnnfast import _plan
 
-    monkeypatch.setattr(cnnfast.functional, "CONV_GRAIN", 0)
-    monkeypatch.setattr(cnnfast.functional, "POOL_GRAIN", 0)
+    monkeypatch.setattr(_plan, "CONV_GRAIN", 0)
+    monkeypatch.setattr(_plan, "POOL_GRAIN", 0)
 
 
 @pytest.fixture(scope="module")

@@ -332,8 +332,8 @@ def test_small_planes_stacked_along_depth_match_reference(x_shape, k, kernel, st
     (1, 3, (9, 9), 4, (2, 2), 1, 0, 1, 1),        # 4 rows; 12 = one tile
 ], ids=str)
 def test_packed_and_in_place_weights_agree(rng, monkeypatch, case, dtype, in_place_tiles):
-    from cnnfast._ext import _conv
-    monkeypatch.setattr(_conv, "IN_PLACE_TILES", in_place_tiles)
+    from cnnfast import _plan
+    monkeypatch.setattr(_plan, "IN_PLACE_TILES", in_place_tiles)
     x, w, b, args = _make(rng, case, dtype)
     expected = reference.conv2d(x, w, b, **args)
     got = cnnfast.conv2d(x, w, b, **args, algorithm="im2col")

@@ -420,10 +420,10 @@ def test_thread_counts_give_identical_results(threads, rng):
 
 
 def test_small_calls_run_on_one_thread_by_the_grain_rule(monkeypatch):
-    import cnnfast.functional as F
+    from cnnfast import _plan
 
-    monkeypatch.setattr(F, "POOL_GRAIN", 1 << 17)
-    monkeypatch.setattr(F, "CONV_GRAIN", 1 << 21)
+    monkeypatch.setattr(_plan, "POOL_GRAIN", 1 << 17)
+    monkeypatch.setattr(_plan, "CONV_GRAIN", 1 << 21)
     with cnnfast.num_threads(2):
-        assert F._pool_threads(1000) == 1 and F._pool_threads(1 << 20) == 2
-        assert F._threads_for(1000) == 1 and F._threads_for(1 << 22) == 2
+        assert _plan.pool_threads(1000) == 1 and _plan.pool_threads(1 << 20) == 2
+        assert _plan.conv_threads(1000) == 1 and _plan.conv_threads(1 << 22) == 2

@@ -26,27 +26,6 @@ import numpy as np
 
 from ._workspace import work_array
 
-# Column-buffer budget per thread, in elements: bounds im2col's memory for any
-# batch size while keeping GEMM tiles wide enough to run near peak.
-COLUMN_BUDGET = 1 << 19
-# The packed forward GEMM's column panels per thread, in elements (L2-sized),
-# and its reduction chunk (a chunk of the packed weights stays in L2, of a
-# column panel in L1).
-PANEL_BUDGET = 1 << 17
-REDUCTION_CHUNK = 256
-KERNEL_BLOCK = CF_KB
-# Output channels per group from which the stride-1 direct forward puts
-# channels in the vector lanes (fewer would leave most lanes idle; LeNet c1's
-# 6 channels run faster with pixels in the lanes).
-CHANNELS_IN_LANES_MIN = 12
-# ...and from which batch size, up to which plane size and channel count it
-# tiles images (more channels stream too many weights per tile: 512 channels
-# at 7x7, batch 32: 138 ms vs 84 ms for the stacked GEMM).
-BATCH_IN_TILE_MIN = 16
-BATCH_IN_TILE_PLANE = 256
-BATCH_IN_TILE_CHANNELS = 64
-
-
 cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
                        floating alpha, const floating *a, int lda,
                        const floating *b, int ldb,
@@ -92,15 +71,6 @@ cdef inline bint _windows_inside(const cf_geom *g) noexcept nogil:
     return ((g.OD - 1) * g.sd + (g.KD - 1) * g.dd < g.D
             and (g.OH - 1) * g.sh + (g.KH - 1) * g.dh < g.H
             and (g.OW - 1) * g.sw + (g.KW - 1) * g.dw < g.W)
-
-
-cdef inline Py_ssize_t _tile_width(Py_ssize_t rows, Py_ssize_t P):
-    """Columns per tile: within the budget, and balanced so the last tile is
-    not a sliver (a narrow GEMM runs far below peak)."""
-    cdef Py_ssize_t t = min(max(COLUMN_BUDGET // max(rows, 1), 16), P)
-    cdef Py_ssize_t ntiles = (P + t - 1) // t
-    t = (P + ntiles - 1) // ntiles
-    return min((t + 15) // 16 * 16, P)
 
 
 cdef object _dtype_of(floating dummy):
@@ -174,7 +144,8 @@ cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const fl
     cdef const floating *xp = x + (grp * g.C + c) * DHW
     cdef const floating *gop = go + (grp * g.K + k0) * P
     cdef floating *gwp = gw + ((grp * g.K + k0) * g.C + c) * KVOL
-    _kernels(<floating> 0).direct_backward_weight(xp, groups * g.C * DHW, gop, groups * g.K * P, gow, N, nb,
+    _kernels(<floating> 0).direct_backward_weight(xp, groups * g.C * DHW, gop, groups * g.K * P,
+                                                  gow, N, nb,
                                gwp, g)
 
 
@@ -182,16 +153,18 @@ cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
     return _kernels(<floating> 0).vector_width
 
 
-cdef object _padded(const floating[:, :, :, :, ::1] src, tuple shape, tuple offset,
+cdef object _padded(str name, const floating[:, :, :, :, ::1] src, tuple shape, tuple offset,
                     int nthreads):
-    """New (N, C, *shape) array holding each src plane at `offset` (negative:
-    cropped) and zeros around it: the direct kernels read it without bounds checks."""
+    """The work array `name` as (N, C, *shape), holding each src plane at
+    `offset` (negative: cropped) and zeros around it: the direct kernels read
+    it without bounds checks."""
     cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
     cdef Py_ssize_t D = src.shape[2], H = src.shape[3], W = src.shape[4]
     cdef Py_ssize_t Dp, Hp, Wp, pd, ph, pw, i
     Dp, Hp, Wp = shape
     pd, ph, pw = offset
-    dst = np.empty((N, C, Dp, Hp, Wp), dtype=_dtype_of(<floating> 0))
+    dst = work_array(name, N * C * Dp * Hp * Wp, _dtype_of(<floating> 0)).reshape(
+        (N, C, Dp, Hp, Wp))
     cdef floating[:, :, :, :, ::1] d = dst
     cdef const floating *s0 = &src[0, 0, 0, 0, 0]
     cdef floating *d0 = &d[0, 0, 0, 0, 0]
@@ -241,10 +214,6 @@ cdef const floating *_thread_padded_image(const floating *xg, floating *xpad,
 
 # ------------------------------------------------- direct, channels in lanes
 
-cdef inline bint _channels_in_lanes(tuple stride, Py_ssize_t K):
-    return stride == (1, 1, 1) and K >= CHANNELS_IN_LANES_MIN
-
-
 cdef struct _cv_job:
     const void *x          # input, (N, groups*C, D, H, W)
     const void *wpk        # packed weights, per group Kpad*R
@@ -277,9 +246,9 @@ cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
     if job.bias != NULL:
         b = (<const floating *> job.bias) + grp * job.Kpad + k0
     if job.batch:  # ng is the group alone
-        _kernels(<floating> 0).direct_forward_cv_batch((<const floating *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N,
-                                    job.N, w, b, (<floating *> job.out) + (ng * g.K + k0) * P,
-                                    job.groups * g.K * P, q0, q1, nk, gp)
+        _kernels(<floating> 0).direct_forward_cv_batch(
+            (<const floating *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N, job.N, w, b,
+            (<floating *> job.out) + (ng * g.K + k0) * P, job.groups * g.K * P, q0, q1, nk, gp)
         return
     cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
     cdef const floating *src = xg
@@ -309,34 +278,6 @@ cdef object _batch_innermost(const floating[:, :, :, :, ::1] x, const cf_geom *g
         xt[:, pads[0]:pads[0] + keep[0], pads[1]:pads[1] + keep[1], pads[2]:pads[2] + keep[2]] = (
             np.asarray(x)[:, :, :keep[0], :keep[1], :keep[2]].transpose(1, 2, 3, 4, 0))
     return xt
-
-
-cdef bint _batch_in_tile(Py_ssize_t N, const cf_geom *g, tuple stride, floating dummy):
-    """Should the channels-in-lanes direct kernel tile images rather than
-    positions? For small planes: with stride 1 when that computes fewer
-    positions once the copy it needs is counted (LeNet c2, 64 images of 10x10:
-    16-image tiles waste nothing where 24-position tiles compute 1.44 per
-    output; Inception 5x5 at 14x14, 8 images: 1.0 vs 1.14), with other
-    strides (no position tiling) from BATCH_IN_TILE_MIN images."""
-    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
-    if not (CHANNELS_IN_LANES_MIN <= g.K <= BATCH_IN_TILE_CHANNELS and P <= BATCH_IN_TILE_PLANE):
-        return False
-    if stride != (1, 1, 1):
-        return N >= BATCH_IN_TILE_MIN
-    cdef cf_geom gp = g[0]
-    gp.D, gp.H, gp.W = _reach(g)
-    gp.pd = gp.ph = gp.pw = 0
-    cdef Py_ssize_t vw = _vector_width(<floating> 0), nv = (min(g.K, _kernels(<floating> 0).lanes_block) + vw - 1) // vw
-    # input copies per multiply-add instruction: the batch-innermost copy
-    # (a strided gather, counted double) against the padded copy (memcpy
-    # rows, counted half; none without padding)
-    cdef double copy = <double> (g.C * gp.D * gp.H * gp.W) / (P * R * nv)
-    cdef bint padded = not (g.pd == 0 and g.ph == 0 and g.pw == 0 and gp.D == g.D
-                            and gp.H == g.H and gp.W == g.W)
-    cdef double by_image, by_position
-    by_image = _kernels(<floating> 0).direct_cv_waste(g.K, N, &gp, 1)
-    by_position = _kernels(<floating> 0).direct_cv_waste(g.K, N, &gp, 0)
-    return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
 
 
 cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias,
@@ -461,14 +402,6 @@ cdef struct _packed_job:
     bint in_place          # no padding: pack straight from x
 
 
-# Column tiles per weight matrix (images x tiles) up to which the GEMMs read
-# the weights in place instead of packing them: packing costs two passes
-# over them, reading in place (12 strided rows) a little more per pass than
-# reading packed. ResNet-18's 512-channel 2x2 layer, batch stacked (one
-# tile): 3.3 -> 1.8 ms; per image (8 tiles) in place would be 7.6 -> 11.7 ms.
-IN_PLACE_TILES = 2
-
-
 cdef inline void _job_gemm(const _packed_job *job, const floating *a, const floating *panels,
                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t depth, floating *c,
                            Py_ssize_t ldc, const floating *bias, int tid) noexcept nogil:
@@ -512,9 +445,10 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
 
 cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                           const floating *bias, floating[:, :, :, :, ::1] out, cf_geom g,
-                          Py_ssize_t groups, tuple padding, int nthreads) except *:
+                          Py_ssize_t groups, tuple padding, tuple gemm, int nthreads) except *:
     """The im2col forward on the packed GEMM. Items (n, group, tile) own
-    out[n, group, :, tile]; a thread pads each image it meets once."""
+    out[n, group, :, tile]; a thread pads each image it meets once. gemm:
+    the plan's (tile, weights_in_place, reduction_chunk)."""
     cdef Py_ssize_t N = x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
     cdef Py_ssize_t mr, nr, vw = _vector_width(<floating> 0), grp, i, nitems
     mr, nr = _kernels(<floating> 0).gemm_mr, _kernels(<floating> 0).gemm_nr
@@ -535,17 +469,14 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
         gp.pd = gp.ph = gp.pw = 0
     job.groups = groups
     job.Kr = (g.K + 3) // 4 * 4
-    job.kc = REDUCTION_CHUNK
-    # tile: whole panels within the budget, balanced so the last is not a sliver
-    cdef Py_ssize_t tile = min(max(PANEL_BUDGET // max(R, 1) // nr, 1) * nr, (P + nr - 1) // nr * nr)
-    job.ntiles = (P + tile - 1) // tile
-    job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
+    job.tile, weights_in_place, job.kc = gemm
+    job.ntiles = (P + job.tile - 1) // job.tile
     job.xpad_size = 0 if job.in_place else g.C * gp.D * gp.H * gp.W + vw * g.sw
     job.panels_size = job.tile * R
     job.runs_size = 3 * job.tile + job.tile // nr + 2
-    # the weights in place (A = W_group, K x R) when few tiles meet them
+    # the weights in place (A = W_group, K x R), or packed
     job.a_rs = job.a_ks = 0
-    if N * job.ntiles <= IN_PLACE_TILES:
+    if weights_in_place:
         job.a_rs, job.a_ks = R, 1
     dtype = _dtype_of(<floating> 0)
     apk = work_array("gemm_a", 1 if job.a_rs else groups * job.Kr * R, dtype)
@@ -597,7 +528,8 @@ cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, cons
     cdef Py_ssize_t grp = ng % job.groups
     cdef const floating *go = (<const floating *> job.x) + ng * g.K * P
     cdef const floating *go_end = <const floating *> job.x_end
-    cdef const floating *apk = (<const floating *> job.apk) + grp * (R if job.a_rs else job.Kr) * g.K
+    cdef const floating *apk = ((<const floating *> job.apk)
+                                + grp * (R if job.a_rs else job.Kr) * g.K)
     cdef floating *gx = (<floating *> job.out) + ng * g.C * DHW
     cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
     cdef floating *gcol = (<floating *> job.xpad) + tid * job.xpad_size
@@ -618,10 +550,11 @@ cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, cons
 cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                  const floating[:, :, :, :, ::1] w,
                                  floating[:, :, :, :, ::1] grad_x, cf_geom g, Py_ssize_t groups,
-                                 int nthreads) except *:
+                                 tuple gemm, int nthreads) except *:
     """im2col's input gradient on the packed GEMM: W^T packed once, grad_out
     tiles packed into panels, the product added back through col2im (job.x is
-    grad_out, job.out grad_x, job.xpad the per-thread column tiles)."""
+    grad_out, job.out grad_x, job.xpad the per-thread column tiles). gemm: the
+    plan's (tile, weights_in_place, reduction_chunk)."""
     cdef Py_ssize_t N = grad_x.shape[0], P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
     cdef Py_ssize_t nr, grp, i, nitems
     nr = _kernels(<floating> 0).gemm_nr
@@ -631,17 +564,14 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.in_place = _is_pointwise_identity(&g)
     job.groups = groups
     job.Kr = (R + 3) // 4 * 4
-    job.kc = REDUCTION_CHUNK
-    cdef Py_ssize_t tile = min(max(COLUMN_BUDGET // max(R, 1) // nr, 1) * nr,
-                               (P + nr - 1) // nr * nr)
-    job.ntiles = (P + tile - 1) // tile
-    job.tile = ((P + job.ntiles - 1) // job.ntiles + nr - 1) // nr * nr
+    job.tile, weights_in_place, job.kc = gemm
+    job.ntiles = (P + job.tile - 1) // job.tile
     job.xpad_size = 0 if job.in_place else R * job.tile
     job.panels_size = job.tile * g.K
     job.runs_size = 3 * job.tile + job.tile // nr + 2
-    # W^T in place ((r, k) at k*R + r) when few tiles meet it
+    # W^T in place ((r, k) at k*R + r), or packed
     job.a_rs = job.a_ks = 0
-    if N * job.ntiles <= IN_PLACE_TILES:
+    if weights_in_place:
         job.a_rs, job.a_ks = 1, R
     dtype = _dtype_of(<floating> 0)
     apk = work_array("gemm_a", 1 if job.a_rs else groups * job.Kr * g.K, dtype)
@@ -674,99 +604,134 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
                 _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
 
 
+# ---------------------------------------------------------------- queries
+
+def kernel_tiles(dtype):
+    """The running kernel table's tile sizes for dtype (float32/float64): the
+    planner (cnnfast._plan) sizes GEMM tiles and work arrays by them."""
+    cdef const cf_conv_kernels *k = cf_conv_kernels_for(np.dtype(dtype) == np.float64)
+    return {"isa": k.isa, "vector_width": k.vector_width, "gemm_mr": k.gemm_mr,
+            "gemm_nr": k.gemm_nr, "lanes_block": k.lanes_block}
+
+
+def lanes_waste(dtype, Py_ssize_t K, Py_ssize_t N, tuple reach, tuple out_size, tuple kernel,
+                tuple dilation, bint batch):
+    """Positions the channels-in-lanes forward computes per output for K
+    channels, tiling positions of the padded plane (extent `reach`, stride 1)
+    or, with batch, the N images: the kernel family's own count
+    (kernels/conv_direct_lanes.h), for the planner's choice between them."""
+    cdef const cf_conv_kernels *k = cf_conv_kernels_for(np.dtype(dtype) == np.float64)
+    cdef cf_geom g = _geometry(0, reach[0], reach[1], reach[2], K, out_size[0], out_size[1],
+                               out_size[2], kernel, (1, 1, 1), (0, 0, 0), dilation)
+    return k.direct_cv_waste(K, N, &g, batch)
+
+
 # ---------------------------------------------------------------- drivers
 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                 str method, int nthreads):
-    """out = conv(x, w) + bias. `bias` may be empty (no bias)."""
+                 str kernel, tuple gemm, int nthreads):
+    """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
+    (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
+    "direct_lanes_batch" or "direct_rows". `bias` may be empty (no bias)."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
                                (w.shape[2], w.shape[3], w.shape[4]), stride, padding, dilation)
-    cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t P = g.OD * g.OH * g.OW
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef tuple kernel = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
+    cdef tuple kernel_size = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
     cdef floating[::1] xt_v
     cdef cf_geom gp
-    if method == "direct" and _batch_in_tile(N, &g, stride, <floating> 0):
+    if kernel == "gemm":
+        _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads)
+    elif kernel == "direct_lanes_batch":
         xt = _batch_innermost(x, &g)
         xt_v = xt.reshape(-1)
         _cv_forward(&xt_v[0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
                     nthreads, True)
-        return
-    if method == "direct" and _channels_in_lanes(stride, g.K):
+    elif kernel == "direct_lanes":
         _cv_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
                     nthreads)
-        return
-    if method == "direct":
-        shape = _direct_input_shape(out_size, kernel, stride, dilation, _vector_width(<floating> 0))
-        xpad = _padded(x, shape, padding, nthreads)
-        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
+    elif kernel == "direct_rows":
+        shape = _direct_input_shape(out_size, kernel_size, stride, dilation,
+                                    _vector_width(<floating> 0))
+        xpad = _padded("rows_xpad", x, shape, padding, nthreads)
+        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel_size,
                        stride, (0, 0, 0), dilation)
         with nogil:
             _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
                             N, groups, &gp, nthreads)
-        return
-    _packed_forward(x, w, bp, out, g, groups, padding, nthreads)
+    else:
+        raise ValueError(f"unknown forward kernel {kernel!r}")
 
 
 def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
                         const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] grad_x,
                         tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                        str method, int nthreads):
-    """grad_x = conv_transpose(grad_out, w); grad_x is fully overwritten."""
+                        str kernel, tuple gemm, int nthreads):
+    """grad_x = conv_transpose(grad_out, w) with the plan's kernel: "gemm"
+    (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes" or
+    "direct_polyphase"; the direct kernels fall back on the GEMM for NaN or
+    infinite weights (see _direct_backward_input). grad_x is overwritten."""
     cdef Py_ssize_t N = grad_x.shape[0]
-    cdef tuple kernel = (w.shape[2], w.shape[3], w.shape[4])
+    cdef tuple kernel_size = (w.shape[2], w.shape[3], w.shape[4])
     cdef cf_geom g = _geometry(grad_x.shape[1] // groups, grad_x.shape[2], grad_x.shape[3],
                                grad_x.shape[4], w.shape[0] // groups, grad_out.shape[2],
-                               grad_out.shape[3], grad_out.shape[4], kernel, stride, padding,
+                               grad_out.shape[3], grad_out.shape[4], kernel_size, stride, padding,
                                dilation)
     if N == 0:
         return
     if g.OD * g.OH * g.OW == 0:
         np.asarray(grad_x)[...] = 0
         return
-    if method == "direct" and _direct_backward_input(grad_out, w, grad_x, kernel, stride,
-                                                     padding, dilation, groups, nthreads):
+    if kernel not in ("gemm", "direct_lanes", "direct_polyphase"):
+        raise ValueError(f"unknown input-gradient kernel {kernel!r}")
+    cdef bint lanes = kernel == "direct_lanes"
+    if kernel != "gemm" and _direct_backward_input(grad_out, w, grad_x, kernel_size, stride,
+                                                   padding, dilation, groups, lanes, nthreads):
         return
-    _packed_backward_input(grad_out, w, grad_x, g, groups, nthreads)
+    _packed_backward_input(grad_out, w, grad_x, g, groups, gemm, nthreads)
 
 
 def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
                          const floating[:, :, :, :, ::1] x, floating[:, :, :, :, ::1] grad_w,
                          tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                         str method, int nthreads):
-    """grad_w = sum over the batch of grad_out correlated with x; overwritten."""
+                         str kernel, Py_ssize_t tile, int nthreads):
+    """grad_w = sum over the batch of grad_out correlated with x, overwritten,
+    with the plan's kernel: "gemm_blas" (column tiles of `tile` positions)
+    or "direct_weight"."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                grad_w.shape[0] // groups, grad_out.shape[2], grad_out.shape[3],
                                grad_out.shape[4], (grad_w.shape[2], grad_w.shape[3],
                                grad_w.shape[4]), stride, padding, dilation)
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
-    cdef Py_ssize_t nkb, tile, ntiles, nitems, i, j, t, size = groups * g.K * R
+    cdef Py_ssize_t nkb, ntiles, nitems, i, j, t, size = groups * g.K * R
     cdef floating[:, ::1] work, partial
     cdef floating *workp = NULL
     cdef floating *gwp = &grad_w[0, 0, 0, 0, 0]
     if N == 0:
         memset(gwp, 0, size * sizeof(floating))
         return
-    cdef tuple kernel = (g.KD, g.KH, g.KW), shape
+    cdef tuple kernel_size = (g.KD, g.KH, g.KW), shape
     cdef floating[:, :, :, :, ::1] xpad, gopad
     cdef Py_ssize_t vw, gow
     cdef cf_geom gp
-    if method == "direct":
+    if kernel not in ("gemm_blas", "direct_weight"):
+        raise ValueError(f"unknown weight-gradient kernel {kernel!r}")
+    if kernel == "direct_weight":
         vw = _vector_width(<floating> 0)
         gow = (g.OW + vw - 1) // vw * vw
-        shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel, stride, dilation, vw)
-        xpad = _padded(x, shape, padding, nthreads)
-        gopad = _padded(grad_out, (g.OD, g.OH, gow), (0, 0, 0), nthreads)
-        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel,
+        shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel_size, stride, dilation, vw)
+        xpad = _padded("wgrad_xpad", x, shape, padding, nthreads)
+        gopad = _padded("wgrad_gopad", grad_out, (g.OD, g.OH, gow), (0, 0, 0), nthreads)
+        gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel_size,
                        stride, (0, 0, 0), dilation)
         nkb = (g.K + CF_KB - 1) // CF_KB
         nitems = groups * nkb * g.C
@@ -780,7 +745,6 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
                     _direct_backward_weight_item(i, &xpad[0, 0, 0, 0, 0], &gopad[0, 0, 0, 0, 0],
                                                  gwp, N, groups, nkb, gow, &gp)
         return
-    tile = _tile_width(R, P)
     ntiles = (P + tile - 1) // tile
     nitems = N * groups * ntiles
     nthreads = <int> min(<Py_ssize_t> nthreads, nitems)
@@ -829,6 +793,13 @@ cdef inline double _channel_sum(const floating *a, Py_ssize_t N, Py_ssize_t K, P
     return _kernels(<floating> 0).channel_sum(a + k * P, N, K * P, P)
 
 
+cdef object _work_copy(str name, a, tuple shape):
+    """The work array `name` holding a C-ordered copy of a, as `shape`."""
+    out = work_array(name, a.size, a.dtype).reshape(a.shape)
+    out[...] = a
+    return out.reshape(shape)
+
+
 def _phases(Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d, Py_ssize_t n_in):
     """Polyphase split of one dim of the input gradient.
 
@@ -850,7 +821,7 @@ cdef bint _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                  const floating[:, :, :, :, ::1] w,
                                  floating[:, :, :, :, ::1] grad_x, tuple kernel, tuple stride,
                                  tuple padding, tuple dilation, Py_ssize_t groups,
-                                 int nthreads) except -1:
+                                 bint lanes, int nthreads) except -1:
     """The input gradient as forward direct convolutions of grad_out with the
     flipped, channel-transposed kernel, one per stride phase (one in all for
     stride 1), so it runs on the register-blocked forward kernel without the
@@ -868,11 +839,11 @@ cdef bint _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
     gx = np.asarray(grad_x)
     wg = np.asarray(w).reshape((groups, K, C) + kernel)
     cdef cf_geom gt
-    if _channels_in_lanes(stride, C):
+    if lanes:
         # one stride-1 convolution of grad_out, padded by (k-1)*d - p (a
         # negative pad crops), with the flipped kernel, channels in lanes
-        wsub = np.ascontiguousarray(
-            wg[:, :, :, ::-1, ::-1, ::-1].transpose(0, 2, 1, 3, 4, 5)).reshape((Ct, K) + kernel)
+        wsub = _work_copy("lanes_wsub", wg[:, :, :, ::-1, ::-1, ::-1].transpose(0, 2, 1, 3, 4, 5),
+                          (Ct, K) + kernel)
         gt = _geometry(K, grad_out.shape[2], grad_out.shape[3], grad_out.shape[4], C,
                        gx.shape[2], gx.shape[3], gx.shape[4], kernel, (1, 1, 1),
                        tuple([(k - 1) * d - p for k, d, p in zip(kernel, dilation, padding)]),
@@ -887,17 +858,17 @@ cdef bint _direct_backward_input(const floating[:, :, :, :, ::1] grad_out,
         gx[...] = 0  # residues no tap reaches get no gradient
     for (rd, td, pd, dd, nd), (rh, th, ph, dh, nh), (rw, tw, pw, dw, nw) in product(*dims):
         sub = (len(td), len(th), len(tw))
-        wsub = np.ascontiguousarray(
-            wg[:, :, :, td][:, :, :, :, th][:, :, :, :, :, tw].transpose(0, 2, 1, 3, 4, 5)
-        ).reshape((groups * C, K) + sub)
+        taps = wg[:, :, :, td][:, :, :, :, th][:, :, :, :, :, tw]
+        wsub = _work_copy("phase_wsub", taps.transpose(0, 2, 1, 3, 4, 5), (groups * C, K) + sub)
         shape = _direct_input_shape((nd, nh, nw), sub, (1, 1, 1), (dd, dh, dw), vw)
-        gopad = _padded(grad_out, shape, (pd, ph, pw), nthreads)
+        gopad = _padded("phase_gopad", grad_out, shape, (pd, ph, pw), nthreads)
         gp = _geometry(K, shape[0], shape[1], shape[2], C, nd, nh, nw, sub, (1, 1, 1),
                        (0, 0, 0), (dd, dh, dw))
         if stride == (1, 1, 1):
             part = grad_x
         else:
-            part = np.empty((N, Ct, nd, nh, nw), dtype=_dtype_of(<floating> 0))
+            part = work_array("phase_part", N * Ct * nd * nh * nw,
+                              _dtype_of(<floating> 0)).reshape((N, Ct, nd, nh, nw))
         with nogil:
             _direct_forward(&gopad[0, 0, 0, 0, 0], &wsub[0, 0, 0, 0, 0], NULL,
                             &part[0, 0, 0, 0, 0], N, groups, &gp, nthreads)

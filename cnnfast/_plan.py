@@ -1,0 +1,480 @@
+"""How a convolution runs: the whole `algorithm="auto"` rule and every
+threshold behind it, in one place.
+
+`plan_conv(geom, algorithm, passes)` turns a validated geometry into a
+`ConvPlan`: per pass (forward, input gradient, weight gradient, bias
+gradient) the algorithm, the driver kernel, the data layout (per image,
+depth-stacked batch, batch as pixels), the thread count, the GEMM tiling and
+whether the GEMM reads the weights in place, the work-array bytes and the
+FLOPs. cnnfast.functional executes a plan; the drivers in cnnfast._ext only
+carry it out and choose nothing. `cnnfast.explain_conv` returns the plan of a
+call without running it.
+
+Every threshold was fitted to single-thread measurements on the project's
+2-core AMD EPYC Zen 4 machine (AVX-512), float32, with `python -m
+cnnfast.bench`; the figures quoted beside them are from those runs.
+
+The one choice left to a driver is data-dependent: the direct input gradient
+falls back on the GEMM when a weight is NaN or infinite (its zero-padded
+grad_out would turn such a weight into NaN where the reference is finite).
+"""
+from __future__ import annotations
+
+import math
+from itertools import product as _product
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validation as V
+from ._ext import _conv
+from ._threads import get_num_threads
+
+# --------------------------------------------------------------- threads
+
+# Below these amounts of work a call runs on one thread: waking a second
+# OpenMP thread costs more than it saves (like torch's grain size).
+CONV_GRAIN = 1 << 21     # multiply-adds
+POOL_GRAIN = 1 << 17     # input elements read (or written, for backward)
+
+
+def conv_threads(macs: int) -> int:
+    return 1 if macs < CONV_GRAIN else get_num_threads()
+
+
+def pool_threads(elements: int) -> int:
+    return 1 if elements < POOL_GRAIN else get_num_threads()
+
+
+# ------------------------------------------------------ the auto thresholds
+
+# Output channels per group from which the stride-1 direct forward puts
+# channels in the vector lanes (fewer would leave most lanes idle; LeNet c1's
+# 6 channels run faster with pixels in the lanes).
+CHANNELS_IN_LANES_MIN = 12
+# ...and from which batch size, up to which plane size and channel count it
+# tiles images instead of positions (more channels stream too many weights
+# per tile: 512 channels at 7x7, batch 32: 138 ms vs 84 ms for the stacked
+# GEMM).
+BATCH_IN_TILE_MIN = 16
+BATCH_IN_TILE_PLANE = 256
+BATCH_IN_TILE_CHANNELS = 64
+
+# Images with few output positions (ResNet's last stages: 7x7, 4x4, 2x2) make
+# GEMMs too narrow to run near peak. A 1-D/2-D batch is then stacked along
+# the unused depth axis, (N, C, 1, H, W) -> (1, C, N, H, W): the depth-1
+# kernel keeps images apart and the kernels see one image whose column tiles
+# span the batch. Limits in output positions per image: forward wins up to
+# 16x16 (ResNet 3x3@14: 20.2 -> 18.7 ms) but a 1x1 layer only below 8x8,
+# backward only below 8x8 (7x7: 50.7 -> 47.2 ms, 2x2: 17.2 -> 7.4 ms; 14x14
+# loses). The weight- and input-gradient kernels parallelise over images, so
+# backward stacks only on one thread, or at TINY_PLANE and below, where the
+# one stacked GEMM beats per-image parallelism (ResNet 2x2 layer, 2 threads:
+# 13.1 -> 7.8 ms; at 4x4 the parallel per-image kernels win, 3.8 vs 4.7 ms).
+SMALL_PLANE = 256
+SMALL_PLANE_POINTWISE_OR_BACKWARD = 64
+TINY_PLANE = 4
+
+# GEMM tiling. Column-buffer budget per thread (elements) of the weight
+# gradient's BLAS GEMMs and the input gradient's packed GEMM: bounds the
+# memory for any batch while keeping tiles wide enough to run near peak.
+COLUMN_BUDGET = 1 << 19
+# The packed forward GEMM's column panels per thread (elements, L2-sized)
+# and its reduction chunk (a chunk of the packed weights stays in L2, of a
+# column panel in L1).
+PANEL_BUDGET = 1 << 17
+REDUCTION_CHUNK = 256
+# Column tiles per weight matrix (images x tiles) up to which the GEMMs read
+# the weights in place instead of packing them: packing costs two passes over
+# them, reading in place (12 strided rows) a little more per pass than
+# reading packed. ResNet-18's 512-channel 2x2 layer, batch stacked (one
+# tile): 3.3 -> 1.8 ms; per image (8 tiles) in place would be 7.6 -> 11.7 ms.
+IN_PLACE_TILES = 2
+
+
+def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> str:
+    """The `algorithm="auto"` choice for the forward pass or one gradient
+    ("forward", "x" or "weight"):
+
+    * stride 1 with at least CHANNELS_IN_LANES_MIN output channels per group:
+      "direct", whose stride-1 kernel holds output channels in the vector
+      lanes and reads the input in place of im2col's column copy (VGG 3x3
+      20.7 -> 18.6 ms, 1x1@14 0.56 -> 0.30 ms), once output rows are 14 or
+      more wide (at 14x14 as fast as the depth-stacked GEMM, with no stacked
+      copies: peak memory 1.5x instead of 2.1x input + weights + output;
+      below, the stacked GEMM wins: 4x4 at 512 channels 7.8 vs 13.0 ms), and
+      at any size for K <= 48 (LeNet c2 0.77 -> 0.47 ms: M = 16 GEMMs run far
+      below peak); with K <= 48 also for any stride on planes of at most
+      SMALL_PLANE outputs in batches of 16 or more, where the kernel tiles
+      images (LeNet c2 0.47 -> 0.39 ms; stride 2, 64 x (16, 14, 14) -> 32:
+      0.75 -> 0.50 ms);
+    * input gradient: the same with the roles of C and K swapped (it runs
+      the forward kernel on grad_out), from 100 input positions (14x14 wins,
+      8x8 loses);
+    * fewer channels: a 1x1 kernel is a plain GEMM over channels ("1x1");
+      "direct" (pixels in the lanes) when a group has 2..11 output channels
+      and rows of at least 8 outputs; for the input gradient with stride 1
+      and 8..11 input channels, or depthwise;
+    * weight gradient: im2col's GEMM reduces over the batch at near-peak speed
+      and wins on every measured shape;
+    * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col".
+    """
+    if not V.fits_blas(geom):
+        return "direct"
+    k_per_group = geom.out_channels // geom.groups
+    c_per_group = geom.in_channels // geom.groups
+    stride_1 = all(s == 1 for s in geom.stride)
+    lanes = CHANNELS_IN_LANES_MIN
+    if gradient == "forward" and k_per_group >= lanes and (
+            (stride_1 and (k_per_group <= 48 or geom.out_size[-1] >= 14))
+            or (k_per_group <= 48 and geom.batch >= 16
+                and math.prod(geom.out_size) <= SMALL_PLANE)):
+        return "direct"
+    if gradient == "x" and stride_1 and c_per_group >= lanes and (
+            math.prod(geom.in_size) >= 100):
+        return "direct"
+    if geom.is_pointwise:
+        return "1x1"
+    if gradient == "forward":
+        if 2 <= k_per_group < lanes and geom.out_size[-1] >= 8:
+            return "direct"
+    elif gradient == "x":
+        depthwise = c_per_group == 1 and k_per_group == 1
+        if (stride_1 and geom.in_size[-1] >= 8 and k_per_group <= 64
+                and (8 <= c_per_group < lanes or depthwise)):
+            return "direct"
+    return "im2col"
+
+
+# --------------------------------------------------------------- the plan
+
+class PassPlan(NamedTuple):
+    """How one pass of a convolution runs."""
+    algorithm: str          # "direct", "im2col" or "1x1": auto's choice or the caller's
+    kernel: str             # the driver kernel (see KERNELS)
+    layout: str             # "images", "depth_stacked" or "batch_as_pixels"
+    threads: int
+    tile: int               # GEMM column tile (0: no GEMM)
+    weights_in_place: bool  # the packed GEMM reads the weights unpacked
+    workspace_bytes: int    # work arrays of the driver, plus stacked copies
+    flops: int              # 2 x multiply-adds
+
+
+# What each driver kernel is, for explain_conv's readers.
+KERNELS = {
+    "direct_rows": "direct, pixels in the vector lanes, rows of 8 output channels",
+    "direct_lanes": "direct, output channels in the vector lanes (stride 1)",
+    "direct_lanes_batch": "direct, channels in the lanes, images in the tile",
+    "direct_polyphase": "input gradient as one direct conv per stride phase",
+    "direct_weight": "direct weight gradient",
+    "gemm": "im2col / 1x1 on cnnfast's packed GEMM",
+    "gemm_blas": "im2col weight gradient on BLAS GEMMs",
+    "channel_sum": "bias gradient: channel sums in double",
+}
+PASSES = ("forward", "x", "weight", "bias")
+
+
+class ConvPlan(NamedTuple):
+    """The plan of one conv call: shapes, dtype and a PassPlan per pass."""
+    x_shape: tuple
+    weight_shape: tuple
+    out_shape: tuple
+    dtype: str
+    passes: dict            # "forward" / "x" / "weight" / "bias" -> PassPlan
+
+    @property
+    def workspace_bytes(self) -> int:
+        """The largest work-array need of any one pass (they run one after another)."""
+        return max((p.workspace_bytes for p in self.passes.values()), default=0)
+
+    @property
+    def flops(self) -> int:
+        return sum(p.flops for p in self.passes.values())
+
+    def __str__(self):
+        lines = [f"conv x{self.x_shape} * w{self.weight_shape} -> {self.out_shape} {self.dtype}"]
+        for name, p in self.passes.items():
+            gemm = (f", tile {p.tile}" + (", weights in place" if p.weights_in_place else "")
+                    if p.kernel.startswith("gemm") else "")
+            lines.append(f"  {name:<8} {p.algorithm:<7} {p.kernel:<18} {p.layout:<15} "
+                         f"{p.threads} thr  {p.workspace_bytes / 1e6:8.3f} MB  "
+                         f"{p.flops / 1e9:8.3f} GFLOP{gemm}")
+        return "\n".join(lines)
+
+
+def conv_macs(geom: V.ConvGeometry) -> int:
+    return (geom.batch * geom.out_channels * math.prod(geom.out_size)
+            * geom.in_channels // geom.groups * math.prod(geom.kernel))
+
+
+def is_full_window(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """A kernel that covers the whole unpadded input (LeNet's conv3, a
+    classifier written as a conv) has one output per image: the per-image
+    GEMMs would have a single column. With `auto` it runs as a 1x1
+    convolution of one "image" whose pixels are the batch: one GEMM of width N."""
+    return (algorithm == "auto" and geom.groups == 1 and geom.batch > 1
+            and tuple(geom.kernel) == tuple(geom.in_size)
+            and not any(geom.pad_before) and not any(geom.pad_after)
+            and all(d == 1 for d in geom.dilation)
+            and max(geom.batch, geom.in_channels * math.prod(geom.kernel)) <= V.BLAS_INT_MAX)
+
+
+def _stacks(geom, algorithm, chosen, threads, gradient) -> bool:
+    """Stack the batch along depth for this pass? Only where auto picked a
+    GEMM: the direct kernels gain nothing from wider columns and lose their
+    row blocking (LeNet c2 forward 0.66 -> 1.39 ms)."""
+    positions = math.prod(geom.out_size)
+    limit = (SMALL_PLANE if gradient == "forward" and not geom.is_pointwise
+             else SMALL_PLANE_POINTWISE_OR_BACKWARD)
+    return (algorithm == "auto" and geom.nd <= 2 and geom.batch > 1 and positions <= limit
+            and chosen != "direct"
+            and (gradient == "forward" or threads == 1 or positions <= TINY_PLANE))
+
+
+class _Shape(NamedTuple):
+    """The 3-D shape one pass's driver sees (after any stacking), per group."""
+    N: int
+    C: int          # input channels per group
+    K: int          # output channels per group
+    groups: int
+    in_size: tuple  # (D, H, W)
+    out_size: tuple
+    kernel: tuple
+    stride: tuple
+    pad: tuple      # padding before
+    dilation: tuple
+
+
+def _driver_shape(geom, layout) -> _Shape:
+    stride, pad, dilation = geom.kernel_args
+    in3, out3, k3 = geom.as3d(geom.in_size, 1), geom.as3d(geom.out_size, 1), geom.as3d(
+        geom.kernel, 1)
+    C, K, g = geom.in_channels // geom.groups, geom.out_channels // geom.groups, geom.groups
+    if layout == "depth_stacked":
+        return _Shape(1, C, K, g, (geom.batch,) + in3[1:], (geom.batch,) + out3[1:], k3,
+                      stride, pad, dilation)
+    if layout == "batch_as_pixels":
+        rows = geom.in_channels * math.prod(geom.kernel)
+        return _Shape(1, rows, geom.out_channels, 1, (1, 1, geom.batch), (1, 1, geom.batch),
+                      (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1))
+    return _Shape(geom.batch, C, K, g, in3, out3, k3, stride, pad, dilation)
+
+
+def _reach(s: _Shape) -> tuple:
+    """The padded input extent the windows reach: (o-1)*s + (k-1)*d + 1 per dim."""
+    return tuple((o - 1) * st + (k - 1) * d + 1
+                 for o, k, st, d in zip(s.out_size, s.kernel, s.stride, s.dilation))
+
+
+def _batch_in_tile(s: _Shape, dtype) -> bool:
+    """Should the channels-in-lanes forward tile images rather than positions?
+    For small planes: with stride 1 when that computes fewer positions once
+    the copy it needs is counted (LeNet c2, 64 images of 10x10: 16-image
+    tiles waste nothing where 24-position tiles compute 1.44 per output;
+    Inception 5x5 at 14x14, 8 images: 1.0 vs 1.14), with other strides (no
+    position tiling) from BATCH_IN_TILE_MIN images. The waste of each tiling
+    is the kernel family's own count (kernels/conv_direct_lanes.h)."""
+    P, R = math.prod(s.out_size), s.C * math.prod(s.kernel)
+    if not (CHANNELS_IN_LANES_MIN <= s.K <= BATCH_IN_TILE_CHANNELS and P <= BATCH_IN_TILE_PLANE):
+        return False
+    if s.stride != (1, 1, 1):
+        return s.N >= BATCH_IN_TILE_MIN
+    reach = _reach(s)
+    tiles = _conv.kernel_tiles(dtype)
+    vw = tiles["vector_width"]
+    nv = (min(s.K, tiles["lanes_block"]) + vw - 1) // vw
+    # input copies per multiply-add instruction: the batch-innermost copy (a
+    # strided gather, counted double) against the padded copy (memcpy rows,
+    # counted half; none without padding)
+    copy = s.C * math.prod(reach) / (P * R * nv)
+    padded = any(s.pad) or reach != s.in_size
+    by_image = _conv.lanes_waste(dtype, s.K, s.N, reach, s.out_size, s.kernel, s.dilation, True)
+    by_position = _conv.lanes_waste(dtype, s.K, s.N, reach, s.out_size, s.kernel, s.dilation,
+                                    False)
+    return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
+
+
+def _forward_kernel(s: _Shape, algorithm: str, dtype) -> str:
+    if algorithm != "direct":
+        return "gemm"
+    if _batch_in_tile(s, dtype):
+        return "direct_lanes_batch"
+    if s.stride == (1, 1, 1) and s.K >= CHANNELS_IN_LANES_MIN:
+        return "direct_lanes"
+    return "direct_rows"
+
+
+def _input_grad_kernel(s: _Shape, algorithm: str) -> str:
+    if algorithm != "direct":
+        return "gemm"
+    # the input gradient is a forward conv of grad_out with K and C swapped
+    return ("direct_lanes" if s.stride == (1, 1, 1) and s.C >= CHANNELS_IN_LANES_MIN
+            else "direct_polyphase")
+
+
+def _gemm_tile(P: int, depth: int, budget: int, nr: int) -> int:
+    """Columns per packed-GEMM tile: whole panels of nr within the budget,
+    balanced so the last tile is not a sliver."""
+    tile = min(max(budget // max(depth, 1) // nr, 1) * nr, (P + nr - 1) // nr * nr)
+    ntiles = (P + tile - 1) // tile
+    return ((P + ntiles - 1) // ntiles + nr - 1) // nr * nr
+
+
+def _blas_tile(P: int, rows: int) -> int:
+    """Columns per BLAS weight-gradient tile: within COLUMN_BUDGET, at least 16,
+    balanced, a multiple of 16 (a narrow GEMM runs far below peak)."""
+    t = min(max(COLUMN_BUDGET // max(rows, 1), 16), P)
+    ntiles = (P + t - 1) // t
+    t = (P + ntiles - 1) // ntiles
+    return min((t + 15) // 16 * 16, P)
+
+
+def _direct_input_shape(out_size, kernel, stride, dilation, vw):
+    """The padded extent the pixels-in-lanes direct kernels read (as
+    _conv.pyx's _direct_input_shape): rows (o-1)*s + (k-1)*d + 1, the last
+    dim wide enough for full vector loads of every chunk."""
+    shape = [(o - 1) * s + (k - 1) * d + 1
+             for o, k, s, d in zip(out_size[:2], kernel[:2], stride[:2], dilation[:2])]
+    chunks = (out_size[2] + vw - 1) // vw * vw
+    shape.append((chunks - vw) * stride[2] + (kernel[2] - 1) * dilation[2] + vw * max(stride[2], 2))
+    return tuple(shape)
+
+
+def _lanes_arrays(K, C, R, G, N, reach, in_place, batch, threads):
+    """_cv_forward's work arrays in elements (name -> (elements, dtype))."""
+    return {"cv_wpk": (G * K * R, "f"), "cv_bpk": (G * K, "f"),
+            "cv_xpad": (0 if in_place else threads * C * math.prod(reach), "f"),
+            "cv_padded_id": (threads, "i"),
+            **({"cv_xt": (G * C * math.prod(reach) * N, "f")} if batch else {})}
+
+
+def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> dict:
+    """The work arrays (cnnfast._ext._workspace) the driver asks for in this
+    pass, name -> (elements, "f" for the dtype or "i" for intp), sized as
+    _conv.pyx sizes them; the tests hold the two to each other."""
+    P = math.prod(s.out_size)
+    KV = math.prod(s.kernel)
+    R = s.C * KV
+    vw, nr = tiles["vector_width"], tiles["gemm_nr"]
+    G = s.groups
+
+    def kpad(k):
+        return (k + vw - 1) // vw * vw
+
+    pointwise = (s.kernel == (1, 1, 1) and s.stride == (1, 1, 1) and not any(s.pad)
+                 and s.out_size == s.in_size)
+    if kernel in ("direct_lanes", "direct_lanes_batch") and gradient == "forward":
+        reach = _reach(s)
+        in_place = kernel == "direct_lanes_batch" or (not any(s.pad) and reach == s.in_size)
+        return _lanes_arrays(kpad(s.K), s.C, R, G, s.N, reach, in_place,
+                             kernel == "direct_lanes_batch", threads)
+    if kernel == "direct_lanes":   # input gradient: the forward kernel on grad_out
+        pads = tuple((k - 1) * d - p for k, d, p in zip(s.kernel, s.dilation, s.pad))
+        reach = tuple(n + (k - 1) * d for n, k, d in zip(s.in_size, s.kernel, s.dilation))
+        in_place = not any(pads) and reach == s.out_size
+        arrays = _lanes_arrays(kpad(s.C), s.K, s.K * KV, G, s.N, reach, in_place, False, threads)
+        arrays["lanes_wsub"] = (G * s.C * s.K * KV, "f")
+        return arrays
+    if kernel == "direct_rows":
+        shape = _direct_input_shape(s.out_size, s.kernel, s.stride, s.dilation, vw)
+        return {"rows_xpad": (s.N * G * s.C * math.prod(shape), "f")}
+    if kernel == "direct_weight":
+        shape = _direct_input_shape(s.out_size, s.kernel, s.stride, s.dilation, vw)
+        gow = (s.out_size[2] + vw - 1) // vw * vw
+        return {"wgrad_xpad": (s.N * G * s.C * math.prod(shape), "f"),
+                "wgrad_gopad": (s.N * G * s.K * s.out_size[0] * s.out_size[1] * gow, "f")}
+    if kernel == "direct_polyphase":
+        dims = [list(_conv._phases(k, st, p, d, n)) for k, st, p, d, n in
+                zip(s.kernel, s.stride, s.pad, s.dilation, s.in_size)]
+        gopad = part = wsub = 0
+        for (_, td, _, dd, nd), (_, th, _, dh, nh), (_, tw, _, dw, nw) in _product(*dims):
+            sub = (len(td), len(th), len(tw))
+            shape = _direct_input_shape((nd, nh, nw), sub, (1, 1, 1), (dd, dh, dw), vw)
+            gopad = max(gopad, s.N * G * s.K * math.prod(shape))
+            part = max(part, s.N * G * s.C * nd * nh * nw)
+            wsub = max(wsub, G * s.C * s.K * math.prod(sub))
+        arrays = {"phase_gopad": (gopad, "f"), "phase_wsub": (wsub, "f")}
+        if s.stride != (1, 1, 1):
+            arrays["phase_part"] = (part, "f")
+        return arrays
+    if kernel == "gemm" and gradient == "forward":
+        kr = (s.K + 3) // 4 * 4
+        inside = not any(s.pad) and all(
+            (o - 1) * st + (k - 1) * d < n for o, k, st, d, n in
+            zip(s.out_size, s.kernel, s.stride, s.dilation, s.in_size))
+        xpad = 0 if inside else s.C * math.prod(_reach(s)) + vw * s.stride[2]
+        return {"gemm_a": (1 if in_place else G * kr * R, "f"),
+                "gemm_awork": (threads * 4 * REDUCTION_CHUNK, "f"),
+                "gemm_xpad": (threads * xpad, "f"), "gemm_panels": (threads * tile * R, "f"),
+                "gemm_padded_id": (threads, "i"),
+                "gemm_runs": (threads * (3 * tile + tile // nr + 2), "i")}
+    if kernel == "gemm":   # input gradient: W^T (R x K) against grad_out tiles
+        kr = (R + 3) // 4 * 4
+        return {"gemm_a": (1 if in_place else G * kr * s.K, "f"),
+                "gemm_awork": (threads * 4 * REDUCTION_CHUNK, "f"),
+                "gemm_xpad": (0 if pointwise else threads * R * tile, "f"),
+                "gemm_panels": (threads * tile * s.K, "f"),
+                "gemm_runs": (threads * (3 * tile + tile // nr + 2), "i")}
+    if kernel == "gemm_blas":
+        t = min(threads, s.N * G * ((P + tile - 1) // tile))
+        size = G * s.K * R
+        arrays = {"wgrad_partial": ((t - 1) * size if t > 1 else 1, "f")}
+        if not pointwise:
+            arrays["wgrad_columns"] = (t * R * tile, "f")
+        return arrays
+    return {}   # channel_sum
+
+
+def _bytes(arrays, itemsize):
+    idx = np.dtype(np.intp).itemsize
+    return sum(max(n, 1) * (itemsize if kind == "f" else idx) for n, kind in arrays.values())
+
+
+def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> ConvPlan:
+    """The plan for the given passes ("forward", "x", "weight", "bias") of a
+    validated conv (algorithm already checked by _validation.conv_algorithm)."""
+    dtype = np.dtype(geom.dtype)
+    tiles = _conv.kernel_tiles(dtype)
+    macs = conv_macs(geom)
+    threads = conv_threads(macs)
+    full_window = is_full_window(geom, algorithm)
+    plans = {}
+    for gradient in passes:
+        if gradient == "bias":
+            plans["bias"] = PassPlan("direct", "channel_sum", "images", threads, 0, False, 0,
+                                     geom.batch * geom.out_channels * math.prod(geom.out_size))
+            continue
+        chosen = choose_conv_algorithm(geom, gradient) if algorithm == "auto" else algorithm
+        if full_window:
+            chosen, layout = "1x1", "batch_as_pixels"
+        elif _stacks(geom, algorithm, chosen, threads, gradient):
+            layout = "depth_stacked"
+        else:
+            layout = "images"
+        s = _driver_shape(geom, layout)
+        P = math.prod(s.out_size)
+        R = s.C * math.prod(s.kernel)
+        tile, in_place = 0, False
+        if gradient == "forward":
+            kernel = _forward_kernel(s, chosen, dtype)
+            if kernel == "gemm":
+                tile = _gemm_tile(P, R, PANEL_BUDGET, tiles["gemm_nr"])
+        elif gradient == "x":
+            kernel = _input_grad_kernel(s, chosen)
+            # the GEMM is also the direct kernel's fallback for NaN/inf weights
+            tile = _gemm_tile(P, R, COLUMN_BUDGET, tiles["gemm_nr"])
+        else:
+            kernel = "direct_weight" if chosen == "direct" else "gemm_blas"
+            if kernel == "gemm_blas":
+                tile = _blas_tile(P, R)
+        if tile and kernel != "gemm_blas":
+            in_place = s.N * ((P + tile - 1) // tile) <= IN_PLACE_TILES
+        work = _bytes(work_arrays(kernel, s, threads, tile, in_place, tiles, gradient),
+                      dtype.itemsize)
+        if layout != "images":   # the stacked copies of the input and output / gradients
+            work += (math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
+        plans[gradient] = PassPlan(chosen, kernel, layout, threads, tile, in_place, work,
+                                   2 * macs)
+    return ConvPlan(tuple(geom.x5_shape[:2]) + tuple(geom.in_size),
+                    tuple(geom.w5_shape[:2]) + tuple(geom.kernel), geom.out_shape,
+                    dtype.name, plans)
