@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Arrays of more than 2**31 elements through the kernels (EDGE_CASES.md "Sizes":
+"""Arrays of more than 2**31 elements through the kernels (docs/EDGE_CASES.md "Sizes":
 64-bit offsets everywhere). Too big for CI: each case needs up to ~10 GB.
 
     python scripts/huge_shapes.py            # every case, one child process each

@@ -1,4 +1,4 @@
-"""Memory layouts every op must accept (EDGE_CASES.md), shared by the conv and
+"""Memory layouts every op must accept (docs/EDGE_CASES.md), shared by the conv and
 pooling layout tests: the same values as a C-contiguous native array, stored
 every other way NumPy allows."""
 import numpy as np

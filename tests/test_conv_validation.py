@@ -1,6 +1,7 @@
 """Argument validation of conv1d/2d/3d and their backward functions.
 
-Every bad input of the spec's list raises exactly the documented exception type
+Every bad input listed in docs/API.md ("Conventions", "Convolution") and
+docs/EDGE_CASES.md ("Arguments") raises exactly the documented exception type
 (ValueError for values, TypeError for types) with a message that names the
 argument and, where practical, the offending value -- before any kernel runs and
 without touching the inputs. Also: a zero batch is valid, and `need` subsets.
@@ -27,7 +28,7 @@ KERNEL = {1: (3,), 2: (2, 3), 3: (2, 1, 3)}
 
 
 def out_size(n, k, s=1, p=0, d=1):
-    """The spec's output size formula (symmetric integer padding)."""
+    """The output size formula of docs/API.md (symmetric integer padding)."""
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 

@@ -7,8 +7,8 @@ or backward), shapes (zero sizes and wrong ranks included), window arguments
 wrong length), dtypes (float32/float64, mixed, ints, float16, complex, bool,
 object) and a memory layout per array (C, Fortran, transposed, strided,
 reversed, zero-stride, read-only, byte-swapped, misaligned). The test decides
-validity itself, from API.md's rules (`conv_violations`, `pool_violations`; it never asks
-cnnfast), then asserts:
+validity itself, from the rules of docs/API.md (`conv_violations`, `pool_violations`; it
+never asks cnnfast), then asserts:
 
 * valid -> the result equals cnnfast.reference on C-contiguous native copies
   (max pooling exactly, indices included; sums to the usual tolerance), is a
@@ -147,7 +147,7 @@ def _is_int(v):
 
 
 def _tuple(value, nd, name, minimum, problems):
-    """API.md: an int or a tuple with one entry per spatial dim; None if bad."""
+    """docs/API.md: an int or a tuple with one entry per spatial dim; None if bad."""
     if _is_int(value):
         values = (int(value),) * nd
     elif isinstance(value, (tuple, list)) and len(value) == nd and all(map(_is_int, value)):
@@ -191,7 +191,7 @@ def _spatial_ok(x, nd, problems, name="x"):
 
 
 def conv_violations(c):
-    """The rules of API.md for a conv{nd}d call c (a dict); [] when valid.
+    """The rules of docs/API.md for a conv{nd}d call c (a dict); [] when valid.
     Also stores the output shape in c['out_shape'] when the geometry is valid."""
     p = []
     nd, x, w = c["nd"], c["x"], c["weight"]
@@ -273,7 +273,7 @@ def _input_shape_ok(shape, ndim, p):
 
 
 def pool_violations(c):
-    """The rules of API.md for a pooling call c; [] when valid. Stores
+    """The rules of docs/API.md for a pooling call c; [] when valid. Stores
     c['out_shape'] for forward calls with a valid geometry."""
     p = []
     kind, nd, backward = c["kind"], c["nd"], c["backward"]

@@ -401,7 +401,7 @@ def test_cross_entropy_gradient_by_finite_differences(rng):
 # ------------------------------------------------------------- regressions
 
 def test_linear_and_batchnorm_accept_non_native_byte_order(rng):
-    # API.md: inputs may be in non-native byte order; big-endian float32 is float32
+    # docs/API.md: inputs may be in non-native byte order; big-endian float32 is float32
     x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
     for layer, inp in ((nn.Linear(2, 3), x), (nn.BatchNorm2d(3), x)):
         ref = layer(inp)

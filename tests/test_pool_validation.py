@@ -4,8 +4,8 @@ other flags, divisor_override, adaptive output_size). The array arguments
 (x, grad_out, indices, input_shape) of every op are checked in
 tests/test_validation.py.
 
-Every bad input of the spec's list (API.md "Conventions"/"Pooling", EDGE_CASES.md
-"Arguments") raises exactly the documented exception type (ValueError for values,
+Every bad input listed in docs/API.md ("Conventions", "Pooling") and docs/EDGE_CASES.md
+("Arguments") raises exactly the documented exception type (ValueError for values,
 TypeError for types) with a message that names the argument and, where practical,
 the offending value -- before any kernel runs and without touching the inputs.
 cnnfast.reference shares cnnfast._validation, so every rule is checked on both
@@ -114,7 +114,7 @@ HALF_KERNEL_CASES = [
     (1, 1, 1),   # a 1-wide kernel takes no padding
     (4, 3, 1),   # 3 > 4 // 2
     (2, 2, 1),
-    (3, 2, 2),   # the rule is on kernel_size (API.md, torch), dilation does not relax it
+    (3, 2, 2),   # the rule is on kernel_size (docs/API.md, torch), dilation does not relax it
 ]
 
 

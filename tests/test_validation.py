@@ -567,7 +567,7 @@ def test_set_num_threads_accepts_numpy_ints_up_to_the_maximum(restore_threads):
 @pytest.mark.parametrize("env, expected", [("5000", 1024), ("3", 3), ("0", None),
                                            ("x", None)])
 def test_omp_num_threads_default_is_capped(env, expected, tmp_path):
-    """The default honours OMP_NUM_THREADS (API.md) up to the same maximum
+    """The default honours OMP_NUM_THREADS (docs/API.md) up to the same maximum
     (beyond it libgomp aborts the process when it cannot create the threads);
     unusable values fall back to the core count."""
     code = "import cnnfast, os; print(cnnfast.get_num_threads(), len(os.sched_getaffinity(0)))"
