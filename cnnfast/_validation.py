@@ -261,6 +261,147 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
     return geom
 
 
+def _transpose_padding(padding, nd):
+    """conv_transpose padding: an int, a tuple of nd ints, or nd (before, after)
+    pairs (ONNX's asymmetric pads) -> (before, after) tuples."""
+    if isinstance(padding, str):
+        raise ValueError(f"padding of a transposed convolution must be an int, a tuple of "
+                         f"{nd} ints or {nd} (before, after) pairs; strings such as "
+                         f"{padding!r} are not accepted (as torch)")
+    if (isinstance(padding, (tuple, list)) and len(padding) == nd and padding
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        if not all(len(p) == 2 for p in padding):
+            raise ValueError(f"padding pairs must be (before, after), got {padding!r}")
+        before = ntuple([p[0] for p in padding], nd, "padding", minimum=0)
+        after = ntuple([p[1] for p in padding], nd, "padding", minimum=0)
+        return before, after
+    pad = ntuple(padding, nd, "padding", minimum=0)
+    return pad, pad
+
+
+class TransposeGeometry(NamedTuple):
+    """A conv_transpose call, and the convolution whose input gradient it is:
+    conv_transpose(x, w) = conv_backward_input(grad_out=x, w) for the conv
+    `conv` mapping the transposed output (conv's input) to x (conv's output)."""
+    conv: ConvGeometry
+    output_padding: tuple
+
+    @property
+    def out_shape(self):
+        return self.conv.x5_shape[:2] + tuple(self.conv.in_size)
+
+    @property
+    def in_shape(self):
+        return self.conv.out_shape
+
+
+def transpose_output_padding(output_size, nd, in_size, kernel, stride, padding, dilation,
+                             op):
+    """torch's rule for ConvTranspose*d.forward(x, output_size): the requested
+    spatial size (an (N, C, *spatial) shape is accepted too) must lie between
+    the smallest output size and that plus stride - 1, per dim; returns the
+    output_padding that gives it."""
+    if not isinstance(output_size, (tuple, list)) or not all(_is_int(v) for v in output_size):
+        raise TypeError(f"output_size must be a tuple of ints, got {output_size!r}")
+    size = tuple(int(v) for v in output_size)
+    if len(size) == nd + 2:
+        size = size[2:]
+    if len(size) != nd:
+        raise ValueError(f"{op}: output_size must have {nd} (or {nd + 2}) entries, "
+                         f"got {output_size!r}")
+    before, after = _transpose_padding(padding, nd)
+    result = []
+    for i, (want, n, k, s, pb, pa, d) in enumerate(zip(size, in_size, kernel, stride, before,
+                                                       after, dilation)):
+        smallest = (n - 1) * s - pb - pa + d * (k - 1) + 1
+        if not smallest <= want <= smallest + s - 1:
+            raise ValueError(f"{op}: output_size {tuple(size)} is not reachable: dim {i} must "
+                             f"lie in [{smallest}, {smallest + s - 1}] for input size {n}, "
+                             f"got {want}")
+        result.append(want - smallest)
+    return tuple(result)
+
+
+def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                            groups=1, dilation=1, grad_out=_FORWARD) -> TransposeGeometry:
+    """Validate a conv_transpose{nd}d call (or its backward when grad_out is
+    given). weight is (C_in, C_out // groups, *kernel); output size per dim
+    (in - 1)*stride - before - after + dilation*(kernel - 1) + output_padding + 1."""
+    op = f"conv_transpose{nd}d"
+    backward = grad_out is not _FORWARD
+    check_array(x, "x")
+    check_array(weight, "weight")
+    if bias is not None:
+        check_array(bias, "bias")
+    if backward:
+        check_array(grad_out, "grad_out")
+    else:
+        grad_out = None
+    dtype = common_float_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    if x.ndim != nd + 2:
+        raise ValueError(f"x must be a {nd + 2}-D array (N, C_in, {_SPATIAL[nd]}) for {op}, "
+                         f"got shape {x.shape}")
+    if weight.ndim != nd + 2:
+        raise ValueError(f"weight must be a {nd + 2}-D array (C_in, C_out // groups, "
+                         f"{_SPATIAL[nd]}) for {op}, got shape {weight.shape}")
+    groups = positive_int(groups, "groups")
+    N, C_in, *in_size = x.shape
+    Cw, K_per_group, *kernel = weight.shape
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x has shape {x.shape}: only the batch dimension may be 0")
+    if 0 in weight.shape:
+        raise ValueError(f"weight has shape {weight.shape}: no dimension may be 0")
+    if Cw != C_in:
+        raise ValueError(f"x has {C_in} channels but weight.shape[0] (in channels) = {Cw}")
+    if C_in % groups:
+        raise ValueError(f"x.shape[1] (in channels) = {C_in} must be divisible by "
+                         f"groups = {groups}")
+    C_out = K_per_group * groups
+    if bias is not None and bias.shape != (C_out,):
+        raise ValueError(f"bias must have shape ({C_out},) = (weight.shape[1] * groups,), "
+                         f"got {bias.shape}")
+    stride = ntuple(stride, nd, "stride", minimum=1)
+    dilation = ntuple(dilation, nd, "dilation", minimum=1)
+    for name, values in (("stride", stride), ("dilation", dilation)):
+        if any(v > SIZE_MAX for v in values):
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+    before, after = _transpose_padding(padding, nd)
+    if any(p > SIZE_MAX for p in before + after):
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r}")
+    output_padding = ntuple(output_padding, nd, "output_padding", minimum=0)
+    for i, (r, s, d) in enumerate(zip(output_padding, stride, dilation)):
+        if r >= s and r >= d:
+            raise ValueError(f"output_padding must be smaller than either stride or dilation "
+                             f"(as torch), got output_padding={output_padding!r} with "
+                             f"stride={stride!r}, dilation={dilation!r} (dim {i})")
+    out_size = []
+    for i, (n, k, s, d, pb, pa, r) in enumerate(zip(in_size, kernel, stride, dilation, before,
+                                                    after, output_padding)):
+        o = (n - 1) * s - pb - pa + d * (k - 1) + r + 1
+        if o < 1:
+            raise ValueError(f"{op}: padding {padding!r} removes the whole output in spatial "
+                             f"dim {i}: (in - 1)*stride - before - after + dilation*(k - 1) "
+                             f"+ output_padding + 1 = {o} for input size {n}")
+        out_size.append(o)
+    # the padded extent the conv view reads must be sane, as for conv
+    padded = math.prod(o + pb for o, pb in zip(out_size, before))
+    if padded > PLANE_MAX:
+        raise ValueError(f"{op}: the output plane {tuple(out_size)} with padding {padding!r} "
+                         f"is larger than the kernels support (2**48 elements)")
+    # The conv whose input gradient this is: input = the transposed output,
+    # output = x. Only the padding before matters to it (its output count is
+    # fixed to x's size); the after-padding is the rest of its input extent.
+    conv_after = tuple((n - 1) * s + d * (k - 1) + 1 - o - pb for n, s, d, k, o, pb in
+                       zip(in_size, stride, dilation, kernel, out_size, before))
+    conv = ConvGeometry(nd, dtype, N, C_out, C_in, groups, tuple(out_size), tuple(kernel),
+                        stride, dilation, before, conv_after, tuple(in_size))
+    check_result_size(conv.x5_shape, op)
+    geom = TransposeGeometry(conv, output_padding)
+    if backward:
+        expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of this {op}")
+    return geom
+
+
 def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__} {algorithm!r}")

@@ -15,6 +15,8 @@ from ._threads import blas_pinned, num_threads
 __all__ = [
     "conv1d", "conv2d", "conv3d",
     "conv1d_backward", "conv2d_backward", "conv3d_backward", "explain_conv",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv_transpose1d_backward", "conv_transpose2d_backward", "conv_transpose3d_backward",
     "max_pool1d", "max_pool2d", "max_pool3d",
     "max_pool1d_backward", "max_pool2d_backward", "max_pool3d_backward",
     "avg_pool1d", "avg_pool2d", "avg_pool3d",
@@ -28,10 +30,9 @@ __all__ = [
 
 # ------------------------------------------------------------ convolution
 
-def _kernel_args(plan, gradient):
-    """The driver arguments of one pass of the plan: kernel, and the GEMM's
-    (tile, weights_in_place, reduction_chunk)."""
-    p = plan.passes[gradient]
+def _kernel_args(p):
+    """The driver arguments of a plan entry: kernel, and the GEMM's (tile,
+    weights_in_place, reduction_chunk)."""
     return p.kernel, (p.tile, p.weights_in_place, P.REDUCTION_CHUNK)
 
 
@@ -62,29 +63,92 @@ def _depth_unstack(a5, shape):
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
-def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
-    plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
-    fwd = plan.passes["forward"]
-    b = (np.empty(0, geom.dtype) if bias is None else V.kernel_array(bias, geom.dtype))
-    if fwd.layout == "batch_as_pixels":
+def _run_forward(geom, p, x, weight, bias):
+    """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
+    *out) array. x and weight are any arrays validated for geom; bias an
+    array of the kernel dtype (empty: none)."""
+    if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
         with blas_pinned:
-            _conv.conv_forward(x5, w5, b, out5, *_UNIT3, 1, *_kernel_args(plan, "forward"),
-                               fwd.threads)
+            _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p), p.threads)
         return _pixels_as_batch(out5, geom.out_shape)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
-    stacked = fwd.layout == "depth_stacked"
+    stacked = p.layout == "depth_stacked"
     out5 = np.empty(((1, geom.out_channels, geom.batch) + geom.out5_shape[3:]) if stacked
                     else geom.out5_shape, dtype=geom.dtype)
     with blas_pinned:
-        _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, b, out5, *geom.kernel_args,
-                           geom.groups, *_kernel_args(plan, "forward"), fwd.threads)
+        _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
+                           *geom.kernel_args, geom.groups, *_kernel_args(p), p.threads)
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
+
+
+def _run_input_grad(geom, p, go5, weight, go_stacked=None):
+    """The input-gradient pass of plan entry p: a new (N, C, *in) array from
+    go5 (N, K, *out as 5-D, kernel dtype); go_stacked: go5 depth-stacked, if
+    the caller has it already."""
+    shape = geom.x5_shape[:2] + tuple(geom.in_size)
+    if p.layout == "batch_as_pixels":
+        rows = geom.in_channels * math.prod(geom.kernel)
+        w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
+        gx5 = np.empty((1, rows, 1, 1, geom.batch), dtype=geom.dtype)
+        with blas_pinned:
+            _conv.conv_backward_input(_batch_as_pixels(go5, geom.out_channels), w5, gx5,
+                                      *_UNIT3, 1, *_kernel_args(p), p.threads)
+        return _pixels_as_batch(gx5, shape)
+    stacked = p.layout == "depth_stacked"
+    if stacked and go_stacked is None:
+        go_stacked = _depth_stack(go5)
+    w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
+    gx5 = np.empty(((1, geom.in_channels, geom.batch) + geom.x5_shape[3:]) if stacked
+                   else geom.x5_shape, dtype=geom.dtype)
+    with blas_pinned:
+        _conv.conv_backward_input(go_stacked if stacked else go5, w5, gx5, *geom.kernel_args,
+                                  geom.groups, *_kernel_args(p), p.threads)
+    return _depth_unstack(gx5, shape) if stacked else gx5.reshape(shape)
+
+
+def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
+    """The weight-gradient pass of plan entry p: a new array of weight_shape
+    from go5 (N, K, *out as 5-D, kernel dtype) and the conv input x."""
+    grad_w = np.empty(weight_shape, dtype=geom.dtype)
+    if p.layout == "batch_as_pixels":
+        rows = geom.in_channels * math.prod(geom.kernel)
+        with blas_pinned:
+            _conv.conv_backward_weight(_batch_as_pixels(go5, geom.out_channels),
+                                       _batch_as_pixels(V.kernel_array(x, geom.dtype), rows),
+                                       grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
+                                       *_UNIT3, 1, p.kernel, p.tile, p.threads)
+        return grad_w
+    stacked = p.layout == "depth_stacked"
+    if stacked and go_stacked is None:
+        go_stacked = _depth_stack(go5)
+    x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
+    with blas_pinned:
+        _conv.conv_backward_weight(go_stacked if stacked else go5,
+                                   _depth_stack(x5) if stacked else x5,
+                                   grad_w.reshape(geom.w5_shape), *geom.kernel_args,
+                                   geom.groups, p.kernel, p.tile, p.threads)
+    return grad_w
+
+
+def _bias_grad(go5, channels, threads, dtype):
+    grad_b = np.empty(channels, dtype=dtype)
+    _conv.conv_backward_bias(go5, grad_b, threads)
+    return grad_b
+
+
+def _bias_array(bias, dtype):
+    return np.empty(0, dtype) if bias is None else V.kernel_array(bias, dtype)
+
+
+def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+    plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
+    return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
@@ -95,57 +159,57 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom),
                        [p for p in ("x", "weight", "bias") if p in need])
     go5 = V.kernel_array(grad_out, geom.dtype).reshape(geom.out5_shape)
-    layouts = {plan.passes[p].layout for p in ("x", "weight") if p in plan.passes}
-    if "batch_as_pixels" in layouts:
-        return _full_window_backward(geom, plan, go5, x, weight)
-    go_stacked = _depth_stack(go5) if "depth_stacked" in layouts else None
+    passes = plan.passes
+    # both gradients stacked: stack grad_out once
+    go_stacked = (_depth_stack(go5) if all(passes.get(g) and passes[g].layout == "depth_stacked"
+                                           for g in ("x", "weight")) else None)
     grad_x = grad_w = grad_b = None
-    with blas_pinned:
-        if "x" in plan.passes:
-            px = plan.passes["x"]
-            stack = px.layout == "depth_stacked"
-            w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
-            gx5 = np.empty(((1, geom.in_channels, geom.batch) + geom.x5_shape[3:]) if stack
-                           else geom.x5_shape, dtype=geom.dtype)
-            _conv.conv_backward_input(go_stacked if stack else go5, w5, gx5, *geom.kernel_args,
-                                      geom.groups, *_kernel_args(plan, "x"), px.threads)
-            grad_x = _depth_unstack(gx5, x.shape) if stack else gx5.reshape(x.shape)
-        if "weight" in plan.passes:
-            pw = plan.passes["weight"]
-            stack = pw.layout == "depth_stacked"
-            x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
-            grad_w = np.empty(weight.shape, dtype=geom.dtype)
-            _conv.conv_backward_weight(go_stacked if stack else go5,
-                                       _depth_stack(x5) if stack else x5,
-                                       grad_w.reshape(geom.w5_shape), *geom.kernel_args,
-                                       geom.groups, pw.kernel, pw.tile, pw.threads)
-        if "bias" in plan.passes:
-            grad_b = np.empty(geom.out_channels, dtype=geom.dtype)
-            _conv.conv_backward_bias(go5, grad_b, plan.passes["bias"].threads)
+    if "x" in passes:
+        grad_x = _run_input_grad(geom, passes["x"], go5, weight, go_stacked).reshape(x.shape)
+    if "weight" in passes:
+        grad_w = _run_weight_grad(geom, passes["weight"], go5, x, weight.shape, go_stacked)
+    if "bias" in passes:
+        grad_b = _bias_grad(go5, geom.out_channels, passes["bias"].threads, geom.dtype)
     return grad_x, grad_w, grad_b
 
 
-def _full_window_backward(geom, plan, go5, x, weight):
-    """Gradients of a full-window conv through the batch-as-pixels 1x1 view."""
-    rows = geom.in_channels * math.prod(geom.kernel)
-    go_pix = _batch_as_pixels(go5, geom.out_channels)
+def _conv_transpose_forward(nd, x, weight, bias, stride, padding, output_padding, groups,
+                            dilation, algorithm):
+    """conv_transpose(x, w) is the input gradient of the conv that maps its
+    output back to x (V.TransposeGeometry): the same plan entry and driver."""
+    tg = V.conv_transpose_geometry(nd, x, weight, bias, stride, padding, output_padding, groups,
+                                   dilation)
+    conv = tg.conv
+    plan = P.plan_conv(conv, V.conv_algorithm(algorithm, conv), ("x",))
+    x5 = V.kernel_array(x, conv.dtype).reshape(conv.out5_shape)
+    y = _run_input_grad(conv, plan.passes["x"], x5, weight)
+    if bias is not None:
+        y += V.kernel_array(bias, conv.dtype).reshape((1, -1) + (1,) * nd)
+    return y
+
+
+def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_padding, groups,
+                             dilation, need, algorithm):
+    """Gradients of conv_transpose: wrt x, the conv's forward of grad_out; wrt
+    the weight, the conv's weight gradient with grad_out as its input and x as
+    its output gradient; wrt the bias, grad_out's channel sums."""
+    tg = V.conv_transpose_geometry(nd, x, weight, None, stride, padding, output_padding, groups,
+                                   dilation, grad_out=grad_out)
+    conv = tg.conv
+    need = V.conv_need(need)
+    wanted = [p for p, g in (("forward", "x"), ("weight", "weight")) if g in need]
+    plan = P.plan_conv(conv, V.conv_algorithm(algorithm, conv), wanted)
     grad_x = grad_w = grad_b = None
-    with blas_pinned:
-        if "x" in plan.passes:
-            w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
-            gx5 = np.empty((1, rows, 1, 1, geom.batch), dtype=geom.dtype)
-            _conv.conv_backward_input(go_pix, w5, gx5, *_UNIT3, 1, *_kernel_args(plan, "x"),
-                                      plan.passes["x"].threads)
-            grad_x = _pixels_as_batch(gx5, x.shape)
-        if "weight" in plan.passes:
-            pw = plan.passes["weight"]
-            x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
-            grad_w = np.empty(weight.shape, dtype=geom.dtype)
-            _conv.conv_backward_weight(go_pix, x5, grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
-                                       *_UNIT3, 1, pw.kernel, pw.tile, pw.threads)
-        if "bias" in plan.passes:
-            grad_b = np.empty(geom.out_channels, dtype=geom.dtype)
-            _conv.conv_backward_bias(go5, grad_b, plan.passes["bias"].threads)
+    if "x" in need:
+        grad_x = _run_forward(conv, plan.passes["forward"], grad_out, weight,
+                              np.empty(0, conv.dtype))
+    if "weight" in need:
+        x5 = V.kernel_array(x, conv.dtype).reshape(conv.out5_shape)
+        grad_w = _run_weight_grad(conv, plan.passes["weight"], x5, grad_out, weight.shape)
+    if "bias" in need:
+        go5 = V.kernel_array(grad_out, conv.dtype).reshape(conv.x5_shape)
+        grad_b = _bias_grad(go5, conv.in_channels, P.conv_threads(P.conv_macs(conv)),
+                            conv.dtype)
     return grad_x, grad_w, grad_b
 
 
@@ -221,6 +285,58 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     """Gradients of conv3d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
                           algorithm)
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    """1-D transposed convolution of x (N, C_in, L) with weight (C_in, C_out // groups, k),
+    as torch.nn.functional.conv_transpose1d; padding also takes (before, after) pairs."""
+    return _conv_transpose_forward(1, x, weight, bias, stride, padding, output_padding, groups,
+                                   dilation, algorithm)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    """2-D transposed convolution of x (N, C_in, H, W) with weight (C_in, C_out // groups,
+    kH, kW): the adjoint of conv2d, as torch.nn.functional.conv_transpose2d (note groups
+    before dilation); padding also takes (before, after) pairs per dim (ONNX pads)."""
+    return _conv_transpose_forward(2, x, weight, bias, stride, padding, output_padding, groups,
+                                   dilation, algorithm)
+
+
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    """3-D transposed convolution of x (N, C_in, D, H, W) with weight
+    (C_in, C_out // groups, kD, kH, kW)."""
+    return _conv_transpose_forward(3, x, weight, bias, stride, padding, output_padding, groups,
+                                   dilation, algorithm)
+
+
+def conv_transpose1d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    """Gradients of conv_transpose1d -> (grad_x, grad_weight, grad_bias); None where not
+    in `need`."""
+    return _conv_transpose_backward(1, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
+
+
+def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    """Gradients of conv_transpose2d -> (grad_x, grad_weight, grad_bias); None where not
+    in `need`."""
+    return _conv_transpose_backward(2, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
+
+
+def conv_transpose3d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    """Gradients of conv_transpose3d -> (grad_x, grad_weight, grad_bias); None where not
+    in `need`."""
+    return _conv_transpose_backward(3, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
 
 
 # ---------------------------------------------------------------- pooling

@@ -131,6 +131,132 @@ def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                           algorithm)
 
 
+# ------------------------------------------------- transposed convolution
+
+def _transpose_taps(tg):
+    """Per kernel tap: the slice of the full (uncropped) transposed output that
+    input position i lands on, i*stride + tap*dilation, for every i."""
+    conv = tg.conv
+    in_size = conv.out_size
+    for tap in itertools.product(*(range(k) for k in conv.kernel)):
+        yield tap, tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
+                         for t, d, n, s in zip(tap, conv.dilation, in_size, conv.stride))
+
+
+def _full_transpose_size(tg):
+    """The transposed output before cropping: (in - 1)*s + d*(k - 1) + 1 plus
+    output_padding, per dim (output_padding can pass what any tap reaches)."""
+    conv = tg.conv
+    return tuple(max((n - 1) * s + d * (k - 1) + 1, b + o)
+                 for n, s, d, k, b, o in zip(conv.out_size, conv.stride, conv.dilation,
+                                             conv.kernel, conv.pad_before, conv.in_size))
+
+
+def _crop(tg):
+    conv = tg.conv
+    return (slice(None), slice(None)) + tuple(slice(b, b + o) for b, o in
+                                              zip(conv.pad_before, conv.in_size))
+
+
+def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation,
+                    algorithm):
+    tg = V.conv_transpose_geometry(nd, x, weight, bias, stride, padding, output_padding,
+                                   groups, dilation)
+    conv = tg.conv
+    V.conv_algorithm(algorithm, conv)  # same argument checks as the kernels
+    G, N = groups, conv.batch
+    C_in, C_out = conv.out_channels, conv.in_channels
+    xg = np.asarray(x, dtype=conv.dtype).reshape((N, G, C_in // G) + tuple(conv.out_size))
+    wg = np.asarray(weight, dtype=conv.dtype).reshape((G, C_in // G, C_out // G)
+                                                      + tuple(conv.kernel))
+    full = np.zeros((N, G, C_out // G) + _full_transpose_size(tg), dtype=conv.dtype)
+    for tap, region in _transpose_taps(tg):
+        # y[n, g, o, i*s + t*d] += sum over c of x[n, g, c, i] * w[g, c, o, t]
+        full[(slice(None),) * 3 + region] += np.einsum(
+            "ngc...,gco->ngo...", xg, wg[(Ellipsis,) + tap])
+    out = full.reshape((N, C_out) + full.shape[3:])[_crop(tg)]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=conv.dtype).reshape((-1,) + (1,) * nd)
+    return np.ascontiguousarray(out, dtype=conv.dtype)
+
+
+def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_padding, groups,
+                             dilation, need, algorithm):
+    tg = V.conv_transpose_geometry(nd, x, weight, None, stride, padding, output_padding,
+                                   groups, dilation, grad_out=grad_out)
+    conv = tg.conv
+    need = V.conv_need(need)
+    V.conv_algorithm(algorithm, conv)
+    G, N = groups, conv.batch
+    C_in, C_out = conv.out_channels, conv.in_channels
+    full = np.zeros((N, C_out) + _full_transpose_size(tg), dtype=conv.dtype)
+    full[_crop(tg)] = np.asarray(grad_out, dtype=conv.dtype)
+    full = full.reshape((N, G, C_out // G) + full.shape[2:])
+    xg = np.asarray(x, dtype=conv.dtype).reshape((N, G, C_in // G) + tuple(conv.out_size))
+    wg = np.asarray(weight, dtype=conv.dtype).reshape((G, C_in // G, C_out // G)
+                                                      + tuple(conv.kernel))
+    grad_x = np.zeros_like(xg) if "x" in need else None
+    grad_w = np.zeros_like(wg) if "weight" in need else None
+    for tap, region in _transpose_taps(tg):
+        g = full[(slice(None),) * 3 + region]                   # N G C_out/G in...
+        if grad_x is not None:
+            grad_x += np.einsum("ngo...,gco->ngc...", g, wg[(Ellipsis,) + tap])
+        if grad_w is not None:
+            spatial = math.prod(conv.out_size)
+            grad_w[(Ellipsis,) + tap] = np.einsum("ngcs,ngos->gco",
+                                                  xg.reshape(xg.shape[:3] + (spatial,)),
+                                                  g.reshape(g.shape[:3] + (spatial,)))
+    if grad_x is not None:
+        grad_x = np.ascontiguousarray(grad_x.reshape(np.shape(x)))
+    if grad_w is not None:
+        grad_w = np.ascontiguousarray(grad_w.reshape(np.shape(weight)))
+    grad_b = None
+    if "bias" in need:
+        axes = (0,) + tuple(range(2, 2 + nd))
+        grad_b = np.asarray(grad_out, dtype=conv.dtype).sum(axis=axes, dtype=np.float64)
+        grad_b = grad_b.astype(conv.dtype)
+    return grad_x, grad_w, grad_b
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    return _conv_transpose(1, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, algorithm)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    return _conv_transpose(2, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, algorithm)
+
+
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, algorithm="auto"):
+    return _conv_transpose(3, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, algorithm)
+
+
+def conv_transpose1d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    return _conv_transpose_backward(1, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
+
+
+def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    return _conv_transpose_backward(2, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
+
+
+def conv_transpose3d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
+                              groups=1, dilation=1, *, need=("x", "weight", "bias"),
+                              algorithm="auto"):
+    return _conv_transpose_backward(3, grad_out, x, weight, stride, padding, output_padding,
+                                    groups, dilation, need, algorithm)
+
+
 # ---------------------------------------------------------------- pooling
 
 def _volume(shape) -> int:

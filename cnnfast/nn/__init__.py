@@ -18,6 +18,9 @@ from .layers import (
     Conv1d,
     Conv2d,
     Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
     Dropout,
     Flatten,
     GlobalAvgPool2d,
@@ -35,7 +38,8 @@ from .module import Module, Parameter
 
 __all__ = [
     "Module", "Parameter", "manual_seed", "init",
-    "Conv1d", "Conv2d", "Conv3d", "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
     "CrossEntropyLoss",

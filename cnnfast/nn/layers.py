@@ -19,7 +19,8 @@ from . import init
 from .module import Module, Parameter
 
 __all__ = [
-    "Conv1d", "Conv2d", "Conv3d", "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
+    "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
 ]
@@ -143,6 +144,107 @@ class Conv2d(_ConvNd):
 
 class Conv3d(_ConvNd):
     """3-D convolution over (N, C, D, H, W)."""
+    _nd = 3
+
+
+class _ConvTransposeNd(Module):
+    """torch.nn.ConvTranspose*d: weight (in, out // groups, *kernel), bias (out,)."""
+    _nd = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 dtype=np.float32):
+        super().__init__()
+        nd = self._nd
+        self.in_channels = V.positive_int(in_channels, "in_channels")
+        self.out_channels = V.positive_int(out_channels, "out_channels")
+        self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+        self.stride = V.ntuple(stride, nd, "stride", minimum=1)
+        self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
+        before, after = V._transpose_padding(padding, nd)
+        self.padding = before if before == after else tuple(zip(before, after))
+        self.output_padding = V.ntuple(output_padding, nd, "output_padding", minimum=0)
+        for r, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if r >= s and r >= d:
+                raise ValueError(f"output_padding must be smaller than either stride or "
+                                 f"dilation, got output_padding={output_padding!r}, "
+                                 f"stride={stride!r}, dilation={dilation!r}")
+        self.groups = V.positive_int(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' (torch allows no other mode for "
+                             f"transposed convolutions), got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        dtype = float_dtype(dtype)
+        shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        # torch's init: kaiming_uniform(a=sqrt(5)) with fan_in = shape[1] * taps
+        self.weight = Parameter(init.kaiming_uniform(shape, dtype))
+        self.bias = (Parameter(init.uniform((self.out_channels,),
+                                            1 / math.sqrt(init.fan_in(shape)), dtype))
+                     if bias else None)
+
+    def _args(self, output_padding=None):
+        return dict(stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding if output_padding is None
+                    else output_padding, groups=self.groups, dilation=self.dilation)
+
+    def forward(self, x, output_size=None):
+        """output_size: the spatial size wanted (or the full (N, C, *spatial)
+        shape), between the smallest output size and that plus stride - 1 per
+        dim (torch's rule); it replaces output_padding for this call."""
+        output_padding = None
+        if output_size is not None:
+            V.check_array(x, "x")
+            if x.ndim != self._nd + 2:
+                raise ValueError(f"{type(self).__name__} expects x with {self._nd + 2} dims, "
+                                 f"got shape {x.shape}")
+            output_padding = V.transpose_output_padding(
+                output_size, self._nd, x.shape[2:], self.kernel_size, self.stride,
+                self.padding, self.dilation, f"{type(self).__name__}.forward")
+        op = getattr(F, f"conv_transpose{self._nd}d")
+        args = self._args(output_padding)
+        y = op(x, self.weight.data, None if self.bias is None else self.bias.data, **args)
+        if self.training:
+            self._cache = (x, args["output_padding"])
+        return y
+
+    def backward(self, grad_out):
+        x, output_padding = self._saved()
+        need = ("x",) + (("weight",) if self._needs_grad(self.weight) else ()) \
+            + (("bias",) if self._needs_grad(self.bias) else ())
+        op = getattr(F, f"conv_transpose{self._nd}d_backward")
+        gx, gw, gb = op(grad_out, x, self.weight.data, **self._args(output_padding), need=need)
+        self.weight.accumulate(gw)
+        if self.bias is not None:
+            self.bias.accumulate(gb)
+        return gx
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding}")
+        if any(self.output_padding):
+            s += f", output_padding={self.output_padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution over (N, C, L)."""
+    _nd = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution over (N, C, H, W); weight (in, out // groups, kH, kW)."""
+    _nd = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution over (N, C, D, H, W)."""
     _nd = 3
 
 
