@@ -1,4 +1,4 @@
-"""python -m cnnfast.bench: time every conv algorithm, pooling op and a training step.
+"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op and training step.
 
 Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
 (pooling), % of the machine's limit measured in the same run with the same
@@ -20,7 +20,8 @@ import numpy as np
 import cnnfast
 from cnnfast import reference
 from cnnfast._malloc import keep_freed_memory
-from cnnfast.bench.shapes import CONV_ALGORITHMS, CONV_SHAPES, POOL_SHAPES, pool_ops
+from cnnfast.bench.shapes import (CONV_ALGORITHMS, CONV_SHAPES, CONV_TRANSPOSE_SHAPES,
+                                  POOL_SHAPES, pool_ops)
 
 
 def median_ms(fn, repeat, warmup=1):
@@ -188,7 +189,8 @@ def plot(results, path):
 
     panels = []
     for run in results["runs"]:
-        for family, key in (("conv", "rows"), ("pooling", "pool_rows"), ("training", "train_rows")):
+        for family, key in (("conv", "rows"), ("transposed conv", "conv_transpose_rows"),
+                            ("pooling", "pool_rows"), ("training", "train_rows")):
             rows = run.get(key) or []
             if rows:
                 panels.append((f"{family}, {run['threads']} thread(s)", rows))
@@ -265,6 +267,64 @@ def conv_rows(threads, dtype, repeat, algorithms, with_reference, progress):
     return rows
 
 
+def conv_transpose_rows(threads, dtype, repeat, progress):
+    """Transposed convolutions, forward and backward, beside torch and beside
+    the conv input gradient they share a driver with (x conv: its time over
+    ours, per FLOP the same work)."""
+    torch = _torch()
+    rows = []
+    for shape in progress(CONV_TRANSPOSE_SHAPES):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape.x_shape).astype(dtype)
+        w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
+        b = rng.standard_normal(shape.K).astype(dtype)
+        args = dict(stride=shape.stride, padding=shape.padding)
+        go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
+        conv = shape.conv_equivalent
+        with cnnfast.num_threads(threads):
+            fwd = median_ms(lambda: cnnfast.conv_transpose2d(x, w, b, **args), repeat)
+            bwd = median_ms(lambda: cnnfast.conv_transpose2d_backward(go, x, w, **args), repeat)
+            # the matching conv's input gradient: conv maps go's shape to x's
+            conv_gx = median_ms(lambda: cnnfast.conv2d_backward(
+                x, go, w, stride=conv.stride, padding=conv.padding, need=("x",)), repeat)
+        torch_f = torch_b = None
+        if torch is not None:
+            torch.set_num_threads(threads)
+            tx = torch.from_numpy(x).requires_grad_()
+            tw = torch.from_numpy(w).requires_grad_()
+            tb = torch.from_numpy(b).requires_grad_()
+            tgo = torch.from_numpy(go)
+            with torch.no_grad():
+                torch_f = median_ms(lambda: torch.nn.functional.conv_transpose2d(
+                    tx, tw, tb, **args), repeat)
+
+            def torch_backward():
+                y = torch.nn.functional.conv_transpose2d(tx, tw, tb, **args)
+                torch.autograd.grad(y, (tx, tw, tb), tgo)
+            # autograd's backward includes a forward: subtract it
+            torch_b = max(median_ms(torch_backward, repeat) - torch_f, 1e-6)
+        for pass_, ms, tms, flops in (("forward", fwd, torch_f, shape.flops),
+                                      ("backward", bwd, torch_b, 2 * shape.flops)):
+            rows.append(dict(shape=shape.label(), algorithm="auto", passage=pass_, ms=ms,
+                             gflops=flops / ms / 1e6, vs_torch=(tms / ms) if tms else None,
+                             torch_ms=tms, vs_reference=None, reference_ms=None,
+                             vs_conv_input_grad=(conv_gx / ms) if pass_ == "forward" else None))
+    return rows
+
+
+def format_conv_transpose_table(rows, peak, threads, torch_version):
+    head = (f"{'transposed conv':<44} {'pass':<8} {'ms':>8} {'GFLOP/s':>8} {'% sgemm':>8} "
+            f"{'x torch':>8} {'x conv dx':>9}")
+    lines = [f"threads={threads}  sgemm={peak:.1f} GFLOP/s  torch={torch_version or 'not installed'}",
+             head, "-" * len(head)]
+    for r in rows:
+        tor = f"{r['vs_torch']:.2f}" if r["vs_torch"] else "n/a"
+        cgx = f"{r['vs_conv_input_grad']:.2f}" if r["vs_conv_input_grad"] else ""
+        lines.append(f"{r['shape']:<44} {r['passage']:<8} {r['ms']:>8.2f} {r['gflops']:>8.1f} "
+                     f"{100 * r['gflops'] / peak:>7.0f}% {tor:>8} {cgx:>9}")
+    return "\n".join(lines)
+
+
 def format_table(rows, peak, threads, torch_version):
     head = (f"{'shape':<44} {'algorithm':<8} {'pass':<8} {'ms':>8} {'GFLOP/s':>8} "
             f"{'% sgemm':>8} {'x ref':>7} {'x torch':>8}")
@@ -302,7 +362,7 @@ def main(argv=None):
     p.add_argument("--threads", default="1", help="thread count, or a sweep like 1,2")
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--only", default="all", choices=["all", "conv", "pool", "train"],
+    p.add_argument("--only", default="all", choices=["all", "conv", "convt", "pool", "train"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -338,6 +398,12 @@ def main(argv=None):
             print(format_table(rows, peak, threads, version))
             print()
             run.update(sgemm_gflops=peak, rows=rows)
+        if args.only in ("all", "convt"):
+            peak = run.get("sgemm_gflops") or sgemm_gflops(threads, dtype, repeat)
+            rows = conv_transpose_rows(threads, dtype, repeat, progress)
+            print(format_conv_transpose_table(rows, peak, threads, version))
+            print()
+            run.update(sgemm_gflops=peak, conv_transpose_rows=rows)
         if args.only in ("all", "pool"):
             copy = copy_gbs(repeat)
             rows = pool_rows(threads, dtype, repeat, not args.no_reference, progress)

@@ -56,6 +56,59 @@ BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3", "ResNe
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
 
 
+class ConvTransposeShape(NamedTuple):
+    """A transposed convolution: x (N, C, H, W) -> K channels, square kernel."""
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    kernel: int
+    stride: int
+    padding: int
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.C, self.K, self.kernel, self.kernel)
+
+    @property
+    def out_hw(self):
+        return tuple((n - 1) * self.stride - 2 * self.padding + self.kernel
+                     for n in (self.H, self.W))
+
+    @property
+    def flops(self):
+        """Forward multiply-adds x 2 (each input times each tap into K channels)."""
+        return 2 * self.N * self.C * self.H * self.W * self.K * self.kernel ** 2
+
+    @property
+    def conv_equivalent(self):
+        """The conv whose input gradient this is: x (N, K, *out) -> C channels."""
+        oh, ow = self.out_hw
+        return ConvShape(self.name, self.N, self.K, oh, ow, self.C, self.kernel, self.stride,
+                         self.padding)
+
+    def label(self):
+        return (f"{self.name} ({self.N},{self.C},{self.H},{self.W})->{self.K} "
+                f"k{self.kernel} s{self.stride} p{self.padding}")
+
+
+# The transposed-convolution issue's shapes: the DCGAN generator's layers and
+# a U-Net decoder step.
+CONV_TRANSPOSE_SHAPES = [
+    ConvTransposeShape("DCGAN g1", 64, 512, 4, 4, 256, 4, 2, 1),
+    ConvTransposeShape("DCGAN g2", 64, 256, 8, 8, 128, 4, 2, 1),
+    ConvTransposeShape("DCGAN g3", 64, 128, 16, 16, 64, 4, 2, 1),
+    ConvTransposeShape("DCGAN g4", 64, 64, 32, 32, 3, 4, 2, 1),
+    ConvTransposeShape("U-Net up", 8, 256, 28, 28, 128, 2, 2, 0),
+]
+
+
 class PoolShape(NamedTuple):
     name: str
     N: int
