@@ -1,8 +1,9 @@
 """cnnfast.io.read_state_dict and the formats of save/load: PyTorch's
 torch.save zip archives (hand-made here, no torch needed; checked byte for
 byte against torch.save when torch is installed), hostile and broken files
-(always ValueError, never code run), .npz and .safetensors round trips, and
-the memory a load costs."""
+(always ValueError, never code run), .npz and .safetensors round trips, the
+memory a load costs, and real torch.save files of every cnnfast model loaded
+in a process where torch cannot be imported."""
 import json
 import os
 import pickle
@@ -560,3 +561,97 @@ def test_real_torch_files_of_every_kind(tmp_path):
     scripted.save(str(tmp_path / "scripted.pt"))
     with pytest.raises(ValueError, match="TorchScript"):
         read_state_dict(tmp_path / "scripted.pt")
+# (model, input size) as in test_models; small heads, so only VGG's 25088 x 4096
+# layer is big (VGG-16: 537 MB of float32, about 2 s to write and read)
+SIZES = {"lenet5": 32, "alexnet": 64, "vgg11": 32, "vgg16": 32, "googlenet": 32,
+         "resnet18": 32, "resnet34": 32}
+
+CHILD = r"""
+import json, sys
+sys.modules["torch"] = None            # from here on, "import torch" fails
+import numpy as np
+from cnnfast import models
+for case in json.load(open(sys.argv[1])):
+    x = np.load(case["x"])
+    model = models.MODELS[case["name"]](num_classes=3, in_channels=x.shape[1],
+                                        weights=case["path"], **case["kwargs"]).eval()
+    y, expected = model(x), np.load(case["y"])
+    if case["exact"]:
+        np.testing.assert_array_equal(y, expected, err_msg=case["name"])
+    else:
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5 * abs(expected).max(),
+                                   err_msg=case["name"])
+    print(case["name"], case["exact"], float(abs(y - expected).max()))
+assert sys.modules["torch"] is None
+"""
+
+
+def _perturbed(model, rng):
+    """Every parameter and buffer moved off its initial values, so a load that
+    silently did nothing cannot pass."""
+    for _, p in model.named_parameters():
+        p.data = p.data * np.float32(1.5) + np.float32(0.01)
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean = rng.standard_normal(mod.num_features).astype(np.float32) * 0.1
+            mod.running_var = rng.uniform(0.5, 1.5, mod.num_features).astype(np.float32)
+    return model
+
+
+def test_torch_save_files_of_every_model_load_without_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from cnnfast.bench.train import torch_lenet5, torch_resnet18
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for name, size in SIZES.items():
+        in_ch = 1 if name == "lenet5" else 3
+        x = rng.standard_normal((2, in_ch, size, size)).astype(np.float32)
+        kwargs = {"init_weights": False} if name in ("vgg11", "vgg16") else {}
+        if name == "googlenet":    # torchvision's file holds the aux heads
+            kwargs["aux_logits"] = True
+        nn.manual_seed(11)
+        ours = _perturbed(models.MODELS[name](num_classes=3, in_channels=in_ch, **kwargs), rng)
+        y = ours.eval()(x)
+        state = OrderedDict((k, torch.from_numpy(v)) for k, v in ours.state_dict().items())
+        for key in list(state):      # torchvision's counters, int64 0-d tensors
+            if key.endswith("running_var"):
+                state[key[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(100)
+        del ours
+        path = tmp_path / f"{name}.pth"
+        torch.save(state, path)
+        del state
+        np.save(tmp_path / f"{name}_x.npy", x)
+        np.save(tmp_path / f"{name}_y.npy", y)
+        child_kwargs = {"aux_logits": False} if name == "googlenet" else {}
+        cases.append({"name": name, "path": str(path), "x": str(tmp_path / f"{name}_x.npy"),
+                      "y": str(tmp_path / f"{name}_y.npy"), "kwargs": child_kwargs,
+                      "exact": True})
+    # the torch twins: PyTorch's own outputs, to float32 rounding
+    for name, make, in_ch in (("lenet5", torch_lenet5, 1), ("resnet18", torch_resnet18, 3)):
+        torch.manual_seed(0)
+        twin = make(torch, in_ch, 3)
+        with torch.no_grad():
+            for mod in twin.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.running_mean.normal_(0, 0.1)
+                    mod.running_var.uniform_(0.5, 1.5)
+                    mod.weight.normal_(1, 0.1)
+                    mod.bias.normal_(0, 0.1)
+        twin.eval()
+        x = rng.standard_normal((2, in_ch, 32, 32)).astype(np.float32)
+        with torch.no_grad():
+            y = twin(torch.from_numpy(x)).numpy()
+        path = tmp_path / f"{name}_twin.pth"
+        torch.save(twin.state_dict(), path)
+        np.save(tmp_path / f"{name}_twin_x.npy", x)
+        np.save(tmp_path / f"{name}_twin_y.npy", y)
+        cases.append({"name": name, "path": str(path), "x": str(tmp_path / f"{name}_twin_x.npy"),
+                      "y": str(tmp_path / f"{name}_twin_y.npy"), "kwargs": {}, "exact": False})
+    spec = tmp_path / "cases.json"
+    spec.write_text(json.dumps(cases))
+    out = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True,
+                         text=True, env=ENV, timeout=300)
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(out.stdout.splitlines()) == len(cases), out.stdout
