@@ -496,6 +496,23 @@ def test_reading_costs_one_copy_of_the_data(tmp_path):
     assert peak < nbytes + (1 << 20), f"peak {peak / 2**20:.1f} MiB for {nbytes / 2**20:.1f} MiB"
 
 
+def test_weights_argument_costs_one_copy_of_the_weights(tmp_path):
+    source = models.resnet18(num_classes=10)
+    path = tf.save_arrays(tmp_path / "resnet18.pth", source.state_dict())
+    nbytes = sum(v.nbytes for v in source.state_dict().values())
+    del source
+    tracemalloc.start()
+    try:
+        model = models.resnet18(num_classes=10, weights=path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sum(v.nbytes for v in model.state_dict().values()) == nbytes
+    # the random initial parameters are dropped before the file is read, and
+    # the arrays read become the parameters (load_state_dict(assign=True))
+    assert peak < 1.1 * nbytes, f"peak {peak / 2**20:.1f} MiB for {nbytes / 2**20:.1f} MiB"
+
+
 # ---------------------------------------------------------------------- torch
 
 def test_writer_is_byte_identical_to_torch_save(tmp_path):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from .. import _validation as V
 from ..io import read_state_dict
 from ..nn import init
@@ -122,13 +124,20 @@ def load_weights(model, weights, drop_prefixes=()):
                         f"{type(weights).__name__}")
     path = os.fspath(weights)
     dtype = model.parameters()[0].dtype
+    # The random initial values are about to be replaced: drop them first (a
+    # zero-strided stand-in keeps each shape for load_state_dict's checks; if
+    # loading fails the constructor raises, so no model is left half-loaded).
+    # With assign=True the arrays read become the parameters: weights= costs
+    # one copy of the weights, not three.
+    for _, p in model.named_parameters():
+        p.data = np.broadcast_to(np.zeros((), p.dtype), p.shape)
     state = {}
     for key, value in read_state_dict(path).items():
         if key.startswith(tuple(drop_prefixes)):
             continue
         state[key] = value.astype(dtype, copy=False) if value.dtype.kind == "f" else value
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except ValueError as err:
         raise ValueError(f"weights={path!r} do not fit this {type(model).__name__}: "
                          f"{err}") from None
