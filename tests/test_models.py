@@ -5,6 +5,7 @@ twins (outputs, gradients, one optimizer step); LeNet-5 learns."""
 import numpy as np
 import pytest
 
+import cnnfast
 import cnnfast.nn as nn
 from cnnfast import models
 from cnnfast.bench.train import torch_lenet5, torch_resnet18
@@ -269,3 +270,136 @@ def test_lenet5_learns_in_one_short_epoch():
         opt.step()
     after = full_loss()
     assert after < 0.6 * before   # 20 steps: from chance (ln 10 = 2.3) to about 1
+
+
+# ------------------------------------------ weights=, feature extraction, heads
+
+HEADS = {"lenet5": ("fc2", 84), "alexnet": ("classifier.6", 4096),
+         "vgg11": ("classifier.6", 4096), "vgg16": ("classifier.6", 4096),
+         "googlenet": ("fc", 1024), "resnet18": ("fc", 512), "resnet34": ("fc", 512)}
+
+
+def _small(name, **kwargs):
+    if name in ("vgg11", "vgg16"):
+        kwargs.setdefault("init_weights", False)     # 2-3 s of random numbers saved
+    return models.MODELS[name](num_classes=3, in_channels=1 if name == "lenet5" else 3,
+                               **kwargs)
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_forward_features_feed_the_head(rng, name):
+    nn.manual_seed(0)
+    model = _small(name).eval()
+    head_name, width = HEADS[name]
+    assert model.head_name == head_name
+    assert isinstance(model.head, nn.Linear) and model.head.in_features == width
+    size = SMALL_INPUTS[name]
+    x = rng.standard_normal((2, 1 if name == "lenet5" else 3, size, size)).astype(np.float32)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, width)
+    np.testing.assert_array_equal(model(x), model.head(feats))
+    new = model.replace_head(5)
+    assert model.head is new and new.weight.dtype == np.float32
+    assert model(x).shape == (2, 5)
+    assert f"{head_name}.weight" in model.state_dict()
+
+
+def test_googlenet_replace_head_renews_aux_heads_too():
+    model = models.googlenet(num_classes=3, aux_logits=True)
+    model.replace_head(7)
+    assert model.fc.out_features == model.aux1.fc2.out_features == model.aux2.fc2.out_features == 7
+
+
+def _fit_head(model, x, y, steps, full_backward, lr):
+    loss_fn = nn.CrossEntropyLoss()
+    head = model.head
+    opt = Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    feats = None if full_backward else model.forward_features(x)   # base run once, in eval
+    losses = []
+    for _ in range(steps):
+        if full_backward:
+            losses.append(loss_fn(model(x), y))
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+        else:
+            losses.append(loss_fn(head(feats), y))
+            opt.zero_grad()
+            head.backward(loss_fn.backward())
+        opt.step()
+    return losses
+
+
+@pytest.mark.parametrize("name, full_backward, lr", [("resnet18", False, 0.01),
+                                                     ("lenet5", True, 0.1)])
+def test_frozen_base_and_new_head_train(rng, name, full_backward, lr):
+    """Feature extraction (the frozen base run once in eval mode, then only the
+    head trained on its output) and fine-tuning through a frozen base (the
+    whole model in train mode; the base passes gradients but gets none)."""
+    nn.manual_seed(0)
+    model = _small(name)
+    model.freeze()
+    if not full_backward:
+        model.eval()                       # BatchNorm statistics stay as loaded
+    head = model.replace_head(4)
+    base_before = {k: v for k, v in model.state_dict().items()
+                   if not k.startswith(model.head_name)}
+    in_ch = 1 if name == "lenet5" else 3
+    x = rng.standard_normal((16, in_ch, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 4, size=16)
+    losses = _fit_head(model, x, y, 15, full_backward, lr)
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert set(model.named_grads()) == {f"{model.head_name}.weight", f"{model.head_name}.bias"}
+    after = model.state_dict()
+    for k, v in base_before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    assert head.weight.requires_grad
+
+
+def test_weights_argument_every_format(tmp_path, rng):
+    import torchfiles
+
+    nn.manual_seed(0)
+    source = models.resnet18(num_classes=3, in_channels=1)
+    paths = [cnnfast.save(source, tmp_path / "w.npz"),
+             torchfiles.save_arrays(tmp_path / "w.pth", source.state_dict())]
+    try:
+        import safetensors  # noqa: F401
+        paths.append(cnnfast.save(source, tmp_path / "w.safetensors"))
+    except ImportError:
+        pass
+    x = rng.standard_normal((2, 1, 32, 32)).astype(np.float32)
+    expected = source.eval()(x)
+    for path in paths:
+        nn.manual_seed(1)                  # a different random start
+        model = models.resnet18(num_classes=3, in_channels=1, weights=path).eval()
+        np.testing.assert_array_equal(model(x), expected, err_msg=str(path))
+    # float64 model from a float32 file: the model's dtype wins
+    m64 = models.resnet18(num_classes=3, in_channels=1, dtype=np.float64, weights=paths[0])
+    assert {v.dtype for v in m64.state_dict().values()} == {np.dtype(np.float64)}
+    np.testing.assert_allclose(m64.eval()(x.astype(np.float64)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_argument_errors(tmp_path):
+    path = cnnfast.save(models.lenet5(), tmp_path / "lenet.npz")
+    with pytest.raises(ValueError, match=r"(?s)weights='.*lenet.npz' do not fit this ResNet"
+                                         r".*missing key"):
+        models.resnet18(weights=path)
+    with pytest.raises(ValueError, match="shape mismatch for fc2.weight"):
+        models.lenet5(num_classes=4, weights=path)
+    with pytest.raises(TypeError, match="weights must be None or the path"):
+        models.lenet5(weights=models.lenet5().state_dict())
+    with pytest.raises(FileNotFoundError):
+        models.lenet5(weights=tmp_path / "missing.pth")
+
+
+def test_googlenet_weights_with_aux_heads_as_torchvision_publishes(tmp_path, rng):
+    nn.manual_seed(0)
+    published = models.googlenet(num_classes=3, aux_logits=True)    # the file has aux1/aux2
+    path = cnnfast.save(published, tmp_path / "googlenet.npz")
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    expected = published.eval()(x)
+    plain = models.googlenet(num_classes=3, weights=path)          # aux keys dropped
+    assert plain.aux1 is None and not any(k.startswith("aux") for k in plain.state_dict())
+    np.testing.assert_array_equal(plain.eval()(x), expected)
+    with_aux = models.googlenet(num_classes=3, aux_logits=True, weights=path)
+    assert with_aux.state_dict().keys() == published.state_dict().keys()

@@ -159,6 +159,28 @@ def test_repr_lists_children():
     assert "(features): Sequential(" in text and "(0): Conv2d(1, 4" in text
 
 
+def test_load_state_dict_assign_takes_the_arrays_without_copying(rng):
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm2d(2))
+    state = {k: rng.standard_normal(v.shape).astype(np.float32)
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(state)                   # default: copies
+    assert not np.shares_memory(model[0].weight.data, state["0.weight"])
+    model.load_state_dict(state, assign=True)      # torch's keyword: the arrays themselves
+    assert model[0].weight.data is state["0.weight"]
+    assert model[1].running_mean is state["1.running_mean"]
+    # read-only, non-contiguous or byte-swapped arrays are still copied
+    frozen = state["0.weight"].copy()
+    frozen.flags.writeable = False
+    odd = {"0.weight": frozen, "0.bias": state["0.bias"].astype(">f4"),
+           "1.weight": np.repeat(state["1.weight"], 2)[::2]}
+    model.load_state_dict(odd, strict=False, assign=True)
+    for key, value in odd.items():
+        mod, attr = key.split(".")
+        arr = getattr(model[int(mod)], attr).data
+        assert not np.shares_memory(arr, value) and arr.flags.writeable and arr.dtype.isnative
+        np.testing.assert_array_equal(arr, value)
+
+
 # --------------------------------------------------------------- save/load
 
 def test_save_load_round_trip(tmp_path, rng):

@@ -5,11 +5,21 @@ import numpy as np
 
 from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from ..nn.layers import Sequential
-from ._common import Chain, check_model_args
+from ._common import Chain, Transfer, check_model_args, load_weights
 
 
-class AlexNet(Chain):
-    def __init__(self, num_classes=1000, in_channels=3, dropout=0.5, dtype=np.float32):
+class AlexNet(Transfer, Chain):
+    """torchvision's AlexNet: `features` is the convolutional base (five convs,
+    three max pools), then a 6x6 adaptive average pool and `classifier`, the
+    three-layer MLP. Base and head (see Transfer): the head is the last
+    Linear, `classifier[6]` (head_name "classifier.6"); forward_features(x)
+    returns the (N, 4096) output of classifier[5] (the "fc7" features).
+    `model.features.freeze()` freezes the convolutional base alone."""
+
+    head_name = "classifier.6"
+
+    def __init__(self, num_classes=1000, in_channels=3, dropout=0.5, dtype=np.float32, *,
+                 weights=None):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self.features = Sequential(
@@ -29,8 +39,16 @@ class AlexNet(Chain):
             Dropout(dropout), Linear(4096, 4096, dtype=dtype), ReLU(),
             Linear(4096, num_classes, dtype=dtype),
         )
+        load_weights(self, weights)
+
+    def forward_features(self, x):
+        x = self.flatten(self.avgpool(self.features(x)))
+        for m in self.classifier[:-1]:
+            x = m(x)
+        return x
 
 
-def alexnet(num_classes=1000, in_channels=3, *, dropout=0.5, dtype=np.float32):
-    """AlexNet; inputs of at least 63x63 (the three 3x3/2 max pools need room)."""
-    return AlexNet(num_classes, in_channels, dropout, dtype)
+def alexnet(num_classes=1000, in_channels=3, *, dropout=0.5, dtype=np.float32, weights=None):
+    """AlexNet; inputs of at least 63x63 (the three 3x3/2 max pools need room).
+    `weights`: a weights file (.npz, .safetensors, torchvision's .pth)."""
+    return AlexNet(num_classes, in_channels, dropout, dtype, weights=weights)

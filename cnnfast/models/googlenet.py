@@ -11,7 +11,7 @@ import numpy as np
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
 from ..nn.layers import MaxPool2d, ReLU, Sequential
 from ..nn.module import Module
-from ._common import Chain, check_model_args, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -82,10 +82,22 @@ _MEAN = np.array([0.485, 0.456, 0.406])
 _STD = np.array([0.229, 0.224, 0.225])
 
 
-class GoogLeNet(Module):
+class GoogLeNet(Transfer, Module):
+    """torchvision's GoogLeNet. Base and head (see Transfer): the head is `fc`;
+    the base is conv1 ... inception5b, the global average pool and dropout, and
+    forward_features(x) returns its (N, 1024) output (no aux heads).
+    replace_head(n) also gives the aux heads (aux_logits=True) new n-class
+    `fc2` layers.
+
+    `weights`: torchvision's published file holds aux1/aux2 (untrained, as
+    torchvision warns), so it loads strictly into aux_logits=True; with
+    aux_logits=False those keys are dropped, as torchvision's googlenet() does.
+    Those weights expect transform_input=True (torchvision's default when it
+    loads them). With `weights`, the random initialisation is skipped."""
+
     def __init__(self, num_classes=1000, in_channels=3, aux_logits=False,
                  transform_input=False, init_weights=True, dropout=0.2, dropout_aux=0.7,
-                 dtype=np.float32):
+                 dtype=np.float32, *, weights=None):
         super().__init__()
         check_model_args(num_classes, in_channels)
         if transform_input and in_channels != 3:
@@ -114,8 +126,9 @@ class GoogLeNet(Module):
         self.flatten = Flatten()
         self.dropout = Dropout(dropout)
         self.fc = Linear(1024, num_classes, dtype=dtype)
-        if init_weights:
+        if init_weights and weights is None:
             torchvision_init(self, conv="trunc_normal", linear="trunc_normal")
+        load_weights(self, weights, drop_prefixes=() if aux_logits else ("aux1.", "aux2."))
 
     # The network is a chain with two taps (after 4a and 4d) for the aux heads.
     def _segments(self):
@@ -128,10 +141,27 @@ class GoogLeNet(Module):
     def _scale_shift(self, dtype):
         return (_STD / 0.5).astype(dtype), ((_MEAN - 0.5) / 0.5).astype(dtype)
 
-    def forward(self, x):
+    def replace_head(self, num_classes):
+        for aux in (self.aux1, self.aux2):
+            if aux is not None:
+                aux.fc2 = Linear(aux.fc2.in_features, num_classes, dtype=aux.fc2.weight.dtype)
+        return super().replace_head(num_classes)
+
+    def _transform(self, x):
         if self.transform_input:
             scale, shift = self._scale_shift(x.dtype)
             x = x * scale[:, None, None] + shift[:, None, None]
+        return x
+
+    def forward_features(self, x):
+        x = self._transform(x)
+        head, middle, tail = self._segments()
+        for m in head + middle + tail[:-1]:
+            x = m(x)
+        return x
+
+    def forward(self, x):
+        x = self._transform(x)
         head, middle, tail = self._segments()
         for m in head:
             x = m(x)
@@ -169,8 +199,10 @@ class GoogLeNet(Module):
 
 
 def googlenet(num_classes=1000, in_channels=3, aux_logits=False, transform_input=False, *,
-              init_weights=True, dropout=0.2, dropout_aux=0.7, dtype=np.float32):
+              init_weights=True, dropout=0.2, dropout_aux=0.7, dtype=np.float32, weights=None):
     """GoogLeNet; in training mode with aux_logits=True forward returns
-    GoogLeNetOutputs(logits, aux_logits2, aux_logits1)."""
+    GoogLeNetOutputs(logits, aux_logits2, aux_logits1). `weights`: a weights
+    file (.npz, .safetensors, torchvision's .pth: pass transform_input=True
+    for torchvision's published weights, see GoogLeNet)."""
     return GoogLeNet(num_classes, in_channels, aux_logits, transform_input, init_weights,
-                     dropout, dropout_aux, dtype)
+                     dropout, dropout_aux, dtype, weights=weights)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.layers import AvgPool2d, Conv2d, Flatten, Linear, Tanh
-from ._common import Chain, check_model_args
+from ._common import Chain, Transfer, check_model_args, load_weights
 
 
-class LeNet5(Chain):
+class LeNet5(Transfer, Chain):
     """conv1 5x5 -> 6, tanh, 2x2 avg pool, conv2 5x5 -> 16, tanh, 2x2 avg pool,
-    conv3 5x5 -> 120, tanh, fc1 120 -> 84, tanh, fc2 84 -> num_classes."""
+    conv3 5x5 -> 120, tanh, fc1 120 -> 84, tanh, fc2 84 -> num_classes.
 
-    def __init__(self, num_classes=10, in_channels=1, dtype=np.float32):
+    Base and head (see Transfer): the head is `fc2`; the base is conv1 ...
+    act4, and forward_features(x) returns its (N, 84) output."""
+
+    head_name = "fc2"
+
+    def __init__(self, num_classes=10, in_channels=1, dtype=np.float32, *, weights=None):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self.conv1 = Conv2d(in_channels, 6, 5, dtype=dtype)     # 32 -> 28
@@ -27,14 +32,25 @@ class LeNet5(Chain):
         self.fc1 = Linear(120, 84, dtype=dtype)
         self.act4 = Tanh()
         self.fc2 = Linear(84, num_classes, dtype=dtype)
+        load_weights(self, weights)
 
-    def forward(self, x):
+    def _check_input(self, x):
         if getattr(x, "ndim", 0) == 4 and x.shape[2:] != (32, 32):
             raise ValueError(f"LeNet-5 takes 32x32 images, got x of shape {x.shape} "
                              f"(pad or resize the input)")
+
+    def forward(self, x):
+        self._check_input(x)
         return super().forward(x)
 
+    def forward_features(self, x):
+        self._check_input(x)
+        for m in self._stages()[:-1]:
+            x = m(x)
+        return x
 
-def lenet5(num_classes=10, in_channels=1, *, dtype=np.float32):
-    """LeNet-5 for (N, in_channels, 32, 32) inputs."""
-    return LeNet5(num_classes, in_channels, dtype=dtype)
+
+def lenet5(num_classes=10, in_channels=1, *, dtype=np.float32, weights=None):
+    """LeNet-5 for (N, in_channels, 32, 32) inputs; `weights`: a weights file
+    (.npz, .safetensors, PyTorch .pth) loaded strictly after building."""
+    return LeNet5(num_classes, in_channels, dtype=dtype, weights=weights)

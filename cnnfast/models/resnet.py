@@ -6,7 +6,7 @@ import numpy as np
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d
 from ..nn.layers import ReLU, Sequential
 from ..nn.module import Module
-from ._common import Chain, check_model_args, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
 
 
 class BasicBlock(Module):
@@ -45,9 +45,14 @@ def downsample(inplanes, planes, stride, dtype):
                       BatchNorm2d(planes, dtype=dtype))
 
 
-class ResNet(Chain):
+class ResNet(Transfer, Chain):
+    """torchvision's ResNet. Base and head (see Transfer): the head is `fc`;
+    the base is conv1 ... layer4 and the global average pool, and
+    forward_features(x) returns its (N, 512) output. With `weights`, the
+    random initialisation is skipped."""
+
     def __init__(self, block, layers, num_classes=1000, in_channels=3,
-                 zero_init_residual=False, dtype=np.float32):
+                 zero_init_residual=False, dtype=np.float32, *, weights=None):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self._inplanes = 64
@@ -62,12 +67,20 @@ class ResNet(Chain):
         self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.flatten = Flatten()
         self.fc = Linear(512 * block.expansion, num_classes, dtype=dtype)
+        if weights is not None:
+            load_weights(self, weights)
+            return
         torchvision_init(self, conv="kaiming_fan_out", linear="default")
         if zero_init_residual:
             # each residual branch starts at zero, so every block starts as the identity
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     m.bn2.weight.data[...] = 0
+
+    def forward_features(self, x):
+        for m in self._stages()[:-1]:
+            x = m(x)
+        return x
 
     def _make_layer(self, block, planes, blocks, stride, dtype):
         out = planes * block.expansion
@@ -79,11 +92,17 @@ class ResNet(Chain):
         return Sequential(*layers)
 
 
-def resnet18(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32):
-    """ResNet-18: BasicBlocks [2, 2, 2, 2]."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, zero_init_residual, dtype)
+def resnet18(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
+             weights=None):
+    """ResNet-18: BasicBlocks [2, 2, 2, 2]. `weights`: a weights file (.npz,
+    .safetensors, torchvision's .pth, e.g. resnet18-f37072fd.pth)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, zero_init_residual, dtype,
+                  weights=weights)
 
 
-def resnet34(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32):
-    """ResNet-34: BasicBlocks [3, 4, 6, 3]."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual, dtype)
+def resnet34(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
+             weights=None):
+    """ResNet-34: BasicBlocks [3, 4, 6, 3]. `weights`: a weights file (.npz,
+    .safetensors, torchvision's .pth)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual, dtype,
+                  weights=weights)

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from ..nn.layers import Sequential
-from ._common import Chain, check_model_args, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max pool.
 CONFIGS = {
@@ -26,9 +26,19 @@ def make_features(config, in_channels, dtype):
     return Sequential(*layers)
 
 
-class VGG(Chain):
+class VGG(Transfer, Chain):
+    """torchvision's VGG: `features` is the convolutional base (3x3 convs and
+    max pools), then a 7x7 adaptive average pool and `classifier`, the
+    three-layer MLP. Base and head (see Transfer): the head is the last
+    Linear, `classifier[6]` (head_name "classifier.6"); forward_features(x)
+    returns the (N, 4096) output of classifier[5] (the "fc7" features).
+    `model.features.freeze()` freezes the convolutional base alone. With
+    `weights`, the random initialisation is skipped."""
+
+    head_name = "classifier.6"
+
     def __init__(self, features, num_classes=1000, dropout=0.5, init_weights=True,
-                 dtype=np.float32):
+                 dtype=np.float32, *, weights=None):
         super().__init__()
         self.features = features
         self.avgpool = AdaptiveAvgPool2d((7, 7))
@@ -38,23 +48,32 @@ class VGG(Chain):
             Linear(4096, 4096, dtype=dtype), ReLU(), Dropout(dropout),
             Linear(4096, num_classes, dtype=dtype),
         )
-        if init_weights:
+        if init_weights and weights is None:
             torchvision_init(self, conv="kaiming_fan_out", linear="normal")
+        load_weights(self, weights)
+
+    def forward_features(self, x):
+        x = self.flatten(self.avgpool(self.features(x)))
+        for m in self.classifier[:-1]:
+            x = m(x)
+        return x
 
 
-def _vgg(name, num_classes, in_channels, dropout, init_weights, dtype):
+def _vgg(name, num_classes, in_channels, dropout, init_weights, dtype, weights):
     check_model_args(num_classes, in_channels)
     return VGG(make_features(CONFIGS[name], in_channels, dtype), num_classes, dropout,
-               init_weights, dtype)
+               init_weights, dtype, weights=weights)
 
 
 def vgg11(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
-          dtype=np.float32):
-    """VGG-11 (configuration A); inputs of at least 32x32."""
-    return _vgg("vgg11", num_classes, in_channels, dropout, init_weights, dtype)
+          dtype=np.float32, weights=None):
+    """VGG-11 (configuration A); inputs of at least 32x32. `weights`: a
+    weights file (.npz, .safetensors, torchvision's .pth)."""
+    return _vgg("vgg11", num_classes, in_channels, dropout, init_weights, dtype, weights)
 
 
 def vgg16(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
-          dtype=np.float32):
-    """VGG-16 (configuration D); inputs of at least 32x32."""
-    return _vgg("vgg16", num_classes, in_channels, dropout, init_weights, dtype)
+          dtype=np.float32, weights=None):
+    """VGG-16 (configuration D); inputs of at least 32x32. `weights`: a
+    weights file (.npz, .safetensors, torchvision's .pth)."""
+    return _vgg("vgg16", num_classes, in_channels, dropout, init_weights, dtype, weights)

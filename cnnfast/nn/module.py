@@ -169,11 +169,17 @@ class Module:
                 slots[dot + k] = (mod, k)
         return slots
 
-    def load_state_dict(self, state_dict, strict=True) -> IncompatibleKeys:
+    def load_state_dict(self, state_dict, strict=True, assign=False) -> IncompatibleKeys:
         """Copy arrays in by name. The loaded arrays keep their dtype. With
         strict=True any missing or unexpected key is an error; a shape
         mismatch always is. `*.num_batches_tracked` (torchvision) is ignored.
-        Nothing is modified unless every check passes."""
+        Nothing is modified unless every check passes.
+
+        assign=True (torch's keyword) takes the given arrays themselves as
+        the parameters and buffers, without a copy, wherever they already are
+        writeable, C-contiguous and in native byte order (the others are still
+        copied): for a state dict handed over, e.g. straight from
+        cnnfast.io.read_state_dict(path), so loading costs no second copy."""
         slots = self._slots()
         given = {k: v for k, v in state_dict.items()
                  if k.rsplit(".", 1)[-1] not in _IGNORED_KEYS}
@@ -188,7 +194,8 @@ class Module:
         for key, value in given.items():
             if key not in slots:
                 continue
-            arr = np.array(value, copy=True, order="C")
+            arr = (np.require(value, requirements=("C", "W")) if assign
+                   else np.array(value, copy=True, order="C"))
             mod, attr = slots[key]
             current = getattr(mod, attr)
             current = current.data if isinstance(current, Parameter) else current
