@@ -190,33 +190,41 @@ def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
 _FORWARD = object()  # grad_out's default: a forward call (None is a user error)
 
 
+def _conv_arrays(nd, op, x, weight, bias, grad_out, x_layout, w_layout):
+    """The array checks every conv-family op shares: arrays, one float dtype,
+    ranks, and no empty dimension but the batch. Returns (dtype, grad_out or
+    None for a forward call)."""
+    check_array(x, "x")
+    check_array(weight, "weight")
+    if bias is not None:
+        check_array(bias, "bias")
+    if grad_out is _FORWARD:
+        grad_out = None
+    else:
+        check_array(grad_out, "grad_out")
+    dtype = common_float_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
+    if x.ndim != nd + 2:
+        raise ValueError(f"x must be a {nd + 2}-D array ({x_layout}, {_SPATIAL[nd]}) for {op}, "
+                         f"got shape {x.shape}")
+    if weight.ndim != nd + 2:
+        raise ValueError(f"weight must be a {nd + 2}-D array ({w_layout}, {_SPATIAL[nd]}) "
+                         f"for {op}, got shape {weight.shape}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x has shape {x.shape}: only the batch dimension may be 0")
+    if 0 in weight.shape:
+        raise ValueError(f"weight has shape {weight.shape}: no dimension may be 0")
+    return dtype, grad_out
+
+
 def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                   grad_out=_FORWARD) -> ConvGeometry:
     """Validate a conv{nd}d call (or its backward when grad_out is given)."""
     op = f"conv{nd}d"
     backward = grad_out is not _FORWARD
-    check_array(x, "x")
-    check_array(weight, "weight")
-    if bias is not None:
-        check_array(bias, "bias")
-    if backward:
-        check_array(grad_out, "grad_out")
-    else:
-        grad_out = None
-    dtype = common_float_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
-    if x.ndim != nd + 2:
-        raise ValueError(f"x must be a {nd + 2}-D array (N, C, {_SPATIAL[nd]}) for {op}, "
-                         f"got shape {x.shape}")
-    if weight.ndim != nd + 2:
-        raise ValueError(f"weight must be a {nd + 2}-D array (K, C // groups, {_SPATIAL[nd]}) "
-                         f"for {op}, got shape {weight.shape}")
+    dtype, grad_out = _conv_arrays(nd, op, x, weight, bias, grad_out, "N, C", "K, C // groups")
     groups = positive_int(groups, "groups")
     N, C, *in_size = x.shape
     K, Cg, *kernel = weight.shape
-    if 0 in x.shape[1:]:
-        raise ValueError(f"x has shape {x.shape}: only the batch dimension may be 0")
-    if 0 in weight.shape:
-        raise ValueError(f"weight has shape {weight.shape}: no dimension may be 0")
     if K % groups:
         raise ValueError(f"weight.shape[0] (out channels) = {K} must be divisible by "
                          f"groups = {groups}")
@@ -329,28 +337,11 @@ def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, outpu
     (in - 1)*stride - before - after + dilation*(kernel - 1) + output_padding + 1."""
     op = f"conv_transpose{nd}d"
     backward = grad_out is not _FORWARD
-    check_array(x, "x")
-    check_array(weight, "weight")
-    if bias is not None:
-        check_array(bias, "bias")
-    if backward:
-        check_array(grad_out, "grad_out")
-    else:
-        grad_out = None
-    dtype = common_float_dtype(x=x, weight=weight, bias=bias, grad_out=grad_out)
-    if x.ndim != nd + 2:
-        raise ValueError(f"x must be a {nd + 2}-D array (N, C_in, {_SPATIAL[nd]}) for {op}, "
-                         f"got shape {x.shape}")
-    if weight.ndim != nd + 2:
-        raise ValueError(f"weight must be a {nd + 2}-D array (C_in, C_out // groups, "
-                         f"{_SPATIAL[nd]}) for {op}, got shape {weight.shape}")
+    dtype, grad_out = _conv_arrays(nd, op, x, weight, bias, grad_out, "N, C_in",
+                                   "C_in, C_out // groups")
     groups = positive_int(groups, "groups")
     N, C_in, *in_size = x.shape
     Cw, K_per_group, *kernel = weight.shape
-    if 0 in x.shape[1:]:
-        raise ValueError(f"x has shape {x.shape}: only the batch dimension may be 0")
-    if 0 in weight.shape:
-        raise ValueError(f"weight has shape {weight.shape}: no dimension may be 0")
     if Cw != C_in:
         raise ValueError(f"x has {C_in} channels but weight.shape[0] (in channels) = {Cw}")
     if C_in % groups:

@@ -65,6 +65,18 @@ def _same_dtype(x, param, layer):
 
 # ------------------------------------------------------------- convolution
 
+def _conv_layer_backward(layer, op, grad_out, x, args):
+    """A conv-family layer's backward: the gradients its parameters need
+    (frozen ones are skipped), accumulated; returns the input gradient."""
+    need = ("x",) + (("weight",) if layer._needs_grad(layer.weight) else ()) \
+        + (("bias",) if layer._needs_grad(layer.bias) else ())
+    gx, gw, gb = getattr(F, op)(grad_out, x, layer.weight.data, **args, need=need)
+    layer.weight.accumulate(gw)
+    if layer.bias is not None:
+        layer.bias.accumulate(gb)
+    return gx
+
+
 class _ConvNd(Module):
     _nd = 0
 
@@ -112,15 +124,8 @@ class _ConvNd(Module):
         return y
 
     def backward(self, grad_out):
-        x = self._saved()
-        need = ("x",) + (("weight",) if self._needs_grad(self.weight) else ()) \
-            + (("bias",) if self._needs_grad(self.bias) else ())
-        op = getattr(F, f"conv{self._nd}d_backward")
-        gx, gw, gb = op(grad_out, x, self.weight.data, **self._args(), need=need)
-        self.weight.accumulate(gw)
-        if self.bias is not None:
-            self.bias.accumulate(gb)
-        return gx
+        return _conv_layer_backward(self, f"conv{self._nd}d_backward", grad_out, self._saved(),
+                                    self._args())
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -212,14 +217,8 @@ class _ConvTransposeNd(Module):
 
     def backward(self, grad_out):
         x, output_padding = self._saved()
-        need = ("x",) + (("weight",) if self._needs_grad(self.weight) else ()) \
-            + (("bias",) if self._needs_grad(self.bias) else ())
-        op = getattr(F, f"conv_transpose{self._nd}d_backward")
-        gx, gw, gb = op(grad_out, x, self.weight.data, **self._args(output_padding), need=need)
-        self.weight.accumulate(gw)
-        if self.bias is not None:
-            self.bias.accumulate(gb)
-        return gx
+        return _conv_layer_backward(self, f"conv_transpose{self._nd}d_backward", grad_out, x,
+                                    self._args(output_padding))
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
