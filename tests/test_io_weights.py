@@ -677,8 +677,10 @@ def test_torch_save_files_of_every_model_load_without_torch(tmp_path):
                       "y": str(tmp_path / f"{name}_twin_y.npy"), "kwargs": {}, "exact": False})
     spec = tmp_path / "cases.json"
     spec.write_text(json.dumps(cases))
+    # cwd: a neutral directory, so `python -c` imports the cnnfast under test,
+    # not an unbuilt source tree in the current directory
     out = subprocess.run([sys.executable, "-c", CHILD, str(spec)], capture_output=True,
-                         text=True, env=ENV, timeout=300)
+                         text=True, env=ENV, cwd=tmp_path, timeout=300)
     print(out.stdout)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(out.stdout.splitlines()) == len(cases), out.stdout
