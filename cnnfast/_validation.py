@@ -190,6 +190,16 @@ def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
 _FORWARD = object()  # grad_out's default: a forward call (None is a user error)
 
 
+def _stride_dilation(op, nd, stride, dilation):
+    """stride and dilation of a conv-family op: positive, at most 2**31 - 1."""
+    stride = ntuple(stride, nd, "stride", minimum=1)
+    dilation = ntuple(dilation, nd, "dilation", minimum=1)
+    for name, values in (("stride", stride), ("dilation", dilation)):
+        if any(v > SIZE_MAX for v in values):
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+    return stride, dilation
+
+
 def _conv_arrays(nd, op, x, weight, bias, grad_out, x_layout, w_layout):
     """The array checks every conv-family op shares: arrays, one float dtype,
     ranks, and no empty dimension but the batch. Returns (dtype, grad_out or
@@ -236,11 +246,7 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
     if bias is not None and bias.shape != (K,):
         raise ValueError(f"bias must have shape ({K},) to match weight.shape[0], "
                          f"got {bias.shape}")
-    stride = ntuple(stride, nd, "stride", minimum=1)
-    dilation = ntuple(dilation, nd, "dilation", minimum=1)
-    for name, values in (("stride", stride), ("dilation", dilation)):
-        if any(v > SIZE_MAX for v in values):
-            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+    stride, dilation = _stride_dilation(op, nd, stride, dilation)
     pad_before, pad_after = _conv_padding(padding, nd, in_size, kernel, stride, dilation)
     if any(p > SIZE_MAX for p in pad_before + pad_after):
         raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r} "
@@ -351,11 +357,7 @@ def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, outpu
     if bias is not None and bias.shape != (C_out,):
         raise ValueError(f"bias must have shape ({C_out},) = (weight.shape[1] * groups,), "
                          f"got {bias.shape}")
-    stride = ntuple(stride, nd, "stride", minimum=1)
-    dilation = ntuple(dilation, nd, "dilation", minimum=1)
-    for name, values in (("stride", stride), ("dilation", dilation)):
-        if any(v > SIZE_MAX for v in values):
-            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+    stride, dilation = _stride_dilation(op, nd, stride, dilation)
     before, after = _transpose_padding(padding, nd)
     if any(p > SIZE_MAX for p in before + after):
         raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r}")
