@@ -118,9 +118,11 @@ def _extensions():
     pool = [h for h in headers if not os.path.basename(h).startswith(("conv_", "gemm_"))]
     exts = [
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
-                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd"]),
+                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/_blas.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
+        Extension("cnnfast._ext._dense", ["cnnfast/_ext/_dense.pyx"],
+                  depends=["cnnfast/_ext/_blas.pxd"]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

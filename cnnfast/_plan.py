@@ -42,6 +42,11 @@ def conv_threads(macs: int) -> int:
     return 1 if macs < CONV_GRAIN else get_num_threads()
 
 
+def dense_threads(macs: int) -> int:
+    # a dense layer's product is GEMM-bound like a convolution's: same grain
+    return conv_threads(macs)
+
+
 def pool_threads(elements: int) -> int:
     return 1 if elements < POOL_GRAIN else get_num_threads()
 

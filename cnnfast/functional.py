@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._ext import _conv, _pool
+from ._ext import _conv, _dense, _pool
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -211,6 +211,20 @@ def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_pa
         grad_b = _bias_grad(go5, conv.in_channels, P.conv_threads(P.conv_macs(conv)),
                             conv.dtype)
     return grad_x, grad_w, grad_b
+
+
+def _dense_matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for the dense layers, on cnnfast's threads (never NumPy's
+    BLAS pool, see _ext/_dense.pyx). a and b: 2-D arrays of one float dtype."""
+    dtype = V.common_float_dtype(a=a, b=b)
+    a, b = V.kernel_array(a, dtype), V.kernel_array(b, dtype)
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    k = a.shape[0] if trans_a else a.shape[1]
+    out = np.empty((m, n), dtype=dtype)
+    with blas_pinned:
+        _dense.matmul(a, b, out, trans_a, trans_b, P.dense_threads(m * n * k))
+    return out
 
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,

@@ -7,6 +7,9 @@
 - `kernels/`: the C micro-kernels, one family per header, compiled once per
   ISA level and dtype into kernel tables (kernels/cf_isa.h explains how).
 - `conv_kernels.pxd`, `pool_kernels.pxd`: the kernel tables as Cython sees them.
+- `_dense.pyx`: the dense layers' matrix products, split across the same
+  threads (single-threaded BLAS per block); `_blas.pxd`: the row-major GEMM
+  both drivers call.
 - `_runtime.pyx`: what the build holds (compiler, flags, OpenMP, ISA variant).
 - `_workspace.py`: per-thread work arrays the drivers reuse across calls.
 """

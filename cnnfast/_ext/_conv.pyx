@@ -6,16 +6,20 @@ C-contiguous and native-endian, already validated and allocated by
 cnnfast.functional; this module only computes, with the GIL released.
 
 Parallel work is cut into items that each own a disjoint part of the result
-(owner computes). The only cross-item reduction, im2col's weight gradient,
-goes through per-thread buffers summed in thread order, so results are
-bit-identical run to run for a given thread count. With one thread the loops
+(owner computes), handed out `guided` (large chunks first, small ones at the
+end): a thread that is descheduled -- another process on its core -- takes
+fewer items instead of holding every other thread at the end of the region,
+and since an item owns its outputs the result does not depend on which
+thread ran it. The only cross-item reduction, im2col's weight gradient,
+goes through per-thread buffers summed in thread order over a `static`
+split, so results are bit-identical run to run for a given thread count. With one thread the loops
 run without entering an OpenMP region at all (safe in a forked child).
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from ._blas cimport gemm_row_major
 from ._omp cimport cf_thread_num
 from .conv_kernels cimport *
 
@@ -25,25 +29,6 @@ from math import gcd
 import numpy as np
 
 from ._workspace import work_array
-
-cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                       floating alpha, const floating *a, int lda,
-                       const floating *b, int ldb,
-                       floating beta, floating *c, int ldc) noexcept nogil:
-    """Row-major C = alpha op(A) op(B) + beta C on the Fortran BLAS.
-
-    The column-major view of a row-major matrix is its transpose, so the
-    row-major product is computed as C^T = op(B)^T op(A)^T.
-    """
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
-    if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
-              &beta, c, &ldc)
-    else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
-              &beta, c, &ldc)
-
 
 cdef cf_geom _geometry(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
                        Py_ssize_t K, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
@@ -120,7 +105,7 @@ cdef void _direct_forward(const floating *x, const floating *w, const floating *
     cdef Py_ssize_t nitems = N * groups * nkb * g.OD * g.OH
     cdef Py_ssize_t i
     if nthreads > 1:
-        for i in prange(nitems, num_threads=nthreads, schedule='static'):
+        for i in prange(nitems, num_threads=nthreads, schedule='guided'):
             _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
     else:
         for i in range(nitems):
@@ -170,7 +155,7 @@ cdef object _padded(str name, const floating[:, :, :, :, ::1] src, tuple shape, 
     cdef floating *d0 = &d[0, 0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for i in prange(N * C, num_threads=nthreads, schedule='static'):
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
                            pd, ph, pw)
         else:
@@ -342,7 +327,7 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
         if finite_weights and not finite:
             nitems = 0
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _cv_forward_item(i, &job, &g, &gp, <floating> 0)
         else:
             for i in range(nitems):
@@ -377,7 +362,7 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
         _kernels(<floating> 0).vol2col(xp, work, p0, cnt, g)
         cols = work
         ldcols = cnt
-    _gemm(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
+    gemm_row_major(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
           go + (n * groups + grp) * g.K * P + p0, <int> P, cols, <int> ldcols, <floating> 1,
           (gw if tid == 0 else partial + (tid - 1) * groups * g.K * R) + grp * g.K * R, <int> R)
 
@@ -504,7 +489,7 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
             _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
                                &apk_v[0] + grp * job.Kr * R)
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _packed_forward_item(i, &job, &g, &gp, <floating> 0)
         else:
             for i in range(nitems):
@@ -597,7 +582,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
             _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
                                &apk_v[0] + grp * job.Kr * g.K)
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
         else:
             for i in range(nitems):
@@ -737,7 +722,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
         nitems = groups * nkb * g.C
         with nogil:
             if nthreads > 1:
-                for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                     _direct_backward_weight_item(i, &xpad[0, 0, 0, 0, 0], &gopad[0, 0, 0, 0, 0],
                                                  gwp, N, groups, nkb, gow, &gp)
             else:
@@ -760,6 +745,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
     with nogil:
         memset(gwp, 0, size * sizeof(floating))
         if nthreads > 1:
+            # static: each thread's partial sums must cover the same items every run
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
                                            gwp, &partial[0, 0], workp, groups, tile, ntiles, &g)
@@ -781,7 +767,7 @@ def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] g
     cdef Py_ssize_t k
     with nogil:
         if nthreads > 1:
-            for k in prange(K, num_threads=nthreads, schedule='static'):
+            for k in prange(K, num_threads=nthreads, schedule='guided'):
                 grad_b[k] = <floating> _channel_sum(&grad_out[0, 0, 0, 0, 0], N, K, P, k)
         else:
             for k in range(K):

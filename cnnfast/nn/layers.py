@@ -14,7 +14,6 @@ from scipy.special import expit
 
 from .. import _validation as V
 from .. import functional as F
-from .._threads import blas_at_num_threads
 from . import init
 from .module import Module, Parameter
 
@@ -266,10 +265,11 @@ class Linear(Module):
     def forward(self, x):
         _check_input(x, "Linear", (1,), self.in_features, axis=-1)
         _same_dtype(x, self.weight, "Linear")
-        with blas_at_num_threads:
-            y = x @ self.weight.data.T
+        x2 = x.reshape(-1, self.in_features)
+        y = F._dense_matmul(x2, self.weight.data, trans_b=True)
         if self.bias is not None:
             y += self.bias.data
+        y = y.reshape(x.shape[:-1] + (self.out_features,))
         if self.training:
             self._cache = x
         return y
@@ -277,10 +277,10 @@ class Linear(Module):
     def backward(self, grad_out):
         x = self._saved()
         g2 = grad_out.reshape(-1, self.out_features)
-        with blas_at_num_threads:
-            if self._needs_grad(self.weight):
-                self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
-            grad_x = grad_out @ self.weight.data
+        if self._needs_grad(self.weight):
+            self.weight.accumulate(
+                F._dense_matmul(g2, x.reshape(-1, self.in_features), trans_a=True))
+        grad_x = F._dense_matmul(g2, self.weight.data).reshape(x.shape)
         if self._needs_grad(self.bias):
             self.bias.accumulate(g2.sum(axis=0))
         return grad_x
