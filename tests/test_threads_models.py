@@ -146,3 +146,18 @@ def test_dense_threads_follow_the_grain():
     assert P.dense_threads(P.CONV_GRAIN - 1) == 1
     with cnnfast.num_threads(2):
         assert P.dense_threads(P.CONV_GRAIN) == 2
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({}, "30000"),                                  # bounded spin by default
+    ({"GOMP_SPINCOUNT": "5"}, "5"),                 # the user's choice stays
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, None),         # a wait policy of the user's: untouched
+])
+def test_import_sets_a_bounded_spin_unless_the_user_chose(env, expect):
+    import os
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, cnnfast; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True, env={**clean, **env})
+    assert out.stdout.strip() == str(expect)
