@@ -1,9 +1,9 @@
 """The layers: torch.nn's constructor arguments and parameter names, forward
 and backward on NumPy arrays.
 
-Convolution and pooling call the public kernels in cnnfast.functional (looked
-up at call time); Linear is one GEMM through NumPy; activations, BatchNorm and
-Dropout are a few elementwise NumPy expressions each.
+Convolution, pooling, BatchNorm and ReLU call the public kernels in
+cnnfast.functional (looked up at call time); Linear is one GEMM through NumPy;
+Tanh, Sigmoid and Dropout are a few elementwise NumPy expressions each.
 """
 from __future__ import annotations
 
@@ -331,18 +331,28 @@ class Identity(Module):
 # ------------------------------------------------------------- activations
 
 class ReLU(Module):
+    """max(x, 0) in C (cnnfast.relu); keeps its output for backward."""
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
 
     def forward(self, x):
-        mask = ~(x <= 0)   # not `x > 0`: NaN passes through, as torch.relu
+        y = F.relu(x)
         if self.training:
-            self._cache = mask
-        return np.where(mask, x, x.dtype.type(0))
+            self._cache = y
+        return y
+
+    def forward_sum(self, a, b):
+        """relu(a + b) in one pass: a residual block's sum and activation
+        (backward as for forward: the gradient reaches both a and b)."""
+        y = F._add_relu(a, b)
+        if self.training:
+            self._cache = y
+        return y
 
     def backward(self, grad_out):
-        return np.where(self._saved(), grad_out, grad_out.dtype.type(0))
+        return F.relu_backward(grad_out, self._saved())
 
 
 class Tanh(Module):
@@ -426,61 +436,36 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
         self._batches_seen = 0
 
-    def _update_running(self, mean, var, count):
-        self._batches_seen += 1
-        m = (1 / self._batches_seen) if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
-        dt = self.running_mean.dtype
-        self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(dt)
-        self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(dt)
-
     def forward(self, x):
         _check_input(x, "BatchNorm2d", 4, self.num_features)
         if self.affine:
             _same_dtype(x, self.weight, "BatchNorm2d")
+        # training: batch statistics, and the running ones updated if tracked;
+        # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
-            if count == 1:
-                raise ValueError(f"BatchNorm2d needs more than one value per channel to "
-                                 f"compute batch statistics, got x of shape {x.shape}")
-            if count == 0:   # torch: an empty batch passes through, statistics untouched
-                C = self.num_features
-                mean, var = np.zeros(C, x.dtype), np.ones(C, x.dtype)
-                centred = x - mean[:, None, None]
-                if self.training and self.track_running_stats:
-                    self._batches_seen += 1   # torch counts it in num_batches_tracked
-            else:
-                mean = x.mean(axis=(0, 2, 3))
-                centred = x - mean[:, None, None]
-                var = np.mean(centred * centred, axis=(0, 2, 3))
-                if self.training and self.track_running_stats:
-                    self._update_running(mean, var, count)
-        else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-            centred = x - mean[:, None, None]
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
-        xhat = centred * inv_std[:, None, None]
-        y = xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None] \
-            if self.affine else xhat
+        update = self.training and self.track_running_stats
+        momentum = 0.0
+        if update:
+            momentum = (1 / (self._batches_seen + 1)) if self.momentum is None else self.momentum
+        y, mean, invstd = F._batch_norm(
+            x, self.running_mean if update or not use_batch else None,
+            self.running_var if update or not use_batch else None,
+            self.weight.data if self.affine else None, self.bias.data if self.affine else None,
+            training=use_batch, momentum=momentum, eps=self.eps)
+        if update:
+            self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
         if self.training:
-            self._cache = (xhat, inv_std)
+            self._cache = (x, mean, invstd)
         return y
 
     def backward(self, grad_out):
-        xhat, inv_std = self._saved()
-        gamma = self.weight.data if self.affine else np.ones_like(inv_std)
-        g_beta = grad_out.sum(axis=(0, 2, 3))
-        g_gamma = np.einsum("nchw,nchw->c", grad_out, xhat)
+        x, mean, invstd = self._saved()
+        grad_x, g_gamma, g_beta = F.batch_norm_backward(
+            grad_out, x, self.weight.data if self.affine else None, mean, invstd)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
-        # Batch statistics depend on x, so the gradient has the two correction
-        # terms (mean of the gradient, and its projection on xhat).
-        m = max(grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3], 1)   # N == 0
-        scale = (gamma * inv_std)[:, None, None]
-        return scale * (grad_out - (g_beta / m)[:, None, None]
-                        - xhat * (g_gamma / m)[:, None, None])
+        return grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

@@ -227,6 +227,16 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def fuse(self):
+        """A new inference-only copy of this model in which each Conv2d ->
+        BatchNorm2d (-> ReLU, -> ResNet's residual add + ReLU) runs as one
+        convolution with folded weights, the activation applied in the
+        kernel's store pass (cnnfast.nn.fuse). Its outputs equal this
+        model's in eval mode to rounding; this model is not modified. The
+        copy's eval() works, its train() and backward() raise."""
+        from .fuse import fuse
+        return fuse(self)
+
     def freeze(self):
         """Stop computing and applying gradients for every parameter below here."""
         for p in self.parameters():
