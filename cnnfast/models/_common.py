@@ -30,6 +30,10 @@ class Chain(Module):
             grad_out = m.backward(grad_out)
         return grad_out
 
+    def _first_layer(self):
+        stages = self._stages()
+        return stages[0]._first_layer() if stages else None
+
 
 def check_model_args(num_classes, in_channels):
     V.positive_int(num_classes, "num_classes")

@@ -68,8 +68,11 @@ def _same_dtype(x, param, layer):
 def _conv_layer_backward(layer, op, grad_out, x, args):
     """A conv-family layer's backward: the gradients its parameters need
     (frozen ones are skipped), accumulated; returns the input gradient."""
-    need = ("x",) + (("weight",) if layer._needs_grad(layer.weight) else ()) \
+    need = (("x",) if layer._input_grad else ()) \
+        + (("weight",) if layer._needs_grad(layer.weight) else ()) \
         + (("bias",) if layer._needs_grad(layer.bias) else ())
+    if not need:
+        return None
     gx, gw, gb = getattr(F, op)(grad_out, x, layer.weight.data, **args, need=need)
     layer.weight.accumulate(gw)
     if layer.bias is not None:
@@ -79,6 +82,7 @@ def _conv_layer_backward(layer, op, grad_out, x, args):
 
 class _ConvNd(Module):
     _nd = 0
+    _first_layer = Module._self_first
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=np.float32):
@@ -155,6 +159,7 @@ class Conv3d(_ConvNd):
 class _ConvTransposeNd(Module):
     """torch.nn.ConvTranspose*d: weight (in, out // groups, *kernel), bias (out,)."""
     _nd = 0
+    _first_layer = Module._self_first
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
@@ -251,6 +256,7 @@ class ConvTranspose3d(_ConvTransposeNd):
 
 class Linear(Module):
     """y = x @ weight.T + bias over the last axis of x (any leading dims)."""
+    _first_layer = Module._self_first
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
@@ -280,7 +286,7 @@ class Linear(Module):
         with blas_at_num_threads:
             if self._needs_grad(self.weight):
                 self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
-            grad_x = grad_out @ self.weight.data
+            grad_x = grad_out @ self.weight.data if self._input_grad else None
         if self._needs_grad(self.bias):
             self.bias.accumulate(g2.sum(axis=0))
         return grad_x
@@ -674,3 +680,7 @@ class Sequential(Module):
         for m in reversed(self.children()):
             grad_out = m.backward(grad_out)
         return grad_out
+
+    def _first_layer(self):
+        children = self.children()
+        return children[0]._first_layer() if children else None
