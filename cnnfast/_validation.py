@@ -804,11 +804,14 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
     return NormShape(dtype, tuple(x.shape), count), training, momentum, eps
 
 
-def batch_norm_backward_args(grad_out, x, weight, mean, invstd) -> NormShape:
+def batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out=None) -> NormShape:
     op = "batch_norm_backward"
     check_array(grad_out, "grad_out")
     _channels_input(x, op)
     expect_shape(grad_out, x.shape, "grad_out", "the shape of x")
+    if relu_out is not None:
+        check_array(relu_out, "relu_out")
+        expect_shape(relu_out, x.shape, "relu_out", "the shape of x")
     C = x.shape[1]
     for name, a in (("weight", weight), ("mean", mean), ("invstd", invstd)):
         _channel_vector(a, name, C, x.shape)
@@ -816,7 +819,8 @@ def batch_norm_backward_args(grad_out, x, weight, mean, invstd) -> NormShape:
         raise TypeError(f"mean and invstd must be arrays (the batch statistics of the "
                         f"forward), got mean={type(mean).__name__}, "
                         f"invstd={type(invstd).__name__}")
-    dtype = common_float_dtype(grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd)
+    dtype = common_float_dtype(grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd,
+                               relu_out=relu_out)
     return NormShape(dtype, tuple(x.shape), x.shape[0] * math.prod(x.shape[2:]))
 
 

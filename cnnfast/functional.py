@@ -663,22 +663,31 @@ def batch_norm_backward(grad_out, x, weight, mean, invstd):
     statistics that forward normalised with; weight None means 1 (then
     grad_weight and grad_bias are still those of an affine map at 1 and 0).
     Two passes over the data: the per-channel sums, then grad_x."""
-    shape = V.batch_norm_backward_args(grad_out, x, weight, mean, invstd)
+    return _batch_norm_backward(grad_out, x, weight, mean, invstd)
+
+
+def _batch_norm_backward(grad_out, x, weight, mean, invstd, relu_out=None):
+    """batch_norm_backward; with relu_out (the output of a ReLU applied to
+    this batch norm's output), the gradient of relu(batch_norm(x)): grad_out
+    is masked where relu_out <= 0 inside the same two passes (no separate
+    ReLU backward pass)."""
+    shape = V.batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out)
     dtype = shape.dtype
     x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
     go3 = V.kernel_array(grad_out, dtype).reshape(shape.as3d)
+    ry3 = None if relu_out is None else V.kernel_array(relu_out, dtype).reshape(shape.as3d)
     threads = P.elementwise_threads(x3.size)
     mean64 = np.ascontiguousarray(mean, dtype=np.float64)
     invstd64 = np.asarray(invstd, dtype=np.float64)
     C = shape.shape[1]
     sum_go, sum_gox = np.empty(C), np.empty(C)
-    _elementwise.batch_norm_grad_sums(go3, x3, mean64, sum_go, sum_gox, threads)
+    _elementwise.batch_norm_grad_sums(go3, ry3, x3, mean64, sum_go, sum_gox, threads)
     m = max(shape.count, 1)
     a = invstd64 if weight is None else invstd64 * np.asarray(weight, dtype=np.float64)
     coef = np.stack([a, -a * invstd64 * invstd64 * sum_gox / m, -a * sum_go / m, mean64],
                     axis=1)
     grad_x = np.empty(shape.shape, dtype=dtype)
-    _elementwise.batch_norm_grad_input(go3, x3, np.ascontiguousarray(coef),
+    _elementwise.batch_norm_grad_input(go3, ry3, x3, np.ascontiguousarray(coef),
                                        grad_x.reshape(shape.as3d), threads)
     return grad_x, (sum_gox * invstd64).astype(dtype), sum_go.astype(dtype)
 

@@ -87,6 +87,24 @@ def test_batch_norm_backward_matches_reference_and_torch(rng, shape, dtype):
                                    else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_batch_norm_relu_backward_is_both_backwards(rng, shape, dtype):
+    """The fused BatchNorm + ReLU backward (the ReLU's mask inside the batch
+    norm's passes) equals relu_backward followed by batch_norm_backward."""
+    x, _, _, w, b = _bn_inputs(rng, shape, dtype)
+    y, mean, invstd = cnnfast.functional._batch_norm(x, None, None, w, b, training=True)
+    r = cnnfast.relu(y)
+    r.flat[::5] = np.nan   # NaN outputs pass the gradient (threshold_backward)
+    g = rng.standard_normal(shape).astype(dtype)
+    fused = cnnfast.functional._batch_norm_backward(g, x, w, mean, invstd, relu_out=r)
+    want = reference.batch_norm_backward(reference.relu_backward(g, r), x, w, mean, invstd)
+    for a, e in zip(fused, want):
+        np.testing.assert_allclose(a, e, **_tol(dtype))
+    with pytest.raises(ValueError, match="relu_out has shape"):
+        cnnfast.functional._batch_norm_backward(g, x, w, mean, invstd, relu_out=r[..., :1])
+
+
 @pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5), (2, 2, 3, 3), (2, 2, 2, 2, 3)], ids=str)
 @pytest.mark.parametrize("affine", [False, True])
 def test_batch_norm_backward_finite_differences(rng, shape, affine):

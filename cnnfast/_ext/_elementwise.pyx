@@ -30,20 +30,22 @@ cdef inline const cf_elementwise_kernels *_kernels(floating dummy) noexcept nogi
 # ------------------------------------------------------------- batch norm
 
 cdef inline void _bn_channel(Py_ssize_t c, const floating *x, const floating *go,
-                            const double *mean, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
-                            double *out1, double *out2) noexcept nogil:
+                            const floating *ry, const double *mean, Py_ssize_t N, Py_ssize_t C,
+                            Py_ssize_t S, double *out1, double *out2) noexcept nogil:
     """Channel c's reductions: the statistics (go NULL: mean, var) or the
-    gradient's sums (sum of go, of go * (x - mean))."""
+    gradient's sums (sum of go, of go * (x - mean); go masked by the
+    following ReLU's output ry unless NULL)."""
     if go == NULL:
         _kernels(<floating> 0).bn_channel_stats(x + c * S, N, C * S, S, &out1[c], &out2[c])
     else:
-        _kernels(<floating> 0).bn_channel_grad_sums(go + c * S, x + c * S, N, C * S, S, mean[c],
-                                                    &out1[c], &out2[c])
+        _kernels(<floating> 0).bn_channel_grad_sums(go + c * S, ry + c * S if ry else NULL,
+                                                    x + c * S, N, C * S, S, mean[c], &out1[c],
+                                                    &out2[c])
 
 
-cdef void _bn_channels(const floating[:, :, ::1] x, const floating *go, const double *mean,
-                       double[::1] out1, double[::1] out2, double empty1, double empty2,
-                       int nthreads):
+cdef void _bn_channels(const floating[:, :, ::1] x, const floating *go, const floating *ry,
+                       const double *mean, double[::1] out1, double[::1] out2, double empty1,
+                       double empty2, int nthreads):
     """_bn_channel over every channel, one thread per channel; an empty
     batch gives (empty1, empty2) per channel."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
@@ -56,17 +58,17 @@ cdef void _bn_channels(const floating[:, :, ::1] x, const floating *go, const do
     with nogil:
         if nthreads > 1:
             for c in prange(C, num_threads=nthreads, schedule='static'):
-                _bn_channel(c, xp, go, mean, N, C, S, &out1[0], &out2[0])
+                _bn_channel(c, xp, go, ry, mean, N, C, S, &out1[0], &out2[0])
         else:
             for c in range(C):
-                _bn_channel(c, xp, go, mean, N, C, S, &out1[0], &out2[0])
+                _bn_channel(c, xp, go, ry, mean, N, C, S, &out1[0], &out2[0])
 
 
 def batch_norm_stats(const floating[:, :, ::1] x,    # IN  (N, C, S)
                      double[::1] mean,                 # OUT (C,)
                      double[::1] var,                  # OUT (C,) biased variance
                      int nthreads):
-    _bn_channels(x, <const floating *> NULL, NULL, mean, var, 0.0, 1.0, nthreads)
+    _bn_channels(x, <const floating *> NULL, NULL, NULL, mean, var, 0.0, 1.0, nthreads)
 
 
 def channel_affine(const floating[:, :, ::1] x,      # IN  (N, C, S)
@@ -91,28 +93,39 @@ def channel_affine(const floating[:, :, ::1] x,      # IN  (N, C, S)
                                                       shift[i % C])
 
 
+cdef inline const floating *_or_null(const floating[:, :, ::1] a) noexcept:
+    return &a[0, 0, 0] if a is not None and a.shape[0] * a.shape[1] * a.shape[2] > 0 else NULL
+
+
 def batch_norm_grad_sums(const floating[:, :, ::1] grad_out,   # IN  (N, C, S)
+                         const floating[:, :, ::1] relu_y,     # IN  (N, C, S) or None
                          const floating[:, :, ::1] x,          # IN  (N, C, S)
                          const double[::1] mean,               # IN  (C,)
                          double[::1] sum_go,                   # OUT (C,)
                          double[::1] sum_gox,                  # OUT (C,)
                          int nthreads):
-    """Per channel: sum of grad_out and of grad_out * (x - mean)."""
+    """Per channel: sum of grad_out and of grad_out * (x - mean), grad_out
+    masked by relu_y <= 0 (a ReLU right after the batch norm) unless None."""
     if x.shape[0] * x.shape[1] * x.shape[2] == 0:
-        _bn_channels(x, <const floating *> NULL, NULL, sum_go, sum_gox, 0.0, 0.0, nthreads)
+        _bn_channels(x, <const floating *> NULL, NULL, NULL, sum_go, sum_gox, 0.0, 0.0,
+                     nthreads)
         return
-    _bn_channels(x, &grad_out[0, 0, 0], &mean[0], sum_go, sum_gox, 0.0, 0.0, nthreads)
+    _bn_channels(x, &grad_out[0, 0, 0], _or_null(relu_y), &mean[0], sum_go, sum_gox, 0.0, 0.0,
+                 nthreads)
 
 
 def batch_norm_grad_input(const floating[:, :, ::1] grad_out,  # IN  (N, C, S)
+                          const floating[:, :, ::1] relu_y,    # IN  (N, C, S) or None
                           const floating[:, :, ::1] x,         # IN  (N, C, S)
                           const double[:, ::1] coef,           # IN  (C, 4): a, b, c, mean
                           floating[:, :, ::1] grad_x,          # OUT (N, C, S)
                           int nthreads):
-    """grad_x[n, c] = a * grad_out + b * (x - mean) + c, per channel."""
+    """grad_x[n, c] = a * grad_out + b * (x - mean) + c, per channel
+    (grad_out masked by relu_y <= 0 unless None)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], i, k
     if N * C * S == 0:
         return
+    cdef const floating *ry = _or_null(relu_y)
     cdef const floating *gp = &grad_out[0, 0, 0]
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *gxp = &grad_x[0, 0, 0]
@@ -120,15 +133,17 @@ def batch_norm_grad_input(const floating[:, :, ::1] grad_out,  # IN  (N, C, S)
         if nthreads > 1:
             for i in prange(N * C, num_threads=nthreads, schedule='static'):
                 k = i % C
-                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, xp + i * S, gxp + i * S,
-                                                           S, coef[k, 0], coef[k, 1],
-                                                           coef[k, 2], coef[k, 3])
+                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, ry + i * S if ry else NULL,
+                                                           xp + i * S, gxp + i * S, S,
+                                                           coef[k, 0], coef[k, 1], coef[k, 2],
+                                                           coef[k, 3])
         else:
             for i in range(N * C):
                 k = i % C
-                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, xp + i * S, gxp + i * S,
-                                                           S, coef[k, 0], coef[k, 1],
-                                                           coef[k, 2], coef[k, 3])
+                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, ry + i * S if ry else NULL,
+                                                           xp + i * S, gxp + i * S, S,
+                                                           coef[k, 0], coef[k, 1], coef[k, 2],
+                                                           coef[k, 3])
 
 
 # ------------------------------------------------------------ activations

@@ -12,11 +12,12 @@ cdef extern from "elementwise_kernels.h" nogil:
                                  double *mean, double *var) noexcept nogil
         void (*channel_affine)(const void *x, void *y, cf_idx S, double scale,
                                double shift) noexcept nogil
-        void (*bn_channel_grad_sums)(const void *go, const void *x, cf_idx N, cf_idx nstride,
-                                     cf_idx S, double mean, double *sum_go,
-                                     double *sum_gox) noexcept nogil
-        void (*bn_grad_input_plane)(const void *go, const void *x, void *gx, cf_idx S,
-                                    double a, double b, double c, double mean) noexcept nogil
+        void (*bn_channel_grad_sums)(const void *go, const void *relu_y, const void *x,
+                                     cf_idx N, cf_idx nstride, cf_idx S, double mean,
+                                     double *sum_go, double *sum_gox) noexcept nogil
+        void (*bn_grad_input_plane)(const void *go, const void *relu_y, const void *x,
+                                    void *gx, cf_idx S, double a, double b, double c,
+                                    double mean) noexcept nogil
         void (*relu)(const void *x, void *y, cf_idx n) noexcept nogil
         void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n) noexcept nogil
         void (*add_relu)(const void *a, const void *b, void *y, cf_idx n) noexcept nogil

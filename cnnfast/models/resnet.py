@@ -35,8 +35,9 @@ class BasicBlock(Module):
     def backward(self, grad_out):
         g = self.relu2.backward(grad_out)
         # the sum fans the gradient out to both paths; x receives both contributions
-        g_main = self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(g)))))
+        # bn1 + relu1 backward in one (the ReLU's mask inside the batch norm's passes)
+        g_main = self.conv1.backward(self.bn1.backward(
+            self.conv2.backward(self.bn2.backward(g)), relu=self.relu1))
         g_short = g if self.downsample is None else self.downsample.backward(g)
         g_main += g_short   # a fresh array from conv1's backward
         return g_main

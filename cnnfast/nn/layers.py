@@ -464,10 +464,14 @@ class BatchNorm2d(Module):
             self._cache = (x, mean, invstd)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, relu=None):
+        """relu: the ReLU this layer's output went through (grad_out is then
+        that ReLU's output gradient): both backward passes in one, the
+        ReLU's mask applied inside the batch norm's (backward_chain)."""
         x, mean, invstd = self._saved()
-        grad_x, g_gamma, g_beta = F.batch_norm_backward(
-            grad_out, x, self.weight.data if self.affine else None, mean, invstd)
+        grad_x, g_gamma, g_beta = F._batch_norm_backward(
+            grad_out, x, self.weight.data if self.affine else None, mean, invstd,
+            None if relu is None else relu._saved())
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
@@ -644,6 +648,22 @@ class GlobalMaxPool2d(Module):
 
 # -------------------------------------------------------------- containers
 
+def backward_chain(stages, grad_out):
+    """Backward through modules that ran in order (each one's output the
+    next one's input): each one's backward in reverse, except that a
+    BatchNorm2d followed by a ReLU runs as one fused backward."""
+    i = len(stages) - 1
+    while i >= 0:
+        m = stages[i]
+        if type(m) is ReLU and i > 0 and isinstance(stages[i - 1], BatchNorm2d):
+            grad_out = stages[i - 1].backward(grad_out, relu=m)
+            i -= 2
+        else:
+            grad_out = m.backward(grad_out)
+            i -= 1
+    return grad_out
+
+
 class Sequential(Module):
     """Children named "0", "1", ... (or by an OrderedDict's keys), run in order."""
 
@@ -677,9 +697,7 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out):
-        for m in reversed(self.children()):
-            grad_out = m.backward(grad_out)
-        return grad_out
+        return backward_chain(self.children(), grad_out)
 
     def _first_layer(self):
         children = self.children()

@@ -16,10 +16,13 @@ typedef struct {
     void (*bn_channel_stats)(const void *x, cf_idx N, cf_idx nstride, cf_idx S, double *mean,
                              double *var);
     void (*channel_affine)(const void *x, void *y, cf_idx S, double scale, double shift);
-    void (*bn_channel_grad_sums)(const void *go, const void *x, cf_idx N, cf_idx nstride,
-                                 cf_idx S, double mean, double *sum_go, double *sum_gox);
-    void (*bn_grad_input_plane)(const void *go, const void *x, void *gx, cf_idx S, double a,
-                                double b, double c, double mean);
+    /* relu_y: the output of a ReLU right after the batch norm (its mask
+     * applied to go), or NULL */
+    void (*bn_channel_grad_sums)(const void *go, const void *relu_y, const void *x, cf_idx N,
+                                 cf_idx nstride, cf_idx S, double mean, double *sum_go,
+                                 double *sum_gox);
+    void (*bn_grad_input_plane)(const void *go, const void *relu_y, const void *x, void *gx,
+                                cf_idx S, double a, double b, double c, double mean);
     /* activation_relu.h */
     void (*relu)(const void *x, void *y, cf_idx n);
     void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n);

@@ -55,11 +55,28 @@ static void FN(channel_affine)(const void *x_, void *y_, cf_idx S, double scale_
     for (cf_idx p = 0; p < S; p++) y[p] = x[p] * scale + shift;
 }
 
+/* go, or with a ReLU after the batch norm (relu_y: that ReLU's output, else
+ * NULL) the gradient through it: 0 where relu_y <= 0 (torch's
+ * threshold_backward), so BatchNorm + ReLU backward is one pair of passes. */
+CF_INLINE CF_V FN(cf_relu_masked)(CF_V g, const CF_T *relu_y) {
+    if (!relu_y) return g;
+    CF_V y;
+    memcpy(&y, relu_y, sizeof y);
+    const CF_M off = y <= FN(cf_splat)(0);
+    return (CF_V)((CF_M)g & ~off);
+}
+
+CF_INLINE CF_T FN(cf_relu_masked1)(CF_T g, const CF_T *relu_y) {
+    return relu_y && *relu_y <= 0 ? (CF_T)0 : g;
+}
+
 /* The gradient's reductions over one channel: sum of go and of
- * go * (x - mean), in double. */
-static void FN(bn_channel_grad_sums)(const void *go_, const void *x_, cf_idx N, cf_idx nstride,
-                                     cf_idx S, double mean, double *sum_go, double *sum_gox) {
+ * go * (x - mean), in double (go masked by relu_y, see above). */
+static void FN(bn_channel_grad_sums)(const void *go_, const void *relu_y_, const void *x_,
+                                     cf_idx N, cf_idx nstride, cf_idx S, double mean,
+                                     double *sum_go, double *sum_gox) {
     const CF_T *go = (const CF_T *)go_;
+    const CF_T *relu_y = (const CF_T *)relu_y_;
     const CF_T *x = (const CF_T *)x_;
     const cf_idx full = S / CF_VW * CF_VW;
     const FN(cf_dvec) mv = (FN(cf_dvec)){0} + mean;
@@ -67,17 +84,20 @@ static void FN(bn_channel_grad_sums)(const void *go_, const void *x_, cf_idx N, 
     double r1 = 0, r2 = 0;
     for (cf_idx n = 0; n < N; n++) {
         const CF_T *gr = go + n * nstride, *xr = x + n * nstride;
+        const CF_T *yr = relu_y ? relu_y + n * nstride : NULL;
         for (cf_idx p = 0; p < full; p += CF_VW) {
             CF_V g, v;
             memcpy(&g, gr + p, sizeof g);
             memcpy(&v, xr + p, sizeof v);
+            g = FN(cf_relu_masked)(g, yr ? yr + p : NULL);
             const FN(cf_dvec) gd = __builtin_convertvector(g, FN(cf_dvec));
             s1 += gd;
             s2 += gd * (__builtin_convertvector(v, FN(cf_dvec)) - mv);
         }
         for (cf_idx p = full; p < S; p++) {
-            r1 += gr[p];
-            r2 += (double)gr[p] * ((double)xr[p] - mean);
+            const CF_T g = FN(cf_relu_masked1)(gr[p], yr ? yr + p : NULL);
+            r1 += g;
+            r2 += (double)g * ((double)xr[p] - mean);
         }
     }
     double t1 = r1, t2 = r2;
@@ -89,11 +109,17 @@ static void FN(bn_channel_grad_sums)(const void *go_, const void *x_, cf_idx N, 
 /* gx = a * go + b * (x - mean) + c over one plane of S elements: the
  * training-mode input gradient with a = gamma * invstd,
  * b = -a * invstd^2 * sum_gox / m, c = -a * sum_go / m. */
-static void FN(bn_grad_input_plane)(const void *go_, const void *x_, void *gx_, cf_idx S,
-                                    double a_, double b_, double c_, double mean_) {
+static void FN(bn_grad_input_plane)(const void *go_, const void *relu_y_, const void *x_,
+                                    void *gx_, cf_idx S, double a_, double b_, double c_,
+                                    double mean_) {
     const CF_T a = (CF_T)a_, b = (CF_T)b_, c = (CF_T)c_, mean = (CF_T)mean_;
     const CF_T *go = (const CF_T *)go_;
+    const CF_T *relu_y = (const CF_T *)relu_y_;
     const CF_T *x = (const CF_T *)x_;
     CF_T *gx = (CF_T *)gx_;
-    for (cf_idx p = 0; p < S; p++) gx[p] = a * go[p] + b * (x[p] - mean) + c;
+    if (relu_y)
+        for (cf_idx p = 0; p < S; p++)
+            gx[p] = a * (relu_y[p] <= 0 ? (CF_T)0 : go[p]) + b * (x[p] - mean) + c;
+    else
+        for (cf_idx p = 0; p < S; p++) gx[p] = a * go[p] + b * (x[p] - mean) + c;
 }
