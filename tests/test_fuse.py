@@ -61,6 +61,9 @@ def test_fused_model_equals_eval_model(rng, name, kw):
     got = fused(x)
     assert got.dtype == dtype and got.shape == want.shape
     _close(got, want, dtype)
+    originals = [p.data for p in model.parameters()] + [b for _, b in model.named_buffers()]
+    for _, b in list(fused.named_buffers()) + [(0, p.data) for p in fused.parameters()]:
+        assert not any(np.shares_memory(b, o) for o in originals)
     if name != "lenet5":   # every Conv2d and BatchNorm2d is folded (LeNet-5 has tanh units)
         left = [m for m in fused.modules() if type(m) in (nn.Conv2d, nn.BatchNorm2d)]
         assert not left, f"unfused layers left: {left}"
