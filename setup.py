@@ -115,7 +115,7 @@ def _extensions():
     headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
                      if name.endswith(".h"))
     conv = [h for h in headers if not os.path.basename(h).startswith("pool_")]
-    elementwise = ("norm_", "activation_", "elementwise_")
+    elementwise = ("norm_", "activation_", "optim_", "elementwise_")
     pool = [h for h in headers
             if not os.path.basename(h).startswith(("conv_", "gemm_") + elementwise)]
     conv = [h for h in conv if not os.path.basename(h).startswith(elementwise)]

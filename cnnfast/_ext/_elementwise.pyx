@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Elementwise kernels: batch normalisation (statistics, affine map, the
-training-mode gradient) and ReLU (forward, backward, fused residual add).
+training-mode gradient), ReLU (forward, backward, fused residual add) and
+SGD's parameter update.
 
 Arrays arrive C-contiguous and native-endian, validated and allocated by
 cnnfast.functional; batch-norm arrays as (N, C, S). Owner computes: a
@@ -189,3 +190,28 @@ def relu_backward(const floating[::1] grad_out, const floating[::1] y, floating[
 def add_relu(const floating[::1] a, const floating[::1] b, floating[::1] y, int nthreads):
     """y = relu(a + b) (y may be a or b)."""
     _relu_op(a, b, y, 2, nthreads)
+
+
+# -------------------------------------------------------------- optimizer
+
+def sgd_update(floating[::1] p,                 # IN/OUT the parameter
+               const floating[::1] g,           # IN     its gradient
+               floating[::1] buf,               # IN/OUT momentum buffer, or None
+               double lr, double momentum, double dampening, double weight_decay,
+               bint nesterov, bint first, int nthreads):
+    """torch.optim.SGD's update of one parameter in one pass (kernels/optim_sgd.h),
+    spans of SPAN elements per thread."""
+    cdef Py_ssize_t n = p.shape[0], i, lo, spans = (n + SPAN - 1) // SPAN
+    if n == 0:
+        return
+    cdef floating *bp = &buf[0] if buf is not None else NULL
+    with nogil:
+        if nthreads > 1 and spans > 1:
+            for i in prange(spans, num_threads=nthreads, schedule='static'):
+                lo = i * SPAN
+                _kernels(<floating> 0).sgd_update(&p[lo], &g[lo], bp + lo if bp else NULL,
+                                                  min(SPAN, n - lo), lr, momentum, dampening,
+                                                  weight_decay, nesterov, first)
+        else:
+            _kernels(<floating> 0).sgd_update(&p[0], &g[0], bp, n, lr, momentum, dampening,
+                                              weight_decay, nesterov, first)

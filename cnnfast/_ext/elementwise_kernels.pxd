@@ -21,5 +21,8 @@ cdef extern from "elementwise_kernels.h" nogil:
         void (*relu)(const void *x, void *y, cf_idx n) noexcept nogil
         void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n) noexcept nogil
         void (*add_relu)(const void *a, const void *b, void *y, cf_idx n) noexcept nogil
+        void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr,
+                           double momentum, double dampening, double weight_decay,
+                           int nesterov, int first) noexcept nogil
 
     const cf_elementwise_kernels *cf_elementwise_kernels_for(int is_double)

@@ -4,6 +4,7 @@
 #include "cf_tiles.h"
 #include "norm_batch.h"
 #include "activation_relu.h"
+#include "optim_sgd.h"
 
 static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .isa = CF_LEVEL,
@@ -15,6 +16,7 @@ static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .relu = FN(relu),
     .relu_backward = FN(relu_backward),
     .add_relu = FN(add_relu),
+    .sgd_update = FN(sgd_update),
 };
 
 #include "cf_family_end.h"

@@ -1,4 +1,4 @@
-/* The elementwise kernels (batch norm, activations) as one table per (ISA
+/* The elementwise kernels (batch norm, activations, SGD's update) as one table per (ISA
  * level, dtype), as conv_kernels.h does for convolution. Scalars of the
  * table's dtype travel as double (exact for both dtypes) and are rounded to
  * it inside. Every kernel writes only the channel or span its caller hands
@@ -27,6 +27,9 @@ typedef struct {
     void (*relu)(const void *x, void *y, cf_idx n);
     void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n);
     void (*add_relu)(const void *a, const void *b, void *y, cf_idx n);
+    /* optim_sgd.h */
+    void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr, double momentum,
+                       double dampening, double weight_decay, int nesterov, int first);
 } cf_elementwise_kernels;
 
 #define CF_FAMILY "elementwise_family.h"
