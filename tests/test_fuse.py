@@ -109,6 +109,20 @@ def test_user_sequential(rng, dtype):
     assert fused.eval() is fused
 
 
+def test_a_sequential_with_its_own_forward_is_not_folded(rng):
+    class Skip(nn.Sequential):   # uses its children otherwise than in a chain
+        def forward(self, x):
+            return self[2](self[0](x)) + self[1](self[0](x))
+
+    model = Skip(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    _randomise_batch_norms(model, rng)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    fused = model.fuse()
+    assert [type(m).__name__ for m in fused.module.children()] == ["Conv2d", "BatchNorm2d",
+                                                                   "ReLU"]
+    _close(fused(x), model.eval()(x), np.float32)
+
+
 def test_fused_model_refuses_to_train(rng):
     fused = _build("resnet18", np.float32, rng).fuse()
     with pytest.raises(RuntimeError, match="inference"):

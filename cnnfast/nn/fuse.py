@@ -103,9 +103,15 @@ class Folded(Identity):
 
 def is_chain(module) -> bool:
     """Containers that run their children in attribute order (Sequential and
-    the models' Chain), where a child's output feeds only the next child."""
+    the models' Chain), where a child's output feeds only the next child. A
+    subclass that overrides forward (or Chain's _stages) may use its
+    children otherwise, so it is not one (its children are still fused)."""
     from ..models._common import Chain   # models build on nn, not the reverse at import
-    return isinstance(module, (Sequential, Chain))
+    cls = type(module)
+    if isinstance(module, Sequential):
+        return cls.forward is Sequential.forward
+    return (isinstance(module, Chain) and cls.forward is Chain.forward
+            and cls._stages is Chain._stages)
 
 
 def _fuse_chain(module):
