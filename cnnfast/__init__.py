@@ -20,6 +20,12 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
+# Freed activations stay in the process for the next training step instead of
+# being unmapped and page-faulted in again (glibc; see cnnfast._malloc).
+from ._malloc import keep_freed_memory as _keep_freed_memory
+
+_keep_freed_memory()
+
 from . import reference
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .functional import (
@@ -33,6 +39,8 @@ from .functional import (
     avg_pool2d_backward,
     avg_pool3d,
     avg_pool3d_backward,
+    batch_norm,
+    batch_norm_backward,
     conv1d,
     conv1d_backward,
     conv2d,
@@ -56,6 +64,8 @@ from .functional import (
     max_pool2d_backward,
     max_pool3d,
     max_pool3d_backward,
+    relu,
+    relu_backward,
 )
 
 

@@ -36,6 +36,7 @@ from ._threads import get_num_threads
 # OpenMP thread costs more than it saves (like torch's grain size).
 CONV_GRAIN = 1 << 21     # multiply-adds
 POOL_GRAIN = 1 << 17     # input elements read (or written, for backward)
+ELEMENTWISE_GRAIN = 1 << 17   # elements of batch norm / ReLU (memory-bound, as pooling)
 
 
 def conv_threads(macs: int) -> int:
@@ -49,6 +50,10 @@ def dense_threads(macs: int) -> int:
 
 def pool_threads(elements: int) -> int:
     return 1 if elements < POOL_GRAIN else get_num_threads()
+
+
+def elementwise_threads(elements: int) -> int:
+    return 1 if elements < ELEMENTWISE_GRAIN else get_num_threads()
 
 
 # ------------------------------------------------------ the auto thresholds

@@ -70,12 +70,40 @@ cdef inline const cf_conv_kernels *_kernels(floating dummy) noexcept nogil:
         return cf_conv_kernels_for(1)
 
 
+# ---------------------------------------------------------------- epilogue
+
+cdef struct _epilogue:
+    const void *res        # residual laid out as out (added before relu), or NULL
+    const void *out        # out's first element: a tile's residual is at the same offset
+    bint relu
+    bint active            # False: a plain convolution (and every backward pass)
+
+
+cdef _epilogue _no_epilogue():
+    cdef _epilogue e
+    e.res = e.out = NULL
+    e.relu = e.active = False
+    return e
+
+
+cdef inline void _epilogue_rows(const _epilogue *e, floating *o, Py_ssize_t rows,
+                                Py_ssize_t row_stride, Py_ssize_t n) noexcept nogil:
+    """A fused layer's residual add and ReLU on the tile just stored at o
+    (rows spans of n outputs, row_stride apart), while it is in cache."""
+    if e == NULL or not e.active:
+        return
+    cdef const floating *res = NULL
+    if e.res != NULL:
+        res = (<const floating *> e.res) + (o - <const floating *> e.out)
+    _kernels(<floating> 0).conv_epilogue(o, res, rows, row_stride, n, e.relu)
+
+
 # ------------------------------------------------------------------ direct
 
 cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *w,
                                const floating *bias, floating *out,
                                Py_ssize_t groups, Py_ssize_t nkb,
-                               const cf_geom *g) noexcept nogil:
+                               const cf_geom *g, const _epilogue *ep) noexcept nogil:
     """Item (n, group, channel block, od, oh): one output row of nb channels."""
     cdef Py_ssize_t oh = i % g.OH
     i = i // g.OH
@@ -96,20 +124,22 @@ cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *
         bp = bias + grp * g.K + k0
     cdef floating *op = out + (n * groups * g.K + grp * g.K + k0) * P + (od * g.OH + oh) * g.OW
     _kernels(<floating> 0).direct_forward_row(xp, wp, bp, op, nb, od, oh, g)
+    _epilogue_rows(ep, op, nb, P, g.OW)
 
 
 cdef void _direct_forward(const floating *x, const floating *w, const floating *bias,
                           floating *out, Py_ssize_t N, Py_ssize_t groups,
-                          const cf_geom *g, int nthreads) noexcept nogil:
+                          const cf_geom *g, int nthreads,
+                          const _epilogue *ep=NULL) noexcept nogil:
     cdef Py_ssize_t nkb = (g.K + CF_KB - 1) // CF_KB
     cdef Py_ssize_t nitems = N * groups * nkb * g.OD * g.OH
     cdef Py_ssize_t i
     if nthreads > 1:
         for i in prange(nitems, num_threads=nthreads, schedule='guided'):
-            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g, ep)
     else:
         for i in range(nitems):
-            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g, ep)
 
 
 cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
@@ -209,6 +239,7 @@ cdef struct _cv_job:
     Py_ssize_t groups, nkb, kblock, Kpad, nq, qchunk, qend, xpad_size, N
     bint in_place          # no padding: read x itself
     bint batch             # x is the padded input with the batch innermost
+    _epilogue ep           # a fused layer's residual add and ReLU
 
 
 cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
@@ -230,18 +261,26 @@ cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
     cdef const floating *b = NULL
     if job.bias != NULL:
         b = (<const floating *> job.bias) + grp * job.Kpad + k0
+    cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
+    cdef Py_ssize_t n, r
     if job.batch:  # ng is the group alone
         _kernels(<floating> 0).direct_forward_cv_batch(
             (<const floating *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N, job.N, w, b,
-            (<floating *> job.out) + (ng * g.K + k0) * P, job.groups * g.K * P, q0, q1, nk, gp)
+            o, job.groups * g.K * P, q0, q1, nk, gp)
+        if job.ep.active:  # positions [q0, q1) of every image
+            for n in range(job.N):
+                _epilogue_rows(&job.ep, o + n * job.groups * g.K * P + q0, nk, P, q1 - q0)
         return
     cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
     cdef const floating *src = xg
     if not job.in_place:
         src = _thread_padded_image(xg, (<floating *> job.xpad) + tid * job.xpad_size,
                                    &job.padded_id[tid], ng, g, gp)
-    cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
     _kernels(<floating> 0).direct_forward_cv(src, w, b, o, q0, q1, nk, gp)
+    if job.ep.active:  # the output rows of padded-plane rows [q0/W, q1/W) (q0 % W == 0)
+        for r in range(q0 // gp.W, (q1 + gp.W - 1) // gp.W):
+            if r % gp.H < g.OH:
+                _epilogue_rows(&job.ep, o + (r // gp.H * g.OH + r % gp.H) * g.OW, nk, P, g.OW)
 
 
 cdef tuple _reach(const cf_geom *g):
@@ -267,7 +306,8 @@ cdef object _batch_innermost(const floating[:, :, :, :, ::1] x, const cf_geom *g
 
 cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias,
                       floating *out, Py_ssize_t N, cf_geom g, Py_ssize_t groups,
-                      int nthreads, bint batch=False, bint finite_weights=False) except -1:
+                      int nthreads, bint batch=False, bint finite_weights=False,
+                      const _epilogue *ep=NULL) except -1:
     """Direct forward with output channels in the vector lanes. Stride 1:
     items (n, group, channel block, position chunk) own their outputs and a
     thread pads each image it meets once (not at all without padding).
@@ -281,6 +321,7 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
     gp.D, gp.H, gp.W = _reach(&g)
     job.batch = batch
     job.N = N
+    job.ep = ep[0] if ep != NULL else _no_epilogue()
     job.in_place = batch or (g.pd == 0 and g.ph == 0 and g.pw == 0
                              and gp.D == g.D and gp.H == g.H and gp.W == g.W)
     gp.pd = gp.ph = gp.pw = 0
@@ -385,6 +426,7 @@ cdef struct _packed_job:
     Py_ssize_t a_rs, a_ks  # apk is the weights read in place, (i, k) at i*a_rs + k*a_ks;
                            # a_rs == 0: apk is packed
     bint in_place          # no padding: pack straight from x
+    _epilogue ep           # forward: a fused layer's residual add and ReLU
 
 
 cdef inline void _job_gemm(const _packed_job *job, const floating *a, const floating *panels,
@@ -424,13 +466,16 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     _kernels(<floating> 0).gemm_pack_columns(src, src_end, panels, p0, cnt, runs,
                           gp)
+    cdef floating *o = (<floating *> job.out) + ng * g.K * P + p0
     _job_gemm(job, (<const floating *> job.apk) + grp * (g.K if job.a_rs else job.Kr) * R,
-              panels, g.K, cnt, R, (<floating *> job.out) + ng * g.K * P + p0, P, bias, tid)
+              panels, g.K, cnt, R, o, P, bias, tid)
+    _epilogue_rows(&job.ep, o, g.K, P, cnt)
 
 
 cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                           const floating *bias, floating[:, :, :, :, ::1] out, cf_geom g,
-                          Py_ssize_t groups, tuple padding, tuple gemm, int nthreads) except *:
+                          Py_ssize_t groups, tuple padding, tuple gemm, int nthreads,
+                          const _epilogue *ep) except *:
     """The im2col forward on the packed GEMM. Items (n, group, tile) own
     out[n, group, :, tile]; a thread pads each image it meets once. gemm:
     the plan's (tile, weights_in_place, reduction_chunk)."""
@@ -453,6 +498,7 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
                                 (g.dd, g.dh, g.dw))]
         gp.pd = gp.ph = gp.pw = 0
     job.groups = groups
+    job.ep = ep[0]
     job.Kr = (g.K + 3) // 4 * 4
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
@@ -548,6 +594,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                 (1, 1, 1))
     job.in_place = _is_pointwise_identity(&g)
     job.groups = groups
+    job.ep = _no_epilogue()
     job.Kr = (R + 3) // 4 * 4
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
@@ -616,10 +663,13 @@ def lanes_waste(dtype, Py_ssize_t K, Py_ssize_t N, tuple reach, tuple out_size, 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                 str kernel, tuple gemm, int nthreads):
+                 str kernel, tuple gemm, int nthreads, bint relu=False,
+                 const floating[:, :, :, :, ::1] residual=None):
     """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
-    "direct_lanes_batch" or "direct_rows". `bias` may be empty (no bias)."""
+    "direct_lanes_batch" or "direct_rows". `bias` may be empty (no bias).
+    A fused layer's epilogue: `residual` (shaped as out) added, then ReLU
+    when `relu`, on each output tile right after it is stored."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
@@ -628,21 +678,27 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef _epilogue ep = _no_epilogue()
+    ep.relu = relu
+    ep.active = relu or residual is not None
+    ep.out = &out[0, 0, 0, 0, 0]
+    if residual is not None:
+        ep.res = &residual[0, 0, 0, 0, 0]
     cdef tuple kernel_size = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
     cdef floating[::1] xt_v
     cdef cf_geom gp
     if kernel == "gemm":
-        _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads)
+        _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads, &ep)
     elif kernel == "direct_lanes_batch":
         xt = _batch_innermost(x, &g)
         xt_v = xt.reshape(-1)
         _cv_forward(&xt_v[0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
-                    nthreads, True)
+                    nthreads, True, False, &ep)
     elif kernel == "direct_lanes":
         _cv_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
-                    nthreads)
+                    nthreads, False, False, &ep)
     elif kernel == "direct_rows":
         shape = _direct_input_shape(out_size, kernel_size, stride, dilation,
                                     _vector_width(<floating> 0))
@@ -651,7 +707,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                        stride, (0, 0, 0), dilation)
         with nogil:
             _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
-                            N, groups, &gp, nthreads)
+                            N, groups, &gp, nthreads, &ep)
     else:
         raise ValueError(f"unknown forward kernel {kernel!r}")
 
