@@ -66,8 +66,9 @@ def test_linear_forward_backward_equal_numpy(dtype):
 # --------------------------------------------------- thread counts in models
 
 class _Recorder:
-    """Stands in for a driver module: records the thread count (every driver
-    takes it as its last argument) of each call, then calls through."""
+    """Stands in for a driver module: records the thread count of each call
+    (every driver takes it as its last int argument; the conv forward's
+    epilogue arguments follow it), then calls through."""
 
     def __init__(self, module, seen):
         self._module, self._seen = module, seen
@@ -78,15 +79,16 @@ class _Recorder:
             return fn
 
         def call(*args):
-            if args and isinstance(args[-1], int):
-                self._seen.append((name, args[-1]))
+            ints = [a for a in args if type(a) is int]
+            if ints:
+                self._seen.append((name, ints[-1]))
             return fn(*args)
         return call
 
 
 def test_each_kernel_in_a_model_gets_the_configured_threads(monkeypatch):
     seen = []
-    for name in ("_conv", "_pool", "_dense"):
+    for name in ("_conv", "_pool", "_dense", "_elementwise"):
         monkeypatch.setattr(F, name, _Recorder(getattr(F, name), seen))
     nn.manual_seed(0)
     model = models.resnet18(num_classes=10).train()

@@ -7,7 +7,8 @@ rows. Each row times cnnfast, the same model in PyTorch with cnnfast's
 weights, and (inference) onnxruntime CPU running that PyTorch twin exported
 to ONNX with its thread pool at the same count and spinning off. The
 "+ matmul" column times the same cnnfast call when the user's code runs a
-NumPy matmul (at NumPy's own thread count) just before each call.
+NumPy matmul (at NumPy's own thread count) just before each call; "fused"
+times the `fuse()`d inference copy of the model.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def cnnfast_call(case, seed=0):
     if case.mode == "inference":
         model.eval()
         return model, lambda: model(x)
-    model.train()
+    model.train().skip_input_grad()  # as torch: no gradient for the input batch
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
 
@@ -197,6 +198,10 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
         with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
             ms = _times_ms(call, rep, warmup=2)
             ms_matmul = _times_ms(call, rep, warmup=1, before=matmul)
+            fms = None
+            if case.mode == "inference":
+                fused, (x, _) = model.fuse(), _batch(case)
+                fms = _times_ms(lambda: fused(x), rep, warmup=2)
         tms = oms = None
         if torch is not None:
             torch.set_num_threads(threads)
@@ -207,16 +212,18 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
                 tms = _times_ms(tcall, rep, warmup=2)
                 oms = _times_ms(ocall, rep, warmup=2) if ocall else None
         rows.append(dict(shape=case.name, algorithm="auto", passage=case.mode, ms=ms,
-                         ms_with_matmul=ms_matmul, torch_ms=tms, onnxruntime_ms=oms,
+                         ms_with_matmul=ms_matmul, fused_ms=fms, torch_ms=tms,
+                         onnxruntime_ms=oms,
                          vs_torch=(tms / ms) if tms else None,
                          vs_onnxruntime=(oms / ms) if oms else None,
+                         fused_vs_onnxruntime=(oms / fms) if oms and fms else None,
                          vs_reference=None, under_load=under_load))
     return rows
 
 
 def format_model_table(rows, threads, torch_version):
-    head = (f"{'model':<22} {'pass':<11} {'ms':>8} {'+matmul':>8} {'torch ms':>9} "
-            f"{'ort ms':>8} {'x torch':>8} {'x ort':>6}")
+    head = (f"{'model':<22} {'pass':<11} {'ms':>8} {'+matmul':>8} {'fused':>8} "
+            f"{'torch ms':>9} {'ort ms':>8} {'x torch':>8} {'x ort':>6} {'fused x ort':>11}")
     load = "  (one other process spinning on a core)" if rows and rows[0]["under_load"] else ""
     lines = [f"threads={threads}  torch={torch_version or 'not installed'}{load}", head,
              "-" * len(head)]
@@ -225,9 +232,11 @@ def format_model_table(rows, threads, torch_version):
         return format(v, spec) if v else "-"
     for r in rows:
         lines.append(f"{r['shape']:<22} {r['passage']:<11} {r['ms']:>8.2f} "
-                     f"{r['ms_with_matmul']:>8.2f} {fmt(r['torch_ms'], '9.2f'):>9} "
+                     f"{r['ms_with_matmul']:>8.2f} {fmt(r['fused_ms'], '8.2f'):>8} "
+                     f"{fmt(r['torch_ms'], '9.2f'):>9} "
                      f"{fmt(r['onnxruntime_ms'], '8.2f'):>8} {fmt(r['vs_torch'], '8.2f'):>8} "
-                     f"{fmt(r['vs_onnxruntime'], '6.2f'):>6}")
+                     f"{fmt(r['vs_onnxruntime'], '6.2f'):>6} "
+                     f"{fmt(r['fused_vs_onnxruntime'], '11.2f'):>11}")
     return "\n".join(lines)
 
 
@@ -237,15 +246,15 @@ def format_scaling(runs):
     if 1 not in by_threads or len(by_threads) < 2:
         return ""
     top = max(by_threads)
-    head = (f"{'model':<22} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'torch':>7} "
-            f"{'ort':>6}")
+    head = (f"{'model':<22} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'fused':>6} "
+            f"{'torch':>7} {'ort':>6}")
     lines = [f"speed-up {top} threads over 1 (> 1 scales)", head, "-" * len(head)]
 
     def ratio(a, b, key):
         return f"{a[key] / b[key]:.2f}" if a.get(key) and b.get(key) else "-"
     for one, many in zip(by_threads[1], by_threads[top]):
         lines.append(f"{one['shape']:<22} {one['passage']:<11} {ratio(one, many, 'ms'):>8} "
-                     f"{ratio(one, many, 'ms_with_matmul'):>8} "
+                     f"{ratio(one, many, 'ms_with_matmul'):>8} {ratio(one, many, 'fused_ms'):>6} "
                      f"{ratio(one, many, 'torch_ms'):>7} {ratio(one, many, 'onnxruntime_ms'):>6}")
     return "\n".join(lines)
 
