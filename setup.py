@@ -121,6 +121,7 @@ def _extensions():
                   depends=conv + ["cnnfast/_ext/conv_kernels.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
+        Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

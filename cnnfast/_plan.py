@@ -46,6 +46,42 @@ def pool_threads(elements: int) -> int:
     return 1 if elements < POOL_GRAIN else get_num_threads()
 
 
+def copy_threads(elements: int) -> int:
+    """Threads of a layout copy (channels-first <-> channels-last): memory-bound
+    like pooling, so pooling's grain."""
+    return pool_threads(elements)
+
+
+# --------------------------------------------------------- channels-last
+
+def conv_channels_last_native(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """Does a channels-last convolution of geom run on its own NHWC path
+    instead of the channels-first plan between two layout copies?
+
+    Natively: a 1x1 kernel at stride 1 without padding and with one group
+    (auto or "1x1"). An NHWC array already is the (pixels x channels) matrix,
+    so forward, input gradient and weight gradient are each one GEMM over
+    pixel rows with nothing copied (_conv.pointwise_rows).
+    Every other convolution copies its arrays to channels-first (the blocked
+    copies of _ext/_layout.pyx, a few percent of a 3x3 conv) and runs the
+    channels-first plan: all algorithms, strides, dilations and groups.
+    """
+    return (algorithm in ("auto", "1x1") and geom.is_pointwise and geom.groups == 1
+            and all(s == 1 for s in geom.stride) and not any(geom.pad_before)
+            and not any(geom.pad_after) and tuple(geom.in_size) == tuple(geom.out_size)
+            and max(geom.batch * math.prod(geom.in_size), geom.in_channels,
+                    geom.out_channels) <= V.BLAS_INT_MAX)
+
+
+def pool_channels_last_native(nd: int) -> bool:
+    """Channels-last max/avg pooling (1-D, 2-D; global 2-D) runs natively:
+    each image is one plane of the channels-first kernels with a window of 1
+    along C (PoolGeometry.last_planes_shape), the vector lanes across
+    channels; faster than two layout copies around the channels-first call.
+    3-D and adaptive pooling copy to channels-first and back."""
+    return nd <= 2
+
+
 # ------------------------------------------------------ the auto thresholds
 
 # Output channels per group from which the stride-1 direct forward puts

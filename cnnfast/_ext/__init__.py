@@ -7,6 +7,7 @@
 - `kernels/`: the C micro-kernels, one family per header, compiled once per
   ISA level and dtype into kernel tables (kernels/cf_isa.h explains how).
 - `conv_kernels.pxd`, `pool_kernels.pxd`: the kernel tables as Cython sees them.
+- `_layout.pyx`: blocked, threaded copies between channels-first and channels-last.
 - `_runtime.pyx`: what the build holds (compiler, flags, OpenMP, ISA variant).
 - `_workspace.py`: per-thread work arrays the drivers reuse across calls.
 """
