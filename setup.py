@@ -114,14 +114,16 @@ def _extensions():
     kernels = "cnnfast/_ext/kernels"
     headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
                      if name.endswith(".h"))
-    conv = [h for h in headers if not os.path.basename(h).startswith("pool_")]
-    pool = [h for h in headers if not os.path.basename(h).startswith(("conv_", "gemm_"))]
+    conv = [h for h in headers if not os.path.basename(h).startswith(("pool_", "layout_"))]
+    pool = [h for h in headers
+            if not os.path.basename(h).startswith(("conv_", "gemm_", "layout_"))]
     exts = [
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
                   depends=conv + ["cnnfast/_ext/conv_kernels.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
-        Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"]),
+        Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"], include_dirs=[kernels],
+                  depends=[os.path.join(kernels, "layout_swap.h")]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

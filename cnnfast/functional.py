@@ -50,13 +50,17 @@ def _shape_last(shape: tuple) -> tuple:
 
 def _to_first(a):
     """A channels-last array as a new C-contiguous channels-first one, by the
-    blocked copy (float32/float64/int64, any strides); other arrays as
+    blocked copy (native float32/float64/int64; a non-contiguous one is made
+    contiguous first); other arrays as
     _first_view (validation rejects or converts them)."""
     if not isinstance(a, np.ndarray) or a.ndim < 3 or a.dtype not in _SWAPPABLE or not a.size:
         return _first_view(a)
     n, c = a.shape[0], a.shape[-1]
+    if c == 1 or a.size == n * c:  # one channel or one position: the same memory order
+        return _first_view(a)
     out = np.empty(_shape_first(a.shape), a.dtype)
-    _layout.swap_axes(a.reshape(n, -1, c), out.reshape(n, c, -1), P.copy_threads(a.size))
+    _layout.swap_axes(V.kernel_array(a, a.dtype).reshape(n, -1, c), out.reshape(n, c, -1),
+                      P.copy_threads(a.size))
     return out
 
 
@@ -65,9 +69,11 @@ def _to_last(a):
     C-contiguous channels-last array; None and (N, C) arrays unchanged."""
     if a is None or a.ndim < 3:
         return a
+    n, c = a.shape[:2]
+    if c == 1 or a.size == n * c:  # the same memory order: a reshape of the new result
+        return a.reshape(_shape_last(a.shape))
     out = np.empty(_shape_last(a.shape), a.dtype)
     if a.size:
-        n, c = a.shape[:2]
         _layout.swap_axes(a.reshape(n, c, -1), out.reshape(n, -1, c), P.copy_threads(a.size))
     return out
 
@@ -517,7 +523,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
                            padding, dilation, ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
     if last:
-        if P.pool_channels_last_native(nd):
+        if P.pool_channels_last_native(nd, geom.channels):
             return _max_pool_last(geom, x, return_indices)
         result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation,
                            ceil_mode, return_indices)
@@ -559,7 +565,7 @@ def _max_pool_backward(nd, grad_out, indices, input_shape, op,
 
 def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=False):
     shape = V.input_shape_arg(input_shape, nd + 2, op)
-    native = P.pool_channels_last_native(nd)
+    native = P.pool_channels_last_native(nd, shape[-1])
     if keepdims_ok:  # global pooling: grad_out (N, C) or (N, 1, 1, C)
         dtype, _ = V.pooled_grad(_first_view(grad_out), _shape_first(shape), op,
                                  keepdims_ok=True)
@@ -616,7 +622,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                            padding, 1, ceil_mode)
     divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
                                    V.divisor_override_arg(divisor_override))
-    if last and P.pool_channels_last_native(nd):
+    if last and P.pool_channels_last_native(nd, geom.channels):
         x4 = V.kernel_array(x, geom.dtype).reshape(geom.last_planes_shape)
         out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
         kernel, stride3, padding3, _ = geom.last_kernel_args
@@ -648,7 +654,7 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
                    "grad_out", f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
     divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
                                    V.divisor_override_arg(divisor_override))
-    if last and P.pool_channels_last_native(nd):
+    if last and P.pool_channels_last_native(nd, geom.channels):
         grad_x = np.empty(input_shape, dtype=dtype)
         kernel, stride3, padding3, _ = geom.last_kernel_args
         _pool.avg_pool_backward(

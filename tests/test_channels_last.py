@@ -191,12 +191,25 @@ def test_conv_transpose(rng, dtype, case):
 
 # ---------------------------------------------------------------- pooling
 
+@pytest.fixture(params=["native", "transposed"])
+def pool_route(request, monkeypatch):
+    """Every pooling case both ways: natively on the plane kernels (whatever the
+    channel count) and through the layout copies around the channels-first call."""
+    from cnnfast import _plan
+
+    monkeypatch.setattr(_plan, "POOL_CHANNELS_LAST_MIN", 1 if request.param == "native"
+                        else 10**9)
+    return request.param
+
+
 # (nd, N, C, spatial, kernel, stride, padding, dilation, ceil_mode)
 MAX_CASES = [
     (2, 2, 3, (7, 8), 3, 2, 1, 1, False),
     (2, 1, 5, (9, 7), (3, 2), (2, 1), (1, 0), (2, 1), True),
     (2, 0, 3, (6, 6), 2, 2, 0, 1, False),
     (2, 2, 17, (5, 5), 2, 1, 1, 1, True),            # more channels than one vector
+    (2, 3, 32, (6, 7), 3, 2, 1, 2, False),
+    (1, 2, 16, (9,), 2, 1, 0, 1, False),
     (1, 2, 4, (11,), 3, 2, 1, 2, True),
     (3, 2, 3, (4, 5, 6), 2, (1, 2, 2), (1, 0, 1), 1, False),    # transposed
 ]
@@ -204,7 +217,7 @@ MAX_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", MAX_CASES)
-def test_max_pool(rng, dtype, case):
+def test_max_pool(rng, dtype, case, pool_route):
     nd, N, C, spatial, kernel, stride, padding, dilation, ceil_mode = case
     x = rng.standard_normal((N, C) + spatial).astype(dtype)
     args = (kernel, stride, padding, dilation, ceil_mode)
@@ -220,7 +233,7 @@ def test_max_pool(rng, dtype, case):
     check_last(op_bw(last(go), il, shape_last(x.shape), **LAST), want, dtype, 8)
 
 
-def test_max_pool_ties_nan_and_padding_only_windows():
+def test_max_pool_ties_nan_and_padding_only_windows(pool_route):
     x = np.zeros((1, 3, 4, 4), np.float32)
     x[0, 1, 1, 1] = np.nan
     x[0, 2] = -np.inf
@@ -237,6 +250,7 @@ AVG_CASES = [
     (2, 1, 5, (9, 7), (3, 2), (2, 1), (1, 0), True, False, None),
     (2, 2, 4, (6, 6), 2, 2, 1, True, True, 3),
     (2, 0, 3, (6, 6), 2, 2, 0, False, True, None),
+    (2, 2, 24, (7, 6), 3, 1, 1, False, False, None),
     (1, 2, 4, (11,), 3, 2, 1, True, False, None),
     (3, 2, 3, (4, 5, 6), 2, (1, 2, 2), (1, 0, 1), True, False, None),  # transposed
 ]
@@ -244,7 +258,7 @@ AVG_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", AVG_CASES)
-def test_avg_pool(rng, dtype, case):
+def test_avg_pool(rng, dtype, case, pool_route):
     nd, N, C, spatial, *args = case
     x = rng.standard_normal((N, C) + spatial).astype(dtype)
     want = getattr(ref, f"avg_pool{nd}d")(x, *args)
@@ -280,7 +294,7 @@ def test_adaptive_pool(rng, dtype, out, N):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 20, 4, 4), (0, 3, 2, 2), (3, 1, 1, 1)])
-def test_global_pool(rng, dtype, keepdims, shape):
+def test_global_pool(rng, dtype, keepdims, shape, pool_route):
     x = rng.standard_normal(shape).astype(dtype)
     x_last = last(x)
     hw = shape[2] * shape[3]
@@ -301,7 +315,7 @@ def test_global_pool(rng, dtype, keepdims, shape):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_pool_any_input_layout(rng, files, layout):
+def test_pool_any_input_layout(rng, files, layout, pool_route):
     x = last(rng.standard_normal((2, 5, 6, 7)).astype(np.float32))
     odd = relayout(x, layout, files())
     x = np.ascontiguousarray(odd)   # the values odd holds ("broadcast" changes them)
@@ -330,7 +344,7 @@ def _as_tuple(r):
 
 
 @pytest.mark.parametrize("pool", ["max", "avg", "global_max", "global_avg"])
-def test_pool_gradients_match_finite_differences(rng, pool):
+def test_pool_gradients_match_finite_differences(rng, pool, pool_route):
     x = last(rng.standard_normal((2, 3, 5, 6)))
     fwd = {"max": lambda a: cf.max_pool2d(a, 3, 2, 1, **LAST),
            "avg": lambda a: cf.avg_pool2d(a, 3, 2, 1, count_include_pad=False, **LAST),
@@ -409,7 +423,7 @@ def test_shape_errors_in_channels_last():
 
 @pytest.mark.parametrize("bad", [-1, 4, 2**62, -2**62])
 @pytest.mark.parametrize("op", ["max", "global"])
-def test_indices_out_of_range_rejected(bad, op):
+def test_indices_out_of_range_rejected(bad, op, pool_route):
     """An index past the plane, also one whose (*spatial, C) offset would wrap
     around int64, is refused before anything is written."""
     idx = np.zeros((1, 1, 1, 3), np.int64)
