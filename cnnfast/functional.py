@@ -566,16 +566,15 @@ def _max_pool_backward(nd, grad_out, indices, input_shape, op,
 def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=False):
     shape = V.input_shape_arg(input_shape, nd + 2, op)
     native = P.pool_channels_last_native(nd, shape[-1])
+    # indices are range-checked by the scatter kernels as they use them
     if keepdims_ok:  # global pooling: grad_out (N, C) or (N, 1, 1, C)
         dtype, _ = V.pooled_grad(_first_view(grad_out), _shape_first(shape), op,
                                  keepdims_ok=True)
         V.check_indices(_first_view(indices), _first_view(grad_out), _shape_first(shape), op,
-                        check_range=True)
+                        check_range=False)
     else:
-        # the native scatter turns indices into (*spatial, C) positions: check
-        # them first (a huge index times C could wrap into range)
         dtype, _ = V.max_pool_indices(_first_view(grad_out), _first_view(indices),
-                                      _shape_first(shape), nd, op, check_range=native)
+                                      _shape_first(shape), nd, op, check_range=False)
     if native:
         return _scatter_max_last(grad_out, indices, shape, dtype, op)
     return _to_last(_scatter_max(_to_first(grad_out), _to_first(indices), _shape_first(shape),
@@ -590,11 +589,11 @@ def _scatter_max_last(grad_out, indices, input_shape, dtype, op):
     if n == 0:
         return grad_x
     outputs = grad_out.size // n
-    flat = V.kernel_array(indices, np.int64).reshape(n, outputs // c, c) * c + np.arange(c)
     bad = _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(n, outputs),
-                                  flat.reshape(n, outputs), grad_x.reshape(n, grad_x.size // n),
-                                  P.pool_threads(grad_x.size))
-    if bad >= 0:  # only if indices changed since the check (another thread)
+                                  V.kernel_array(indices, np.int64).reshape(n, outputs),
+                                  grad_x.reshape(n, grad_x.size // n),
+                                  P.pool_threads(grad_x.size), c)
+    if bad >= 0:
         raise V.index_out_of_range(int(indices.reshape(-1)[bad]), _shape_first(input_shape), op)
     return grad_x
 

@@ -26,16 +26,20 @@ def _nchw(a):
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
 
 
+def _conv_arrays(shape, dtype):
+    """x, w, b, grad_out, NHWC x, NHWC grad_out and the conv arguments of a shape."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape.x_shape).astype(dtype)
+    w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
+    b = rng.standard_normal(shape.K).astype(dtype)
+    go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
+    return x, w, b, go, _nhwc(x), _nhwc(go), dict(stride=shape.stride, padding=shape.padding)
+
+
 def _conv_cases(dtype):
     """(family, label, pass, channels-first fn, channels-last fn, baseline fn)."""
     for shape in CONV_SHAPES:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(shape.x_shape).astype(dtype)
-        w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
-        b = rng.standard_normal(shape.K).astype(dtype)
-        go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
-        xl, gol = _nhwc(x), _nhwc(go)
-        a = dict(stride=shape.stride, padding=shape.padding)
+        x, w, b, go, xl, gol, a = _conv_arrays(shape, dtype)
         yield ("conv", shape.label(), "forward",
                lambda x=x, w=w, b=b, a=a: cnnfast.conv2d(x, w, b, **a),
                lambda xl=xl, w=w, b=b, a=a: cnnfast.conv2d(xl, w, b, **a, **LAST),
@@ -46,13 +50,7 @@ def _conv_cases(dtype):
                lambda gol=gol, xl=xl, w=w, a=a: _nhwc_first(
                    cnnfast.conv2d_backward(_nchw(gol), _nchw(xl), w, **a)))
     for shape in CONV_TRANSPOSE_SHAPES:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(shape.x_shape).astype(dtype)
-        w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
-        b = rng.standard_normal(shape.K).astype(dtype)
-        go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
-        xl, gol = _nhwc(x), _nhwc(go)
-        a = dict(stride=shape.stride, padding=shape.padding)
+        x, w, b, go, xl, gol, a = _conv_arrays(shape, dtype)
         yield ("convT", shape.label(), "forward",
                lambda x=x, w=w, b=b, a=a: cnnfast.conv_transpose2d(x, w, b, **a),
                lambda xl=xl, w=w, b=b, a=a: cnnfast.conv_transpose2d(xl, w, b, **a, **LAST),
