@@ -564,9 +564,11 @@ def _max_pool_backward(nd, grad_out, indices, input_shape, op,
 
 
 def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=False):
+    """Channels-last max-pooling backward, any nd (global: keepdims_ok): the
+    scatter kernel reads channels-last images directly (P.pool_channels_last_native
+    is for the forward kernels; a scatter has no layout to prefer)."""
     shape = V.input_shape_arg(input_shape, nd + 2, op)
-    native = P.pool_channels_last_native(nd, shape[-1])
-    # indices are range-checked by the scatter kernels as they use them
+    # indices are range-checked by the scatter kernel as it uses them
     if keepdims_ok:  # global pooling: grad_out (N, C) or (N, 1, 1, C)
         dtype, _ = V.pooled_grad(_first_view(grad_out), _shape_first(shape), op,
                                  keepdims_ok=True)
@@ -575,10 +577,7 @@ def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=
     else:
         dtype, _ = V.max_pool_indices(_first_view(grad_out), _first_view(indices),
                                       _shape_first(shape), nd, op, check_range=False)
-    if native:
-        return _scatter_max_last(grad_out, indices, shape, dtype, op)
-    return _to_last(_scatter_max(_to_first(grad_out), _to_first(indices), _shape_first(shape),
-                                 dtype, op))
+    return _scatter_max_last(grad_out, indices, shape, dtype, op)
 
 
 def _scatter_max_last(grad_out, indices, input_shape, dtype, op):
@@ -834,11 +833,7 @@ def adaptive_max_pool2d_backward(grad_out, indices, input_shape, *,
     """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
     op = "adaptive_max_pool2d_backward"
     if V.channels_last(data_format):
-        shape = V.input_shape_arg(input_shape, 4, op)
-        V.max_pool_indices(_first_view(grad_out), _first_view(indices), _shape_first(shape),
-                           2, op, check_range=False)
-        return _to_last(adaptive_max_pool2d_backward(_to_first(grad_out), _to_first(indices),
-                                                     _shape_first(shape)))
+        return _max_pool_backward_last(2, grad_out, indices, input_shape, op)
     dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2, op,
                                             check_range=False)
     return _scatter_max(grad_out, indices, input_shape, dtype, op)
