@@ -595,3 +595,36 @@ def test_torch_oracle_pointwise_and_pool(rng):
     y, il = cf.max_pool2d(last(x), 3, 2, 1, return_indices=True, **LAST)
     check_last(y, want.numpy(), np.float64)
     np.testing.assert_array_equal(il, last(idx.numpy()))
+
+
+def test_reference_takes_data_format_with_the_same_signatures():
+    import inspect
+
+    for name in cf.functional.__all__:
+        if name != "explain_conv":
+            assert (inspect.signature(getattr(ref, name))
+                    == inspect.signature(getattr(cf.functional, name))), name
+
+
+@pytest.mark.parametrize("case", ["conv", "conv_backward", "convt", "max", "avg_backward",
+                                  "global"])
+def test_reference_channels_last_matches(rng, case):
+    x = last(rng.standard_normal((2, 4, 6, 5)))
+    w = rng.standard_normal((3, 4, 3, 3))
+    calls = {
+        "conv": lambda m: m.conv2d(x, w, padding=1, **LAST),
+        "conv_backward": lambda m: m.conv2d_backward(last(np.ones((2, 3, 6, 5))), x, w,
+                                                     padding=1, **LAST),
+        "convt": lambda m: m.conv_transpose2d(x, w.transpose(1, 0, 2, 3)[:, :4], stride=2,
+                                              **LAST),
+        "max": lambda m: m.max_pool2d(x, 2, return_indices=True, **LAST),
+        "avg_backward": lambda m: m.avg_pool2d_backward(np.ones((2, 3, 2, 4)), x.shape, 2,
+                                                        **LAST),
+        "global": lambda m: m.global_max_pool2d(x, True, True, **LAST),
+    }
+    got, want = calls[case](cf), calls[case](ref)
+    for g, wnt in zip(got if isinstance(got, tuple) else (got,),
+                      want if isinstance(want, tuple) else (want,)):
+        np.testing.assert_allclose(g, wnt, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="data_format"):
+        ref.conv2d(x, w, data_format="NHWC")
