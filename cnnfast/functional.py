@@ -78,10 +78,23 @@ def _to_last(a):
     return out
 
 
-def _pixel_rows(a, dtype):
-    """A channels-last array as its (pixels, channels) matrix, C-contiguous."""
+def _pixel_rows(a, dtype, stride=None):
+    """A channels-last array as its (pixels, channels) matrix, C-contiguous;
+    with a stride, of the pixels a strided 1x1 convolution reads."""
+    if stride is not None and any(s > 1 for s in stride):
+        a = a[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
     a = V.kernel_array(a, dtype)
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+def _strided_grad(grad_sub, x_shape, stride):
+    """The input gradient of a strided 1x1 convolution: grad_sub at the
+    pixels it read, zeros elsewhere."""
+    if all(s == 1 for s in stride):
+        return grad_sub
+    grad_x = np.zeros(x_shape, grad_sub.dtype)
+    grad_x[(slice(None),) + tuple(slice(None, None, s) for s in stride)] = grad_sub
+    return grad_x
 
 
 def _pointwise_rows(rows, w2, trans_w, bias, shape, threads):
@@ -239,7 +252,7 @@ def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algori
 def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
     geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups)
     if P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
-        return _pointwise_rows(_pixel_rows(x, geom.dtype),
+        return _pointwise_rows(_pixel_rows(x, geom.dtype, geom.stride),
                                weight.reshape(geom.out_channels, geom.in_channels), True,
                                _bias_array(bias, geom.dtype), _shape_last(geom.out_shape),
                                P.conv_threads(P.conv_macs(geom)))
@@ -262,10 +275,13 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
     go = _pixel_rows(grad_out, geom.dtype)
     grad_x = grad_w = grad_b = None
     if "x" in need:
-        grad_x = _pointwise_rows(go, weight.reshape(geom.out_channels, geom.in_channels), False,
-                                 np.empty(0, geom.dtype), x.shape, threads)
+        grad_x = _strided_grad(_pointwise_rows(
+            go, weight.reshape(geom.out_channels, geom.in_channels), False,
+            np.empty(0, geom.dtype), _shape_last(geom.out_shape)[:-1] + (geom.in_channels,),
+            threads), x.shape, geom.stride)
     if "weight" in need:
-        grad_w = _pointwise_weight(go, _pixel_rows(x, geom.dtype), weight.shape, threads)
+        grad_w = _pointwise_weight(go, _pixel_rows(x, geom.dtype, geom.stride), weight.shape,
+                                   threads)
     if "bias" in need:
         grad_b = _channel_sums(go)
     return grad_x, grad_w, grad_b
@@ -301,7 +317,7 @@ def _conv_transpose_forward_last(nd, x, weight, bias, stride, padding, output_pa
     tg = V.conv_transpose_geometry(nd, _first_view(x), weight, bias, stride, padding,
                                    output_padding, groups, dilation)
     conv = tg.conv
-    if P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv)):
+    if P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
         # y (pixels, C_out) = x (pixels, C_in) @ w (C_in, C_out) + bias
         return _pointwise_rows(_pixel_rows(x, conv.dtype),
                                weight.reshape(conv.out_channels, conv.in_channels), False,
@@ -318,7 +334,7 @@ def _conv_transpose_backward_last(nd, grad_out, x, weight, stride, padding, outp
                                    grad_out=_first_view(grad_out))
     conv = tg.conv
     need = V.conv_need(need)
-    if not P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv)):
+    if not P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
         grad_x, grad_w, grad_b = _conv_transpose_backward(
             nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
             weight, stride, padding, output_padding, groups, dilation, need, algorithm)

@@ -50,7 +50,9 @@ CONV_CASES = [
     (2, 2, 4, 4, (6, 5), 3, 1, 1, 1, 4),             # depthwise
     (2, 3, 7, 9, (5, 6), 1, 1, 0, 1, 1),             # pointwise: native NHWC GEMM
     (2, 0, 7, 9, (5, 6), 1, 1, 0, 1, 1),             # pointwise, empty batch
-    (2, 1, 7, 9, (5, 5), 1, 2, 0, 1, 1),             # 1x1 with stride: transposed
+    (2, 1, 7, 9, (5, 5), 1, 2, 0, 1, 1),             # 1x1 with stride: native, strided rows
+    (2, 2, 6, 8, (8, 7), 1, (2, 3), 0, 1, 1),
+    (1, 2, 5, 3, (10,), 1, 3, 0, 1, 1),
     (2, 2, 6, 4, (5, 4), 1, 1, 1, 1, 1),             # 1x1 with padding: transposed
     (2, 2, 6, 4, (5, 4), 1, 1, 0, 1, 2),             # 1x1 grouped: transposed
     (2, 0, 3, 4, (6, 6), 3, 1, 1, 1, 1),             # empty batch
