@@ -630,3 +630,9 @@ def test_reference_channels_last_matches(rng, case):
         np.testing.assert_allclose(g, wnt, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="data_format"):
         ref.conv2d(x, w, data_format="NHWC")
+
+
+def test_layer_repr_names_channels_last():
+    assert "data_format='channels_last'" in repr(nn.Conv2d(2, 3, 3, data_format="channels_last"))
+    assert "data_format" not in repr(nn.Conv2d(2, 3, 3))
+    assert "channels_last" in repr(models.resnet18(num_classes=2, data_format="channels_last"))

@@ -69,6 +69,11 @@ def _data_format(data_format):
     return data_format
 
 
+def _format_repr(data_format):
+    """The extra_repr suffix of a layer's data_format (nothing for the default)."""
+    return ", data_format='channels_last'" if data_format == "channels_last" else ""
+
+
 def _spatial(x, data_format):
     """The spatial sizes of x in data_format."""
     return x.shape[1:-1] if data_format == "channels_last" else x.shape[2:]
@@ -147,7 +152,8 @@ class _ConvNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        return (s + ("" if self.bias is not None else ", bias=False")
+                + _format_repr(self.data_format))
 
 
 class Conv1d(_ConvNd):
@@ -247,7 +253,8 @@ class _ConvTransposeNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        return (s + ("" if self.bias is not None else ", bias=False")
+                + _format_repr(self.data_format))
 
 
 class ConvTranspose1d(_ConvTransposeNd):
@@ -529,7 +536,8 @@ class BatchNorm2d(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                + _format_repr(self.data_format))
 
 
 # ----------------------------------------------------------------- pooling
@@ -573,7 +581,7 @@ class MaxPool2d(_Pool):
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-                + (", ceil_mode=True" if self.ceil_mode else ""))
+                + (", ceil_mode=True" if self.ceil_mode else "") + _format_repr(self.data_format))
 
 
 class AvgPool2d(_Pool):
@@ -604,7 +612,8 @@ class AvgPool2d(_Pool):
                                      data_format=self.data_format)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + _format_repr(self.data_format))
 
 
 def _adaptive_size(output_size):
@@ -634,7 +643,7 @@ class _Adaptive(Module):
         return tuple(spatial[i] if s is None else s for i, s in enumerate(self.output_size))
 
     def extra_repr(self):
-        return f"output_size={self.output_size}"
+        return f"output_size={self.output_size}" + _format_repr(self.data_format)
 
 
 class AdaptiveAvgPool2d(_Adaptive):
