@@ -114,11 +114,11 @@ def _extensions():
     kernels = "cnnfast/_ext/kernels"
     headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
                      if name.endswith(".h"))
-    conv = [h for h in headers if not os.path.basename(h).startswith("pool_")]
     elementwise = ("norm_", "activation_", "optim_", "elementwise_")
+    conv = [h for h in headers
+            if not os.path.basename(h).startswith(("pool_", "layout_") + elementwise)]
     pool = [h for h in headers
-            if not os.path.basename(h).startswith(("conv_", "gemm_") + elementwise)]
-    conv = [h for h in conv if not os.path.basename(h).startswith(elementwise)]
+            if not os.path.basename(h).startswith(("conv_", "gemm_", "layout_") + elementwise)]
     ew = [h for h in headers if os.path.basename(h).startswith(elementwise + ("cf_",))]
     exts = [
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
@@ -130,6 +130,8 @@ def _extensions():
         Extension("cnnfast._ext._elementwise", ["cnnfast/_ext/_elementwise.pyx"],
                   include_dirs=[kernels],
                   depends=ew + ["cnnfast/_ext/elementwise_kernels.pxd"]),
+        Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"], include_dirs=[kernels],
+                  depends=[os.path.join(kernels, "layout_swap.h")]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

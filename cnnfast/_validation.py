@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
+DATA_FORMATS = ("channels_first", "channels_last")
 NEEDS = ("x", "weight", "bias")
 BLAS_INT_MAX = 2**31 - 1
 POOL_SIZE_MAX = 2**31 - 1        # per-dim window arguments and output sizes
@@ -59,6 +60,17 @@ def positive_int(value, name: str, maximum: int | None = None) -> int:
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
     return int(value)
+
+
+def channels_last(data_format) -> bool:
+    """The data_format argument (Keras' names): True for "channels_last"
+    (N, *spatial, C), False for "channels_first" (N, C, *spatial)."""
+    if not isinstance(data_format, str):
+        raise TypeError(f"data_format must be one of {DATA_FORMATS}, got "
+                        f"{type(data_format).__name__} {_SHORT.repr(data_format)}")
+    if data_format not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    return data_format == "channels_last"
 
 
 def thread_count(n) -> int:
@@ -523,6 +535,33 @@ class PoolGeometry(NamedTuple):
         """(kernel, stride, padding, dilation) as 3-tuples for the kernels."""
         return (self.as3d(self.kernel, 1), self.as3d(self.stride, 1),
                 self.as3d(self.padding, 0), self.as3d(self.dilation, 1))
+
+    # Channels-last pooling runs on the same 3-D plane kernels: an image
+    # (*spatial, C) is one plane (D, H, W) = (1-D: 1, L, C; 2-D: H, W, C)
+    # pooled with a window of 1 along C, so the kernels' vector lanes run
+    # across channels. (3-D pooling would need a fourth dim.)
+
+    @property
+    def last_planes_shape(self):
+        return (self.batch,) + (1,) * (2 - self.nd) + tuple(self.in_size) + (self.channels,)
+
+    @property
+    def last_out_planes_shape(self):
+        return (self.batch,) + (1,) * (2 - self.nd) + tuple(self.out_size) + (self.channels,)
+
+    @property
+    def last_kernel_args(self):
+        """kernel_args for last_planes_shape."""
+        unit = (1,) * (2 - self.nd)
+        return (unit + tuple(self.kernel) + (1,), unit + tuple(self.stride) + (1,),
+                (0,) * (2 - self.nd) + tuple(self.padding) + (0,),
+                unit + tuple(self.dilation) + (1,))
+
+    def last_divisors(self, divisors):
+        """avg_pool_divisors' per-dim factors (D, H, W of kernel_args) for the
+        dims of last_planes_shape (the C dim divides by 1)."""
+        unit = ((1,),) * (2 - self.nd)
+        return unit + tuple(divisors[3 - self.nd:]) + ((1,) * self.channels,)
 
 
 def pool_output_size(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._ext import _conv, _dense, _elementwise, _pool
+from ._ext import _conv, _dense, _elementwise, _layout, _pool
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -27,6 +27,100 @@ __all__ = [
     "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward",
 ]
+
+
+# ----------------------------------------------------------- data formats
+
+_SWAPPABLE = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+
+
+def _first_view(a):
+    """A channels-last array (N, *spatial, C) seen as channels-first
+    (N, C, *spatial): a view, for validation (anything else passes through
+    and validation judges it)."""
+    return np.moveaxis(a, -1, 1) if isinstance(a, np.ndarray) and a.ndim >= 3 else a
+
+
+def _shape_first(shape: tuple) -> tuple:
+    return (shape[0], shape[-1]) + tuple(shape[1:-1])
+
+
+def _shape_last(shape: tuple) -> tuple:
+    return (shape[0],) + tuple(shape[2:]) + (shape[1],)
+
+
+def _to_first(a):
+    """A channels-last array as a new C-contiguous channels-first one, by the
+    blocked copy (native float32/float64/int64; a non-contiguous one is made
+    contiguous first); other arrays as
+    _first_view (validation rejects or converts them)."""
+    if not isinstance(a, np.ndarray) or a.ndim < 3 or a.dtype not in _SWAPPABLE or not a.size:
+        return _first_view(a)
+    n, c = a.shape[0], a.shape[-1]
+    if c == 1 or a.size == n * c:  # one channel or one position: the same memory order
+        return _first_view(a)
+    out = np.empty(_shape_first(a.shape), a.dtype)
+    _layout.swap_axes(V.kernel_array(a, a.dtype).reshape(n, -1, c), out.reshape(n, c, -1),
+                      P.copy_threads(a.size))
+    return out
+
+
+def _to_last(a):
+    """A channels-first result (N, C, *spatial), C-contiguous, as a new
+    C-contiguous channels-last array; None and (N, C) arrays unchanged."""
+    if a is None or a.ndim < 3:
+        return a
+    n, c = a.shape[:2]
+    if c == 1 or a.size == n * c:  # the same memory order: a reshape of the new result
+        return a.reshape(_shape_last(a.shape))
+    out = np.empty(_shape_last(a.shape), a.dtype)
+    if a.size:
+        _layout.swap_axes(a.reshape(n, c, -1), out.reshape(n, -1, c), P.copy_threads(a.size))
+    return out
+
+
+def _pixel_rows(a, dtype, stride=None):
+    """A channels-last array as its (pixels, channels) matrix, C-contiguous;
+    with a stride, of the pixels a strided 1x1 convolution reads."""
+    if stride is not None and any(s > 1 for s in stride):
+        a = a[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+    a = V.kernel_array(a, dtype)
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+def _strided_grad(grad_sub, x_shape, stride):
+    """The input gradient of a strided 1x1 convolution: grad_sub at the
+    pixels it read, zeros elsewhere."""
+    if all(s == 1 for s in stride):
+        return grad_sub
+    grad_x = np.zeros(x_shape, grad_sub.dtype)
+    grad_x[(slice(None),) + tuple(slice(None, None, s) for s in stride)] = grad_sub
+    return grad_x
+
+
+def _pointwise_rows(rows, w2, trans_w, bias, shape, threads):
+    """A new array of `shape` (channels-last) = rows @ (w2.T if trans_w else
+    w2) + bias: a channels-last 1x1 convolution or its input gradient."""
+    out = np.empty(shape, rows.dtype)
+    out2 = out.reshape(rows.shape[0], shape[-1])
+    with blas_pinned:
+        _conv.pointwise_rows(rows, V.kernel_array(w2, rows.dtype), bias, out2, trans_w, threads)
+    return out
+
+
+def _pointwise_weight(go_rows, x_rows, shape, threads):
+    """A new array of `shape` = go_rows.T @ x_rows: a 1x1 weight gradient."""
+    grad_w = np.empty(shape, go_rows.dtype)
+    with blas_pinned:
+        _conv.pointwise_rows_weight(go_rows, x_rows,
+                                    grad_w.reshape(go_rows.shape[1], x_rows.shape[1]), threads)
+    return grad_w
+
+
+def _channel_sums(go_rows):
+    grad_b = np.empty(go_rows.shape[1], go_rows.dtype)
+    _conv.channel_sums_last(go_rows, grad_b)
+    return grad_b
 
 
 # ------------------------------------------------------------ convolution
@@ -155,7 +249,11 @@ def _bias_array(bias, dtype):
     return np.empty(0, dtype) if bias is None else V.kernel_array(bias, dtype)
 
 
-def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
+def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                  data_format="channels_first"):
+    if V.channels_last(data_format):
+        return _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups,
+                                  algorithm)
     geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
@@ -173,8 +271,49 @@ def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, 
                         bool(relu), residual)
 
 
+def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
+    geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups)
+    if P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
+        return _pointwise_rows(_pixel_rows(x, geom.dtype, geom.stride),
+                               weight.reshape(geom.out_channels, geom.in_channels), True,
+                               _bias_array(bias, geom.dtype), _shape_last(geom.out_shape),
+                               P.conv_threads(P.conv_macs(geom)))
+    return _to_last(_conv_forward(nd, _to_first(x), weight, bias, stride, padding, dilation,
+                                  groups, algorithm))
+
+
+def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
+                        algorithm):
+    geom = V.conv_geometry(nd, _first_view(x), weight, None, stride, padding, dilation,
+                           groups, grad_out=_first_view(grad_out))
+    need = V.conv_need(need)
+    if not P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
+        # x is read only by the weight gradient
+        grad_x, grad_w, grad_b = _conv_backward(
+            nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
+            weight, stride, padding, dilation, groups, need, algorithm)
+        return _to_last(grad_x), grad_w, grad_b
+    threads = P.conv_threads(P.conv_macs(geom))
+    go = _pixel_rows(grad_out, geom.dtype)
+    grad_x = grad_w = grad_b = None
+    if "x" in need:
+        grad_x = _strided_grad(_pointwise_rows(
+            go, weight.reshape(geom.out_channels, geom.in_channels), False,
+            np.empty(0, geom.dtype), _shape_last(geom.out_shape)[:-1] + (geom.in_channels,),
+            threads), x.shape, geom.stride)
+    if "weight" in need:
+        grad_w = _pointwise_weight(go, _pixel_rows(x, geom.dtype, geom.stride), weight.shape,
+                                   threads)
+    if "bias" in need:
+        grad_b = _channel_sums(go)
+    return grad_x, grad_w, grad_b
+
+
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                   algorithm):
+                   algorithm, data_format="channels_first"):
+    if V.channels_last(data_format):
+        return _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups,
+                                   need, algorithm)
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
                            grad_out=grad_out)
     need = V.conv_need(need)
@@ -195,10 +334,53 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     return grad_x, grad_w, grad_b
 
 
+def _conv_transpose_forward_last(nd, x, weight, bias, stride, padding, output_padding, groups,
+                                 dilation, algorithm):
+    tg = V.conv_transpose_geometry(nd, _first_view(x), weight, bias, stride, padding,
+                                   output_padding, groups, dilation)
+    conv = tg.conv
+    if P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
+        # y (pixels, C_out) = x (pixels, C_in) @ w (C_in, C_out) + bias
+        return _pointwise_rows(_pixel_rows(x, conv.dtype),
+                               weight.reshape(conv.out_channels, conv.in_channels), False,
+                               _bias_array(bias, conv.dtype), _shape_last(tg.out_shape),
+                               P.conv_threads(P.conv_macs(conv)))
+    return _to_last(_conv_transpose_forward(nd, _to_first(x), weight, bias, stride, padding,
+                                            output_padding, groups, dilation, algorithm))
+
+
+def _conv_transpose_backward_last(nd, grad_out, x, weight, stride, padding, output_padding,
+                                  groups, dilation, need, algorithm):
+    tg = V.conv_transpose_geometry(nd, _first_view(x), weight, None, stride, padding,
+                                   output_padding, groups, dilation,
+                                   grad_out=_first_view(grad_out))
+    conv = tg.conv
+    need = V.conv_need(need)
+    if not P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
+        grad_x, grad_w, grad_b = _conv_transpose_backward(
+            nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
+            weight, stride, padding, output_padding, groups, dilation, need, algorithm)
+        return _to_last(grad_x), grad_w, grad_b
+    threads = P.conv_threads(P.conv_macs(conv))
+    go = _pixel_rows(grad_out, conv.dtype)
+    grad_x = grad_w = grad_b = None
+    if "x" in need:  # grad_x (pixels, C_in) = grad_out (pixels, C_out) @ w.T
+        grad_x = _pointwise_rows(go, weight.reshape(conv.out_channels, conv.in_channels), True,
+                                 np.empty(0, conv.dtype), x.shape, threads)
+    if "weight" in need:  # grad_w (C_in, C_out) = x.T @ grad_out
+        grad_w = _pointwise_weight(_pixel_rows(x, conv.dtype), go, weight.shape, threads)
+    if "bias" in need:
+        grad_b = _channel_sums(go)
+    return grad_x, grad_w, grad_b
+
+
 def _conv_transpose_forward(nd, x, weight, bias, stride, padding, output_padding, groups,
-                            dilation, algorithm):
+                            dilation, algorithm, data_format="channels_first"):
     """conv_transpose(x, w) is the input gradient of the conv that maps its
     output back to x (V.TransposeGeometry): the same plan entry and driver."""
+    if V.channels_last(data_format):
+        return _conv_transpose_forward_last(nd, x, weight, bias, stride, padding,
+                                            output_padding, groups, dilation, algorithm)
     tg = V.conv_transpose_geometry(nd, x, weight, bias, stride, padding, output_padding, groups,
                                    dilation)
     conv = tg.conv
@@ -211,10 +393,13 @@ def _conv_transpose_forward(nd, x, weight, bias, stride, padding, output_padding
 
 
 def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_padding, groups,
-                             dilation, need, algorithm):
+                             dilation, need, algorithm, data_format="channels_first"):
     """Gradients of conv_transpose: wrt x, the conv's forward of grad_out; wrt
     the weight, the conv's weight gradient with grad_out as its input and x as
     its output gradient; wrt the bias, grad_out's channel sums."""
+    if V.channels_last(data_format):
+        return _conv_transpose_backward_last(nd, grad_out, x, weight, stride, padding,
+                                             output_padding, groups, dilation, need, algorithm)
     tg = V.conv_transpose_geometry(nd, x, weight, None, stride, padding, output_padding, groups,
                                    dilation, grad_out=grad_out)
     conv = tg.conv
@@ -284,102 +469,117 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", data_format="channels_first"):
     """1-D convolution (cross-correlation) of x (N, C, L) with weight (K, C//groups, k)."""
-    return _conv_forward(1, x, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _conv_forward(1, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         data_format)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", data_format="channels_first"):
     """2-D convolution of x (N, C, H, W) with weight (K, C//groups, kH, kW), as
     torch.nn.functional.conv2d; padding also takes "valid" and "same"."""
-    return _conv_forward(2, x, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _conv_forward(2, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         data_format)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", data_format="channels_first"):
     """3-D convolution of x (N, C, D, H, W) with weight (K, C//groups, kD, kH, kW)."""
-    return _conv_forward(3, x, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _conv_forward(3, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         data_format)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto",
+                    data_format="channels_first"):
     """Gradients of conv1d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(1, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, data_format)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto",
+                    data_format="channels_first"):
     """Gradients of conv2d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(2, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, data_format)
 
 
 def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto",
+                    data_format="channels_first"):
     """Gradients of conv3d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, data_format)
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, algorithm="auto"):
+                     dilation=1, *, algorithm="auto", data_format="channels_first"):
     """1-D transposed convolution of x (N, C_in, L) with weight (C_in, C_out // groups, k),
     as torch.nn.functional.conv_transpose1d; padding also takes (before, after) pairs."""
     return _conv_transpose_forward(1, x, weight, bias, stride, padding, output_padding, groups,
-                                   dilation, algorithm)
+                                   dilation, algorithm, data_format)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, algorithm="auto"):
+                     dilation=1, *, algorithm="auto", data_format="channels_first"):
     """2-D transposed convolution of x (N, C_in, H, W) with weight (C_in, C_out // groups,
     kH, kW): the adjoint of conv2d, as torch.nn.functional.conv_transpose2d (note groups
     before dilation); padding also takes (before, after) pairs per dim (ONNX pads)."""
     return _conv_transpose_forward(2, x, weight, bias, stride, padding, output_padding, groups,
-                                   dilation, algorithm)
+                                   dilation, algorithm, data_format)
 
 
 def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, algorithm="auto"):
+                     dilation=1, *, algorithm="auto", data_format="channels_first"):
     """3-D transposed convolution of x (N, C_in, D, H, W) with weight
     (C_in, C_out // groups, kD, kH, kW)."""
     return _conv_transpose_forward(3, x, weight, bias, stride, padding, output_padding, groups,
-                                   dilation, algorithm)
+                                   dilation, algorithm, data_format)
 
 
 def conv_transpose1d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, *, need=("x", "weight", "bias"),
-                              algorithm="auto"):
+                              algorithm="auto", data_format="channels_first"):
     """Gradients of conv_transpose1d -> (grad_x, grad_weight, grad_bias); None where not
     in `need`."""
     return _conv_transpose_backward(1, grad_out, x, weight, stride, padding, output_padding,
-                                    groups, dilation, need, algorithm)
+                                    groups, dilation, need, algorithm, data_format)
 
 
 def conv_transpose2d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, *, need=("x", "weight", "bias"),
-                              algorithm="auto"):
+                              algorithm="auto", data_format="channels_first"):
     """Gradients of conv_transpose2d -> (grad_x, grad_weight, grad_bias); None where not
     in `need`."""
     return _conv_transpose_backward(2, grad_out, x, weight, stride, padding, output_padding,
-                                    groups, dilation, need, algorithm)
+                                    groups, dilation, need, algorithm, data_format)
 
 
 def conv_transpose3d_backward(grad_out, x, weight, stride=1, padding=0, output_padding=0,
                               groups=1, dilation=1, *, need=("x", "weight", "bias"),
-                              algorithm="auto"):
+                              algorithm="auto", data_format="channels_first"):
     """Gradients of conv_transpose3d -> (grad_x, grad_weight, grad_bias); None where not
     in `need`."""
     return _conv_transpose_backward(3, grad_out, x, weight, stride, padding, output_padding,
-                                    groups, dilation, need, algorithm)
+                                    groups, dilation, need, algorithm, data_format)
 
 
 # ---------------------------------------------------------------- pooling
 
-def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+              data_format="channels_first"):
+    last = V.channels_last(data_format)
+    geom = V.pool_geometry(nd, "max", _first_view(x) if last else x, kernel_size, stride,
+                           padding, dilation, ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
+    if last:
+        if P.pool_channels_last_native(nd, geom.channels):
+            return _max_pool_last(geom, x, return_indices)
+        result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation,
+                           ceil_mode, return_indices)
+        return tuple(map(_to_last, result)) if return_indices else _to_last(result)
     x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
     out = np.empty(geom.out_shape, dtype=geom.dtype)
     indices = np.empty(geom.out_shape, dtype=np.int64) if return_indices else None
@@ -389,10 +589,64 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     return (out, indices) if return_indices else out
 
 
-def _max_pool_backward(nd, grad_out, indices, input_shape, op):
+def _max_pool_last(geom, x, return_indices):
+    """Channels-last max pooling on the plane kernels (PoolGeometry.last_*)."""
+    x4 = V.kernel_array(x, geom.dtype).reshape(geom.last_planes_shape)
+    out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
+    indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
+    _pool.max_pool_forward(x4, out.reshape(geom.last_out_planes_shape),
+                           None if indices is None else indices.reshape(
+                               geom.last_out_planes_shape),
+                           *geom.last_kernel_args, P.pool_threads(x4.size))
+    if indices is None:
+        return out
+    # flat (*spatial, C) positions -> positions in the spatial plane (the
+    # window along C is 1 wide, so position % C is the output's own channel)
+    np.floor_divide(indices, geom.channels, out=indices)
+    return out, indices
+
+
+def _max_pool_backward(nd, grad_out, indices, input_shape, op,
+                       data_format="channels_first"):
+    if V.channels_last(data_format):
+        return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
     dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op,
                                             check_range=False)
     return _scatter_max(grad_out, indices, input_shape, dtype, op)
+
+
+def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=False):
+    """Channels-last max-pooling backward, any nd (global: keepdims_ok): the
+    scatter kernel reads channels-last images directly (P.pool_channels_last_native
+    is for the forward kernels; a scatter has no layout to prefer)."""
+    shape = V.input_shape_arg(input_shape, nd + 2, op)
+    # indices are range-checked by the scatter kernel as it uses them
+    if keepdims_ok:  # global pooling: grad_out (N, C) or (N, 1, 1, C)
+        dtype, _ = V.pooled_grad(_first_view(grad_out), _shape_first(shape), op,
+                                 keepdims_ok=True)
+        V.check_indices(_first_view(indices), _first_view(grad_out), _shape_first(shape), op,
+                        check_range=False)
+    else:
+        dtype, _ = V.max_pool_indices(_first_view(grad_out), _first_view(indices),
+                                      _shape_first(shape), nd, op, check_range=False)
+    return _scatter_max_last(grad_out, indices, shape, dtype, op)
+
+
+def _scatter_max_last(grad_out, indices, input_shape, dtype, op):
+    """Channels-last grad_x: grad_out scattered through (range-checked)
+    plane indices, each image one plane of (*spatial, C) positions."""
+    n, c = input_shape[0], input_shape[-1]
+    grad_x = np.empty(input_shape, dtype=dtype)
+    if n == 0:
+        return grad_x
+    outputs = grad_out.size // n
+    bad = _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(n, outputs),
+                                  V.kernel_array(indices, np.int64).reshape(n, outputs),
+                                  grad_x.reshape(n, grad_x.size // n),
+                                  P.pool_threads(grad_x.size), c)
+    if bad >= 0:
+        raise V.index_out_of_range(int(indices.reshape(-1)[bad]), _shape_first(input_shape), op)
+    return grad_x
 
 
 def _scatter_max(grad_out, indices, input_shape, dtype, op):
@@ -412,10 +666,22 @@ def _scatter_max(grad_out, indices, input_shape, dtype, op):
 
 
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override):
-    geom = V.pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
+              divisor_override, data_format="channels_first"):
+    last = V.channels_last(data_format)
+    geom = V.pool_geometry(nd, "avg", _first_view(x) if last else x, kernel_size, stride,
+                           padding, 1, ceil_mode)
     divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
                                    V.divisor_override_arg(divisor_override))
+    if last and P.pool_channels_last_native(nd, geom.channels):
+        x4 = V.kernel_array(x, geom.dtype).reshape(geom.last_planes_shape)
+        out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
+        kernel, stride3, padding3, _ = geom.last_kernel_args
+        _pool.avg_pool_forward(x4, out.reshape(geom.last_out_planes_shape), kernel, stride3,
+                               padding3, geom.last_divisors(divisors), P.pool_threads(x4.size))
+        return out
+    if last:
+        return _to_last(_avg_pool(nd, _to_first(x), kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad, divisor_override))
     x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
     out = np.empty(geom.out_shape, dtype=geom.dtype)
     kernel, stride3, padding3, _ = geom.kernel_args
@@ -425,17 +691,31 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
 
 
 def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override):
+                       count_include_pad, divisor_override, data_format="channels_first"):
     op = f"avg_pool{nd}d_backward"
+    last = V.channels_last(data_format)
     V.check_array(grad_out, "grad_out")
     dtype = V.common_float_dtype(grad_out=grad_out)
     input_shape = V.input_shape_arg(input_shape, nd + 2, op)
     geom = V.pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
-                           input_shape=input_shape, dtype=dtype)
-    V.expect_shape(grad_out, geom.out_shape, "grad_out",
-                   f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
+                           input_shape=_shape_first(input_shape) if last else input_shape,
+                           dtype=dtype)
+    V.expect_shape(grad_out, _shape_last(geom.out_shape) if last else geom.out_shape,
+                   "grad_out", f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
     divisors = V.avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
                                    V.divisor_override_arg(divisor_override))
+    if last and P.pool_channels_last_native(nd, geom.channels):
+        grad_x = np.empty(input_shape, dtype=dtype)
+        kernel, stride3, padding3, _ = geom.last_kernel_args
+        _pool.avg_pool_backward(
+            V.kernel_array(grad_out, dtype).reshape(geom.last_out_planes_shape),
+            grad_x.reshape(geom.last_planes_shape), kernel, stride3, padding3,
+            geom.last_divisors(divisors), P.pool_threads(grad_x.size))
+        return grad_x
+    if last:
+        return _to_last(_avg_pool_backward(nd, _to_first(grad_out), _shape_first(input_shape),
+                                           kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override))
     grad_x = np.empty(input_shape, dtype=dtype)
     kernel, stride3, padding3, _ = geom.kernel_args
     _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(geom.out_planes_shape),
@@ -445,80 +725,89 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+               return_indices=False, *, data_format="channels_first"):
     """Max pooling of x (N, C, L) -> y, or (y, indices) with return_indices."""
-    return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool(1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     data_format)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+               return_indices=False, *, data_format="channels_first"):
     """Max pooling of x (N, C, H, W) as torch.nn.functional.max_pool2d; indices
     are int64 flat positions inside each (H, W) plane."""
-    return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool(2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     data_format)
 
 
 def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+               return_indices=False, *, data_format="channels_first"):
     """Max pooling of x (N, C, D, H, W) -> y, or (y, indices) with return_indices."""
-    return _max_pool(3, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _max_pool(3, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     data_format)
 
 
-def max_pool1d_backward(grad_out, indices, input_shape):
+def max_pool1d_backward(grad_out, indices, input_shape, *, data_format="channels_first"):
     """Gradient of max_pool1d wrt x: grad_out scattered (summed) through indices."""
-    return _max_pool_backward(1, grad_out, indices, input_shape, "max_pool1d_backward")
+    return _max_pool_backward(1, grad_out, indices, input_shape, "max_pool1d_backward",
+                              data_format)
 
 
-def max_pool2d_backward(grad_out, indices, input_shape):
+def max_pool2d_backward(grad_out, indices, input_shape, *, data_format="channels_first"):
     """Gradient of max_pool2d wrt x: grad_out scattered (summed) through indices."""
-    return _max_pool_backward(2, grad_out, indices, input_shape, "max_pool2d_backward")
+    return _max_pool_backward(2, grad_out, indices, input_shape, "max_pool2d_backward",
+                              data_format)
 
 
-def max_pool3d_backward(grad_out, indices, input_shape):
+def max_pool3d_backward(grad_out, indices, input_shape, *, data_format="channels_first"):
     """Gradient of max_pool3d wrt x: grad_out scattered (summed) through indices."""
-    return _max_pool_backward(3, grad_out, indices, input_shape, "max_pool3d_backward")
+    return _max_pool_backward(3, grad_out, indices, input_shape, "max_pool3d_backward",
+                              data_format)
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
     """Average pooling of x (N, C, L)."""
     return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+                     divisor_override, data_format)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
     """Average pooling of x (N, C, H, W) as torch.nn.functional.avg_pool2d."""
     return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+                     divisor_override, data_format)
 
 
 def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
-               count_include_pad=True, divisor_override=None):
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
     """Average pooling of x (N, C, D, H, W)."""
     return _avg_pool(3, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                     divisor_override)
+                     divisor_override, data_format)
 
 
 def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
     """Gradient of avg_pool1d wrt x."""
     return _avg_pool_backward(1, grad_out, input_shape, kernel_size, stride, padding,
-                              ceil_mode, count_include_pad, divisor_override)
+                              ceil_mode, count_include_pad, divisor_override, data_format)
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
     """Gradient of avg_pool2d wrt x: each output's gradient spread evenly
     (same divisor as forward) over its window; overlaps sum."""
     return _avg_pool_backward(2, grad_out, input_shape, kernel_size, stride, padding,
-                              ceil_mode, count_include_pad, divisor_override)
+                              ceil_mode, count_include_pad, divisor_override, data_format)
 
 
 def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
     """Gradient of avg_pool3d wrt x."""
     return _avg_pool_backward(3, grad_out, input_shape, kernel_size, stride, padding,
-                              ceil_mode, count_include_pad, divisor_override)
+                              ceil_mode, count_include_pad, divisor_override, data_format)
 
 
 def _adaptive(is_max, x, out_hw, return_indices):
@@ -537,24 +826,44 @@ def _adaptive(is_max, x, out_hw, return_indices):
     return out, indices
 
 
-def adaptive_avg_pool2d(x, output_size):
+def _adaptive_last(x, output_size, return_indices, op, is_max):
+    """Channels-last adaptive pooling: the channels-first call between layout copies."""
+    V.adaptive_geometry(_first_view(x), output_size, op)
+    x = _to_first(x)
+    if is_max:
+        result = adaptive_max_pool2d(x, output_size, return_indices)
+        return tuple(map(_to_last, result)) if return_indices else _to_last(result)
+    return _to_last(adaptive_avg_pool2d(x, output_size))
+
+
+def adaptive_avg_pool2d(x, output_size, *, data_format="channels_first"):
     """Average pooling to a fixed output size (torch's adaptive windows:
     [floor(i*in/out), ceil((i+1)*in/out)))."""
+    if V.channels_last(data_format):
+        return _adaptive_last(x, output_size, False, "adaptive_avg_pool2d", False)
     _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
     return _adaptive(False, x, out_hw, False)[0]
 
 
-def adaptive_max_pool2d(x, output_size, return_indices=False):
+def adaptive_max_pool2d(x, output_size, return_indices=False, *,
+                        data_format="channels_first"):
     """Max pooling to a fixed output size -> y, or (y, indices)."""
+    if V.channels_last(data_format):
+        return _adaptive_last(x, output_size, V.flag(return_indices, "return_indices"),
+                              "adaptive_max_pool2d", True)
     _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
     return_indices = V.flag(return_indices, "return_indices")
     out, indices = _adaptive(True, x, out_hw, return_indices)
     return (out, indices) if return_indices else out
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape):
+def adaptive_avg_pool2d_backward(grad_out, input_shape, *, data_format="channels_first"):
     """Gradient of adaptive_avg_pool2d wrt x; the output size is grad_out's."""
     op = "adaptive_avg_pool2d_backward"
+    if V.channels_last(data_format):
+        shape = V.input_shape_arg(input_shape, 4, op)
+        V.pooled_grad(_first_view(grad_out), _shape_first(shape), op)
+        return _to_last(adaptive_avg_pool2d_backward(_to_first(grad_out), _shape_first(shape)))
     dtype, input_shape = V.pooled_grad(grad_out, input_shape, op)
     return _adaptive_avg_backward(grad_out, input_shape, dtype)
 
@@ -571,47 +880,104 @@ def _adaptive_avg_backward(grad_out, input_shape, dtype):
     return grad_x
 
 
-def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
+def adaptive_max_pool2d_backward(grad_out, indices, input_shape, *,
+                                 data_format="channels_first"):
     """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
     op = "adaptive_max_pool2d_backward"
+    if V.channels_last(data_format):
+        return _max_pool_backward_last(2, grad_out, indices, input_shape, op)
     dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2, op,
                                             check_range=False)
     return _scatter_max(grad_out, indices, input_shape, dtype, op)
 
 
-def _keepdims(out, keepdims):
-    return out if V.flag(keepdims, "keepdims") else out.reshape(out.shape[:2])
+def _keepdims(out, keepdims, last=False):
+    """(N, C, 1, 1) (channels-last (N, 1, 1, C)) -> (N, C) unless keepdims."""
+    if V.flag(keepdims, "keepdims"):
+        return out
+    return out.reshape(out.shape[0], out.shape[3] if last else out.shape[1])
 
 
-def global_avg_pool2d(x, keepdims=False):
-    """Mean over each (H, W) plane -> (N, C), or (N, C, 1, 1) with keepdims."""
+# Global pooling of a channels-last image is pooling of its (H*W, C) plane
+# with a window of all H*W rows and 1 column: the plane kernels' lanes run
+# across channels and nothing is copied.
+
+def _global_geometry(x, op):
+    """Validated (dtype, N, H*W, C) of a channels-last global pooling input."""
+    dtype, _ = V.adaptive_geometry(_first_view(x), 1, op)
+    return dtype, x.shape[0], x.shape[1] * x.shape[2], x.shape[3]
+
+
+def _global_window(hw):
+    return (1, hw, 1), (1, 1, 1), (0, 0, 0)
+
+
+def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):
+    """Mean over each (H, W) plane -> (N, C), or (N, C, 1, 1) with keepdims
+    ((N, 1, 1, C) channels-last)."""
+    if V.channels_last(data_format):
+        dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
+        V.flag(keepdims, "keepdims")
+        out = np.empty((n, 1, 1, c), dtype=dtype)
+        _pool.avg_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out,
+                               *_global_window(hw), ((1,), (hw,), (1,) * c),
+                               P.pool_threads(x.size))
+        return _keepdims(out, keepdims, last=True)
     V.adaptive_geometry(x, 1, "global_avg_pool2d")
     V.flag(keepdims, "keepdims")
     return _keepdims(_adaptive(False, x, (1, 1), False)[0], keepdims)
 
 
-def global_avg_pool2d_backward(grad_out, input_shape):
-    """Gradient of global_avg_pool2d; grad_out (N, C) or (N, C, 1, 1)."""
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "global_avg_pool2d_backward",
-                                       keepdims_ok=True)
+def global_avg_pool2d_backward(grad_out, input_shape, *, data_format="channels_first"):
+    """Gradient of global_avg_pool2d; grad_out (N, C) or (N, C, 1, 1)
+    ((N, 1, 1, C) channels-last)."""
+    op = "global_avg_pool2d_backward"
+    if V.channels_last(data_format):
+        shape = V.input_shape_arg(input_shape, 4, op)
+        dtype, _ = V.pooled_grad(_first_view(grad_out), _shape_first(shape), op,
+                                 keepdims_ok=True)
+        n, hw, c = shape[0], shape[1] * shape[2], shape[3]
+        grad_x = np.empty(shape, dtype=dtype)
+        _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(n, 1, 1, c),
+                                grad_x.reshape(n, 1, hw, c), *_global_window(hw),
+                                ((1,), (hw,), (1,) * c), P.pool_threads(grad_x.size))
+        return grad_x
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
     return _adaptive_avg_backward(grad_out, input_shape, dtype)
 
 
-def global_max_pool2d(x, keepdims=False, return_indices=False):
+def global_max_pool2d(x, keepdims=False, return_indices=False, *,
+                      data_format="channels_first"):
     """Max over each (H, W) plane -> (N, C) (or (N, C, 1, 1)), with int64 flat
     plane indices on request."""
-    V.adaptive_geometry(x, 1, "global_max_pool2d")
+    last = V.channels_last(data_format)
+    if last:
+        dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
+    else:
+        V.adaptive_geometry(x, 1, "global_max_pool2d")
     V.flag(keepdims, "keepdims")
     return_indices = V.flag(return_indices, "return_indices")
-    out, indices = _adaptive(True, x, (1, 1), return_indices)
+    if last:
+        out = np.empty((n, 1, 1, c), dtype=dtype)
+        indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
+        _pool.max_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out, indices,
+                               *_global_window(hw), (1, 1, 1), P.pool_threads(x.size))
+        if indices is not None:  # (H*W, C) positions -> plane positions
+            np.floor_divide(indices, c, out=indices)
+    else:
+        out, indices = _adaptive(True, x, (1, 1), return_indices)
     if return_indices:
-        return _keepdims(out, keepdims), _keepdims(indices, keepdims)
-    return _keepdims(out, keepdims)
+        return _keepdims(out, keepdims, last), _keepdims(indices, keepdims, last)
+    return _keepdims(out, keepdims, last)
 
 
-def global_max_pool2d_backward(grad_out, indices, input_shape):
-    """Gradient of global_max_pool2d; grad_out and indices (N, C) or (N, C, 1, 1)."""
+def global_max_pool2d_backward(grad_out, indices, input_shape, *,
+                               data_format="channels_first"):
+    """Gradient of global_max_pool2d; grad_out and indices (N, C) or (N, C, 1, 1)
+    ((N, 1, 1, C) channels-last)."""
     op = "global_max_pool2d_backward"
+    if V.channels_last(data_format):
+        return _max_pool_backward_last(2, grad_out, indices, input_shape, op, keepdims_ok=True)
     dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
     V.check_indices(indices, grad_out, input_shape, op, check_range=False)
     return _scatter_max(grad_out, indices, input_shape, dtype, op)

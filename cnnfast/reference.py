@@ -4,6 +4,8 @@ clarity the way a careful NumPy programmer would (sliding windows, one batched
 matmul, a Python loop over kernel taps at most -- never over pixels)."""
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 
@@ -594,3 +596,46 @@ def relu(x):
 def relu_backward(grad_out, y):
     dtype = V.elementwise_args("relu_backward", grad_out=grad_out, y=y)
     return np.where(np.asarray(y) <= 0, dtype.type(0), np.asarray(grad_out, dtype=dtype))
+
+
+# ----------------------------------------------------------- data formats
+
+def _to_last(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if a is not None and a.ndim >= 3 else a
+
+
+def _with_data_format(fn, gradient_tuple):
+    """fn with functional's keyword-only data_format: channels-last arrays
+    (x, grad_out, indices) and input_shape are viewed channels-first, fn runs,
+    and its activations (for a conv backward only grad_x) come back
+    channels-last."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def op(*args, data_format="channels_first", **kwargs):
+        if not V.channels_last(data_format):
+            return fn(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
+        for name in ("x", "grad_out", "indices"):
+            a = bound.arguments.get(name)
+            if isinstance(a, np.ndarray) and a.ndim >= 3:
+                bound.arguments[name] = np.moveaxis(a, -1, 1)
+        shape = bound.arguments.get("input_shape")
+        if isinstance(shape, (tuple, list)) and len(shape) >= 3:
+            bound.arguments["input_shape"] = (shape[0], shape[-1]) + tuple(shape[1:-1])
+        out = fn(*bound.args, **bound.kwargs)
+        if gradient_tuple:
+            return (_to_last(out[0]),) + tuple(out[1:])
+        return tuple(map(_to_last, out)) if isinstance(out, tuple) else _to_last(out)
+
+    op.__signature__ = sig.replace(parameters=list(sig.parameters.values()) + [
+        inspect.Parameter("data_format", inspect.Parameter.KEYWORD_ONLY,
+                          default="channels_first")])
+    return op
+
+
+for _name in [n for n in dir() if n[0] != "_" and (n.startswith(("conv", "max_pool", "avg_pool",
+                                                                 "adaptive_", "global_")))]:
+    globals()[_name] = _with_data_format(
+        globals()[_name], _name.startswith("conv") and _name.endswith("_backward"))
+del _name

@@ -12,6 +12,7 @@
 - `_dense.pyx`: the dense layers' matrix products, split across the same
   threads (single-threaded BLAS per block); `_blas.pxd`: the row-major GEMM
   both drivers call.
+- `_layout.pyx`: blocked, threaded copies between channels-first and channels-last.
 - `_runtime.pyx`: what the build holds (compiler, flags, OpenMP, ISA variant).
 - `_workspace.py`: per-thread work arrays the drivers reuse across calls.
 """

@@ -14,6 +14,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from ._omp cimport cf_thread_num
 from .pool_kernels cimport *
@@ -133,9 +134,35 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                 _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
 
 
+cdef void _scatter_image_last(Py_ssize_t p, const floating *go, const int64_t *idx,
+                              floating *gx, Py_ssize_t n_out, Py_ssize_t plane,
+                              Py_ssize_t C, int64_t *bad) noexcept nogil:
+    """Channels-last image p: outputs (n_out / C, C), input (plane / C, C);
+    each index is a position in the spatial plane, its channel the output's."""
+    cdef const floating *g = go + p * n_out
+    cdef const int64_t *ix = idx + p * n_out
+    cdef floating *x = gx + p * plane
+    cdef Py_ssize_t q, o, c, positions = plane // C
+    cdef int64_t at
+    memset(x, 0, plane * sizeof(floating))
+    bad[p] = -1
+    for q in range(n_out // C):
+        o = q * C
+        for c in range(C):
+            at = ix[o + c]
+            if at < 0 or at >= positions:
+                bad[p] = o + c
+                return
+            x[at * C + c] += g[o + c]
+
+
 cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, floating *gx,
-                         Py_ssize_t n_out, Py_ssize_t plane, int64_t *bad) noexcept nogil:
+                         Py_ssize_t n_out, Py_ssize_t plane, Py_ssize_t channels_last,
+                         int64_t *bad) noexcept nogil:
     """bad[p] = position in plane p's outputs of its first out-of-range index, or -1."""
+    if channels_last > 0:
+        _scatter_image_last(p, go, idx, gx, n_out, plane, channels_last, bad)
+        return
     bad[p] = _kernels(<floating> 0).max_pool_backward_plane(go + p * n_out, idx + p * n_out,
                                                             n_out, gx + p * plane, plane)
 
@@ -143,13 +170,15 @@ cdef void _scatter_plane(Py_ssize_t p, const floating *go, const int64_t *idx, f
 def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per plane)
                       const int64_t[:, ::1] indices,     # IN  like grad_out
                       floating[:, ::1] grad_x,           # OUT (P, input plane)
-                      int nthreads):
+                      int nthreads, Py_ssize_t channels_last=0):
     """Also the backward of adaptive and global max pooling. Indices are
     range-checked as they are used (one pass, no out-of-bounds write even if
     the array changes meanwhile); returns the flat position in `indices` of
-    the first bad one, or -1 (grad_x is then garbage, to be discarded)."""
+    the first bad one, or -1 (grad_x is then garbage, to be discarded).
+    channels_last=C: each plane is a channels-last image (positions x C),
+    indices are positions in its spatial plane."""
     cdef Py_ssize_t P = grad_out.shape[0], n_out = grad_out.shape[1]
-    cdef Py_ssize_t plane = grad_x.shape[1], p
+    cdef Py_ssize_t plane = grad_x.shape[1], p, C = channels_last
     if P == 0:
         return -1
     cdef int64_t[::1] bad = np.empty(P, dtype=np.int64)
@@ -159,10 +188,10 @@ def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per p
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, &bad[0])
+                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
         else:
             for p in range(P):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, &bad[0])
+                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
     for p in range(P):
         if bad[p] >= 0:
             return p * n_out + bad[p]

@@ -371,6 +371,11 @@ def main(argv=None):
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
     p.add_argument("--under-load", action="store_true",
                    help="models: run with one other process spinning on a core")
+    p.add_argument("--data-format", default="channels_first",
+                   choices=["channels_first", "channels_last"],
+                   help="channels_last: instead of the tables above, time each conv, "
+                        "transposed conv and pooling shape channels-first, channels-last and "
+                        "as transpose-call-transpose (cnnfast.bench.layout)")
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the speed-ups (needs matplotlib: pip install cnnfast[plot])")
@@ -396,6 +401,15 @@ def main(argv=None):
     for threads in (int(t) for t in args.threads.split(",")):
         version = torch.__version__ if torch else None
         run = {"threads": threads, "dtype": str(dtype)}
+        if args.data_format == "channels_last":
+            from cnnfast.bench.layout import format_layout_table, layout_rows
+
+            rows = layout_rows(threads, dtype, repeat, args.only, median_ms, progress)
+            print(format_layout_table(rows, threads))
+            print()
+            run.update(layout_rows=rows)
+            results["runs"].append(run)
+            continue
         if args.only in ("all", "conv"):
             peak = sgemm_gflops(threads, dtype, repeat)
             rows = conv_rows(threads, dtype, repeat, args.algorithms.split(","),

@@ -33,6 +33,19 @@ class Chain(Module):
         return stages[0]._first_layer() if stages else None
 
 
+def set_data_format(model, data_format):
+    """Lay a freshly built model out in data_format: every layer that has a
+    data_format (convs, pools, BatchNorm, Flatten, concatenations) gets it.
+    Weights keep their layout in both, and a channels-last model flattens in
+    channels-first order (nn.Flatten), so the same state dict (torchvision's)
+    loads into either and gives the same outputs on transposed inputs."""
+    V.channels_last(data_format)
+    for m in model.modules():
+        if hasattr(m, "data_format"):
+            m.data_format = data_format
+    return model
+
+
 def check_model_args(num_classes, in_channels):
     V.positive_int(num_classes, "num_classes")
     V.positive_int(in_channels, "in_channels")

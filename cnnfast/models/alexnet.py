@@ -5,7 +5,7 @@ import numpy as np
 
 from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from ..nn.layers import Sequential
-from ._common import Chain, Transfer, check_model_args, load_weights
+from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
 
 
 class AlexNet(Transfer, Chain):
@@ -19,7 +19,7 @@ class AlexNet(Transfer, Chain):
     head_name = "classifier.6"
 
     def __init__(self, num_classes=1000, in_channels=3, dropout=0.5, dtype=np.float32, *,
-                 weights=None):
+                 weights=None, data_format="channels_first"):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self.features = Sequential(
@@ -39,6 +39,7 @@ class AlexNet(Transfer, Chain):
             Dropout(dropout), Linear(4096, 4096, dtype=dtype), ReLU(),
             Linear(4096, num_classes, dtype=dtype),
         )
+        set_data_format(self, data_format)
         load_weights(self, weights)
 
     def forward_features(self, x):
@@ -48,7 +49,10 @@ class AlexNet(Transfer, Chain):
         return x
 
 
-def alexnet(num_classes=1000, in_channels=3, *, dropout=0.5, dtype=np.float32, weights=None):
+def alexnet(num_classes=1000, in_channels=3, *, dropout=0.5, dtype=np.float32, weights=None,
+            data_format="channels_first"):
     """AlexNet; inputs of at least 63x63 (the three 3x3/2 max pools need room).
-    `weights`: a weights file (.npz, .safetensors, torchvision's .pth)."""
-    return AlexNet(num_classes, in_channels, dropout, dtype, weights=weights)
+    `weights`: a weights file (.npz, .safetensors, torchvision's .pth);
+    `data_format`: "channels_last" for (N, H, W, C) inputs."""
+    return AlexNet(num_classes, in_channels, dropout, dtype, weights=weights,
+                   data_format=data_format)

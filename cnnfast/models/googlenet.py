@@ -11,7 +11,8 @@ import numpy as np
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
 from ..nn.layers import MaxPool2d, ReLU, Sequential
 from ..nn.module import Module
-from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
+from ._common import torchvision_init
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -33,6 +34,8 @@ class Inception(Module):
     """Four parallel branches concatenated on channels: 1x1; 1x1 reduction then
     3x3; 1x1 reduction then 3x3 (the paper's 5x5); 3x3 max pool then 1x1."""
 
+    data_format = "channels_first"   # the channel axis of the concatenation
+
     def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
                  dtype=np.float32):
         super().__init__()
@@ -48,12 +51,15 @@ class Inception(Module):
     def _branches(self):
         return (self.branch1, self.branch2, self.branch3, self.branch4)
 
+    def _axis(self):
+        return -1 if self.data_format == "channels_last" else 1
+
     def forward(self, x):
-        return np.concatenate([b(x) for b in self._branches()], axis=1)
+        return np.concatenate([b(x) for b in self._branches()], axis=self._axis())
 
     def backward(self, grad_out):
         splits = np.cumsum(self._widths)[:-1]
-        grads = np.split(grad_out, splits, axis=1)
+        grads = np.split(grad_out, splits, axis=self._axis())
         # every branch read x, so x's gradient is the sum of the four
         grad_x = self.branch1.backward(grads[0])
         for branch, g in zip(self._branches()[1:], grads[1:]):
@@ -97,7 +103,7 @@ class GoogLeNet(Transfer, Module):
 
     def __init__(self, num_classes=1000, in_channels=3, aux_logits=False,
                  transform_input=False, init_weights=True, dropout=0.2, dropout_aux=0.7,
-                 dtype=np.float32, *, weights=None):
+                 dtype=np.float32, *, weights=None, data_format="channels_first"):
         super().__init__()
         check_model_args(num_classes, in_channels)
         if transform_input and in_channels != 3:
@@ -128,6 +134,8 @@ class GoogLeNet(Transfer, Module):
         self.fc = Linear(1024, num_classes, dtype=dtype)
         if init_weights and weights is None:
             torchvision_init(self, conv="trunc_normal", linear="trunc_normal")
+        self.data_format = "channels_first"
+        set_data_format(self, data_format)
         load_weights(self, weights, drop_prefixes=() if aux_logits else ("aux1.", "aux2."))
 
     # The network is a chain with two taps (after 4a and 4d) for the aux heads.
@@ -139,7 +147,11 @@ class GoogLeNet(Transfer, Module):
                  self.avgpool, self.flatten, self.dropout, self.fc])
 
     def _scale_shift(self, dtype):
-        return (_STD / 0.5).astype(dtype), ((_MEAN - 0.5) / 0.5).astype(dtype)
+        """Per-channel scale and shift, shaped to broadcast against x."""
+        scale, shift = (_STD / 0.5).astype(dtype), ((_MEAN - 0.5) / 0.5).astype(dtype)
+        if self.data_format == "channels_last":
+            return scale, shift
+        return scale[:, None, None], shift[:, None, None]
 
     def replace_head(self, num_classes):
         for aux in (self.aux1, self.aux2):
@@ -150,7 +162,7 @@ class GoogLeNet(Transfer, Module):
     def _transform(self, x):
         if self.transform_input:
             scale, shift = self._scale_shift(x.dtype)
-            x = x * scale[:, None, None] + shift[:, None, None]
+            x = x * scale + shift
         return x
 
     def forward_features(self, x):
@@ -194,7 +206,7 @@ class GoogLeNet(Transfer, Module):
         for m in reversed(head):
             g = m.backward(g)
         if self.transform_input and g is not None:   # None: skip_input_grad()
-            g = g * self._scale_shift(g.dtype)[0][:, None, None]
+            g = g * self._scale_shift(g.dtype)[0]
         return g
 
     def _first_layer(self):
@@ -202,10 +214,11 @@ class GoogLeNet(Transfer, Module):
 
 
 def googlenet(num_classes=1000, in_channels=3, aux_logits=False, transform_input=False, *,
-              init_weights=True, dropout=0.2, dropout_aux=0.7, dtype=np.float32, weights=None):
+              init_weights=True, dropout=0.2, dropout_aux=0.7, dtype=np.float32, weights=None,
+              data_format="channels_first"):
     """GoogLeNet; in training mode with aux_logits=True forward returns
     GoogLeNetOutputs(logits, aux_logits2, aux_logits1). `weights`: a weights
     file (.npz, .safetensors, torchvision's .pth: pass transform_input=True
     for torchvision's published weights, see GoogLeNet)."""
     return GoogLeNet(num_classes, in_channels, aux_logits, transform_input, init_weights,
-                     dropout, dropout_aux, dtype, weights=weights)
+                     dropout, dropout_aux, dtype, weights=weights, data_format=data_format)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn.layers import AvgPool2d, Conv2d, Flatten, Linear, Tanh
-from ._common import Chain, Transfer, check_model_args, load_weights
+from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
 
 
 class LeNet5(Transfer, Chain):
@@ -17,7 +17,8 @@ class LeNet5(Transfer, Chain):
 
     head_name = "fc2"
 
-    def __init__(self, num_classes=10, in_channels=1, dtype=np.float32, *, weights=None):
+    def __init__(self, num_classes=10, in_channels=1, dtype=np.float32, *, weights=None,
+                 data_format="channels_first"):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self.conv1 = Conv2d(in_channels, 6, 5, dtype=dtype)     # 32 -> 28
@@ -32,10 +33,14 @@ class LeNet5(Transfer, Chain):
         self.fc1 = Linear(120, 84, dtype=dtype)
         self.act4 = Tanh()
         self.fc2 = Linear(84, num_classes, dtype=dtype)
+        self.data_format = "channels_first"
+        set_data_format(self, data_format)
         load_weights(self, weights)
 
     def _check_input(self, x):
-        if getattr(x, "ndim", 0) == 4 and x.shape[2:] != (32, 32):
+        if getattr(x, "ndim", 0) != 4:
+            return
+        if (x.shape[1:3] if self.data_format == "channels_last" else x.shape[2:]) != (32, 32):
             raise ValueError(f"LeNet-5 takes 32x32 images, got x of shape {x.shape} "
                              f"(pad or resize the input)")
 
@@ -50,7 +55,10 @@ class LeNet5(Transfer, Chain):
         return x
 
 
-def lenet5(num_classes=10, in_channels=1, *, dtype=np.float32, weights=None):
-    """LeNet-5 for (N, in_channels, 32, 32) inputs; `weights`: a weights file
-    (.npz, .safetensors, PyTorch .pth) loaded strictly after building."""
-    return LeNet5(num_classes, in_channels, dtype=dtype, weights=weights)
+def lenet5(num_classes=10, in_channels=1, *, dtype=np.float32, weights=None,
+           data_format="channels_first"):
+    """LeNet-5 for (N, in_channels, 32, 32) inputs ((N, 32, 32, in_channels)
+    with data_format="channels_last"); `weights`: a weights file (.npz,
+    .safetensors, PyTorch .pth) loaded strictly after building."""
+    return LeNet5(num_classes, in_channels, dtype=dtype, weights=weights,
+                  data_format=data_format)

@@ -7,7 +7,8 @@ from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear,
 from ..nn.layers import ReLU, Sequential
 from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree
 from ..nn.module import Module
-from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
+from ._common import torchvision_init
 
 
 class BasicBlock(Module):
@@ -89,7 +90,8 @@ class ResNet(Transfer, Chain):
     random initialisation is skipped."""
 
     def __init__(self, block, layers, num_classes=1000, in_channels=3,
-                 zero_init_residual=False, dtype=np.float32, *, weights=None):
+                 zero_init_residual=False, dtype=np.float32, *, weights=None,
+                 data_format="channels_first"):
         super().__init__()
         check_model_args(num_classes, in_channels)
         self._inplanes = 64
@@ -104,6 +106,7 @@ class ResNet(Transfer, Chain):
         self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.flatten = Flatten()
         self.fc = Linear(512 * block.expansion, num_classes, dtype=dtype)
+        set_data_format(self, data_format)
         if weights is not None:
             load_weights(self, weights)
             return
@@ -130,16 +133,16 @@ class ResNet(Transfer, Chain):
 
 
 def resnet18(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
-             weights=None):
+             weights=None, data_format="channels_first"):
     """ResNet-18: BasicBlocks [2, 2, 2, 2]. `weights`: a weights file (.npz,
     .safetensors, torchvision's .pth, e.g. resnet18-f37072fd.pth)."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, zero_init_residual, dtype,
-                  weights=weights)
+                  weights=weights, data_format=data_format)
 
 
 def resnet34(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
-             weights=None):
+             weights=None, data_format="channels_first"):
     """ResNet-34: BasicBlocks [3, 4, 6, 3]. `weights`: a weights file (.npz,
     .safetensors, torchvision's .pth)."""
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual, dtype,
-                  weights=weights)
+                  weights=weights, data_format=data_format)

@@ -5,7 +5,8 @@ import numpy as np
 
 from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from ..nn.layers import Sequential
-from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
+from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
+from ._common import torchvision_init
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max pool.
 CONFIGS = {
@@ -38,7 +39,7 @@ class VGG(Transfer, Chain):
     head_name = "classifier.6"
 
     def __init__(self, features, num_classes=1000, dropout=0.5, init_weights=True,
-                 dtype=np.float32, *, weights=None):
+                 dtype=np.float32, *, weights=None, data_format="channels_first"):
         super().__init__()
         self.features = features
         self.avgpool = AdaptiveAvgPool2d((7, 7))
@@ -50,6 +51,7 @@ class VGG(Transfer, Chain):
         )
         if init_weights and weights is None:
             torchvision_init(self, conv="kaiming_fan_out", linear="normal")
+        set_data_format(self, data_format)
         load_weights(self, weights)
 
     def forward_features(self, x):
@@ -59,21 +61,25 @@ class VGG(Transfer, Chain):
         return x
 
 
-def _vgg(name, num_classes, in_channels, dropout, init_weights, dtype, weights):
+def _vgg(name, num_classes, in_channels, dropout, init_weights, dtype, weights, data_format):
     check_model_args(num_classes, in_channels)
     return VGG(make_features(CONFIGS[name], in_channels, dtype), num_classes, dropout,
-               init_weights, dtype, weights=weights)
+               init_weights, dtype, weights=weights, data_format=data_format)
 
 
 def vgg11(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
-          dtype=np.float32, weights=None):
+          dtype=np.float32, weights=None, data_format="channels_first"):
     """VGG-11 (configuration A); inputs of at least 32x32. `weights`: a
-    weights file (.npz, .safetensors, torchvision's .pth)."""
-    return _vgg("vgg11", num_classes, in_channels, dropout, init_weights, dtype, weights)
+    weights file (.npz, .safetensors, torchvision's .pth); `data_format`:
+    "channels_last" for (N, H, W, C) inputs."""
+    return _vgg("vgg11", num_classes, in_channels, dropout, init_weights, dtype, weights,
+                data_format)
 
 
 def vgg16(num_classes=1000, in_channels=3, *, dropout=0.5, init_weights=True,
-          dtype=np.float32, weights=None):
+          dtype=np.float32, weights=None, data_format="channels_first"):
     """VGG-16 (configuration D); inputs of at least 32x32. `weights`: a
-    weights file (.npz, .safetensors, torchvision's .pth)."""
-    return _vgg("vgg16", num_classes, in_channels, dropout, init_weights, dtype, weights)
+    weights file (.npz, .safetensors, torchvision's .pth); `data_format`:
+    "channels_last" for (N, H, W, C) inputs."""
+    return _vgg("vgg16", num_classes, in_channels, dropout, init_weights, dtype, weights,
+                data_format)

@@ -68,13 +68,19 @@ class FusedConv2d(Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
         self.relu = bool(relu)
+        self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
         self._folded = ("BatchNorm2d" if bn is not None else "") + (" + ReLU" if relu else "")
 
     def forward(self, x, residual=None):
-        return F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
-                                     self.padding, self.dilation, self.groups, self.relu,
-                                     residual)
+        last = self.data_format == "channels_last"
+        if last:   # the fused epilogue runs on the channels-first kernels
+            x = F._to_first(x)
+            residual = None if residual is None else F._to_first(residual)
+        y = F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
+                                  self.padding, self.dilation, self.groups, self.relu,
+                                  residual)
+        return F._to_last(y) if last else y
 
     def backward(self, grad_out):
         raise _inference_error(type(self).__name__)

@@ -62,6 +62,22 @@ def _same_dtype(x, param, layer):
                         f"x.astype(...))")
 
 
+def _data_format(data_format):
+    """A layer's data_format argument, validated (cnnfast._validation)."""
+    V.channels_last(data_format)
+    return data_format
+
+
+def _format_repr(data_format):
+    """The extra_repr suffix of a layer's data_format (nothing for the default)."""
+    return ", data_format='channels_last'" if data_format == "channels_last" else ""
+
+
+def _spatial(x, data_format):
+    """The spatial sizes of x in data_format."""
+    return x.shape[1:-1] if data_format == "channels_last" else x.shape[2:]
+
+
 # ------------------------------------------------------------- convolution
 
 def _conv_layer_backward(layer, op, grad_out, x, args):
@@ -84,9 +100,11 @@ class _ConvNd(Module):
     _first_layer = Module._self_first
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=np.float32):
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=np.float32,
+                 data_format="channels_first"):
         super().__init__()
         nd = self._nd
+        self.data_format = _data_format(data_format)
         self.in_channels = V.positive_int(in_channels, "in_channels")
         self.out_channels = V.positive_int(out_channels, "out_channels")
         self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
@@ -116,7 +134,7 @@ class _ConvNd(Module):
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+                    groups=self.groups, data_format=self.data_format)
 
     def forward(self, x):
         op = getattr(F, f"conv{self._nd}d")
@@ -137,7 +155,8 @@ class _ConvNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        return (s + ("" if self.bias is not None else ", bias=False")
+                + _format_repr(self.data_format))
 
 
 class Conv1d(_ConvNd):
@@ -162,9 +181,10 @@ class _ConvTransposeNd(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
-                 dtype=np.float32):
+                 dtype=np.float32, data_format="channels_first"):
         super().__init__()
         nd = self._nd
+        self.data_format = _data_format(data_format)
         self.in_channels = V.positive_int(in_channels, "in_channels")
         self.out_channels = V.positive_int(out_channels, "out_channels")
         self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
@@ -197,7 +217,8 @@ class _ConvTransposeNd(Module):
     def _args(self, output_padding=None):
         return dict(stride=self.stride, padding=self.padding,
                     output_padding=self.output_padding if output_padding is None
-                    else output_padding, groups=self.groups, dilation=self.dilation)
+                    else output_padding, groups=self.groups, dilation=self.dilation,
+                    data_format=self.data_format)
 
     def forward(self, x, output_size=None):
         """output_size: the spatial size wanted (or the full (N, C, *spatial)
@@ -209,9 +230,12 @@ class _ConvTransposeNd(Module):
             if x.ndim != self._nd + 2:
                 raise ValueError(f"{type(self).__name__} expects x with {self._nd + 2} dims, "
                                  f"got shape {x.shape}")
+            if (self.data_format == "channels_last" and isinstance(output_size, (tuple, list))
+                    and len(output_size) == self._nd + 2):
+                output_size = tuple(output_size)[1:-1]   # a full (N, *spatial, C) shape
             output_padding = V.transpose_output_padding(
-                output_size, self._nd, x.shape[2:], self.kernel_size, self.stride,
-                self.padding, self.dilation, f"{type(self).__name__}.forward")
+                output_size, self._nd, _spatial(x, self.data_format), self.kernel_size,
+                self.stride, self.padding, self.dilation, f"{type(self).__name__}.forward")
         op = getattr(F, f"conv_transpose{self._nd}d")
         args = self._args(output_padding)
         y = op(x, self.weight.data, None if self.bias is None else self.bias.data, **args)
@@ -233,7 +257,8 @@ class _ConvTransposeNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
-        return s + ("" if self.bias is not None else ", bias=False")
+        return (s + ("" if self.bias is not None else ", bias=False")
+                + _format_repr(self.data_format))
 
 
 class ConvTranspose1d(_ConvTransposeNd):
@@ -300,14 +325,32 @@ class Linear(Module):
 class Flatten(Module):
     """Merge dims start_dim..end_dim into one (by default all but the batch)."""
 
-    def __init__(self, start_dim=1, end_dim=-1):
+    def __init__(self, start_dim=1, end_dim=-1, data_format="channels_first"):
         super().__init__()
         if not V._is_int(start_dim) or not V._is_int(end_dim):
             raise TypeError(f"start_dim and end_dim must be ints, got {start_dim!r}, "
                             f"{end_dim!r}")
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        # channels_last: x (N, *spatial, C) is flattened in channels-first
+        # order, so a Linear after it keeps the weights of the channels-first
+        # model (torchvision's state dicts load unchanged)
+        self.data_format = _data_format(data_format)
 
     def forward(self, x):
+        if self.data_format == "channels_last" and getattr(x, "ndim", 0) >= 3:
+            y = self._flatten(np.moveaxis(x, -1, 1))
+            return np.moveaxis(y, 1, -1) if y.ndim >= 3 else y
+        return self._flatten(x)
+
+    def backward(self, grad_out):
+        shape = self._saved()   # the (channels-first) shape _flatten saw
+        if self.data_format == "channels_last" and len(shape) >= 3:
+            if grad_out.ndim >= 3:
+                grad_out = np.moveaxis(grad_out, -1, 1)
+            return np.ascontiguousarray(np.moveaxis(grad_out.reshape(shape), 1, -1))
+        return grad_out.reshape(shape)
+
+    def _flatten(self, x):
         nd = x.ndim
         start, end = self.start_dim % nd, self.end_dim % nd
         if start > end:
@@ -317,9 +360,6 @@ class Flatten(Module):
             self._cache = x.shape
         merged = int(np.prod(x.shape[start:end + 1]))   # explicit: -1 fails for N == 0
         return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
-
-    def backward(self, grad_out):
-        return grad_out.reshape(self._saved())
 
 
 class Identity(Module):
@@ -425,9 +465,10 @@ class BatchNorm2d(Module):
     running estimates. momentum=None is a cumulative average."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, dtype=np.float32, data_format="channels_first"):
         super().__init__()
         self.num_features = V.positive_int(num_features, "num_features")
+        self.data_format = _data_format(data_format)   # channels_last: channel axis last
         if not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         if momentum is not None and (not isinstance(momentum, (int, float))
@@ -444,7 +485,10 @@ class BatchNorm2d(Module):
         self._batches_seen = 0
 
     def forward(self, x):
-        _check_input(x, "BatchNorm2d", 4, self.num_features)
+        last = self.data_format == "channels_last"
+        _check_input(x, "BatchNorm2d", 4, self.num_features, axis=3 if last else 1)
+        if last:   # the kernels reduce over channels-first planes
+            x = F._to_first(x)
         if self.affine:
             _same_dtype(x, self.weight, "BatchNorm2d")
         # training: batch statistics, and the running ones updated if tracked;
@@ -463,24 +507,29 @@ class BatchNorm2d(Module):
             self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
         if self.training:
             self._cache = (x, mean, invstd)
-        return y
+        return F._to_last(y) if last else y
 
     def backward(self, grad_out, relu=None):
         """relu: the ReLU this layer's output went through (grad_out is then
         that ReLU's output gradient): both backward passes in one, the
         ReLU's mask applied inside the batch norm's (backward_chain)."""
         x, mean, invstd = self._saved()
+        last = self.data_format == "channels_last"
+        relu_out = None if relu is None else relu._saved()
+        if last:   # the kernels reduce over channels-first planes
+            grad_out = F._to_first(grad_out)
+            relu_out = None if relu_out is None else F._to_first(relu_out)
         grad_x, g_gamma, g_beta = F._batch_norm_backward(
-            grad_out, x, self.weight.data if self.affine else None, mean, invstd,
-            None if relu is None else relu._saved())
+            grad_out, x, self.weight.data if self.affine else None, mean, invstd, relu_out)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
-        return grad_x
+        return F._to_last(grad_x) if last else grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                + _format_repr(self.data_format))
 
 
 # ----------------------------------------------------------------- pooling
@@ -500,8 +549,9 @@ class _Pool(Module):
 
 class MaxPool2d(_Pool):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
-                 ceil_mode=False):
+                 ceil_mode=False, data_format="channels_first"):
         super().__init__()
+        self.data_format = _data_format(data_format)
         self._window(kernel_size, stride, padding)
         self.dilation = V.ntuple(dilation, 2, "dilation", minimum=1)
         self.return_indices, self.ceil_mode = bool(return_indices), bool(ceil_mode)
@@ -509,7 +559,7 @@ class MaxPool2d(_Pool):
     def forward(self, x):
         need_idx = self.training or self.return_indices
         out = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                           self.ceil_mode, return_indices=need_idx)
+                           self.ceil_mode, return_indices=need_idx, data_format=self.data_format)
         if not need_idx:
             return out
         y, idx = out
@@ -519,17 +569,18 @@ class MaxPool2d(_Pool):
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.max_pool2d_backward(grad_out, idx, shape)
+        return F.max_pool2d_backward(grad_out, idx, shape, data_format=self.data_format)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-                + (", ceil_mode=True" if self.ceil_mode else ""))
+                + (", ceil_mode=True" if self.ceil_mode else "") + _format_repr(self.data_format))
 
 
 class AvgPool2d(_Pool):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, divisor_override=None):
+                 count_include_pad=True, divisor_override=None, data_format="channels_first"):
         super().__init__()
+        self.data_format = _data_format(data_format)
         self._window(kernel_size, stride, padding)
         if divisor_override is not None and (not V._is_int(divisor_override)
                                              or divisor_override == 0):
@@ -543,16 +594,18 @@ class AvgPool2d(_Pool):
                 self.count_include_pad, self.divisor_override)
 
     def forward(self, x):
-        y = F.avg_pool2d(x, *self._args())
+        y = F.avg_pool2d(x, *self._args(), data_format=self.data_format)
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.avg_pool2d_backward(grad_out, self._saved(), *self._args())
+        return F.avg_pool2d_backward(grad_out, self._saved(), *self._args(),
+                                     data_format=self.data_format)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + _format_repr(self.data_format))
 
 
 def _adaptive_size(output_size):
@@ -567,84 +620,94 @@ def _adaptive_size(output_size):
 
 
 class _Adaptive(Module):
-    def __init__(self, output_size):
+    def __init__(self, output_size, data_format="channels_first"):
         super().__init__()
         self.output_size = _adaptive_size(output_size)
+        self.data_format = _data_format(data_format)
 
     def _size(self, x):
         V.check_array(x, "x")
         if x.ndim != 4:
-            raise ValueError(f"{type(self).__name__} expects x of shape (N, C, H, W), "
+            layout = "(N, H, W, C)" if self.data_format == "channels_last" else "(N, C, H, W)"
+            raise ValueError(f"{type(self).__name__} expects x of shape {layout}, "
                              f"got {x.shape}")
-        return tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(self.output_size))
+        spatial = _spatial(x, self.data_format)
+        return tuple(spatial[i] if s is None else s for i, s in enumerate(self.output_size))
 
     def extra_repr(self):
-        return f"output_size={self.output_size}"
+        return f"output_size={self.output_size}" + _format_repr(self.data_format)
 
 
 class AdaptiveAvgPool2d(_Adaptive):
     """Average over torch's adaptive windows to a fixed output size."""
 
     def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, self._size(x))
+        y = F.adaptive_avg_pool2d(x, self._size(x), data_format=self.data_format)
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.adaptive_avg_pool2d_backward(grad_out, self._saved())
+        return F.adaptive_avg_pool2d_backward(grad_out, self._saved(),
+                                              data_format=self.data_format)
 
 
 class AdaptiveMaxPool2d(_Adaptive):
-    def __init__(self, output_size, return_indices=False):
-        super().__init__(output_size)
+    def __init__(self, output_size, return_indices=False, data_format="channels_first"):
+        super().__init__(output_size, data_format)
         self.return_indices = bool(return_indices)
 
     def forward(self, x):
-        y, idx = F.adaptive_max_pool2d(x, self._size(x), return_indices=True)
+        y, idx = F.adaptive_max_pool2d(x, self._size(x), return_indices=True,
+                                       data_format=self.data_format)
         if self.training:
             self._cache = (idx, x.shape)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.adaptive_max_pool2d_backward(grad_out, idx, shape)
+        return F.adaptive_max_pool2d_backward(grad_out, idx, shape,
+                                              data_format=self.data_format)
 
 
 class GlobalAvgPool2d(Module):
     """Mean over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with keepdims."""
 
-    def __init__(self, keepdims=False):
+    def __init__(self, keepdims=False, data_format="channels_first"):
         super().__init__()
         self.keepdims = bool(keepdims)
+        self.data_format = _data_format(data_format)
 
     def forward(self, x):
-        y = F.global_avg_pool2d(x, keepdims=self.keepdims)
+        y = F.global_avg_pool2d(x, keepdims=self.keepdims, data_format=self.data_format)
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.global_avg_pool2d_backward(grad_out, self._saved())
+        return F.global_avg_pool2d_backward(grad_out, self._saved(),
+                                            data_format=self.data_format)
 
 
 class GlobalMaxPool2d(Module):
     """Max over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with keepdims."""
 
-    def __init__(self, keepdims=False):
+    def __init__(self, keepdims=False, data_format="channels_first"):
         super().__init__()
         self.keepdims = bool(keepdims)
+        self.data_format = _data_format(data_format)
 
     def forward(self, x):
         if not self.training:
-            return F.global_max_pool2d(x, keepdims=self.keepdims)
-        y, idx = F.global_max_pool2d(x, keepdims=self.keepdims, return_indices=True)
+            return F.global_max_pool2d(x, keepdims=self.keepdims, data_format=self.data_format)
+        y, idx = F.global_max_pool2d(x, keepdims=self.keepdims, return_indices=True,
+                                     data_format=self.data_format)
         self._cache = (idx, x.shape)
         return y
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.global_max_pool2d_backward(grad_out, idx, shape)
+        return F.global_max_pool2d_backward(grad_out, idx, shape, data_format=self.data_format)
 
 
 # -------------------------------------------------------------- containers
