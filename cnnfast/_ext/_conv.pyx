@@ -965,7 +965,7 @@ cdef void _pointwise_chunk(Py_ssize_t t, Py_ssize_t chunks, const floating *x,
         for i in range(r0, r1):
             for j in range(M):
                 out[i * M + j] = bias[j]
-    _gemm(False, trans_w, r1 - r0, M, R, <floating> 1, x + r0 * R, R, w,
+    gemm_row_major(False, trans_w, r1 - r0, M, R, <floating> 1, x + r0 * R, R, w,
           R if trans_w else M, <floating> (1 if bias != NULL else 0), out + r0 * M, M)
 
 
@@ -998,7 +998,7 @@ cdef void _pointwise_weight_chunk(Py_ssize_t t, Py_ssize_t chunks, const floatin
     cdef Py_ssize_t c0, c1
     _row_chunk(t, chunks, C, &c0, &c1)
     if c1 > c0:
-        _gemm(True, False, K, c1 - c0, P, <floating> 1, go, K, x + c0, C, <floating> 0,
+        gemm_row_major(True, False, K, c1 - c0, P, <floating> 1, go, K, x + c0, C, <floating> 0,
               gw + c0, C)
 
 
