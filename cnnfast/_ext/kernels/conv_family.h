@@ -9,6 +9,7 @@
 #include "conv_bias_grad.h"
 #include "conv_im2col.h"
 #include "gemm_packed.h"
+#include "conv_winograd.h"
 
 static const cf_conv_kernels FN(cf_conv_table) = {
     .isa = CF_LEVEL,
@@ -30,6 +31,8 @@ static const cf_conv_kernels FN(cf_conv_table) = {
     .gemm_pack_columns = FN(gemm_pack_columns),
     .gemm_packed = FN(gemm_packed),
     .gemm_in_place = FN(gemm_in_place),
+    .winograd_weights = FN(winograd_weights),
+    .winograd_forward_block = FN(winograd_forward_block),
 };
 
 #include "cf_family_end.h"
