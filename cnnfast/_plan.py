@@ -383,7 +383,8 @@ def _winograd_arrays(C, K, G, N, out_hw, threads, tiles):
     return {"wino_xpad": (N * G * C * Hp * Wp + 4 * vw + 8, "f"), "wino_u": (G * 36 * C * K, "f"),
             "wino_v": (threads * (36 * C * nr + vw), "f"),
             "wino_m": (threads * (36 * kchunk * nr + vw), "f"),
-            "wino_work": (threads * 4 * C, "f"), "wino_bad": (max(items, G * C), "i")}
+            "wino_work": (threads * 4 * C, "f"),
+            "wino_bad": (max(items, G * ((K + 3) // 4)), "i")}
 
 
 def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> dict:

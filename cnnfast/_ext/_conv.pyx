@@ -640,11 +640,12 @@ cdef struct _wino_job:
 
 
 cdef void _wino_weights_item(Py_ssize_t i, const floating *w, floating *u, Py_ssize_t *bad,
-                             const cf_geom *g) noexcept nogil:
-    """Item (group, channel): that channel's transformed weights."""
-    cdef Py_ssize_t c = i % g.C, grp = i // g.C
-    bad[i] = _kernels(<floating> 0).winograd_weights(w + grp * g.K * g.C * 9, g.K, g.C, c,
-                                                     c + 1, u + grp * 36 * g.C * g.K)
+                             Py_ssize_t nkv, const cf_geom *g) noexcept nogil:
+    """Item (group, chunk of 4 output channels): their transformed weights."""
+    cdef Py_ssize_t kv = i % nkv, grp = i // nkv
+    bad[i] = _kernels(<floating> 0).winograd_weights(w + grp * g.K * g.C * 9, g.K, g.C, kv * 4,
+                                                     min(kv * 4 + 4, g.K),
+                                                     u + grp * 36 * g.C * g.K)
 
 
 cdef void _wino_block_item(Py_ssize_t i, const _wino_job *job, const cf_geom *g,
@@ -700,7 +701,8 @@ cdef bint _winograd_forward(const floating *x, const floating *w, const floating
     cdef floating[::1] v = work_array("wino_v", nthreads * job.vsize, dtype)
     cdef floating[::1] m = work_array("wino_m", nthreads * job.msize, dtype)
     cdef floating[::1] wk = work_array("wino_work", nthreads * job.wsize, dtype)
-    cdef Py_ssize_t[::1] bad = work_array("wino_bad", max(nitems, groups * g.C), np.intp)
+    cdef Py_ssize_t nkv = (g.K + 3) // 4   # weight-transform items per group
+    cdef Py_ssize_t[::1] bad = work_array("wino_bad", max(nitems, groups * nkv), np.intp)
     cdef cf_geom gp = g
     gp.H, gp.W = Hp, Wp
     job.xpad, job.u, job.bias, job.out = &xpad[0], &u[0], bias, out
@@ -708,12 +710,12 @@ cdef bint _winograd_forward(const floating *x, const floating *w, const floating
     cdef bint finite = True
     with nogil:
         if nthreads > 1:
-            for i in prange(groups * g.C, num_threads=nthreads, schedule='static'):
-                _wino_weights_item(i, w, &u[0], &bad[0], &g)
+            for i in prange(groups * nkv, num_threads=nthreads, schedule='static'):
+                _wino_weights_item(i, w, &u[0], &bad[0], nkv, &g)
         else:
-            for i in range(groups * g.C):
-                _wino_weights_item(i, w, &u[0], &bad[0], &g)
-        for i in range(groups * g.C):
+            for i in range(groups * nkv):
+                _wino_weights_item(i, w, &u[0], &bad[0], nkv, &g)
+        for i in range(groups * nkv):
             if bad[i]:
                 finite = False
     if not finite:

@@ -51,7 +51,7 @@ cdef extern from "conv_kernels.h" nogil:
         void (*gemm_in_place)(const void *a, cf_idx rs, cf_idx ks, const void *bpk, cf_idx m,
                               cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
                               int accumulate, cf_idx kc, void *work) noexcept nogil
-        int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx c0, cf_idx c1,
+        int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx ka, cf_idx kb,
                                 void *u) noexcept nogil
         int (*winograd_forward_block)(const void *xp, cf_idx x_nstride, const void *u,
                                       const void *bias, void *out, cf_idx out_nstride,

@@ -51,7 +51,7 @@ typedef struct {
                           cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
                           int accumulate, cf_idx kc, void *work);
     /* conv_winograd.h */
-    int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx c0, cf_idx c1, void *u);
+    int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx ka, cf_idx kb, void *u);
     int (*winograd_forward_block)(const void *xp, cf_idx x_nstride, const void *u,
                                   const void *bias, void *out, cf_idx out_nstride, cf_idx t0,
                                   cf_idx nt, cf_idx k0, cf_idx nk, void *v, void *m, void *work,
