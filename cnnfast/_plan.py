@@ -94,9 +94,22 @@ IN_PLACE_TILES = 2
 
 
 # Winograd F(4x4, 3x3) (2-D 3x3, stride 1, dilation 1; forward and input
-# gradient; never the weight gradient, see winograd_wins). MEASURED below.
+# gradient; the weight gradient stays on im2col). Its cost is the 36 GEMMs
+# (per tile) plus the weight transform (per C*K, and U = 36*C*K elements of
+# work array): it needs enough 4x4 output tiles per call to amortise the
+# weights, and enough channels to amortise the tile transforms. Measured
+# forward, 1 thread, float32, winograd vs direct ms (shared machine):
+#   (8,64,56,56)->64 11.6 vs 17.6; (8,128,28,28) 9.9 vs 16.7; (8,256,14,14)
+#   10.4 vs 20.4; (8,512,7,7) 21.5 vs 24.7 (32 tiles); batch 1: 64@56 1.60
+#   vs 2.25, 128@28 1.60 vs 2.19 (49 tiles), 256@14 3.40 vs 2.45 (16 tiles:
+#   loses), 512@7 15.9 vs 5.3 (4 tiles: loses); (8,32,56,56) 4.03 vs 4.49,
+#   (8,16,56,56) 1.74 vs 1.43 (16 channels: loses). The input gradient
+#   follows the same pattern (its "tiles" are those of the input). Against
+#   auto's other choice at (8,512,7,7), the depth-stacked im2col GEMM (16.4
+#   ms forward, 19.5 ms input gradient vs Winograd's 22.3 and 28.1), 32 tiles
+#   lose; batch 1 at 128@28 (49 tiles) wins, 1.74 vs 2.50 ms.
 WINOGRAD_MIN_CHANNELS = 32   # input and output channels per group
-WINOGRAD_MIN_TILES = 64      # 4x4 output tiles per call (batch x tiles per image)
+WINOGRAD_MIN_TILES = 48      # 4x4 output tiles per call (batch x tiles per image)
 
 
 def winograd_wins(geom: V.ConvGeometry, gradient: str) -> bool:
