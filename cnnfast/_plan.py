@@ -107,9 +107,12 @@ IN_PLACE_TILES = 2
 #   follows the same pattern (its "tiles" are those of the input). Against
 #   auto's other choice at (8,512,7,7), the depth-stacked im2col GEMM (16.4
 #   ms forward, 19.5 ms input gradient vs Winograd's 22.3 and 28.1), 32 tiles
-#   lose; batch 1 at 128@28 (49 tiles) wins, 1.74 vs 2.50 ms.
+#   lose; batch 1 at 128@28 (49 tiles) wins, 1.74 vs 2.50 ms. With 2 threads
+#   the tiles are shared: batch 1 at 128@28 then loses (1.74 vs direct 1.48
+#   ms), at 64@56 (98 tiles per thread) wins (1.30 vs 1.52), so the minimum
+#   is per thread.
 WINOGRAD_MIN_CHANNELS = 32   # input and output channels per group
-WINOGRAD_MIN_TILES = 48      # 4x4 output tiles per call (batch x tiles per image)
+WINOGRAD_MIN_TILES = 48      # 4x4 output tiles per call and thread (batch x tiles per image)
 
 
 def winograd_wins(geom: V.ConvGeometry, gradient: str) -> bool:
@@ -120,7 +123,8 @@ def winograd_wins(geom: V.ConvGeometry, gradient: str) -> bool:
     c, k = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     out = geom.out_size if gradient == "forward" else geom.in_size
     tiles = geom.batch * ((out[0] + 3) // 4) * ((out[1] + 3) // 4)
-    return min(c, k) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES
+    threads = conv_threads(conv_macs(geom))   # as plan_conv runs the call
+    return min(c, k) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES * threads
 
 
 def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> str:

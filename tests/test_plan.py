@@ -28,7 +28,7 @@ CASES = {
 WINOGRAD_CASES = {
     "winograd": ((2, 16, 9, 10), (24, 16, 3, 3), dict(padding=1)),
     "winograd_groups": ((3, 8, 13, 7), (6, 4, 3, 3), dict(padding=2, groups=2)),
-    "winograd_auto": ((4, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
+    "winograd_auto": ((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
 }
 CASES.update(WINOGRAD_CASES)
 ALGORITHMS = ["auto", "direct", "im2col"]
