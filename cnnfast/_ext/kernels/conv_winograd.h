@@ -138,6 +138,27 @@ static int FN(winograd_weights)(const void *w_, cf_idx K, cf_idx C, cf_idx ka, c
     return FN(cf_wino_any)(bad);
 }
 
+/* Output row order of 4 vectors y[j] (lanes: tiles): o[4*l + j] = y[j][l],
+ * as o[0..4) of CF_VW lanes each (two rounds of two-vector shuffles). */
+CF_INLINE void FN(cf_wino_interleave4)(const CF_V *y, CF_V *o) {
+    CF_M lo, hi, pick[4];
+    for (int l = 0; l < (int)CF_VW; l++) { /* pairs: y0[l], y1[l] */
+        lo[l] = (l >> 1) + (l & 1) * CF_VW;
+        hi[l] = CF_VW / 2 + (l >> 1) + (l & 1) * CF_VW;
+    }
+    const CF_V lo01 = __builtin_shuffle(y[0], y[1], lo), hi01 = __builtin_shuffle(y[0], y[1], hi);
+    const CF_V lo23 = __builtin_shuffle(y[2], y[3], lo), hi23 = __builtin_shuffle(y[2], y[3], hi);
+    for (int q = 0; q < 2; q++) /* quads: a pair from 01, the same pair from 23 */
+        for (int l = 0; l < (int)CF_VW; l++) {
+            const int pair = q * (int)CF_VW / 4 + l / 4, e = l & 3;
+            pick[q][l] = e < 2 ? 2 * pair + e : CF_VW + 2 * pair + e - 2;
+        }
+    o[0] = __builtin_shuffle(lo01, lo23, pick[0]);
+    o[1] = __builtin_shuffle(lo01, lo23, pick[1]);
+    o[2] = __builtin_shuffle(hi01, hi23, pick[0]);
+    o[3] = __builtin_shuffle(hi01, hi23, pick[1]);
+}
+
 /* A run: consecutive tiles of one tile row of one image, within one block. */
 typedef struct {
     cf_idx n, ty, tx, col, len;
@@ -231,10 +252,17 @@ static int FN(winograd_forward_block)(const void *xp_, cf_idx x_nstride, const v
             }
             CF_T *ok = out + r.n * out_nstride + (k0 + k) * OH * OW + r.ty * 4 * OW + r.tx * 4;
             for (cf_idx i = 0; i < rows; i++) {
-                CF_T lanes[4][CF_VW];
-                memcpy(lanes, y[i], sizeof lanes);
+                CF_V row[4];
+                FN(cf_wino_interleave4)(y[i], row);
                 CF_T *orow = ok + i * OW;
-                for (cf_idx e = 0; e < cols; e++) orow[e] = lanes[e & 3][e >> 2];
+                cf_idx e = 0;
+                for (int q = 0; q < 4 && e + CF_VW <= cols; q++, e += CF_VW)
+                    memcpy(orow + e, &row[q], sizeof row[q]);
+                if (e < cols) { /* the row's last partial vector, exactly */
+                    CF_T lanes[4 * CF_VW];
+                    memcpy(lanes, row, sizeof lanes);
+                    memcpy(orow + e, lanes + e, (size_t)(cols - e) * sizeof(CF_T));
+                }
             }
         }
         t += r.len;
