@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Convolution kernels: direct, im2col and 1x1, forward and backward.
+"""Convolution kernels: direct, im2col, 1x1 and Winograd, forward and backward.
 
 Arrays arrive 5-D (N, C, D, H, W) -- 1-D and 2-D convolutions use unit D/H --
 C-contiguous and native-endian, already validated and allocated by
@@ -823,7 +823,8 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                  str kernel, tuple gemm, int nthreads):
     """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
-    "direct_lanes_batch" or "direct_rows". `bias` may be empty (no bias)."""
+    "direct_lanes_batch", "direct_rows" or "winograd" (non-finite values: the
+    direct_rows result). `bias` may be empty (no bias)."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
@@ -832,11 +833,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef tuple kernel_size = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
-    cdef tuple shape
-    cdef floating[:, :, :, :, ::1] xpad
     cdef floating[::1] xt_v
-    cdef cf_geom gp
     if kernel == "gemm":
         _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads)
     elif kernel == "direct_lanes_batch":
@@ -863,9 +860,10 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
                         tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
                         str kernel, tuple gemm, int nthreads):
     """grad_x = conv_transpose(grad_out, w) with the plan's kernel: "gemm"
-    (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes" or
-    "direct_polyphase"; the direct kernels fall back on the GEMM for NaN or
-    infinite weights (see _direct_backward_input). grad_x is overwritten."""
+    (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
+    "direct_polyphase" or "winograd"; the direct kernels fall back on the
+    GEMM for NaN or infinite weights (see _direct_backward_input), Winograd
+    for any non-finite value. grad_x is overwritten."""
     cdef Py_ssize_t N = grad_x.shape[0]
     cdef tuple kernel_size = (w.shape[2], w.shape[3], w.shape[4])
     cdef cf_geom g = _geometry(grad_x.shape[1] // groups, grad_x.shape[2], grad_x.shape[3],
