@@ -27,6 +27,7 @@ from ._malloc import keep_freed_memory as _keep_freed_memory
 _keep_freed_memory()
 
 from . import reference
+from ._policy import conv_policy, get_conv_policy, set_conv_policy
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .functional import (
     adaptive_avg_pool2d,
@@ -100,5 +101,6 @@ from .io import load, save
 
 __all__ = list(_functional_all) + [
     "set_num_threads", "get_num_threads", "num_threads", "show_config", "reference",
+    "set_conv_policy", "get_conv_policy", "conv_policy",
     "nn", "models", "optim", "data", "save", "load",
 ]

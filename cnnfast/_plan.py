@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validation as V
+from ._policy import winograd_allowed
 from ._ext import _conv
 from ._threads import get_num_threads
 
@@ -153,6 +154,40 @@ REDUCTION_CHUNK = 256
 IN_PLACE_TILES = 2
 
 
+# Winograd F(4x4, 3x3) (2-D 3x3, stride 1, dilation 1; forward and input
+# gradient; the weight gradient stays on im2col). Its cost is the 36 GEMMs
+# (per tile) plus the weight transform (per C*K, and U = 36*C*K elements of
+# work array): it needs enough 4x4 output tiles per call to amortise the
+# weights, and enough channels to amortise the tile transforms. Measured
+# forward, 1 thread, float32, winograd vs direct ms (shared machine):
+#   (8,64,56,56)->64 11.6 vs 17.6; (8,128,28,28) 9.9 vs 16.7; (8,256,14,14)
+#   10.4 vs 20.4; (8,512,7,7) 21.5 vs 24.7 (32 tiles); batch 1: 64@56 1.60
+#   vs 2.25, 128@28 1.60 vs 2.19 (49 tiles), 256@14 3.40 vs 2.45 (16 tiles:
+#   loses), 512@7 15.9 vs 5.3 (4 tiles: loses); (8,32,56,56) 4.03 vs 4.49,
+#   (8,16,56,56) 1.74 vs 1.43 (16 channels: loses). The input gradient
+#   follows the same pattern (its "tiles" are those of the input). Against
+#   auto's other choice at (8,512,7,7), the depth-stacked im2col GEMM (16.4
+#   ms forward, 19.5 ms input gradient vs Winograd's 22.3 and 28.1), 32 tiles
+#   lose; batch 1 at 128@28 (49 tiles) wins, 1.74 vs 2.50 ms. With 2 threads
+#   the tiles are shared: batch 1 at 128@28 then loses (1.74 vs direct 1.48
+#   ms), at 64@56 (98 tiles per thread) wins (1.30 vs 1.52), so the minimum
+#   is per thread.
+WINOGRAD_MIN_CHANNELS = 32   # input and output channels per group
+WINOGRAD_MIN_TILES = 48      # 4x4 output tiles per call and thread (batch x tiles per image)
+
+
+def winograd_wins(geom: V.ConvGeometry, gradient: str) -> bool:
+    """auto's Winograd rule, for the forward ("forward") or input gradient
+    ("x"), when the policy allows it (cnnfast.set_conv_policy)."""
+    if gradient not in ("forward", "x") or not winograd_allowed() or not V.is_winograd_shape(geom):
+        return False
+    c, k = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    out = geom.out_size if gradient == "forward" else geom.in_size
+    tiles = geom.batch * ((out[0] + 3) // 4) * ((out[1] + 3) // 4)
+    threads = conv_threads(conv_macs(geom))   # as plan_conv runs the call
+    return min(c, k) >= WINOGRAD_MIN_CHANNELS and tiles >= WINOGRAD_MIN_TILES * threads
+
+
 def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> str:
     """The `algorithm="auto"` choice for the forward pass or one gradient
     ("forward", "x" or "weight"):
@@ -180,6 +215,8 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
       and wins on every measured shape;
     * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col".
     """
+    if winograd_wins(geom, gradient):
+        return "winograd"
     if not V.fits_blas(geom):
         return "direct"
     k_per_group = geom.out_channels // geom.groups
@@ -211,7 +248,7 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
 
 class PassPlan(NamedTuple):
     """How one pass of a convolution runs."""
-    algorithm: str          # "direct", "im2col" or "1x1": auto's choice or the caller's
+    algorithm: str          # "direct", "im2col", "1x1" or "winograd": auto's or the caller's
     kernel: str             # the driver kernel (see KERNELS)
     layout: str             # "images", "depth_stacked" or "batch_as_pixels"
     threads: int
@@ -228,6 +265,7 @@ KERNELS = {
     "direct_lanes_batch": "direct, channels in the lanes, images in the tile",
     "direct_polyphase": "input gradient as one direct conv per stride phase",
     "direct_weight": "direct weight gradient",
+    "winograd": "Winograd F(4x4, 3x3), fused per block of tiles",
     "gemm": "im2col / 1x1 on cnnfast's packed GEMM",
     "gemm_blas": "im2col weight gradient on BLAS GEMMs",
     "channel_sum": "bias gradient: channel sums in double",
@@ -288,7 +326,7 @@ def _stacks(geom, algorithm, chosen, threads, gradient) -> bool:
     limit = (SMALL_PLANE if gradient == "forward" and not geom.is_pointwise
              else SMALL_PLANE_POINTWISE_OR_BACKWARD)
     return (algorithm == "auto" and geom.nd <= 2 and geom.batch > 1 and positions <= limit
-            and chosen != "direct"
+            and chosen not in ("direct", "winograd")
             and (gradient == "forward" or threads == 1 or positions <= TINY_PLANE))
 
 
@@ -356,6 +394,8 @@ def _batch_in_tile(s: _Shape, dtype) -> bool:
 
 
 def _forward_kernel(s: _Shape, algorithm: str, dtype) -> str:
+    if algorithm == "winograd":
+        return "winograd"
     if algorithm != "direct":
         return "gemm"
     if _batch_in_tile(s, dtype):
@@ -366,6 +406,8 @@ def _forward_kernel(s: _Shape, algorithm: str, dtype) -> str:
 
 
 def _input_grad_kernel(s: _Shape, algorithm: str) -> str:
+    if algorithm == "winograd":
+        return "winograd"
     if algorithm != "direct":
         return "gemm"
     # the input gradient is a forward conv of grad_out with K and C swapped
@@ -411,6 +453,20 @@ def _lanes_arrays(K, C, R, G, N, reach, in_place, batch, threads):
             **({"cv_xt": (G * C * math.prod(reach) * N, "f")} if batch else {})}
 
 
+def _winograd_arrays(C, K, G, N, out_hw, threads, tiles):
+    """_winograd_forward's work arrays for C -> K channels per group, an
+    out_hw output."""
+    per_image, Hp, Wp = _conv.winograd_planes(*out_hw)
+    vw, nr = tiles["vector_width"], tiles["gemm_nr"]
+    nblocks, kchunk = _conv.winograd_split(K, G, N * per_image, threads, nr, tiles["gemm_mr"])
+    items = G * nblocks * ((K + kchunk - 1) // kchunk)
+    return {"wino_xpad": (N * G * C * Hp * Wp + 4 * vw + 8, "f"), "wino_u": (G * 36 * C * K, "f"),
+            "wino_v": (threads * (36 * C * nr + vw), "f"),
+            "wino_m": (threads * (36 * kchunk * nr + vw), "f"),
+            "wino_work": (threads * 4 * C, "f"),
+            "wino_bad": (max(items, G * ((K + 3) // 4)), "i")}
+
+
 def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> dict:
     """The work arrays (cnnfast._ext._workspace) the driver asks for in this
     pass, name -> (elements, "f" for the dtype or "i" for intp), sized as
@@ -438,6 +494,11 @@ def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> 
         arrays = _lanes_arrays(kpad(s.C), s.K, s.K * KV, G, s.N, reach, in_place, False, threads)
         arrays["lanes_wsub"] = (G * s.C * s.K * KV, "f")
         return arrays
+    if kernel == "winograd" and gradient == "forward":
+        return _winograd_arrays(s.C, s.K, G, s.N, s.out_size[1:], threads, tiles)
+    if kernel == "winograd":   # input gradient: forward of grad_out, flipped kernel
+        return {**_winograd_arrays(s.K, s.C, G, s.N, s.in_size[1:], threads, tiles),
+                "wino_wflip": (G * s.C * s.K * KV, "f")}
     if kernel == "direct_rows":
         shape = _direct_input_shape(s.out_size, s.kernel, s.stride, s.dilation, vw)
         return {"rows_xpad": (s.N * G * s.C * math.prod(shape), "f")}
@@ -532,7 +593,9 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
             # the GEMM is also the direct kernel's fallback for NaN/inf weights
             tile = _gemm_tile(P, R, COLUMN_BUDGET, tiles["gemm_nr"], min_tiles)
         else:
-            kernel = "direct_weight" if chosen == "direct" else "gemm_blas"
+            # winograd: the weight gradient stays on the exact-order kernels
+            direct = chosen == "direct" or (chosen == "winograd" and not V.fits_blas(geom))
+            kernel = "direct_weight" if direct else "gemm_blas"
             if kernel == "gemm_blas":
                 tile = _blas_tile(P, R)
         if tile and kernel != "gemm_blas":

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1")
+CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1", "winograd")
 DATA_FORMATS = ("channels_first", "channels_last")
 NEEDS = ("x", "weight", "bias")
 BLAS_INT_MAX = 2**31 - 1
@@ -415,10 +415,29 @@ def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
     if algorithm == "1x1" and not geom.is_pointwise:
         raise ValueError(f"algorithm='1x1' needs a kernel of all ones, got kernel size "
                          f"{geom.kernel}")
+    if algorithm == "winograd":
+        winograd_shape(geom)
     if algorithm in ("im2col", "1x1") and not fits_blas(geom):
         raise ValueError(f"algorithm={algorithm!r}: this shape exceeds the 32-bit sizes of the "
                          f"BLAS interface; use algorithm='direct'")
     return algorithm
+
+
+def winograd_shape(geom: ConvGeometry) -> None:
+    """algorithm='winograd' runs F(4x4, 3x3): 2-D, 3x3 kernel, stride 1, dilation 1."""
+    if geom.nd != 2:
+        raise ValueError(f"algorithm='winograd' needs a 2-D convolution with a 3x3 kernel, "
+                         f"got a {geom.nd}-D convolution (kernel size {geom.kernel})")
+    for name, value, want in (("kernel size", geom.kernel, (3, 3)), ("stride", geom.stride, (1, 1)),
+                              ("dilation", geom.dilation, (1, 1))):
+        if tuple(value) != want:
+            raise ValueError(f"algorithm='winograd' needs {name} {want}, got {name} "
+                             f"{tuple(value)}")
+
+
+def is_winograd_shape(geom: ConvGeometry) -> bool:
+    return (geom.nd == 2 and tuple(geom.kernel) == (3, 3) and tuple(geom.stride) == (1, 1)
+            and tuple(geom.dilation) == (1, 1))
 
 
 def fits_blas(geom: ConvGeometry) -> bool:

@@ -360,7 +360,7 @@ def test_zero_batch_backward_gives_zero_parameter_gradients(nd, algorithm, dtype
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("nd", DIMS)
-@pytest.mark.parametrize("algorithm", ["fft", "Direct", "winograd", "", "1X1", "im2col "])
+@pytest.mark.parametrize("algorithm", ["fft", "Direct", "Winograd", "", "1X1", "im2col "])
 def test_unknown_algorithm(kind, nd, algorithm):
     x, w, b = make(nd)
     with pytest.raises(ValueError, match=rf"^algorithm must be one of .*got {esc(algorithm)}$"):

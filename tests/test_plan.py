@@ -24,6 +24,13 @@ CASES = {
     "conv1d": ((3, 4, 17), (6, 4, 5), dict(stride=2, padding=2)),
     "conv3d": ((2, 3, 5, 6, 7), (4, 3, 3, 3, 2), dict(padding=1)),
 }
+# 3x3 stride-1 cases that algorithm="winograd" runs; auto picks it for the last
+WINOGRAD_CASES = {
+    "winograd": ((2, 16, 9, 10), (24, 16, 3, 3), dict(padding=1)),
+    "winograd_groups": ((3, 8, 13, 7), (6, 4, 3, 3), dict(padding=2, groups=2)),
+    "winograd_auto": ((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
+}
+CASES.update(WINOGRAD_CASES)
 ALGORITHMS = ["auto", "direct", "im2col"]
 
 
@@ -75,6 +82,22 @@ def test_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng, case, dt
                                          p.weights_in_place, tiles, gradient)
             expected = {k: (max(n, 1), kind) for k, (n, kind) in expected.items()}
             assert recorder.calls == expected, (gradient, p)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(WINOGRAD_CASES), ids=str)
+def test_winograd_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng, case, dtype,
+                                                                threads):
+    test_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng, case, dtype, "winograd",
+                                                      threads)
+
+
+def test_auto_plans_winograd_where_it_wins():
+    x_shape, w_shape, args = WINOGRAD_CASES["winograd_auto"]
+    plan = cnnfast.explain_conv(x_shape, w_shape, **args)
+    assert [plan.passes[p].kernel for p in ("forward", "x", "weight")] == [
+        "winograd", "winograd", "gemm_blas"]
 
 
 def test_explain_conv_names_output_shape_passes_and_flops():

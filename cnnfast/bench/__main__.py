@@ -365,7 +365,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
-                   choices=["all", "conv", "convt", "pool", "train", "models"],
+                   choices=["all", "conv", "convt", "pool", "train", "models", "winograd"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -417,6 +417,13 @@ def main(argv=None):
             print(format_table(rows, peak, threads, version))
             print()
             run.update(sgemm_gflops=peak, rows=rows)
+        if args.only in ("all", "winograd"):
+            from cnnfast.bench.winograd import format_winograd_table, winograd_rows
+            peak = run.get("sgemm_gflops") or sgemm_gflops(threads, dtype, repeat)
+            rows = winograd_rows(threads, dtype, repeat, progress, median_ms, torch)
+            print(format_winograd_table(rows, peak, threads, version))
+            print()
+            run.update(sgemm_gflops=peak, winograd_rows=rows)
         if args.only in ("all", "convt"):
             peak = run.get("sgemm_gflops") or sgemm_gflops(threads, dtype, repeat)
             rows = conv_transpose_rows(threads, dtype, repeat, progress)

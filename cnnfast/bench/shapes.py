@@ -150,3 +150,19 @@ GLOBAL_POOL_OPS = (("gmax", "forward"), ("gmax", "backward"), ("gavg", "forward"
 
 def pool_ops(shape):
     return GLOBAL_POOL_OPS if shape.is_global else POOL_OPS
+
+
+# The Winograd issue's 3x3 stride-1 shapes (padding 1): big layers, the
+# batch-1 ResNet-18 layers and two small channel counts.
+WINOGRAD_SHAPES = [
+    ConvShape("VGG 3x3@56", 8, 64, 56, 56, 64, 3, 1, 1),
+    ConvShape("ResNet 3x3@28", 8, 128, 28, 28, 128, 3, 1, 1),
+    ConvShape("ResNet 3x3@14", 8, 256, 14, 14, 256, 3, 1, 1),
+    ConvShape("ResNet 3x3@7", 8, 512, 7, 7, 512, 3, 1, 1),
+    ConvShape("ResNet-18 b1@56", 1, 64, 56, 56, 64, 3, 1, 1),
+    ConvShape("ResNet-18 b1@28", 1, 128, 28, 28, 128, 3, 1, 1),
+    ConvShape("ResNet-18 b1@14", 1, 256, 14, 14, 256, 3, 1, 1),
+    ConvShape("ResNet-18 b1@7", 1, 512, 7, 7, 512, 3, 1, 1),
+    ConvShape("3x3 16ch@56", 8, 16, 56, 56, 16, 3, 1, 1),
+    ConvShape("3x3 32ch@56", 8, 32, 56, 56, 32, 3, 1, 1),
+]

@@ -10,6 +10,7 @@
 #include "conv_im2col.h"
 #include "gemm_packed.h"
 #include "conv_epilogue.h"
+#include "conv_winograd.h"
 
 static const cf_conv_kernels FN(cf_conv_table) = {
     .isa = CF_LEVEL,
@@ -32,6 +33,8 @@ static const cf_conv_kernels FN(cf_conv_table) = {
     .gemm_packed = FN(gemm_packed),
     .gemm_in_place = FN(gemm_in_place),
     .conv_epilogue = FN(conv_epilogue),
+    .winograd_weights = FN(winograd_weights),
+    .winograd_forward_block = FN(winograd_forward_block),
 };
 
 #include "cf_family_end.h"

@@ -53,6 +53,12 @@ typedef struct {
     /* conv_epilogue.h */
     void (*conv_epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
                           cf_idx len, int relu);
+    /* conv_winograd.h */
+    int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx ka, cf_idx kb, void *u);
+    int (*winograd_forward_block)(const void *xp, cf_idx x_nstride, const void *u,
+                                  const void *bias, void *out, cf_idx out_nstride, cf_idx t0,
+                                  cf_idx nt, cf_idx k0, cf_idx nk, void *v, void *m, void *work,
+                                  cf_idx kc, const cf_geom *g);
 } cf_conv_kernels;
 
 #define CF_FAMILY "conv_family.h"
