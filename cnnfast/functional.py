@@ -82,7 +82,8 @@ def _run_forward(geom, p, x, weight, bias):
                     else geom.out5_shape, dtype=geom.dtype)
     with blas_pinned:
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
-                           *geom.kernel_args, geom.groups, *_kernel_args(p), p.threads)
+                           *geom.kernel_args, geom.groups, *_kernel_args(p), p.threads,
+                           geom.pad_mode_code)
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
 
 
@@ -131,8 +132,21 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
         _conv.conv_backward_weight(go_stacked if stacked else go5,
                                    _depth_stack(x5) if stacked else x5,
                                    grad_w.reshape(geom.w5_shape), *geom.kernel_args,
-                                   geom.groups, p.kernel, p.tile, p.threads)
+                                   geom.groups, p.kernel, p.tile, p.threads,
+                                   geom.pad_mode_code)
     return grad_w
+
+
+def _run_input_grad_folded(geom, p, go5, weight):
+    """The input gradient of a non-zero padding mode: the gradient wrt the
+    padded input (plan entry p is planned on geom.padded_input), its border
+    folded back onto the input elements the padding copied."""
+    padded = geom.padded_input
+    gpad = _run_input_grad(padded, p, go5, weight)
+    grad_x = np.empty(geom.x5_shape, dtype=geom.dtype)
+    _conv.conv_fold_padding(gpad.reshape(padded.x5_shape), grad_x, geom.kernel_args[1],
+                            geom.pad_mode_code, P.pool_threads(gpad.size))
+    return grad_x
 
 
 def _bias_grad(go5, channels, threads, dtype):
@@ -145,16 +159,18 @@ def _bias_array(bias, dtype):
     return np.empty(0, dtype) if bias is None else V.kernel_array(bias, dtype)
 
 
-def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                  padding_mode):
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                   algorithm):
+                   algorithm, padding_mode):
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                           grad_out=grad_out)
+                           grad_out=grad_out, padding_mode=padding_mode)
     need = V.conv_need(need)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom),
                        [p for p in ("x", "weight", "bias") if p in need])
@@ -164,7 +180,9 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     go_stacked = (_depth_stack(go5) if all(passes.get(g) and passes[g].layout == "depth_stacked"
                                            for g in ("x", "weight")) else None)
     grad_x = grad_w = grad_b = None
-    if "x" in passes:
+    if "x" in passes and geom.pad_mode != "zeros":
+        grad_x = _run_input_grad_folded(geom, passes["x"], go5, weight).reshape(x.shape)
+    elif "x" in passes:
         grad_x = _run_input_grad(geom, passes["x"], go5, weight, go_stacked).reshape(x.shape)
     if "weight" in passes:
         grad_w = _run_weight_grad(geom, passes["weight"], go5, x, weight.shape, go_stacked)
@@ -215,7 +233,7 @@ def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_pa
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
                  algorithm="auto", dtype="float32", need=("forward", "x", "weight", "bias"),
-                 threads=None):
+                 threads=None, padding_mode="zeros"):
     """How cnnfast would run conv{1,2,3}d on arrays of these shapes, without
     running anything: a ConvPlan (cnnfast._plan) with the output shape and,
     per pass ("forward", and the gradients "x", "weight", "bias"), the
@@ -235,7 +253,8 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape,
                                         (0,) * len(weight_shape))
-    geom = V.conv_geometry(nd, x, w, None, stride, padding, dilation, groups)
+    geom = V.conv_geometry(nd, x, w, None, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     need = [need] if isinstance(need, str) else list(need)
     bad = [p for p in need if p not in P.PASSES]
     if bad:
@@ -248,43 +267,49 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    """1-D convolution (cross-correlation) of x (N, C, L) with weight (K, C//groups, k)."""
-    return _conv_forward(1, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    """1-D convolution (cross-correlation) of x (N, C, L) with weight (K, C//groups, k);
+    padding also takes "valid", "same", "causal" and a (before, after) pair;
+    padding_mode "zeros", "reflect", "replicate" or "circular" (torch's)."""
+    return _conv_forward(1, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         padding_mode)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", padding_mode="zeros"):
     """2-D convolution of x (N, C, H, W) with weight (K, C//groups, kH, kW), as
-    torch.nn.functional.conv2d; padding also takes "valid" and "same"."""
-    return _conv_forward(2, x, weight, bias, stride, padding, dilation, groups, algorithm)
+    torch.nn.functional.conv2d; padding also takes "valid", "same" and
+    (before, after) pairs per dim; padding_mode as torch.nn.Conv2d's."""
+    return _conv_forward(2, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         padding_mode)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
+           algorithm="auto", padding_mode="zeros"):
     """3-D convolution of x (N, C, D, H, W) with weight (K, C//groups, kD, kH, kW)."""
-    return _conv_forward(3, x, weight, bias, stride, padding, dilation, groups, algorithm)
+    return _conv_forward(3, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                         padding_mode)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     """Gradients of conv1d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(1, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     """Gradients of conv2d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(2, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     """Gradients of conv3d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,

@@ -15,9 +15,31 @@ from . import _validation as V
 
 # ------------------------------------------------------------ convolution
 
+# torch's padding_mode -> NumPy's np.pad mode
+_NP_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
 def _padded(x, geom):
+    """x padded in geom.pad_mode: zeros, mirrored without repeating the edge,
+    the edge repeated, or wrapped around."""
     pads = [(0, 0), (0, 0)] + list(zip(geom.pad_before, geom.pad_after))
-    return np.pad(np.asarray(x, dtype=geom.dtype), pads)
+    return np.pad(np.asarray(x, dtype=geom.dtype), pads, mode=_NP_PAD[geom.pad_mode])
+
+
+def _fold(grad_padded, geom):
+    """Adjoint of _padded: the gradient wrt the padded input summed onto the
+    input element each padded position holds (zero padding: cropped). Per
+    dim, the padded position's source index is the padding of arange(n)."""
+    g = grad_padded
+    for axis, (n, b, a) in enumerate(zip(geom.in_size, geom.pad_before, geom.pad_after), 2):
+        if geom.pad_mode == "zeros":
+            g = g[(slice(None),) * axis + (slice(b, b + n),)]
+            continue
+        source = np.pad(np.arange(n), (b, a), mode=_NP_PAD[geom.pad_mode])
+        out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
+        np.add.at(np.moveaxis(out, axis, 0), source, np.moveaxis(g, axis, 0))
+        g = out
+    return np.ascontiguousarray(g)
 
 
 def _columns(x, geom):
@@ -42,8 +64,10 @@ def _grouped_weight(weight, geom):
     return np.asarray(weight, dtype=geom.dtype).reshape(G, geom.out_channels // G, -1)
 
 
-def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+          padding_mode="zeros"):
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     cols = _columns(x, geom)                                   # N G P R
     w = _grouped_weight(weight, geom)                          # G Kg R
@@ -55,7 +79,8 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
 
 
 def _col2im(grad_cols, geom):
-    """Adjoint of _columns: sum each tap's column back onto the padded input."""
+    """Adjoint of _columns: sum each tap's column back onto the padded input,
+    then fold that onto the input (_fold)."""
     nd, N = geom.nd, geom.batch
     padded = [n + b + a for n, b, a in zip(geom.in_size, geom.pad_before, geom.pad_after)]
     gx = np.zeros((N, geom.in_channels, *padded), dtype=geom.dtype)
@@ -68,14 +93,13 @@ def _col2im(grad_cols, geom):
         region = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                        for t, d, o, s in zip(tap, geom.dilation, geom.out_size, geom.stride))
         gx[(slice(None), slice(None)) + region] += g[(Ellipsis,) + tap]
-    crop = tuple(slice(b, b + n) for b, n in zip(geom.pad_before, geom.in_size))
-    return np.ascontiguousarray(gx[(slice(None), slice(None)) + crop])
+    return _fold(gx, geom)
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                   algorithm):
+                   algorithm, padding_mode="zeros"):
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                           grad_out=grad_out)
+                           grad_out=grad_out, padding_mode=padding_mode)
     need = V.conv_need(need)
     V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     G, N = geom.groups, geom.batch
@@ -99,36 +123,39 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(1, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(2, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(3, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(1, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(2, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 # ------------------------------------------------- transposed convolution
@@ -343,8 +370,8 @@ def _avg_divisor(geom, count_include_pad, divisor_override):
     if divisor_override is not None:
         return np.full(geom.out_size, float(divisor_override))
     counted = np.ones(geom.in_size)
-    if count_include_pad:
-        counted = np.pad(counted, [(p, p) for p in geom.padding], constant_values=1)
+    if count_include_pad and geom.counts_padding:   # "same" padding never counts
+        counted = np.pad(counted, list(zip(geom.padding, geom.pad_after)), constant_values=1)
         geom = geom._replace(in_size=counted.shape, padding=(0,) * geom.nd)
     counts = _windows(counted, geom, 0).reshape(tuple(geom.out_size) + (-1,)).sum(axis=-1)
     return counts
@@ -357,8 +384,8 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                            V.divisor_override_arg(divisor_override))
     x = np.asarray(x, dtype=geom.dtype)
     sums = _windows(x, geom, 0).reshape(geom.out_shape + (_volume(geom.kernel),)).sum(axis=-1)
-    # a window holding no input element averages to 0 (torch), not 0/0
-    return np.where(divisor > 0, sums / np.maximum(divisor, 1), 0).astype(geom.dtype)
+    # every window holds an input element (validated): its divisor is nonzero
+    return (sums / divisor).astype(geom.dtype)
 
 
 def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
@@ -372,7 +399,7 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
     V.expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of avg_pool{nd}d")
     divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
                            V.divisor_override_arg(divisor_override))
-    share = np.asarray(grad_out, dtype=dtype) / np.maximum(divisor, 1)
+    share = np.asarray(grad_out, dtype=dtype) / divisor
     # every output adds its share to each tap of its window, one tap at a time
     extent = [max((o - 1) * s + k, n + p) + p for n, o, k, s, p in zip(
         geom.in_size, geom.out_size, geom.kernel, geom.stride, geom.padding)]

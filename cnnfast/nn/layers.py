@@ -89,21 +89,13 @@ class _ConvNd(Module):
         self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
         self.stride = V.ntuple(stride, nd, "stride", minimum=1)
         self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be an int, a tuple of {nd} ints, 'valid' or "
-                                 f"'same', got {padding!r}")
-            self.padding = padding
-        else:
-            self.padding = V.ntuple(padding, nd, "padding", minimum=0)
+        # ints, pairs, "valid", "same" (and "causal" for Conv1d), as the functional ops
+        self.padding = V.conv_padding_arg(padding, nd)
         self.groups = V.positive_int(groups, "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode must be 'zeros' (the only mode the kernels "
-                             f"implement), got {padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.padding_mode = V.padding_mode_arg(padding_mode)
         dtype = float_dtype(dtype)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(init.kaiming_uniform(shape, dtype))
@@ -113,7 +105,7 @@ class _ConvNd(Module):
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
+                    groups=self.groups, padding_mode=self.padding_mode)
 
     def forward(self, x):
         op = getattr(F, f"conv{self._nd}d")
@@ -134,6 +126,8 @@ class _ConvNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         return s + ("" if self.bias is not None else ", bias=False")
 
 
@@ -408,7 +402,7 @@ class BatchNorm2d(Module):
     running estimates. momentum=None is a cumulative average."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, bias=True, dtype=np.float32):
         super().__init__()
         self.num_features = V.positive_int(num_features, "num_features")
         if not isinstance(eps, (int, float)) or not eps > 0:
@@ -418,10 +412,12 @@ class BatchNorm2d(Module):
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
         self.eps, self.momentum = float(eps), momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        # torch 2.13's flag: bias=False keeps the scale but has no shift parameter
+        self.has_bias = V.flag(bias, "bias")
         dtype = float_dtype(dtype)
         C = self.num_features
         self.weight = Parameter(np.ones(C, dtype)) if affine else None
-        self.bias = Parameter(np.zeros(C, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(C, dtype)) if affine and self.has_bias else None
         self.register_buffer("running_mean", np.zeros(C, dtype) if track_running_stats else None)
         self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
         self._batches_seen = 0
@@ -461,8 +457,9 @@ class BatchNorm2d(Module):
             centred = x - mean[:, None, None]
         inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
         xhat = centred * inv_std[:, None, None]
-        y = xhat * self.weight.data[:, None, None] + self.bias.data[:, None, None] \
-            if self.affine else xhat
+        y = xhat * self.weight.data[:, None, None] if self.affine else xhat
+        if self.bias is not None:
+            y = y + self.bias.data[:, None, None]
         if self.training:
             self._cache = (xhat, inv_std)
         return y
@@ -474,6 +471,7 @@ class BatchNorm2d(Module):
         g_gamma = np.einsum("nchw,nchw->c", grad_out, xhat)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
+        if self.bias is not None:
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
         # Batch statistics depend on x, so the gradient has the two correction
         # terms (mean of the gradient, and its projection on xhat).
@@ -484,7 +482,8 @@ class BatchNorm2d(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                + ("" if self.has_bias else ", bias=False"))
 
 
 # ----------------------------------------------------------------- pooling
@@ -496,10 +495,8 @@ class _Pool(Module):
         self.kernel_size = V.ntuple(kernel_size, 2, "kernel_size", minimum=1)
         self.stride = (self.kernel_size if stride is None
                        else V.ntuple(stride, 2, "stride", minimum=1))
-        self.padding = V.ntuple(padding, 2, "padding", minimum=0)
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"padding={padding!r} must be at most half of "
-                             f"kernel_size={kernel_size!r}")
+        # ints (at most half the kernel), (before, after) pairs, "valid", "same"
+        self.padding = V.pool_padding_arg(padding, 2, self.kernel_size, type(self).__name__)
 
 
 class MaxPool2d(_Pool):
@@ -535,12 +532,8 @@ class AvgPool2d(_Pool):
                  count_include_pad=True, divisor_override=None):
         super().__init__()
         self._window(kernel_size, stride, padding)
-        if divisor_override is not None and (not V._is_int(divisor_override)
-                                             or divisor_override == 0):
-            raise ValueError(f"divisor_override must be a non-zero int or None, "
-                             f"got {divisor_override!r}")
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        self.divisor_override = divisor_override
+        self.divisor_override = V.divisor_override_arg(divisor_override)
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
