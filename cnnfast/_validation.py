@@ -186,10 +186,9 @@ class ConvGeometry(NamedTuple):
         return all(k == 1 for k in self.kernel)
 
 
-def _padding_pairs(padding, nd, forms):
+def _padding_pairs(padding, nd):
     """An int, a tuple of nd ints, or nd (before, after) pairs (asymmetric, as
-    ONNX/TensorFlow pads) -> (before, after) tuples of ints >= 0. forms: the
-    accepted forms, for the message."""
+    ONNX/TensorFlow pads) -> (before, after) tuples of ints >= 0."""
     if (isinstance(padding, (tuple, list)) and len(padding) == nd and padding
             and all(isinstance(p, (tuple, list)) for p in padding)):
         if not all(len(p) == 2 for p in padding):
@@ -198,8 +197,6 @@ def _padding_pairs(padding, nd, forms):
         before = ntuple([p[0] for p in padding], nd, "padding", minimum=0)
         after = ntuple([p[1] for p in padding], nd, "padding", minimum=0)
         return before, after
-    if not (_is_int(padding) or isinstance(padding, (tuple, list))):
-        raise TypeError(f"padding must be {forms}, got {type(padding).__name__} {padding!r}")
     pad = ntuple(padding, nd, "padding", minimum=0)
     return pad, pad
 
@@ -211,13 +208,13 @@ def conv_padding_arg(padding, nd):
     if isinstance(padding, str):
         _conv_padding(padding, nd, (1,) * nd, (1,) * nd, (1,) * nd, (1,) * nd)
         return padding
-    before, after = _padding_pairs(padding, nd, _conv_forms(nd))
+    before, after = _padding_pairs(padding, nd)
     return before if before == after else tuple(zip(before, after))
 
 
 def _conv_forms(nd):
-    return (f"an int, a tuple of {nd} ints, {nd} (before, after) pairs, 'valid', 'same'"
-            + (" or 'causal'" if nd == 1 else ""))
+    return (f"an int, a tuple of {nd} ints, {nd} (before, after) pairs, "
+            + ("'causal', " if nd == 1 else "") + "'valid' or 'same'")
 
 
 def same_padding(in_size, kernel, stride, dilation):
@@ -246,7 +243,7 @@ def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
                                  f"convolution), got it for a {nd}-D convolution")
             return ((kernel[0] - 1) * dilation[0],), (0,)
         raise ValueError(f"padding must be {_conv_forms(nd)}, got {padding!r}")
-    return _padding_pairs(padding, nd, _conv_forms(nd))
+    return _padding_pairs(padding, nd)
 
 
 def padding_mode_arg(mode) -> str:
@@ -368,8 +365,7 @@ def _transpose_padding(padding, nd):
         raise ValueError(f"padding of a transposed convolution must be an int, a tuple of "
                          f"{nd} ints or {nd} (before, after) pairs; strings such as "
                          f"{padding!r} are not accepted (as torch)")
-    return _padding_pairs(padding, nd, f"an int, a tuple of {nd} ints or {nd} (before, after) "
-                                       f"pairs")
+    return _padding_pairs(padding, nd)
 
 
 class TransposeGeometry(NamedTuple):
@@ -669,7 +665,7 @@ def _pool_padding(op, padding, nd, in_size, kernel, stride, dilation):
         raise ValueError(f"{op}: padding must be {forms}, got {padding!r}")
     is_pairs = isinstance(padding, (tuple, list)) and any(
         isinstance(p, (tuple, list)) for p in padding)
-    before, after = _padding_pairs(padding, nd, forms)
+    before, after = _padding_pairs(padding, nd)
     if not is_pairs:
         for p, k in zip(before, kernel):
             if p > k // 2:
@@ -728,10 +724,11 @@ def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mo
                                                  dilation)):
         o = pool_output_size(n, k, s, pb, d, ceil_mode, pa)
         if o < 1:
+            shown = pb if pb == pa else (pb, pa)
             raise ValueError(f"{op}: window of effective size {(k - 1) * d + 1} "
                              f"(kernel_size={k}, dilation={d}) does not fit input size {n} "
-                             f"with padding ({pb}, {pa}) in spatial dim {i}: output size "
-                             f"would be {o}")
+                             f"with padding {shown} in spatial dim {i}: output size would "
+                             f"be {o}")
         out_size.append(o)
     _check_windows(op, padding, in_size, out_size, kernel, stride, before, dilation)
     # the kernels may pool through a padded copy of one plane: its size must be sane
