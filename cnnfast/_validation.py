@@ -831,39 +831,51 @@ def adaptive_windows(n: int, o: int):
     return (i * n) // o, -((-(i + 1) * n) // o)
 
 
+def adaptive_windows3(in_size: tuple, out_size: tuple) -> tuple:
+    """The kernels' (ds, de, hs, he, ws, we): each dim's windows, 1-D and 2-D
+    padded to 3-D with one window [0, 1) per unit dim."""
+    lead = ((1, 1),) * (3 - len(in_size))
+    return tuple(a for n, o in lead + tuple(zip(in_size, out_size))
+                 for a in adaptive_windows(n, o))
+
+
 def adaptive_output_size(output_size, in_size: tuple) -> tuple:
-    """An int or a tuple of 2 (None entries keep the input size) -> 2 ints >= 1."""
+    """An int or a tuple of nd = len(in_size) (None entries keep the input
+    size) -> nd ints >= 1."""
+    nd = len(in_size)
     if isinstance(output_size, (tuple, list)):
-        if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a tuple of 2, got {output_size!r}")
+        if len(output_size) != nd:
+            raise ValueError(f"output_size must be an int or a tuple of {nd}, "
+                             f"got {output_size!r}")
         output_size = tuple(n if s is None else s for s, n in zip(output_size, in_size))
-    sizes = ntuple(output_size, 2, "output_size", minimum=1)
+    sizes = ntuple(output_size, nd, "output_size", minimum=1)
     if any(s > POOL_SIZE_MAX for s in sizes):
         raise ValueError(f"output_size must be at most 2**31 - 1, got {output_size!r}")
     return sizes
 
 
-def adaptive_geometry(x, output_size, op: str):
-    dtype = _input_array(x, 2, op)
+def adaptive_geometry(x, output_size, op: str, nd: int = 2):
+    dtype = _input_array(x, nd, op)
     sizes = adaptive_output_size(output_size, x.shape[2:])
     check_result_size(x.shape[:2] + sizes, f"{op} with output_size={output_size!r}")
     return dtype, sizes
 
 
-def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False):
+def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False, nd=2):
     """Validate grad_out of an avg-type backward against input_shape: (N, C) +
     out_size, or for global pooling (N, C) or (N, C, 1, 1)."""
     check_array(grad_out, "grad_out")
     dtype = common_float_dtype(grad_out=grad_out)
-    input_shape = input_shape_arg(input_shape, 4, op)
+    input_shape = input_shape_arg(input_shape, nd + 2, op)
     N, C = input_shape[:2]
     if keepdims_ok:
         if tuple(grad_out.shape) not in ((N, C), (N, C, 1, 1)):
             raise ValueError(f"grad_out has shape {grad_out.shape}, expected {(N, C)} or "
                              f"{(N, C, 1, 1)} for {op} of input_shape {input_shape}")
     elif out_size is None:
-        if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != (N, C) or 0 in grad_out.shape[2:]:
+        if (grad_out.ndim != nd + 2 or tuple(grad_out.shape[:2]) != (N, C)
+                or 0 in grad_out.shape[2:]):
             raise ValueError(f"grad_out has shape {grad_out.shape}, expected (N, C) = {(N, C)} "
-                             f"followed by 2 positive output sizes for {op}")
+                             f"followed by {nd} positive output sizes for {op}")
     input_shape_size(input_shape, op)
     return dtype, input_shape

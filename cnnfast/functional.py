@@ -23,8 +23,12 @@ __all__ = [
     "avg_pool1d_backward", "avg_pool2d_backward", "avg_pool3d_backward",
     "global_avg_pool2d", "global_avg_pool2d_backward",
     "global_max_pool2d", "global_max_pool2d_backward",
-    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_avg_pool1d_backward", "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool3d_backward",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward",
+    "adaptive_max_pool3d_backward",
 ]
 
 
@@ -510,62 +514,120 @@ def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                               ceil_mode, count_include_pad, divisor_override)
 
 
-def _adaptive(is_max, x, out_hw, return_indices):
+def _adaptive(is_max, x, out_size, return_indices):
+    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
     dtype = V.common_float_dtype(x=x)
-    N, C, H, W = x.shape
-    out = np.empty((N, C) + tuple(out_hw), dtype=dtype)   # before the (as long) windows
-    hs, he = V.adaptive_windows(H, out_hw[0])
-    ws, we = V.adaptive_windows(W, out_hw[1])
+    nd = x.ndim - 2
+    out = np.empty(x.shape[:2] + tuple(out_size), dtype=dtype)   # before the (as long) windows
+    windows = V.adaptive_windows3(x.shape[2:], out_size)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
-    planes = (N * C,)
-    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + (H, W)),
-                                out.reshape(planes + tuple(out_hw)),
-                                None if indices is None else indices.reshape(
-                                    planes + tuple(out_hw)),
-                                hs, he, ws, we, P.pool_threads(x.size))
+    planes = (x.shape[0] * x.shape[1],)
+    in3, out3 = (1,) * (3 - nd) + x.shape[2:], (1,) * (3 - nd) + tuple(out_size)
+    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + in3),
+                                out.reshape(planes + out3),
+                                None if indices is None else indices.reshape(planes + out3),
+                                windows, P.pool_threads(x.size))
     return out, indices
+
+
+def _adaptive_avg_pool(nd, x, output_size):
+    _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
+    return _adaptive(False, x, out_size, False)[0]
+
+
+def _adaptive_max_pool(nd, x, output_size, return_indices):
+    _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
+    return_indices = V.flag(return_indices, "return_indices")
+    out, indices = _adaptive(True, x, out_size, return_indices)
+    return (out, indices) if return_indices else out
+
+
+def _adaptive_avg_pool_backward(nd, grad_out, input_shape):
+    op = f"adaptive_avg_pool{nd}d_backward"
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, nd=nd)
+    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+
+
+def _adaptive_avg_backward(grad_out, input_shape, dtype):
+    nd = len(input_shape) - 2
+    out_size = grad_out.shape[2:] if grad_out.ndim == nd + 2 else (1,) * nd
+    planes = (input_shape[0] * input_shape[1],)
+    in3, out3 = (1,) * (3 - nd) + input_shape[2:], (1,) * (3 - nd) + tuple(out_size)
+    grad_x = np.empty(input_shape, dtype=dtype)
+    _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(planes + out3),
+                                grad_x.reshape(planes + in3),
+                                V.adaptive_windows3(input_shape[2:], out_size),
+                                P.pool_threads(grad_x.size))
+    return grad_x
+
+
+def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape):
+    op = f"adaptive_max_pool{nd}d_backward"
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op,
+                                            check_range=False)
+    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+
+
+def adaptive_avg_pool1d(x, output_size):
+    """Average pooling of x (N, C, L) to a fixed output length (torch's windows)."""
+    return _adaptive_avg_pool(1, x, output_size)
 
 
 def adaptive_avg_pool2d(x, output_size):
     """Average pooling to a fixed output size (torch's adaptive windows:
     [floor(i*in/out), ceil((i+1)*in/out)))."""
-    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
-    return _adaptive(False, x, out_hw, False)[0]
+    return _adaptive_avg_pool(2, x, output_size)
+
+
+def adaptive_avg_pool3d(x, output_size):
+    """Average pooling of x (N, C, D, H, W) to a fixed output size."""
+    return _adaptive_avg_pool(3, x, output_size)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False):
+    """Max pooling of x (N, C, L) to a fixed output length -> y, or (y, indices)."""
+    return _adaptive_max_pool(1, x, output_size, return_indices)
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
     """Max pooling to a fixed output size -> y, or (y, indices)."""
-    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
-    return_indices = V.flag(return_indices, "return_indices")
-    out, indices = _adaptive(True, x, out_hw, return_indices)
-    return (out, indices) if return_indices else out
+    return _adaptive_max_pool(2, x, output_size, return_indices)
+
+
+def adaptive_max_pool3d(x, output_size, return_indices=False):
+    """Max pooling of x (N, C, D, H, W) to a fixed output size -> y, or (y,
+    indices): flat positions inside each (D, H, W) volume, as torch."""
+    return _adaptive_max_pool(3, x, output_size, return_indices)
+
+
+def adaptive_avg_pool1d_backward(grad_out, input_shape):
+    """Gradient of adaptive_avg_pool1d wrt x; the output size is grad_out's."""
+    return _adaptive_avg_pool_backward(1, grad_out, input_shape)
 
 
 def adaptive_avg_pool2d_backward(grad_out, input_shape):
     """Gradient of adaptive_avg_pool2d wrt x; the output size is grad_out's."""
-    op = "adaptive_avg_pool2d_backward"
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op)
-    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+    return _adaptive_avg_pool_backward(2, grad_out, input_shape)
 
 
-def _adaptive_avg_backward(grad_out, input_shape, dtype):
-    N, C, H, W = input_shape
-    OH, OW = (grad_out.shape[2:] if grad_out.ndim == 4 else (1, 1))
-    hs, he = V.adaptive_windows(H, OH)
-    ws, we = V.adaptive_windows(W, OW)
-    grad_x = np.empty(input_shape, dtype=dtype)
-    _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(N * C, OH, OW),
-                                grad_x.reshape(N * C, H, W), hs, he, ws, we,
-                                P.pool_threads(grad_x.size))
-    return grad_x
+def adaptive_avg_pool3d_backward(grad_out, input_shape):
+    """Gradient of adaptive_avg_pool3d wrt x; the output size is grad_out's."""
+    return _adaptive_avg_pool_backward(3, grad_out, input_shape)
+
+
+def adaptive_max_pool1d_backward(grad_out, indices, input_shape):
+    """Gradient of adaptive_max_pool1d wrt x: grad_out scattered through indices."""
+    return _adaptive_max_pool_backward(1, grad_out, indices, input_shape)
 
 
 def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
     """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
-    op = "adaptive_max_pool2d_backward"
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2, op,
-                                            check_range=False)
-    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+    return _adaptive_max_pool_backward(2, grad_out, indices, input_shape)
+
+
+def adaptive_max_pool3d_backward(grad_out, indices, input_shape):
+    """Gradient of adaptive_max_pool3d wrt x: grad_out scattered through indices."""
+    return _adaptive_max_pool_backward(3, grad_out, indices, input_shape)
 
 
 def _keepdims(out, keepdims):

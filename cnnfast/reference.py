@@ -475,55 +475,104 @@ def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                               ceil_mode, count_include_pad, divisor_override)
 
 
-def _adaptive_cells(in_hw, out_hw):
-    """(output cell, row slice, column slice) for torch's adaptive windows.
-    Windows differ in size, so the loop runs over output cells (few: 7x7 for
-    VGG's head), each vectorised over the batch and channels."""
-    hs, he = V.adaptive_windows(in_hw[0], out_hw[0])
-    ws, we = V.adaptive_windows(in_hw[1], out_hw[1])
-    for i, j in itertools.product(range(out_hw[0]), range(out_hw[1])):
-        yield (i, j), slice(hs[i], he[i]), slice(ws[j], we[j])
+def _adaptive_cells(in_size, out_size):
+    """(output cell, window slices) for torch's adaptive windows, any number
+    of dims. Windows differ in size, so the loop runs over output cells (few:
+    7x7 for VGG's head), each vectorised over the batch and channels."""
+    windows = [V.adaptive_windows(n, o) for n, o in zip(in_size, out_size)]
+    for cell in itertools.product(*(range(o) for o in out_size)):
+        yield cell, tuple(slice(int(s[i]), int(e[i])) for (s, e), i in zip(windows, cell))
 
 
-def adaptive_avg_pool2d(x, output_size):
-    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
+def _adaptive_avg_pool(nd, x, output_size):
+    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
     x = np.asarray(x, dtype=dtype)
-    out = np.empty(x.shape[:2] + out_hw, dtype=dtype)
-    for (i, j), rows, cols in _adaptive_cells(x.shape[2:], out_hw):
-        out[:, :, i, j] = x[:, :, rows, cols].mean(axis=(2, 3))
+    out = np.empty(x.shape[:2] + out_size, dtype=dtype)
+    for cell, window in _adaptive_cells(x.shape[2:], out_size):
+        out[(Ellipsis,) + cell] = x[(Ellipsis,) + window].mean(axis=tuple(range(2, 2 + nd)))
     return out
 
 
-def adaptive_max_pool2d(x, output_size, return_indices=False):
-    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
+def _adaptive_max_pool(nd, x, output_size, return_indices):
+    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
     return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
-    N, C, H, W = x.shape
-    out = np.empty((N, C) + out_hw, dtype=dtype)
-    indices = np.empty((N, C) + out_hw, dtype=np.int64)
-    for (i, j), rows, cols in _adaptive_cells((H, W), out_hw):
-        taps = x[:, :, rows, cols].reshape(N, C, (rows.stop - rows.start) * (cols.stop - cols.start))
-        out[:, :, i, j] = taps.max(axis=-1)
-        tap = _torch_argmax(out[:, :, i, j], taps)
-        width = cols.stop - cols.start
-        indices[:, :, i, j] = (rows.start + tap // width) * W + cols.start + tap % width
+    N, C = x.shape[:2]
+    out = np.empty((N, C) + out_size, dtype=dtype)
+    indices = np.empty((N, C) + out_size, dtype=np.int64)
+    plane = np.arange(_volume(x.shape[2:]), dtype=np.int64).reshape(x.shape[2:])
+    for cell, window in _adaptive_cells(x.shape[2:], out_size):
+        taps = x[(Ellipsis,) + window].reshape(N, C, _volume(w.stop - w.start for w in window))
+        out[(Ellipsis,) + cell] = taps.max(axis=-1)
+        tap = _torch_argmax(out[(Ellipsis,) + cell], taps)
+        indices[(Ellipsis,) + cell] = plane[window].reshape(-1)[tap]
     return (out, indices) if return_indices else out
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape):
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "adaptive_avg_pool2d_backward")
+def _adaptive_avg_pool_backward(nd, grad_out, input_shape):
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape,
+                                       f"adaptive_avg_pool{nd}d_backward", nd=nd)
     grad_out = np.asarray(grad_out, dtype=dtype)
     grad_x = np.zeros(input_shape, dtype=dtype)
-    for (i, j), rows, cols in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
-        count = (rows.stop - rows.start) * (cols.stop - cols.start)
-        grad_x[:, :, rows, cols] += (grad_out[:, :, i, j] / count)[:, :, None, None]
+    for cell, window in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
+        count = _volume(w.stop - w.start for w in window)
+        grad_x[(Ellipsis,) + window] += (grad_out[(Ellipsis,) + cell] / count).reshape(
+            input_shape[:2] + (1,) * nd)
     return grad_x
 
 
-def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2,
-                                            "adaptive_max_pool2d_backward")
+def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape):
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd,
+                                            f"adaptive_max_pool{nd}d_backward")
     return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def adaptive_avg_pool1d(x, output_size):
+    return _adaptive_avg_pool(1, x, output_size)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return _adaptive_avg_pool(2, x, output_size)
+
+
+def adaptive_avg_pool3d(x, output_size):
+    return _adaptive_avg_pool(3, x, output_size)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(1, x, output_size, return_indices)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(2, x, output_size, return_indices)
+
+
+def adaptive_max_pool3d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(3, x, output_size, return_indices)
+
+
+def adaptive_avg_pool1d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(1, grad_out, input_shape)
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(2, grad_out, input_shape)
+
+
+def adaptive_avg_pool3d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(3, grad_out, input_shape)
+
+
+def adaptive_max_pool1d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(1, grad_out, indices, input_shape)
+
+
+def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(2, grad_out, indices, input_shape)
+
+
+def adaptive_max_pool3d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(3, grad_out, indices, input_shape)
 
 
 def global_avg_pool2d(x, keepdims=False):

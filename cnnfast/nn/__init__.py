@@ -11,8 +11,12 @@
 from . import init
 from .init import manual_seed
 from .layers import (
+    AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgPool2d,
     BatchNorm2d,
     Conv1d,
@@ -40,7 +44,9 @@ __all__ = [
     "Module", "Parameter", "manual_seed", "init",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
+    "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
     "CrossEntropyLoss",
 ]

@@ -21,8 +21,10 @@ from .module import Module, Parameter
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "GlobalAvgPool2d",
+    "GlobalMaxPool2d", "Sequential",
 ]
 
 
@@ -552,60 +554,89 @@ class AvgPool2d(_Pool):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-def _adaptive_size(output_size):
-    """int, or a pair whose entries may be None ("keep the input size")."""
+def _adaptive_size(output_size, nd):
+    """int, or nd entries that may be None ("keep the input size")."""
     if V._is_int(output_size):
-        output_size = (output_size, output_size)
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2 or not all(
+        output_size = (output_size,) * nd
+    if not isinstance(output_size, (tuple, list)) or len(output_size) != nd or not all(
             s is None or V._is_int(s) and s >= 1 for s in output_size):
-        raise ValueError(f"output_size must be a positive int or a pair of positive ints "
+        raise ValueError(f"output_size must be a positive int or {nd} positive ints "
                          f"(or None), got {output_size!r}")
     return tuple(output_size)
 
 
 class _Adaptive(Module):
+    _nd = 2
+
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _adaptive_size(output_size)
+        self.output_size = _adaptive_size(output_size, self._nd)
 
     def _size(self, x):
         V.check_array(x, "x")
-        if x.ndim != 4:
-            raise ValueError(f"{type(self).__name__} expects x of shape (N, C, H, W), "
-                             f"got {x.shape}")
+        if x.ndim != self._nd + 2:
+            raise ValueError(f"{type(self).__name__} expects x of shape (N, C, "
+                             f"{V._SPATIAL[self._nd]}), got {x.shape}")
         return tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(self.output_size))
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveAvgPool2d(_Adaptive):
+class _AdaptiveAvg(_Adaptive):
     """Average over torch's adaptive windows to a fixed output size."""
 
     def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, self._size(x))
+        y = getattr(F, f"adaptive_avg_pool{self._nd}d")(x, self._size(x))
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.adaptive_avg_pool2d_backward(grad_out, self._saved())
+        return getattr(F, f"adaptive_avg_pool{self._nd}d_backward")(grad_out, self._saved())
 
 
-class AdaptiveMaxPool2d(_Adaptive):
+class _AdaptiveMax(_Adaptive):
+    """Max over torch's adaptive windows to a fixed output size."""
+
     def __init__(self, output_size, return_indices=False):
         super().__init__(output_size)
         self.return_indices = bool(return_indices)
 
     def forward(self, x):
-        y, idx = F.adaptive_max_pool2d(x, self._size(x), return_indices=True)
+        y, idx = getattr(F, f"adaptive_max_pool{self._nd}d")(x, self._size(x),
+                                                             return_indices=True)
         if self.training:
             self._cache = (idx, x.shape)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.adaptive_max_pool2d_backward(grad_out, idx, shape)
+        return getattr(F, f"adaptive_max_pool{self._nd}d_backward")(grad_out, idx, shape)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvg):
+    _nd = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvg):
+    _nd = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvg):
+    _nd = 3
+
+
+class AdaptiveMaxPool1d(_AdaptiveMax):
+    _nd = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMax):
+    _nd = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMax):
+    _nd = 3
 
 
 class GlobalAvgPool2d(Module):

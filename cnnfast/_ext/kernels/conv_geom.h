@@ -29,6 +29,8 @@ CF_INLINE cf_idx cf_pad_index(cf_idx i, cf_idx n, int mode) {
     if (i >= 0 && i < n) return i;
     switch (mode) {
     case CF_PAD_REFLECT: {
+        if (i < 0 && -i < n) return -i;            /* the usual case: no division */
+        if (i >= n && i < 2 * n - 1) return 2 * (n - 1) - i;
         if (n == 1) return 0;
         const cf_idx period = 2 * (n - 1);
         cf_idx r = i % period;
@@ -38,6 +40,8 @@ CF_INLINE cf_idx cf_pad_index(cf_idx i, cf_idx n, int mode) {
     case CF_PAD_REPLICATE:
         return i < 0 ? 0 : n - 1;
     case CF_PAD_CIRCULAR: {
+        if (i < 0 && i >= -n) return i + n;
+        if (i >= n && i < 2 * n) return i - n;
         cf_idx r = i % n;
         return r < 0 ? r + n : r;
     }
