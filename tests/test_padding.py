@@ -432,6 +432,9 @@ def test_pool_padding_validation(mod):
         mod.max_pool2d(x, 3, 1, ((3, 0), (0, 0)))
     with pytest.raises(ValueError, match="consist only of padding"):
         mod.avg_pool2d(x, 2, 2, ((0, 0), (0, 3)), ceil_mode=True)
+    with pytest.raises(ValueError, match="consist only of padding"):
+        # taps at -1 and 1 of a length-1 input: the dilation steps over it
+        mod.max_pool1d(np.zeros((1, 1, 1)), 2, 2, 1, 2)
     with pytest.raises(ValueError, match=r"avg_pool2d: padding must be an int, .* 'valid' or "
                                          r"'same', got 'SAME'"):
         mod.avg_pool2d(x, 2, padding="SAME")

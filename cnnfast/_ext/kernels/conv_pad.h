@@ -5,6 +5,29 @@
  * (conv_kernels.h or pool_kernels.h), with CF_T, FN() and the tile sizes
  * of cf_tiles.h defined. */
 
+/* o[j] = s[cf_pad_index(j - pw, W, mode)] for j in [j0, j1), a border of one row in a
+ * non-zero mode: the mode chosen once per run and the common (single reflection or
+ * wrap) positions without divisions, so the border costs about a copy. */
+static void FN(pad_border)(CF_T *o, const CF_T *s, cf_idx j0, cf_idx j1, cf_idx pw, cf_idx W,
+                           int mode) {
+    cf_idx j = j0;
+    if (mode == CF_PAD_REPLICATE) {
+        for (; j < j1 && j < pw; j++) o[j] = s[0];
+        for (; j < j1; j++) o[j] = s[W - 1];
+        return;
+    }
+    if (mode == CF_PAD_REFLECT) {
+        for (; j < j1 && j < pw && pw - j < W; j++) o[j] = s[pw - j];
+        for (; j < j1 && j < pw; j++) o[j] = s[cf_pad_index(j - pw, W, mode)];
+        for (; j < j1 && j - pw < 2 * W - 1; j++) o[j] = s[2 * (W - 1) - (j - pw)];
+    } else if (mode == CF_PAD_CIRCULAR) {
+        for (; j < j1 && j < pw && pw - j <= W; j++) o[j] = s[j - pw + W];
+        for (; j < j1 && j < pw; j++) o[j] = s[cf_pad_index(j - pw, W, mode)];
+        for (; j < j1 && j - pw < 2 * W; j++) o[j] = s[j - pw - W];
+    }
+    for (; j < j1; j++) o[j] = s[cf_pad_index(j - pw, W, mode)];
+}
+
 /* dst[r][q][j] = src[r - pd][q - ph][j - pw] inside src; outside it 0
  * (CF_PAD_ZEROS) or the element cf_pad_index maps it to (the other modes).
  * One plane, padded so the direct kernels need no bounds checks. src
@@ -23,10 +46,9 @@ static void FN(pad_plane)(const void *src_, cf_idx D, cf_idx H, cf_idx W, void *
             for (cf_idx q = 0; q < Hp; q++) {
                 const CF_T *s = src + (d * H + cf_pad_index(q - ph, H, mode)) * W;
                 CF_T *o = dst + (r * Hp + q) * Wp;
-                for (cf_idx j = 0; j < lo; j++) o[j] = s[cf_pad_index(j - pw, W, mode)];
+                FN(pad_border)(o, s, 0, lo, pw, W, mode);
                 if (hi > lo) memcpy(o + lo, s + (lo - pw), (size_t)(hi - lo) * sizeof(CF_T));
-                for (cf_idx j = cf_max(lo, hi); j < Wp; j++)
-                    o[j] = s[cf_pad_index(j - pw, W, mode)];
+                FN(pad_border)(o, s, cf_max(lo, hi), Wp, pw, W, mode);
             }
         }
         return;
