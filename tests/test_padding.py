@@ -474,3 +474,30 @@ def test_pool_layers_take_every_padding_form():
         nn.MaxPool2d(2, padding="full")
     with pytest.raises(ValueError, match="at most half"):
         nn.AvgPool2d(2, padding=2)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv_padding_mode_pointwise_threads_and_repeats(mode):
+    """A 1x1 kernel with padding (the GEMM packs from the padded copy), and
+    the same result run to run and for 1 or 2 threads (to rounding)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 16, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 1, 1)).astype(np.float32)
+    for algorithm in ("1x1", "auto", "im2col"):
+        y = F.conv2d(x, w, None, 1, ((2, 1), (0, 3)), algorithm=algorithm, padding_mode=mode)
+        np.testing.assert_allclose(y, R.conv2d(x, w, None, 1, ((2, 1), (0, 3)),
+                                               padding_mode=mode), atol=1e-4, rtol=0)
+    w3 = rng.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    go = rng.standard_normal(F.conv2d(x, w3, None, 1, 2, padding_mode=mode).shape).astype(
+        np.float32)
+    results = {}
+    for threads in (1, 2, 2):
+        with cnnfast.num_threads(threads):
+            got = (F.conv2d(x, w3, None, 1, 2, padding_mode=mode),) + F.conv2d_backward(
+                go, x, w3, 1, 2, padding_mode=mode)
+        if threads in results:   # repeat: bit-identical
+            for a, b in zip(got, results[threads]):
+                np.testing.assert_array_equal(a, b)
+        results[threads] = got
+    for a, b in zip(results[1], results[2]):
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-5)
