@@ -498,6 +498,9 @@ BAD_CALLS = {
     "algorithm": dict(algorithm="fft"),
     "1x1": dict(algorithm="1x1"),
     "too_big": dict(dilation=50),
+    "padding_mode": dict(padding=1, padding_mode="mirror"),
+    "reflect_too_big": dict(padding=50, padding_mode="reflect"),
+    "padding_pair": dict(padding=((1, 2, 3),)),
 }
 
 
