@@ -501,3 +501,29 @@ def test_conv_padding_mode_pointwise_threads_and_repeats(mode):
         results[threads] = got
     for a, b in zip(results[1], results[2]):
         np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_pool_layers_1d_3d_match_torch(nd):
+    """nn.MaxPool1d/3d and nn.AvgPool1d/3d: torch's layers, and the padding
+    forms of the functional ops."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(nd)
+    x = rng.standard_normal((2, 3) + POOL_SHAPES[nd])
+    xt = torch.tensor(x, requires_grad=True)
+    for ours, theirs in (
+            (getattr(nn, f"MaxPool{nd}d")(3, 2, 1, ceil_mode=True),
+             getattr(torch.nn, f"MaxPool{nd}d")(3, 2, 1, ceil_mode=True)),
+            (getattr(nn, f"AvgPool{nd}d")(3, 2, 1, count_include_pad=False),
+             getattr(torch.nn, f"AvgPool{nd}d")(3, 2, 1, count_include_pad=False))):
+        y, yt = ours(x), theirs(xt)
+        np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-12)
+        go = rng.standard_normal(y.shape)
+        xt.grad = None
+        yt.backward(torch.tensor(go))
+        np.testing.assert_allclose(ours.backward(go), xt.grad.numpy(), atol=1e-12)
+    same = getattr(nn, f"AvgPool{nd}d")(2, 3, padding="same")
+    np.testing.assert_allclose(same(x), getattr(F, f"avg_pool{nd}d")(x, 2, 3, "same"))
+    assert same.backward(np.ones_like(same(x))).shape == x.shape
+    with pytest.raises(ValueError, match="kernel_size"):
+        getattr(nn, f"MaxPool{nd}d")((2,) * (nd + 1))

@@ -21,7 +21,8 @@ from .module import Module, Parameter
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+    "Dropout", "BatchNorm2d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "GlobalAvgPool2d",
     "GlobalMaxPool2d", "Sequential",
@@ -491,28 +492,35 @@ class BatchNorm2d(Module):
 # ----------------------------------------------------------------- pooling
 
 class _Pool(Module):
-    """Shared constructor checks for the windowed 2-D pools."""
+    """Shared constructor checks for the windowed pools of _nd dims."""
+    _nd = 2
 
     def _window(self, kernel_size, stride, padding):
-        self.kernel_size = V.ntuple(kernel_size, 2, "kernel_size", minimum=1)
+        nd = self._nd
+        self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
         self.stride = (self.kernel_size if stride is None
-                       else V.ntuple(stride, 2, "stride", minimum=1))
+                       else V.ntuple(stride, nd, "stride", minimum=1))
         # ints (at most half the kernel), (before, after) pairs, "valid", "same"
-        self.padding = V.pool_padding_arg(padding, 2, self.kernel_size, type(self).__name__)
+        self.padding = V.pool_padding_arg(padding, nd, self.kernel_size, type(self).__name__)
+
+    def _op(self, suffix=""):
+        return getattr(F, f"{self._kind}_pool{self._nd}d{suffix}")
 
 
-class MaxPool2d(_Pool):
+class _MaxPool(_Pool):
+    _kind = "max"
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
         super().__init__()
         self._window(kernel_size, stride, padding)
-        self.dilation = V.ntuple(dilation, 2, "dilation", minimum=1)
+        self.dilation = V.ntuple(dilation, self._nd, "dilation", minimum=1)
         self.return_indices, self.ceil_mode = bool(return_indices), bool(ceil_mode)
 
     def forward(self, x):
         need_idx = self.training or self.return_indices
-        out = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                           self.ceil_mode, return_indices=need_idx)
+        out = self._op()(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.ceil_mode, return_indices=need_idx)
         if not need_idx:
             return out
         y, idx = out
@@ -522,14 +530,16 @@ class MaxPool2d(_Pool):
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.max_pool2d_backward(grad_out, idx, shape)
+        return self._op("_backward")(grad_out, idx, shape)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
                 + (", ceil_mode=True" if self.ceil_mode else ""))
 
 
-class AvgPool2d(_Pool):
+class _AvgPool(_Pool):
+    _kind = "avg"
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
         super().__init__()
@@ -542,16 +552,40 @@ class AvgPool2d(_Pool):
                 self.count_include_pad, self.divisor_override)
 
     def forward(self, x):
-        y = F.avg_pool2d(x, *self._args())
+        y = self._op()(x, *self._args())
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.avg_pool2d_backward(grad_out, self._saved(), *self._args())
+        return self._op("_backward")(grad_out, self._saved(), *self._args())
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool1d(_MaxPool):
+    _nd = 1
+
+
+class MaxPool2d(_MaxPool):
+    _nd = 2
+
+
+class MaxPool3d(_MaxPool):
+    _nd = 3
+
+
+class AvgPool1d(_AvgPool):
+    _nd = 1
+
+
+class AvgPool2d(_AvgPool):
+    _nd = 2
+
+
+class AvgPool3d(_AvgPool):
+    _nd = 3
 
 
 def _adaptive_size(output_size, nd):
