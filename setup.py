@@ -115,12 +115,21 @@ def _extensions():
     headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
                      if name.endswith(".h"))
     conv = [h for h in headers if not os.path.basename(h).startswith("pool_")]
-    pool = [h for h in headers if not os.path.basename(h).startswith(("conv_", "gemm_"))]
+    elementwise = ("norm_", "activation_", "optim_", "elementwise_")
+    pool = [h for h in headers
+            if not os.path.basename(h).startswith(("conv_", "gemm_") + elementwise)]
+    conv = [h for h in conv if not os.path.basename(h).startswith(elementwise)]
+    ew = [h for h in headers if os.path.basename(h).startswith(elementwise + ("cf_",))]
     exts = [
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
-                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd"]),
+                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/_blas.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
+        Extension("cnnfast._ext._dense", ["cnnfast/_ext/_dense.pyx"],
+                  depends=["cnnfast/_ext/_blas.pxd"]),
+        Extension("cnnfast._ext._elementwise", ["cnnfast/_ext/_elementwise.pyx"],
+                  include_dirs=[kernels],
+                  depends=ew + ["cnnfast/_ext/elementwise_kernels.pxd"]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

@@ -5,11 +5,26 @@ __version__ = "0.1.0"
 
 import os as _os
 
-# Idle OpenMP workers sleep instead of spinning (unless the user chose): between
-# kernels NumPy's own BLAS threads (the layers' matmuls) need the cores, and on
-# 2 cores spinning workers doubled a LeNet-5 training step. Must be set before
-# the extensions load the OpenMP runtime.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Idle OpenMP workers spin for about 2 ms (30000 spins of GNU libgomp's wait
+# loop, measured on the 2-core project machine) before they sleep. Sleeping
+# at once (OMP_WAIT_POLICY=PASSIVE) made every parallel region wake its
+# workers, and a model's layers open hundreds of regions: ResNet-18 batch 1
+# on 2 threads scaled 1.36x sleeping, 1.44x spinning; LeNet-5 inference at
+# batch 256 0.97x vs 1.30x (the NumPy tanh between its layers takes ~1 ms, so
+# shorter spins lost it). The bound keeps spinning workers from holding a core
+# long after cnnfast returns: libgomp's default (about 7 ms here) made the
+# user's own 2-thread NumPy matmul right after a conv call 3x slower than
+# with 2 ms. Only when the user chose neither setting, and only for the
+# OpenMP runtime cnnfast loads itself: one another library loaded first
+# (torch ships its own libgomp) keeps its own settings.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+
+# Freed activations stay in the process for the next training step instead of
+# being unmapped and page-faulted in again (glibc; see cnnfast._malloc).
+from ._malloc import keep_freed_memory as _keep_freed_memory
+
+_keep_freed_memory()
 
 from . import reference
 from ._threads import get_num_threads, num_threads, set_num_threads
@@ -32,6 +47,8 @@ from .functional import (
     avg_pool2d_backward,
     avg_pool3d,
     avg_pool3d_backward,
+    batch_norm,
+    batch_norm_backward,
     conv1d,
     conv1d_backward,
     conv2d,
@@ -55,6 +72,8 @@ from .functional import (
     max_pool2d_backward,
     max_pool3d,
     max_pool3d_backward,
+    relu,
+    relu_backward,
 )
 
 

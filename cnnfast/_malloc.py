@@ -3,10 +3,12 @@
 glibc returns large blocks to the OS as soon as they are freed (mmap above
 128 KiB, heap trimming above twice that), so each step's fresh activations and
 gradients fault in their pages again: about 800 page faults per LeNet-5 step,
-7.6 vs 8.9 ms. The processes cnnfast owns (the `cnnfast` CLI and the benchmark
-report) raise both thresholds; importing the library changes nothing. Library
-users get the same with MALLOC_MMAP_THRESHOLD_=33554432 and
-MALLOC_TRIM_THRESHOLD_=134217728 in the environment.
+7.6 vs 8.9 ms. Importing cnnfast raises both thresholds (so nobody has to set
+MALLOC_MMAP_THRESHOLD_=33554432 and MALLOC_TRIM_THRESHOLD_=134217728), unless
+the user set either of those variables, or CNNFAST_KEEP_FREED_MEMORY=0 (then
+the process keeps glibc's defaults). The cost: up to TRIM_THRESHOLD of freed
+memory stays mapped in the process for reuse, as PyTorch's caching allocator
+does.
 """
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ TRIM_THRESHOLD = 128 << 20
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds unless the user set either;
-    True when applied. A no-op elsewhere (musl, macOS, Windows)."""
+    """Raise glibc's mmap and trim thresholds unless the user set either (or
+    CNNFAST_KEEP_FREED_MEMORY=0); True when applied. A no-op elsewhere (musl,
+    macOS, Windows)."""
     if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    if os.environ.get("CNNFAST_KEEP_FREED_MEMORY", "").strip() == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -128,11 +128,6 @@ class _BlasLimit:
 # SciPy's BLAS at one thread while a kernel runs (the kernels parallelise
 # around their BLAS calls themselves).
 blas_pinned = _BlasLimit(scipy_only=True, threads=lambda: 1)
-# Every BLAS (NumPy's too) at cnnfast's thread count while the layers multiply
-# matrices: NumPy's OpenBLAS would otherwise use every core and keep its
-# threads spinning between calls, against the kernels' threads and anything
-# else on the machine (LeNet-5 step, 1 thread, other core busy: 8 vs 17-34 ms).
-blas_at_num_threads = _BlasLimit(scipy_only=False, threads=get_num_threads)
 
 
 def blas_info() -> list:

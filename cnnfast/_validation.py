@@ -492,6 +492,15 @@ def fits_blas(geom: ConvGeometry) -> bool:
                math.prod(geom.out_size)) <= BLAS_INT_MAX
 
 
+def conv_residual(residual, geom: ConvGeometry) -> None:
+    """A fused convolution's residual: an array of the output's shape and dtype."""
+    if residual is None:
+        return
+    check_array(residual, "residual")
+    expect_shape(residual, geom.out_shape, "residual", "the convolution's output shape")
+    common_float_dtype(x=np.empty(0, geom.dtype), residual=residual)
+
+
 def conv_need(need) -> frozenset:
     if isinstance(need, str):
         need = (need,)
@@ -879,3 +888,108 @@ def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False
                              f"followed by {nd} positive output sizes for {op}")
     input_shape_size(input_shape, op)
     return dtype, input_shape
+
+
+# ------------------------------------------------- batch norm, activations
+
+def _real_number(value, name: str, minimum: float | None = None) -> float:
+    """A finite real number (not a bool), optionally >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got "
+                        f"{type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _channel_vector(a, name: str, channels: int, x_shape: tuple) -> None:
+    if a is None:
+        return
+    check_array(a, name)
+    if a.shape != (channels,):
+        raise ValueError(f"{name} has shape {a.shape}, expected ({channels},): one value per "
+                         f"channel of x (shape {x_shape}, channels on axis 1)")
+
+
+def _channels_input(x, op: str) -> None:
+    check_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dims (N, C, *) for {op}, got shape {x.shape}")
+
+
+class NormShape(NamedTuple):
+    """x of any (N, C, *) shape seen as (N, C, S) for the kernels."""
+    dtype: np.dtype
+    shape: tuple
+    count: int      # values per channel, N * S
+
+    @property
+    def as3d(self):
+        n, c = self.shape[:2]
+        return (n, c, math.prod(self.shape[2:]))
+
+
+def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """cnnfast.batch_norm's arguments -> (NormShape, training, momentum, eps)."""
+    op = "batch_norm"
+    _channels_input(x, op)
+    training = flag(training, "training")
+    momentum = _real_number(momentum, "momentum")
+    eps = _real_number(eps, "eps", minimum=0)
+    C = x.shape[1]
+    for name, a in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _channel_vector(a, name, C, x.shape)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be arrays or both be None, "
+                         f"got running_mean={'None' if running_mean is None else 'an array'}, "
+                         f"running_var={'None' if running_var is None else 'an array'}")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm with training=False normalises with running_mean and "
+                         "running_var: they must be arrays, got None")
+    dtype = common_float_dtype(x=x, running_mean=running_mean, running_var=running_var,
+                               weight=weight, bias=bias)
+    if training and running_mean is not None:
+        for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+            if not a.flags.writeable:
+                raise ValueError(f"{name} must be writeable: training=True updates it in "
+                                 f"place")
+    count = x.shape[0] * math.prod(x.shape[2:])
+    if training and count == 1:
+        raise ValueError(f"batch_norm with training=True needs more than one value per "
+                         f"channel to compute batch statistics, got x of shape {x.shape}")
+    return NormShape(dtype, tuple(x.shape), count), training, momentum, eps
+
+
+def batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out=None) -> NormShape:
+    op = "batch_norm_backward"
+    check_array(grad_out, "grad_out")
+    _channels_input(x, op)
+    expect_shape(grad_out, x.shape, "grad_out", "the shape of x")
+    if relu_out is not None:
+        check_array(relu_out, "relu_out")
+        expect_shape(relu_out, x.shape, "relu_out", "the shape of x")
+    C = x.shape[1]
+    for name, a in (("weight", weight), ("mean", mean), ("invstd", invstd)):
+        _channel_vector(a, name, C, x.shape)
+    if mean is None or invstd is None:
+        raise TypeError(f"mean and invstd must be arrays (the batch statistics of the "
+                        f"forward), got mean={type(mean).__name__}, "
+                        f"invstd={type(invstd).__name__}")
+    dtype = common_float_dtype(grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd,
+                               relu_out=relu_out)
+    return NormShape(dtype, tuple(x.shape), x.shape[0] * math.prod(x.shape[2:]))
+
+
+def elementwise_args(op: str, **arrays) -> np.dtype:
+    """Arrays of one shape and one float dtype (relu, relu_backward, add_relu)."""
+    first = None
+    for name, a in arrays.items():
+        check_array(a, name)
+        if first is None:
+            first = (name, a.shape)
+        elif a.shape != first[1]:
+            raise ValueError(f"{name} has shape {a.shape}, expected {first[1]} (the shape of "
+                             f"{first[0]}) for {op}")
+    return common_float_dtype(**arrays)

@@ -82,7 +82,7 @@ def train(args) -> float:
 
     nn.manual_seed(args.seed)
     model = models.MODELS[args.model](num_classes=10, in_channels=1)
-    model.train()
+    model.train().skip_input_grad()   # the images are data: no gradient wrt them
     loss_fn = nn.CrossEntropyLoss()
     opt = build_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum,
                           args.weight_decay)

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._ext import _conv, _pool
+from ._ext import _conv, _dense, _elementwise, _pool
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -29,6 +29,7 @@ __all__ = [
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward",
     "adaptive_max_pool3d_backward",
+    "batch_norm", "batch_norm_backward", "relu", "relu_backward",
 ]
 
 
@@ -63,31 +64,41 @@ def _depth_unstack(a5, shape):
     return np.ascontiguousarray(a5.reshape((c, n) + a5.shape[3:]).swapaxes(0, 1)).reshape(shape)
 
 
+# The kernels' code of zero padding (the batch-as-pixels view has no padding).
+_ZERO_PADDING = V.PAD_MODES.index("zeros")
 # The unit geometry of the batch-as-pixels view: stride, padding, dilation.
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
-def _run_forward(geom, p, x, weight, bias):
+def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
     """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
     *out) array. x and weight are any arrays validated for geom; bias an
-    array of the kernel dtype (empty: none)."""
+    array of the kernel dtype (empty: none). A fused layer's epilogue:
+    `residual` (validated, out's shape) added and then ReLU (`relu`), both
+    on each output tile inside the kernel's parallel loop."""
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
+        res5 = None if residual is None else _batch_as_pixels(residual, geom.out_channels)
         with blas_pinned:
-            _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p), p.threads)
+            _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
+                               _ZERO_PADDING, p.threads, relu, res5)
         return _pixels_as_batch(out5, geom.out_shape)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
     stacked = p.layout == "depth_stacked"
     out5 = np.empty(((1, geom.out_channels, geom.batch) + geom.out5_shape[3:]) if stacked
                     else geom.out5_shape, dtype=geom.dtype)
+    res5 = None
+    if residual is not None:
+        res5 = V.kernel_array(residual, geom.dtype).reshape(geom.out5_shape)
+        res5 = _depth_stack(res5) if stacked else res5
     with blas_pinned:
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
-                           *geom.kernel_args, geom.groups, *_kernel_args(p), p.threads,
-                           geom.pad_mode_code)
+                           *geom.kernel_args, geom.groups, *_kernel_args(p),
+                           geom.pad_mode_code, p.threads, relu, res5)
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
 
 
@@ -126,7 +137,8 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
             _conv.conv_backward_weight(_batch_as_pixels(go5, geom.out_channels),
                                        _batch_as_pixels(V.kernel_array(x, geom.dtype), rows),
                                        grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
-                                       *_UNIT3, 1, p.kernel, p.tile, p.threads)
+                                       *_UNIT3, 1, p.kernel, p.tile, _ZERO_PADDING,
+                                       p.threads)
         return grad_w
     stacked = p.layout == "depth_stacked"
     if stacked and go_stacked is None:
@@ -136,8 +148,8 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
         _conv.conv_backward_weight(go_stacked if stacked else go5,
                                    _depth_stack(x5) if stacked else x5,
                                    grad_w.reshape(geom.w5_shape), *geom.kernel_args,
-                                   geom.groups, p.kernel, p.tile, p.threads,
-                                   geom.pad_mode_code)
+                                   geom.groups, p.kernel, p.tile, geom.pad_mode_code,
+                                   p.threads)
     return grad_w
 
 
@@ -169,6 +181,19 @@ def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algori
                            padding_mode=padding_mode)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
+
+
+def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, relu=False,
+                        residual=None, padding_mode="zeros"):
+    """conv{nd}d with a fused inference layer's epilogue (Module.fuse()):
+    relu(conv(x, weight) + bias + residual), residual optional, computed in
+    the convolution's store pass (no separate pass over the output)."""
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
+    V.conv_residual(residual, geom)
+    plan = P.plan_conv(geom, "auto", ("forward",))
+    return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype),
+                        bool(relu), residual)
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
@@ -233,6 +258,20 @@ def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_pa
         grad_b = _bias_grad(go5, conv.in_channels, P.conv_threads(P.conv_macs(conv)),
                             conv.dtype)
     return grad_x, grad_w, grad_b
+
+
+def _dense_matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for the dense layers, on cnnfast's threads (never NumPy's
+    BLAS pool, see _ext/_dense.pyx). a and b: 2-D arrays of one float dtype."""
+    dtype = V.common_float_dtype(a=a, b=b)
+    a, b = V.kernel_array(a, dtype), V.kernel_array(b, dtype)
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    k = a.shape[0] if trans_a else a.shape[1]
+    out = np.empty((m, n), dtype=dtype)
+    with blas_pinned:
+        _dense.matmul(a, b, out, trans_a, trans_b, P.dense_threads(m * n * k))
+    return out
 
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
@@ -666,3 +705,124 @@ def global_max_pool2d_backward(grad_out, indices, input_shape):
     dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
     V.check_indices(indices, grad_out, input_shape, op, check_range=False)
     return _scatter_max(grad_out, indices, input_shape, dtype, op)
+
+
+# --------------------------------------------------- batch norm, activations
+
+def _batch_stats(x3, threads):
+    """Per-channel mean and biased variance (float64) of x3 (N, C, S)."""
+    C = x3.shape[1]
+    mean, var = np.empty(C), np.empty(C)
+    _elementwise.batch_norm_stats(x3, mean, var, threads)
+    return mean, var
+
+
+def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+    """batch_norm, also returning the statistics it normalised with: (y,
+    mean, invstd), mean and invstd in x's dtype (the batch's when training,
+    the running ones' otherwise), what batch_norm_backward takes. The layer
+    (nn.BatchNorm2d) calls this to keep them for its backward."""
+    shape, training, momentum, eps = V.batch_norm_args(x, running_mean, running_var, weight,
+                                                       bias, training, momentum, eps)
+    dtype = shape.dtype
+    x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
+    threads = P.elementwise_threads(x3.size)
+    if training:
+        mean, var = _batch_stats(x3, threads)
+        if running_mean is not None and shape.count > 0:
+            # torch: an empty batch leaves the running statistics as they are
+            unbiased = var * (shape.count / (shape.count - 1))
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * np.asarray(weight, dtype=np.float64)
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + np.asarray(bias, dtype=np.float64)
+    y = np.empty(shape.shape, dtype=dtype)
+    _elementwise.channel_affine(x3, np.ascontiguousarray(scale), np.ascontiguousarray(shift),
+                                y.reshape(shape.as3d), threads)
+    return y, mean.astype(dtype), invstd.astype(dtype)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalisation of x (N, C, *) per channel, as
+    torch.nn.functional.batch_norm: y = (x - mean) / sqrt(var + eps) * weight
+    + bias. training=True normalises with the batch's mean and biased
+    variance and, when running_mean/running_var are given, updates them in
+    place: r = (1 - momentum) * r + momentum * batch (unbiased variance);
+    training=False normalises with the running statistics. Statistics are
+    accumulated in float64."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd):
+    """Training-mode gradient of batch_norm -> (grad_x, grad_weight,
+    grad_bias): mean and invstd = 1 / sqrt(biased var + eps) are the batch
+    statistics that forward normalised with; weight None means 1 (then
+    grad_weight and grad_bias are still those of an affine map at 1 and 0).
+    Two passes over the data: the per-channel sums, then grad_x."""
+    return _batch_norm_backward(grad_out, x, weight, mean, invstd)
+
+
+def _batch_norm_backward(grad_out, x, weight, mean, invstd, relu_out=None):
+    """batch_norm_backward; with relu_out (the output of a ReLU applied to
+    this batch norm's output), the gradient of relu(batch_norm(x)): grad_out
+    is masked where relu_out <= 0 inside the same two passes (no separate
+    ReLU backward pass)."""
+    shape = V.batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out)
+    dtype = shape.dtype
+    x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
+    go3 = V.kernel_array(grad_out, dtype).reshape(shape.as3d)
+    ry3 = None if relu_out is None else V.kernel_array(relu_out, dtype).reshape(shape.as3d)
+    threads = P.elementwise_threads(x3.size)
+    mean64 = np.ascontiguousarray(mean, dtype=np.float64)
+    invstd64 = np.asarray(invstd, dtype=np.float64)
+    C = shape.shape[1]
+    sum_go, sum_gox = np.empty(C), np.empty(C)
+    _elementwise.batch_norm_grad_sums(go3, ry3, x3, mean64, sum_go, sum_gox, threads)
+    m = max(shape.count, 1)
+    a = invstd64 if weight is None else invstd64 * np.asarray(weight, dtype=np.float64)
+    coef = np.stack([a, -a * invstd64 * invstd64 * sum_gox / m, -a * sum_go / m, mean64],
+                    axis=1)
+    grad_x = np.empty(shape.shape, dtype=dtype)
+    _elementwise.batch_norm_grad_input(go3, ry3, x3, np.ascontiguousarray(coef),
+                                       grad_x.reshape(shape.as3d), threads)
+    return grad_x, (sum_gox * invstd64).astype(dtype), sum_go.astype(dtype)
+
+
+def relu(x):
+    """max(x, 0) elementwise, NaN kept (as torch.relu); a new array."""
+    dtype = V.elementwise_args("relu", x=x)
+    xf = V.kernel_array(x, dtype).reshape(-1)
+    y = np.empty(x.shape, dtype=dtype)
+    _elementwise.relu(xf, y.reshape(-1), P.elementwise_threads(xf.size))
+    return y
+
+
+def relu_backward(grad_out, y):
+    """Gradient of relu given its output y: grad_out where y is not <= 0 (NaN
+    outputs pass it, as torch's threshold_backward), else 0."""
+    dtype = V.elementwise_args("relu_backward", grad_out=grad_out, y=y)
+    gf = V.kernel_array(grad_out, dtype).reshape(-1)
+    grad_x = np.empty(grad_out.shape, dtype=dtype)
+    _elementwise.relu_backward(gf, V.kernel_array(y, dtype).reshape(-1), grad_x.reshape(-1),
+                               P.elementwise_threads(gf.size))
+    return grad_x
+
+
+def _add_relu(a, b, out=None):
+    """relu(a + b) in one pass (a residual block's sum and activation); into
+    `out` (a C-contiguous array of a's shape and dtype, may be a or b) or a
+    new array."""
+    dtype = V.elementwise_args("add_relu", a=a, b=b)
+    y = np.empty(a.shape, dtype=dtype) if out is None else out
+    af = V.kernel_array(a, dtype).reshape(-1)
+    _elementwise.add_relu(af, V.kernel_array(b, dtype).reshape(-1), y.reshape(-1),
+                          P.elementwise_threads(af.size))
+    return y

@@ -9,9 +9,13 @@ import math
 
 import numpy as np
 
+from . import _plan
+from ._ext import _elementwise
 from .nn.module import Module, Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam"]
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _nonneg(value, name):
@@ -69,6 +73,8 @@ class SGD(Optimizer):
 
     def step(self):
         for p, g, state in self._with_grads():
+            if self._step_in_c(p, g, state):
+                continue
             if self.weight_decay:
                 g = g + self.weight_decay * p.data
             if self.momentum:
@@ -80,6 +86,30 @@ class SGD(Optimizer):
                     buf += (1 - self.dampening) * g
                 g = g + self.momentum * buf if self.nesterov else buf
             p.data -= self.lr * g
+
+    def _step_in_c(self, p, g, state) -> bool:
+        """The update in one C pass over p, g and the momentum buffer (NumPy's
+        expressions make six passes and three temporaries: half a ResNet-18
+        step's non-convolution time). Only for the arrays the kernel can
+        write in place: a C-contiguous, aligned, writeable parameter in
+        native float32/float64, its gradient of the same dtype and shape."""
+        data = p.data
+        if (data.dtype not in _KERNEL_DTYPES or not data.flags.c_contiguous
+                or not data.flags.aligned or not data.flags.writeable
+                or g.shape != data.shape or g.dtype != data.dtype):
+            return False
+        g = np.require(g, requirements=("C_CONTIGUOUS", "ALIGNED"))
+        buf, first = None, False
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.empty_like(data)
+                first = True
+        _elementwise.sgd_update(data.reshape(-1), g.reshape(-1),
+                                None if buf is None else buf.reshape(-1), self.lr,
+                                self.momentum, self.dampening, self.weight_decay,
+                                self.nesterov, first, _plan.elementwise_threads(data.size))
+        return True
 
 
 class Adam(Optimizer):

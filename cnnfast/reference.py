@@ -607,3 +607,66 @@ def global_max_pool2d_backward(grad_out, indices, input_shape):
     dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
     V.check_indices(indices, grad_out, input_shape, op)
     return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+# --------------------------------------------------- batch norm, activations
+
+def _channel_view(a, shape):
+    """A (C,) array broadcast against x of `shape` (channels on axis 1)."""
+    return a.reshape((1, -1) + (1,) * (len(shape) - 2))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    shape, training, momentum, eps = V.batch_norm_args(x, running_mean, running_var, weight,
+                                                       bias, training, momentum, eps)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = np.asarray(x, dtype=np.float64)
+    if training:
+        if shape.count == 0:
+            mean, var = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        else:
+            mean = x64.mean(axis=axes)
+            var = ((x64 - _channel_view(mean, x.shape)) ** 2).mean(axis=axes)
+            if running_mean is not None:
+                running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+                running_var[...] = ((1 - momentum) * running_var
+                                    + momentum * var * shape.count / (shape.count - 1))
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    y = (x64 - _channel_view(mean, x.shape)) / np.sqrt(_channel_view(var, x.shape) + eps)
+    if weight is not None:
+        y = y * _channel_view(np.asarray(weight, dtype=np.float64), x.shape)
+    if bias is not None:
+        y = y + _channel_view(np.asarray(bias, dtype=np.float64), x.shape)
+    return y.astype(shape.dtype)
+
+
+def batch_norm_backward(grad_out, x, weight, mean, invstd):
+    shape = V.batch_norm_backward_args(grad_out, x, weight, mean, invstd)
+    axes = (0,) + tuple(range(2, x.ndim))
+    g = np.asarray(grad_out, dtype=np.float64)
+    xhat = ((np.asarray(x, dtype=np.float64) - _channel_view(np.asarray(mean, np.float64),
+                                                             x.shape))
+            * _channel_view(np.asarray(invstd, np.float64), x.shape))
+    grad_bias = g.sum(axis=axes)
+    grad_weight = (g * xhat).sum(axis=axes)
+    m = max(shape.count, 1)
+    gamma = np.ones(x.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    scale = _channel_view(gamma * np.asarray(invstd, np.float64), x.shape)
+    grad_x = scale * (g - _channel_view(grad_bias / m, x.shape)
+                      - xhat * _channel_view(grad_weight / m, x.shape))
+    return (grad_x.astype(shape.dtype), grad_weight.astype(shape.dtype),
+            grad_bias.astype(shape.dtype))
+
+
+def relu(x):
+    dtype = V.elementwise_args("relu", x=x)
+    x = np.asarray(x, dtype=dtype)
+    return np.where(x <= 0, dtype.type(0), x)
+
+
+def relu_backward(grad_out, y):
+    dtype = V.elementwise_args("relu_backward", grad_out=grad_out, y=y)
+    return np.where(np.asarray(y) <= 0, dtype.type(0), np.asarray(grad_out, dtype=dtype))

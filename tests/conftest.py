@@ -34,6 +34,7 @@ def parallel_even_when_small(monkeypatch):
 
     monkeypatch.setattr(_plan, "CONV_GRAIN", 0)
     monkeypatch.setattr(_plan, "POOL_GRAIN", 0)
+    monkeypatch.setattr(_plan, "ELEMENTWISE_GRAIN", 0)
 
 
 @pytest.fixture(scope="module")

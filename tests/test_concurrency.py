@@ -100,6 +100,20 @@ def _calls(dtype, seed=0):
             rest = {k: v for k, v in kw.items() if k != "output_size"}
             calls.append((name + "_backward", back,
                           dict(grad_out=r(*out.shape), input_shape=x.shape, **rest)))
+    # batch norm, ReLU and the fused convolution's epilogue (issue 15)
+    xb, gb, cb = r(4, 6, 5, 7), r(4, 6, 5, 7), r(6)
+    rv = np.abs(r(6)) + 0.5
+    calls.append(("batch_norm-eval", cnnfast.batch_norm,
+                  dict(x=xb, running_mean=cb, running_var=rv, weight=r(6), bias=r(6))))
+    calls.append(("batch_norm-train", cnnfast.batch_norm,
+                  dict(x=xb, running_mean=None, running_var=None, training=True)))
+    calls.append(("batch_norm_backward", cnnfast.batch_norm_backward,
+                  dict(grad_out=gb, x=xb, weight=r(6), mean=cb, invstd=rv)))
+    calls.append(("relu", cnnfast.relu, dict(x=xb)))
+    calls.append(("relu_backward", cnnfast.relu_backward, dict(grad_out=gb, y=xb)))
+    calls.append(("conv2d-fused", cnnfast.functional._conv_forward_fused,
+                  dict(nd=2, x=x2, weight=r(16, 6, 3, 3), bias=r(16), stride=1, padding=1,
+                       dilation=1, groups=1, relu=True, residual=r(2, 16, 13, 12))))
     return calls
 
 

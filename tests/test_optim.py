@@ -113,3 +113,30 @@ def test_bad_arguments(build, arg):
         build([Parameter(np.zeros(2))])
     with pytest.raises(TypeError):
         SGD([np.zeros(2)], 0.1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", SGD_CASES, ids=str)
+def test_sgd_c_update_matches_numpy_rule(rng, kwargs, dtype):
+    """The one-pass C update (C-contiguous parameters, spans over two
+    threads) against the NumPy expressions of the same rule, which run for
+    a parameter the kernel cannot write in place (a Fortran-ordered one)."""
+    import cnnfast
+
+    init = rng.standard_normal((300, 257)).astype(dtype)   # > one span of the kernel
+    fast = Parameter(init.copy())
+    slow = Parameter(init.copy())
+    slow.data = np.asfortranarray(slow.data)               # the NumPy path
+    lr = kwargs["lr"]
+    rest = {k: v for k, v in kwargs.items() if k != "lr"}
+    opts = SGD([fast], lr, **rest), SGD([slow], lr, **rest)
+    for step in range(3):
+        g = rng.standard_normal(init.shape).astype(dtype)
+        for p, opt in zip((fast, slow), opts):
+            opt.zero_grad()
+            p.accumulate(g.copy())
+            with cnnfast.num_threads(2):
+                opt.step()
+        assert fast.data.flags.c_contiguous and fast.data.dtype == dtype
+        tol = 1e-6 if dtype == np.float32 else 1e-14
+        np.testing.assert_allclose(fast.data, slow.data, rtol=tol, atol=tol)

@@ -527,3 +527,20 @@ def test_pool_layers_1d_3d_match_torch(nd):
     assert same.backward(np.ones_like(same(x))).shape == x.shape
     with pytest.raises(ValueError, match="kernel_size"):
         getattr(nn, f"MaxPool{nd}d")((2,) * (nd + 1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fuse_keeps_padding_mode_and_batchnorm_without_bias(mode):
+    """Module.fuse() folds Conv2d(padding_mode=...) -> BatchNorm2d(bias=False)
+    -> ReLU into one convolution with the same padding mode."""
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=((1, 2), (2, 0)), padding_mode=mode,
+                                    dtype=np.float64),
+                          nn.BatchNorm2d(8, bias=False, dtype=np.float64), nn.ReLU())
+    bn = model[1]
+    bn.running_mean = rng.standard_normal(8)
+    bn.running_var = rng.uniform(0.5, 2, 8)
+    bn.weight.data[:] = rng.uniform(0.5, 2, 8)
+    x = rng.standard_normal((2, 3, 7, 6))
+    want = model.eval()(x)
+    np.testing.assert_allclose(model.fuse()(x), want, atol=1e-12)

@@ -6,16 +6,20 @@ C-contiguous and native-endian, already validated and allocated by
 cnnfast.functional; this module only computes, with the GIL released.
 
 Parallel work is cut into items that each own a disjoint part of the result
-(owner computes). The only cross-item reduction, im2col's weight gradient,
-goes through per-thread buffers summed in thread order, so results are
-bit-identical run to run for a given thread count. With one thread the loops
+(owner computes), handed out `guided` (large chunks first, small ones at the
+end): a thread that is descheduled -- another process on its core -- takes
+fewer items instead of holding every other thread at the end of the region,
+and since an item owns its outputs the result does not depend on which
+thread ran it. The only cross-item reduction, im2col's weight gradient,
+goes through per-thread buffers summed in thread order over a `static`
+split, so results are bit-identical run to run for a given thread count. With one thread the loops
 run without entering an OpenMP region at all (safe in a forked child).
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from ._blas cimport gemm_row_major
 from ._omp cimport cf_thread_num
 from .conv_kernels cimport *
 
@@ -25,25 +29,6 @@ from math import gcd
 import numpy as np
 
 from ._workspace import work_array
-
-cdef inline void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
-                       floating alpha, const floating *a, int lda,
-                       const floating *b, int ldb,
-                       floating beta, floating *c, int ldc) noexcept nogil:
-    """Row-major C = alpha op(A) op(B) + beta C on the Fortran BLAS.
-
-    The column-major view of a row-major matrix is its transpose, so the
-    row-major product is computed as C^T = op(B)^T op(A)^T.
-    """
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
-    if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> b, &ldb, <float *> a, &lda,
-              &beta, c, &ldc)
-    else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> b, &ldb, <double *> a, &lda,
-              &beta, c, &ldc)
-
 
 cdef cf_geom _geometry(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
                        Py_ssize_t K, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
@@ -86,12 +71,40 @@ cdef inline const cf_conv_kernels *_kernels(floating dummy) noexcept nogil:
         return cf_conv_kernels_for(1)
 
 
+# ---------------------------------------------------------------- epilogue
+
+cdef struct _epilogue:
+    const void *res        # residual laid out as out (added before relu), or NULL
+    const void *out        # out's first element: a tile's residual is at the same offset
+    bint relu
+    bint active            # False: a plain convolution (and every backward pass)
+
+
+cdef _epilogue _no_epilogue():
+    cdef _epilogue e
+    e.res = e.out = NULL
+    e.relu = e.active = False
+    return e
+
+
+cdef inline void _epilogue_rows(const _epilogue *e, floating *o, Py_ssize_t rows,
+                                Py_ssize_t row_stride, Py_ssize_t n) noexcept nogil:
+    """A fused layer's residual add and ReLU on the tile just stored at o
+    (rows spans of n outputs, row_stride apart), while it is in cache."""
+    if e == NULL or not e.active:
+        return
+    cdef const floating *res = NULL
+    if e.res != NULL:
+        res = (<const floating *> e.res) + (o - <const floating *> e.out)
+    _kernels(<floating> 0).conv_epilogue(o, res, rows, row_stride, n, e.relu)
+
+
 # ------------------------------------------------------------------ direct
 
 cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *w,
                                const floating *bias, floating *out,
                                Py_ssize_t groups, Py_ssize_t nkb,
-                               const cf_geom *g) noexcept nogil:
+                               const cf_geom *g, const _epilogue *ep) noexcept nogil:
     """Item (n, group, channel block, od, oh): one output row of nb channels."""
     cdef Py_ssize_t oh = i % g.OH
     i = i // g.OH
@@ -112,20 +125,22 @@ cdef void _direct_forward_item(Py_ssize_t i, const floating *x, const floating *
         bp = bias + grp * g.K + k0
     cdef floating *op = out + (n * groups * g.K + grp * g.K + k0) * P + (od * g.OH + oh) * g.OW
     _kernels(<floating> 0).direct_forward_row(xp, wp, bp, op, nb, od, oh, g)
+    _epilogue_rows(ep, op, nb, P, g.OW)
 
 
 cdef void _direct_forward(const floating *x, const floating *w, const floating *bias,
                           floating *out, Py_ssize_t N, Py_ssize_t groups,
-                          const cf_geom *g, int nthreads) noexcept nogil:
+                          const cf_geom *g, int nthreads,
+                          const _epilogue *ep=NULL) noexcept nogil:
     cdef Py_ssize_t nkb = (g.K + CF_KB - 1) // CF_KB
     cdef Py_ssize_t nitems = N * groups * nkb * g.OD * g.OH
     cdef Py_ssize_t i
     if nthreads > 1:
-        for i in prange(nitems, num_threads=nthreads, schedule='static'):
-            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+        for i in prange(nitems, num_threads=nthreads, schedule='guided'):
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g, ep)
     else:
         for i in range(nitems):
-            _direct_forward_item(i, x, w, bias, out, groups, nkb, g)
+            _direct_forward_item(i, x, w, bias, out, groups, nkb, g, ep)
 
 
 cdef void _direct_backward_weight_item(Py_ssize_t i, const floating *x, const floating *go,
@@ -171,7 +186,7 @@ cdef object _padded(str name, const floating[:, :, :, :, ::1] src, tuple shape, 
     cdef floating *d0 = &d[0, 0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for i in prange(N * C, num_threads=nthreads, schedule='static'):
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
                            pd, ph, pw, mode)
         else:
@@ -226,6 +241,7 @@ cdef struct _cv_job:
     Py_ssize_t groups, nkb, kblock, Kpad, nq, qchunk, qend, xpad_size, N
     bint in_place          # no padding: read x itself
     bint batch             # x is the padded input with the batch innermost
+    _epilogue ep           # a fused layer's residual add and ReLU
 
 
 cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
@@ -247,18 +263,26 @@ cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
     cdef const floating *b = NULL
     if job.bias != NULL:
         b = (<const floating *> job.bias) + grp * job.Kpad + k0
+    cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
+    cdef Py_ssize_t n, r
     if job.batch:  # ng is the group alone
         _kernels(<floating> 0).direct_forward_cv_batch(
             (<const floating *> job.x) + ng * g.C * gp.D * gp.H * gp.W * job.N, job.N, w, b,
-            (<floating *> job.out) + (ng * g.K + k0) * P, job.groups * g.K * P, q0, q1, nk, gp)
+            o, job.groups * g.K * P, q0, q1, nk, gp)
+        if job.ep.active:  # positions [q0, q1) of every image
+            for n in range(job.N):
+                _epilogue_rows(&job.ep, o + n * job.groups * g.K * P + q0, nk, P, q1 - q0)
         return
     cdef const floating *xg = (<const floating *> job.x) + ng * g.C * DHW
     cdef const floating *src = xg
     if not job.in_place:
         src = _thread_padded_image(xg, (<floating *> job.xpad) + tid * job.xpad_size,
                                    &job.padded_id[tid], ng, g, gp)
-    cdef floating *o = (<floating *> job.out) + (ng * g.K + k0) * P
     _kernels(<floating> 0).direct_forward_cv(src, w, b, o, q0, q1, nk, gp)
+    if job.ep.active:  # the output rows of padded-plane rows [q0/W, q1/W) (q0 % W == 0)
+        for r in range(q0 // gp.W, (q1 + gp.W - 1) // gp.W):
+            if r % gp.H < g.OH:
+                _epilogue_rows(&job.ep, o + (r // gp.H * g.OH + r % gp.H) * g.OW, nk, P, g.OW)
 
 
 cdef tuple _reach(const cf_geom *g):
@@ -284,7 +308,8 @@ cdef object _batch_innermost(const floating[:, :, :, :, ::1] x, const cf_geom *g
 
 cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias,
                       floating *out, Py_ssize_t N, cf_geom g, Py_ssize_t groups,
-                      int nthreads, bint batch=False, bint finite_weights=False) except -1:
+                      int nthreads, bint batch=False, bint finite_weights=False,
+                      const _epilogue *ep=NULL) except -1:
     """Direct forward with output channels in the vector lanes. Stride 1:
     items (n, group, channel block, position chunk) own their outputs and a
     thread pads each image it meets once (not at all without padding).
@@ -298,6 +323,7 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
     gp.D, gp.H, gp.W = _reach(&g)
     job.batch = batch
     job.N = N
+    job.ep = ep[0] if ep != NULL else _no_epilogue()
     job.in_place = batch or (g.pd == 0 and g.ph == 0 and g.pw == 0
                              and gp.D == g.D and gp.H == g.H and gp.W == g.W)
     gp.pd = gp.ph = gp.pw = 0
@@ -344,7 +370,7 @@ cdef bint _cv_forward(const floating *x, const floating *w, const floating *bias
         if finite_weights and not finite:
             nitems = 0
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _cv_forward_item(i, &job, &g, &gp, <floating> 0)
         else:
             for i in range(nitems):
@@ -379,7 +405,7 @@ cdef void _gemm_backward_weight_item(Py_ssize_t i, const floating *x, const floa
         _kernels(<floating> 0).vol2col(xp, work, p0, cnt, g)
         cols = work
         ldcols = cnt
-    _gemm(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
+    gemm_row_major(False, True, <int> g.K, <int> R, <int> cnt, <floating> 1,
           go + (n * groups + grp) * g.K * P + p0, <int> P, cols, <int> ldcols, <floating> 1,
           (gw if tid == 0 else partial + (tid - 1) * groups * g.K * R) + grp * g.K * R, <int> R)
 
@@ -402,6 +428,7 @@ cdef struct _packed_job:
     Py_ssize_t a_rs, a_ks  # apk is the weights read in place, (i, k) at i*a_rs + k*a_ks;
                            # a_rs == 0: apk is packed
     bint in_place          # no padding: pack straight from x
+    _epilogue ep           # forward: a fused layer's residual add and ReLU
 
 
 cdef inline void _job_gemm(const _packed_job *job, const floating *a, const floating *panels,
@@ -441,13 +468,16 @@ cdef void _packed_forward_item(Py_ssize_t i, const _packed_job *job, const cf_ge
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     _kernels(<floating> 0).gemm_pack_columns(src, src_end, panels, p0, cnt, runs,
                           gp)
+    cdef floating *o = (<floating *> job.out) + ng * g.K * P + p0
     _job_gemm(job, (<const floating *> job.apk) + grp * (g.K if job.a_rs else job.Kr) * R,
-              panels, g.K, cnt, R, (<floating *> job.out) + ng * g.K * P + p0, P, bias, tid)
+              panels, g.K, cnt, R, o, P, bias, tid)
+    _epilogue_rows(&job.ep, o, g.K, P, cnt)
 
 
 cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                           const floating *bias, floating[:, :, :, :, ::1] out, cf_geom g,
-                          Py_ssize_t groups, tuple padding, tuple gemm, int nthreads) except *:
+                          Py_ssize_t groups, tuple padding, tuple gemm, int nthreads,
+                          const _epilogue *ep) except *:
     """The im2col forward on the packed GEMM. Items (n, group, tile) own
     out[n, group, :, tile]; a thread pads each image it meets once. gemm:
     the plan's (tile, weights_in_place, reduction_chunk)."""
@@ -470,6 +500,7 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
                                 (g.dd, g.dh, g.dw))]
         gp.pd = gp.ph = gp.pw = 0
     job.groups = groups
+    job.ep = ep[0]
     job.Kr = (g.K + 3) // 4 * 4
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
@@ -506,7 +537,7 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
             _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, g.K, R, R, 1,
                                &apk_v[0] + grp * job.Kr * R)
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _packed_forward_item(i, &job, &g, &gp, <floating> 0)
         else:
             for i in range(nitems):
@@ -565,6 +596,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                 (1, 1, 1))
     job.in_place = _is_pointwise_identity(&g)
     job.groups = groups
+    job.ep = _no_epilogue()
     job.Kr = (R + 3) // 4 * 4
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
@@ -599,7 +631,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
             _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
                                &apk_v[0] + grp * job.Kr * g.K)
         if nthreads > 1:
-            for i in prange(nitems, num_threads=nthreads, schedule='static'):
+            for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
         else:
             for i in range(nitems):
@@ -633,11 +665,14 @@ def lanes_waste(dtype, Py_ssize_t K, Py_ssize_t N, tuple reach, tuple out_size, 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                 str kernel, tuple gemm, int nthreads, int pad_mode=CF_PAD_ZEROS):
+                 str kernel, tuple gemm, int pad_mode, int nthreads, bint relu=False,
+                 const floating[:, :, :, :, ::1] residual=None):
     """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
     "direct_lanes_batch" (zero padding only) or "direct_rows". `bias` may be
-    empty (no bias). pad_mode (CF_PAD_*) is what the padded copies hold."""
+    empty (no bias). A fused layer's epilogue: `residual` (shaped as out)
+    added, then ReLU when `relu`, on each output tile right after it is
+    stored. pad_mode (CF_PAD_*) is what the padded copies hold."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
@@ -647,23 +682,29 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if N == 0 or P == 0:
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef _epilogue ep = _no_epilogue()
+    ep.relu = relu
+    ep.active = relu or residual is not None
+    ep.out = &out[0, 0, 0, 0, 0]
+    if residual is not None:
+        ep.res = &residual[0, 0, 0, 0, 0]
     cdef tuple kernel_size = (g.KD, g.KH, g.KW), out_size = (g.OD, g.OH, g.OW)
     cdef tuple shape
     cdef floating[:, :, :, :, ::1] xpad
     cdef floating[::1] xt_v
     cdef cf_geom gp
     if kernel == "gemm":
-        _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads)
+        _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads, &ep)
     elif kernel == "direct_lanes_batch":
         if pad_mode != CF_PAD_ZEROS:
             raise ValueError("direct_lanes_batch pads with zeros only")
         xt = _batch_innermost(x, &g)
         xt_v = xt.reshape(-1)
         _cv_forward(&xt_v[0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
-                    nthreads, True)
+                    nthreads, True, False, &ep)
     elif kernel == "direct_lanes":
         _cv_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
-                    nthreads)
+                    nthreads, False, False, &ep)
     elif kernel == "direct_rows":
         shape = _direct_input_shape(out_size, kernel_size, stride, dilation,
                                     _vector_width(<floating> 0))
@@ -672,7 +713,7 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                        stride, (0, 0, 0), dilation)
         with nogil:
             _direct_forward(&xpad[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
-                            N, groups, &gp, nthreads)
+                            N, groups, &gp, nthreads, &ep)
     else:
         raise ValueError(f"unknown forward kernel {kernel!r}")
 
@@ -708,8 +749,7 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
 def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
                          const floating[:, :, :, :, ::1] x, floating[:, :, :, :, ::1] grad_w,
                          tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                         str kernel, Py_ssize_t tile, int nthreads,
-                         int pad_mode=CF_PAD_ZEROS):
+                         str kernel, Py_ssize_t tile, int pad_mode, int nthreads):
     """grad_w = sum over the batch of grad_out correlated with x, overwritten,
     with the plan's kernel: "gemm_blas" (column tiles of `tile` positions)
     or "direct_weight"; x padded in pad_mode (CF_PAD_*)."""
@@ -745,7 +785,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
         nitems = groups * nkb * g.C
         with nogil:
             if nthreads > 1:
-                for i in prange(nitems, num_threads=nthreads, schedule='static'):
+                for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                     _direct_backward_weight_item(i, &xpad[0, 0, 0, 0, 0], &gopad[0, 0, 0, 0, 0],
                                                  gwp, N, groups, nkb, gow, &gp)
             else:
@@ -768,6 +808,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
     with nogil:
         memset(gwp, 0, size * sizeof(floating))
         if nthreads > 1:
+            # static: each thread's partial sums must cover the same items every run
             for i in prange(nitems, num_threads=nthreads, schedule='static'):
                 _gemm_backward_weight_item(i, &x[0, 0, 0, 0, 0], &grad_out[0, 0, 0, 0, 0],
                                            gwp, &partial[0, 0], workp, groups, tile, ntiles, &g)
@@ -799,7 +840,7 @@ def conv_fold_padding(const floating[:, :, :, :, ::1] grad_padded,   # IN  (N, C
     cdef floating *dst = &grad_x[0, 0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for i in prange(N * C, num_threads=nthreads, schedule='static'):
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
                 _kernels(<floating> 0).fold_plane(src + i * Dp * Hp * Wp, Dp, Hp, Wp,
                                                   dst + i * D * H * W, D, H, W, pd, ph, pw,
                                                   pad_mode)
@@ -818,7 +859,7 @@ def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] g
     cdef Py_ssize_t k
     with nogil:
         if nthreads > 1:
-            for k in prange(K, num_threads=nthreads, schedule='static'):
+            for k in prange(K, num_threads=nthreads, schedule='guided'):
                 grad_b[k] = <floating> _channel_sum(&grad_out[0, 0, 0, 0, 0], N, K, P, k)
         else:
             for k in range(K):

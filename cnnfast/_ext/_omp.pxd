@@ -9,12 +9,15 @@ cdef extern from *:
     static int cf_openmp_enabled(void) { return 1; }
     static int cf_thread_num(void) { return omp_get_thread_num(); }
     static int cf_max_threads(void) { return omp_get_max_threads(); }
+    static int cf_team_size(void) { return omp_get_num_threads(); }
     #else
     static int cf_openmp_enabled(void) { return 0; }
     static int cf_thread_num(void) { return 0; }
     static int cf_max_threads(void) { return 1; }
+    static int cf_team_size(void) { return 1; }
     #endif
     """
     int cf_openmp_enabled() noexcept nogil
     int cf_thread_num() noexcept nogil
     int cf_max_threads() noexcept nogil
+    int cf_team_size() noexcept nogil

@@ -4,8 +4,9 @@ and backward.
 
 Arrays arrive as planes, (P, D, H, W) with P = N*C -- 1-D and 2-D pooling use
 unit D/H -- C-contiguous and native-endian, validated and allocated by
-cnnfast.functional. Each plane is owned by one thread (prange over planes), so
-the backward scatters of overlapping windows never race. Sliding-window
+cnnfast.functional. Each plane is owned by one thread (prange over planes,
+guided as in _conv.pyx), so the backward scatters of overlapping windows
+never race. Sliding-window
 kernels read a per-thread padded copy of their plane (pad value -inf for max,
 0 for average) and need no bounds checks in the inner loop.
 """
@@ -125,7 +126,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     cdef floating *op = &out[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
         else:
             for p in range(P):
@@ -157,7 +158,7 @@ def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per p
     cdef floating *gxp = &grad_x[0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _scatter_plane(p, gop, ip, gxp, n_out, plane, &bad[0])
         else:
             for p in range(P):
@@ -221,7 +222,7 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     cdef floating *op = &out[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
         else:
             for p in range(P):
@@ -260,7 +261,7 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH,
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
                                     &g)
         else:
@@ -327,7 +328,7 @@ def adaptive_pool_forward(bint is_max,
     cdef floating *op = &out[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _adaptive_plane(p, is_max, xp, op, ip, D, H, W, OD, OH, OW, &win)
         else:
             for p in range(P):
@@ -357,7 +358,7 @@ def adaptive_avg_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD,
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='static'):
+            for p in prange(P, num_threads=nthreads, schedule='guided'):
                 _adaptive_avg_backward_plane(p, gop, gxp, D, H, W, OD, OH, OW, &win)
         else:
             for p in range(P):

@@ -1,6 +1,8 @@
 # cython: language_level=3
 """What the compiled extension was built with and which kernels it runs."""
-from ._omp cimport cf_openmp_enabled
+from cython.parallel cimport prange
+
+from ._omp cimport cf_openmp_enabled, cf_team_size
 
 cdef extern from "cf_isa.h":
     int cf_isa_level()
@@ -60,3 +62,20 @@ def isa_description():
     if CF_ISA_VARIANTS:
         return f"{name}, chosen at run time of x86-64-v4/v3/baseline"
     return f"{name}, the only variant built (no runtime dispatch)"
+
+
+def team_size(int threads):
+    """Threads the OpenMP runtime actually gives a region that asks for
+    `threads`, the way every kernel asks (prange with num_threads): a
+    runtime loaded by another library first (torch bundles its own libgomp)
+    or its settings (OMP_THREAD_LIMIT, omp_set_dynamic) could give fewer."""
+    cdef int i
+    cdef int seen[1]  # written through a pointer: a prange scalar would be lastprivate
+    seen[0] = 1
+    if threads <= 1:
+        return 1
+    with nogil:
+        for i in prange(threads, num_threads=threads, schedule='static'):
+            if i == 0:
+                (&seen[0])[0] = cf_team_size()
+    return seen[0]

@@ -57,6 +57,8 @@ cdef extern from "conv_kernels.h" nogil:
         void (*gemm_in_place)(const void *a, cf_idx rs, cf_idx ks, const void *bpk, cf_idx m,
                               cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
                               int accumulate, cf_idx kc, void *work) noexcept nogil
+        void (*conv_epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
+                              cf_idx len, int relu) noexcept nogil
 
     const cf_conv_kernels *cf_conv_kernels_for(int is_double)
     int cf_isa_level()

@@ -1,4 +1,4 @@
-"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op and training step.
+"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op, training step and whole model.
 
 Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
 (pooling), % of the machine's limit measured in the same run with the same
@@ -22,6 +22,7 @@ from cnnfast import reference
 from cnnfast._malloc import keep_freed_memory
 from cnnfast.bench.shapes import (CONV_ALGORITHMS, CONV_SHAPES, CONV_TRANSPOSE_SHAPES,
                                   PADDING_MODE_SHAPES, PADDING_MODES, POOL_SHAPES, pool_ops)
+from cnnfast.bench.models import format_model_table, format_scaling, model_rows
 
 
 def median_ms(fn, repeat, warmup=1):
@@ -190,7 +191,8 @@ def plot(results, path):
     panels = []
     for run in results["runs"]:
         for family, key in (("conv", "rows"), ("transposed conv", "conv_transpose_rows"),
-                            ("pooling", "pool_rows"), ("training", "train_rows")):
+                            ("pooling", "pool_rows"), ("training", "train_rows"),
+                            ("models", "model_rows")):
             rows = run.get(key) or []
             if rows:
                 panels.append((f"{family}, {run['threads']} thread(s)", rows))
@@ -413,10 +415,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
-                   choices=["all", "conv", "convt", "padmode", "pool", "train"],
+                   choices=["all", "conv", "convt", "padmode", "pool", "train", "models"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
+    p.add_argument("--under-load", action="store_true",
+                   help="models: run with one other process spinning on a core")
     p.add_argument("--json", metavar="FILE", help="write results and environment as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the speed-ups (needs matplotlib: pip install cnnfast[plot])")
@@ -474,7 +478,20 @@ def main(argv=None):
                 print(format_train_table(rows, threads, version))
                 print()
                 run.update(train_rows=rows)
+        if args.only in ("all", "models"):
+            if dtype != np.float32:
+                print("models: float32 only, skipped for", dtype)
+            else:
+                rows = model_rows(threads, repeat, progress, quick=args.quick,
+                                  under_load=args.under_load)
+                print(format_model_table(rows, threads, version))
+                print()
+                run.update(model_rows=rows)
         results["runs"].append(run)
+    scaling = format_scaling(results["runs"])
+    if scaling:
+        print(scaling)
+        print()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -48,6 +48,7 @@ def training_step(case: TrainCase, seed=0):
     nn.manual_seed(seed)
     model = models.MODELS[case.model](num_classes=case.num_classes,
                                       in_channels=case.in_channels).train()
+    model.skip_input_grad()   # the batch is data, as torch's (no requires_grad)
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
     x, y = _batch(case, seed)

@@ -8,7 +8,7 @@ import numpy as np
 from .. import _validation as V
 from ..io import read_state_dict
 from ..nn import init
-from ..nn.layers import BatchNorm2d, Conv2d, Linear
+from ..nn.layers import BatchNorm2d, Conv2d, Linear, backward_chain
 from ..nn.module import Module
 
 
@@ -26,9 +26,11 @@ class Chain(Module):
         return x
 
     def backward(self, grad_out):
-        for m in reversed(self._stages()):
-            grad_out = m.backward(grad_out)
-        return grad_out
+        return backward_chain(self._stages(), grad_out)
+
+    def _first_layer(self):
+        stages = self._stages()
+        return stages[0]._first_layer() if stages else None
 
 
 def check_model_args(num_classes, in_channels):

@@ -193,9 +193,12 @@ class GoogLeNet(Transfer, Module):
             g = g + self.aux1.backward(g_aux1)
         for m in reversed(head):
             g = m.backward(g)
-        if self.transform_input:
+        if self.transform_input and g is not None:   # None: skip_input_grad()
             g = g * self._scale_shift(g.dtype)[0][:, None, None]
         return g
+
+    def _first_layer(self):
+        return self.conv1._first_layer()
 
 
 def googlenet(num_classes=1000, in_channels=3, aux_logits=False, transform_input=False, *,

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d
 from ..nn.layers import ReLU, Sequential
+from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree
 from ..nn.module import Module
 from ._common import Chain, Transfer, check_model_args, load_weights, torchvision_init
 
@@ -29,15 +30,51 @@ class BasicBlock(Module):
     def forward(self, x):
         out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu2(out + shortcut)
+        return self.relu2.forward_sum(out, shortcut)   # relu(out + shortcut), one pass
 
     def backward(self, grad_out):
         g = self.relu2.backward(grad_out)
         # the sum fans the gradient out to both paths; x receives both contributions
-        g_main = self.conv1.backward(self.bn1.backward(self.relu1.backward(
-            self.conv2.backward(self.bn2.backward(g)))))
+        # bn1 + relu1 backward in one (the ReLU's mask inside the batch norm's passes)
+        g_main = self.conv1.backward(self.bn1.backward(
+            self.conv2.backward(self.bn2.backward(g)), relu=self.relu1))
         g_short = g if self.downsample is None else self.downsample.backward(g)
-        return g_main + g_short
+        g_main += g_short   # a fresh array from conv1's backward
+        return g_main
+
+
+    def _fused(self):
+        """Module.fuse()'s replacement: two fused convolutions, the second
+        adding the shortcut and applying relu2 in its store pass."""
+        if not (foldable(self.bn1) and foldable(self.bn2)):
+            for name, child in self.named_children():
+                setattr(self, name, fuse_tree(child))
+            return self
+        return FusedBasicBlock(self)
+
+
+class FusedBasicBlock(Module):
+    """A BasicBlock after Module.fuse(): relu(conv2'(relu(conv1'(x))) + s(x)),
+    conv' the convolutions with their BatchNorm folded in, s the identity or
+    the fused downsample; inference only."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.conv1 = FusedConv2d(block.conv1, block.bn1, relu=True)
+        self.bn1 = Folded("conv1")
+        self.relu1 = Folded("conv1")
+        self.conv2 = FusedConv2d(block.conv2, block.bn2, relu=True)
+        self.bn2 = Folded("conv2")
+        self.downsample = None if block.downsample is None else fuse_tree(block.downsample)
+        self.relu2 = Folded("conv2")
+        self.training = False
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.conv2(self.conv1(x), residual=shortcut)
+
+    def backward(self, grad_out):
+        return self.conv2.backward(grad_out)   # raises: inference only
 
 
 def downsample(inplanes, planes, stride, dtype):

@@ -1,9 +1,9 @@
 """The layers: torch.nn's constructor arguments and parameter names, forward
 and backward on NumPy arrays.
 
-Convolution and pooling call the public kernels in cnnfast.functional (looked
-up at call time); Linear is one GEMM through NumPy; activations, BatchNorm and
-Dropout are a few elementwise NumPy expressions each.
+Convolution, pooling, BatchNorm and ReLU call the public kernels in
+cnnfast.functional (looked up at call time); Linear is one GEMM through NumPy;
+Tanh, Sigmoid and Dropout are a few elementwise NumPy expressions each.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from scipy.special import expit
 
 from .. import _validation as V
 from .. import functional as F
-from .._threads import blas_at_num_threads
 from . import init
 from .module import Module, Parameter
 
@@ -71,8 +70,11 @@ def _same_dtype(x, param, layer):
 def _conv_layer_backward(layer, op, grad_out, x, args):
     """A conv-family layer's backward: the gradients its parameters need
     (frozen ones are skipped), accumulated; returns the input gradient."""
-    need = ("x",) + (("weight",) if layer._needs_grad(layer.weight) else ()) \
+    need = (("x",) if layer._input_grad else ()) \
+        + (("weight",) if layer._needs_grad(layer.weight) else ()) \
         + (("bias",) if layer._needs_grad(layer.bias) else ())
+    if not need:
+        return None
     gx, gw, gb = getattr(F, op)(grad_out, x, layer.weight.data, **args, need=need)
     layer.weight.accumulate(gw)
     if layer.bias is not None:
@@ -82,6 +84,7 @@ def _conv_layer_backward(layer, op, grad_out, x, args):
 
 class _ConvNd(Module):
     _nd = 0
+    _first_layer = Module._self_first
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=np.float32):
@@ -152,6 +155,7 @@ class Conv3d(_ConvNd):
 class _ConvTransposeNd(Module):
     """torch.nn.ConvTranspose*d: weight (in, out // groups, *kernel), bias (out,)."""
     _nd = 0
+    _first_layer = Module._self_first
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
@@ -248,6 +252,7 @@ class ConvTranspose3d(_ConvTransposeNd):
 
 class Linear(Module):
     """y = x @ weight.T + bias over the last axis of x (any leading dims)."""
+    _first_layer = Module._self_first
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
@@ -263,10 +268,11 @@ class Linear(Module):
     def forward(self, x):
         _check_input(x, "Linear", (1,), self.in_features, axis=-1)
         _same_dtype(x, self.weight, "Linear")
-        with blas_at_num_threads:
-            y = x @ self.weight.data.T
+        x2 = x.reshape(-1, self.in_features)
+        y = F._dense_matmul(x2, self.weight.data, trans_b=True)
         if self.bias is not None:
             y += self.bias.data
+        y = y.reshape(x.shape[:-1] + (self.out_features,))
         if self.training:
             self._cache = x
         return y
@@ -274,10 +280,11 @@ class Linear(Module):
     def backward(self, grad_out):
         x = self._saved()
         g2 = grad_out.reshape(-1, self.out_features)
-        with blas_at_num_threads:
-            if self._needs_grad(self.weight):
-                self.weight.accumulate(g2.T @ x.reshape(-1, self.in_features))
-            grad_x = grad_out @ self.weight.data
+        if self._needs_grad(self.weight):
+            self.weight.accumulate(
+                F._dense_matmul(g2, x.reshape(-1, self.in_features), trans_a=True))
+        grad_x = (F._dense_matmul(g2, self.weight.data).reshape(x.shape)
+                  if self._input_grad else None)
         if self._needs_grad(self.bias):
             self.bias.accumulate(g2.sum(axis=0))
         return grad_x
@@ -328,18 +335,28 @@ class Identity(Module):
 # ------------------------------------------------------------- activations
 
 class ReLU(Module):
+    """max(x, 0) in C (cnnfast.relu); keeps its output for backward."""
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
 
     def forward(self, x):
-        mask = ~(x <= 0)   # not `x > 0`: NaN passes through, as torch.relu
+        y = F.relu(x)
         if self.training:
-            self._cache = mask
-        return np.where(mask, x, x.dtype.type(0))
+            self._cache = y
+        return y
+
+    def forward_sum(self, a, b):
+        """relu(a + b) in one pass: a residual block's sum and activation
+        (backward as for forward: the gradient reaches both a and b)."""
+        y = F._add_relu(a, b)
+        if self.training:
+            self._cache = y
+        return y
 
     def backward(self, grad_out):
-        return np.where(self._saved(), grad_out, grad_out.dtype.type(0))
+        return F.relu_backward(grad_out, self._saved())
 
 
 class Tanh(Module):
@@ -425,63 +442,42 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
         self._batches_seen = 0
 
-    def _update_running(self, mean, var, count):
-        self._batches_seen += 1
-        m = (1 / self._batches_seen) if self.momentum is None else self.momentum
-        unbiased = var * (count / (count - 1))
-        dt = self.running_mean.dtype
-        self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(dt)
-        self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(dt)
-
     def forward(self, x):
         _check_input(x, "BatchNorm2d", 4, self.num_features)
         if self.affine:
             _same_dtype(x, self.weight, "BatchNorm2d")
+        # training: batch statistics, and the running ones updated if tracked;
+        # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats
-        if use_batch:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
-            if count == 1:
-                raise ValueError(f"BatchNorm2d needs more than one value per channel to "
-                                 f"compute batch statistics, got x of shape {x.shape}")
-            if count == 0:   # torch: an empty batch passes through, statistics untouched
-                C = self.num_features
-                mean, var = np.zeros(C, x.dtype), np.ones(C, x.dtype)
-                centred = x - mean[:, None, None]
-                if self.training and self.track_running_stats:
-                    self._batches_seen += 1   # torch counts it in num_batches_tracked
-            else:
-                mean = x.mean(axis=(0, 2, 3))
-                centred = x - mean[:, None, None]
-                var = np.mean(centred * centred, axis=(0, 2, 3))
-                if self.training and self.track_running_stats:
-                    self._update_running(mean, var, count)
-        else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-            centred = x - mean[:, None, None]
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
-        xhat = centred * inv_std[:, None, None]
-        y = xhat * self.weight.data[:, None, None] if self.affine else xhat
-        if self.bias is not None:
-            y = y + self.bias.data[:, None, None]
+        update = self.training and self.track_running_stats
+        momentum = 0.0
+        if update:
+            momentum = (1 / (self._batches_seen + 1)) if self.momentum is None else self.momentum
+        y, mean, invstd = F._batch_norm(
+            x, self.running_mean if update or not use_batch else None,
+            self.running_var if update or not use_batch else None,
+            self.weight.data if self.affine else None,
+            None if self.bias is None else self.bias.data,
+            training=use_batch, momentum=momentum, eps=self.eps)
+        if update:
+            self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
         if self.training:
-            self._cache = (xhat, inv_std)
+            self._cache = (x, mean, invstd)
         return y
 
-    def backward(self, grad_out):
-        xhat, inv_std = self._saved()
-        gamma = self.weight.data if self.affine else np.ones_like(inv_std)
-        g_beta = grad_out.sum(axis=(0, 2, 3))
-        g_gamma = np.einsum("nchw,nchw->c", grad_out, xhat)
+    def backward(self, grad_out, relu=None):
+        """relu: the ReLU this layer's output went through (grad_out is then
+        that ReLU's output gradient): both backward passes in one, the
+        ReLU's mask applied inside the batch norm's (backward_chain)."""
+        x, mean, invstd = self._saved()
+        grad_x, g_gamma, g_beta = F._batch_norm_backward(
+            grad_out, x, self.weight.data if self.affine else None, mean, invstd,
+            None if relu is None else relu._saved())
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
         if self.bias is not None:
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
-        # Batch statistics depend on x, so the gradient has the two correction
-        # terms (mean of the gradient, and its projection on xhat).
-        m = max(grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3], 1)   # N == 0
-        scale = (gamma * inv_std)[:, None, None]
-        return scale * (grad_out - (g_beta / m)[:, None, None]
-                        - xhat * (g_gamma / m)[:, None, None])
+        return grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -711,6 +707,22 @@ class GlobalMaxPool2d(Module):
 
 # -------------------------------------------------------------- containers
 
+def backward_chain(stages, grad_out):
+    """Backward through modules that ran in order (each one's output the
+    next one's input): each one's backward in reverse, except that a
+    BatchNorm2d followed by a ReLU runs as one fused backward."""
+    i = len(stages) - 1
+    while i >= 0:
+        m = stages[i]
+        if type(m) is ReLU and i > 0 and isinstance(stages[i - 1], BatchNorm2d):
+            grad_out = stages[i - 1].backward(grad_out, relu=m)
+            i -= 2
+        else:
+            grad_out = m.backward(grad_out)
+            i -= 1
+    return grad_out
+
+
 class Sequential(Module):
     """Children named "0", "1", ... (or by an OrderedDict's keys), run in order."""
 
@@ -744,6 +756,8 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out):
-        for m in reversed(self.children()):
-            grad_out = m.backward(grad_out)
-        return grad_out
+        return backward_chain(self.children(), grad_out)
+
+    def _first_layer(self):
+        children = self.children()
+        return children[0]._first_layer() if children else None

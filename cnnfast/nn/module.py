@@ -64,6 +64,8 @@ class Module:
     """Base class: subclasses set attributes in __init__ and define
     forward(x) and backward(grad_out)."""
 
+    _input_grad = True   # backward computes the input gradient (see skip_input_grad)
+
     def __init__(self):
         self.training = True
         self._buffer_names = []   # attribute names holding buffers (e.g. running_mean)
@@ -226,6 +228,37 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def skip_input_grad(self, skip=True):
+        """backward() computes no gradient wrt this model's input (and
+        returns None): the first layer's input-gradient pass, which nobody
+        uses when the input is data, is skipped (torch skips it too for
+        inputs without requires_grad). Applies when the first layer the input
+        reaches is a convolution or Linear (in a Sequential, a model's Chain,
+        GoogLeNet); otherwise backward still returns the input gradient.
+        skip=False restores it. Returns self."""
+        first = self._first_layer()
+        if first is not None:
+            first._input_grad = not skip
+        return self
+
+    def _first_layer(self):
+        """The layer whose input is this module's input, where that is known
+        and the layer can skip its input gradient; None otherwise."""
+        return None
+
+    def _self_first(self):
+        return self
+
+    def fuse(self):
+        """A new inference-only copy of this model in which each Conv2d ->
+        BatchNorm2d (-> ReLU, -> ResNet's residual add + ReLU) runs as one
+        convolution with folded weights, the activation applied in the
+        kernel's store pass (cnnfast.nn.fuse). Its outputs equal this
+        model's in eval mode to rounding; this model is not modified. The
+        copy's eval() works, its train() and backward() raise."""
+        from .fuse import fuse
+        return fuse(self)
 
     def freeze(self):
         """Stop computing and applying gradients for every parameter below here."""

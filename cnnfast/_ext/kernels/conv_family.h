@@ -9,6 +9,7 @@
 #include "conv_bias_grad.h"
 #include "conv_im2col.h"
 #include "gemm_packed.h"
+#include "conv_epilogue.h"
 
 static const cf_conv_kernels FN(cf_conv_table) = {
     .isa = CF_LEVEL,
@@ -31,6 +32,7 @@ static const cf_conv_kernels FN(cf_conv_table) = {
     .gemm_pack_columns = FN(gemm_pack_columns),
     .gemm_packed = FN(gemm_packed),
     .gemm_in_place = FN(gemm_in_place),
+    .conv_epilogue = FN(conv_epilogue),
 };
 
 #include "cf_family_end.h"

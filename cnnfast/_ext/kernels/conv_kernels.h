@@ -52,6 +52,9 @@ typedef struct {
     void (*gemm_in_place)(const void *a, cf_idx rs, cf_idx ks, const void *bpk, cf_idx m,
                           cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
                           int accumulate, cf_idx kc, void *work);
+    /* conv_epilogue.h */
+    void (*conv_epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
+                          cf_idx len, int relu);
 } cf_conv_kernels;
 
 #define CF_FAMILY "conv_family.h"

@@ -1,0 +1,217 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Elementwise kernels: batch normalisation (statistics, affine map, the
+training-mode gradient), ReLU (forward, backward, fused residual add) and
+SGD's parameter update.
+
+Arrays arrive C-contiguous and native-endian, validated and allocated by
+cnnfast.functional; batch-norm arrays as (N, C, S). Owner computes: a
+channel's reductions belong to one thread (prange over channels), the
+per-plane maps to one thread per (n, c) plane, the activations to one thread
+per span of SPAN elements; the sums run in a fixed order, so results do not
+depend on the thread count. With one thread no OpenMP region is entered.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+from .elementwise_kernels cimport *
+
+# elements per parallel item of the activations (a few pages: enough work to
+# outweigh scheduling, small enough to balance two threads on small tensors)
+cdef Py_ssize_t SPAN = 1 << 15
+
+
+cdef inline const cf_elementwise_kernels *_kernels(floating dummy) noexcept nogil:
+    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    if floating is float:
+        return cf_elementwise_kernels_for(0)
+    else:
+        return cf_elementwise_kernels_for(1)
+
+
+# ------------------------------------------------------------- batch norm
+
+cdef inline void _bn_channel(Py_ssize_t c, const floating *x, const floating *go,
+                            const floating *ry, const double *mean, Py_ssize_t N, Py_ssize_t C,
+                            Py_ssize_t S, double *out1, double *out2) noexcept nogil:
+    """Channel c's reductions: the statistics (go NULL: mean, var) or the
+    gradient's sums (sum of go, of go * (x - mean); go masked by the
+    following ReLU's output ry unless NULL)."""
+    if go == NULL:
+        _kernels(<floating> 0).bn_channel_stats(x + c * S, N, C * S, S, &out1[c], &out2[c])
+    else:
+        _kernels(<floating> 0).bn_channel_grad_sums(go + c * S, ry + c * S if ry else NULL,
+                                                    x + c * S, N, C * S, S, mean[c], &out1[c],
+                                                    &out2[c])
+
+
+cdef void _bn_channels(const floating[:, :, ::1] x, const floating *go, const floating *ry,
+                       const double *mean, double[::1] out1, double[::1] out2, double empty1,
+                       double empty2, int nthreads):
+    """_bn_channel over every channel, one thread per channel; an empty
+    batch gives (empty1, empty2) per channel."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
+    if N * C * S == 0:
+        for c in range(C):
+            out1[c] = empty1
+            out2[c] = empty2
+        return
+    cdef const floating *xp = &x[0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for c in prange(C, num_threads=nthreads, schedule='guided'):
+                _bn_channel(c, xp, go, ry, mean, N, C, S, &out1[0], &out2[0])
+        else:
+            for c in range(C):
+                _bn_channel(c, xp, go, ry, mean, N, C, S, &out1[0], &out2[0])
+
+
+def batch_norm_stats(const floating[:, :, ::1] x,    # IN  (N, C, S)
+                     double[::1] mean,                 # OUT (C,)
+                     double[::1] var,                  # OUT (C,) biased variance
+                     int nthreads):
+    _bn_channels(x, <const floating *> NULL, NULL, NULL, mean, var, 0.0, 1.0, nthreads)
+
+
+def channel_affine(const floating[:, :, ::1] x,      # IN  (N, C, S)
+                   const double[::1] scale,            # IN  (C,)
+                   const double[::1] shift,            # IN  (C,)
+                   floating[:, :, ::1] y,              # OUT (N, C, S)
+                   int nthreads):
+    """y[n, c] = x[n, c] * scale[c] + shift[c]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], i
+    if N * C * S == 0:
+        return
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
+                _kernels(<floating> 0).channel_affine(xp + i * S, yp + i * S, S, scale[i % C],
+                                                      shift[i % C])
+        else:
+            for i in range(N * C):
+                _kernels(<floating> 0).channel_affine(xp + i * S, yp + i * S, S, scale[i % C],
+                                                      shift[i % C])
+
+
+cdef inline const floating *_or_null(const floating[:, :, ::1] a) noexcept:
+    return &a[0, 0, 0] if a is not None and a.shape[0] * a.shape[1] * a.shape[2] > 0 else NULL
+
+
+def batch_norm_grad_sums(const floating[:, :, ::1] grad_out,   # IN  (N, C, S)
+                         const floating[:, :, ::1] relu_y,     # IN  (N, C, S) or None
+                         const floating[:, :, ::1] x,          # IN  (N, C, S)
+                         const double[::1] mean,               # IN  (C,)
+                         double[::1] sum_go,                   # OUT (C,)
+                         double[::1] sum_gox,                  # OUT (C,)
+                         int nthreads):
+    """Per channel: sum of grad_out and of grad_out * (x - mean), grad_out
+    masked by relu_y <= 0 (a ReLU right after the batch norm) unless None."""
+    if x.shape[0] * x.shape[1] * x.shape[2] == 0:
+        _bn_channels(x, <const floating *> NULL, NULL, NULL, sum_go, sum_gox, 0.0, 0.0,
+                     nthreads)
+        return
+    _bn_channels(x, &grad_out[0, 0, 0], _or_null(relu_y), &mean[0], sum_go, sum_gox, 0.0, 0.0,
+                 nthreads)
+
+
+def batch_norm_grad_input(const floating[:, :, ::1] grad_out,  # IN  (N, C, S)
+                          const floating[:, :, ::1] relu_y,    # IN  (N, C, S) or None
+                          const floating[:, :, ::1] x,         # IN  (N, C, S)
+                          const double[:, ::1] coef,           # IN  (C, 4): a, b, c, mean
+                          floating[:, :, ::1] grad_x,          # OUT (N, C, S)
+                          int nthreads):
+    """grad_x[n, c] = a * grad_out + b * (x - mean) + c, per channel
+    (grad_out masked by relu_y <= 0 unless None)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], i, k
+    if N * C * S == 0:
+        return
+    cdef const floating *ry = _or_null(relu_y)
+    cdef const floating *gp = &grad_out[0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef floating *gxp = &grad_x[0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
+                k = i % C
+                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, ry + i * S if ry else NULL,
+                                                           xp + i * S, gxp + i * S, S,
+                                                           coef[k, 0], coef[k, 1], coef[k, 2],
+                                                           coef[k, 3])
+        else:
+            for i in range(N * C):
+                k = i % C
+                _kernels(<floating> 0).bn_grad_input_plane(gp + i * S, ry + i * S if ry else NULL,
+                                                           xp + i * S, gxp + i * S, S,
+                                                           coef[k, 0], coef[k, 1], coef[k, 2],
+                                                           coef[k, 3])
+
+
+# ------------------------------------------------------------ activations
+
+cdef inline void _relu_span(Py_ssize_t i, Py_ssize_t n, const floating *a, const floating *b,
+                            floating *y, int op) noexcept nogil:
+    """Span i of SPAN elements: op 0 relu(a), 1 relu_backward(a = grad, b = y),
+    2 relu(a + b)."""
+    cdef Py_ssize_t lo = i * SPAN, cnt = min(SPAN, n - lo)
+    if op == 0:
+        _kernels(<floating> 0).relu(a + lo, y + lo, cnt)
+    elif op == 1:
+        _kernels(<floating> 0).relu_backward(a + lo, b + lo, y + lo, cnt)
+    else:
+        _kernels(<floating> 0).add_relu(a + lo, b + lo, y + lo, cnt)
+
+
+cdef void _relu_op(const floating[::1] a, const floating[::1] b, floating[::1] y, int op,
+                   int nthreads):
+    cdef Py_ssize_t n = y.shape[0], i, spans = (n + SPAN - 1) // SPAN
+    if n == 0:
+        return
+    with nogil:
+        if nthreads > 1 and spans > 1:
+            for i in prange(spans, num_threads=nthreads, schedule='guided'):
+                _relu_span(i, n, &a[0], &b[0], &y[0], op)
+        else:
+            for i in range(spans):
+                _relu_span(i, n, &a[0], &b[0], &y[0], op)
+
+
+def relu(const floating[::1] x, floating[::1] y, int nthreads):
+    """y = relu(x) (y may be x itself)."""
+    _relu_op(x, x, y, 0, nthreads)  # b unused
+
+
+def relu_backward(const floating[::1] grad_out, const floating[::1] y, floating[::1] grad_x,
+                  int nthreads):
+    """grad_x = grad_out where y is not <= 0, else 0."""
+    _relu_op(grad_out, y, grad_x, 1, nthreads)
+
+
+def add_relu(const floating[::1] a, const floating[::1] b, floating[::1] y, int nthreads):
+    """y = relu(a + b) (y may be a or b)."""
+    _relu_op(a, b, y, 2, nthreads)
+
+
+# -------------------------------------------------------------- optimizer
+
+def sgd_update(floating[::1] p,                 # IN/OUT the parameter
+               const floating[::1] g,           # IN     its gradient
+               floating[::1] buf,               # IN/OUT momentum buffer, or None
+               double lr, double momentum, double dampening, double weight_decay,
+               bint nesterov, bint first, int nthreads):
+    """torch.optim.SGD's update of one parameter in one pass (kernels/optim_sgd.h),
+    spans of SPAN elements per thread."""
+    cdef Py_ssize_t n = p.shape[0], i, lo, spans = (n + SPAN - 1) // SPAN
+    if n == 0:
+        return
+    cdef floating *bp = &buf[0] if buf is not None else NULL
+    with nogil:
+        if nthreads > 1 and spans > 1:
+            for i in prange(spans, num_threads=nthreads, schedule='guided'):
+                lo = i * SPAN
+                _kernels(<floating> 0).sgd_update(&p[lo], &g[lo], bp + lo if bp else NULL,
+                                                  min(SPAN, n - lo), lr, momentum, dampening,
+                                                  weight_decay, nesterov, first)
+        else:
+            _kernels(<floating> 0).sgd_update(&p[0], &g[0], bp, n, lr, momentum, dampening,
+                                              weight_decay, nesterov, first)

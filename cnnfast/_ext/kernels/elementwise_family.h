@@ -1,0 +1,22 @@
+/* One instantiation of the elementwise kernels (see elementwise_kernels.h):
+ * every elementwise family header, then its table. */
+#include "cf_vector.h"
+#include "cf_tiles.h"
+#include "norm_batch.h"
+#include "activation_relu.h"
+#include "optim_sgd.h"
+
+static const cf_elementwise_kernels FN(cf_elementwise_table) = {
+    .isa = CF_LEVEL,
+    .vector_width = CF_VW,
+    .bn_channel_stats = FN(bn_channel_stats),
+    .channel_affine = FN(channel_affine),
+    .bn_channel_grad_sums = FN(bn_channel_grad_sums),
+    .bn_grad_input_plane = FN(bn_grad_input_plane),
+    .relu = FN(relu),
+    .relu_backward = FN(relu_backward),
+    .add_relu = FN(add_relu),
+    .sgd_update = FN(sgd_update),
+};
+
+#include "cf_family_end.h"

@@ -1,0 +1,251 @@
+"""Whole-model benchmarks: inference and training steps of LeNet-5 and ResNet-18.
+
+A layer that scales alone can stop scaling inside a model (the parallel
+regions of consecutive layers, NumPy's own BLAS threads and the elementwise
+layers between them all meet there), so the threads work is judged on these
+rows. Each row times cnnfast, the same model in PyTorch with cnnfast's
+weights, and (inference) onnxruntime CPU running that PyTorch twin exported
+to ONNX with its thread pool at the same count and spinning off. The
+"+ matmul" column times the same cnnfast call when the user's code runs a
+NumPy matmul (at NumPy's own thread count) just before each call.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .train import LR, MOMENTUM, _torch_model
+
+
+class ModelCase(NamedTuple):
+    model: str
+    mode: str            # "inference" or "train step"
+    batch: int
+    size: int
+    in_channels: int
+    num_classes: int
+
+    @property
+    def name(self):
+        return f"{self.model} b{self.batch} {self.size}x{self.size}"
+
+
+MODEL_CASES = [
+    ModelCase("lenet5", "inference", 256, 32, 1, 10),
+    ModelCase("resnet18", "inference", 1, 224, 3, 1000),
+    ModelCase("resnet18", "inference", 8, 224, 3, 1000),
+    ModelCase("lenet5", "train step", 64, 32, 1, 10),
+    ModelCase("resnet18", "train step", 16, 112, 3, 10),
+]
+# --quick keeps the smaller rows (CI's smoke run)
+QUICK_CASES = [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[3]]
+
+
+def _times_ms(fn, repeat, warmup, before=None):
+    for _ in range(warmup):
+        if before:
+            before()
+        fn()
+    times = []
+    for _ in range(repeat):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _batch(case, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case.batch, case.in_channels, case.size, case.size),
+                            dtype=np.float32)
+    return x, rng.integers(0, case.num_classes, size=case.batch)
+
+
+def cnnfast_call(case, seed=0):
+    """The cnnfast model (eval for inference) and a zero-argument call."""
+    from .. import models, nn, optim
+
+    nn.manual_seed(seed)
+    model = models.MODELS[case.model](num_classes=case.num_classes,
+                                      in_channels=case.in_channels)
+    x, y = _batch(case, seed)
+    if case.mode == "inference":
+        model.eval()
+        return model, lambda: model(x)
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), LR, momentum=MOMENTUM)
+
+    def step():
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+        return loss
+
+    return model, step
+
+
+def torch_twin(torch, case, model):
+    """The PyTorch model of the same layout holding `model`'s weights."""
+    twin = _torch_model(torch, case)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()}
+    missing, unexpected = twin.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+        raise RuntimeError(f"torch twin of {case.model}: missing {missing}, "
+                           f"unexpected {unexpected}")
+    return twin
+
+
+def torch_call(torch, case, model):
+    twin = torch_twin(torch, case, model)
+    x, y = (torch.from_numpy(a) for a in _batch(case))
+    if case.mode == "inference":
+        twin.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return twin(x)
+        return infer
+    twin.train()
+    opt = torch.optim.SGD(twin.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(twin(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def onnxruntime_call(torch, case, model, threads):
+    """onnxruntime CPU on the exported twin, or None without onnxruntime/onnx."""
+    try:
+        import onnxruntime as ort
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        return None
+    import warnings
+
+    twin = torch_twin(torch, case, model).eval()
+    x, _ = _batch(case)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(twin, torch.from_numpy(x), buf, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})
+
+
+def _user_matmul():
+    a = np.ones((1, 512), np.float32)
+    b = np.ones((512, 1000), np.float32)
+    return lambda: a @ b
+
+
+class _Spinner:
+    """One other process keeping a core busy (the 'under load' runs)."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class _NoLoad:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def model_rows(threads, repeat, progress, quick=False, under_load=False):
+    """One row per case at `threads`: cnnfast ms (alone and with a user matmul
+    before each call), torch ms, onnxruntime ms (inference)."""
+    import cnnfast
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    matmul = _user_matmul()
+    rows = []
+    for case in progress(QUICK_CASES if quick else MODEL_CASES):
+        big = case.model == "resnet18"
+        rep = max(3, repeat // 2) if big else repeat
+        model, call = cnnfast_call(case)
+        with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
+            ms = _times_ms(call, rep, warmup=2)
+            ms_matmul = _times_ms(call, rep, warmup=1, before=matmul)
+        tms = oms = None
+        if torch is not None:
+            torch.set_num_threads(threads)
+            tcall = torch_call(torch, case, model)
+            ocall = (onnxruntime_call(torch, case, model, threads)
+                     if case.mode == "inference" else None)
+            with (_Spinner() if under_load else _NoLoad()):
+                tms = _times_ms(tcall, rep, warmup=2)
+                oms = _times_ms(ocall, rep, warmup=2) if ocall else None
+        rows.append(dict(shape=case.name, algorithm="auto", passage=case.mode, ms=ms,
+                         ms_with_matmul=ms_matmul, torch_ms=tms, onnxruntime_ms=oms,
+                         vs_torch=(tms / ms) if tms else None,
+                         vs_onnxruntime=(oms / ms) if oms else None,
+                         vs_reference=None, under_load=under_load))
+    return rows
+
+
+def format_model_table(rows, threads, torch_version):
+    head = (f"{'model':<22} {'pass':<11} {'ms':>8} {'+matmul':>8} {'torch ms':>9} "
+            f"{'ort ms':>8} {'x torch':>8} {'x ort':>6}")
+    load = "  (one other process spinning on a core)" if rows and rows[0]["under_load"] else ""
+    lines = [f"threads={threads}  torch={torch_version or 'not installed'}{load}", head,
+             "-" * len(head)]
+
+    def fmt(v, spec):
+        return format(v, spec) if v else "-"
+    for r in rows:
+        lines.append(f"{r['shape']:<22} {r['passage']:<11} {r['ms']:>8.2f} "
+                     f"{r['ms_with_matmul']:>8.2f} {fmt(r['torch_ms'], '9.2f'):>9} "
+                     f"{fmt(r['onnxruntime_ms'], '8.2f'):>8} {fmt(r['vs_torch'], '8.2f'):>8} "
+                     f"{fmt(r['vs_onnxruntime'], '6.2f'):>6}")
+    return "\n".join(lines)
+
+
+def format_scaling(runs):
+    """Two-thread (or highest count) speed over one thread, per row and column."""
+    by_threads = {run["threads"]: run.get("model_rows") for run in runs if run.get("model_rows")}
+    if 1 not in by_threads or len(by_threads) < 2:
+        return ""
+    top = max(by_threads)
+    head = (f"{'model':<22} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'torch':>7} "
+            f"{'ort':>6}")
+    lines = [f"speed-up {top} threads over 1 (> 1 scales)", head, "-" * len(head)]
+
+    def ratio(a, b, key):
+        return f"{a[key] / b[key]:.2f}" if a.get(key) and b.get(key) else "-"
+    for one, many in zip(by_threads[1], by_threads[top]):
+        lines.append(f"{one['shape']:<22} {one['passage']:<11} {ratio(one, many, 'ms'):>8} "
+                     f"{ratio(one, many, 'ms_with_matmul'):>8} "
+                     f"{ratio(one, many, 'torch_ms'):>7} {ratio(one, many, 'onnxruntime_ms'):>6}")
+    return "\n".join(lines)
+

@@ -1,0 +1,226 @@
+"""Module.fuse(): an inference copy of a model with its Conv -> BatchNorm
+(-> ReLU, -> residual add) stages folded into single convolutions.
+
+Folding: in eval mode BatchNorm is the per-channel affine map
+y = (x - running_mean) * gamma / sqrt(running_var + eps) + beta, so
+conv followed by it is one convolution with weight w * s (s = gamma /
+sqrt(var + eps), per output channel) and bias (b - running_mean) * s + beta,
+computed in float64 and rounded once to the model's dtype. The ReLU (and a
+residual block's shortcut add before it) runs in the convolution's store
+pass: the kernel applies it to each output tile right after storing it
+(cnnfast._ext._conv's epilogue), so no separate pass reads the activation.
+
+What is fused: inside every Sequential and Chain (the models' straight-line
+containers), Conv2d -> BatchNorm2d, Conv2d -> BatchNorm2d -> ReLU and
+Conv2d -> ReLU; ResNet's BasicBlock as a whole (its own _fused). A
+BatchNorm2d with track_running_stats=False normalises with batch statistics
+even in eval mode and is left as it is. Everything else is kept (copied).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .. import functional as F
+from .layers import BatchNorm2d, Conv2d, Identity, ReLU, Sequential
+from .module import Module, Parameter
+
+_INFERENCE_ONLY = ("{what} is part of a fused inference model (Module.fuse()): it has no "
+                   "backward and cannot train; train the original model and call fuse() again")
+
+
+def _inference_error(what):
+    return RuntimeError(_INFERENCE_ONLY.format(what=what))
+
+
+def foldable(bn) -> bool:
+    """A BatchNorm2d whose eval-mode map is fixed (it uses running statistics)."""
+    return isinstance(bn, BatchNorm2d) and bn.track_running_stats
+
+
+def fold_batch_norm(conv, bn):
+    """(weight, bias) of conv followed by bn in eval mode, in conv's dtype."""
+    dtype = conv.weight.dtype
+    w = conv.weight.data.astype(np.float64)
+    b = (np.zeros(w.shape[0]) if conv.bias is None else conv.bias.data.astype(np.float64))
+    if bn is None:
+        return w.astype(dtype), b.astype(dtype)
+    scale = 1 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    shift = -bn.running_mean.astype(np.float64) * scale
+    if bn.affine:
+        gamma = bn.weight.data.astype(np.float64)
+        scale, shift = scale * gamma, shift * gamma
+        if bn.bias is not None:   # BatchNorm2d(bias=False) has no shift
+            shift = shift + bn.bias.data.astype(np.float64)
+    w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    return w.astype(dtype), (b * scale + shift).astype(dtype)
+
+
+class FusedConv2d(Module):
+    """Inference-only convolution with folded BatchNorm: relu(conv(x) + bias
+    (+ residual)) when `relu`, else conv(x) + bias (+ residual); the residual
+    add and ReLU run in the convolution kernel's store pass."""
+
+    def __init__(self, conv, bn=None, relu=False):
+        super().__init__()
+        weight, bias = fold_batch_norm(conv, bn)
+        self.weight = Parameter(weight, requires_grad=False)
+        self.bias = Parameter(bias, requires_grad=False)
+        self.stride, self.padding = conv.stride, conv.padding
+        self.padding_mode = conv.padding_mode
+        self.dilation, self.groups = conv.dilation, conv.groups
+        self.relu = bool(relu)
+        self.training = False
+        self._folded = ("BatchNorm2d" if bn is not None else "") + (" + ReLU" if relu else "")
+
+    def forward(self, x, residual=None):
+        return F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
+                                     self.padding, self.dilation, self.groups, self.relu,
+                                     residual, self.padding_mode)
+
+    def backward(self, grad_out):
+        raise _inference_error(type(self).__name__)
+
+    def extra_repr(self):
+        w = self.weight.shape
+        return (f"{w[1] * self.groups}, {w[0]}, kernel_size={tuple(w[2:])}, "
+                f"stride={self.stride}, padding={self.padding}, folded={self._folded.strip(' +')!r}")
+
+
+class Folded(Identity):
+    """Where a fused model's BatchNorm2d or ReLU was: folded into the
+    convolution before it, so it passes x through."""
+
+    def __init__(self, into: str):
+        super().__init__()
+        self.into = into
+        self.training = False
+
+    def backward(self, grad_out):
+        raise _inference_error(type(self).__name__)
+
+    def extra_repr(self):
+        return f"into {self.into}"
+
+
+def is_chain(module) -> bool:
+    """Containers that run their children in attribute order (Sequential and
+    the models' Chain), where a child's output feeds only the next child. A
+    subclass that overrides forward (or Chain's _stages) may use its
+    children otherwise, so it is not one (its children are still fused)."""
+    from ..models._common import Chain   # models build on nn, not the reverse at import
+    cls = type(module)
+    if isinstance(module, Sequential):
+        return cls.forward is Sequential.forward
+    return (isinstance(module, Chain) and cls.forward is Chain.forward
+            and cls._stages is Chain._stages)
+
+
+def _fuse_chain(module):
+    """Fold the Conv2d -> BatchNorm2d (-> ReLU) / Conv2d -> ReLU runs among
+    module's children in place (module is the private copy)."""
+    items = module.named_children()
+    i = 0
+    while i < len(items):
+        name, m = items[i]
+        if type(m) is not Conv2d:
+            i += 1
+            continue
+        j, bn, relu = i + 1, None, False
+        if j < len(items) and foldable(items[j][1]):
+            bn, j = items[j][1], j + 1
+        if j < len(items) and type(items[j][1]) is ReLU:
+            relu, j = True, j + 1
+        if j > i + 1:
+            setattr(module, name, FusedConv2d(m, bn, relu))
+            for folded_name, _ in items[i + 1:j]:
+                setattr(module, folded_name, Folded(name))
+        i = j
+
+
+def fuse_tree(module):
+    """The fused replacement of module (a private copy, modified in place):
+    a module's own _fused() if it has one (ResNet's BasicBlock), else module
+    with every child fused and, for chains, its Conv-BN-ReLU runs folded."""
+    own = getattr(module, "_fused", None)
+    if own is not None:
+        return own()
+    for name, child in module.named_children():
+        setattr(module, name, fuse_tree(child))
+    if is_chain(module):
+        _fuse_chain(module)
+    return module
+
+
+class InferenceModel(Module):
+    """What Module.fuse() returns: the fused copy of a model (at .module),
+    for inference only. Calling it runs the fused model; public attributes
+    it does not have itself (forward_features, head, fc, ...) are the
+    fused model's. eval() works; train() and backward() raise."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.training = False
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, grad_out):
+        raise _inference_error(f"{type(self.module).__name__} (fused)")
+
+    def train(self, mode=True):
+        if mode:
+            raise _inference_error(f"{type(self.module).__name__} (fused)")
+        return super().train(False)
+
+    def fuse(self):
+        return self
+
+    def __getattr__(self, name):
+        module = self.__dict__.get("module")
+        if module is None or name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+        return getattr(module, name)
+
+
+def _arrays(model):
+    """Every parameter value, gradient and buffer array of model's tree."""
+    for m in model.modules():
+        for _, p in m._own_parameters():
+            yield p.data
+            if p.grad is not None:
+                yield p.grad
+        for _, b in m._own_buffers():
+            yield b
+
+
+def fuse(model: Module) -> InferenceModel:
+    """Module.fuse(): the model is copied (never modified), put in eval
+    mode, and its stages folded (see the module docstring).
+
+    The copy first shares the model's arrays (a deep copy of VGG-16 would
+    cost its 550 MB once more, and folding again); what fusing leaves
+    unfolded is then copied, so the result shares no memory with model."""
+    shared = {id(a): a for a in _arrays(model)}
+    saved = {}
+    for m in model.modules():   # the copy does not need the last forward's caches
+        saved[id(m)] = m._cache
+        m._cache = None
+    try:
+        twin = copy.deepcopy(model, dict(shared))
+    finally:
+        for m in model.modules():
+            m._cache = saved[id(m)]
+    twin.eval()
+    fused = fuse_tree(twin)
+    for m in fused.modules():
+        for _, p in m._own_parameters():
+            p.grad = None
+            if id(p.data) in shared:
+                p.data = p.data.copy()
+        for k, b in m._own_buffers():
+            if id(b) in shared:
+                setattr(m, k, b.copy())
+    return InferenceModel(fused)
