@@ -30,10 +30,18 @@ from . import reference
 from ._policy import conv_policy, get_conv_policy, set_conv_policy
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .functional import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool1d_backward,
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
+    adaptive_avg_pool3d,
+    adaptive_avg_pool3d_backward,
+    adaptive_max_pool1d,
+    adaptive_max_pool1d_backward,
     adaptive_max_pool2d,
     adaptive_max_pool2d_backward,
+    adaptive_max_pool3d,
+    adaptive_max_pool3d_backward,
     avg_pool1d,
     avg_pool1d_backward,
     avg_pool2d,

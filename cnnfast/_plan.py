@@ -393,12 +393,15 @@ def _batch_in_tile(s: _Shape, dtype) -> bool:
     return by_image + 2 * copy < by_position + (0.5 * copy if padded else 0)
 
 
-def _forward_kernel(s: _Shape, algorithm: str, dtype) -> str:
+def _forward_kernel(s: _Shape, algorithm: str, dtype, zero_padding: bool) -> str:
     if algorithm == "winograd":
-        return "winograd"
+        # the input transform reads zero padding only: other padding modes
+        # run the GEMM over the padded copy
+        return "winograd" if zero_padding else "gemm"
     if algorithm != "direct":
         return "gemm"
-    if _batch_in_tile(s, dtype):
+    # the images-in-the-tile copy pads with zeros only
+    if zero_padding and _batch_in_tile(s, dtype):
         return "direct_lanes_batch"
     if s.stride == (1, 1, 1) and s.K >= CHANNELS_IN_LANES_MIN:
         return "direct_lanes"
@@ -561,9 +564,14 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
     tiles = _conv.kernel_tiles(dtype)
     macs = conv_macs(geom)
     threads = conv_threads(macs)
-    full_window = is_full_window(geom, algorithm)
     plans = {}
+    base = geom
     for gradient in passes:
+        # A non-zero padding mode's input gradient is that of the convolution
+        # of the padded input (folded back onto the input by the caller):
+        # planned, and run, on that geometry.
+        geom = base.padded_input if gradient == "x" and base.pad_mode != "zeros" else base
+        full_window = is_full_window(geom, algorithm)
         if gradient == "bias":
             plans["bias"] = PassPlan("direct", "channel_sum", "images", threads, 0, False, 0,
                                      geom.batch * geom.out_channels * math.prod(geom.out_size))
@@ -585,7 +593,7 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
         # 0.25 ms on 1 and 2 threads.
         min_tiles = -(-threads // (s.N * geom.groups)) if s.N else 1
         if gradient == "forward":
-            kernel = _forward_kernel(s, chosen, dtype)
+            kernel = _forward_kernel(s, chosen, dtype, geom.pad_mode == "zeros")
             if kernel == "gemm":
                 tile = _gemm_tile(P, R, PANEL_BUDGET, tiles["gemm_nr"], min_tiles)
         elif gradient == "x":
@@ -606,6 +614,6 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
             work += (math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
         plans[gradient] = PassPlan(chosen, kernel, layout, threads, tile, in_place, work,
                                    2 * macs)
-    return ConvPlan(tuple(geom.x5_shape[:2]) + tuple(geom.in_size),
-                    tuple(geom.w5_shape[:2]) + tuple(geom.kernel), geom.out_shape,
+    return ConvPlan(tuple(base.x5_shape[:2]) + tuple(base.in_size),
+                    tuple(base.w5_shape[:2]) + tuple(base.kernel), base.out_shape,
                     dtype.name, plans)

@@ -16,6 +16,8 @@ import numpy as np
 
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1", "winograd")
 DATA_FORMATS = ("channels_first", "channels_last")
+# torch's padding_mode values, in the order of the kernels' CF_PAD_* codes
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 NEEDS = ("x", "weight", "bias")
 BLAS_INT_MAX = 2**31 - 1
 POOL_SIZE_MAX = 2**31 - 1        # per-dim window arguments and output sizes
@@ -149,10 +151,25 @@ class ConvGeometry(NamedTuple):
     pad_before: tuple
     pad_after: tuple
     out_size: tuple
+    pad_mode: str = "zeros"   # "zeros" whenever there is no padding at all
 
     def as3d(self, t: tuple, fill: int) -> tuple:
         """Spatial tuple padded to 3 dims: the kernels are 3-D, 1-D/2-D use unit dims."""
         return (fill,) * (3 - self.nd) + tuple(t)
+
+    @property
+    def pad_mode_code(self) -> int:
+        """The kernels' CF_PAD_* code of pad_mode."""
+        return PAD_MODES.index(self.pad_mode)
+
+    @property
+    def padded_input(self) -> "ConvGeometry":
+        """The same convolution over the input already padded (no padding of
+        its own): a non-zero padding mode's input gradient is this one's,
+        folded back onto the input."""
+        size = tuple(n + b + a for n, b, a in zip(self.in_size, self.pad_before, self.pad_after))
+        zeros = (0,) * self.nd
+        return self._replace(in_size=size, pad_before=zeros, pad_after=zeros, pad_mode="zeros")
 
     @property
     def x5_shape(self):
@@ -181,22 +198,87 @@ class ConvGeometry(NamedTuple):
         return all(k == 1 for k in self.kernel)
 
 
+def _padding_pairs(padding, nd):
+    """An int, a tuple of nd ints, or nd (before, after) pairs (asymmetric, as
+    ONNX/TensorFlow pads) -> (before, after) tuples of ints >= 0."""
+    if (isinstance(padding, (tuple, list)) and len(padding) == nd and padding
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        if not all(len(p) == 2 for p in padding):
+            raise ValueError(f"padding pairs must be (before, after), one per spatial dim, "
+                             f"got {padding!r}")
+        before = ntuple([p[0] for p in padding], nd, "padding", minimum=0)
+        after = ntuple([p[1] for p in padding], nd, "padding", minimum=0)
+        return before, after
+    pad = ntuple(padding, nd, "padding", minimum=0)
+    return pad, pad
+
+
+def conv_padding_arg(padding, nd):
+    """A conv layer's padding, checked without an input: a string kept as is,
+    otherwise the (before, after) pairs collapsed to a tuple of ints when
+    symmetric."""
+    if isinstance(padding, str):
+        _conv_padding(padding, nd, (1,) * nd, (1,) * nd, (1,) * nd, (1,) * nd)
+        return padding
+    before, after = _padding_pairs(padding, nd)
+    return before if before == after else tuple(zip(before, after))
+
+
+def _conv_forms(nd):
+    return (f"an int, a tuple of {nd} ints, {nd} (before, after) pairs, "
+            + ("'causal', " if nd == 1 else "") + "'valid' or 'same'")
+
+
+def same_padding(in_size, kernel, stride, dilation):
+    """TensorFlow's "same": output ceil(in / stride), total padding
+    max((out - 1)*stride + (k - 1)*dilation + 1 - in, 0), the smaller half
+    before -> (before, after) tuples."""
+    before, after = [], []
+    for n, k, s, d in zip(in_size, kernel, stride, dilation):
+        out = -(-n // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+        before.append(total // 2)
+        after.append(total - total // 2)
+    return tuple(before), tuple(after)
+
+
 def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
+    """Conv padding in any form -> (before, after) tuples."""
     if isinstance(padding, str):
         if padding == "valid":
             return (0,) * nd, (0,) * nd
         if padding == "same":
-            before, after = [], []
-            for n, k, s, d in zip(in_size, kernel, stride, dilation):
-                out = -(-n // s)
-                total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
-                before.append(total // 2)
-                after.append(total - total // 2)
-            return tuple(before), tuple(after)
-        raise ValueError(f"padding must be an int, a tuple of {nd} ints, 'valid' or 'same', "
-                         f"got {padding!r}")
-    pad = ntuple(padding, nd, "padding", minimum=0)
-    return pad, pad
+            return same_padding(in_size, kernel, stride, dilation)
+        if padding == "causal":
+            if nd != 1:
+                raise ValueError(f"padding='causal' is for conv1d only (Keras' causal 1-D "
+                                 f"convolution), got it for a {nd}-D convolution")
+            return ((kernel[0] - 1) * dilation[0],), (0,)
+        raise ValueError(f"padding must be {_conv_forms(nd)}, got {padding!r}")
+    return _padding_pairs(padding, nd)
+
+
+def padding_mode_arg(mode) -> str:
+    """One of torch's padding_mode names."""
+    if not isinstance(mode, str):
+        raise TypeError(f"padding_mode must be a str, got {type(mode).__name__} {mode!r}")
+    if mode not in PAD_MODES:
+        raise ValueError(f"padding_mode must be one of {PAD_MODES}, got {mode!r}")
+    return mode
+
+
+def _padding_mode(mode, op, padding, in_size, before, after):
+    """torch's padding_mode, with its size rules: 'reflect' needs each padding
+    smaller than its input dim, 'circular' at most that dim. No padding at
+    all is zero padding whatever the mode (nothing to fill)."""
+    padding_mode_arg(mode)
+    for i, (n, b, a) in enumerate(zip(in_size, before, after)):
+        if (mode == "reflect" and max(b, a) >= n) or (mode == "circular" and max(b, a) > n):
+            rule = "smaller than" if mode == "reflect" else "at most"
+            raise ValueError(f"{op}: padding_mode={mode!r} needs each padding {rule} the input "
+                             f"size, got padding={padding!r} (before {before}, after {after}) "
+                             f"for input size {tuple(in_size)} in spatial dim {i}")
+    return mode if any(before + after) else "zeros"
 
 
 _FORWARD = object()  # grad_out's default: a forward call (None is a user error)
@@ -239,7 +321,7 @@ def _conv_arrays(nd, op, x, weight, bias, grad_out, x_layout, w_layout):
 
 
 def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-                  grad_out=_FORWARD) -> ConvGeometry:
+                  grad_out=_FORWARD, padding_mode="zeros") -> ConvGeometry:
     """Validate a conv{nd}d call (or its backward when grad_out is given)."""
     op = f"conv{nd}d"
     backward = grad_out is not _FORWARD
@@ -279,8 +361,9 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
                              f"dilation={d}) does not fit input size {n} with padding "
                              f"({pb}, {pa}) in spatial dim {i}: output size would be {o}")
         out_size.append(o)
+    pad_mode = _padding_mode(padding_mode, op, padding, in_size, pad_before, pad_after)
     geom = ConvGeometry(nd, dtype, N, C, K, groups, tuple(in_size), tuple(kernel), stride,
-                        dilation, pad_before, pad_after, tuple(out_size))
+                        dilation, pad_before, pad_after, tuple(out_size), pad_mode)
     check_result_size(geom.out_shape, op)
     if backward:
         expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of this {op}")
@@ -294,15 +377,7 @@ def _transpose_padding(padding, nd):
         raise ValueError(f"padding of a transposed convolution must be an int, a tuple of "
                          f"{nd} ints or {nd} (before, after) pairs; strings such as "
                          f"{padding!r} are not accepted (as torch)")
-    if (isinstance(padding, (tuple, list)) and len(padding) == nd and padding
-            and all(isinstance(p, (tuple, list)) for p in padding)):
-        if not all(len(p) == 2 for p in padding):
-            raise ValueError(f"padding pairs must be (before, after), got {padding!r}")
-        before = ntuple([p[0] for p in padding], nd, "padding", minimum=0)
-        after = ntuple([p[1] for p in padding], nd, "padding", minimum=0)
-        return before, after
-    pad = ntuple(padding, nd, "padding", minimum=0)
-    return pad, pad
+    return _padding_pairs(padding, nd)
 
 
 class TransposeGeometry(NamedTuple):
@@ -525,9 +600,12 @@ class PoolGeometry(NamedTuple):
     in_size: tuple
     kernel: tuple
     stride: tuple
-    padding: tuple
+    padding: tuple          # padding before (what the kernels offset by)
     dilation: tuple
     out_size: tuple
+    pad_after: tuple
+    counts_padding: bool    # explicit padding (ints, pairs), which count_include_pad
+                            # may count; False for "same" (TensorFlow never counts it)
 
     def as3d(self, t: tuple, fill: int) -> tuple:
         return (fill,) * (3 - self.nd) + tuple(t)
@@ -583,10 +661,13 @@ class PoolGeometry(NamedTuple):
         return unit + tuple(divisors[3 - self.nd:]) + ((1,) * self.channels,)
 
 
-def pool_output_size(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+def pool_output_size(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool,
+                     p_after: int | None = None) -> int:
     """torch's rule: floor (or ceil) of the window count, and with ceil_mode a
-    last window that would start inside the right padding is dropped."""
-    o = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    last window that would start inside the right padding is dropped. p: the
+    padding before; p_after: after (default p)."""
+    p_after = p if p_after is None else p_after
+    o = (n + p + p_after - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (o - 1) * s >= n + p:
         o -= 1
     return o
@@ -636,49 +717,112 @@ def _typed_key(value):
     return (type(value), value)
 
 
+def _pool_padding(op, padding, nd, in_size, kernel, stride, dilation):
+    """Pooling padding -> (before, after, counts_padding). Ints (torch's form)
+    keep torch's limit of half the kernel; "same" (TensorFlow's rule, never
+    counted in averages) and (before, after) pairs need none beyond every
+    window holding an input element (_check_windows): "same" pads up to
+    (k - 1) * dilation in total, more than half the kernel with dilation."""
+    forms = f"an int, a tuple of {nd} ints, {nd} (before, after) pairs, 'valid' or 'same'"
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * nd, (0,) * nd, True
+        if padding == "same":
+            return same_padding(in_size, kernel, stride, dilation) + (False,)
+        raise ValueError(f"{op}: padding must be {forms}, got {padding!r}")
+    is_pairs = isinstance(padding, (tuple, list)) and any(
+        isinstance(p, (tuple, list)) for p in padding)
+    before, after = _padding_pairs(padding, nd)
+    if not is_pairs:
+        for p, k in zip(before, kernel):
+            if p > k // 2:
+                raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
+                                 f"padding={padding!r} for kernel_size={kernel!r}")
+    return before, after, True
+
+
+def pool_padding_arg(padding, nd, kernel, op):
+    """A pooling layer's padding, checked without an input (kernel: the
+    validated kernel_size): a string kept, pairs collapsed to ints when
+    symmetric."""
+    unit = (1,) * nd
+    before, after, _ = _pool_padding(op, padding, nd, unit, kernel, unit, unit)
+    if isinstance(padding, str):
+        return padding
+    return before if before == after else tuple(zip(before, after))
+
+
+def _check_windows(op, padding, in_size, out_size, kernel, stride, before, dilation):
+    """Every window must hold at least one input element: a window made only
+    of padding has no maximum and no average (ValueError)."""
+    for i, (n, o, k, s, b, d) in enumerate(zip(in_size, out_size, kernel, stride, before,
+                                               dilation)):
+        starts = [0, o - 1]
+        if d > n:  # taps can step over the whole input: every window that starts before it
+            starts = range(min(o, -(-b // s) + 1))
+            starts = list(starts) + [o - 1]
+        for w in starts:
+            start = w * s - b
+            first = start if start >= 0 else start + -(-(-start) // d) * d
+            if not (first <= start + (k - 1) * d and first < n):
+                raise ValueError(f"{op}: padding={padding!r} makes window {w} of spatial dim "
+                                 f"{i} (input size {n}, kernel_size={k}, stride={s}, "
+                                 f"dilation={d}, padding before {b}) consist only of padding")
+
+
 def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mode):
-    """(in_size, kernel, stride, padding, dilation, out_size), validated."""
+    """(in_size, kernel, stride, padding before, dilation, out_size, padding
+    after, counts_padding), validated."""
     kernel = ntuple(kernel_size, nd, "kernel_size", minimum=1)
     stride = kernel if stride is None else ntuple(stride, nd, "stride", minimum=1)
-    padding = ntuple(padding, nd, "padding", minimum=0)
     dilation = ntuple(dilation, nd, "dilation", minimum=1)
     ceil_mode = flag(ceil_mode, "ceil_mode")
-    for name, values in (("kernel_size", kernel), ("stride", stride), ("padding", padding),
-                         ("dilation", dilation)):
+    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
         if any(v > POOL_SIZE_MAX for v in values):
             raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
-    for p, k in zip(padding, kernel):
-        if p > k // 2:
-            raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
-                             f"padding={padding!r} for kernel_size={kernel!r}")
+    before, after, counts_padding = _pool_padding(op, padding, nd, in_size, kernel, stride,
+                                                  dilation)
+    if any(v > POOL_SIZE_MAX for v in before + after):
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r}")
+    # "same" fixes the output size at ceil(in / stride): ceil_mode changes nothing
+    ceil_mode = ceil_mode and counts_padding
     out_size = []
-    for i, (n, k, s, p, d) in enumerate(zip(in_size, kernel, stride, padding, dilation)):
-        o = pool_output_size(n, k, s, p, d, ceil_mode)
+    for i, (n, k, s, pb, pa, d) in enumerate(zip(in_size, kernel, stride, before, after,
+                                                 dilation)):
+        o = pool_output_size(n, k, s, pb, d, ceil_mode, pa)
         if o < 1:
+            shown = pb if pb == pa else (pb, pa)
             raise ValueError(f"{op}: window of effective size {(k - 1) * d + 1} "
                              f"(kernel_size={k}, dilation={d}) does not fit input size {n} "
-                             f"with padding {p} in spatial dim {i}: output size would be {o}")
+                             f"with padding {shown} in spatial dim {i}: output size would "
+                             f"be {o}")
         out_size.append(o)
+    _check_windows(op, padding, in_size, out_size, kernel, stride, before, dilation)
     # the kernels may pool through a padded copy of one plane: its size must be sane
-    padded = math.prod(max(n + p, (o - 1) * s + (k - 1) * d + 1) + p
-                       for n, o, k, s, p, d in zip(in_size, out_size, kernel, stride, padding,
-                                                   dilation))
+    padded = math.prod(max(n + pb, (o - 1) * s + (k - 1) * d + 1) + pb
+                       for n, o, k, s, pb, d in zip(in_size, out_size, kernel, stride, before,
+                                                    dilation))
     if padded > POOL_BUFFER_MAX:
         raise ValueError(f"{op}: an input plane of size {tuple(in_size)} with "
                          f"kernel_size={kernel!r}, padding={padding!r} and "
                          f"dilation={dilation!r} spans {padded} elements per plane, "
                          f"more than the kernels support ({POOL_BUFFER_MAX})")
-    return in_size, kernel, stride, padding, dilation, tuple(out_size)
+    return in_size, kernel, stride, before, dilation, tuple(out_size), after, counts_padding
 
 
 def divisor_override_arg(divisor_override):
+    """None or any nonzero int (negative ones too, as torch: the sums are
+    divided by it)."""
     if divisor_override is None:
         return None
     if not _is_int(divisor_override):
         raise TypeError(f"divisor_override must be None or an int, got "
                         f"{type(divisor_override).__name__} {divisor_override!r}")
-    if divisor_override < 1:
-        raise ValueError(f"divisor_override must be a positive int, got {divisor_override!r}")
+    if divisor_override == 0:
+        raise ValueError(f"divisor_override must be a nonzero int, got {divisor_override!r}")
+    if abs(divisor_override) > POOL_SIZE_MAX:
+        raise ValueError(f"divisor_override must lie within +-(2**31 - 1), got "
+                         f"{divisor_override!r}")
     return int(divisor_override)
 
 
@@ -691,14 +835,16 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
     kernel, stride, padding, _ = geom.kernel_args
     in3 = geom.as3d(geom.in_size, 1)
     out3 = geom.as3d(geom.out_size, 1)
+    after3 = geom.as3d(geom.pad_after, 0)
     if divisor_override is not None:
         return (1,) * out3[0], (1,) * out3[1], (divisor_override,) * out3[2]
+    count_include_pad = count_include_pad and geom.counts_padding
     factors = []
-    for n, o_size, k, s, p in zip(in3, out3, kernel, stride, padding):
+    for n, o_size, k, s, p, pa in zip(in3, out3, kernel, stride, padding, after3):
         dim = []
         for o in range(o_size):
             start = o * s - p
-            end = min(start + k, n + p)
+            end = min(start + k, n + pa)
             inside = max(min(end, n) - max(start, 0), 0)
             count = (end - start) if count_include_pad else inside
             dim.append(count if count > 0 and inside > 0 else 1)
@@ -752,40 +898,52 @@ def adaptive_windows(n: int, o: int):
     return (i * n) // o, -((-(i + 1) * n) // o)
 
 
+def adaptive_windows3(in_size: tuple, out_size: tuple) -> tuple:
+    """The kernels' (ds, de, hs, he, ws, we): each dim's windows, 1-D and 2-D
+    padded to 3-D with one window [0, 1) per unit dim."""
+    lead = ((1, 1),) * (3 - len(in_size))
+    return tuple(a for n, o in lead + tuple(zip(in_size, out_size))
+                 for a in adaptive_windows(n, o))
+
+
 def adaptive_output_size(output_size, in_size: tuple) -> tuple:
-    """An int or a tuple of 2 (None entries keep the input size) -> 2 ints >= 1."""
+    """An int or a tuple of nd = len(in_size) (None entries keep the input
+    size) -> nd ints >= 1."""
+    nd = len(in_size)
     if isinstance(output_size, (tuple, list)):
-        if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a tuple of 2, got {output_size!r}")
+        if len(output_size) != nd:
+            raise ValueError(f"output_size must be an int or a tuple of {nd}, "
+                             f"got {output_size!r}")
         output_size = tuple(n if s is None else s for s, n in zip(output_size, in_size))
-    sizes = ntuple(output_size, 2, "output_size", minimum=1)
+    sizes = ntuple(output_size, nd, "output_size", minimum=1)
     if any(s > POOL_SIZE_MAX for s in sizes):
         raise ValueError(f"output_size must be at most 2**31 - 1, got {output_size!r}")
     return sizes
 
 
-def adaptive_geometry(x, output_size, op: str):
-    dtype = _input_array(x, 2, op)
+def adaptive_geometry(x, output_size, op: str, nd: int = 2):
+    dtype = _input_array(x, nd, op)
     sizes = adaptive_output_size(output_size, x.shape[2:])
     check_result_size(x.shape[:2] + sizes, f"{op} with output_size={output_size!r}")
     return dtype, sizes
 
 
-def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False):
+def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False, nd=2):
     """Validate grad_out of an avg-type backward against input_shape: (N, C) +
     out_size, or for global pooling (N, C) or (N, C, 1, 1)."""
     check_array(grad_out, "grad_out")
     dtype = common_float_dtype(grad_out=grad_out)
-    input_shape = input_shape_arg(input_shape, 4, op)
+    input_shape = input_shape_arg(input_shape, nd + 2, op)
     N, C = input_shape[:2]
     if keepdims_ok:
         if tuple(grad_out.shape) not in ((N, C), (N, C, 1, 1)):
             raise ValueError(f"grad_out has shape {grad_out.shape}, expected {(N, C)} or "
                              f"{(N, C, 1, 1)} for {op} of input_shape {input_shape}")
     elif out_size is None:
-        if grad_out.ndim != 4 or tuple(grad_out.shape[:2]) != (N, C) or 0 in grad_out.shape[2:]:
+        if (grad_out.ndim != nd + 2 or tuple(grad_out.shape[:2]) != (N, C)
+                or 0 in grad_out.shape[2:]):
             raise ValueError(f"grad_out has shape {grad_out.shape}, expected (N, C) = {(N, C)} "
-                             f"followed by 2 positive output sizes for {op}")
+                             f"followed by {nd} positive output sizes for {op}")
     input_shape_size(input_shape, op)
     return dtype, input_shape
 

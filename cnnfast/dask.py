@@ -228,6 +228,11 @@ def fit(model, images, labels, *, optimizer, batch_size=32, epochs=1, loss=None,
     if not isinstance(loss, CrossEntropyLoss):
         raise TypeError(f"loss must be a cnnfast.nn.CrossEntropyLoss, got "
                         f"{type(loss).__name__}")
+    if loss.weight is not None or loss.ignore_index != -100 or loss.reduction == "none":
+        # the shards sum unweighted per-image losses; a weighted mean needs the
+        # whole batch's weight sum, and "none" has no scalar to descend on
+        raise ValueError("cnnfast.dask.fit supports CrossEntropyLoss with reduction 'mean' "
+                         "or 'sum' and label_smoothing only (no weight, no ignore_index)")
     n = images.shape[0]
     if np.isnan(n):
         raise ValueError("images has unknown chunk sizes along N; call "

@@ -23,8 +23,12 @@ __all__ = [
     "avg_pool1d_backward", "avg_pool2d_backward", "avg_pool3d_backward",
     "global_avg_pool2d", "global_avg_pool2d_backward",
     "global_max_pool2d", "global_max_pool2d_backward",
-    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
-    "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_avg_pool1d_backward", "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool3d_backward",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward",
+    "adaptive_max_pool3d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward",
 ]
 
@@ -154,6 +158,8 @@ def _depth_unstack(a5, shape):
     return np.ascontiguousarray(a5.reshape((c, n) + a5.shape[3:]).swapaxes(0, 1)).reshape(shape)
 
 
+# The kernels' code of zero padding (the batch-as-pixels view has no padding).
+_ZERO_PADDING = V.PAD_MODES.index("zeros")
 # The unit geometry of the batch-as-pixels view: stride, padding, dilation.
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
@@ -171,8 +177,8 @@ def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
         out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
         res5 = None if residual is None else _batch_as_pixels(residual, geom.out_channels)
         with blas_pinned:
-            _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p), p.threads,
-                               relu, res5)
+            _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
+                               _ZERO_PADDING, p.threads, relu, res5)
         return _pixels_as_batch(out5, geom.out_shape)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
@@ -185,8 +191,8 @@ def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
         res5 = _depth_stack(res5) if stacked else res5
     with blas_pinned:
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
-                           *geom.kernel_args, geom.groups, *_kernel_args(p), p.threads,
-                           relu, res5)
+                           *geom.kernel_args, geom.groups, *_kernel_args(p),
+                           geom.pad_mode_code, p.threads, relu, res5)
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
 
 
@@ -225,7 +231,8 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
             _conv.conv_backward_weight(_batch_as_pixels(go5, geom.out_channels),
                                        _batch_as_pixels(V.kernel_array(x, geom.dtype), rows),
                                        grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
-                                       *_UNIT3, 1, p.kernel, p.tile, p.threads)
+                                       *_UNIT3, 1, p.kernel, p.tile, _ZERO_PADDING,
+                                       p.threads)
         return grad_w
     stacked = p.layout == "depth_stacked"
     if stacked and go_stacked is None:
@@ -235,8 +242,21 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
         _conv.conv_backward_weight(go_stacked if stacked else go5,
                                    _depth_stack(x5) if stacked else x5,
                                    grad_w.reshape(geom.w5_shape), *geom.kernel_args,
-                                   geom.groups, p.kernel, p.tile, p.threads)
+                                   geom.groups, p.kernel, p.tile, geom.pad_mode_code,
+                                   p.threads)
     return grad_w
+
+
+def _run_input_grad_folded(geom, p, go5, weight):
+    """The input gradient of a non-zero padding mode: the gradient wrt the
+    padded input (plan entry p is planned on geom.padded_input), its border
+    folded back onto the input elements the padding copied."""
+    padded = geom.padded_input
+    gpad = _run_input_grad(padded, p, go5, weight)
+    grad_x = np.empty(geom.x5_shape, dtype=geom.dtype)
+    _conv.conv_fold_padding(gpad.reshape(padded.x5_shape), grad_x, geom.kernel_args[1],
+                            geom.pad_mode_code, P.pool_threads(gpad.size))
+    return grad_x
 
 
 def _bias_grad(go5, channels, threads, dtype):
@@ -250,48 +270,52 @@ def _bias_array(bias, dtype):
 
 
 def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
-                  data_format="channels_first"):
+                  padding_mode="zeros", data_format="channels_first"):
     if V.channels_last(data_format):
         return _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups,
-                                  algorithm)
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+                                  algorithm, padding_mode)
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom), ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
 
 
 def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, relu=False,
-                        residual=None):
+                        residual=None, padding_mode="zeros"):
     """conv{nd}d with a fused inference layer's epilogue (Module.fuse()):
     relu(conv(x, weight) + bias + residual), residual optional, computed in
     the convolution's store pass (no separate pass over the output)."""
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     V.conv_residual(residual, geom)
     plan = P.plan_conv(geom, "auto", ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype),
                         bool(relu), residual)
 
 
-def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
-    geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups)
+def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                       padding_mode):
+    geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     if P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
         return _pointwise_rows(_pixel_rows(x, geom.dtype, geom.stride),
                                weight.reshape(geom.out_channels, geom.in_channels), True,
                                _bias_array(bias, geom.dtype), _shape_last(geom.out_shape),
                                P.conv_threads(P.conv_macs(geom)))
     return _to_last(_conv_forward(nd, _to_first(x), weight, bias, stride, padding, dilation,
-                                  groups, algorithm))
+                                  groups, algorithm, padding_mode))
 
 
 def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                        algorithm):
+                        algorithm, padding_mode):
     geom = V.conv_geometry(nd, _first_view(x), weight, None, stride, padding, dilation,
-                           groups, grad_out=_first_view(grad_out))
+                           groups, grad_out=_first_view(grad_out), padding_mode=padding_mode)
     need = V.conv_need(need)
     if not P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
         # x is read only by the weight gradient
         grad_x, grad_w, grad_b = _conv_backward(
             nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
-            weight, stride, padding, dilation, groups, need, algorithm)
+            weight, stride, padding, dilation, groups, need, algorithm, padding_mode)
         return _to_last(grad_x), grad_w, grad_b
     threads = P.conv_threads(P.conv_macs(geom))
     go = _pixel_rows(grad_out, geom.dtype)
@@ -310,12 +334,12 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                   algorithm, data_format="channels_first"):
+                   algorithm, padding_mode="zeros", data_format="channels_first"):
     if V.channels_last(data_format):
         return _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups,
-                                   need, algorithm)
+                                   need, algorithm, padding_mode)
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                           grad_out=grad_out)
+                           grad_out=grad_out, padding_mode=padding_mode)
     need = V.conv_need(need)
     plan = P.plan_conv(geom, V.conv_algorithm(algorithm, geom),
                        [p for p in ("x", "weight", "bias") if p in need])
@@ -325,7 +349,9 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     go_stacked = (_depth_stack(go5) if all(passes.get(g) and passes[g].layout == "depth_stacked"
                                            for g in ("x", "weight")) else None)
     grad_x = grad_w = grad_b = None
-    if "x" in passes:
+    if "x" in passes and geom.pad_mode != "zeros":
+        grad_x = _run_input_grad_folded(geom, passes["x"], go5, weight).reshape(x.shape)
+    elif "x" in passes:
         grad_x = _run_input_grad(geom, passes["x"], go5, weight, go_stacked).reshape(x.shape)
     if "weight" in passes:
         grad_w = _run_weight_grad(geom, passes["weight"], go5, x, weight.shape, go_stacked)
@@ -436,7 +462,7 @@ def _dense_matmul(a, b, trans_a=False, trans_b=False):
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
                  algorithm="auto", dtype="float32", need=("forward", "x", "weight", "bias"),
-                 threads=None):
+                 threads=None, padding_mode="zeros"):
     """How cnnfast would run conv{1,2,3}d on arrays of these shapes, without
     running anything: a ConvPlan (cnnfast._plan) with the output shape and,
     per pass ("forward", and the gradients "x", "weight", "bias"), the
@@ -456,7 +482,8 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape,
                                         (0,) * len(weight_shape))
-    geom = V.conv_geometry(nd, x, w, None, stride, padding, dilation, groups)
+    geom = V.conv_geometry(nd, x, w, None, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     need = [need] if isinstance(need, str) else list(need)
     bad = [p for p in need if p not in P.PASSES]
     if bad:
@@ -469,49 +496,55 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto", data_format="channels_first"):
-    """1-D convolution (cross-correlation) of x (N, C, L) with weight (K, C//groups, k)."""
+           algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
+    """1-D convolution (cross-correlation) of x (N, C, L) with weight (K, C//groups, k);
+    padding also takes "valid", "same", "causal" and a (before, after) pair;
+    padding_mode "zeros", "reflect", "replicate" or "circular" (torch's)."""
     return _conv_forward(1, x, weight, bias, stride, padding, dilation, groups, algorithm,
-                         data_format)
+                         padding_mode, data_format)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto", data_format="channels_first"):
+           algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
     """2-D convolution of x (N, C, H, W) with weight (K, C//groups, kH, kW), as
-    torch.nn.functional.conv2d; padding also takes "valid" and "same"."""
+    torch.nn.functional.conv2d; padding also takes "valid", "same" and
+    (before, after) pairs per dim; padding_mode as torch.nn.Conv2d's."""
     return _conv_forward(2, x, weight, bias, stride, padding, dilation, groups, algorithm,
-                         data_format)
+                         padding_mode, data_format)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto", data_format="channels_first"):
+           algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
     """3-D convolution of x (N, C, D, H, W) with weight (K, C//groups, kD, kH, kW)."""
     return _conv_forward(3, x, weight, bias, stride, padding, dilation, groups, algorithm,
-                         data_format)
+                         padding_mode, data_format)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto",
-                    data_format="channels_first"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
     """Gradients of conv1d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(1, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm, data_format)
+                          algorithm, padding_mode, data_format)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto",
-                    data_format="channels_first"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
     """Gradients of conv2d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(2, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm, data_format)
+                          algorithm, padding_mode, data_format)
 
 
 def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto",
-                    data_format="channels_first"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros",
+           data_format="channels_first"):
     """Gradients of conv3d -> (grad_x, grad_weight, grad_bias); None where not in `need`."""
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm, data_format)
+                          algorithm, padding_mode, data_format)
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -810,85 +843,156 @@ def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                               ceil_mode, count_include_pad, divisor_override, data_format)
 
 
-def _adaptive(is_max, x, out_hw, return_indices):
+def _adaptive(is_max, x, out_size, return_indices):
+    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
     dtype = V.common_float_dtype(x=x)
-    N, C, H, W = x.shape
-    out = np.empty((N, C) + tuple(out_hw), dtype=dtype)   # before the (as long) windows
-    hs, he = V.adaptive_windows(H, out_hw[0])
-    ws, we = V.adaptive_windows(W, out_hw[1])
+    nd = x.ndim - 2
+    out = np.empty(x.shape[:2] + tuple(out_size), dtype=dtype)   # before the (as long) windows
+    windows = V.adaptive_windows3(x.shape[2:], out_size)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
-    planes = (N * C,)
-    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + (H, W)),
-                                out.reshape(planes + tuple(out_hw)),
-                                None if indices is None else indices.reshape(
-                                    planes + tuple(out_hw)),
-                                hs, he, ws, we, P.pool_threads(x.size))
+    planes = (x.shape[0] * x.shape[1],)
+    in3, out3 = (1,) * (3 - nd) + x.shape[2:], (1,) * (3 - nd) + tuple(out_size)
+    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + in3),
+                                out.reshape(planes + out3),
+                                None if indices is None else indices.reshape(planes + out3),
+                                windows, P.pool_threads(x.size))
     return out, indices
 
 
-def _adaptive_last(x, output_size, return_indices, op, is_max):
+def _adaptive_last(nd, x, output_size, return_indices, is_max):
     """Channels-last adaptive pooling: the channels-first call between layout copies."""
-    V.adaptive_geometry(_first_view(x), output_size, op)
+    op = f"adaptive_{'max' if is_max else 'avg'}_pool{nd}d"
+    V.adaptive_geometry(_first_view(x), output_size, op, nd)
     x = _to_first(x)
     if is_max:
-        result = adaptive_max_pool2d(x, output_size, return_indices)
+        result = _adaptive_max_pool(nd, x, output_size, return_indices)
         return tuple(map(_to_last, result)) if return_indices else _to_last(result)
-    return _to_last(adaptive_avg_pool2d(x, output_size))
+    return _to_last(_adaptive_avg_pool(nd, x, output_size))
 
 
-def adaptive_avg_pool2d(x, output_size, *, data_format="channels_first"):
+def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
+    if V.channels_last(data_format):
+        return _adaptive_last(nd, x, output_size, False, False)
+    _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
+    return _adaptive(False, x, out_size, False)[0]
+
+
+def _adaptive_max_pool(nd, x, output_size, return_indices, data_format="channels_first"):
+    if V.channels_last(data_format):
+        return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"),
+                              True)
+    _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
+    return_indices = V.flag(return_indices, "return_indices")
+    out, indices = _adaptive(True, x, out_size, return_indices)
+    return (out, indices) if return_indices else out
+
+
+def _adaptive_avg_pool_backward(nd, grad_out, input_shape, data_format="channels_first"):
+    op = f"adaptive_avg_pool{nd}d_backward"
+    if V.channels_last(data_format):
+        shape = V.input_shape_arg(input_shape, nd + 2, op)
+        V.pooled_grad(_first_view(grad_out), _shape_first(shape), op, nd=nd)
+        return _to_last(_adaptive_avg_pool_backward(nd, _to_first(grad_out),
+                                                    _shape_first(shape)))
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, nd=nd)
+    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+
+
+def _adaptive_avg_backward(grad_out, input_shape, dtype):
+    nd = len(input_shape) - 2
+    out_size = grad_out.shape[2:] if grad_out.ndim == nd + 2 else (1,) * nd
+    planes = (input_shape[0] * input_shape[1],)
+    in3, out3 = (1,) * (3 - nd) + input_shape[2:], (1,) * (3 - nd) + tuple(out_size)
+    grad_x = np.empty(input_shape, dtype=dtype)
+    _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(planes + out3),
+                                grad_x.reshape(planes + in3),
+                                V.adaptive_windows3(input_shape[2:], out_size),
+                                P.pool_threads(grad_x.size))
+    return grad_x
+
+
+def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape,
+                                data_format="channels_first"):
+    op = f"adaptive_max_pool{nd}d_backward"
+    if V.channels_last(data_format):
+        return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op,
+                                            check_range=False)
+    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+
+
+def adaptive_avg_pool1d(x, output_size, *,
+                        data_format="channels_first"):
+    """Average pooling of x (N, C, L) to a fixed output length (torch's windows)."""
+    return _adaptive_avg_pool(1, x, output_size, data_format)
+
+
+def adaptive_avg_pool2d(x, output_size, *,
+                        data_format="channels_first"):
     """Average pooling to a fixed output size (torch's adaptive windows:
     [floor(i*in/out), ceil((i+1)*in/out)))."""
-    if V.channels_last(data_format):
-        return _adaptive_last(x, output_size, False, "adaptive_avg_pool2d", False)
-    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
-    return _adaptive(False, x, out_hw, False)[0]
+    return _adaptive_avg_pool(2, x, output_size, data_format)
+
+
+def adaptive_avg_pool3d(x, output_size, *,
+                        data_format="channels_first"):
+    """Average pooling of x (N, C, D, H, W) to a fixed output size."""
+    return _adaptive_avg_pool(3, x, output_size, data_format)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False, *,
+                        data_format="channels_first"):
+    """Max pooling of x (N, C, L) to a fixed output length -> y, or (y, indices)."""
+    return _adaptive_max_pool(1, x, output_size, return_indices, data_format)
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False, *,
                         data_format="channels_first"):
     """Max pooling to a fixed output size -> y, or (y, indices)."""
-    if V.channels_last(data_format):
-        return _adaptive_last(x, output_size, V.flag(return_indices, "return_indices"),
-                              "adaptive_max_pool2d", True)
-    _, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
-    return_indices = V.flag(return_indices, "return_indices")
-    out, indices = _adaptive(True, x, out_hw, return_indices)
-    return (out, indices) if return_indices else out
+    return _adaptive_max_pool(2, x, output_size, return_indices, data_format)
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape, *, data_format="channels_first"):
+def adaptive_max_pool3d(x, output_size, return_indices=False, *,
+                        data_format="channels_first"):
+    """Max pooling of x (N, C, D, H, W) to a fixed output size -> y, or (y,
+    indices): flat positions inside each (D, H, W) volume, as torch."""
+    return _adaptive_max_pool(3, x, output_size, return_indices, data_format)
+
+
+def adaptive_avg_pool1d_backward(grad_out, input_shape, *,
+                                 data_format="channels_first"):
+    """Gradient of adaptive_avg_pool1d wrt x; the output size is grad_out's."""
+    return _adaptive_avg_pool_backward(1, grad_out, input_shape, data_format)
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape, *,
+                                 data_format="channels_first"):
     """Gradient of adaptive_avg_pool2d wrt x; the output size is grad_out's."""
-    op = "adaptive_avg_pool2d_backward"
-    if V.channels_last(data_format):
-        shape = V.input_shape_arg(input_shape, 4, op)
-        V.pooled_grad(_first_view(grad_out), _shape_first(shape), op)
-        return _to_last(adaptive_avg_pool2d_backward(_to_first(grad_out), _shape_first(shape)))
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op)
-    return _adaptive_avg_backward(grad_out, input_shape, dtype)
+    return _adaptive_avg_pool_backward(2, grad_out, input_shape, data_format)
 
 
-def _adaptive_avg_backward(grad_out, input_shape, dtype):
-    N, C, H, W = input_shape
-    OH, OW = (grad_out.shape[2:] if grad_out.ndim == 4 else (1, 1))
-    hs, he = V.adaptive_windows(H, OH)
-    ws, we = V.adaptive_windows(W, OW)
-    grad_x = np.empty(input_shape, dtype=dtype)
-    _pool.adaptive_avg_backward(V.kernel_array(grad_out, dtype).reshape(N * C, OH, OW),
-                                grad_x.reshape(N * C, H, W), hs, he, ws, we,
-                                P.pool_threads(grad_x.size))
-    return grad_x
+def adaptive_avg_pool3d_backward(grad_out, input_shape, *,
+                                 data_format="channels_first"):
+    """Gradient of adaptive_avg_pool3d wrt x; the output size is grad_out's."""
+    return _adaptive_avg_pool_backward(3, grad_out, input_shape, data_format)
+
+
+def adaptive_max_pool1d_backward(grad_out, indices, input_shape, *,
+                                 data_format="channels_first"):
+    """Gradient of adaptive_max_pool1d wrt x: grad_out scattered through indices."""
+    return _adaptive_max_pool_backward(1, grad_out, indices, input_shape, data_format)
 
 
 def adaptive_max_pool2d_backward(grad_out, indices, input_shape, *,
                                  data_format="channels_first"):
     """Gradient of adaptive_max_pool2d wrt x: grad_out scattered through indices."""
-    op = "adaptive_max_pool2d_backward"
-    if V.channels_last(data_format):
-        return _max_pool_backward_last(2, grad_out, indices, input_shape, op)
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2, op,
-                                            check_range=False)
-    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+    return _adaptive_max_pool_backward(2, grad_out, indices, input_shape, data_format)
+
+
+def adaptive_max_pool3d_backward(grad_out, indices, input_shape, *,
+                                 data_format="channels_first"):
+    """Gradient of adaptive_max_pool3d wrt x: grad_out scattered through indices."""
+    return _adaptive_max_pool_backward(3, grad_out, indices, input_shape, data_format)
 
 
 def _keepdims(out, keepdims, last=False):

@@ -17,9 +17,31 @@ from . import _validation as V
 
 # ------------------------------------------------------------ convolution
 
+# torch's padding_mode -> NumPy's np.pad mode
+_NP_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
 def _padded(x, geom):
+    """x padded in geom.pad_mode: zeros, mirrored without repeating the edge,
+    the edge repeated, or wrapped around."""
     pads = [(0, 0), (0, 0)] + list(zip(geom.pad_before, geom.pad_after))
-    return np.pad(np.asarray(x, dtype=geom.dtype), pads)
+    return np.pad(np.asarray(x, dtype=geom.dtype), pads, mode=_NP_PAD[geom.pad_mode])
+
+
+def _fold(grad_padded, geom):
+    """Adjoint of _padded: the gradient wrt the padded input summed onto the
+    input element each padded position holds (zero padding: cropped). Per
+    dim, the padded position's source index is the padding of arange(n)."""
+    g = grad_padded
+    for axis, (n, b, a) in enumerate(zip(geom.in_size, geom.pad_before, geom.pad_after), 2):
+        if geom.pad_mode == "zeros":
+            g = g[(slice(None),) * axis + (slice(b, b + n),)]
+            continue
+        source = np.pad(np.arange(n), (b, a), mode=_NP_PAD[geom.pad_mode])
+        out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], dtype=g.dtype)
+        np.add.at(np.moveaxis(out, axis, 0), source, np.moveaxis(g, axis, 0))
+        g = out
+    return np.ascontiguousarray(g)
 
 
 def _columns(x, geom):
@@ -44,8 +66,10 @@ def _grouped_weight(weight, geom):
     return np.asarray(weight, dtype=geom.dtype).reshape(G, geom.out_channels // G, -1)
 
 
-def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups)
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+          padding_mode="zeros"):
+    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
     V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     cols = _columns(x, geom)                                   # N G P R
     w = _grouped_weight(weight, geom)                          # G Kg R
@@ -57,7 +81,8 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm):
 
 
 def _col2im(grad_cols, geom):
-    """Adjoint of _columns: sum each tap's column back onto the padded input."""
+    """Adjoint of _columns: sum each tap's column back onto the padded input,
+    then fold that onto the input (_fold)."""
     nd, N = geom.nd, geom.batch
     padded = [n + b + a for n, b, a in zip(geom.in_size, geom.pad_before, geom.pad_after)]
     gx = np.zeros((N, geom.in_channels, *padded), dtype=geom.dtype)
@@ -70,14 +95,13 @@ def _col2im(grad_cols, geom):
         region = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
                        for t, d, o, s in zip(tap, geom.dilation, geom.out_size, geom.stride))
         gx[(slice(None), slice(None)) + region] += g[(Ellipsis,) + tap]
-    crop = tuple(slice(b, b + n) for b, n in zip(geom.pad_before, geom.in_size))
-    return np.ascontiguousarray(gx[(slice(None), slice(None)) + crop])
+    return _fold(gx, geom)
 
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
-                   algorithm):
+                   algorithm, padding_mode="zeros"):
     geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                           grad_out=grad_out)
+                           grad_out=grad_out, padding_mode=padding_mode)
     need = V.conv_need(need)
     V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     G, N = geom.groups, geom.batch
@@ -101,36 +125,39 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(1, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(2, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           algorithm="auto"):
-    return _conv(3, x, weight, bias, stride, padding, dilation, groups, algorithm)
+           algorithm="auto", padding_mode="zeros"):
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                 padding_mode)
 
 
 def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(1, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(2, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 def conv3d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    need=("x", "weight", "bias"), algorithm="auto"):
+                    need=("x", "weight", "bias"), algorithm="auto", padding_mode="zeros"):
     return _conv_backward(3, grad_out, x, weight, stride, padding, dilation, groups, need,
-                          algorithm)
+                          algorithm, padding_mode)
 
 
 # ------------------------------------------------- transposed convolution
@@ -345,8 +372,8 @@ def _avg_divisor(geom, count_include_pad, divisor_override):
     if divisor_override is not None:
         return np.full(geom.out_size, float(divisor_override))
     counted = np.ones(geom.in_size)
-    if count_include_pad:
-        counted = np.pad(counted, [(p, p) for p in geom.padding], constant_values=1)
+    if count_include_pad and geom.counts_padding:   # "same" padding never counts
+        counted = np.pad(counted, list(zip(geom.padding, geom.pad_after)), constant_values=1)
         geom = geom._replace(in_size=counted.shape, padding=(0,) * geom.nd)
     counts = _windows(counted, geom, 0).reshape(tuple(geom.out_size) + (-1,)).sum(axis=-1)
     return counts
@@ -359,8 +386,8 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                            V.divisor_override_arg(divisor_override))
     x = np.asarray(x, dtype=geom.dtype)
     sums = _windows(x, geom, 0).reshape(geom.out_shape + (_volume(geom.kernel),)).sum(axis=-1)
-    # a window holding no input element averages to 0 (torch), not 0/0
-    return np.where(divisor > 0, sums / np.maximum(divisor, 1), 0).astype(geom.dtype)
+    # every window holds an input element (validated): its divisor is nonzero
+    return (sums / divisor).astype(geom.dtype)
 
 
 def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
@@ -374,7 +401,7 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
     V.expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of avg_pool{nd}d")
     divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
                            V.divisor_override_arg(divisor_override))
-    share = np.asarray(grad_out, dtype=dtype) / np.maximum(divisor, 1)
+    share = np.asarray(grad_out, dtype=dtype) / divisor
     # every output adds its share to each tap of its window, one tap at a time
     extent = [max((o - 1) * s + k, n + p) + p for n, o, k, s, p in zip(
         geom.in_size, geom.out_size, geom.kernel, geom.stride, geom.padding)]
@@ -450,55 +477,104 @@ def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding
                               ceil_mode, count_include_pad, divisor_override)
 
 
-def _adaptive_cells(in_hw, out_hw):
-    """(output cell, row slice, column slice) for torch's adaptive windows.
-    Windows differ in size, so the loop runs over output cells (few: 7x7 for
-    VGG's head), each vectorised over the batch and channels."""
-    hs, he = V.adaptive_windows(in_hw[0], out_hw[0])
-    ws, we = V.adaptive_windows(in_hw[1], out_hw[1])
-    for i, j in itertools.product(range(out_hw[0]), range(out_hw[1])):
-        yield (i, j), slice(hs[i], he[i]), slice(ws[j], we[j])
+def _adaptive_cells(in_size, out_size):
+    """(output cell, window slices) for torch's adaptive windows, any number
+    of dims. Windows differ in size, so the loop runs over output cells (few:
+    7x7 for VGG's head), each vectorised over the batch and channels."""
+    windows = [V.adaptive_windows(n, o) for n, o in zip(in_size, out_size)]
+    for cell in itertools.product(*(range(o) for o in out_size)):
+        yield cell, tuple(slice(int(s[i]), int(e[i])) for (s, e), i in zip(windows, cell))
 
 
-def adaptive_avg_pool2d(x, output_size):
-    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_avg_pool2d")
+def _adaptive_avg_pool(nd, x, output_size):
+    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
     x = np.asarray(x, dtype=dtype)
-    out = np.empty(x.shape[:2] + out_hw, dtype=dtype)
-    for (i, j), rows, cols in _adaptive_cells(x.shape[2:], out_hw):
-        out[:, :, i, j] = x[:, :, rows, cols].mean(axis=(2, 3))
+    out = np.empty(x.shape[:2] + out_size, dtype=dtype)
+    for cell, window in _adaptive_cells(x.shape[2:], out_size):
+        out[(Ellipsis,) + cell] = x[(Ellipsis,) + window].mean(axis=tuple(range(2, 2 + nd)))
     return out
 
 
-def adaptive_max_pool2d(x, output_size, return_indices=False):
-    dtype, out_hw = V.adaptive_geometry(x, output_size, "adaptive_max_pool2d")
+def _adaptive_max_pool(nd, x, output_size, return_indices):
+    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
     return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
-    N, C, H, W = x.shape
-    out = np.empty((N, C) + out_hw, dtype=dtype)
-    indices = np.empty((N, C) + out_hw, dtype=np.int64)
-    for (i, j), rows, cols in _adaptive_cells((H, W), out_hw):
-        taps = x[:, :, rows, cols].reshape(N, C, (rows.stop - rows.start) * (cols.stop - cols.start))
-        out[:, :, i, j] = taps.max(axis=-1)
-        tap = _torch_argmax(out[:, :, i, j], taps)
-        width = cols.stop - cols.start
-        indices[:, :, i, j] = (rows.start + tap // width) * W + cols.start + tap % width
+    N, C = x.shape[:2]
+    out = np.empty((N, C) + out_size, dtype=dtype)
+    indices = np.empty((N, C) + out_size, dtype=np.int64)
+    plane = np.arange(_volume(x.shape[2:]), dtype=np.int64).reshape(x.shape[2:])
+    for cell, window in _adaptive_cells(x.shape[2:], out_size):
+        taps = x[(Ellipsis,) + window].reshape(N, C, _volume(w.stop - w.start for w in window))
+        out[(Ellipsis,) + cell] = taps.max(axis=-1)
+        tap = _torch_argmax(out[(Ellipsis,) + cell], taps)
+        indices[(Ellipsis,) + cell] = plane[window].reshape(-1)[tap]
     return (out, indices) if return_indices else out
 
 
-def adaptive_avg_pool2d_backward(grad_out, input_shape):
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "adaptive_avg_pool2d_backward")
+def _adaptive_avg_pool_backward(nd, grad_out, input_shape):
+    dtype, input_shape = V.pooled_grad(grad_out, input_shape,
+                                       f"adaptive_avg_pool{nd}d_backward", nd=nd)
     grad_out = np.asarray(grad_out, dtype=dtype)
     grad_x = np.zeros(input_shape, dtype=dtype)
-    for (i, j), rows, cols in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
-        count = (rows.stop - rows.start) * (cols.stop - cols.start)
-        grad_x[:, :, rows, cols] += (grad_out[:, :, i, j] / count)[:, :, None, None]
+    for cell, window in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
+        count = _volume(w.stop - w.start for w in window)
+        grad_x[(Ellipsis,) + window] += (grad_out[(Ellipsis,) + cell] / count).reshape(
+            input_shape[:2] + (1,) * nd)
     return grad_x
 
 
-def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, 2,
-                                            "adaptive_max_pool2d_backward")
+def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape):
+    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd,
+                                            f"adaptive_max_pool{nd}d_backward")
     return _scatter_max(grad_out, indices, input_shape, dtype)
+
+
+def adaptive_avg_pool1d(x, output_size):
+    return _adaptive_avg_pool(1, x, output_size)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return _adaptive_avg_pool(2, x, output_size)
+
+
+def adaptive_avg_pool3d(x, output_size):
+    return _adaptive_avg_pool(3, x, output_size)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(1, x, output_size, return_indices)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(2, x, output_size, return_indices)
+
+
+def adaptive_max_pool3d(x, output_size, return_indices=False):
+    return _adaptive_max_pool(3, x, output_size, return_indices)
+
+
+def adaptive_avg_pool1d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(1, grad_out, input_shape)
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(2, grad_out, input_shape)
+
+
+def adaptive_avg_pool3d_backward(grad_out, input_shape):
+    return _adaptive_avg_pool_backward(3, grad_out, input_shape)
+
+
+def adaptive_max_pool1d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(1, grad_out, indices, input_shape)
+
+
+def adaptive_max_pool2d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(2, grad_out, indices, input_shape)
+
+
+def adaptive_max_pool3d_backward(grad_out, indices, input_shape):
+    return _adaptive_max_pool_backward(3, grad_out, indices, input_shape)
 
 
 def global_avg_pool2d(x, keepdims=False):

@@ -240,7 +240,7 @@ def test_string_stride_or_dilation(kind, nd, name):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("nd", DIMS)
-@pytest.mark.parametrize("padding", ["SAME", "Valid", "full", "", "causal", " same"])
+@pytest.mark.parametrize("padding", ["SAME", "Valid", "full", "", "Causal", " same"])
 def test_unknown_padding_string(kind, nd, padding):
     x, w, b = make(nd)
     with pytest.raises(ValueError, match=rf"^padding must be .*'valid' or 'same', "
@@ -498,6 +498,9 @@ BAD_CALLS = {
     "algorithm": dict(algorithm="fft"),
     "1x1": dict(algorithm="1x1"),
     "too_big": dict(dilation=50),
+    "padding_mode": dict(padding=1, padding_mode="mirror"),
+    "reflect_too_big": dict(padding=50, padding_mode="reflect"),
+    "padding_pair": dict(padding=((1, 2, 3),)),
 }
 
 

@@ -277,6 +277,10 @@ def test_fit_validation(client, rng, monkeypatch):
         cdask.fit(model, xd, y, optimizer=sgd, epochs=0)
     with pytest.raises(TypeError, match="loss must be a cnnfast.nn.CrossEntropyLoss"):
         cdask.fit(model, xd, y, optimizer=sgd, loss=lambda a, b: 0)
+    for loss in (nn.CrossEntropyLoss(weight=np.ones(10)), nn.CrossEntropyLoss(ignore_index=0),
+                 nn.CrossEntropyLoss(reduction="none")):
+        with pytest.raises(ValueError, match="supports CrossEntropyLoss with reduction"):
+            cdask.fit(model, xd, y, optimizer=sgd, loss=loss)
     with pytest.raises(TypeError, match="client must be a distributed.Client"):
         cdask.fit(model, xd, y, optimizer=sgd, client="tcp://localhost:8786")
     import distributed

@@ -240,7 +240,7 @@ def test_sequential_container():
     (lambda: nn.Conv2d(3, 4, 3, padding="full"), "padding"),
     (lambda: nn.Conv2d(3, 4, 3, dilation=0), "dilation"),
     (lambda: nn.Conv2d(3, 4, 3, groups=2), "groups"),
-    (lambda: nn.Conv2d(3, 4, 3, padding_mode="reflect"), "padding_mode"),
+    (lambda: nn.Conv2d(3, 4, 3, padding_mode="mirror"), "padding_mode"),
     (lambda: nn.Conv2d(3, 4, 3, dtype=np.int32), "dtype"),
     (lambda: nn.Conv1d(3, 4, (3, 3)), "kernel_size"),
     (lambda: nn.Linear(0, 3), "in_features"),

@@ -23,6 +23,13 @@ CASES = {
     "polyphase": ((2, 6, 9, 8), (5, 6, 3, 3), dict(stride=2, padding=1)),
     "conv1d": ((3, 4, 17), (6, 4, 5), dict(stride=2, padding=2)),
     "conv3d": ((2, 3, 5, 6, 7), (4, 3, 3, 3, 2), dict(padding=1)),
+    # non-zero padding modes: no images-in-the-tile forward; the input
+    # gradient planned on the padded input
+    "reflect_lanes": ((2, 16, 9, 10), (24, 16, 3, 3), dict(padding=1, padding_mode="reflect")),
+    "replicate_batch": ((32, 6, 7, 7), (16, 6, 3, 3),
+                        dict(padding=1, padding_mode="replicate")),
+    "circular_rows": ((2, 3, 11, 13), (6, 3, 3, 2),
+                      dict(stride=(2, 1), padding=((1, 0), (0, 1)), padding_mode="circular")),
 }
 # 3x3 stride-1 cases that algorithm="winograd" runs; auto picks it for the last
 WINOGRAD_CASES = {
@@ -77,7 +84,8 @@ def test_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng, case, dt
                     forward(x, w, **args, algorithm=algorithm)
                 else:
                     backward(grad_out, x, w, **args, need=(gradient,), algorithm=algorithm)
-            shape = _plan._driver_shape(geom, p.layout)
+            g = geom.padded_input if gradient == "x" and geom.pad_mode != "zeros" else geom
+            shape = _plan._driver_shape(g, p.layout)
             expected = _plan.work_arrays(p.kernel, shape, p.threads, p.tile,
                                          p.weights_in_place, tiles, gradient)
             expected = {k: (max(n, 1), kind) for k, (n, kind) in expected.items()}

@@ -40,6 +40,7 @@ cdef cf_geom _geometry(Py_ssize_t C, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
     g.sd, g.sh, g.sw = stride
     g.pd, g.ph, g.pw = padding
     g.dd, g.dh, g.dw = dilation
+    g.pad_mode = CF_PAD_ZEROS
     return g
 
 
@@ -169,10 +170,10 @@ cdef inline Py_ssize_t _vector_width(floating dummy) noexcept nogil:
 
 
 cdef object _padded(str name, const floating[:, :, :, :, ::1] src, tuple shape, tuple offset,
-                    int nthreads):
+                    int nthreads, int mode=CF_PAD_ZEROS):
     """The work array `name` as (N, C, *shape), holding each src plane at
-    `offset` (negative: cropped) and zeros around it: the direct kernels read
-    it without bounds checks."""
+    `offset` (negative: cropped) and the padding of `mode` (CF_PAD_*) around
+    it: the direct kernels read it without bounds checks."""
     cdef Py_ssize_t N = src.shape[0], C = src.shape[1]
     cdef Py_ssize_t D = src.shape[2], H = src.shape[3], W = src.shape[4]
     cdef Py_ssize_t Dp, Hp, Wp, pd, ph, pw, i
@@ -187,18 +188,19 @@ cdef object _padded(str name, const floating[:, :, :, :, ::1] src, tuple shape, 
         if nthreads > 1:
             for i in prange(N * C, num_threads=nthreads, schedule='guided'):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
-                           pd, ph, pw)
+                           pd, ph, pw, mode)
         else:
             for i in range(N * C):
                 _pad_plane(s0 + i * D * H * W, D, H, W, d0 + i * Dp * Hp * Wp, Dp, Hp, Wp,
-                           pd, ph, pw)
+                           pd, ph, pw, mode)
     return dst
 
 
 cdef inline void _pad_plane(const floating *src, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
                             floating *dst, Py_ssize_t Dp, Py_ssize_t Hp, Py_ssize_t Wp,
-                            Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
-    _kernels(<floating> 0).pad_plane(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw)
+                            Py_ssize_t pd, Py_ssize_t ph, Py_ssize_t pw,
+                            int mode) noexcept nogil:
+    _kernels(<floating> 0).pad_plane(src, D, H, W, dst, Dp, Hp, Wp, pd, ph, pw, mode)
 
 
 cdef tuple _direct_input_shape(tuple out_size, tuple kernel, tuple stride, tuple dilation,
@@ -222,7 +224,7 @@ cdef const floating *_thread_padded_image(const floating *xg, floating *xpad,
     if held[0] != ng:
         for c in range(g.C):
             _pad_plane(xg + c * DHW, g.D, g.H, g.W, xpad + c * PDHW, gp.D, gp.H, gp.W,
-                       g.pd, g.ph, g.pw)
+                       g.pd, g.ph, g.pw, g.pad_mode)
         held[0] = ng
     return xpad
 
@@ -834,12 +836,14 @@ cdef void _direct_rows_forward(const floating[:, :, :, :, ::1] x,
                                const floating[:, :, :, :, ::1] w, const floating *bp,
                                floating[:, :, :, :, ::1] out, const cf_geom *g,
                                Py_ssize_t groups, tuple stride, tuple padding, tuple dilation,
-                               int nthreads, const _epilogue *ep=NULL) except *:
+                               int nthreads, const _epilogue *ep=NULL,
+                               int pad_mode=CF_PAD_ZEROS) except *:
     """Direct forward with pixels in the lanes over a padded copy of x."""
     cdef tuple kernel_size = (g.KD, g.KH, g.KW)
     cdef tuple shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel_size, stride, dilation,
                                            _vector_width(<floating> 0))
-    cdef floating[:, :, :, :, ::1] xpad = _padded("rows_xpad", x, shape, padding, nthreads)
+    cdef floating[:, :, :, :, ::1] xpad = _padded("rows_xpad", x, shape, padding, nthreads,
+                                                  pad_mode)
     cdef cf_geom gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW,
                                 kernel_size, stride, (0, 0, 0), dilation)
     with nogil:
@@ -852,19 +856,21 @@ cdef void _direct_rows_forward(const floating[:, :, :, :, ::1] x,
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                 str kernel, tuple gemm, int nthreads, bint relu=False,
+                 str kernel, tuple gemm, int pad_mode, int nthreads, bint relu=False,
                  const floating[:, :, :, :, ::1] residual=None):
     """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
-    "direct_lanes_batch", "direct_rows" or "winograd" (non-finite values: the
-    direct_rows result). `bias` may be empty (no bias).
-    A fused layer's epilogue: `residual` (shaped as out) added, then ReLU
-    when `relu`, on each output tile right after it is stored (Winograd:
-    one pass over out after the transforms)."""
+    "direct_lanes_batch" (zero padding only), "direct_rows" or "winograd"
+    (zero padding only; non-finite values: the direct_rows result). `bias`
+    may be empty (no bias). A fused layer's epilogue: `residual` (shaped as
+    out) added, then ReLU when `relu`, on each output tile right after it is
+    stored (Winograd: one pass over out after the transforms). pad_mode
+    (CF_PAD_*) is what the padded copies hold."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                w.shape[0] // groups, out.shape[2], out.shape[3], out.shape[4],
                                (w.shape[2], w.shape[3], w.shape[4]), stride, padding, dilation)
+    g.pad_mode = pad_mode
     cdef Py_ssize_t P = g.OD * g.OH * g.OW
     if N == 0 or P == 0:
         return
@@ -880,6 +886,8 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
     if kernel == "gemm":
         _packed_forward(x, w, bp, out, g, groups, padding, gemm, nthreads, &ep)
     elif kernel == "direct_lanes_batch":
+        if pad_mode != CF_PAD_ZEROS:
+            raise ValueError("direct_lanes_batch pads with zeros only")
         xt = _batch_innermost(x, &g)
         xt_v = xt.reshape(-1)
         _cv_forward(&xt_v[0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0], N, g, groups,
@@ -889,8 +897,10 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                     nthreads, False, False, &ep)
     elif kernel == "direct_rows":
         _direct_rows_forward(x, w, bp, out, &g, groups, stride, padding, dilation, nthreads,
-                             &ep)
+                             &ep, pad_mode)
     elif kernel == "winograd":
+        if pad_mode != CF_PAD_ZEROS:
+            raise ValueError("winograd reads zero padding only")
         # non-finite weights or inputs: the direct result (a tile mixes values)
         if not _winograd_forward(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bp, &out[0, 0, 0, 0, 0],
                                  N, g, groups, <Py_ssize_t> gemm[2], nthreads):
@@ -946,15 +956,16 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
 def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
                          const floating[:, :, :, :, ::1] x, floating[:, :, :, :, ::1] grad_w,
                          tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                         str kernel, Py_ssize_t tile, int nthreads):
+                         str kernel, Py_ssize_t tile, int pad_mode, int nthreads):
     """grad_w = sum over the batch of grad_out correlated with x, overwritten,
     with the plan's kernel: "gemm_blas" (column tiles of `tile` positions)
-    or "direct_weight"."""
+    or "direct_weight"; x padded in pad_mode (CF_PAD_*)."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
                                grad_w.shape[0] // groups, grad_out.shape[2], grad_out.shape[3],
                                grad_out.shape[4], (grad_w.shape[2], grad_w.shape[3],
                                grad_w.shape[4]), stride, padding, dilation)
+    g.pad_mode = pad_mode
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, R = g.C * g.KD * g.KH * g.KW
     cdef Py_ssize_t nkb, ntiles, nitems, i, j, t, size = groups * g.K * R
     cdef floating[:, ::1] work, partial
@@ -973,7 +984,7 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
         vw = _vector_width(<floating> 0)
         gow = (g.OW + vw - 1) // vw * vw
         shape = _direct_input_shape((g.OD, g.OH, g.OW), kernel_size, stride, dilation, vw)
-        xpad = _padded("wgrad_xpad", x, shape, padding, nthreads)
+        xpad = _padded("wgrad_xpad", x, shape, padding, nthreads, pad_mode)
         gopad = _padded("wgrad_gopad", grad_out, (g.OD, g.OH, gow), (0, 0, 0), nthreads)
         gp = _geometry(g.C, shape[0], shape[1], shape[2], g.K, g.OD, g.OH, g.OW, kernel_size,
                        stride, (0, 0, 0), dilation)
@@ -1016,6 +1027,35 @@ def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
         for t in range(nthreads - 1):
             for j in range(size):
                 gwp[j] += partial[t, j]
+
+
+def conv_fold_padding(const floating[:, :, :, :, ::1] grad_padded,   # IN  (N, C, Dp, Hp, Wp)
+                      floating[:, :, :, :, ::1] grad_x,               # OUT (N, C, D, H, W)
+                      tuple padding, int pad_mode, int nthreads):
+    """grad_x = the gradient wrt the padded input folded back onto the input:
+    each plane's border positions add onto the elements pad_mode (CF_PAD_*)
+    copied them from. padding: the padding before; the padded extent is
+    grad_padded's. Items: one plane each (owner computes)."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1], i
+    cdef Py_ssize_t D = grad_x.shape[2], H = grad_x.shape[3], W = grad_x.shape[4]
+    cdef Py_ssize_t Dp = grad_padded.shape[2], Hp = grad_padded.shape[3]
+    cdef Py_ssize_t Wp = grad_padded.shape[4], pd, ph, pw
+    pd, ph, pw = padding
+    if N == 0:
+        return
+    cdef const floating *src = &grad_padded[0, 0, 0, 0, 0]
+    cdef floating *dst = &grad_x[0, 0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(N * C, num_threads=nthreads, schedule='guided'):
+                _kernels(<floating> 0).fold_plane(src + i * Dp * Hp * Wp, Dp, Hp, Wp,
+                                                  dst + i * D * H * W, D, H, W, pd, ph, pw,
+                                                  pad_mode)
+        else:
+            for i in range(N * C):
+                _kernels(<floating> 0).fold_plane(src + i * Dp * Hp * Wp, Dp, Hp, Wp,
+                                                  dst + i * D * H * W, D, H, W, pd, ph, pw,
+                                                  pad_mode)
 
 
 def conv_backward_bias(const floating[:, :, :, :, ::1] grad_out, floating[::1] grad_b,

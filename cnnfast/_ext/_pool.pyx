@@ -301,74 +301,94 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH,
 
 # -------------------------------------------------------------- adaptive
 
+cdef struct _windows:
+    # torch's adaptive windows per dim: [start, end) of each output
+    const int64_t *ds
+    const int64_t *de
+    const int64_t *hs
+    const int64_t *he
+    const int64_t *ws
+    const int64_t *we
+
+
 cdef void _adaptive_plane(Py_ssize_t p, bint is_max, const floating *x, floating *out,
-                          int64_t *idx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                          Py_ssize_t OW, const int64_t *hs, const int64_t *he,
-                          const int64_t *ws, const int64_t *we) noexcept nogil:
-    cdef const floating *xp = x + p * H * W
-    cdef floating *op = out + p * OH * OW
+                          int64_t *idx, Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
+                          const _windows *win) noexcept nogil:
+    cdef const floating *xp = x + p * D * H * W
+    cdef Py_ssize_t n_out = OD * OH * OW
+    cdef floating *op = out + p * n_out
     cdef int64_t *ip = NULL
     if idx != NULL:
-        ip = idx + p * OH * OW
+        ip = idx + p * n_out
     if is_max:
-        _kernels(<floating> 0).adaptive_max_plane(xp, op, ip, W, OH, OW, hs, he, ws, we)
+        _kernels(<floating> 0).adaptive_max_plane(xp, op, ip, H, W, OD, OH, OW, win.ds, win.de,
+                                                  win.hs, win.he, win.ws, win.we)
     else:
-        _kernels(<floating> 0).adaptive_avg_plane(xp, op, H, W, OH, OW, hs, he, ws, we)
+        _kernels(<floating> 0).adaptive_avg_plane(xp, op, D, H, W, OD, OH, OW, win.ds, win.de,
+                                                  win.hs, win.he, win.ws, win.we)
+
+
+cdef _windows _window_pointers(tuple windows):
+    """windows: (ds, de, hs, he, ws, we) int64 arrays (kept alive by the caller)."""
+    cdef const int64_t[::1] ds = windows[0], de = windows[1], hs = windows[2]
+    cdef const int64_t[::1] he = windows[3], ws = windows[4], we = windows[5]
+    cdef _windows w
+    w.ds, w.de, w.hs, w.he, w.ws, w.we = &ds[0], &de[0], &hs[0], &he[0], &ws[0], &we[0]
+    return w
 
 
 def adaptive_pool_forward(bint is_max,
-                          const floating[:, :, ::1] x,       # IN  (P, H, W)
-                          floating[:, :, ::1] out,           # OUT (P, OH, OW)
-                          int64_t[:, :, ::1] indices,        # OUT like out, or None (max)
-                          const int64_t[::1] hs, const int64_t[::1] he,   # row windows
-                          const int64_t[::1] ws, const int64_t[::1] we,   # column windows
+                          const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
+                          floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
+                          int64_t[:, :, :, ::1] indices,     # OUT like out, or None (max)
+                          tuple windows,                     # (ds, de, hs, he, ws, we)
                           int nthreads):
-    """Adaptive (and, with a 1x1 output, global) max or average pooling."""
-    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2], p
+    """Adaptive (and, with a 1x1x1 output, global) max or average pooling."""
+    cdef Py_ssize_t P = x.shape[0], D = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3], p
     if P == 0:
         return
+    cdef _windows win = _window_pointers(windows)
     cdef int64_t *ip = NULL
     if indices is not None:
-        ip = &indices[0, 0, 0]
-    cdef const floating *xp = &x[0, 0, 0]
-    cdef floating *op = &out[0, 0, 0]
+        ip = &indices[0, 0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *op = &out[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _adaptive_plane(p, is_max, xp, op, ip, H, W, OH, OW, &hs[0], &he[0], &ws[0],
-                                &we[0])
+                _adaptive_plane(p, is_max, xp, op, ip, D, H, W, OD, OH, OW, &win)
         else:
             for p in range(P):
-                _adaptive_plane(p, is_max, xp, op, ip, H, W, OH, OW, &hs[0], &he[0], &ws[0],
-                                &we[0])
+                _adaptive_plane(p, is_max, xp, op, ip, D, H, W, OD, OH, OW, &win)
 
 
 cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
-                                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                                       Py_ssize_t OW, const int64_t *hs, const int64_t *he,
-                                       const int64_t *ws, const int64_t *we) noexcept nogil:
-    _kernels(<floating> 0).adaptive_avg_backward_plane(go + p * OH * OW, gx + p * H * W, H, W,
-                                                       OH, OW, hs, he, ws, we)
+                                       Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+                                       Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
+                                       const _windows *win) noexcept nogil:
+    _kernels(<floating> 0).adaptive_avg_backward_plane(go + p * OD * OH * OW, gx + p * D * H * W,
+                                                       D, H, W, OD, OH, OW, win.ds, win.de,
+                                                       win.hs, win.he, win.ws, win.we)
 
 
-def adaptive_avg_backward(const floating[:, :, ::1] grad_out,   # IN  (P, OH, OW)
-                          floating[:, :, ::1] grad_x,           # OUT (P, H, W)
-                          const int64_t[::1] hs, const int64_t[::1] he,
-                          const int64_t[::1] ws, const int64_t[::1] we,
+def adaptive_avg_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
+                          floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
+                          tuple windows,                           # (ds, de, hs, he, ws, we)
                           int nthreads):
-    cdef Py_ssize_t P = grad_out.shape[0], OH = grad_out.shape[1], OW = grad_out.shape[2]
-    cdef Py_ssize_t H = grad_x.shape[1], W = grad_x.shape[2], p
+    cdef Py_ssize_t P = grad_out.shape[0], OD = grad_out.shape[1]
+    cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
+    cdef Py_ssize_t D = grad_x.shape[1], H = grad_x.shape[2], W = grad_x.shape[3], p
     if P == 0:
         return
-    cdef const floating *gop = &grad_out[0, 0, 0]
-    cdef floating *gxp = &grad_x[0, 0, 0]
+    cdef _windows win = _window_pointers(windows)
+    cdef const floating *gop = &grad_out[0, 0, 0, 0]
+    cdef floating *gxp = &grad_x[0, 0, 0, 0]
     with nogil:
         if nthreads > 1:
             for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _adaptive_avg_backward_plane(p, gop, gxp, H, W, OH, OW, &hs[0], &he[0],
-                                             &ws[0], &we[0])
+                _adaptive_avg_backward_plane(p, gop, gxp, D, H, W, OD, OH, OW, &win)
         else:
             for p in range(P):
-                _adaptive_avg_backward_plane(p, gop, gxp, H, W, OH, OW, &hs[0], &he[0],
-                                             &ws[0], &we[0])
+                _adaptive_avg_backward_plane(p, gop, gxp, D, H, W, OD, OH, OW, &win)

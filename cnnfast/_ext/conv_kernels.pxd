@@ -11,13 +11,19 @@ cdef extern from "conv_kernels.h" nogil:
         cf_idx sd, sh, sw
         cf_idx pd, ph, pw
         cf_idx dd, dh, dw
+        int pad_mode
     int CF_KB
+    int CF_PAD_ZEROS, CF_PAD_REFLECT, CF_PAD_REPLICATE, CF_PAD_CIRCULAR
 
     ctypedef struct cf_conv_kernels:
         int isa
         cf_idx vector_width, gemm_mr, gemm_nr, lanes_block
         void (*pad_plane)(const void *src, cf_idx D, cf_idx H, cf_idx W, void *dst, cf_idx Dp,
-                          cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw) noexcept nogil
+                          cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw,
+                          int mode) noexcept nogil
+        void (*fold_plane)(const void *gpad, cf_idx Dp, cf_idx Hp, cf_idx Wp, void *gx,
+                           cf_idx D, cf_idx H, cf_idx W, cf_idx pd, cf_idx ph, cf_idx pw,
+                           int mode) noexcept nogil
         void (*direct_forward_row)(const void *x, const void *w, const void *bias, void *out,
                                    cf_idx nb, cf_idx od, cf_idx oh,
                                    const cf_geom *g) noexcept nogil

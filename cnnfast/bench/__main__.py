@@ -21,7 +21,7 @@ import cnnfast
 from cnnfast import reference
 from cnnfast._malloc import keep_freed_memory
 from cnnfast.bench.shapes import (CONV_ALGORITHMS, CONV_SHAPES, CONV_TRANSPOSE_SHAPES,
-                                  POOL_SHAPES, pool_ops)
+                                  PADDING_MODE_SHAPES, PADDING_MODES, POOL_SHAPES, pool_ops)
 from cnnfast.bench.models import format_model_table, format_scaling, model_rows
 
 
@@ -226,16 +226,21 @@ def _torch():
     return torch
 
 
+def _conv_arrays(shape, dtype):
+    """x, weight, bias, grad_out and the stride/padding of a ConvShape."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape.x_shape).astype(dtype)
+    w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
+    b = rng.standard_normal(shape.K).astype(dtype)
+    go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
+    return x, w, b, go, dict(stride=shape.stride, padding=shape.padding)
+
+
 def conv_rows(threads, dtype, repeat, algorithms, with_reference, progress):
     torch = _torch()
     rows = []
     for shape in progress(CONV_SHAPES):
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(shape.x_shape).astype(dtype)
-        w = (rng.standard_normal(shape.w_shape) * 0.1).astype(dtype)
-        b = rng.standard_normal(shape.K).astype(dtype)
-        go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
-        args = dict(stride=shape.stride, padding=shape.padding)
+        x, w, b, go, args = _conv_arrays(shape, dtype)
         base = {"shape": shape.label(), "flops": shape.flops}
         ref_f = ref_b = torch_f = torch_b = None
         if with_reference:
@@ -314,6 +319,51 @@ def conv_transpose_rows(threads, dtype, repeat, progress):
     return rows
 
 
+def padding_mode_rows(threads, dtype, repeat, progress):
+    """conv2d forward and backward in each padding_mode, beside zero padding
+    (x zeros: the zero-padding time over the mode's) and torch's F.pad +
+    conv2d (the extra pass users write by hand; x torch: its time over ours)."""
+    torch = _torch()
+    rows = []
+    for shape in progress(PADDING_MODE_SHAPES):
+        x, w, _, go, args = _conv_arrays(shape, dtype)
+        times = {}
+        for mode in PADDING_MODES:
+            with cnnfast.num_threads(threads):
+                times[mode] = (
+                    median_ms(lambda: cnnfast.conv2d(x, w, **args, padding_mode=mode), repeat),
+                    median_ms(lambda: cnnfast.conv2d_backward(go, x, w, **args,
+                                                              padding_mode=mode), repeat))
+        for mode in PADDING_MODES:
+            torch_ms = None
+            if torch is not None:
+                torch.set_num_threads(threads)
+                tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+                pads = [shape.padding] * 4
+                with torch.no_grad():
+                    torch_ms = median_ms(lambda: torch.nn.functional.conv2d(
+                        torch.nn.functional.pad(tx, pads, mode=mode) if mode != "zeros"
+                        else torch.nn.functional.pad(tx, pads), tw, stride=shape.stride),
+                        repeat)
+            for i, pass_ in enumerate(("forward", "backward")):
+                ms = times[mode][i]
+                rows.append(dict(shape=shape.label(), mode=mode, passage=pass_, ms=ms,
+                                 vs_zeros=times["zeros"][i] / ms,
+                                 torch_ms=torch_ms if pass_ == "forward" else None))
+    return rows
+
+
+def format_padding_mode_table(rows, threads, torch_version):
+    head = f"{'padding_mode':<44} {'mode':<10} {'pass':<8} {'ms':>8} {'x zeros':>8} {'x torch':>8}"
+    lines = [f"threads={threads}  torch (F.pad + conv2d)={torch_version or 'not installed'}",
+             head, "-" * len(head)]
+    for r in rows:
+        tor = f"{r['torch_ms'] / r['ms']:.2f}" if r["torch_ms"] else ""
+        lines.append(f"{r['shape']:<44} {r['mode']:<10} {r['passage']:<8} {r['ms']:>8.2f} "
+                     f"{r['vs_zeros']:>8.2f} {tor:>8}")
+    return "\n".join(lines)
+
+
 def format_conv_transpose_table(rows, peak, threads, torch_version):
     head = (f"{'transposed conv':<44} {'pass':<8} {'ms':>8} {'GFLOP/s':>8} {'% sgemm':>8} "
             f"{'x torch':>8} {'x conv dx':>9}")
@@ -365,7 +415,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="few repeats (finishes in about a minute)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
-                   choices=["all", "conv", "convt", "pool", "train", "models", "winograd"],
+                   choices=["all", "conv", "convt", "padmode", "pool", "train", "models",
+                            "winograd"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -430,6 +481,11 @@ def main(argv=None):
             print(format_conv_transpose_table(rows, peak, threads, version))
             print()
             run.update(sgemm_gflops=peak, conv_transpose_rows=rows)
+        if args.only in ("all", "padmode"):
+            rows = padding_mode_rows(threads, dtype, repeat, progress)
+            print(format_padding_mode_table(rows, threads, version))
+            print()
+            run.update(padding_mode_rows=rows)
         if args.only in ("all", "pool"):
             copy = copy_gbs(repeat)
             rows = pool_rows(threads, dtype, repeat, not args.no_reference, progress)

@@ -50,6 +50,14 @@ CONV_SHAPES = [
     ConvShape("Inception 5x5", 8, 16, 14, 14, 48, 5, 1, 2),
 ]
 
+# Padding modes against zero padding (issue 17: within 10% in the forward).
+PADDING_MODE_SHAPES = [
+    ConvShape("LeNet c1 pad", 64, 1, 32, 32, 6, 5, 1, 2),
+    ConvShape("VGG 3x3", 8, 64, 56, 56, 64, 3, 1, 1),
+    ConvShape("stride-2 3x3", 8, 64, 56, 56, 128, 3, 2, 1),
+]
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
 # The shapes whose % of the sgemm peak the conv issue's goals speak about.
 BIG_CONV_SHAPES = ("AlexNet c1", "VGG 3x3", "ResNet 3x3", "stride-2 3x3", "ResNet 3x3@14")
 

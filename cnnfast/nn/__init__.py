@@ -11,9 +11,15 @@
 from . import init
 from .init import manual_seed
 from .layers import (
+    AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
+    AvgPool1d,
     AvgPool2d,
+    AvgPool3d,
     BatchNorm2d,
     Conv1d,
     Conv2d,
@@ -27,7 +33,9 @@ from .layers import (
     GlobalMaxPool2d,
     Identity,
     Linear,
+    MaxPool1d,
     MaxPool2d,
+    MaxPool3d,
     ReLU,
     Sequential,
     Sigmoid,
@@ -40,7 +48,10 @@ __all__ = [
     "Module", "Parameter", "manual_seed", "init",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+    "Dropout", "BatchNorm2d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
+    "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
     "CrossEntropyLoss",
 ]

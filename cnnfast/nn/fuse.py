@@ -50,7 +50,9 @@ def fold_batch_norm(conv, bn):
     shift = -bn.running_mean.astype(np.float64) * scale
     if bn.affine:
         gamma = bn.weight.data.astype(np.float64)
-        scale, shift = scale * gamma, shift * gamma + bn.bias.data.astype(np.float64)
+        scale, shift = scale * gamma, shift * gamma
+        if bn.bias is not None:   # BatchNorm2d(bias=False) has no shift
+            shift = shift + bn.bias.data.astype(np.float64)
     w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     return w.astype(dtype), (b * scale + shift).astype(dtype)
 
@@ -66,6 +68,7 @@ class FusedConv2d(Module):
         self.weight = Parameter(weight, requires_grad=False)
         self.bias = Parameter(bias, requires_grad=False)
         self.stride, self.padding = conv.stride, conv.padding
+        self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
         self.relu = bool(relu)
         self.data_format = getattr(conv, "data_format", "channels_first")
@@ -79,7 +82,7 @@ class FusedConv2d(Module):
             residual = None if residual is None else F._to_first(residual)
         y = F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
                                   self.padding, self.dilation, self.groups, self.relu,
-                                  residual)
+                                  residual, self.padding_mode)
         return F._to_last(y) if last else y
 
     def backward(self, grad_out):

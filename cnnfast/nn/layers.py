@@ -20,8 +20,11 @@ from .module import Module, Parameter
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Sequential",
+    "Dropout", "BatchNorm2d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "GlobalAvgPool2d",
+    "GlobalMaxPool2d", "Sequential",
 ]
 
 
@@ -110,21 +113,13 @@ class _ConvNd(Module):
         self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
         self.stride = V.ntuple(stride, nd, "stride", minimum=1)
         self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be an int, a tuple of {nd} ints, 'valid' or "
-                                 f"'same', got {padding!r}")
-            self.padding = padding
-        else:
-            self.padding = V.ntuple(padding, nd, "padding", minimum=0)
+        # ints, pairs, "valid", "same" (and "causal" for Conv1d), as the functional ops
+        self.padding = V.conv_padding_arg(padding, nd)
         self.groups = V.positive_int(groups, "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        if padding_mode != "zeros":
-            raise ValueError(f"padding_mode must be 'zeros' (the only mode the kernels "
-                             f"implement), got {padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.padding_mode = V.padding_mode_arg(padding_mode)
         dtype = float_dtype(dtype)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(init.kaiming_uniform(shape, dtype))
@@ -134,7 +129,8 @@ class _ConvNd(Module):
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups, data_format=self.data_format)
+                    groups=self.groups, padding_mode=self.padding_mode,
+                    data_format=self.data_format)
 
     def forward(self, x):
         op = getattr(F, f"conv{self._nd}d")
@@ -155,6 +151,8 @@ class _ConvNd(Module):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         return (s + ("" if self.bias is not None else ", bias=False")
                 + _format_repr(self.data_format))
 
@@ -465,7 +463,8 @@ class BatchNorm2d(Module):
     running estimates. momentum=None is a cumulative average."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, data_format="channels_first"):
+                 track_running_stats=True, bias=True, dtype=np.float32,
+                 data_format="channels_first"):
         super().__init__()
         self.num_features = V.positive_int(num_features, "num_features")
         self.data_format = _data_format(data_format)   # channels_last: channel axis last
@@ -476,10 +475,12 @@ class BatchNorm2d(Module):
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
         self.eps, self.momentum = float(eps), momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        # torch 2.13's flag: bias=False keeps the scale but has no shift parameter
+        self.has_bias = V.flag(bias, "bias")
         dtype = float_dtype(dtype)
         C = self.num_features
         self.weight = Parameter(np.ones(C, dtype)) if affine else None
-        self.bias = Parameter(np.zeros(C, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(C, dtype)) if affine and self.has_bias else None
         self.register_buffer("running_mean", np.zeros(C, dtype) if track_running_stats else None)
         self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
         self._batches_seen = 0
@@ -501,7 +502,8 @@ class BatchNorm2d(Module):
         y, mean, invstd = F._batch_norm(
             x, self.running_mean if update or not use_batch else None,
             self.running_var if update or not use_batch else None,
-            self.weight.data if self.affine else None, self.bias.data if self.affine else None,
+            self.weight.data if self.affine else None,
+            None if self.bias is None else self.bias.data,
             training=use_batch, momentum=momentum, eps=self.eps)
         if update:
             self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
@@ -523,43 +525,49 @@ class BatchNorm2d(Module):
             grad_out, x, self.weight.data if self.affine else None, mean, invstd, relu_out)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
+        if self.bias is not None:
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
         return F._to_last(grad_x) if last else grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}"
-                + _format_repr(self.data_format))
+                + ("" if self.has_bias else ", bias=False") + _format_repr(self.data_format))
 
 
 # ----------------------------------------------------------------- pooling
 
 class _Pool(Module):
-    """Shared constructor checks for the windowed 2-D pools."""
+    """Shared constructor checks for the windowed pools of _nd dims."""
+    _nd = 2
 
     def _window(self, kernel_size, stride, padding):
-        self.kernel_size = V.ntuple(kernel_size, 2, "kernel_size", minimum=1)
+        nd = self._nd
+        self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
         self.stride = (self.kernel_size if stride is None
-                       else V.ntuple(stride, 2, "stride", minimum=1))
-        self.padding = V.ntuple(padding, 2, "padding", minimum=0)
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"padding={padding!r} must be at most half of "
-                             f"kernel_size={kernel_size!r}")
+                       else V.ntuple(stride, nd, "stride", minimum=1))
+        # ints (at most half the kernel), (before, after) pairs, "valid", "same"
+        self.padding = V.pool_padding_arg(padding, nd, self.kernel_size, type(self).__name__)
+
+    def _op(self, suffix=""):
+        return getattr(F, f"{self._kind}_pool{self._nd}d{suffix}")
 
 
-class MaxPool2d(_Pool):
+class _MaxPool(_Pool):
+    _kind = "max"
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False, data_format="channels_first"):
         super().__init__()
         self.data_format = _data_format(data_format)
         self._window(kernel_size, stride, padding)
-        self.dilation = V.ntuple(dilation, 2, "dilation", minimum=1)
+        self.dilation = V.ntuple(dilation, self._nd, "dilation", minimum=1)
         self.return_indices, self.ceil_mode = bool(return_indices), bool(ceil_mode)
 
     def forward(self, x):
         need_idx = self.training or self.return_indices
-        out = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                           self.ceil_mode, return_indices=need_idx, data_format=self.data_format)
+        out = self._op()(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.ceil_mode, return_indices=need_idx, data_format=self.data_format)
         if not need_idx:
             return out
         y, idx = out
@@ -569,38 +577,36 @@ class MaxPool2d(_Pool):
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.max_pool2d_backward(grad_out, idx, shape, data_format=self.data_format)
+        return self._op("_backward")(grad_out, idx, shape, data_format=self.data_format)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
                 + (", ceil_mode=True" if self.ceil_mode else "") + _format_repr(self.data_format))
 
 
-class AvgPool2d(_Pool):
+class _AvgPool(_Pool):
+    _kind = "avg"
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None, data_format="channels_first"):
         super().__init__()
         self.data_format = _data_format(data_format)
         self._window(kernel_size, stride, padding)
-        if divisor_override is not None and (not V._is_int(divisor_override)
-                                             or divisor_override == 0):
-            raise ValueError(f"divisor_override must be a non-zero int or None, "
-                             f"got {divisor_override!r}")
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        self.divisor_override = divisor_override
+        self.divisor_override = V.divisor_override_arg(divisor_override)
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
                 self.count_include_pad, self.divisor_override)
 
     def forward(self, x):
-        y = F.avg_pool2d(x, *self._args(), data_format=self.data_format)
+        y = self._op()(x, *self._args(), data_format=self.data_format)
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.avg_pool2d_backward(grad_out, self._saved(), *self._args(),
+        return self._op("_backward")(grad_out, self._saved(), *self._args(),
                                      data_format=self.data_format)
 
     def extra_repr(self):
@@ -608,27 +614,55 @@ class AvgPool2d(_Pool):
                 + _format_repr(self.data_format))
 
 
-def _adaptive_size(output_size):
-    """int, or a pair whose entries may be None ("keep the input size")."""
+class MaxPool1d(_MaxPool):
+    _nd = 1
+
+
+class MaxPool2d(_MaxPool):
+    _nd = 2
+
+
+class MaxPool3d(_MaxPool):
+    _nd = 3
+
+
+class AvgPool1d(_AvgPool):
+    _nd = 1
+
+
+class AvgPool2d(_AvgPool):
+    _nd = 2
+
+
+class AvgPool3d(_AvgPool):
+    _nd = 3
+
+
+def _adaptive_size(output_size, nd):
+    """int, or nd entries that may be None ("keep the input size")."""
     if V._is_int(output_size):
-        output_size = (output_size, output_size)
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2 or not all(
+        output_size = (output_size,) * nd
+    if not isinstance(output_size, (tuple, list)) or len(output_size) != nd or not all(
             s is None or V._is_int(s) and s >= 1 for s in output_size):
-        raise ValueError(f"output_size must be a positive int or a pair of positive ints "
+        raise ValueError(f"output_size must be a positive int or {nd} positive ints "
                          f"(or None), got {output_size!r}")
     return tuple(output_size)
 
 
 class _Adaptive(Module):
+    _nd = 2
+
     def __init__(self, output_size, data_format="channels_first"):
         super().__init__()
-        self.output_size = _adaptive_size(output_size)
+        self.output_size = _adaptive_size(output_size, self._nd)
         self.data_format = _data_format(data_format)
 
     def _size(self, x):
         V.check_array(x, "x")
-        if x.ndim != 4:
-            layout = "(N, H, W, C)" if self.data_format == "channels_last" else "(N, C, H, W)"
+        if x.ndim != self._nd + 2:
+            spatial = V._SPATIAL[self._nd]
+            layout = (f"(N, {spatial}, C)" if self.data_format == "channels_last"
+                      else f"(N, C, {spatial})")
             raise ValueError(f"{type(self).__name__} expects x of shape {layout}, "
                              f"got {x.shape}")
         spatial = _spatial(x, self.data_format)
@@ -638,36 +672,64 @@ class _Adaptive(Module):
         return f"output_size={self.output_size}" + _format_repr(self.data_format)
 
 
-class AdaptiveAvgPool2d(_Adaptive):
+class _AdaptiveAvg(_Adaptive):
     """Average over torch's adaptive windows to a fixed output size."""
 
     def forward(self, x):
-        y = F.adaptive_avg_pool2d(x, self._size(x), data_format=self.data_format)
+        y = getattr(F, f"adaptive_avg_pool{self._nd}d")(x, self._size(x),
+                                                        data_format=self.data_format)
         if self.training:
             self._cache = x.shape
         return y
 
     def backward(self, grad_out):
-        return F.adaptive_avg_pool2d_backward(grad_out, self._saved(),
-                                              data_format=self.data_format)
+        return getattr(F, f"adaptive_avg_pool{self._nd}d_backward")(
+            grad_out, self._saved(), data_format=self.data_format)
 
 
-class AdaptiveMaxPool2d(_Adaptive):
+class _AdaptiveMax(_Adaptive):
+    """Max over torch's adaptive windows to a fixed output size."""
+
     def __init__(self, output_size, return_indices=False, data_format="channels_first"):
         super().__init__(output_size, data_format)
         self.return_indices = bool(return_indices)
 
     def forward(self, x):
-        y, idx = F.adaptive_max_pool2d(x, self._size(x), return_indices=True,
-                                       data_format=self.data_format)
+        y, idx = getattr(F, f"adaptive_max_pool{self._nd}d")(x, self._size(x),
+                                                             return_indices=True,
+                                                             data_format=self.data_format)
         if self.training:
             self._cache = (idx, x.shape)
         return (y, idx) if self.return_indices else y
 
     def backward(self, grad_out):
         idx, shape = self._saved()
-        return F.adaptive_max_pool2d_backward(grad_out, idx, shape,
-                                              data_format=self.data_format)
+        return getattr(F, f"adaptive_max_pool{self._nd}d_backward")(
+            grad_out, idx, shape, data_format=self.data_format)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvg):
+    _nd = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvg):
+    _nd = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvg):
+    _nd = 3
+
+
+class AdaptiveMaxPool1d(_AdaptiveMax):
+    _nd = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMax):
+    _nd = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMax):
+    _nd = 3
 
 
 class GlobalAvgPool2d(Module):

@@ -19,6 +19,7 @@ static const cf_conv_kernels FN(cf_conv_table) = {
     .gemm_nr = CF_GEMM_NR,
     .lanes_block = CF_LANES_NVMAX * CF_VW,
     .pad_plane = FN(pad_plane),
+    .fold_plane = FN(fold_plane),
     .direct_forward_row = FN(direct_forward_row),
     .direct_forward_cv = FN(direct_forward_cv),
     .direct_forward_cv_batch = FN(direct_forward_cv_batch),

@@ -5,7 +5,8 @@
  * of cf_tiles.h defined. */
 
 /* Column tile for output positions [p0, p0 + cnt) of one image and group:
- * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...] or 0 in the padding.
+ * col[(c, kd, kh, kw)][j] = x[c, od*sd - pd + kd*dd, ...], in the padding 0
+ * or (g->pad_mode not zeros) the input element cf_pad_index maps it to.
  * x: the group's [C][D][H][W] planes; col: C*KVOL rows of cnt. The tile is
  * walked in output-row segments; coordinates advance without divisions. */
 static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const cf_geom *g) {
@@ -24,21 +25,28 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
         cf_idx od = od0, oh = oh0, ow = ow0;
         for (cf_idx j = 0; j < cnt;) {
             const cf_idx len = cf_min(g->OW - ow, cnt - j);
-            const cf_idx id = od * g->sd - g->pd + kd * g->dd;
-            const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
+            const cf_idx id = cf_pad_index(od * g->sd - g->pd + kd * g->dd, g->D, g->pad_mode);
+            const cf_idx ih = cf_pad_index(oh * g->sh - g->ph + kh * g->dh, g->H, g->pad_mode);
             CF_T *d = dst + j;                   /* d[o - ow] is output column o */
-            if (id < 0 || id >= g->D || ih < 0 || ih >= g->H) {
+            if (id < 0 || ih < 0) {              /* a row of zero padding */
                 memset(d, 0, (size_t)len * sizeof(CF_T));
             } else {
                 const CF_T *xr = x + c * DHW + id * HW + ih * g->W;
                 const cf_idx a = cf_max(ow, wlo), e = cf_max(a, cf_min(ow + len, whi));
-                for (cf_idx o = ow; o < a; o++) d[o - ow] = 0;
+                if (g->pad_mode == CF_PAD_ZEROS) {
+                    for (cf_idx o = ow; o < a; o++) d[o - ow] = 0;
+                    for (cf_idx o = e; o < ow + len; o++) d[o - ow] = 0;
+                } else {
+                    for (cf_idx o = ow; o < a; o++)
+                        d[o - ow] = xr[cf_pad_index(o * g->sw + off, g->W, g->pad_mode)];
+                    for (cf_idx o = e; o < ow + len; o++)
+                        d[o - ow] = xr[cf_pad_index(o * g->sw + off, g->W, g->pad_mode)];
+                }
                 if (g->sw == 1) {
                     memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
                 } else {
                     for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
                 }
-                for (cf_idx o = e; o < ow + len; o++) d[o - ow] = 0;
             }
             j += len;
             ow = 0;

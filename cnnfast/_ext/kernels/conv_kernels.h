@@ -19,7 +19,9 @@ typedef struct {
     cf_idx lanes_block;      /* output channels per block of the channels-in-lanes kernel */
     /* conv_pad.h */
     void (*pad_plane)(const void *src, cf_idx D, cf_idx H, cf_idx W, void *dst, cf_idx Dp,
-                      cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw);
+                      cf_idx Hp, cf_idx Wp, cf_idx pd, cf_idx ph, cf_idx pw, int mode);
+    void (*fold_plane)(const void *gpad, cf_idx Dp, cf_idx Hp, cf_idx Wp, void *gx, cf_idx D,
+                       cf_idx H, cf_idx W, cf_idx pd, cf_idx ph, cf_idx pw, int mode);
     /* conv_direct.h */
     void (*direct_forward_row)(const void *x, const void *w, const void *bias, void *out,
                                cf_idx nb, cf_idx od, cf_idx oh, const cf_geom *g);

@@ -24,27 +24,35 @@ CF_INLINE CF_T FN(cf_sum)(const CF_T *x, cf_idx n) {
     return s;
 }
 
-/* Adaptive pooling of one (H, W) plane: output (oh, ow) covers rows
- * [hs[oh], he[oh]) and columns [ws[ow], we[ow]) (torch's window rule, computed
- * by the caller). Global pooling is the 1x1 case. */
-static void FN(adaptive_avg_plane)(const void *x_, void *out_, cf_idx H, cf_idx W, cf_idx OH,
-                                   cf_idx OW, const int64_t *hs, const int64_t *he,
+/* Adaptive pooling of one (D, H, W) volume (1-D and 2-D: unit dims):
+ * output (od, oh, ow) covers [ds[od], de[od]) x [hs[oh], he[oh]) x
+ * [ws[ow], we[ow]) (torch's window rule, computed by the caller). Global
+ * pooling is the 1x1x1 case. */
+static void FN(adaptive_avg_plane)(const void *x_, void *out_, cf_idx D, cf_idx H, cf_idx W,
+                                   cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
+                                   const int64_t *de, const int64_t *hs, const int64_t *he,
                                    const int64_t *ws, const int64_t *we) {
     const CF_T *x = (const CF_T *)x_;
     CF_T *out = (CF_T *)out_;
+    for (cf_idx od = 0; od < OD; od++)
     for (cf_idx oh = 0; oh < OH; oh++)
         for (cf_idx ow = 0; ow < OW; ow++) {
             const cf_idx w0 = ws[ow], w1 = we[ow];
             CF_T sum = 0;
-            if (w0 == 0 && w1 == W) {
-                /* full rows: the window is one contiguous run */
-                sum = FN(cf_sum)(x + hs[oh] * W, (he[oh] - hs[oh]) * W);
-            } else {
-                for (cf_idx h = hs[oh]; h < he[oh]; h++) sum += FN(cf_sum)(x + h * W + w0, w1 - w0);
+            for (cf_idx d = ds[od]; d < de[od]; d++) {
+                const CF_T *xd = x + d * H * W;
+                if (w0 == 0 && w1 == W) {
+                    /* full rows: the window's part of this slice is one contiguous run */
+                    sum += FN(cf_sum)(xd + hs[oh] * W, (he[oh] - hs[oh]) * W);
+                } else {
+                    for (cf_idx h = hs[oh]; h < he[oh]; h++)
+                        sum += FN(cf_sum)(xd + h * W + w0, w1 - w0);
+                }
             }
-            out[oh * OW + ow] = sum / (CF_T)((he[oh] - hs[oh]) * (w1 - w0));
+            out[(od * OH + oh) * OW + ow] =
+                sum / (CF_T)((de[od] - ds[od]) * (he[oh] - hs[oh]) * (w1 - w0));
         }
-    (void)H;
+    (void)D;
 }
 
 /* Global max of n contiguous values by torch's scan (last NaN, else first
@@ -115,50 +123,62 @@ CF_INLINE void FN(global_max)(const CF_T *x, cf_idx n, CF_T *out, int64_t *idx) 
     if (idx) *idx = at;
 }
 
-static void FN(adaptive_max_plane)(const void *x_, void *out_, int64_t *idx, cf_idx W,
-                                   cf_idx OH, cf_idx OW, const int64_t *hs, const int64_t *he,
+static void FN(adaptive_max_plane)(const void *x_, void *out_, int64_t *idx, cf_idx H,
+                                   cf_idx W, cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
+                                   const int64_t *de, const int64_t *hs, const int64_t *he,
                                    const int64_t *ws, const int64_t *we) {
     const CF_T *x = (const CF_T *)x_;
     CF_T *out = (CF_T *)out_;
-    if (OH == 1 && OW == 1 && ws[0] == 0 && we[0] == W) { /* global: one contiguous run */
-        FN(global_max)(x + hs[0] * W, (he[0] - hs[0]) * W, out, idx);
-        if (idx) idx[0] += hs[0] * W;
+    if (OD == 1 && OH == 1 && OW == 1 && ws[0] == 0 && we[0] == W
+        && (de[0] - ds[0] == 1 || (hs[0] == 0 && he[0] == H))) {
+        /* global: one contiguous run */
+        const cf_idx start = (ds[0] * H + hs[0]) * W;
+        FN(global_max)(x + start, ((de[0] - ds[0] - 1) * H + he[0] - hs[0]) * W, out, idx);
+        if (idx) idx[0] += start;
         return;
     }
+    for (cf_idx od = 0; od < OD; od++)
     for (cf_idx oh = 0; oh < OH; oh++)
         for (cf_idx ow = 0; ow < OW; ow++) {
             CF_T m = -INFINITY;
-            cf_idx at = hs[oh] * W + ws[ow];
+            cf_idx at = (ds[od] * H + hs[oh]) * W + ws[ow];
+            for (cf_idx d = ds[od]; d < de[od]; d++)
             for (cf_idx h = hs[oh]; h < he[oh]; h++)
                 for (cf_idx w = ws[ow]; w < we[ow]; w++) {
-                    const CF_T v = x[h * W + w];
+                    const cf_idx i = (d * H + h) * W + w;
+                    const CF_T v = x[i];
                     if (v > m || v != v) {
                         m = v;
-                        at = h * W + w;
+                        at = i;
                     }
                 }
-            out[oh * OW + ow] = m;
-            if (idx) idx[oh * OW + ow] = at;
+            out[(od * OH + oh) * OW + ow] = m;
+            if (idx) idx[(od * OH + oh) * OW + ow] = at;
         }
 }
 
-static void FN(adaptive_avg_backward_plane)(const void *go_, void *gx_, cf_idx H, cf_idx W,
-                                            cf_idx OH, cf_idx OW, const int64_t *hs,
-                                            const int64_t *he, const int64_t *ws,
-                                            const int64_t *we) {
+static void FN(adaptive_avg_backward_plane)(const void *go_, void *gx_, cf_idx D, cf_idx H,
+                                            cf_idx W, cf_idx OD, cf_idx OH, cf_idx OW,
+                                            const int64_t *ds, const int64_t *de,
+                                            const int64_t *hs, const int64_t *he,
+                                            const int64_t *ws, const int64_t *we) {
     const CF_T *go = (const CF_T *)go_;
     CF_T *gx = (CF_T *)gx_;
-    if (OH == 1 && OW == 1 && hs[0] == 0 && he[0] == H && ws[0] == 0 && we[0] == W) {
-        const CF_T share = go[0] / (CF_T)(H * W); /* global: one value everywhere */
-        for (cf_idx i = 0; i < H * W; i++) gx[i] = share;
+    const cf_idx DHW = D * H * W;
+    if (OD == 1 && OH == 1 && OW == 1 && ds[0] == 0 && de[0] == D && hs[0] == 0 && he[0] == H
+        && ws[0] == 0 && we[0] == W) {
+        const CF_T share = go[0] / (CF_T)DHW; /* global: one value everywhere */
+        for (cf_idx i = 0; i < DHW; i++) gx[i] = share;
         return;
     }
-    memset(gx, 0, (size_t)(H * W) * sizeof(CF_T));
+    memset(gx, 0, (size_t)DHW * sizeof(CF_T));
+    for (cf_idx od = 0; od < OD; od++)
     for (cf_idx oh = 0; oh < OH; oh++)
         for (cf_idx ow = 0; ow < OW; ow++) {
-            const CF_T share = go[oh * OW + ow] / (CF_T)((he[oh] - hs[oh]) * (we[ow] - ws[ow]));
+            const CF_T share = go[(od * OH + oh) * OW + ow]
+                / (CF_T)((de[od] - ds[od]) * (he[oh] - hs[oh]) * (we[ow] - ws[ow]));
+            for (cf_idx d = ds[od]; d < de[od]; d++)
             for (cf_idx h = hs[oh]; h < he[oh]; h++)
-                for (cf_idx w = ws[ow]; w < we[ow]; w++) gx[h * W + w] += share;
+                for (cf_idx w = ws[ow]; w < we[ow]; w++) gx[(d * H + h) * W + w] += share;
         }
 }
-

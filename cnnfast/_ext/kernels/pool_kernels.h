@@ -33,14 +33,18 @@ typedef struct {
                                     const void *dcount, const void *hcount, const void *wcount,
                                     const cf_pool_geom *g);
     /* pool_adaptive.h */
-    void (*adaptive_avg_plane)(const void *x, void *out, cf_idx H, cf_idx W, cf_idx OH,
-                               cf_idx OW, const int64_t *hs, const int64_t *he,
+    /* one (D, H, W) volume; windows [ds, de) x [hs, he) x [ws, we) per output */
+    void (*adaptive_avg_plane)(const void *x, void *out, cf_idx D, cf_idx H, cf_idx W,
+                               cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
+                               const int64_t *de, const int64_t *hs, const int64_t *he,
                                const int64_t *ws, const int64_t *we);
-    void (*adaptive_max_plane)(const void *x, void *out, int64_t *idx, cf_idx W, cf_idx OH,
-                               cf_idx OW, const int64_t *hs, const int64_t *he,
+    void (*adaptive_max_plane)(const void *x, void *out, int64_t *idx, cf_idx H, cf_idx W,
+                               cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
+                               const int64_t *de, const int64_t *hs, const int64_t *he,
                                const int64_t *ws, const int64_t *we);
-    void (*adaptive_avg_backward_plane)(const void *go, void *gx, cf_idx H, cf_idx W,
-                                        cf_idx OH, cf_idx OW, const int64_t *hs,
+    void (*adaptive_avg_backward_plane)(const void *go, void *gx, cf_idx D, cf_idx H, cf_idx W,
+                                        cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
+                                        const int64_t *de, const int64_t *hs,
                                         const int64_t *he, const int64_t *ws,
                                         const int64_t *we);
 } cf_pool_kernels;
