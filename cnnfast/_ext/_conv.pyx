@@ -757,15 +757,15 @@ cdef bint _winograd_forward(const floating *x, const floating *w, const floating
     with nogil:
         memset(&xpad[planes * Hp * Wp], 0, slack * sizeof(floating))
         if nthreads > 1:
-            for i in prange(planes, num_threads=nthreads, schedule='static'):
+            for i in prange(planes, num_threads=nthreads, schedule='guided'):
                 _pad_plane(x + i * HW, 1, g.H, g.W, &xpad[0] + i * Hp * Wp, 1, Hp, Wp,
-                           0, g.ph, g.pw)
+                           0, g.ph, g.pw, CF_PAD_ZEROS)
             for i in prange(nitems, num_threads=nthreads, schedule='dynamic'):
                 _wino_block_item(i, &job, &gp, <floating> 0)
         else:
             for i in range(planes):
                 _pad_plane(x + i * HW, 1, g.H, g.W, &xpad[0] + i * Hp * Wp, 1, Hp, Wp,
-                           0, g.ph, g.pw)
+                           0, g.ph, g.pw, CF_PAD_ZEROS)
             for i in range(nitems):
                 _wino_block_item(i, &job, &gp, <floating> 0)
         for i in range(nitems):
