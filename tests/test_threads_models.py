@@ -113,13 +113,14 @@ def test_openmp_runtime_grants_the_requested_team(threads):
         assert _runtime.team_size(threads) == threads
 
 
-def test_team_granted_when_torch_loaded_its_openmp_first():
+def test_team_granted_when_torch_loaded_its_openmp_first(tmp_path):
     pytest.importorskip("torch")
     code = ("import torch, cnnfast\n"
             "from cnnfast._ext import _runtime\n"
             "print(_runtime.team_size(2) if _runtime.openmp_enabled() else 2)\n")
+    # a neutral directory: from the repo root the child would import the unbuilt source tree
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True)
+                         timeout=300, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "2"
 
 
@@ -155,11 +156,11 @@ def test_dense_threads_follow_the_grain():
     ({"GOMP_SPINCOUNT": "5"}, "5"),                 # the user's choice stays
     ({"OMP_WAIT_POLICY": "PASSIVE"}, None),         # a wait policy of the user's: untouched
 ])
-def test_import_sets_a_bounded_spin_unless_the_user_chose(env, expect):
+def test_import_sets_a_bounded_spin_unless_the_user_chose(env, expect, tmp_path):
     import os
     clean = {k: v for k, v in os.environ.items()
              if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     code = "import os, cnnfast; print(os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True, env={**clean, **env})
+                         timeout=300, check=True, env={**clean, **env}, cwd=tmp_path)
     assert out.stdout.strip() == str(expect)
