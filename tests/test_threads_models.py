@@ -2,6 +2,7 @@
 OpenMP runtime grants it (also when torch loaded its own runtime first),
 results are bit-identical run to run, and the dense layers' products run on
 cnnfast's threads (not NumPy's BLAS pool) with NumPy's results."""
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,10 @@ from cnnfast import models, nn
 from cnnfast._ext import _runtime
 
 from helpers import tolerance
+
+# Child processes import the cnnfast this run tests (installed or built in place), from a
+# neutral directory: from the repo root an installed run would import the unbuilt sources.
+CHILD_PATH = os.path.dirname(os.path.dirname(cnnfast.__file__))
 
 DTYPES = [np.float32, np.float64]
 
@@ -118,9 +123,9 @@ def test_team_granted_when_torch_loaded_its_openmp_first(tmp_path):
     code = ("import torch, cnnfast\n"
             "from cnnfast._ext import _runtime\n"
             "print(_runtime.team_size(2) if _runtime.openmp_enabled() else 2)\n")
-    # a neutral directory: from the repo root the child would import the unbuilt source tree
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True, cwd=tmp_path)
+                         timeout=300, check=True, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=CHILD_PATH))
     assert out.stdout.strip() == "2"
 
 
@@ -157,10 +162,9 @@ def test_dense_threads_follow_the_grain():
     ({"OMP_WAIT_POLICY": "PASSIVE"}, None),         # a wait policy of the user's: untouched
 ])
 def test_import_sets_a_bounded_spin_unless_the_user_chose(env, expect, tmp_path):
-    import os
     clean = {k: v for k, v in os.environ.items()
              if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     code = "import os, cnnfast; print(os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True, env={**clean, **env}, cwd=tmp_path)
+                         timeout=300, check=True, env={**clean, **env, "PYTHONPATH": CHILD_PATH}, cwd=tmp_path)
     assert out.stdout.strip() == str(expect)
