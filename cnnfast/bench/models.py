@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .train import LR, MOMENTUM, _torch_model
+from .train import LR, MOMENTUM, _torch_model, torch_step
 
 
 class ModelCase(NamedTuple):
@@ -116,17 +116,7 @@ def torch_call(torch, case, model):
             with torch.inference_mode():
                 return twin(x)
         return infer
-    twin.train()
-    opt = torch.optim.SGD(twin.parameters(), lr=LR, momentum=MOMENTUM)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(twin(x), y)
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
+    return torch_step(torch, twin.train(), x, y)
 
 
 def onnxruntime_call(torch, case, model, threads):

@@ -139,9 +139,14 @@ def torch_training_step(case: TrainCase, seed=0):
         return None
     torch.manual_seed(seed)
     model = _torch_model(torch, case).train()
+    x, y = (torch.from_numpy(a) for a in _batch(case, seed))
+    return torch_step(torch, model, x, y)
+
+
+def torch_step(torch, model, x, y):
+    """One SGD (momentum) training step of a torch model on (x, y): step() -> loss."""
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = (torch.from_numpy(a) for a in _batch(case, seed))
 
     def step():
         opt.zero_grad()
