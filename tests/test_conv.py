@@ -393,3 +393,33 @@ def test_direct_input_gradient_with_infinite_weight_matches_reference(rng, chann
     finite = np.isfinite(expected)
     assert finite.any()
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
+# Rows wide enough for the whole-vector stride-2 column copies and adds of
+# im2col (kernels/conv_im2col.h: cf_gather_even, cf_scatter_add_even) and
+# their scalar heads and tails: odd widths, padding that puts a tap's first
+# read before the row (offset < 0), dilation, 1-D and 3-D rows.
+WIDE_STRIDE_2 = [
+    (1, (2, 3, (70,), 4, (4,), 2, 1, 1, 1)),
+    (1, (1, 2, (97,), 3, (3,), 2, 3, 2, 1)),
+    (2, (2, 3, (5, 67), 5, (4, 4), 2, 1, 1, 1)),
+    (2, (1, 4, (6, 129), 4, (3, 5), (1, 2), (1, 2), 1, 2)),
+    (2, (1, 2, (4, 64), 3, (2, 2), 2, 0, 1, 1)),
+    (3, (1, 2, (3, 4, 66), 3, (2, 3, 4), (1, 1, 2), (0, 1, 1), 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nd, case", WIDE_STRIDE_2, ids=str)
+def test_wide_stride_2_rows_match_reference(rng, nd, case, dtype):
+    x, w, b, args = _make(rng, case, dtype)
+    expected = REF_FORWARD[nd](x, w, b, **args)
+    got = FORWARD[nd](x, w, b, **args, algorithm="im2col")
+    tol = tolerance(dtype, _reduction(case))
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    grad_out = rng.standard_normal(expected.shape).astype(dtype)
+    for name, g, r in zip(("x", "weight"), BACKWARD[nd](grad_out, x, w, **args,
+                                                        algorithm="im2col")[:2],
+                          REF_BACKWARD[nd](grad_out, x, w, **args)[:2]):
+        t = tolerance(dtype, int(np.prod(expected.shape)))
+        np.testing.assert_allclose(g, r, rtol=t, atol=t, err_msg=f"grad_{name}")
