@@ -126,16 +126,24 @@ BATCH_IN_TILE_CHANNELS = 64
 # GEMMs too narrow to run near peak. A 1-D/2-D batch is then stacked along
 # the unused depth axis, (N, C, 1, H, W) -> (1, C, N, H, W): the depth-1
 # kernel keeps images apart and the kernels see one image whose column tiles
-# span the batch. Limits in output positions per image: forward wins up to
-# 16x16 (ResNet 3x3@14: 20.2 -> 18.7 ms) but a 1x1 layer only below 8x8,
-# backward only below 8x8 (7x7: 50.7 -> 47.2 ms, 2x2: 17.2 -> 7.4 ms; 14x14
-# loses). The weight- and input-gradient kernels parallelise over images, so
-# backward stacks only on one thread, or at TINY_PLANE and below, where the
-# one stacked GEMM beats per-image parallelism (ResNet 2x2 layer, 2 threads:
-# 13.1 -> 7.8 ms; at 4x4 the parallel per-image kernels win, 3.8 vs 4.7 ms).
-SMALL_PLANE = 256
-SMALL_PLANE_POINTWISE_OR_BACKWARD = 64
+# span the batch. Limit in output positions per image, STACK_PLANE: up to
+# 7x7 stacking wins every pass on one thread (forward 1.12-1.18x, input
+# gradient 1.13-1.15x, weight gradient 1.02-1.58x; 3x3 at 512@4/7, 1x1 at
+# 512@7, k4 s2 at 256@8); from 8x8 the per-image GEMMs' whole panels beat
+# the stacked copies (forward 0.78-0.97x at 8x8, 0.63-0.77x for k4 s2 at
+# 16x16 -> 8x8; DCGAN's transposed layers lost 10-20% to it). With more
+# threads the input and weight gradients parallelise over images, so they
+# stack only where one stacked GEMM beats per-image parallelism: the input
+# gradient at TINY_PLANE and below (ResNet 2x2 layer, 2 threads: 13.1 ->
+# 7.8 ms; at 4x4 per-image wins, 16.8 vs 22.8 ms), the weight gradient up to
+# 4x4 (2 threads: k4 s2 256@8 -> 512@4 32.0 -> 21.3 ms, 3x3 512@4 1.03x;
+# at 7x7 0.95-1.06x). Measured 2026-12-02 on the quiet 2-core machine.
+STACK_PLANE = 49
+STACK_PLANE_WEIGHT_THREADS = 16
 TINY_PLANE = 4
+# Output positions up to which choose_conv_algorithm's direct kernel (K <= 48,
+# batches of 16 or more) tiles images instead of positions.
+SMALL_PLANE = 256
 
 # GEMM tiling. Column-buffer budget per thread (elements) of the weight
 # gradient's BLAS GEMMs and the input gradient's packed GEMM: bounds the
@@ -319,15 +327,16 @@ def is_full_window(geom: V.ConvGeometry, algorithm: str) -> bool:
 
 
 def _stacks(geom, algorithm, chosen, threads, gradient) -> bool:
-    """Stack the batch along depth for this pass? Only where auto picked a
-    GEMM: the direct kernels gain nothing from wider columns and lose their
-    row blocking (LeNet c2 forward 0.66 -> 1.39 ms)."""
+    """Stack the batch along depth for this pass (see STACK_PLANE)? Only
+    where auto picked a GEMM: the direct kernels gain nothing from wider
+    columns and lose their row blocking (LeNet c2 forward 0.66 -> 1.39 ms)."""
     positions = math.prod(geom.out_size)
-    limit = (SMALL_PLANE if gradient == "forward" and not geom.is_pointwise
-             else SMALL_PLANE_POINTWISE_OR_BACKWARD)
-    return (algorithm == "auto" and geom.nd <= 2 and geom.batch > 1 and positions <= limit
-            and chosen not in ("direct", "winograd")
-            and (gradient == "forward" or threads == 1 or positions <= TINY_PLANE))
+    if not (algorithm == "auto" and geom.nd <= 2 and geom.batch > 1
+            and positions <= STACK_PLANE and chosen not in ("direct", "winograd")):
+        return False
+    if gradient == "forward" or threads == 1:
+        return True
+    return positions <= (STACK_PLANE_WEIGHT_THREADS if gradient == "weight" else TINY_PLANE)
 
 
 class _Shape(NamedTuple):
