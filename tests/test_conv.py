@@ -395,8 +395,8 @@ def test_direct_input_gradient_with_infinite_weight_matches_reference(rng, chann
     np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10, atol=1e-10)
 
 
-# Rows wide enough for the whole-vector stride-2 column copies and adds of
-# im2col (kernels/conv_im2col.h: cf_gather_even, cf_scatter_add_even) and
+# Rows for the stride-2 column copies and adds of im2col
+# (kernels/conv_im2col.h: cf_gather_even, col2vol_stride2), vectors and
 # their scalar heads and tails: odd widths, padding that puts a tap's first
 # read before the row (offset < 0), dilation, 1-D and 3-D rows.
 WIDE_STRIDE_2 = [
@@ -406,6 +406,10 @@ WIDE_STRIDE_2 = [
     (2, (1, 4, (6, 129), 4, (3, 5), (1, 2), (1, 2), 1, 2)),
     (2, (1, 2, (4, 64), 3, (2, 2), 2, 0, 1, 1)),
     (3, (1, 2, (3, 4, 66), 3, (2, 3, 4), (1, 1, 2), (0, 1, 1), 1, 1)),
+    (2, (3, 2, (5, 5), 2, (4, 4), 2, 1, 1, 1)),        # rows shorter than a vector
+    (2, (2, 3, (6, 23), 4, (3, 3), 2, 2, 3, 1)),       # dilation 3: taps of both parities
+    (2, (2, 4, (8, 16), 6, (4, 4), 2, 1, 1, 2)),       # DCGAN-like rows of 16, groups
+    (1, (2, 2, (40,), 3, (17,), 2, 8, 1, 1)),          # wider than the row-wise adds take
 ]
 
 

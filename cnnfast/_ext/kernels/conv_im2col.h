@@ -5,45 +5,21 @@
  * of cf_tiles.h defined. */
 
 /* Stride 2 along rows (DCGAN's k4 s2 layers, ResNet's downsampling, every
- * transposed convolution of stride 2): whole vectors of columns instead of
+ * transposed convolution of stride 2): vectors of columns instead of
  * lane-by-lane copies, which were a quarter of the weight gradient and a
  * third of the transposed forward of (64,128,16,16)->64 k4 s2. */
 
-/* d[o] = xs[2*o] for o in [a, e); xs[0 .. room) is readable. */
-CF_INLINE void FN(cf_gather_even)(CF_T *d, const CF_T *xs, cf_idx a, cf_idx e, cf_idx room) {
+/* d[o] = xs[2*o] for o in [a, e): whole vectors while their reads stay
+ * below end (they may run into the next row: read, never used), then lane
+ * by lane. (Part-filled vectors for the last columns measured slower.) */
+CF_INLINE void FN(cf_gather_even)(CF_T *d, const CF_T *xs, cf_idx a, cf_idx e,
+                                  const CF_T *end) {
     cf_idx o = a;
-    for (; o + CF_VW <= e && 2 * (o + CF_VW) <= room; o += CF_VW) {
+    for (; o + CF_VW <= e && xs + 2 * (o + CF_VW) <= end; o += CF_VW) {
         const CF_V v = FN(cf_load_strided)(xs + 2 * o, 2);
         memcpy(d + o, &v, sizeof v);
     }
     for (; o < e; o++) d[o] = xs[2 * o];
-}
-
-/* xs[2*o] += s[o] for o in [a, e); xs[0 .. room) is writable. The odd
- * elements between are read and stored back with 0 added, which keeps
- * every value (the planes never hold -0.0: they start at +0.0, and a sum
- * that is zero is +0.0), so the result is the lane-by-lane one bit for bit. */
-CF_INLINE void FN(cf_scatter_add_even)(CF_T *xs, const CF_T *s, cf_idx a, cf_idx e,
-                                       cf_idx room) {
-    CF_M lo_half, hi_half;
-    for (int j = 0; j < (int)CF_VW; j++) {
-        /* lane j of the result takes s[j/2] (even j) or a zero (odd j) */
-        lo_half[j] = j % 2 ? CF_VW : j / 2;
-        hi_half[j] = j % 2 ? CF_VW : CF_VW / 2 + j / 2;
-    }
-    const CF_V zero = FN(cf_splat)(0);
-    cf_idx o = a;
-    for (; o + CF_VW <= e && 2 * (o + CF_VW) <= room; o += CF_VW) {
-        CF_V v, lo, hi;
-        memcpy(&v, s + o, sizeof v);
-        memcpy(&lo, xs + 2 * o, sizeof lo);
-        memcpy(&hi, xs + 2 * o + CF_VW, sizeof hi);
-        lo += __builtin_shuffle(v, zero, lo_half);
-        hi += __builtin_shuffle(v, zero, hi_half);
-        memcpy(xs + 2 * o, &lo, sizeof lo);
-        memcpy(xs + 2 * o + CF_VW, &hi, sizeof hi);
-    }
-    for (; o < e; o++) xs[2 * o] += s[o];
 }
 
 /* Column tile for output positions [p0, p0 + cnt) of one image and group:
@@ -87,9 +63,122 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
                 if (g->sw == 1) {
                     memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
                 } else if (g->sw == 2) {
-                    FN(cf_gather_even)(d - ow, xr + off, a, e, g->W - off);
+                    FN(cf_gather_even)(d - ow, xr + off, a, e, x + g->C * DHW);
                 } else {
                     for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
+                }
+            }
+            j += len;
+            ow = 0;
+            if (++oh == g->OH) { oh = 0; od++; }
+        }
+    }
+}
+
+#ifndef CF_COL2VOL_STRIDE2_MAX_KW
+#define CF_COL2VOL_STRIDE2_MAX_KW 16  /* wider kernels take the tap-by-tap loop */
+#endif
+
+/* col2vol for stride 2 along rows. Adding tap by tap, each kw re-reads the
+ * row its neighbour has just stored one element over (a store-forwarding
+ * stall per vector: vectorising that way gained nothing on DCGAN's rows of
+ * 8 and 16 outputs). Here the KW taps of one input row are summed in
+ * registers, 2*VW input columns at a time (tap kw's column o lands on
+ * input column 2*o + kw*dw - pw: even or odd lanes by its parity), and the
+ * row is read and written once. Lanes no tap reaches hold exact zeros
+ * (masked, not multiplied: columns outside a tap's range may hold inf);
+ * adding them keeps every value, since the planes never hold -0.0 (they
+ * start at +0.0, and a zero sum is +0.0). A block that would pass the end
+ * of the planes adds lane by lane; one may run into the next row (owned by
+ * the caller too), adding zeros there. Per input element the taps are
+ * summed first, then added: a fixed order, the same for every thread count
+ * and layout. */
+static void FN(col2vol_stride2)(const CF_T *col, CF_T *gx, cf_idx p0, cf_idx cnt,
+                                const cf_geom *g) {
+    const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW, KW = g->KW;
+    const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
+    const CF_T *col_end = col + g->C * g->KD * g->KH * KW * cnt;
+    CF_T *const gx_end = gx + g->C * DHW;
+    CF_M even_lo, even_hi, odd_lo, odd_hi, iota;
+    for (int i = 0; i < (int)CF_VW; i++) {
+        /* lane i of the low/high result vector takes column i/2 (low) or
+         * VW/2 + i/2 (high) of a tap vector when i has the tap's parity,
+         * else a zero (index VW: lane 0 of the zero operand) */
+        even_lo[i] = i % 2 ? CF_VW : i / 2;
+        even_hi[i] = i % 2 ? CF_VW : CF_VW / 2 + i / 2;
+        odd_lo[i] = i % 2 ? i / 2 : CF_VW;
+        odd_hi[i] = i % 2 ? CF_VW / 2 + i / 2 : CF_VW;
+        iota[i] = i;
+    }
+    const CF_V zero = FN(cf_splat)(0);
+    cf_idx wlo[CF_COL2VOL_STRIDE2_MAX_KW], whi[CF_COL2VOL_STRIDE2_MAX_KW], off[CF_COL2VOL_STRIDE2_MAX_KW];
+    for (cf_idx kw = 0; kw < KW; kw++) {
+        cf_out_range(kw, 2, g->pw, g->dw, g->OW, g->W, &wlo[kw], &whi[kw]);
+        off[kw] = kw * g->dw - g->pw;
+    }
+    for (cf_idx c = 0; c < g->C; c++)
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++) {
+        const CF_T *taps = col + ((c * g->KD + kd) * g->KH + kh) * KW * cnt; /* kw = 0 */
+        cf_idx od = od0, oh = oh0, ow = ow0;
+        for (cf_idx j = 0; j < cnt;) {
+            const cf_idx len = cf_min(g->OW - ow, cnt - j);
+            const cf_idx id = od * g->sd - g->pd + kd * g->dd;
+            const cf_idx ih = oh * g->sh - g->ph + kh * g->dh;
+            if (id >= 0 && id < g->D && ih >= 0 && ih < g->H) {
+                CF_T *xr = gx + c * DHW + id * HW + ih * g->W;
+                /* tap kw adds column o in [a, e) (o - ow at taps + kw*cnt + j) */
+                cf_idx qlo = g->W, qhi = 0;
+                for (cf_idx kw = 0; kw < KW; kw++) {
+                    const cf_idx a = cf_max(ow, wlo[kw]), e = cf_min(ow + len, whi[kw]);
+                    if (a < e) {
+                        qlo = cf_min(qlo, 2 * a + off[kw]);
+                        qhi = cf_max(qhi, 2 * (e - 1) + off[kw] + 1);
+                    }
+                }
+                for (cf_idx q0 = qlo; q0 < qhi; q0 += 2 * CF_VW) {
+                    /* rows of VW or fewer input columns (DCGAN's 16: 8 outputs)
+                     * need the low half only */
+                    const int both = q0 + CF_VW < qhi;
+                    CF_V lo = zero, hi = zero;
+                    for (cf_idx kw = 0; kw < KW; kw++) {
+                        const cf_idx a = cf_max(ow, wlo[kw]), e = cf_min(ow + len, whi[kw]);
+                        /* first column at or after q0, and its lane parity */
+                        const cf_idx rel = q0 - off[kw], odd = rel & 1;
+                        const cf_idx o0 = (rel + odd) / 2;   /* rel may be negative */
+                        const cf_idx first = cf_max(a, o0) - o0, last = cf_min(e, o0 + CF_VW) - o0;
+                        if (first >= last) continue;
+                        const CF_T *src = taps + kw * cnt + j + (o0 - ow);
+                        CF_V v;
+                        if (src >= col && src + CF_VW <= col_end) {
+                            memcpy(&v, src, sizeof v);
+                        } else {
+                            CF_T lanes[CF_VW];
+                            for (cf_idx i = 0; i < CF_VW; i++)
+                                lanes[i] = i >= first && i < last ? src[i] : (CF_T)0;
+                            memcpy(&v, lanes, sizeof v);
+                        }
+                        const CF_M keep = (iota >= (CF_ITYPE)first) & (iota < (CF_ITYPE)last);
+                        v = (CF_V)((CF_M)v & keep);
+                        lo += __builtin_shuffle(v, zero, odd ? odd_lo : even_lo);
+                        if (both) hi += __builtin_shuffle(v, zero, odd ? odd_hi : even_hi);
+                    }
+                    CF_T *xq = xr + q0;
+                    if (xq + (both ? 2 : 1) * CF_VW <= gx_end) {
+                        CF_V x0, x1;
+                        memcpy(&x0, xq, sizeof x0);
+                        x0 += lo;
+                        memcpy(xq, &x0, sizeof x0);
+                        if (both) {
+                            memcpy(&x1, xq + CF_VW, sizeof x1);
+                            x1 += hi;
+                            memcpy(xq + CF_VW, &x1, sizeof x1);
+                        }
+                    } else {
+                        for (cf_idx i = 0; i < CF_VW && q0 + i < qhi; i++) xq[i] += lo[i];
+                        for (cf_idx i = 0; i < CF_VW && q0 + CF_VW + i < qhi; i++)
+                            xq[CF_VW + i] += hi[i];
+                    }
                 }
             }
             j += len;
@@ -105,6 +194,10 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
 static void FN(col2vol)(const void *col_, void *gx_, cf_idx p0, cf_idx cnt, const cf_geom *g) {
     const CF_T *col = (const CF_T *)col_;
     CF_T *gx = (CF_T *)gx_;
+    if (g->sw == 2 && g->KW <= CF_COL2VOL_STRIDE2_MAX_KW) {
+        FN(col2vol_stride2)(col, gx, p0, cnt, g);
+        return;
+    }
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     const CF_T *src = col;
@@ -126,8 +219,6 @@ static void FN(col2vol)(const void *col_, void *gx_, cf_idx p0, cf_idx cnt, cons
                 const cf_idx a = cf_max(ow, wlo), e = cf_min(ow + len, whi);
                 if (g->sw == 1) {
                     for (cf_idx o = a; o < e; o++) xr[o + off] += sj[o - ow];
-                } else if (g->sw == 2) {
-                    FN(cf_scatter_add_even)(xr + off, sj - ow, a, e, g->W - off);
                 } else {
                     for (cf_idx o = a; o < e; o++) xr[o * g->sw + off] += sj[o - ow];
                 }
