@@ -131,13 +131,14 @@ BATCH_IN_TILE_CHANNELS = 64
 # gradient 1.13-1.15x, weight gradient 1.02-1.58x; 3x3 at 512@4/7, 1x1 at
 # 512@7, k4 s2 at 256@8); from 8x8 the per-image GEMMs' whole panels beat
 # the stacked copies (forward 0.78-0.97x at 8x8, 0.63-0.77x for k4 s2 at
-# 16x16 -> 8x8; DCGAN's transposed layers lost 10-20% to it). With more
-# threads the input and weight gradients parallelise over images, so they
-# stack only where one stacked GEMM beats per-image parallelism: the input
-# gradient at TINY_PLANE and below (ResNet 2x2 layer, 2 threads: 13.1 ->
-# 7.8 ms; at 4x4 per-image wins, 16.8 vs 22.8 ms), the weight gradient up to
-# 4x4 (2 threads: k4 s2 256@8 -> 512@4 32.0 -> 21.3 ms, 3x3 512@4 1.03x;
-# at 7x7 0.95-1.06x). Measured 2026-12-02 on the quiet 2-core machine.
+# 16x16 -> 8x8; DCGAN's transposed layers lost 10-20% to it). On more
+# threads the stacked input gradient splits its one image into channel
+# chunks and still wins up to 7x7 (2 threads: 1.21-1.52x), except a 1x1
+# layer's, whose column tiles are its items (0.91x at 7x7: it stacks only at
+# TINY_PLANE and below; ResNet 2x2 layer, 2 threads: 13.1 -> 7.8 ms). The
+# weight gradient, parallel over images, stacks on several threads up to
+# 4x4 (2 threads: k4 s2 256@8 -> 512@4 32.0 -> 21.3 ms, 3x3 512@4 1.03x; at
+# 7x7 0.95-1.06x). Measured 2026-12-02 on the quiet 2-core machine.
 STACK_PLANE = 49
 STACK_PLANE_WEIGHT_THREADS = 16
 TINY_PLANE = 4
@@ -336,7 +337,9 @@ def _stacks(geom, algorithm, chosen, threads, gradient) -> bool:
         return False
     if gradient == "forward" or threads == 1:
         return True
-    return positions <= (STACK_PLANE_WEIGHT_THREADS if gradient == "weight" else TINY_PLANE)
+    if gradient == "x":
+        return not geom.is_pointwise or positions <= TINY_PLANE
+    return positions <= STACK_PLANE_WEIGHT_THREADS
 
 
 class _Shape(NamedTuple):
@@ -479,6 +482,13 @@ def _winograd_arrays(C, K, G, N, out_hw, threads, tiles):
             "wino_bad": (max(items, G * ((K + 3) // 4)), "i")}
 
 
+def _pointwise_identity(s: _Shape) -> bool:
+    """A 1x1 stride-1 unpadded pass: the planes are the columns (as
+    _conv.pyx's _is_pointwise_identity)."""
+    return (s.kernel == (1, 1, 1) and s.stride == (1, 1, 1) and not any(s.pad)
+            and s.out_size == s.in_size)
+
+
 def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> dict:
     """The work arrays (cnnfast._ext._workspace) the driver asks for in this
     pass, name -> (elements, "f" for the dtype or "i" for intp), sized as
@@ -492,8 +502,7 @@ def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> 
     def kpad(k):
         return (k + vw - 1) // vw * vw
 
-    pointwise = (s.kernel == (1, 1, 1) and s.stride == (1, 1, 1) and not any(s.pad)
-                 and s.out_size == s.in_size)
+    pointwise = _pointwise_identity(s)
     if kernel in ("direct_lanes", "direct_lanes_batch") and gradient == "forward":
         reach = _reach(s)
         in_place = kernel == "direct_lanes_batch" or (not any(s.pad) and reach == s.in_size)
@@ -545,8 +554,9 @@ def work_arrays(kernel, s: _Shape, threads, tile, in_place, tiles, gradient) -> 
                 "gemm_padded_id": (threads, "i"),
                 "gemm_runs": (threads * (3 * tile + tile // nr + 2), "i")}
     if kernel == "gemm":   # input gradient: W^T (R x K) against grad_out tiles
-        kr = (R + 3) // 4 * 4
-        return {"gemm_a": (1 if in_place else G * kr * s.K, "f"),
+        chunks, cchunk = _conv.input_grad_channel_chunks(s.N * G, s.C, threads, pointwise)
+        kr = (cchunk * KV + 3) // 4 * 4   # packed rows per channel chunk
+        return {"gemm_a": (1 if in_place else G * chunks * kr * s.K, "f"),
                 "gemm_awork": (threads * 4 * REDUCTION_CHUNK, "f"),
                 "gemm_xpad": (0 if pointwise else threads * R * tile, "f"),
                 "gemm_panels": (threads * tile * s.K, "f"),
@@ -607,8 +617,12 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
                 tile = _gemm_tile(P, R, PANEL_BUDGET, tiles["gemm_nr"], min_tiles)
         elif gradient == "x":
             kernel = _input_grad_kernel(s, chosen)
-            # the GEMM is also the direct kernel's fallback for NaN/inf weights
-            tile = _gemm_tile(P, R, COLUMN_BUDGET, tiles["gemm_nr"], min_tiles)
+            # The GEMM is also the direct kernel's fallback for NaN/inf weights.
+            # Its items are column tiles only when pointwise; otherwise channel
+            # chunks (_conv.input_grad_channel_chunks) give every thread work,
+            # and the tiles stay as wide as the budget allows.
+            tile = _gemm_tile(P, R, COLUMN_BUDGET, tiles["gemm_nr"],
+                              min_tiles if _pointwise_identity(s) else 1)
         else:
             # winograd: the weight gradient stays on the exact-order kernels
             direct = chosen == "direct" or (chosen == "winograd" and not V.fits_blas(geom))

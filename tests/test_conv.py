@@ -427,3 +427,40 @@ def test_wide_stride_2_rows_match_reference(rng, nd, case, dtype):
                           REF_BACKWARD[nd](grad_out, x, w, **args)[:2]):
         t = tolerance(dtype, int(np.prod(expected.shape)))
         np.testing.assert_allclose(g, r, rtol=t, atol=t, err_msg=f"grad_{name}")
+
+
+# With fewer images x groups than two per thread (batch 1, or a batch
+# stacked along depth) the input gradient's GEMM is cut into channel chunks,
+# each thread owning its chunks' planes (_conv.input_grad_channel_chunks).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, args", [
+    ((1, 10, 9, 9), (7, 10, 3, 3), dict(stride=2, padding=1)),
+    ((1, 13, 8, 12), (6, 13, 4, 4), dict(stride=2, padding=1)),       # DCGAN-like, last chunk short
+    ((1, 8, 6, 7), (8, 4, 3, 3), dict(groups=2, padding=(0, 1))),
+    ((6, 9, 7, 7), (12, 9, 3, 3), dict(padding=1)),                   # stacked along depth
+    ((1, 5, 11), (4, 5, 3), dict(stride=2)),                          # 1-D
+    ((1, 4, 5, 6, 7), (3, 4, 2, 3, 3), dict(padding=1)),              # 3-D
+])
+def test_input_gradient_channel_chunks_match_reference(rng, x_shape, w_shape, args, dtype):
+    nd = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    go = rng.standard_normal(REF_FORWARD[nd](x, w, **args).shape).astype(dtype)
+    expected = REF_BACKWARD[nd](go, x, w, **args)[0]
+    by_threads = {}
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            for algorithm in ("auto", "im2col"):
+                got = BACKWARD[nd](go, x, w, **args, need=("x",), algorithm=algorithm)[0]
+                t = tolerance(dtype, int(np.prod(w_shape)))
+                np.testing.assert_allclose(got, expected, rtol=t, atol=t)
+                by_threads.setdefault(algorithm, []).append(got)
+    # With im2col's plan otherwise the same at every thread count (same column
+    # tiles) the chunks change who adds, not the order: bit for bit equal.
+    # (auto's plan itself changes with the thread count: stacking, tiles.)
+    plans = {cnnfast.explain_conv(x_shape, w_shape, **args, algorithm="im2col", dtype=dtype,
+                                  need=("x",), threads=threads).passes["x"].tile
+             for threads in (1, 2, 3)}
+    assert len(plans) == 1
+    for got in by_threads["im2col"][1:]:
+        np.testing.assert_array_equal(got, by_threads["im2col"][0])

@@ -19,6 +19,9 @@ CASES = {
     "gemm_groups": ((2, 8, 6, 7), (8, 4, 3, 3), dict(groups=2)),
     "pointwise": ((2, 20, 6, 6), (9, 20, 1, 1), {}),
     "stacked": ((4, 32, 4, 4), (40, 32, 3, 3), dict(padding=1)),
+    # batch 1 on several threads: the input gradient's GEMM cut into channel chunks
+    "gemm_batch1": ((1, 10, 9, 9), (7, 10, 3, 3), dict(stride=2, padding=1)),
+    "gemm_batch1_groups": ((1, 8, 6, 7), (8, 4, 3, 3), dict(groups=2)),
     "full_window": ((5, 4, 5, 5), (10, 4, 5, 5), {}),
     "polyphase": ((2, 6, 9, 8), (5, 6, 3, 3), dict(stride=2, padding=1)),
     "conv1d": ((3, 4, 17), (6, 4, 5), dict(stride=2, padding=2)),

@@ -429,6 +429,7 @@ cdef struct _packed_job:
                            # a_rs == 0: apk is packed
     bint in_place          # no padding: pack straight from x
     _epilogue ep           # forward: a fused layer's residual add and ReLU
+    Py_ssize_t nchunks, cchunk  # input gradient: channel chunks per (image, group), size
 
 
 cdef inline void _job_gemm(const _packed_job *job, const floating *a, const floating *panels,
@@ -547,28 +548,39 @@ cdef void _packed_forward(const floating[:, :, :, :, ::1] x, const floating[:, :
 cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, const cf_geom *g,
                                       const cf_geom *gg, floating dummy) noexcept nogil:
     """Pointwise: item (n, group, tile) owns gx[n, group, :, tile] = W^T @ go(tile).
-    Otherwise item (n, group) owns gx[n, group] and adds col2im of each tile's
-    W^T @ go into it (windows of different tiles overlap). gg: grad_out's
-    planes seen as a 1x1 convolution input, so its panels pack like columns."""
+    Otherwise item (n, group, channel chunk) owns those channels' planes of
+    gx[n, group] and adds col2im of each tile's rows of W^T @ go into them
+    (windows of different tiles overlap; a chunk's rows reach its own
+    channels only). gg: grad_out's planes seen as a 1x1 convolution input,
+    so its panels pack like columns."""
     cdef Py_ssize_t DHW = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t R = g.C * g.KD * g.KH * g.KW
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW, R = g.C * KVOL
     cdef int tid = cf_thread_num()
-    cdef Py_ssize_t t, t0 = 0, t1 = job.ntiles, ng = i, p0, cnt
+    cdef Py_ssize_t t, t0 = 0, t1 = job.ntiles, ng = i, p0, cnt, cq = 0, c0 = 0, rows = R
+    cdef cf_geom gc = g[0]
     if job.in_place:  # pointwise
         t0 = i % job.ntiles
         t1 = t0 + 1
         ng = i // job.ntiles
+    else:
+        cq = i % job.nchunks
+        ng = i // job.nchunks
+        c0 = cq * job.cchunk
+        gc.C = min(job.cchunk, g.C - c0)
+        rows = gc.C * KVOL
     cdef Py_ssize_t grp = ng % job.groups
     cdef const floating *go = (<const floating *> job.x) + ng * g.K * P
     cdef const floating *go_end = <const floating *> job.x_end
-    cdef const floating *apk = ((<const floating *> job.apk)
-                                + grp * (R if job.a_rs else job.Kr) * g.K)
-    cdef floating *gx = (<floating *> job.out) + ng * g.C * DHW
+    # this chunk's rows of W_group^T: read in place from row c0*KVOL, or
+    # packed on their own (row blocks start at the chunk)
+    cdef const floating *apk = (<const floating *> job.apk) + (
+        grp * R * g.K + c0 * KVOL if job.a_rs else (grp * job.nchunks + cq) * job.Kr * g.K)
+    cdef floating *gx = (<floating *> job.out) + ng * g.C * DHW + c0 * DHW
     cdef floating *panels = (<floating *> job.panels) + tid * job.panels_size
     cdef floating *gcol = (<floating *> job.xpad) + tid * job.xpad_size
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     if not job.in_place:
-        memset(gx, 0, g.C * DHW * sizeof(floating))
+        memset(gx, 0, gc.C * DHW * sizeof(floating))
     for t in range(t0, t1):
         p0 = t * job.tile
         cnt = min(job.tile, P - p0)
@@ -576,8 +588,31 @@ cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, cons
         if job.in_place:
             _job_gemm(job, apk, panels, R, cnt, g.K, gx + p0, DHW, NULL, tid)
         else:
-            _job_gemm(job, apk, panels, R, cnt, g.K, gcol, cnt, NULL, tid)
-            _kernels(<floating> 0).col2vol(gcol, gx, p0, cnt, g)
+            _job_gemm(job, apk, panels, rows, cnt, g.K, gcol, cnt, NULL, tid)
+            _kernels(<floating> 0).col2vol(gcol, gx, p0, cnt, &gc)
+
+
+def input_grad_channel_chunks(Py_ssize_t items, Py_ssize_t C, int nthreads, bint pointwise):
+    """(chunks, channels per chunk) of the input gradient's packed GEMM for
+    `items` (images x groups) of C channels each: with fewer than 2 items
+    per thread (batch 1, or a batch stacked into one image) the channels are
+    cut into chunks, each its own item, so every thread works (batch 1 ran
+    on one thread). The planner sizes the work arrays by the same split."""
+    cdef Py_ssize_t n = 1
+    if nthreads > 1 and not pointwise and 0 < items < 2 * nthreads:
+        n = min((2 * nthreads + items - 1) // items, C)
+    cdef Py_ssize_t size = (C + n - 1) // n
+    return (C + size - 1) // size, size
+
+
+cdef inline void _pack_input_grad_chunk(Py_ssize_t i, const floating *w, floating *apk,
+                                        const _packed_job *job, const cf_geom *g) noexcept nogil:
+    """Pack item i = (group, chunk): the chunk's rows of W_group^T."""
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW, R = g.C * KVOL
+    cdef Py_ssize_t grp = i // job.nchunks, c0 = i % job.nchunks * job.cchunk
+    _kernels(<floating> 0).gemm_pack_rows(w + grp * g.K * R + c0 * KVOL,
+                                          min(job.cchunk, g.C - c0) * KVOL, g.K, 1, R,
+                                          apk + i * job.Kr * g.K)
 
 
 cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
@@ -597,7 +632,9 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.in_place = _is_pointwise_identity(&g)
     job.groups = groups
     job.ep = _no_epilogue()
-    job.Kr = (R + 3) // 4 * 4
+    job.nchunks, job.cchunk = input_grad_channel_chunks(N * groups, g.C, nthreads, job.in_place)
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW, cq, npack
+    job.Kr = (job.cchunk * KVOL + 3) // 4 * 4   # packed rows per chunk
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
     job.xpad_size = 0 if job.in_place else R * job.tile
@@ -608,7 +645,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     if weights_in_place:
         job.a_rs, job.a_ks = 1, R
     dtype = _dtype_of(<floating> 0)
-    apk = work_array("gemm_a", 1 if job.a_rs else groups * job.Kr * g.K, dtype)
+    apk = work_array("gemm_a", 1 if job.a_rs else groups * job.nchunks * job.Kr * g.K, dtype)
     awork = work_array("gemm_awork", nthreads * 4 * job.kc, dtype)
     gcol = work_array("gemm_xpad", nthreads * job.xpad_size, dtype)
     panels = work_array("gemm_panels", nthreads * job.panels_size, dtype)
@@ -625,11 +662,16 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.panels = &panels_v[0]
     job.padded_id = NULL
     job.runs = &runs_v[0]
-    nitems = N * groups * (job.ntiles if job.in_place else 1)
+    nitems = N * groups * (job.ntiles if job.in_place else job.nchunks)
+    npack = 0 if job.a_rs else groups * job.nchunks
     with nogil:
-        for grp in range(groups if not job.a_rs else 0):  # A = W_group^T, R x K
-            _kernels(<floating> 0).gemm_pack_rows(&w[0, 0, 0, 0, 0] + grp * g.K * R, R, g.K, 1, R,
-                               &apk_v[0] + grp * job.Kr * g.K)
+        # A = W_group^T (R x K), each chunk's rows packed on their own
+        if nthreads > 1 and npack > 1:
+            for i in prange(npack, num_threads=nthreads, schedule='guided'):
+                _pack_input_grad_chunk(i, &w[0, 0, 0, 0, 0], &apk_v[0], &job, &g)
+        else:
+            for i in range(npack):
+                _pack_input_grad_chunk(i, &w[0, 0, 0, 0, 0], &apk_v[0], &job, &g)
         if nthreads > 1:
             for i in prange(nitems, num_threads=nthreads, schedule='guided'):
                 _packed_backward_input_item(i, &job, &g, &gg, <floating> 0)
