@@ -9,13 +9,14 @@
  * lane-by-lane copies, which were a quarter of the weight gradient and a
  * third of the transposed forward of (64,128,16,16)->64 k4 s2. */
 
-/* d[o] = xs[2*o] for o in [a, e): whole vectors while their reads stay
- * below end (they may run into the next row: read, never used), then lane
- * by lane. (Part-filled vectors for the last columns measured slower.) */
+/* d[o] = xs[2*o] for o in [a, e), in whole vectors while the reads stay
+ * below x_end (they may run into the next row: read, never used) and the
+ * stores below d_end, the last one spilling past e (the caller overwrites
+ * d[e..] afterwards); then lane by lane. */
 CF_INLINE void FN(cf_gather_even)(CF_T *d, const CF_T *xs, cf_idx a, cf_idx e,
-                                  const CF_T *end) {
+                                  const CF_T *x_end, const CF_T *d_end) {
     cf_idx o = a;
-    for (; o + CF_VW <= e && xs + 2 * (o + CF_VW) <= end; o += CF_VW) {
+    for (; o < e && xs + 2 * (o + CF_VW) <= x_end && d + o + CF_VW <= d_end; o += CF_VW) {
         const CF_V v = FN(cf_load_strided)(xs + 2 * o, 2);
         memcpy(d + o, &v, sizeof v);
     }
@@ -33,6 +34,7 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
     const cf_idx HW = g->H * g->W, DHW = g->D * HW, OHW = g->OH * g->OW;
     const cf_idx od0 = p0 / OHW, oh0 = (p0 % OHW) / g->OW, ow0 = p0 % g->OW;
     CF_T *dst = col;
+    CF_T *const col_end = col + g->C * g->KD * g->KH * g->KW * cnt;
     for (cf_idx c = 0; c < g->C; c++)
     for (cf_idx kd = 0; kd < g->KD; kd++)
     for (cf_idx kh = 0; kh < g->KH; kh++)
@@ -51,6 +53,15 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
             } else {
                 const CF_T *xr = x + c * DHW + id * HW + ih * g->W;
                 const cf_idx a = cf_max(ow, wlo), e = cf_max(a, cf_min(ow + len, whi));
+                /* the copy first: the stride-2 one may spill whole vectors past e,
+                 * which the padding below and later segments and rows overwrite */
+                if (g->sw == 1) {
+                    memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
+                } else if (g->sw == 2) {
+                    FN(cf_gather_even)(d - ow, xr + off, a, e, x + g->C * DHW, col_end);
+                } else {
+                    for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
+                }
                 if (g->pad_mode == CF_PAD_ZEROS) {
                     for (cf_idx o = ow; o < a; o++) d[o - ow] = 0;
                     for (cf_idx o = e; o < ow + len; o++) d[o - ow] = 0;
@@ -59,13 +70,6 @@ static void FN(vol2col)(const void *x_, void *col_, cf_idx p0, cf_idx cnt, const
                         d[o - ow] = xr[cf_pad_index(o * g->sw + off, g->W, g->pad_mode)];
                     for (cf_idx o = e; o < ow + len; o++)
                         d[o - ow] = xr[cf_pad_index(o * g->sw + off, g->W, g->pad_mode)];
-                }
-                if (g->sw == 1) {
-                    memcpy(d + (a - ow), xr + a + off, (size_t)(e - a) * sizeof(CF_T));
-                } else if (g->sw == 2) {
-                    FN(cf_gather_even)(d - ow, xr + off, a, e, x + g->C * DHW);
-                } else {
-                    for (cf_idx o = a; o < e; o++) d[o - ow] = xr[o * g->sw + off];
                 }
             }
             j += len;
