@@ -154,6 +154,16 @@ COLUMN_BUDGET = 1 << 19
 # and its reduction chunk (a chunk of the packed weights stays in L2, of a
 # column panel in L1).
 PANEL_BUDGET = 1 << 17
+# ...except that a tile holds at least PANEL_MIN_PANELS panels while that
+# stays within PANEL_BUDGET_MAX (and the items share evenly, _forward_tile):
+# with deep reductions (R = C*k*k of 2304 and
+# more) the budget left one or two panels per tile, so the whole weight
+# matrix streamed from memory every 32 columns and two threads shared that
+# bandwidth (2 threads: (8,512,7,7)->512 3x3 12.2 -> 10.3 ms, (16,256,14,14)
+# ->512 3x3 s2 11.0 -> 9.4 ms, (8,256,14,14)->256 8.4 -> 7.5 ms; shallow
+# reductions keep the L2-sized panels: (8,64,56,56)->64 lost 8% with wider).
+PANEL_MIN_PANELS = 4
+PANEL_BUDGET_MAX = 1 << 19
 REDUCTION_CHUNK = 256
 # Column tiles per weight matrix (images x tiles) up to which the GEMMs read
 # the weights in place instead of packing them: packing costs two passes over
@@ -440,6 +450,22 @@ def _gemm_tile(P: int, depth: int, budget: int, nr: int, min_tiles: int = 1) -> 
     return ((P + ntiles - 1) // ntiles + nr - 1) // nr * nr
 
 
+def _forward_tile(P: int, R: int, nr: int, min_tiles: int, images: int, threads: int) -> int:
+    """The packed forward GEMM's column tile: within PANEL_BUDGET, or wider
+    (PANEL_MIN_PANELS panels within PANEL_BUDGET_MAX) where the reduction is
+    deep, if the items (images x tiles) still share evenly among the threads:
+    at least 4 per thread or a multiple of the thread count ((8,512,7,7) ->
+    512 stacked, 2 threads: 5 wide tiles 11.9 ms, 13 narrow ones 10.9 ms;
+    (1,128,28,28) -> 256 s2: 2 wide tiles 0.74 ms, 3 narrow 1.14 ms)."""
+    tile = _gemm_tile(P, R, PANEL_BUDGET, nr, min_tiles)
+    budget = min(PANEL_MIN_PANELS * nr * R, PANEL_BUDGET_MAX)
+    if budget <= PANEL_BUDGET:
+        return tile
+    wide = _gemm_tile(P, R, budget, nr, min_tiles)
+    items = images * -(-P // wide)
+    return wide if threads == 1 or items >= 4 * threads or items % threads == 0 else tile
+
+
 def _blas_tile(P: int, rows: int) -> int:
     """Columns per BLAS weight-gradient tile: within COLUMN_BUDGET, at least 16,
     balanced, a multiple of 16 (a narrow GEMM runs far below peak)."""
@@ -614,7 +640,7 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",)) -> Conv
         if gradient == "forward":
             kernel = _forward_kernel(s, chosen, dtype, geom.pad_mode == "zeros")
             if kernel == "gemm":
-                tile = _gemm_tile(P, R, PANEL_BUDGET, tiles["gemm_nr"], min_tiles)
+                tile = _forward_tile(P, R, tiles["gemm_nr"], min_tiles, s.N * s.groups, threads)
         elif gradient == "x":
             kernel = _input_grad_kernel(s, chosen)
             # The GEMM is also the direct kernel's fallback for NaN/inf weights.

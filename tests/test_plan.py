@@ -196,6 +196,7 @@ def test_auto_thresholds_live_in_the_plan_module():
     drivers keep none (they would choose a second time)."""
     for name in ("CONV_GRAIN", "POOL_GRAIN", "CHANNELS_IN_LANES_MIN", "SMALL_PLANE",
                  "STACK_PLANE", "STACK_PLANE_WEIGHT_THREADS", "TINY_PLANE", "IN_PLACE_TILES",
-                 "PANEL_BUDGET", "COLUMN_BUDGET", "REDUCTION_CHUNK", "BATCH_IN_TILE_MIN"):
+                 "PANEL_BUDGET", "PANEL_MIN_PANELS", "PANEL_BUDGET_MAX", "COLUMN_BUDGET",
+                 "REDUCTION_CHUNK", "BATCH_IN_TILE_MIN"):
         assert isinstance(getattr(_plan, name), int)
         assert not hasattr(_conv, name)
