@@ -196,10 +196,11 @@ def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
 
 
-def _run_input_grad(geom, p, go5, weight, go_stacked=None):
+def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
     """The input-gradient pass of plan entry p: a new (N, C, *in) array from
     go5 (N, K, *out as 5-D, kernel dtype); go_stacked: go5 depth-stacked, if
-    the caller has it already."""
+    the caller has it already; bias: per channel of the result, added by the
+    driver (a transposed convolution's bias)."""
     shape = geom.x5_shape[:2] + tuple(geom.in_size)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
@@ -208,7 +209,10 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None):
         with blas_pinned:
             _conv.conv_backward_input(_batch_as_pixels(go5, geom.out_channels), w5, gx5,
                                       *_UNIT3, 1, *_kernel_args(p), p.threads)
-        return _pixels_as_batch(gx5, shape)
+        gx = _pixels_as_batch(gx5, shape)
+        if bias is not None:   # gx5's rows are (channel, tap) here, not channels
+            gx += bias.reshape((1, -1) + (1,) * (gx.ndim - 2))
+        return gx
     stacked = p.layout == "depth_stacked"
     if stacked and go_stacked is None:
         go_stacked = _depth_stack(go5)
@@ -217,7 +221,7 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None):
                    else geom.x5_shape, dtype=geom.dtype)
     with blas_pinned:
         _conv.conv_backward_input(go_stacked if stacked else go5, w5, gx5, *geom.kernel_args,
-                                  geom.groups, *_kernel_args(p), p.threads)
+                                  geom.groups, *_kernel_args(p), p.threads, bias)
     return _depth_unstack(gx5, shape) if stacked else gx5.reshape(shape)
 
 
@@ -412,10 +416,8 @@ def _conv_transpose_forward(nd, x, weight, bias, stride, padding, output_padding
     conv = tg.conv
     plan = P.plan_conv(conv, V.conv_algorithm(algorithm, conv), ("x",))
     x5 = V.kernel_array(x, conv.dtype).reshape(conv.out5_shape)
-    y = _run_input_grad(conv, plan.passes["x"], x5, weight)
-    if bias is not None:
-        y += V.kernel_array(bias, conv.dtype).reshape((1, -1) + (1,) * nd)
-    return y
+    return _run_input_grad(conv, plan.passes["x"], x5, weight,
+                           bias=None if bias is None else V.kernel_array(bias, conv.dtype))
 
 
 def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_padding, groups,

@@ -304,3 +304,32 @@ def test_layer_matches_torch_layer(rng):
     np.testing.assert_allclose(ours(x, output_size=(10, 10)),
                                theirs(torch.tensor(x), output_size=(10, 10)).detach().numpy(),
                                atol=1e-12)
+
+
+# The bias is added by the input-gradient driver (per chunk of channels in
+# the GEMM's items, after the other kernels): every kernel, stacked small
+# planes, batch 1 on several threads, Winograd.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm, x_shape, w_shape, args", [
+    ("winograd", (2, 8, 6, 7), (8, 5, 3, 3), dict(padding=1)),
+    ("auto", (12, 6, 4, 4), (6, 5, 3, 3), dict(stride=2, padding=1)),      # stacked
+    ("im2col", (1, 9, 5, 5), (9, 7, 4, 4), dict(stride=2, padding=1)),      # channel chunks
+    ("direct", (1, 16, 6, 6), (16, 24, 3, 3), dict(padding=1)),             # channels in lanes
+    ("direct", (2, 6, 5, 5), (6, 4, 3, 3), dict(stride=2)),                 # polyphase
+    ("auto", (3, 6, 5, 5), (6, 4, 1, 1), {}),                               # pointwise
+])
+def test_bias_is_added_by_every_input_gradient_kernel(rng, algorithm, x_shape, w_shape, args,
+                                                      dtype):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[1]).astype(dtype)
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            got = cnnfast.conv_transpose2d(x, w, b, **args, algorithm=algorithm)
+        want = reference.conv_transpose2d(x, w, b, **args)
+        t = tolerance(dtype, int(np.prod(w_shape)))
+        np.testing.assert_allclose(got, want, rtol=t, atol=t)
+        with cnnfast.num_threads(threads):
+            no_bias = cnnfast.conv_transpose2d(x, w, None, **args, algorithm=algorithm)
+        np.testing.assert_allclose(got - no_bias, np.broadcast_to(
+            b.reshape(1, -1, 1, 1), got.shape), rtol=t, atol=t)

@@ -581,15 +581,21 @@ cdef void _packed_backward_input_item(Py_ssize_t i, const _packed_job *job, cons
     cdef Py_ssize_t *runs = job.runs + tid * job.runs_size
     if not job.in_place:
         memset(gx, 0, gc.C * DHW * sizeof(floating))
+    cdef const floating *bias = <const floating *> job.bias
+    if bias != NULL:
+        bias += grp * g.C + c0
     for t in range(t0, t1):
         p0 = t * job.tile
         cnt = min(job.tile, P - p0)
         _kernels(<floating> 0).gemm_pack_columns(go, go_end, panels, p0, cnt, runs, gg)
         if job.in_place:
-            _job_gemm(job, apk, panels, R, cnt, g.K, gx + p0, DHW, NULL, tid)
+            _job_gemm(job, apk, panels, R, cnt, g.K, gx + p0, DHW, bias, tid)
         else:
             _job_gemm(job, apk, panels, rows, cnt, g.K, gcol, cnt, NULL, tid)
             _kernels(<floating> 0).col2vol(gcol, gx, p0, cnt, &gc)
+    if bias != NULL and not job.in_place:   # the chunk's planes, still in cache
+        for t in range(gc.C):
+            _add_to_plane(gx + t * DHW, DHW, bias[t])
 
 
 def input_grad_channel_chunks(Py_ssize_t items, Py_ssize_t C, int nthreads, bint pointwise):
@@ -618,7 +624,7 @@ cdef inline void _pack_input_grad_chunk(Py_ssize_t i, const floating *w, floatin
 cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
                                  const floating[:, :, :, :, ::1] w,
                                  floating[:, :, :, :, ::1] grad_x, cf_geom g, Py_ssize_t groups,
-                                 tuple gemm, int nthreads) except *:
+                                 tuple gemm, int nthreads, const floating *bias) except *:
     """im2col's input gradient on the packed GEMM: W^T packed once, grad_out
     tiles packed into panels, the product added back through col2im (job.x is
     grad_out, job.out grad_x, job.xpad the per-thread column tiles). gemm: the
@@ -656,7 +662,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.x_end = &grad_out[0, 0, 0, 0, 0] + N * groups * g.K * P
     job.apk = &w[0, 0, 0, 0, 0] if job.a_rs else &apk_v[0]
     job.awork = &awork_v[0]
-    job.bias = NULL
+    job.bias = bias
     job.out = &grad_x[0, 0, 0, 0, 0]
     job.xpad = &gcol_v[0]
     job.panels = &panels_v[0]
@@ -965,12 +971,20 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
 def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
                         const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] grad_x,
                         tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                        str kernel, tuple gemm, int nthreads):
+                        str kernel, tuple gemm, int nthreads, bias=None):
     """grad_x = conv_transpose(grad_out, w) with the plan's kernel: "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
     "direct_polyphase" or "winograd"; the direct kernels fall back on the
     GEMM for NaN or infinite weights (see _direct_backward_input), Winograd
-    for any non-finite value. grad_x is overwritten."""
+    for any non-finite value. grad_x is overwritten; with `bias` (one value
+    per channel of grad_x: a transposed convolution's bias) it is added to
+    each channel's planes, by the GEMM's items as they finish a chunk, or
+    after the other kernels."""
+    cdef const floating[::1] bias_v
+    cdef const floating *bp = NULL
+    if bias is not None:
+        bias_v = bias
+        bp = &bias_v[0]
     cdef Py_ssize_t N = grad_x.shape[0]
     cdef tuple kernel_size = (w.shape[2], w.shape[3], w.shape[4])
     cdef cf_geom g = _geometry(grad_x.shape[1] // groups, grad_x.shape[2], grad_x.shape[3],
@@ -981,18 +995,44 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
         return
     if g.OD * g.OH * g.OW == 0:
         np.asarray(grad_x)[...] = 0
+        if bp != NULL:
+            _add_channel_bias(grad_x, bp, nthreads)
         return
     if kernel not in ("gemm", "direct_lanes", "direct_polyphase", "winograd"):
         raise ValueError(f"unknown input-gradient kernel {kernel!r}")
     if kernel == "winograd" and _winograd_backward_input(grad_out, w, grad_x, kernel_size,
                                                          padding, groups, <Py_ssize_t> gemm[2],
                                                          nthreads):
+        if bp != NULL:
+            _add_channel_bias(grad_x, bp, nthreads)
         return
     cdef bint lanes = kernel == "direct_lanes"
     if kernel in ("direct_lanes", "direct_polyphase") and _direct_backward_input(grad_out, w, grad_x, kernel_size, stride,
                                                    padding, dilation, groups, lanes, nthreads):
+        if bp != NULL:
+            _add_channel_bias(grad_x, bp, nthreads)
         return
-    _packed_backward_input(grad_out, w, grad_x, g, groups, gemm, nthreads)
+    _packed_backward_input(grad_out, w, grad_x, g, groups, gemm, nthreads, bp)
+
+
+cdef void _add_channel_bias(floating[:, :, :, :, ::1] a, const floating *bias,
+                            int nthreads) noexcept:
+    """a[n, c] += bias[c], plane by plane (owner computes)."""
+    cdef Py_ssize_t C = a.shape[1], plane = a.shape[2] * a.shape[3] * a.shape[4], i
+    cdef floating *ap = &a[0, 0, 0, 0, 0]
+    with nogil:
+        if nthreads > 1:
+            for i in prange(a.shape[0] * C, num_threads=nthreads, schedule='guided'):
+                _add_to_plane(ap + i * plane, plane, bias[i % C])
+        else:
+            for i in range(a.shape[0] * C):
+                _add_to_plane(ap + i * plane, plane, bias[i % C])
+
+
+cdef inline void _add_to_plane(floating *p, Py_ssize_t n, floating v) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        p[j] += v
 
 
 def conv_backward_weight(const floating[:, :, :, :, ::1] grad_out,
