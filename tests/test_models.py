@@ -403,3 +403,46 @@ def test_googlenet_weights_with_aux_heads_as_torchvision_publishes(tmp_path, rng
     np.testing.assert_array_equal(plain.eval()(x), expected)
     with_aux = models.googlenet(num_classes=3, aux_logits=True, weights=path)
     assert with_aux.state_dict().keys() == published.state_dict().keys()
+
+
+def test_autoencoder_with_transposed_convolutions_round_trips_and_freezes(tmp_path, rng):
+    """A convolutional autoencoder (the decoder made of ConvTranspose2d, as in
+    examples/autoencoder.py): its state dict round-trips through a file, and
+    with the encoder frozen the decoder alone gets gradients and trains while
+    the encoder's weights stay as they were."""
+    from cnnfast.optim import SGD
+    nn.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(),
+                            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+    decoder = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.ReLU(),
+                            nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1))
+    model = nn.Sequential(encoder, decoder)
+    x = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
+    y = model(x)
+    assert y.shape == x.shape
+    path = cnnfast.save(model, tmp_path / "autoencoder.safetensors")
+    twin = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(),
+                      nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
+        nn.Sequential(nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.ReLU(),
+                      nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1)))
+    cnnfast.load(twin, path)
+    assert set(twin.state_dict()) == set(model.state_dict())
+    assert {k for k in model.state_dict() if k.startswith("1.")} == {
+        "1.0.weight", "1.0.bias", "1.2.weight", "1.2.bias"}
+    np.testing.assert_array_equal(twin(x), y)
+
+    encoder.freeze()
+    before = {k: v.copy() for k, v in encoder.state_dict().items()}
+    opt = SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        y = model(x)
+        losses.append(float(((y - x) ** 2).mean()))
+        model.backward(2 * (y - x) / y.size)
+        opt.step()
+    assert losses[-1] < losses[0]
+    assert set(model.named_grads()) == {"1.0.weight", "1.0.bias", "1.2.weight", "1.2.bias"}
+    for k, v in encoder.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
