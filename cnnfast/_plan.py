@@ -156,10 +156,9 @@ COLUMN_BUDGET = 1 << 19
 PANEL_BUDGET = 1 << 17
 # ...except that a tile holds at least PANEL_MIN_PANELS panels while that
 # stays within PANEL_BUDGET_MAX (and the items share evenly, _forward_tile):
-# with deep reductions (R = C*k*k of 2304 and
-# more) the budget left one or two panels per tile, so the whole weight
-# matrix streamed from memory every 32 columns and two threads shared that
-# bandwidth (2 threads: (8,512,7,7)->512 3x3 12.2 -> 10.3 ms, (16,256,14,14)
+# with deep reductions (R = C*k*k of 2304 and more) the budget left one or
+# two panels per tile, so the whole weight matrix streamed from memory every
+# 32 columns and two threads shared that bandwidth (2 threads: (8,512,7,7)->512 3x3 12.2 -> 10.3 ms, (16,256,14,14)
 # ->512 3x3 s2 11.0 -> 9.4 ms, (8,256,14,14)->256 8.4 -> 7.5 ms; shallow
 # reductions keep the L2-sized panels: (8,64,56,56)->64 lost 8% with wider).
 PANEL_MIN_PANELS = 4

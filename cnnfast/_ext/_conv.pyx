@@ -639,7 +639,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
     job.groups = groups
     job.ep = _no_epilogue()
     job.nchunks, job.cchunk = input_grad_channel_chunks(N * groups, g.C, nthreads, job.in_place)
-    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW, cq, npack
+    cdef Py_ssize_t KVOL = g.KD * g.KH * g.KW, npack
     job.Kr = (job.cchunk * KVOL + 3) // 4 * 4   # packed rows per chunk
     job.tile, weights_in_place, job.kc = gemm
     job.ntiles = (P + job.tile - 1) // job.tile
@@ -1000,19 +1000,17 @@ def conv_backward_input(const floating[:, :, :, :, ::1] grad_out,
         return
     if kernel not in ("gemm", "direct_lanes", "direct_polyphase", "winograd"):
         raise ValueError(f"unknown input-gradient kernel {kernel!r}")
-    if kernel == "winograd" and _winograd_backward_input(grad_out, w, grad_x, kernel_size,
-                                                         padding, groups, <Py_ssize_t> gemm[2],
-                                                         nthreads):
-        if bp != NULL:
-            _add_channel_bias(grad_x, bp, nthreads)
-        return
-    cdef bint lanes = kernel == "direct_lanes"
-    if kernel in ("direct_lanes", "direct_polyphase") and _direct_backward_input(grad_out, w, grad_x, kernel_size, stride,
-                                                   padding, dilation, groups, lanes, nthreads):
-        if bp != NULL:
-            _add_channel_bias(grad_x, bp, nthreads)
-        return
-    _packed_backward_input(grad_out, w, grad_x, g, groups, gemm, nthreads, bp)
+    cdef bint done = False, lanes = kernel == "direct_lanes"
+    if kernel == "winograd":
+        done = _winograd_backward_input(grad_out, w, grad_x, kernel_size, padding, groups,
+                                        <Py_ssize_t> gemm[2], nthreads)
+    elif kernel in ("direct_lanes", "direct_polyphase"):
+        done = _direct_backward_input(grad_out, w, grad_x, kernel_size, stride, padding,
+                                      dilation, groups, lanes, nthreads)
+    if not done:   # the GEMM adds the bias itself
+        _packed_backward_input(grad_out, w, grad_x, g, groups, gemm, nthreads, bp)
+    elif bp != NULL:
+        _add_channel_bias(grad_x, bp, nthreads)
 
 
 cdef void _add_channel_bias(floating[:, :, :, :, ::1] a, const floating *bias,
