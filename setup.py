@@ -116,13 +116,15 @@ def _extensions():
                      if name.endswith(".h"))
     elementwise = ("norm_", "activation_", "optim_", "elementwise_")
     conv = [h for h in headers
-            if not os.path.basename(h).startswith(("pool_", "layout_") + elementwise)]
+            if not os.path.basename(h).startswith(("pool_", "layout_", "conv_nhwc", "nhwc_")
+                                                  + elementwise)]
     pool = [h for h in headers
             if not os.path.basename(h).startswith(("conv_", "gemm_", "layout_") + elementwise)]
     ew = [h for h in headers if os.path.basename(h).startswith(elementwise + ("cf_",))]
     exts = [
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
-                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/_blas.pxd"]),
+                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/conv_geom.pxd",
+                                  "cnnfast/_ext/_blas.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
         Extension("cnnfast._ext._dense", ["cnnfast/_ext/_dense.pyx"],
@@ -132,6 +134,11 @@ def _extensions():
                   depends=ew + ["cnnfast/_ext/elementwise_kernels.pxd"]),
         Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"], include_dirs=[kernels],
                   depends=[os.path.join(kernels, "layout_swap.h")]),
+        Extension("cnnfast._ext._conv_nhwc", ["cnnfast/_ext/_conv_nhwc.pyx"],
+                  include_dirs=[kernels],
+                  depends=[h for h in headers if os.path.basename(h).startswith(
+                      ("cf_", "conv_nhwc", "nhwc_", "conv_geom"))]
+                  + ["cnnfast/_ext/conv_geom.pxd"]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),
     ]

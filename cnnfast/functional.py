@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ._ext import _conv, _dense, _elementwise, _layout, _pool
+from . import _nhwc
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -297,11 +298,48 @@ def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, 
                         bool(relu), residual)
 
 
+def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, groups,
+                             clamp=None, residual=None, padding_mode="zeros", packed=None):
+    """_conv_forward_fused on channels-last x and residual: clamp(conv(x) + bias
+    + residual) with clamp = (lo, hi) or None, residual optional. On the NHWC
+    direct kernel (epilogue in its store pass, weights packed once: `packed`,
+    a dict the layer keeps, caches them per configuration), else on the
+    channels-first kernels between layout copies."""
+    geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode)
+    V.conv_residual(None if residual is None else _first_view(residual), geom)
+    p = P.plan_conv(geom, "auto", ("forward",), channels_last=True).passes["forward"]
+    if p.kernel != "nhwc_direct":
+        lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
+        if lo != 0 or hi != np.inf:
+            raise ValueError(f"the channels-first fused kernels clamp to [0, inf) only, "
+                             f"got {clamp}")
+        return _to_last(_conv_forward_fused(
+            nd, _to_first(x), weight, bias, stride, padding, dilation, groups,
+            clamp is not None, None if residual is None else _to_first(residual),
+            padding_mode))
+    # the entry holds the source arrays: a replaced weight (load_state_dict)
+    # misses, and its id cannot be reused by another array while cached
+    key = (p.config.group_stride, p.config.block, geom.dtype.str)
+    entry = None if packed is None else packed.get(key)
+    if entry is None or entry[0] is not weight or entry[1] is not bias:
+        entry = (weight, bias, _nhwc.pack_weights(weight, geom, p.config)[0],
+                 _nhwc.pack_bias(bias, geom, p.config))
+        if packed is not None:
+            packed.clear()
+            packed[key] = entry
+    return _nhwc.run(p.config, geom, x, entry[2], entry[3], residual, clamp)
+
+
 def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
                        padding_mode):
     geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups,
                            padding_mode=padding_mode)
-    if P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
+    algorithm = V.conv_algorithm(algorithm, geom)
+    p = P.plan_conv(geom, algorithm, ("forward",), channels_last=True).passes["forward"]
+    if p.kernel == "nhwc_direct":
+        return _nhwc.forward(p.config, geom, x, weight, bias)
+    if P.conv_channels_last_native(geom, algorithm):
         return _pointwise_rows(_pixel_rows(x, geom.dtype, geom.stride),
                                weight.reshape(geom.out_channels, geom.in_channels), True,
                                _bias_array(bias, geom.dtype), _shape_last(geom.out_shape),
@@ -464,7 +502,7 @@ def _dense_matmul(a, b, trans_a=False, trans_b=False):
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
                  algorithm="auto", dtype="float32", need=("forward", "x", "weight", "bias"),
-                 threads=None, padding_mode="zeros"):
+                 threads=None, padding_mode="zeros", data_format="channels_first"):
     """How cnnfast would run conv{1,2,3}d on arrays of these shapes, without
     running anything: a ConvPlan (cnnfast._plan) with the output shape and,
     per pass ("forward", and the gradients "x", "weight", "bias"), the
@@ -472,8 +510,14 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     bytes and FLOPs. `print()` it for a table. The arguments are those of
     conv*d (the dimension follows len(x_shape)), validated the same way; the
     plan is the one the call would execute with `threads` threads (default:
-    the current get_num_threads())."""
+    the current get_num_threads()). With data_format="channels_last",
+    x_shape is (N, *spatial, C) and the passes the channels-last kernels run
+    have layout "channels_last" (the others run the channels-first plan
+    between layout copies)."""
+    last = V.channels_last(data_format)
     x_shape, weight_shape = tuple(x_shape), tuple(weight_shape)
+    if last and len(x_shape) >= 3:
+        x_shape = _shape_first(x_shape)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -492,9 +536,9 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
         raise ValueError(f"need must name passes from {P.PASSES}, got {tuple(need)!r}")
     algorithm = V.conv_algorithm(algorithm, geom)
     if threads is None:
-        return P.plan_conv(geom, algorithm, need)
+        return P.plan_conv(geom, algorithm, need, channels_last=last)
     with num_threads(threads):
-        return P.plan_conv(geom, algorithm, need)
+        return P.plan_conv(geom, algorithm, need, channels_last=last)
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,

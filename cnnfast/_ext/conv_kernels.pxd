@@ -2,19 +2,9 @@
 # dtype, looked up with cf_conv_kernels_for(is_double). Data pointers are
 # void * and hold elements of the table's dtype.
 
-cdef extern from "conv_kernels.h" nogil:
-    ctypedef Py_ssize_t cf_idx
-    ctypedef struct cf_geom:
-        cf_idx C, D, H, W
-        cf_idx K, OD, OH, OW
-        cf_idx KD, KH, KW
-        cf_idx sd, sh, sw
-        cf_idx pd, ph, pw
-        cf_idx dd, dh, dw
-        int pad_mode
-    int CF_KB
-    int CF_PAD_ZEROS, CF_PAD_REFLECT, CF_PAD_REPLICATE, CF_PAD_CIRCULAR
+from .conv_geom cimport *
 
+cdef extern from "conv_kernels.h" nogil:
     ctypedef struct cf_conv_kernels:
         int isa
         cf_idx vector_width, gemm_mr, gemm_nr, lanes_block

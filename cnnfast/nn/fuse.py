@@ -65,8 +65,10 @@ class FusedConv2d(Module):
     def __init__(self, conv, bn=None, relu=False):
         super().__init__()
         weight, bias = fold_batch_norm(conv, bn)
+        weight.flags.writeable = bias.flags.writeable = False
         self.weight = Parameter(weight, requires_grad=False)
         self.bias = Parameter(bias, requires_grad=False)
+        self._packed = {}   # channels-last: weights packed for the NHWC kernel, by config
         self.stride, self.padding = conv.stride, conv.padding
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
@@ -76,14 +78,16 @@ class FusedConv2d(Module):
         self._folded = ("BatchNorm2d" if bn is not None else "") + (" + ReLU" if relu else "")
 
     def forward(self, x, residual=None):
-        last = self.data_format == "channels_last"
-        if last:   # the fused epilogue runs on the channels-first kernels
-            x = F._to_first(x)
-            residual = None if residual is None else F._to_first(residual)
-        y = F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
-                                  self.padding, self.dilation, self.groups, self.relu,
-                                  residual, self.padding_mode)
-        return F._to_last(y) if last else y
+        if self.data_format == "channels_last":
+            # the NHWC kernel with weights packed once (the arrays are
+            # read-only: an in-place edit cannot leave a stale packed copy)
+            return F._conv_forward_fused_last(
+                2, x, self.weight.data, self.bias.data, self.stride, self.padding,
+                self.dilation, self.groups, (0.0, np.inf) if self.relu else None, residual,
+                self.padding_mode, self._packed)
+        return F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
+                                     self.padding, self.dilation, self.groups, self.relu,
+                                     residual, self.padding_mode)
 
     def backward(self, grad_out):
         raise _inference_error(type(self).__name__)
@@ -163,15 +167,33 @@ class InferenceModel(Module):
     """What Module.fuse() returns: the fused copy of a model (at .module),
     for inference only. Calling it runs the fused model; public attributes
     it does not have itself (forward_features, head, fc, ...) are the
-    fused model's. eval() works; train() and backward() raise."""
+    fused model's. eval() works; train() and backward() raise.
 
-    def __init__(self, module):
+    `layout` is the layout of the activations inside: a channels-first
+    model whose every convolution has a channels-last kernel runs
+    channels-last inside (see _inner_layout): its input is converted once,
+    every layer reads and writes NHWC, and an output with spatial dims is
+    converted back once (a classifier's (N, classes) needs nothing). Its
+    submodules (`.module`, `.fc`, ...) work in that layout."""
+
+    def __init__(self, module, layout="channels_first", data_format="channels_first"):
         super().__init__()
         self.module = module
+        self.layout = layout
+        self.data_format = data_format
         self.training = False
 
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+    def _converts(self):
+        return self.layout != self.data_format
+
+    def forward(self, x, *args, **kwargs):
+        if not self._converts():
+            return self.module(x, *args, **kwargs)
+        return _to_first_out(self.module(_to_last_in(x), *args, **kwargs))
+
+    def forward_features(self, x):
+        out = self.module.forward_features(_to_last_in(x) if self._converts() else x)
+        return _to_first_out(out) if self._converts() else out
 
     def backward(self, grad_out):
         raise _inference_error(f"{type(self.module).__name__} (fused)")
@@ -229,4 +251,50 @@ def fuse(model: Module) -> InferenceModel:
         for k, b in m._own_buffers():
             if id(b) in shared:
                 setattr(m, k, b.copy())
-    return InferenceModel(fused)
+    layout = data_format = _data_format(fused)
+    if data_format == "channels_first" and _runs_channels_last(fused):
+        from ..models._common import set_data_format
+        set_data_format(fused, "channels_last")
+        layout = "channels_last"
+    return InferenceModel(fused, layout, data_format or "channels_first")
+
+
+def _data_format(model):
+    """The data_format every layer of model shares (None: mixed)."""
+    formats = {m.data_format for m in model.modules() if hasattr(m, "data_format")}
+    return formats.pop() if len(formats) == 1 else (None if formats else "channels_first")
+
+
+def _runs_channels_last(model) -> bool:
+    """Can a fused channels-first model run channels-last inside? When every
+    module is one of cnnfast's own (layers and model blocks, which all honour
+    data_format; a user's module may assume NCHW in its forward) and every 2-D
+    convolution has a channels-last kernel (P.nhwc_layer_ok: LeNet's 6-channel
+    conv1 has not, and would pay two layout copies per call)."""
+    from .. import _plan
+    for m in model.modules():
+        if not type(m).__module__.startswith(("cnnfast.nn.", "cnnfast.models.")):
+            return False
+        if isinstance(m, (Conv2d, FusedConv2d)):
+            w = m.weight.data
+            if not _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode, w.dtype):
+                return False
+    return True
+
+
+def _to_last_in(x):
+    """A channels-first model input as the channels-last array the fused
+    model runs on (anything else is passed on for the layers to judge)."""
+    if (isinstance(x, np.ndarray) and x.ndim >= 3 and x.dtype.kind == "f"
+            and x.dtype.itemsize in (4, 8)):
+        return F._to_last(np.require(x, x.dtype.newbyteorder("="), ("C_CONTIGUOUS", "ALIGNED")))
+    return x
+
+
+def _to_first_out(y):
+    """The fused model's channels-last output as the caller's channels-first
+    one: arrays with spatial dims are converted, (N, features) pass through."""
+    if isinstance(y, tuple):
+        return type(y)(*map(_to_first_out, y)) if hasattr(y, "_fields") else tuple(
+            map(_to_first_out, y))
+    return F._to_first(y) if isinstance(y, np.ndarray) and y.ndim >= 3 else y

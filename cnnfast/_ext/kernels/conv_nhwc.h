@@ -1,0 +1,201 @@
+/* Convolution forward on channels-last (NHWC / NDHWC) activations: one direct
+ * kernel for every kernel size, stride, dilation and zero padding.
+ * A family header: compiled once per ISA level and dtype through its bundle
+ * (nhwc_family.h), with CF_T, FN() and the tile sizes of cf_tiles.h defined.
+ *
+ * The register tile is onnxruntime MLAS's NCHWc one on NHWC: NV vectors of
+ * output channels (weights packed [tap][c][NV*VW], one vector load each) times
+ * NC output pixels (one broadcast of an input value each), NV*NC <= 24
+ * accumulators. Per input channel: NV loads, NC broadcasts, NV*NC FMAs. The
+ * pixels of a tile are any NC consecutive output positions of the flattened
+ * (OD, OH, OW) plane, across row ends: each pixel reads through its own
+ * pointer, so rows of 7 (ResNet's last stage) fill whole tiles. Padding is not
+ * copied: a tap that falls outside the input reads a zero row instead (only
+ * tiles that touch the border check, per tap). Outputs are stored as whole
+ * vectors of channels, already in the NHWC layout the next layer reads. */
+
+/* One tile: acc = (first ? bias : out) + sum over taps and the channels
+ * [c0, c1) of the group of x * w; stored to out, with the epilogue (residual
+ * add, then clamp to [lo, hi]) when `last`. pix: the flattened output
+ * position of the tile's first pixel. */
+CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx wstride,
+                                const CF_T *bias, CF_T *out, cf_idx os, const CF_T *res,
+                                cf_idx pix, cf_idx nk, cf_idx c0, cf_idx c1, int first,
+                                int last, int clamp, CF_T lo, CF_T hi, const CF_T *zeros,
+                                const cf_geom *g, const int NV, const int NC) {
+    CF_V acc[24]; /* NV*NC <= 24 */
+    cf_idx base[24], id0[24], ih0[24], iw0[24];
+    int inside = 1;
+    const cf_idx OHW = g->OH * g->OW;
+#pragma GCC unroll 24
+    for (int i = 0; i < NC; i++) {
+        const cf_idx p = pix + i;
+        const cf_idx od = p / OHW, oh = p / g->OW % g->OH, ow = p % g->OW;
+        id0[i] = od * g->sd - g->pd;
+        ih0[i] = oh * g->sh - g->ph;
+        iw0[i] = ow * g->sw - g->pw;
+        inside &= id0[i] >= 0 && id0[i] + (g->KD - 1) * g->dd < g->D
+               && ih0[i] >= 0 && ih0[i] + (g->KH - 1) * g->dh < g->H
+               && iw0[i] >= 0 && iw0[i] + (g->KW - 1) * g->dw < g->W;
+        base[i] = ((id0[i] * g->H + ih0[i]) * g->W + iw0[i]) * xs;
+    }
+    const int full = (cf_idx)NV * CF_VW <= nk;
+#pragma GCC unroll 24
+    for (int i = 0; i < NC; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            if (!first) {
+                if (full || (v + 1) * CF_VW <= nk)
+                    memcpy(&acc[i * NV + v], out + (pix + i) * os + v * CF_VW, sizeof(CF_V));
+                else {
+                    acc[i * NV + v] = FN(cf_splat)(0);
+                    memcpy(&acc[i * NV + v], out + (pix + i) * os + v * CF_VW,
+                           (size_t)(nk - v * CF_VW) * sizeof(CF_T));
+                }
+            } else if (bias)
+                memcpy(&acc[i * NV + v], bias + v * CF_VW, sizeof(CF_V));
+            else
+                acc[i * NV + v] = FN(cf_splat)(0);
+        }
+    const cf_idx nc = c1 - c0;
+    const CF_T *wt = w + c0 * NV * CF_VW;
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+    for (cf_idx kh = 0; kh < g->KH; kh++)
+    for (cf_idx kw = 0; kw < g->KW; kw++, wt += wstride) {
+        const cf_idx off = ((kd * g->dd * g->H + kh * g->dh) * g->W + kw * g->dw) * xs + c0;
+        const CF_T *px[24];
+#pragma GCC unroll 24
+        for (int i = 0; i < NC; i++) {
+            px[i] = x + base[i] + off;
+            if (!inside) {
+                const cf_idx d = id0[i] + kd * g->dd, h = ih0[i] + kh * g->dh,
+                             ww = iw0[i] + kw * g->dw;
+                if (d < 0 || d >= g->D || h < 0 || h >= g->H || ww < 0 || ww >= g->W)
+                    px[i] = zeros;
+            }
+        }
+        const CF_T *wc = wt;
+        for (cf_idx c = 0; c < nc; c++, wc += NV * CF_VW) {
+            CF_V wv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) memcpy(&wv[v], wc + v * CF_VW, sizeof wv[v]);
+#pragma GCC unroll 24
+            for (int i = 0; i < NC; i++) {
+                const CF_T xi = px[i][c];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[i * NV + v] += wv[v] * xi;
+            }
+        }
+    }
+    if (last && (res || clamp)) {
+        const CF_V lov = FN(cf_splat)(lo), hiv = FN(cf_splat)(hi);
+#pragma GCC unroll 24
+        for (int i = 0; i < NC; i++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                CF_V a = acc[i * NV + v];
+                if (res) {
+                    CF_V r = FN(cf_splat)(0);
+                    const cf_idx n = cf_min(CF_VW, nk - v * CF_VW);
+                    memcpy(&r, res + (pix + i) * os + v * CF_VW, (size_t)n * sizeof(CF_T));
+                    a += r;
+                }
+                if (clamp) {
+                    /* a < lo ? lo : a > hi ? hi : a, NaN kept (both compares false) */
+                    const CF_M below = (CF_M)(a < lov), above = (CF_M)(a > hiv);
+                    a = (CF_V)(((CF_M)a & ~(below | above)) | ((CF_M)lov & below)
+                               | ((CF_M)hiv & above));
+                }
+                acc[i * NV + v] = a;
+            }
+    }
+#pragma GCC unroll 24
+    for (int i = 0; i < NC; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            CF_T *o = out + (pix + i) * os + v * CF_VW;
+            if (full || (v + 1) * CF_VW <= nk)
+                memcpy(o, &acc[i * NV + v], sizeof(CF_V));
+            else
+                memcpy(o, &acc[i * NV + v], (size_t)(nk - v * CF_VW) * sizeof(CF_T));
+        }
+}
+
+/* Output positions [p0, p1) of one image, group and block of nk <= NVMAX*VW
+ * output channels, for the input channels [c0, c1) of the group: tiles of
+ * NC pixels, the tail in tiles of 4, 2 and 1 (no tile overlaps another: when
+ * the channels come in chunks, later chunks add to what earlier ones stored). */
+CF_INLINE void FN(cf_nhwc_span)(const CF_T *x, cf_idx xs, const CF_T *w, const CF_T *bias,
+                                CF_T *out, cf_idx os, const CF_T *res, cf_idx p0, cf_idx p1,
+                                cf_idx nk, cf_idx c0, cf_idx c1, int first, int last,
+                                int clamp, CF_T lo, CF_T hi, const CF_T *zeros,
+                                const cf_geom *g, const int NV, const int NC) {
+    const cf_idx wstride = g->C * NV * CF_VW;
+#define CF_NHWC_TILE(NCT)                                                              \
+    FN(cf_nhwc_tile)(x, xs, w, wstride, bias, out, os, res, p, nk, c0, c1, first, last,   \
+                     clamp, lo, hi, zeros, g, NV, NCT)
+    cf_idx p = p0;
+    for (; p + NC <= p1; p += NC) CF_NHWC_TILE(NC);
+    if (NC > 4) for (; p + 4 <= p1; p += 4) CF_NHWC_TILE(4 < NC ? 4 : NC);
+    for (; p + 2 <= p1; p += 2) CF_NHWC_TILE(2);
+    for (; p < p1; p++) CF_NHWC_TILE(1);
+#undef CF_NHWC_TILE
+}
+
+/* Forward of one work item: output positions [p0, p1) of one image and
+ * group, output channels [k0, k0 + nk) of the group (one block of at most
+ * CF_LANES_NVMAX vectors), all input channels in chunks of cchunk.
+ * x: the image's first element of the group's channels, pixels xs apart;
+ * w: the block's packed weights [KD*KH*KW][C][nv*VW] (nhwc_pack);
+ * bias: the block's nk values or NULL; out, res: element (position 0,
+ * channel k0) of the output and residual images, pixels os apart; zeros:
+ * at least C zeros (what a tap outside the input reads). Epilogue: res added
+ * (when not NULL), then clamped to [lo, hi] when clamp is set. */
+static void FN(nhwc_forward)(const void *x_, cf_idx xs, const void *w_, const void *bias_,
+                             void *out_, cf_idx os, const void *res_, cf_idx p0, cf_idx p1,
+                             cf_idx nk, cf_idx cchunk, int clamp, double lo, double hi,
+                             const void *zeros_, const cf_geom *g) {
+    const CF_T *x = (const CF_T *)x_, *w = (const CF_T *)w_, *bias = (const CF_T *)bias_;
+    const CF_T *res = (const CF_T *)res_, *zeros = (const CF_T *)zeros_;
+    CF_T *out = (CF_T *)out_;
+    const int nv = (int)((nk + CF_VW - 1) / CF_VW);
+    for (cf_idx c0 = 0; c0 < g->C; c0 += cchunk) {
+        const cf_idx c1 = cf_min(g->C, c0 + cchunk);
+        const int first = c0 == 0, last = c1 == g->C;
+#define CF_NHWC_NV(NV)                                                                 \
+        FN(cf_nhwc_span)(x, xs, w, bias, out, os, res, p0, p1, nk, c0, c1, first, last,  \
+                         clamp, (CF_T)lo, (CF_T)hi, zeros, g, NV, CF_LANES_PIXELS(NV))
+        if (nv == 1) CF_NHWC_NV(1);
+#if CF_LANES_NVMAX > 2
+        else if (nv == 2) CF_NHWC_NV(2);
+        else if (nv == 3) CF_NHWC_NV(3);
+        else CF_NHWC_NV(4);
+#else
+        else CF_NHWC_NV(2);
+#endif
+#undef CF_NHWC_NV
+    }
+}
+
+/* Pack one group's weights [K][C][KD][KH][KW] (rows C*KVOL apart, group
+ * offset applied by the caller) into output-channel blocks of CF_LANES_NVMAX
+ * vectors: block b at dst + b*NVMAX*VW*C*KVOL holds [KVOL][C][nv_b*VW], lanes
+ * past channel K zero. Returns 0 when a weight is NaN or infinite. */
+static int FN(nhwc_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx KVOL, void *dst_) {
+    const CF_T *w = (const CF_T *)w_;
+    CF_T *dst = (CF_T *)dst_;
+    const cf_idx kb = CF_LANES_NVMAX * CF_VW;
+    int finite = 1;
+    for (cf_idx k0 = 0; k0 < K; k0 += kb) {
+        const cf_idx nk = cf_min(kb, K - k0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
+        CF_T *d = dst + k0 * C * KVOL;
+        for (cf_idx t = 0; t < KVOL; t++)
+            for (cf_idx c = 0; c < C; c++)
+                for (cf_idx k = 0; k < width; k++) {
+                    const CF_T v = k < nk ? w[((k0 + k) * C + c) * KVOL + t] : (CF_T)0;
+                    finite &= v - v == 0;
+                    d[(t * C + c) * width + k] = v;
+                }
+    }
+    return finite;
+}

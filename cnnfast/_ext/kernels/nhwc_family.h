@@ -1,0 +1,16 @@
+/* One instantiation of the channels-last convolution kernels (see
+ * nhwc_kernels.h): the family header, then its table. */
+#include "cf_vector.h"
+#include "cf_tiles.h"
+#include "conv_nhwc.h"
+
+static const cf_nhwc_kernels FN(cf_nhwc_table) = {
+    .isa = CF_LEVEL,
+    .vector_width = CF_VW,
+    .block = CF_LANES_NVMAX * CF_VW,
+    .tile_pixels = CF_LANES_PIXELS(CF_LANES_NVMAX),
+    .forward = FN(nhwc_forward),
+    .pack = FN(nhwc_pack),
+};
+
+#include "cf_family_end.h"

@@ -1,0 +1,30 @@
+/* The channels-last convolution kernels (conv_nhwc.h) as one table per (ISA
+ * level, dtype), looked up with cf_nhwc_kernels_for(is_double) by the driver
+ * (_conv_nhwc.pyx). Data pointers are void * holding CF_T of the table's
+ * dtype; every kernel writes only memory its caller owns. */
+#ifndef CNNFAST_NHWC_KERNELS_H
+#define CNNFAST_NHWC_KERNELS_H
+
+#include "cf_base.h"
+#include "cf_isa.h"
+#include "conv_geom.h"
+
+typedef struct {
+    int isa;             /* ISA level the table's kernels are compiled for */
+    cf_idx vector_width; /* lanes of one 64-byte vector */
+    cf_idx block;        /* output channels per packed weight block */
+    cf_idx tile_pixels;  /* output pixels of a full-block register tile */
+    void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
+                    cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
+                    cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
+                    const cf_geom *g);
+    int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst);
+} cf_nhwc_kernels;
+
+#define CF_FAMILY "nhwc_family.h"
+#include "cf_instantiate.h"
+#undef CF_FAMILY
+
+CF_DEFINE_TABLE_FOR(cf_nhwc_kernels, cf_nhwc_kernels_for, cf_nhwc_table)
+
+#endif

@@ -1,0 +1,144 @@
+"""The channels-last direct convolution, as one record: its configuration
+(computed once by the plan, which decides when it runs: _plan.nhwc_direct_wins;
+any kernel size, stride, dilation, groups and zero padding in any form, a
+tap outside the input reading zeros), its weight packing and its run.
+
+Kernel: kernels/conv_nhwc.h (register tile of output-channel vectors x
+output pixels, onnxruntime MLAS's NCHWc tile on NHWC); driver:
+_ext/_conv_nhwc.pyx. It reads and writes (N, *spatial, C) arrays directly, so
+a channels-last model keeps its activations in that layout from its first
+layer to its last with no copies between layers.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validation as V
+from ._ext import _conv_nhwc
+
+# Weights of one output-channel block and one chunk of input channels are
+# kept at most this large, so a span's passes over them hit L2 (1 MB per
+# core on the project's Zen 4). Chunks sized for L1 instead (24-48 KB) lost
+# 5-15% on ResNet-18's 3x3 layers (more partial-sum loads and stores), and
+# ordering items to share input spans instead of weight blocks, or capping
+# spans to keep the input in L2, changed nothing measurable (one thread).
+WEIGHT_CHUNK_BYTES = 192 * 1024
+# Partial sums a span keeps between chunks of input channels: at most this
+# many bytes of output, so they stay in L2 too.
+SPAN_BYTES = 128 * 1024
+# Work items per thread: `guided` hands them out, so a thread slowed by
+# another process takes fewer (issue 23: two threads under load must not be
+# slower than one).
+ITEMS_PER_THREAD = 8
+
+
+class NhwcConfig(NamedTuple):
+    block: int          # output channels per packed weight block
+    tile: int           # output pixels per full register tile
+    cchunk: int         # input channels per pass over a span
+    span: int           # output pixels per work item
+    items: int          # work items
+    threads: int
+    group_stride: int   # elements of packed weights per group
+    workspace_bytes: int
+
+
+def full_window(geom: V.ConvGeometry) -> bool:
+    """A window that covers the whole unpadded input (LeNet's conv3, a
+    classifier written as a conv): one output per image."""
+    return (geom.groups == 1 and tuple(geom.kernel) == tuple(geom.in_size)
+            and not any(geom.pad_before) and not any(geom.pad_after)
+            and all(d == 1 for d in geom.dilation))
+
+
+def kernel_view(geom: V.ConvGeometry) -> V.ConvGeometry:
+    """The convolution the kernel runs for geom. A full window is a product
+    of the images, each one row (H*W*C) in NHWC order, with the weights in
+    the same [tap][channel] order the packing uses: a 1x1 convolution over
+    one row of N pixels, so tiles span images instead of holding one pixel."""
+    if not full_window(geom):
+        return geom
+    one = (1,)
+    return geom._replace(nd=1, batch=1, in_channels=geom.in_channels * math.prod(geom.kernel),
+                         in_size=(geom.batch,), kernel=one, stride=one, dilation=one,
+                         pad_before=(0,), pad_after=(0,), out_size=(geom.batch,))
+
+
+def configure(geom: V.ConvGeometry, threads: int) -> NhwcConfig:
+    block, tile = _conv_nhwc.tiles(geom.dtype)
+    itemsize = np.dtype(geom.dtype).itemsize
+    cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    kvol = math.prod(geom.kernel)
+    cchunk = max(1, WEIGHT_CHUNK_BYTES // (kvol * block * itemsize))
+    cchunk = cg if cchunk >= cg else max(8, cchunk // 8 * 8)
+    positions = math.prod(geom.out_size)
+    blocks = -(-kg // block)
+    outer = max(1, geom.batch * geom.groups * blocks)
+    spans = max(1, -(-ITEMS_PER_THREAD * threads // outer)) if threads > 1 else 1
+    span = -(-positions // spans)
+    if cchunk < cg:
+        span = min(span, max(tile, SPAN_BYTES // (block * itemsize)))
+    span = max(tile, -(-span // tile) * tile)
+    items = outer * -(-positions // span)
+    group_stride = blocks * block * cg * kvol
+    workspace = (geom.groups * group_stride + geom.groups * blocks * block + cg) * itemsize
+    return NhwcConfig(block, tile, cchunk, span, items, threads, group_stride, workspace)
+
+
+def pack_weights(weight, geom: V.ConvGeometry, cfg: NhwcConfig):
+    """(packed weights, finite): weight (K, C // groups, *kernel) in blocks
+    of cfg.block output channels, [tap][channel][block lanes] per block.
+    geom is the call's geometry (not its kernel_view)."""
+    w = V.kernel_array(weight, geom.dtype)
+    if full_window(geom):   # (K, C, *kernel) -> (K, *kernel, C): NHWC row order
+        w = np.ascontiguousarray(np.moveaxis(w, 1, -1))
+        geom = kernel_view(geom)
+    w = w.reshape(-1)
+    packed = np.empty(geom.groups * cfg.group_stride, dtype=geom.dtype)
+    finite = _conv_nhwc.pack(w, packed, geom.out_channels, geom.in_channels,
+                             math.prod(geom.kernel), geom.groups, cfg.group_stride)
+    return packed, finite
+
+
+def pack_bias(bias, geom: V.ConvGeometry, cfg: NhwcConfig):
+    """bias (K,) as (groups, blocks * block) with zeros past each group's
+    channels (the kernel reads whole vectors); empty for no bias."""
+    if bias is None or len(bias) == 0:
+        return np.empty(0, geom.dtype)
+    kg = geom.out_channels // geom.groups
+    width = -(-kg // cfg.block) * cfg.block
+    out = np.zeros((geom.groups, width), geom.dtype)
+    out[:, :kg] = V.kernel_array(bias, geom.dtype).reshape(geom.groups, kg)
+    return out.reshape(-1)
+
+
+def run(cfg: NhwcConfig, geom: V.ConvGeometry, x, packed, bias_packed, residual=None,
+        clamp=None):
+    """conv(x) + bias on channels-last x (N, *in, C): a new (N, *out, K)
+    array. residual (out's shape) is added and the result clamped to
+    clamp = (lo, hi) in each tile's store (a fused layer's epilogue).
+    geom is the call's geometry; packed and cfg are for its kernel_view."""
+    x3 = V.kernel_array(x, geom.dtype)
+    out = np.empty((geom.batch,) + tuple(geom.out_size) + (geom.out_channels,), geom.dtype)
+    geom = kernel_view(geom)
+    in5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (geom.in_channels,)
+    out5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (geom.out_channels,)
+    res = None if residual is None else V.kernel_array(residual, geom.dtype).reshape(-1)
+    lo, hi = clamp if clamp is not None else (0.0, 0.0)
+    stride, pad, dilation = geom.kernel_args
+    _conv_nhwc.forward(x3.reshape(-1), in5, packed, cfg.group_stride, bias_packed,
+                       out.reshape(-1), out5, geom.as3d(geom.kernel, 1), stride, pad,
+                       dilation, geom.groups, cfg.cchunk, cfg.span, cfg.threads, res,
+                       clamp is not None, lo, hi)
+    return out
+
+
+def forward(cfg: NhwcConfig, geom: V.ConvGeometry, x, weight, bias, residual=None,
+            clamp=None):
+    """run() with the weights and bias packed for this call (a layer that
+    keeps its packed weights calls run() itself)."""
+    packed, _ = pack_weights(weight, geom, cfg)
+    return run(cfg, geom, x, packed, pack_bias(bias, geom, cfg), residual, clamp)

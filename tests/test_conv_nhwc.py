@@ -1,0 +1,252 @@
+"""The channels-last direct convolution (cnnfast/_nhwc.py, kernels/conv_nhwc.h).
+
+Checked through the public channels-last calls, which the plan sends to it
+(explain_conv says so), against cnnfast.reference on the channels-first
+arrays: odd sizes, strides, asymmetric and "same" padding, dilation, groups,
+rectangular kernels, 1-D/2-D/3-D, batch 0 and 1, both dtypes, the
+full-window view, partial vectors of output channels, chunked input
+channels; the fused epilogue (residual, clamp); memory layouts; thread counts
+(bit-identical); NaN/inf; fused models that run channels-last inside.
+"""
+import numpy as np
+import pytest
+
+import cnnfast
+from cnnfast import _nhwc, _plan
+from cnnfast import functional as F
+from cnnfast import reference as R
+from cnnfast import _validation as V
+from layouts import LAYOUTS, relayout
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+FORWARD = {1: cnnfast.conv1d, 2: cnnfast.conv2d, 3: cnnfast.conv3d}
+REFERENCE = {1: R.conv1d, 2: R.conv2d, 3: R.conv3d}
+
+# (x shape channels-first, weight shape, conv arguments)
+CASES = {
+    "3x3": ((2, 5, 9, 11), (17, 5, 3, 3), dict(padding=1)),
+    "3x3_k40_c70": ((1, 70, 6, 7), (40, 70, 3, 3), dict(padding=1)),
+    "stride2_odd": ((2, 6, 13, 10), (33, 6, 3, 3), dict(stride=2, padding=1)),
+    "rect_dilated": ((1, 4, 12, 15), (20, 4, 3, 2), dict(stride=(2, 1), padding=(2, 0),
+                                                           dilation=(2, 3))),
+    "asymmetric": ((2, 3, 10, 9), (16, 3, 4, 4), dict(padding=((1, 2), (0, 3)))),
+    "same_stride3": ((1, 8, 11, 13), (24, 8, 5, 5), dict(stride=3, padding="same")),
+    "groups": ((2, 12, 7, 8), (54, 4, 3, 3), dict(padding=1, groups=3)),
+    "stem7x7": ((1, 3, 23, 21), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    "1x1": ((3, 32, 5, 6), (48, 32, 1, 1), dict()),
+    "1x1_stride2": ((1, 16, 9, 7), (20, 16, 1, 1), dict(stride=2)),
+    "11x11_s4": ((1, 3, 35, 37), (16, 3, 11, 11), dict(stride=4, padding=2)),
+    "full_window": ((5, 16, 5, 5), (120, 16, 5, 5), dict()),
+    "batch1_7x7": ((1, 64, 7, 7), (130, 64, 3, 3), dict(padding=1)),
+    "chunked_channels": ((1, 600, 4, 5), (20, 600, 3, 3), dict(padding=1)),
+    "empty_batch": ((0, 8, 6, 6), (16, 8, 3, 3), dict(padding=1)),
+    "1d": ((2, 9, 31), (18, 9, 5), dict(stride=2, padding=2, dilation=2)),
+    "3d": ((1, 4, 5, 6, 7), (16, 4, 3, 2, 3), dict(stride=(1, 2, 1), padding=1)),
+}
+
+
+def _last(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def _first(a):
+    return np.moveaxis(a, -1, 1)
+
+
+def _inputs(case, dtype, seed=0):
+    xs, ws, kw = CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    return x, w, b, kw
+
+
+def _expected(x, w, b, kw):
+    nd = x.ndim - 2
+    return REFERENCE[nd](x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+
+
+def _close(got, expected, dtype):
+    scale = max(1.0, float(np.abs(expected).max(initial=0)))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_reference(case, dtype):
+    x, w, b, kw = _inputs(case, dtype)
+    nd = x.ndim - 2
+    plan = cnnfast.explain_conv(_last(x).shape, w.shape, **kw, dtype=dtype, need="forward",
+                                data_format="channels_last")
+    assert plan.passes["forward"].kernel == "nhwc_direct"
+    assert plan.passes["forward"].layout == "channels_last"
+    got = FORWARD[nd](_last(x), w, b, **kw, data_format="channels_last")
+    assert got.flags.c_contiguous and got.dtype == dtype
+    _close(_first(got), _expected(x, w, b, kw), dtype)
+    # and without bias
+    got = FORWARD[nd](_last(x), w, None, **kw, data_format="channels_last")
+    _close(_first(got), _expected(x, w, np.zeros_like(b), kw), dtype)
+
+
+@pytest.mark.parametrize("case", ["3x3", "stride2_odd", "groups", "full_window",
+                                  "chunked_channels"])
+def test_threads_bit_identical(case):
+    x, w, b, kw = _inputs(case, np.float32, seed=1)
+    xl = _last(x)
+    with cnnfast.num_threads(1):
+        one = cnnfast.conv2d(xl, w, b, **kw, data_format="channels_last")
+    for threads in (2, 3):
+        with cnnfast.num_threads(threads):
+            for _ in range(2):
+                got = cnnfast.conv2d(xl, w, b, **kw, data_format="channels_last")
+                np.testing.assert_array_equal(got, one)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_input_layouts(layout, tmp_path):
+    x, w, b, kw = _inputs("stride2_odd", np.float64, seed=2)
+    xl = _last(x)
+    expected = cnnfast.conv2d(xl, w, b, **kw, data_format="channels_last")
+    for target in ("x", "w", "b"):
+        args = dict(x=xl, w=w, b=b)
+        args[target] = relayout(args[target], layout, str(tmp_path / f"{target}.bin"))
+        if layout == "broadcast":   # other values: compare with a native copy of them
+            expected_here = cnnfast.conv2d(np.array(args["x"]), np.array(args["w"]),
+                                           np.array(args["b"]), **kw,
+                                           data_format="channels_last")
+        else:
+            expected_here = expected
+        got = cnnfast.conv2d(args["x"], args["w"], args["b"], **kw,
+                             data_format="channels_last")
+        np.testing.assert_array_equal(got, expected_here)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clamp", [None, (0.0, np.inf), (0.0, 6.0), (-1.0, 1.0)])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_fused_epilogue(dtype, clamp, with_residual):
+    x, w, b, kw = _inputs("3x3_k40_c70", dtype, seed=3)
+    expected = _expected(x, w, b, kw)
+    residual = None
+    if with_residual:
+        r = np.random.default_rng(4).standard_normal(expected.shape).astype(dtype)
+        expected = expected + r
+        residual = _last(r)
+    if clamp is not None:
+        expected = np.clip(expected, *clamp)
+    cache = {}
+    for _ in range(2):   # the second call reuses the packed weights
+        got = F._conv_forward_fused_last(2, _last(x), w, b, 1, kw["padding"], 1, 1, clamp,
+                                         residual, packed=cache)
+        _close(_first(got), expected, dtype)
+    assert len(cache) == 1
+    # a new weight array is packed anew, not served from the cache
+    w2 = w * 2
+    got = F._conv_forward_fused_last(2, _last(x), w2, b, 1, kw["padding"], 1, 1, None, None,
+                                     packed=cache)
+    _close(_first(got), _expected(x, w2, b, kw), dtype)
+
+
+def test_nan_and_inf_propagate():
+    x, w, b, kw = _inputs("3x3", np.float32, seed=5)
+    x[0, 1, 4, 5] = np.nan
+    x[1, 2, 0, 0] = np.inf
+    got = _first(cnnfast.conv2d(_last(x), w, b, **kw, data_format="channels_last"))
+    expected = _expected(x, w, b, kw)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+    _close(got[finite], expected[finite], np.float32)
+
+
+def test_plan_choices():
+    # too few output channels per group for a vector: the channels-first kernels
+    plan = cnnfast.explain_conv((8, 32, 32, 1), (6, 1, 5, 5), need="forward",
+                                data_format="channels_last")
+    assert plan.passes["forward"].kernel != "nhwc_direct"
+    # a padding mode other than zeros: likewise
+    plan = cnnfast.explain_conv((1, 8, 8, 4), (16, 4, 3, 3), padding=1, need="forward",
+                                padding_mode="reflect", data_format="channels_last")
+    assert plan.passes["forward"].kernel != "nhwc_direct"
+    # an explicit algorithm other than direct keeps its own kernel
+    plan = cnnfast.explain_conv((1, 8, 8, 4), (16, 4, 3, 3), padding=1, need="forward",
+                                algorithm="im2col", data_format="channels_last")
+    assert plan.passes["forward"].kernel == "gemm"
+    # channels-first calls are planned as before
+    plan = cnnfast.explain_conv((1, 4, 8, 8), (16, 4, 3, 3), padding=1, need="forward")
+    assert plan.passes["forward"].layout != "channels_last"
+
+
+def test_configuration():
+    geom = V.conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
+                           np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
+    for threads in (1, 2, 4):
+        cfg = _nhwc.configure(geom, threads)
+        assert cfg.span % cfg.tile == 0 and cfg.cchunk <= 512
+        # several items per thread (spans are whole tiles, so not always ITEMS_PER_THREAD)
+        assert cfg.items >= 2 * threads
+        # one block of weights and one chunk of channels fit the cache budget
+        assert 9 * cfg.cchunk * cfg.block * 4 <= _nhwc.WEIGHT_CHUNK_BYTES
+    assert _plan.nhwc_layer_ok(16, "zeros", np.float32)
+    assert not _plan.nhwc_layer_ok(15, "zeros", np.float32)
+    assert _plan.nhwc_layer_ok(8, "zeros", np.float64)
+    assert not _plan.nhwc_layer_ok(64, "circular", np.float32)
+
+
+def _with_statistics(model, seed):
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if type(m).__name__ == "BatchNorm2d":
+            m.running_mean[...] = rng.standard_normal(m.running_mean.shape) * 0.1
+            m.running_var[...] = rng.uniform(0.5, 2, m.running_var.shape)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "vgg11"])
+def test_fused_model_runs_channels_last_inside(name):
+    model = _with_statistics(getattr(cnnfast.models, name)(num_classes=10), 6)
+    x = np.random.default_rng(7).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    expected = model(x)
+    fused = model.fuse()
+    assert fused.layout == "channels_last" and fused.data_format == "channels_first"
+    np.testing.assert_allclose(fused(x), expected, rtol=1e-4, atol=1e-4)
+    # a channels-last model is already in that layout
+    twin = getattr(cnnfast.models, name)(num_classes=10, data_format="channels_last")
+    twin.load_state_dict(model.state_dict())
+    fused_last = twin.eval().fuse()
+    assert fused_last.layout == fused_last.data_format == "channels_last"
+    np.testing.assert_allclose(fused_last(_last(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_model_keeps_channels_first_when_a_conv_cannot():
+    model = cnnfast.models.lenet5().eval()   # conv1: 6 output channels
+    fused = model.fuse()
+    assert fused.layout == "channels_first"
+    x = np.random.default_rng(8).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_model_of_user_modules_keeps_its_layout():
+    class Mine(cnnfast.nn.Module):   # a user's forward may assume NCHW
+        def __init__(self):
+            super().__init__()
+            self.conv = cnnfast.nn.Conv2d(3, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)[:, :4]   # channels 0..3, in NCHW
+
+    model = Mine().eval()
+    fused = model.fuse()
+    assert fused.layout == "channels_first"
+    x = np.random.default_rng(9).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(fused(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_weights_are_read_only():
+    model = _with_statistics(cnnfast.models.resnet18(num_classes=10), 10)
+    fused = model.fuse()
+    conv = fused.module.conv1
+    with pytest.raises(ValueError):
+        conv.weight.data *= 2   # a stale packed copy can never be used
