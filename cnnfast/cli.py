@@ -2,12 +2,15 @@
 
     cnnfast train lenet5                 # LeNet-5 on scikit-learn's 8x8 digits
     cnnfast train --model resnet18 --epochs 5 --optimizer adam --lr 1e-3
+    cnnfast train resnet18 --data pets/ --weights resnet18-f37072fd.pth --freeze-base
+    cnnfast predict resnet18.npz photo.jpg more_photos/ --top 2
     cnnfast bench --quick                # the kernel benchmark (cnnfast.bench)
 
-`train` upsamples the 1797 digits to 32x32 (28x28 bilinear, 2 pixels of
-border, as MNIST is fed to LeNet-5), holds out a fixed stratified 20% as the
-test set, trains with a tqdm bar per epoch, saves the weights as .npz and
-prints `test accuracy: ...` as its last line.
+`train` without --data upsamples the 1797 digits to 32x32 (28x28 bilinear,
+2 pixels of border, as MNIST is fed to LeNet-5), holds out a fixed
+stratified 20% as the test set, trains with a tqdm bar per epoch, saves the
+weights as .npz and prints `test accuracy: ...` as its last line. With
+--data it trains on a folder of class folders or an .npz (cnnfast._train).
 """
 from __future__ import annotations
 
@@ -65,9 +68,6 @@ def train(args) -> float:
 
     from . import data, io, models, nn
 
-    if args.threads:
-        import cnnfast
-        cnnfast.set_num_threads(args.threads)
     size = args.image_size or IMAGE_SIZE.get(args.model, 32)
     x_tr, y_tr, x_te, y_te = load_digits_32(size)
     mean, std = float(x_tr.mean()), float(x_tr.std())
@@ -121,7 +121,7 @@ def make_parser():
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="kernel benchmark report (see `cnnfast bench --help`)",
                    add_help=False)
-    t = sub.add_parser("train", help="train a model on scikit-learn's digits",
+    t = sub.add_parser("train", help="train a model on your images or scikit-learn's digits",
                        description=__doc__.split("\n\n")[1],
                        formatter_class=_HelpFormatter)
     t.add_argument("model_name", nargs="?", choices=sorted(MODELS), metavar="MODEL",
@@ -145,6 +145,39 @@ def make_parser():
                    help="input size (default 32; 64 for alexnet)")
     t.add_argument("--threads", type=int, help="kernel threads (default: all cores)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = t.add_argument_group("your own images (need --data)")
+    g.add_argument("--data", metavar="DIR|FILE.npz",
+                   help="a folder with one subfolder of images per class, or an .npz with "
+                        "x ((N, C, H, W) floats in [0, 1] or (N, H, W, C) uint8), y (int "
+                        "labels) and optionally classes (names); default: the digits")
+    g.add_argument("--val-split", type=float, metavar="FRACTION",
+                   help="share of each class held out for validation (stratified, seeded "
+                        "by --seed; default 0.2)")
+    g.add_argument("--weights", metavar="PATH",
+                   help="start from these weights (.npz, .safetensors, torchvision's .pth); "
+                        "the head is replaced when the class count differs")
+    g.add_argument("--freeze-base", action="store_true",
+                   help="train the head only: the base runs once per image in eval mode, "
+                        "without augmentation, and its arrays stay as loaded")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="write DIR/checkpoint.npz after every epoch (atomically)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint-dir's checkpoint (same options): ends "
+                        "bit for bit as the uninterrupted run at the same --threads")
+
+    pr = sub.add_parser("predict", help="classify images with weights from train --data",
+                        formatter_class=_HelpFormatter,
+                        description="One line per image: PATH<TAB>class probability for "
+                                    "each of the top K classes (best first). Folders are "
+                                    "walked recursively; hidden and non-image files skipped.")
+    pr.add_argument("weights", metavar="WEIGHTS", help="a weights file `train --data` wrote")
+    pr.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
+    pr.add_argument("--top", type=int, default=1, metavar="K",
+                    help="classes per image (capped at the class count)")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--threads", type=int, help="kernel and decoding threads "
+                                                "(default: all cores)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -162,6 +195,39 @@ def main(argv=None):
         return bench_main(argv[1:]) or 0
     parser = make_parser()
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        _check_predict(parser, args)
+    else:
+        _check_train(parser, args)
+    try:
+        if args.threads:
+            import cnnfast
+            cnnfast.set_num_threads(args.threads)
+        if args.command == "predict":
+            from . import _predict
+            _predict.run(args)
+        elif args.data is None:
+            train(args)
+        else:
+            from . import _train
+            _train.run(args)
+        return 0
+    # a bad file or folder (corrupt image, wrong weights, no checkpoint, ...):
+    # one line naming it, exit 1; usage errors above exit 2
+    except (ValueError, OSError, ImportError) as err:
+        print(f"cnnfast: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _check_predict(parser, args):
+    for name in ("top", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive int")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be a positive int")
+
+
+def _check_train(parser, args):
     if args.model_name and args.model_option and args.model_name != args.model_option:
         parser.error(f"two different models given: {args.model_name} and {args.model_option}")
     args.model = args.model_name or args.model_option or "lenet5"
@@ -173,8 +239,26 @@ def main(argv=None):
     for name in ("momentum", "weight_decay"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
-    train(args)
-    return 0
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be a positive int")
+    if args.image_size is not None and args.image_size < 1:
+        parser.error("--image-size must be a positive int")
+    if args.data is None:
+        given = [f"--{k.replace('_', '-')}" for k in
+                 ("val_split", "weights", "freeze_base", "checkpoint_dir", "resume")
+                 if getattr(args, k) not in (None, False)]
+        if given:
+            parser.error(f"{', '.join(given)} need(s) --data (a folder of images or an .npz)")
+        return
+    if args.val_split is None:
+        args.val_split = 0.2
+    if not 0 <= args.val_split < 1:
+        parser.error(f"--val-split must be in [0, 1), got {args.val_split}")
+    if args.resume and not args.checkpoint_dir:
+        parser.error("--resume needs --checkpoint-dir (the folder holding the checkpoint)")
+    if args.data.lower().endswith(".npz") and args.image_size is not None:
+        parser.error("--image-size applies to image folders; an .npz's images are used at "
+                     "their size")
 
 
 if __name__ == "__main__":
