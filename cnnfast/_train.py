@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _checkpoint, data, io, models, nn
 from ._images import ImageFolder
+from .cli import build_optimizer as _optimizer, cosine_lr, run_epoch
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -203,8 +204,7 @@ def _few(keys, n=4):
 
 
 def build_optimizer(args, params):
-    from .cli import build_optimizer
-    return build_optimizer(args.optimizer, params, args.lr, args.momentum, args.weight_decay)
+    return _optimizer(args.optimizer, params, args.lr, args.momentum, args.weight_decay)
 
 
 # --------------------------------------------------------------------- run
@@ -227,8 +227,7 @@ def run(args) -> float:
     model = build_model(args, len(d.classes), d.in_channels, pretrained=ckpt is None)
     if args.freeze_base:
         model.freeze().eval()
-        net = model.head                 # the only part trained
-        net.unfreeze()
+        net = model.head.unfreeze().train()      # the only part trained
     else:
         net = model.train()
     net.skip_input_grad()                # its input is data: no gradient wrt it
@@ -266,30 +265,16 @@ def run(args) -> float:
     accuracy = float("nan")
     for epoch in range(first, args.epochs + 1):
         t0 = time.perf_counter()
-        # cosine decay: large steps early, fine ones at the end
-        opt.lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / args.epochs))
-        seen = correct = 0
-        total_loss = 0.0
-        progress = bar(loader, f"epoch {epoch}/{args.epochs}", total=len(loader))
-        for xb, yb in progress:
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            net.backward(loss_fn.backward())
-            opt.step()
-            seen += len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            total_loss += loss * len(yb)
-            progress.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        opt.lr = cosine_lr(args.lr, epoch, args.epochs)
+        loss, train_acc = run_epoch(net, loss_fn, opt, bar(loader, f"epoch {epoch}/{args.epochs}",
+                                                           total=len(loader)))
         accuracy = _accuracy(net, val_set, args.batch_size, bar)
         if args.checkpoint_dir:
             _checkpoint.save_checkpoint(
                 args.checkpoint_dir, model=model, optimizer=opt, epoch=epoch, rngs=rngs,
                 info={"config": config, "classes": d.classes, "fingerprint": d.fingerprint})
-        val = "n/a (no validation split)" if np.isnan(accuracy) else f"{accuracy:.4f}"
-        print(f"epoch {epoch}/{args.epochs}: loss {total_loss / max(seen, 1):.4f} "
-              f"train_acc {correct / max(seen, 1):.4f} val_acc {val} "
-              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} train_acc {train_acc:.4f} "
+              f"val_acc {_fraction(accuracy)} ({time.perf_counter() - t0:.1f} s)", flush=True)
     if first > args.epochs:       # resumed after the last epoch: report it again
         accuracy = _accuracy(net, val_set, args.batch_size, bar)
     meta = {"architecture": args.model, "classes": list(d.classes),
@@ -297,8 +282,12 @@ def run(args) -> float:
     path = io.save(model.eval(), args.output or f"{args.model}.npz", metadata=meta)
     print(f"trained {args.epochs} epochs in {time.perf_counter() - start:.1f} s; weights "
           f"saved to {path}")
-    print(f"val accuracy: {accuracy:.4f}")
+    print(f"val accuracy: {_fraction(accuracy)}")
     return accuracy
+
+
+def _fraction(accuracy):
+    return "n/a (no validation split)" if np.isnan(accuracy) else f"{accuracy:.4f}"
 
 
 def _check_resumable(ckpt, config, d):

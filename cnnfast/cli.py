@@ -55,6 +55,29 @@ def build_optimizer(name, params, lr, momentum, weight_decay):
     return optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def cosine_lr(lr, epoch, epochs):
+    """Cosine decay per epoch (1-based): large steps early, fine ones at the end."""
+    return lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / epochs))
+
+
+def run_epoch(net, loss_fn, opt, bar):
+    """One pass of SGD steps over the (x, y) batches of a tqdm bar, showing
+    the running loss and accuracy; returns (mean loss, accuracy)."""
+    seen = correct = 0
+    total_loss = 0.0
+    for xb, yb in bar:
+        logits = net(xb)
+        loss = loss_fn(logits, yb)
+        opt.zero_grad()
+        net.backward(loss_fn.backward())
+        opt.step()
+        seen += len(yb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+        total_loss += loss * len(yb)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
 def predict(model, x, batch_size=256):
     """Class predictions in eval mode, in batches (no caches kept)."""
     model.eval()
@@ -90,22 +113,10 @@ def train(args) -> float:
           f"{sum(p.data.size for p in model.parameters())} parameters")
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        # cosine decay: large steps early, fine ones at the end
-        opt.lr = args.lr * 0.5 * (1 + np.cos(np.pi * (epoch - 1) / args.epochs))
-        seen = correct = 0
-        total_loss = 0.0
+        opt.lr = cosine_lr(args.lr, epoch, args.epochs)
         bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch",
                    disable=args.no_progress, leave=True, file=sys.stderr)
-        for xb, yb in bar:
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            seen += len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            total_loss += loss * len(yb)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        run_epoch(model, loss_fn, opt, bar)
     elapsed = time.perf_counter() - start
     accuracy = float((predict(model, x_te) == y_te).mean())
     path = io.save(model, args.output or f"{args.model}.npz")
