@@ -239,6 +239,7 @@ def run(args) -> float:
                    data.RandomCrop(size, padding=max(1, min(size) // 16), seed=args.seed + 2)]
     transform = data.Compose(augment) if augment else None
     train_set, val_set = d.train, d.val
+    start = time.perf_counter()
     if args.freeze_base:    # feature extraction: the frozen base runs once per image
         train_set = _features(model, train_set, args.batch_size, bar, "features (train)")
         val_set = _features(model, val_set, args.batch_size, bar, "features (val)")
@@ -261,7 +262,6 @@ def run(args) -> float:
     if ckpt is not None:
         print(f"resuming from {ckpt.path} after epoch {ckpt.epoch}")
     loss_fn = nn.CrossEntropyLoss()
-    start = time.perf_counter()
     accuracy = float("nan")
     for epoch in range(first, args.epochs + 1):
         t0 = time.perf_counter()

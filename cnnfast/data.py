@@ -36,9 +36,10 @@ def _pair(value, name):
 
 def _is_dataset(x):
     """A dataset object (ImageFolder, Subset, anything with len() and
-    ds[i] -> (x, y)) rather than an array or a list of arrays."""
-    return (not isinstance(x, (np.ndarray, list, tuple)) and hasattr(x, "__len__")
-            and hasattr(x, "__getitem__"))
+    ds[i] -> (x, y)) rather than an array, an array-like (dask, h5py, memmap:
+    they have __array__) or a list of arrays."""
+    return (not isinstance(x, (np.ndarray, list, tuple)) and not hasattr(x, "__array__")
+            and hasattr(x, "__len__") and hasattr(x, "__getitem__"))
 
 
 class Subset:

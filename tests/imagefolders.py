@@ -1,11 +1,11 @@
 """Image folders drawn with Pillow for the image tests: each class a shape
-(circle, square, triangle, cross) at a random place, size and colour on a
+(circle, square, triangle, cross, diamond, ring) at a random place, size and colour on a
 noisy background, so a small network separates them. Never downloaded."""
 import os
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle", "cross")
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring")
 
 
 def draw(shape, rng, size=32):
@@ -23,6 +23,10 @@ def draw(shape, rng, size=32):
         d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
     elif shape == "triangle":
         d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    elif shape == "diamond":
+        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=colour)
+    elif shape == "ring":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=max(2, r // 3))
     else:
         w = max(2, r // 2)
         d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=colour)

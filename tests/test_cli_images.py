@@ -232,3 +232,24 @@ def test_bad_options_exit_with_usage(argv, capsys):
         cli.main(argv)
     assert err.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_weights_from_a_torch_file_with_another_head(shapes, tmp_path, capsys):
+    """A torch.save state dict (as torchvision publishes: tensors, a 10-class
+    head, BatchNorm's num_batches_tracked) starts a 3-class run: every array
+    but the head's is taken as it is."""
+    torch = pytest.importorskip("torch")
+    source = models.lenet5(num_classes=10, in_channels=3).state_dict()
+    state = {k: torch.from_numpy(v) for k, v in source.items()}
+    state["bn.num_batches_tracked"] = torch.tensor(7)
+    pth = tmp_path / "lenet5-0123abcd.pth"
+    torch.save(state, pth)
+    out = tmp_path / "w.npz"
+    code, text, _ = _train_run(capsys, "lenet5", "--data", shapes, "--epochs", 1,
+                               "--weights", pth, "--freeze-base", "-o", out)
+    assert code == 0, text
+    got = io.read_state_dict(out)
+    assert got["fc2.weight"].shape == (3, 84)
+    for key, value in source.items():
+        if not key.startswith("fc2."):
+            np.testing.assert_array_equal(got[key], value, err_msg=key)

@@ -33,7 +33,7 @@ def dataset(tmp_path_factory):
 
 
 CONFIGS = {
-    "sgd_augmented": ["--epochs", "8"],
+    "sgd_augmented": ["--epochs", "8", "--optimizer", "sgd", "--lr", "0.05"],
     "adam_no_augment": ["--epochs", "8", "--optimizer", "adam", "--lr", "1e-3", "--no-augment",
                         "--val-split", "0.25"],
 }
