@@ -43,7 +43,7 @@ def save_checkpoint(folder, *, model, optimizer, epoch, rngs, info) -> str:
     numpy Generators whose states must be restored on resume."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
-    scalars = {}
+    scalars: dict = {}
     for i, entry in opt["state"].items():
         for name, value in entry.items():
             if isinstance(value, np.ndarray):
@@ -71,7 +71,7 @@ def load_checkpoint(folder) -> Checkpoint:
             arrays = {k: archive[k] for k in archive.files}
         meta = json.loads(str(arrays.pop(_META)))
         model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-        state = {}
+        state: dict = {}
         for key, value in arrays.items():
             if key.startswith("optim/"):
                 _, i, name = key.split("/", 2)

@@ -233,7 +233,7 @@ def run(args) -> float:
     net.skip_input_grad()                # its input is data: no gradient wrt it
     opt = build_optimizer(args, net.parameters())
     size = d.image_size
-    augment = []
+    augment: list = []
     if args.augment and not args.freeze_base:
         augment = [data.RandomHorizontalFlip(seed=args.seed + 1),
                    data.RandomCrop(size, padding=max(1, min(size) // 16), seed=args.seed + 2)]
@@ -243,8 +243,9 @@ def run(args) -> float:
     if args.freeze_base:    # feature extraction: the frozen base runs once per image
         train_set = _features(model, train_set, args.batch_size, bar, "features (train)")
         val_set = _features(model, val_set, args.batch_size, bar, "features (val)")
-    loader = data.DataLoader(*_loader_args(train_set), batch_size=args.batch_size,
-                             shuffle=True, transform=transform, seed=args.seed)
+    x_train, y_train = _xy(train_set)
+    loader = data.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
+                             transform=transform, seed=args.seed)
     rngs = {"init": nn.init.generator(), "shuffle": loader.rng}
     rngs.update({f"augment{i}": t.rng for i, t in enumerate(augment)})
     first = 1
@@ -311,14 +312,15 @@ def _count(source):
     return len(source[1]) if isinstance(source, tuple) else len(source)
 
 
-def _loader_args(source):
-    return source if isinstance(source, tuple) else (source,)
+def _xy(source):
+    """DataLoader's (x, y) for a dataset (its items carry labels) or an (x, y) pair."""
+    return source if isinstance(source, tuple) else (source, None)
 
 
 def _batches(model_input, batch_size, bar, desc):
     """(x, y) batches of a Subset or an (x, y) pair, in order."""
-    loader = data.DataLoader(*_loader_args(model_input), batch_size=batch_size,
-                             shuffle=False)
+    x, y = _xy(model_input)
+    loader = data.DataLoader(x, y, batch_size=batch_size, shuffle=False)
     return bar(loader, desc, total=len(loader))
 
 

@@ -88,7 +88,7 @@ def save(module, path, *, metadata=None) -> str:
     extra = {_ARCH_KEY: np.array(arch)}
     if meta is not None:
         extra[_META_KEY] = np.array(meta)
-    write_atomically(path, lambda f: np.savez(f, **arrays, **extra))
+    write_atomically(path, lambda f: np.savez(f, **{**arrays, **extra}))
     return path
 
 

@@ -107,7 +107,7 @@ class Optimizer:
                                  f"cnnfast's {type(self).__name__} does not support")
         hyper = self._checked(**{k: _plain(group[k]) for k in self._hyper})
         position = {_plain(pid): i for i, pid in enumerate(ids)}
-        state = [dict() for _ in self.params]
+        state: list = [dict() for _ in self.params]
         for pid, entry in dict(state_dict["state"]).items():
             i = position.get(_plain(pid))
             if i is None or not isinstance(entry, dict):
@@ -143,6 +143,10 @@ class SGD(Optimizer):
     step sets buf = g) and, with nesterov, d = g + momentum * buf."""
 
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
 
     def __init__(self, params, lr, momentum=0, weight_decay=0, nesterov=False, *,
                  dampening=0):
@@ -215,6 +219,9 @@ class Adam(Optimizer):
     L2 penalty added to the gradient (torch's Adam, not AdamW)."""
 
     _hyper = ("lr", "betas", "eps", "weight_decay")
+    betas: tuple
+    eps: float
+    weight_decay: float
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
         super().__init__(params, lr)
