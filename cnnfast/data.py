@@ -57,6 +57,8 @@ class Subset:
             raise ValueError(f"indices must lie in [-{n}, {n}) for a dataset of {n} items, "
                              f"got values from {idx.min()} to {idx.max()}")
         self.indices = idx.astype(np.int64) % max(n, 1)
+        labels = getattr(dataset, "targets", None)
+        self._targets = None if labels is None else np.asarray(labels)[self.indices]
 
     def __len__(self):
         return len(self.indices)
@@ -69,7 +71,10 @@ class Subset:
 
     @property
     def targets(self):
-        return np.asarray(self.dataset.targets)[self.indices]
+        """The labels of the selected items (when the dataset has `.targets`)."""
+        if self._targets is None:
+            raise AttributeError(f"{type(self.dataset).__name__} has no targets")
+        return self._targets
 
 
 class DataLoader:
