@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnnfast
-from cnnfast import _train, cli, data, io, models
+from cnnfast import _checkpoint, _train, cli, data, io, models
 from imagefolders import make_folder
 
 pytest.importorskip("PIL")
@@ -121,13 +121,18 @@ def test_stratified_seeded_split():
 
 
 def test_weights_replace_the_head_and_freeze_base_keeps_the_base(shapes, four_shapes,
-                                                                 tmp_path, capsys):
+                                                                 tmp_path, capsys, monkeypatch):
     w4 = tmp_path / "w4.npz"
     assert _train_run(capsys, "lenet5", "--data", four_shapes, "--epochs", 1, "-o", w4)[0] == 0
     frozen = tmp_path / "frozen.npz"
+    calls = []
+    real = models.LeNet5.forward_features
+    monkeypatch.setattr(models.LeNet5, "forward_features",
+                        lambda self, x: calls.append(len(x)) or real(self, x))
     code, out, _ = _train_run(capsys, "lenet5", "--data", shapes, "--epochs", 2,
                               "--weights", w4, "--freeze-base", "-o", frozen)
     assert code == 0, out
+    assert sum(calls) == 24          # each of the 18 + 6 images through the base once
     assert "base frozen" in out and len(_epoch_accuracies(out)) == 2
     before, after = io.read_state_dict(w4), io.read_state_dict(frozen)
     assert after["fc2.weight"].shape == (3, 84)
@@ -201,6 +206,12 @@ def test_resume_errors(shapes, tmp_path, capsys):
                     "-o", tmp_path / "w.npz"], "no checkpoint", str(ck))
     assert _train_run(capsys, "lenet5", "--data", shapes, "--epochs", 2, "--checkpoint-dir", ck,
                       "-o", tmp_path / "w.npz")[0] == 0
+    saved = _checkpoint.load_checkpoint(ck)
+    assert saved.epoch == 2 and saved.info["classes"] == ["circle", "square", "triangle"]
+    assert set(saved.rng) == {"init", "shuffle", "augment0", "augment1"}
+    assert saved.optimizer["param_groups"][0]["lr"] > 0 and saved.optimizer["state"]
+    np.testing.assert_array_equal(saved.model["fc2.weight"],
+                                  io.read_state_dict(tmp_path / "w.npz")["fc2.weight"])
     _fails(capsys, ["train", "lenet5", "--data", shapes, "--epochs", "2", "--lr", "0.1",
                     "--checkpoint-dir", ck, "--resume", "-o", tmp_path / "w2.npz"],
            "--lr", "other options")
