@@ -225,6 +225,8 @@ def run(args) -> float:
     if ckpt is not None:
         _check_resumable(ckpt, config, d)
     model = build_model(args, len(d.classes), d.in_channels, pretrained=ckpt is None)
+    if ckpt is not None:      # before anything runs the model (the frozen base's features)
+        model.load_state_dict(ckpt.model)
     if args.freeze_base:
         model.freeze().eval()
         net = model.head.unfreeze().train()      # the only part trained
@@ -250,7 +252,6 @@ def run(args) -> float:
     rngs.update({f"augment{i}": t.rng for i, t in enumerate(augment)})
     first = 1
     if ckpt is not None:
-        model.load_state_dict(ckpt.model)
         opt.load_state_dict(ckpt.optimizer)
         _checkpoint.restore_rngs(ckpt, rngs)
         first = ckpt.epoch + 1

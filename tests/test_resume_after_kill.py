@@ -112,3 +112,33 @@ def test_checkpoint_restores_every_generator(tmp_path):
     (tmp_path / "bad" / "checkpoint.npz").write_bytes(b"PK\x03\x04 broken")
     with pytest.raises(ValueError, match="checkpoint"):
         _checkpoint.load_checkpoint(tmp_path / "bad")
+
+
+def test_interrupted_feature_extraction_resumes_exactly(dataset, tmp_path, monkeypatch):
+    """--weights + --freeze-base stopped after its second checkpoint and resumed
+    (in this process): the resumed run recomputes the features from the
+    checkpointed base and ends as the uninterrupted run."""
+    from cnnfast import _checkpoint, cli, io, models
+
+    weights = io.save(models.lenet5(num_classes=5), tmp_path / "pre.npz")
+    argv = ["train", "lenet5", "--data", dataset, "--epochs", "4", "--weights", weights,
+            "--freeze-base", "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "8",
+            "--no-progress"]
+    assert cli.main(argv + ["-o", str(tmp_path / "ref.npz")]) == 0
+    real = _checkpoint.save_checkpoint
+
+    def stop_after_two(folder, **kw):
+        real(folder, **kw)
+        if kw["epoch"] == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(_checkpoint, "save_checkpoint", stop_after_two)
+    ck = tmp_path / "ck"
+    out = ["-o", str(tmp_path / "out.npz"), "--checkpoint-dir", str(ck)]
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(argv + out)
+    monkeypatch.undo()
+    assert cli.main(argv + out + ["--resume"]) == 0
+    expected, got = _arrays(tmp_path / "ref.npz"), _arrays(tmp_path / "out.npz")
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
