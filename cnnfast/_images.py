@@ -85,7 +85,8 @@ def decode_image(path, size, *, mode="RGB", mean=None, std=None, dtype=np.float3
             im = im.convert(mode)     # decodes (GIL released inside Pillow)
         resized, box = _crop_box(im.width, im.height, size)
         if resized != im.size:
-            im = im.resize(resized, Image.Resampling.BILINEAR)
+            # Image.Resampling is Pillow >= 9.1; the module constant works in every 9.x+
+            im = im.resize(resized, getattr(Image, "Resampling", Image).BILINEAR)
         if box != (0, 0, *im.size):
             im = im.crop(box)
         pixels = np.asarray(im)
