@@ -1,4 +1,4 @@
-"""Mini-batches and augmentations for NCHW NumPy arrays.
+"""Mini-batches and augmentations for NCHW NumPy arrays, and image folders.
 
 Every random transform owns a numpy Generator built from its `seed` (an int,
 a Generator, or None for fresh entropy), so a pipeline built with fixed seeds
@@ -13,8 +13,10 @@ import numbers
 import numpy as np
 from scipy import ndimage
 
+from ._images import BatchReader, ImageFolder
+
 __all__ = ["DataLoader", "Compose", "Normalize", "RandomHorizontalFlip", "RandomCrop",
-           "RandomRotation"]
+           "RandomRotation", "ImageFolder", "Subset"]
 
 
 def _check_batch(x, who):
@@ -32,6 +34,49 @@ def _pair(value, name):
     return tuple(int(v) for v in value)
 
 
+def _is_dataset(x):
+    """A dataset object (ImageFolder, Subset, anything with len() and
+    ds[i] -> (x, y)) rather than an array, an array-like (dask, h5py, memmap:
+    they have __array__) or a list of arrays."""
+    return (not isinstance(x, (np.ndarray, list, tuple)) and not hasattr(x, "__array__")
+            and hasattr(x, "__len__") and hasattr(x, "__getitem__"))
+
+
+class Subset:
+    """The items of `dataset` at `indices` (torch.utils.data.Subset), e.g. a
+    train/validation split of an ImageFolder: `Subset(ds, idx)[j]` is
+    `ds[idx[j]]`."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise ValueError(f"indices must be a 1-D sequence of ints, got {indices!r}")
+        n = len(dataset)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise ValueError(f"indices must lie in [-{n}, {n}) for a dataset of {n} items, "
+                             f"got values from {idx.min()} to {idx.max()}")
+        self.indices = idx.astype(np.int64) % max(n, 1)
+        labels = getattr(dataset, "targets", None)
+        self._targets = None if labels is None else np.asarray(labels)[self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.indices[i])]
+
+    def load(self, i):
+        return self.dataset.load(int(self.indices[i]))
+
+    @property
+    def targets(self):
+        """The labels of the selected items (when the dataset has `.targets`)."""
+        if self._targets is None:
+            raise AttributeError(f"{type(self.dataset).__name__} has no targets")
+        return self._targets
+
+
 class DataLoader:
     """Iterate over (x_batch, y_batch) pairs; a fresh shuffle every epoch.
 
@@ -40,38 +85,82 @@ class DataLoader:
         for epoch in range(10):
             for xb, yb in loader: ...
 
-    `transform` (applied to x batches only) runs per batch. The last short
-    batch is kept unless drop_last=True. y may be None (yields x batches only).
+    `x` is an array (with labels `y`, or y=None to yield x batches only) or a
+    dataset (ImageFolder, Subset, or any object with len() and
+    ds[i] -> (image, label); then y must be None). An ImageFolder (or a
+    Subset of one) is decoded on `num_workers` threads (None: the kernels'
+    thread count, cnnfast.get_num_threads(); 0: in the calling thread), one
+    batch ahead of the one being used. `transform` (applied to x batches
+    only) runs per batch, in the calling thread and in batch order, so seeded
+    transforms repeat exactly whatever the thread count. The last short batch
+    is kept unless drop_last=True.
     """
 
     def __init__(self, x, y=None, batch_size=32, shuffle=True, drop_last=False,
-                 transform=None, seed=None):
-        x = np.asarray(x)
-        if y is not None:
-            y = np.asarray(y)
-            if len(y) != len(x):
-                raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+                 transform=None, seed=None, *, num_workers=None):
+        if _is_dataset(x):
+            if y is not None:
+                raise ValueError("y must be None when x is a dataset: its items carry the "
+                                 "labels")
+            self.dataset = x
+        else:
+            self.dataset = None
+            x = np.asarray(x)
+            if y is not None:
+                y = np.asarray(y)
+                if len(y) != len(x):
+                    raise ValueError(f"x and y must have the same length, got {len(x)} and "
+                                     f"{len(y)}")
         if (not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool)
                 or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if num_workers is not None and (not isinstance(num_workers, numbers.Integral)
+                                        or isinstance(num_workers, bool) or num_workers < 0):
+            raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.transform = transform
+        self.num_workers = num_workers
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):
         n, b = len(self.x), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def __iter__(self):
+    def _batches(self):
         n = len(self.x)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[idx]
+        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+
+    def __iter__(self):
+        batches = self._batches()
+        if self.dataset is None:
+            source = ((self.x[idx], None if self.y is None else self.y[idx]) for idx in batches)
+        elif hasattr(self.dataset, "load") and hasattr(self.dataset, "targets"):
+            source = self._decoded(batches)
+        else:
+            source = (_stack_items(self.dataset, idx) for idx in batches)
+        for xb, yb in source:
             if self.transform is not None:
                 xb = self.transform(xb)
-            yield xb if self.y is None else (xb, self.y[idx])
+            yield xb if self.y is None and self.dataset is None else (xb, yb)
+
+    def _decoded(self, batches):
+        """Image batches decoded on a thread pool, the next one in flight
+        while the caller works on the current one."""
+        from . import get_num_threads
+        threads = get_num_threads() if self.num_workers is None else self.num_workers
+        with BatchReader(self.dataset, threads) as reader:
+            pending = reader.submit(batches[0]) if batches else None
+            for k in range(len(batches)):
+                current = pending
+                pending = reader.submit(batches[k + 1]) if k + 1 < len(batches) else None
+                yield reader.collect(current)
+
+
+def _stack_items(dataset, indices):
+    items = [dataset[int(i)] for i in indices]
+    return np.stack([x for x, _ in items]), np.array([y for _, y in items])
 
 
 class Compose:

@@ -4,7 +4,13 @@
 NumPy's .npz (the default) or in .safetensors, chosen by the extension. Both
 record the class name of the module that wrote them, so loading into a
 different architecture reports both names instead of a bare list of key
-differences.
+differences, and optional metadata (JSON: class names, preprocessing, ...)
+that `read_metadata` returns and the state dict readers leave out.
+
+Writes are atomic (`write_atomically`): the file is written under a
+temporary name in the target's folder, flushed and fsync'd, then renamed
+over the target, so a crash or a kill never leaves a half-written weights
+file where the previous one was.
 
 `read_state_dict(path)` reads a state dict (name -> NumPy array) from any of
     - cnnfast's .npz (never with allow_pickle),
@@ -19,9 +25,13 @@ PyTorch files are read without torch and without running pickled code: see
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
+import re
+import secrets
+import threading
 import pickletools
 import struct
 import sys
@@ -33,6 +43,8 @@ import numpy as np
 from .nn.module import Module
 
 _ARCH_KEY = "__cnnfast_architecture__"
+_META_KEY = "__cnnfast_metadata__"
+_RESERVED = re.compile(r"^__cnnfast_\w+__$")     # cnnfast's own entries, not state
 _INSTALL_HINT = 'pip install "cnnfast[weights]"'
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -44,30 +56,195 @@ def _check_module(module):
 
 # ---------------------------------------------------------------- public API
 
-def save(module, path) -> str:
-    """Write module.state_dict() to `path` and return the path written.
+def save(module, path, *, metadata=None) -> str:
+    """Write module.state_dict() to `path`, atomically, and return the path
+    written.
 
     `.safetensors` writes safetensors (the optional `safetensors` package);
     `.npz`, or any other name, writes NumPy's .npz (.npz is appended if the
     name lacks it, as numpy.savez does). PyTorch reads the safetensors file
     with safetensors.torch.load_file; cnnfast does not write torch's pickles.
+    `metadata` (a dict of JSON values: class names, preprocessing, ...) is
+    stored beside the arrays; `read_metadata(path)` returns it, and
+    `read_state_dict` / `load` leave it out of the state dict.
     """
     _check_module(module)
     path = os.fspath(path)
+    meta = _metadata_json(metadata)
     arrays = module.state_dict()
     arch = type(module).__name__
     lower = path.lower()
-    if lower.endswith(".safetensors"):
-        _safetensors_numpy().save_file(arrays, path, metadata={_ARCH_KEY: arch})
-        return path
     if lower.endswith(_TORCH_SUFFIXES):
         raise ValueError(f"cnnfast.save writes .npz or .safetensors, not PyTorch's pickles: "
                          f"got {path!r} (torch reads a .safetensors file with "
                          f"safetensors.torch.load_file)")
+    if lower.endswith(".safetensors"):
+        st = _safetensors_numpy()
+        header = {_ARCH_KEY: arch, **({} if meta is None else {_META_KEY: meta})}
+        write_atomically(path, lambda f: f.write(st.save(arrays, metadata=header)))
+        return path
     if not lower.endswith(".npz"):
         path += ".npz"
-    np.savez(path, **arrays, **{_ARCH_KEY: np.array(arch)})
+    extra = {_ARCH_KEY: np.array(arch)}
+    if meta is not None:
+        extra[_META_KEY] = np.array(meta)
+    write_atomically(path, lambda f: np.savez(f, **{**arrays, **extra}))
     return path
+
+
+def read_metadata(path) -> dict:
+    """The metadata dict `save(..., metadata=...)` stored in a weights file
+    ({} when there is none, e.g. a PyTorch file)."""
+    path = os.fspath(path)
+    kind = _sniff(path)
+    if kind == "npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                text = str(archive[_META_KEY]) if _META_KEY in archive.files else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise ValueError(f"cannot read {path!r} as .npz: {err}") from None
+    elif kind == "safetensors":
+        _safetensors_numpy()
+        from safetensors import safe_open
+        try:
+            with safe_open(path, framework="np") as f:
+                text = (f.metadata() or {}).get(_META_KEY)
+        except Exception as err:
+            raise ValueError(f"cannot read {path!r} as .safetensors: {err}") from None
+    else:
+        return {}
+    if text is None:
+        return {}
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"the metadata in {path!r} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"the metadata in {path!r} is not a JSON object")
+    return meta
+
+
+def _metadata_json(metadata):
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise TypeError(f"metadata must be None or a dict with str keys, got "
+                        f"{type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata must hold JSON values (str, numbers, lists, dicts): "
+                         f"{err}") from None
+
+
+# ------------------------------------------------------------- atomic writes
+
+# temporary files this process is writing (path -> writer), so a concurrent
+# save in the same process never removes another thread's live temporary
+_LIVE_TEMPS: set = set()
+_LIVE_LOCK = threading.Lock()
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{16}\.tmp$")
+
+
+def write_atomically(path, write) -> None:
+    """Write a file by calling write(f) on a binary file object open on a
+    temporary `.NAME.PID.RANDOM.tmp` in the target's folder, then flush,
+    fsync and rename it over `path` (and fsync the folder). If write() (or
+    anything else) fails, the temporary is removed and `path` is untouched;
+    if the process is killed, the temporary stays behind and the next write
+    to that folder removes it. A file that already exists keeps its
+    permission bits."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    _remove_stray_temps(folder)
+    mode = _existing_mode(path)
+    while True:
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+        try:        # 0o666 less the umask, as open() would create the target
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o666)
+            break
+        except FileExistsError:
+            continue
+    with _LIVE_LOCK:
+        _LIVE_TEMPS.add(tmp)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.chmod(tmp, mode)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE_TEMPS.discard(tmp)
+    _fsync_folder(folder)
+
+
+def _existing_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def _fsync_folder(folder):
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_stray_temps(folder):
+    """Remove the temporaries killed writers left in `folder`: names of our
+    pattern whose writing process no longer runs (a live process's, and this
+    process's in-flight ones, are left alone)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for entry in names:
+        match = _TEMP_NAME.match(entry)
+        if match is None:
+            continue
+        full = os.path.join(folder, entry)
+        pid = int(match["pid"])
+        with _LIVE_LOCK:
+            live_here = full in _LIVE_TEMPS
+        if live_here or (pid != os.getpid() and _process_alive(pid)):
+            continue
+        try:
+            os.unlink(full)
+        except OSError:
+            pass
+
+
+def _process_alive(pid) -> bool:
+    if os.name == "nt":
+        # os.kill(pid, 0) would send CTRL_C_EVENT there; Windows refuses to
+        # delete a file another process has open, which protects live writers
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True        # exists but not ours (or cannot tell): leave it
+    return True
 
 
 def load(module, path, strict=True):
@@ -181,6 +358,8 @@ def _read_npz(path):
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise ValueError(f"cannot read {path!r} as .npz: {err}") from None
     arch = arrays.pop(_ARCH_KEY, None)
+    for key in [k for k in arrays if _RESERVED.match(k)]:
+        del arrays[key]                  # metadata: read_metadata's, not state
     return arrays, (None if arch is None else str(arch))
 
 
