@@ -294,3 +294,26 @@ def test_epilogue_clamp_with_residual(rng, shape, kernel, groups):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.nanmax(np.abs(want)))
         # NaN propagates through the clamp (assert_allclose matched the NaN places)
         assert np.isnan(got[0, :, 0, 0]).any()
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_fuse_folds_batch_norm_1d_and_3d(rng, nd, data_format):
+    conv, bn = getattr(nn, f"Conv{nd}d"), getattr(nn, f"BatchNorm{nd}d")
+    kw = dict(dtype=np.float64, data_format=data_format)
+    model = nn.Sequential(conv(2, 5, 3, padding=1, **kw), bn(5, **kw), nn.ReLU6(),
+                          conv(5, 3, 1, **kw), bn(3, **kw), nn.Hardtanh(-0.5, 0.5))
+    for m in model.modules():
+        if isinstance(m, bn):
+            m.running_mean = rng.standard_normal(m.num_features)
+            m.running_var = rng.random(m.num_features) + 0.5
+            m.weight.data = rng.standard_normal(m.num_features)
+    spatial = (7,) * nd
+    x = rng.standard_normal((2,) + (spatial + (2,) if data_format == "channels_last"
+                                    else (2,) + spatial)) * 3
+    want = model.eval()(x)
+    fused = model.fuse()
+    assert [type(m).__name__ for m in fused.module.children()] == \
+        ["FusedConv2d", "Folded", "Folded"] * 2
+    np.testing.assert_allclose(fused(x), want, rtol=1e-12, atol=1e-12)
+    assert np.abs(want).max() == 0.5   # the clamp is active

@@ -13,11 +13,12 @@ after storing it (cnnfast._ext._conv's epilogue), so no separate pass reads
 the activation.
 
 What is fused: inside every Sequential and Chain (the models' straight-line
-containers), Conv2d -> BatchNorm2d, Conv2d -> BatchNorm2d -> activation and
-Conv2d -> activation (activation: ReLU, ReLU6 or Hardtanh); ResNet's blocks
-and MobileNetV2's inverted residuals as a whole (their own _fused). A
-BatchNorm2d with track_running_stats=False normalises with batch statistics
-even in eval mode and is left as it is. Everything else is kept (copied).
+containers), ConvNd -> BatchNormNd, ConvNd -> BatchNormNd -> activation and
+ConvNd -> activation (N = 1, 2, 3 matching; activation: ReLU, ReLU6 or
+Hardtanh); ResNet's blocks and MobileNetV2's inverted residuals as a whole
+(their own _fused). A BatchNorm with track_running_stats=False normalises with
+batch statistics even in eval mode and is left as it is. Everything else is
+kept (copied).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import numpy as np
 
 from .. import _validation as V
 from .. import functional as F
-from .layers import BatchNorm2d, Conv2d, Hardtanh, Identity, ReLU, ReLU6, Sequential
+from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, Hardtanh
+from .layers import Identity, ReLU, ReLU6, Sequential
 from .module import Module, Parameter
 
 _INFERENCE_ONLY = ("{what} is part of a fused inference model (Module.fuse()): it has no "
@@ -38,9 +40,14 @@ def _inference_error(what):
     return RuntimeError(_INFERENCE_ONLY.format(what=what))
 
 
-def foldable(bn) -> bool:
-    """A BatchNorm2d whose eval-mode map is fixed (it uses running statistics)."""
-    return isinstance(bn, BatchNorm2d) and bn.track_running_stats
+# the convolutions fuse() folds, and the BatchNorm of each one's dimension
+_CONVS = (Conv1d, Conv2d, Conv3d)
+_BATCH_NORMS = {1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
+
+
+def foldable(bn, nd=2) -> bool:
+    """A BatchNorm{nd}d whose eval-mode map is fixed (it uses running statistics)."""
+    return isinstance(bn, _BATCH_NORMS[nd]) and bn.track_running_stats
 
 
 def fold_batch_norm(conv, bn):
@@ -75,7 +82,8 @@ class FusedConv2d(Module):
     """Inference-only convolution with folded BatchNorm: clamp(conv(x) + bias
     (+ residual), lo, hi) with `clamp` = (lo, hi), else conv(x) + bias
     (+ residual); the residual add and the clamp run in the convolution
-    kernel's store pass. relu=True is clamp=(0, inf)."""
+    kernel's store pass. relu=True is clamp=(0, inf). It also serves Conv1d
+    and Conv3d: its dimension is conv's."""
 
     def __init__(self, conv, bn=None, relu=False, clamp=None):
         super().__init__()
@@ -85,10 +93,11 @@ class FusedConv2d(Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
+        self._nd = conv._nd
         self.clamp = V.epilogue_clamp(relu if clamp is None else clamp)
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
-        self._folded = (("BatchNorm2d" if bn is not None else "")
+        self._folded = ((type(bn).__name__ if bn is not None else "")
                         + ("" if self.clamp is None else f" + clamp{self.clamp}"))
 
     def forward(self, x, residual=None):
@@ -96,7 +105,7 @@ class FusedConv2d(Module):
         if last:   # the fused epilogue runs on the channels-first kernels
             x = F._to_first(x)
             residual = None if residual is None else F._to_first(residual)
-        y = F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
+        y = F._conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
                                   self.padding, self.dilation, self.groups, self.clamp,
                                   residual, self.padding_mode)
         return F._to_last(y) if last else y
@@ -140,17 +149,17 @@ def is_chain(module) -> bool:
 
 
 def _fuse_chain(module):
-    """Fold the Conv2d -> BatchNorm2d (-> activation) / Conv2d -> activation
+    """Fold the ConvNd -> BatchNormNd (-> activation) / ConvNd -> activation
     runs among module's children in place (module is the private copy)."""
     items = module.named_children()
     i = 0
     while i < len(items):
         name, m = items[i]
-        if type(m) is not Conv2d:
+        if type(m) not in _CONVS:
             i += 1
             continue
         j, bn, clamp = i + 1, None, None
-        if j < len(items) and foldable(items[j][1]):
+        if j < len(items) and foldable(items[j][1], m._nd):
             bn, j = items[j][1], j + 1
         if j < len(items) and clamp_of(items[j][1]) is not None:
             clamp, j = clamp_of(items[j][1]), j + 1
