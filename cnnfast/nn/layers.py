@@ -402,8 +402,11 @@ class ReLU(Module):
 
 
 class Hardtanh(Module):
-    """x clamped to [min_val, max_val] in C (cnnfast.hardtanh), NaN kept;
-    keeps its input for backward (the gradient is zero at the bounds)."""
+    """x clamped to [min_val, max_val] in C (cnnfast.hardtanh), NaN kept.
+    Keeps its output for backward: y is strictly inside the bounds exactly
+    where x is (and NaN where x is), so hardtanh_backward on y gives x's
+    gradient, and y is the array the next layer keeps anyway (x, a batch
+    norm's output, would be one more activation held)."""
 
     def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
         super().__init__()
@@ -413,7 +416,7 @@ class Hardtanh(Module):
     def forward(self, x):
         y = F.hardtanh(x, self.min_val, self.max_val)
         if self.training:
-            self._cache = x
+            self._cache = y
         return y
 
     def backward(self, grad_out):
