@@ -78,6 +78,11 @@ def clamp_of(activation):
     return None
 
 
+def _clamp_name(clamp):
+    """The activation a (lo, hi) clamp is, for reprs."""
+    return {(0.0, float("inf")): "ReLU", (0.0, 6.0): "ReLU6"}.get(clamp, f"Hardtanh{clamp}")
+
+
 class FusedConv2d(Module):
     """Inference-only convolution with folded BatchNorm: clamp(conv(x) + bias
     (+ residual), lo, hi) with `clamp` = (lo, hi), else conv(x) + bias
@@ -98,7 +103,7 @@ class FusedConv2d(Module):
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
         self._folded = ((type(bn).__name__ if bn is not None else "")
-                        + ("" if self.clamp is None else f" + clamp{self.clamp}"))
+                        + ("" if self.clamp is None else f" + {_clamp_name(self.clamp)}"))
 
     def forward(self, x, residual=None):
         last = self.data_format == "channels_last"
@@ -116,7 +121,9 @@ class FusedConv2d(Module):
     def extra_repr(self):
         w = self.weight.shape
         return (f"{w[1] * self.groups}, {w[0]}, kernel_size={tuple(w[2:])}, "
-                f"stride={self.stride}, padding={self.padding}, folded={self._folded.strip(' +')!r}")
+                f"stride={self.stride}, padding={self.padding}"
+                + (f", groups={self.groups}" if self.groups != 1 else "")
+                + f", folded={self._folded.strip(' +')!r}")
 
 
 class Folded(Identity):
