@@ -67,6 +67,8 @@ from .functional import (
     global_avg_pool2d_backward,
     global_max_pool2d,
     global_max_pool2d_backward,
+    hardtanh,
+    hardtanh_backward,
     max_pool1d,
     max_pool1d_backward,
     max_pool2d,
@@ -74,6 +76,8 @@ from .functional import (
     max_pool3d,
     max_pool3d_backward,
     relu,
+    relu6,
+    relu6_backward,
     relu_backward,
 )
 

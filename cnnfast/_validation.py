@@ -1051,3 +1051,35 @@ def elementwise_args(op: str, **arrays) -> np.dtype:
             raise ValueError(f"{name} has shape {a.shape}, expected {first[1]} (the shape of "
                              f"{first[0]}) for {op}")
     return common_float_dtype(**arrays)
+
+
+def _real(value, name: str) -> float:
+    """A real number (int or float, not bool) as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def clamp_bounds(min_val, max_val) -> tuple[float, float]:
+    """hardtanh's bounds: numbers, not NaN, min_val <= max_val (torch's rule;
+    equal bounds are a constant)."""
+    lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"min_val and max_val must not be NaN, got min_val={min_val!r}, "
+                         f"max_val={max_val!r}")
+    if lo > hi:
+        raise ValueError(f"min_val must be <= max_val, got min_val={min_val!r}, "
+                         f"max_val={max_val!r}")
+    return lo, hi
+
+
+def epilogue_clamp(clamp) -> tuple[float, float] | None:
+    """A fused convolution's activation: None/False (none), True (ReLU,
+    [0, inf]) or (lo, hi) -> the (lo, hi) the kernel's epilogue takes."""
+    if clamp is None or clamp is False:
+        return None
+    if clamp is True:
+        return (0.0, math.inf)
+    if not isinstance(clamp, tuple) or len(clamp) != 2:
+        raise TypeError(f"clamp must be None, a bool or a (lo, hi) pair, got {clamp!r}")
+    return clamp_bounds(*clamp)

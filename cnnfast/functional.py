@@ -31,6 +31,7 @@ __all__ = [
     "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward",
     "adaptive_max_pool3d_backward",
     "batch_norm", "batch_norm_backward", "relu", "relu_backward",
+    "relu6", "relu6_backward", "hardtanh", "hardtanh_backward",
 ]
 
 
@@ -165,12 +166,13 @@ _ZERO_PADDING = V.PAD_MODES.index("zeros")
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
-def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
+def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
     *out) array. x and weight are any arrays validated for geom; bias an
     array of the kernel dtype (empty: none). A fused layer's epilogue:
-    `residual` (validated, out's shape) added and then ReLU (`relu`), both
-    on each output tile inside the kernel's parallel loop."""
+    `residual` (validated, out's shape) added and then the activation
+    `clamp` = (lo, hi) or None, both on each output tile inside the
+    kernel's parallel loop."""
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
@@ -179,7 +181,7 @@ def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
         res5 = None if residual is None else _batch_as_pixels(residual, geom.out_channels)
         with blas_pinned:
             _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
-                               _ZERO_PADDING, p.threads, relu, res5)
+                               _ZERO_PADDING, p.threads, clamp, res5)
         return _pixels_as_batch(out5, geom.out_shape)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
@@ -193,7 +195,7 @@ def _run_forward(geom, p, x, weight, bias, relu=False, residual=None):
     with blas_pinned:
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
                            *geom.kernel_args, geom.groups, *_kernel_args(p),
-                           geom.pad_mode_code, p.threads, relu, res5)
+                           geom.pad_mode_code, p.threads, clamp, res5)
     return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
 
 
@@ -285,39 +287,38 @@ def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algori
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
 
 
-def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, relu=False,
+def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, clamp=None,
                         residual=None, padding_mode="zeros"):
     """conv{nd}d with a fused inference layer's epilogue (Module.fuse()):
-    relu(conv(x, weight) + bias + residual), residual optional, computed in
-    the convolution's store pass (no separate pass over the output)."""
+    clamp(conv(x, weight) + bias + residual, lo, hi), residual optional,
+    computed in the convolution's store pass (no separate pass over the
+    output). clamp: None or False (no activation), True (ReLU, [0, inf]) or
+    (lo, hi) (ReLU6 [0, 6], Hardtanh [min_val, max_val])."""
     geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
                            padding_mode=padding_mode)
     V.conv_residual(residual, geom)
+    bounds = V.epilogue_clamp(clamp)
     plan = P.plan_conv(geom, "auto", ("forward",))
     return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype),
-                        bool(relu), residual)
+                        bounds, residual)
 
 
 def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, groups,
                              clamp=None, residual=None, padding_mode="zeros", packed=None):
     """_conv_forward_fused on channels-last x and residual: clamp(conv(x) + bias
-    + residual) with clamp = (lo, hi) or None, residual optional. On the NHWC
+    + residual), clamp as there, residual optional. On the NHWC
     direct kernel (epilogue in its store pass, weights packed once: `packed`,
     a dict the layer keeps, caches them per configuration), else on the
     channels-first kernels between layout copies."""
     geom = V.conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups,
                            padding_mode=padding_mode)
     V.conv_residual(None if residual is None else _first_view(residual), geom)
+    clamp = V.epilogue_clamp(clamp)
     p = P.plan_conv(geom, "auto", ("forward",), channels_last=True).passes["forward"]
     if p.kernel != "nhwc_direct":
-        lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
-        if lo != 0 or hi != np.inf:
-            raise ValueError(f"the channels-first fused kernels clamp to [0, inf) only, "
-                             f"got {clamp}")
         return _to_last(_conv_forward_fused(
-            nd, _to_first(x), weight, bias, stride, padding, dilation, groups,
-            clamp is not None, None if residual is None else _to_first(residual),
-            padding_mode))
+            nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
+            None if residual is None else _to_first(residual), padding_mode))
     # the entry holds the source arrays: a replaced weight (load_state_dict)
     # misses, and its id cannot be reused by another array while cached
     key = (p.config.group_stride, p.config.block, geom.dtype.str)
@@ -1229,6 +1230,50 @@ def relu(x):
     y = np.empty(x.shape, dtype=dtype)
     _elementwise.relu(xf, y.reshape(-1), P.elementwise_threads(xf.size))
     return y
+
+
+def _clamp(op, x, lo, hi):
+    """x clamped to [lo, hi] by the clamp kernel (relu6, hardtanh)."""
+    dtype = V.elementwise_args(op, x=x)
+    xf = V.kernel_array(x, dtype).reshape(-1)
+    y = np.empty(x.shape, dtype=dtype)
+    _elementwise.clamp(xf, y.reshape(-1), lo, hi, P.elementwise_threads(xf.size))
+    return y
+
+
+def _clamp_backward(op, grad_out, x, lo, hi):
+    """grad_out where lo < x < hi, else 0 (relu6_backward, hardtanh_backward)."""
+    dtype = V.elementwise_args(op, grad_out=grad_out, x=x)
+    gf = V.kernel_array(grad_out, dtype).reshape(-1)
+    grad_x = np.empty(grad_out.shape, dtype=dtype)
+    _elementwise.clamp_backward(gf, V.kernel_array(x, dtype).reshape(-1), grad_x.reshape(-1),
+                                lo, hi, P.elementwise_threads(gf.size))
+    return grad_x
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """x clamped to [min_val, max_val] elementwise, NaN kept (as
+    torch.nn.functional.hardtanh); a new array. min_val > max_val is a
+    ValueError."""
+    return _clamp("hardtanh", x, *V.clamp_bounds(min_val, max_val))
+
+
+def hardtanh_backward(grad_out, x, min_val=-1.0, max_val=1.0):
+    """Gradient of hardtanh given its input x: grad_out where min_val < x <
+    max_val, else 0 (at and outside the bounds, and where x is NaN)."""
+    return _clamp_backward("hardtanh_backward", grad_out, x, *V.clamp_bounds(min_val, max_val))
+
+
+def relu6(x):
+    """min(max(x, 0), 6) elementwise, NaN kept (as torch.nn.functional.relu6:
+    hardtanh on [0, 6]); a new array."""
+    return _clamp("relu6", x, 0.0, 6.0)
+
+
+def relu6_backward(grad_out, x):
+    """Gradient of relu6 given its input x: grad_out where 0 < x < 6, else 0
+    (NaN x: 0)."""
+    return _clamp_backward("relu6_backward", grad_out, x, 0.0, 6.0)
 
 
 def relu_backward(grad_out, y):

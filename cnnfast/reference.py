@@ -674,6 +674,31 @@ def relu_backward(grad_out, y):
     return np.where(np.asarray(y) <= 0, dtype.type(0), np.asarray(grad_out, dtype=dtype))
 
 
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    lo, hi = V.clamp_bounds(min_val, max_val)
+    dtype = V.elementwise_args("hardtanh", x=x)
+    x = np.asarray(x, dtype=dtype)
+    # where() rather than np.clip: the bounds are compared in x's dtype, NaN kept
+    lo, hi = dtype.type(lo), dtype.type(hi)
+    return np.where(x <= lo, lo, np.where(x >= hi, hi, x))
+
+
+def hardtanh_backward(grad_out, x, min_val=-1.0, max_val=1.0):
+    lo, hi = V.clamp_bounds(min_val, max_val)
+    dtype = V.elementwise_args("hardtanh_backward", grad_out=grad_out, x=x)
+    x = np.asarray(x, dtype=dtype)
+    inside = (x > dtype.type(lo)) & (x < dtype.type(hi))   # False at NaN
+    return np.where(inside, np.asarray(grad_out, dtype=dtype), dtype.type(0))
+
+
+def relu6(x):
+    return hardtanh(x, 0.0, 6.0)
+
+
+def relu6_backward(grad_out, x):
+    return hardtanh_backward(grad_out, x, 0.0, 6.0)
+
 # ----------------------------------------------------------- data formats
 
 def _to_last(a):

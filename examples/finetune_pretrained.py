@@ -2,6 +2,7 @@
 
     python examples/finetune_pretrained.py --weights resnet18-f37072fd.pth
     python examples/finetune_pretrained.py --quick        # makes its own stand-in file
+    python examples/finetune_pretrained.py --model mobilenet_v2 --weights mobilenet_v2-b0353104.pth
 
 1. Read a torchvision weights file (torch.save's zip format, e.g. torchvision's
    published resnet18-f37072fd.pth) with cnnfast.io.read_state_dict: no torch
@@ -137,8 +138,8 @@ def main(argv=None):
     parser.add_argument("--weights", help="a torchvision weights file (.pth); default: make "
                                           "one with random weights")
     parser.add_argument("--model", default="resnet18",
-                        choices=["resnet18", "resnet34", "alexnet", "vgg11", "vgg16",
-                                 "googlenet"])
+                        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                                 "mobilenet_v2", "alexnet", "vgg11", "vgg16", "googlenet"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true",
                         help="300 training images and 5 epochs (a smoke test)")

@@ -113,7 +113,7 @@ def _calls(dtype, seed=0):
     calls.append(("relu_backward", cnnfast.relu_backward, dict(grad_out=gb, y=xb)))
     calls.append(("conv2d-fused", cnnfast.functional._conv_forward_fused,
                   dict(nd=2, x=x2, weight=r(16, 6, 3, 3), bias=r(16), stride=1, padding=1,
-                       dilation=1, groups=1, relu=True, residual=r(2, 16, 13, 12))))
+                       dilation=1, groups=1, clamp=True, residual=r(2, 16, 13, 12))))
     return calls
 
 

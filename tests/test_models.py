@@ -13,13 +13,16 @@ from cnnfast.optim import SGD, Adam
 
 # (model, input size): AlexNet's stem needs at least 63x63
 SMALL_INPUTS = {"lenet5": 32, "alexnet": 64, "vgg11": 32, "vgg16": 32, "googlenet": 32,
-                "resnet18": 32, "resnet34": 32}
+                "resnet18": 32, "resnet34": 32, "resnet50": 32, "mobilenet_v2": 32}
+# ResNet-101/152 are ResNet-50's code with more blocks: test_models_mobilenet_resnet.py
+# builds them (parameter counts, keys, a forward); the per-model tests below skip them
+ZOO = [name for name in models.MODELS if name not in ("resnet101", "resnet152")]
 
 # Published parameter counts of the torchvision models (1000 classes, no aux
 # heads); LeNet-5's is 156 + 2416 + 48120 + 10164 + 850.
 PARAM_COUNTS = {"lenet5": 61_706, "alexnet": 61_100_840, "vgg11": 132_863_336,
                 "vgg16": 138_357_544, "googlenet": 6_624_904, "resnet18": 11_689_512,
-                "resnet34": 21_797_672}
+                "resnet34": 21_797_672, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872}
 
 # Sample keys and shapes, read off torchvision's alexnet.py, vgg.py, resnet.py
 # and googlenet.py (Sequential indices count the parameter-free layers too).
@@ -47,12 +50,23 @@ EXPECTED_KEYS = {
                  "fc.weight": (1000, 512)},
     "resnet34": {"layer3.5.conv2.weight": (256, 256, 3, 3), "layer4.2.bn2.weight": (512,),
                  "layer4.0.downsample.0.weight": (512, 256, 1, 1)},
+    "resnet50": {"layer1.0.conv1.weight": (64, 64, 1, 1), "layer1.0.conv3.weight": (256, 64, 1, 1),
+                 "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+                 "layer2.0.conv2.weight": (128, 128, 3, 3), "layer4.2.bn3.running_var": (2048,),
+                 "fc.weight": (1000, 2048)},
+    "mobilenet_v2": {"features.0.0.weight": (32, 3, 3, 3), "features.0.1.running_mean": (32,),
+                     "features.1.conv.0.0.weight": (32, 1, 3, 3),
+                     "features.1.conv.1.weight": (16, 32, 1, 1),
+                     "features.2.conv.0.0.weight": (96, 16, 1, 1),
+                     "features.2.conv.1.0.weight": (96, 1, 3, 3),
+                     "features.17.conv.3.bias": (320,), "features.18.0.weight": (1280, 320, 1, 1),
+                     "classifier.1.weight": (1000, 1280)},
 }
 ABSENT_KEYS = {"resnet18": ["layer1.0.downsample.0.weight", "conv1.bias"],
                "googlenet": ["aux1.fc1.weight", "conv1.conv.bias"]}
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", ZOO)
 def test_builds_with_torchvision_layout_and_runs(rng, name):
     nn.manual_seed(0)
     model = models.MODELS[name]()        # defaults: 1000 classes, 3 channels (LeNet: 10, 1)
@@ -276,7 +290,8 @@ def test_lenet5_learns_in_one_short_epoch():
 
 HEADS = {"lenet5": ("fc2", 84), "alexnet": ("classifier.6", 4096),
          "vgg11": ("classifier.6", 4096), "vgg16": ("classifier.6", 4096),
-         "googlenet": ("fc", 1024), "resnet18": ("fc", 512), "resnet34": ("fc", 512)}
+         "googlenet": ("fc", 1024), "resnet18": ("fc", 512), "resnet34": ("fc", 512),
+         "resnet50": ("fc", 2048), "mobilenet_v2": ("classifier.1", 1280)}
 
 
 def _small(name, **kwargs):
@@ -286,7 +301,7 @@ def _small(name, **kwargs):
                                **kwargs)
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", ZOO)
 def test_forward_features_feed_the_head(rng, name):
     nn.manual_seed(0)
     model = _small(name).eval()

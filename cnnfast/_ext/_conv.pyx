@@ -74,29 +74,31 @@ cdef inline const cf_conv_kernels *_kernels(floating dummy) noexcept nogil:
 # ---------------------------------------------------------------- epilogue
 
 cdef struct _epilogue:
-    const void *res        # residual laid out as out (added before relu), or NULL
+    const void *res        # residual laid out as out (added before the clamp), or NULL
     const void *out        # out's first element: a tile's residual is at the same offset
-    bint relu
+    bint clamp             # the activation: out = clamp(out, lo, hi) (ReLU: [0, inf])
+    double lo, hi
     bint active            # False: a plain convolution (and every backward pass)
 
 
 cdef _epilogue _no_epilogue():
     cdef _epilogue e
     e.res = e.out = NULL
-    e.relu = e.active = False
+    e.clamp = e.active = False
+    e.lo = e.hi = 0
     return e
 
 
 cdef inline void _epilogue_rows(const _epilogue *e, floating *o, Py_ssize_t rows,
                                 Py_ssize_t row_stride, Py_ssize_t n) noexcept nogil:
-    """A fused layer's residual add and ReLU on the tile just stored at o
+    """A fused layer's residual add and activation on the tile just stored at o
     (rows spans of n outputs, row_stride apart), while it is in cache."""
     if e == NULL or not e.active:
         return
     cdef const floating *res = NULL
     if e.res != NULL:
         res = (<const floating *> e.res) + (o - <const floating *> e.out)
-    _kernels(<floating> 0).conv_epilogue(o, res, rows, row_stride, n, e.relu)
+    _kernels(<floating> 0).conv_epilogue(o, res, rows, row_stride, n, e.clamp, e.lo, e.hi)
 
 
 # ------------------------------------------------------------------ direct
@@ -241,7 +243,7 @@ cdef struct _cv_job:
     Py_ssize_t groups, nkb, kblock, Kpad, nq, qchunk, qend, xpad_size, N
     bint in_place          # no padding: read x itself
     bint batch             # x is the padded input with the batch innermost
-    _epilogue ep           # a fused layer's residual add and ReLU
+    _epilogue ep           # a fused layer's residual add and activation
 
 
 cdef void _cv_forward_item(Py_ssize_t i, const _cv_job *job, const cf_geom *g,
@@ -428,7 +430,7 @@ cdef struct _packed_job:
     Py_ssize_t a_rs, a_ks  # apk is the weights read in place, (i, k) at i*a_rs + k*a_ks;
                            # a_rs == 0: apk is packed
     bint in_place          # no padding: pack straight from x
-    _epilogue ep           # forward: a fused layer's residual add and ReLU
+    _epilogue ep           # forward: a fused layer's residual add and activation
     Py_ssize_t nchunks, cchunk  # input gradient: channel chunks per (image, group), size
 
 
@@ -904,15 +906,16 @@ cdef void _direct_rows_forward(const floating[:, :, :, :, ::1] x,
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple padding, tuple dilation, Py_ssize_t groups,
-                 str kernel, tuple gemm, int pad_mode, int nthreads, bint relu=False,
+                 str kernel, tuple gemm, int pad_mode, int nthreads, tuple clamp=None,
                  const floating[:, :, :, :, ::1] residual=None):
     """out = conv(x, w) + bias with the plan's kernel (cnnfast._plan): "gemm"
     (gemm = (tile, weights_in_place, reduction_chunk)), "direct_lanes",
     "direct_lanes_batch" (zero padding only), "direct_rows" or "winograd"
     (zero padding only; non-finite values: the direct_rows result). `bias`
     may be empty (no bias). A fused layer's epilogue: `residual` (shaped as
-    out) added, then ReLU when `relu`, on each output tile right after it is
-    stored (Winograd: one pass over out after the transforms). pad_mode
+    out) added, then the activation `clamp` = (lo, hi) (ReLU: (0, inf)), on
+    each output tile right after it is stored (Winograd: one pass over out
+    after the transforms). pad_mode
     (CF_PAD_*) is what the padded copies hold."""
     cdef Py_ssize_t N = x.shape[0]
     cdef cf_geom g = _geometry(x.shape[1] // groups, x.shape[2], x.shape[3], x.shape[4],
@@ -924,8 +927,10 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
         return
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
     cdef _epilogue ep = _no_epilogue()
-    ep.relu = relu
-    ep.active = relu or residual is not None
+    if clamp is not None:
+        ep.clamp = True
+        ep.lo, ep.hi = clamp
+    ep.active = ep.clamp or residual is not None
     ep.out = &out[0, 0, 0, 0, 0]
     if residual is not None:
         ep.res = &residual[0, 0, 0, 0, 0]

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Elementwise kernels: batch normalisation (statistics, affine map, the
-training-mode gradient), ReLU (forward, backward, fused residual add) and
-SGD's parameter update.
+training-mode gradient), the clamping activations (ReLU, ReLU6, Hardtanh:
+forward, backward, ReLU's fused residual add) and SGD's parameter update.
 
 Arrays arrive C-contiguous and native-endian, validated and allocated by
 cnnfast.functional; batch-norm arrays as (N, C, S). Owner computes: a
@@ -149,47 +149,68 @@ def batch_norm_grad_input(const floating[:, :, ::1] grad_out,  # IN  (N, C, S)
 
 # ------------------------------------------------------------ activations
 
-cdef inline void _relu_span(Py_ssize_t i, Py_ssize_t n, const floating *a, const floating *b,
-                            floating *y, int op) noexcept nogil:
-    """Span i of SPAN elements: op 0 relu(a), 1 relu_backward(a = grad, b = y),
-    2 relu(a + b)."""
-    cdef Py_ssize_t lo = i * SPAN, cnt = min(SPAN, n - lo)
-    if op == 0:
-        _kernels(<floating> 0).relu(a + lo, y + lo, cnt)
-    elif op == 1:
-        _kernels(<floating> 0).relu_backward(a + lo, b + lo, y + lo, cnt)
+cdef enum _Activation:
+    CLAMP = 0              # y = clamp(a, lo, hi) (relu: [0, inf])
+    CLAMP_BACKWARD = 1     # y = a where lo < b < hi, else 0 (a = grad, b = x)
+    RELU_BACKWARD = 2      # y = a where b is not <= 0 (a = grad, b = relu's output)
+    ADD_RELU = 3           # y = relu(a + b)
+
+
+cdef inline void _activation_span(Py_ssize_t i, Py_ssize_t n, const floating *a,
+                                  const floating *b, floating *y, _Activation op, double lo,
+                                  double hi) noexcept nogil:
+    """Span i of SPAN elements of activation op."""
+    cdef Py_ssize_t start = i * SPAN, cnt = min(SPAN, n - start)
+    if op == CLAMP:
+        _kernels(<floating> 0).clamp(a + start, y + start, cnt, lo, hi)
+    elif op == CLAMP_BACKWARD:
+        _kernels(<floating> 0).clamp_backward(a + start, b + start, y + start, cnt, lo, hi)
+    elif op == RELU_BACKWARD:
+        _kernels(<floating> 0).relu_backward(a + start, b + start, y + start, cnt)
     else:
-        _kernels(<floating> 0).add_relu(a + lo, b + lo, y + lo, cnt)
+        _kernels(<floating> 0).add_relu(a + start, b + start, y + start, cnt)
 
 
-cdef void _relu_op(const floating[::1] a, const floating[::1] b, floating[::1] y, int op,
-                   int nthreads):
+cdef void _activation(const floating[::1] a, const floating[::1] b, floating[::1] y,
+                      _Activation op, int nthreads, double lo=0, double hi=0):
     cdef Py_ssize_t n = y.shape[0], i, spans = (n + SPAN - 1) // SPAN
     if n == 0:
         return
     with nogil:
         if nthreads > 1 and spans > 1:
             for i in prange(spans, num_threads=nthreads, schedule='guided'):
-                _relu_span(i, n, &a[0], &b[0], &y[0], op)
+                _activation_span(i, n, &a[0], &b[0], &y[0], op, lo, hi)
         else:
             for i in range(spans):
-                _relu_span(i, n, &a[0], &b[0], &y[0], op)
+                _activation_span(i, n, &a[0], &b[0], &y[0], op, lo, hi)
+
+
+def clamp(const floating[::1] x, floating[::1] y, double lo, double hi, int nthreads):
+    """y = min(max(x, lo), hi), NaN kept (y may be x itself): relu is
+    [0, inf], relu6 [0, 6], hardtanh [min_val, max_val]."""
+    _activation(x, x, y, CLAMP, nthreads, lo, hi)  # b unused
+
+
+def clamp_backward(const floating[::1] grad_out, const floating[::1] x, floating[::1] grad_x,
+                   double lo, double hi, int nthreads):
+    """grad_x = grad_out where lo < x < hi, else 0 (NaN x: 0)."""
+    _activation(grad_out, x, grad_x, CLAMP_BACKWARD, nthreads, lo, hi)
 
 
 def relu(const floating[::1] x, floating[::1] y, int nthreads):
-    """y = relu(x) (y may be x itself)."""
-    _relu_op(x, x, y, 0, nthreads)  # b unused
+    """y = relu(x) (y may be x itself): the clamp to [0, inf]."""
+    _activation(x, x, y, CLAMP, nthreads, 0.0, float("inf"))
 
 
 def relu_backward(const floating[::1] grad_out, const floating[::1] y, floating[::1] grad_x,
                   int nthreads):
     """grad_x = grad_out where y is not <= 0, else 0."""
-    _relu_op(grad_out, y, grad_x, 1, nthreads)
+    _activation(grad_out, y, grad_x, RELU_BACKWARD, nthreads)
 
 
 def add_relu(const floating[::1] a, const floating[::1] b, floating[::1] y, int nthreads):
     """y = relu(a + b) (y may be a or b)."""
-    _relu_op(a, b, y, 2, nthreads)
+    _activation(a, b, y, ADD_RELU, nthreads)
 
 
 # -------------------------------------------------------------- optimizer

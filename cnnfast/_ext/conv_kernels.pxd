@@ -48,7 +48,8 @@ cdef extern from "conv_kernels.h" nogil:
                               cf_idx n, cf_idx depth, void *c, cf_idx ldc, const void *bias,
                               int accumulate, cf_idx kc, void *work) noexcept nogil
         void (*conv_epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
-                              cf_idx len, int relu) noexcept nogil
+                              cf_idx len, int clamp, double lo,
+                              double hi) noexcept nogil
         int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx ka, cf_idx kb,
                                 void *u) noexcept nogil
         int (*winograd_forward_block)(const void *xp, cf_idx x_nstride, const void *u,

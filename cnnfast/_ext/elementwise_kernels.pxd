@@ -18,7 +18,9 @@ cdef extern from "elementwise_kernels.h" nogil:
         void (*bn_grad_input_plane)(const void *go, const void *relu_y, const void *x,
                                     void *gx, cf_idx S, double a, double b, double c,
                                     double mean) noexcept nogil
-        void (*relu)(const void *x, void *y, cf_idx n) noexcept nogil
+        void (*clamp)(const void *x, void *y, cf_idx n, double lo, double hi) noexcept nogil
+        void (*clamp_backward)(const void *go, const void *x, void *gx, cf_idx n, double lo,
+                               double hi) noexcept nogil
         void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n) noexcept nogil
         void (*add_relu)(const void *a, const void *b, void *y, cf_idx n) noexcept nogil
         void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr,

@@ -1,4 +1,5 @@
-"""Whole-model benchmarks: inference and training steps of LeNet-5 and ResNet-18.
+"""Whole-model benchmarks: inference and training steps of LeNet-5, ResNet-18,
+ResNet-50 and MobileNetV2.
 
 A layer that scales alone can stop scaling inside a model (the parallel
 regions of consecutive layers, NumPy's own BLAS threads and the elementwise
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .torch_twins import torch_mobilenet_v2, torch_resnet50
 from .train import LR, MOMENTUM, _torch_model, torch_step
 
 
@@ -41,11 +43,18 @@ MODEL_CASES = [
     ModelCase("lenet5", "inference", 256, 32, 1, 10),
     ModelCase("resnet18", "inference", 1, 224, 3, 1000),
     ModelCase("resnet18", "inference", 8, 224, 3, 1000),
+    ModelCase("resnet50", "inference", 1, 224, 3, 1000),
+    ModelCase("mobilenet_v2", "inference", 1, 224, 3, 1000),
     ModelCase("lenet5", "train step", 64, 32, 1, 10),
     ModelCase("resnet18", "train step", 16, 112, 3, 10),
+    ModelCase("mobilenet_v2", "train step", 16, 112, 3, 10),
 ]
 # --quick keeps the smaller rows (CI's smoke run)
-QUICK_CASES = [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[3]]
+QUICK_CASES = [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[5]]
+# the PyTorch twins beyond bench.train's (LeNet-5, ResNet-18)
+_TWINS = {"resnet50": torch_resnet50, "mobilenet_v2": torch_mobilenet_v2}
+# rows timed with fewer repeats (a call takes 50 ms or more)
+_BIG = ("resnet18", "resnet50", "mobilenet_v2")
 
 
 def _times_ms(fn, repeat, warmup, before=None):
@@ -97,7 +106,9 @@ def cnnfast_call(case, seed=0):
 
 def torch_twin(torch, case, model):
     """The PyTorch model of the same layout holding `model`'s weights."""
-    twin = _torch_model(torch, case)
+    make = _TWINS.get(case.model)
+    twin = (make(torch, case.in_channels, case.num_classes) if make
+            else _torch_model(torch, case))
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()}
     missing, unexpected = twin.load_state_dict(state, strict=False)
     if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
@@ -182,7 +193,7 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
     matmul = _user_matmul()
     rows = []
     for case in progress(QUICK_CASES if quick else MODEL_CASES):
-        big = case.model == "resnet18"
+        big = case.model in _BIG
         rep = max(3, repeat // 2) if big else repeat
         model, call = cnnfast_call(case)
         with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
@@ -212,7 +223,7 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
 
 
 def format_model_table(rows, threads, torch_version):
-    head = (f"{'model':<22} {'pass':<11} {'ms':>8} {'+matmul':>8} {'fused':>8} "
+    head = (f"{'model':<25} {'pass':<11} {'ms':>8} {'+matmul':>8} {'fused':>8} "
             f"{'torch ms':>9} {'ort ms':>8} {'x torch':>8} {'x ort':>6} {'fused x ort':>11}")
     load = "  (one other process spinning on a core)" if rows and rows[0]["under_load"] else ""
     lines = [f"threads={threads}  torch={torch_version or 'not installed'}{load}", head,
@@ -221,7 +232,7 @@ def format_model_table(rows, threads, torch_version):
     def fmt(v, spec):
         return format(v, spec) if v else "-"
     for r in rows:
-        lines.append(f"{r['shape']:<22} {r['passage']:<11} {r['ms']:>8.2f} "
+        lines.append(f"{r['shape']:<25} {r['passage']:<11} {r['ms']:>8.2f} "
                      f"{r['ms_with_matmul']:>8.2f} {fmt(r['fused_ms'], '8.2f'):>8} "
                      f"{fmt(r['torch_ms'], '9.2f'):>9} "
                      f"{fmt(r['onnxruntime_ms'], '8.2f'):>8} {fmt(r['vs_torch'], '8.2f'):>8} "
@@ -236,14 +247,14 @@ def format_scaling(runs):
     if 1 not in by_threads or len(by_threads) < 2:
         return ""
     top = max(by_threads)
-    head = (f"{'model':<22} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'fused':>6} "
+    head = (f"{'model':<25} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'fused':>6} "
             f"{'torch':>7} {'ort':>6}")
     lines = [f"speed-up {top} threads over 1 (> 1 scales)", head, "-" * len(head)]
 
     def ratio(a, b, key):
         return f"{a[key] / b[key]:.2f}" if a.get(key) and b.get(key) else "-"
     for one, many in zip(by_threads[1], by_threads[top]):
-        lines.append(f"{one['shape']:<22} {one['passage']:<11} {ratio(one, many, 'ms'):>8} "
+        lines.append(f"{one['shape']:<25} {one['passage']:<11} {ratio(one, many, 'ms'):>8} "
                      f"{ratio(one, many, 'ms_with_matmul'):>8} {ratio(one, many, 'fused_ms'):>6} "
                      f"{ratio(one, many, 'torch_ms'):>7} {ratio(one, many, 'onnxruntime_ms'):>6}")
     return "\n".join(lines)

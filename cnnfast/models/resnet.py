@@ -1,4 +1,4 @@
-"""ResNet-18/34 (He et al., 2015) with torchvision's layout and names."""
+"""ResNet-18/34/50/101/152 (He et al., 2015) with torchvision's layout and names."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,11 +11,56 @@ from ._common import Chain, Transfer, check_model_args, load_weights, set_data_f
 from ._common import torchvision_init
 
 
-class BasicBlock(Module):
-    """Two 3x3 conv-BN stages plus a shortcut: relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x)),
-    where s is the identity, or `downsample` (1x1 conv + BN) when the shape changes."""
+class _ResidualBlock(Module):
+    """A residual block: conv-BN stages named conv1/bn1/relu1, conv2/..., the
+    last one's output added to the shortcut before its ReLU:
+    relu_k(bn_k(conv_k(... relu1(bn1(conv1(x))) ...)) + s(x)), s the identity
+    or `downsample` (1x1 conv + BN) when the shape changes. Subclasses build
+    the stages (attributes, in torchvision's order) and set _depth."""
+
+    _depth = 0
+
+    def _stages(self):
+        """[(conv, bn, relu)] of each stage, in order."""
+        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}"), getattr(self, f"relu{i}"))
+                for i in range(1, self._depth + 1)]
+
+    def forward(self, x):
+        *inner, (conv, bn, relu) = self._stages()
+        out = x
+        for c, b, r in inner:
+            out = r(b(c(out)))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return relu.forward_sum(bn(conv(out)), shortcut)   # relu(out + shortcut), one pass
+
+    def backward(self, grad_out):
+        *inner, (conv, bn, relu) = self._stages()
+        g = relu.backward(grad_out)
+        # the sum fans the gradient out to both paths; x receives both contributions
+        g_main = conv.backward(bn.backward(g))
+        for c, b, r in reversed(inner):
+            # BN + ReLU backward in one (the ReLU's mask inside the batch norm's passes)
+            g_main = c.backward(b.backward(g_main, relu=r))
+        g_short = g if self.downsample is None else self.downsample.backward(g)
+        g_main += g_short   # a fresh array from conv1's backward
+        return g_main
+
+    def _fused(self):
+        """Module.fuse()'s replacement: one fused convolution per stage, the
+        last adding the shortcut and applying its ReLU in its store pass."""
+        if not all(foldable(bn) for _, bn, _ in self._stages()):
+            for name, child in self.named_children():
+                setattr(self, name, fuse_tree(child))
+            return self
+        return FusedResidualBlock(self)
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 conv-BN stages plus a shortcut: relu(bn2(conv2(relu(bn1(conv1(x))))) + s(x))
+    (ResNet-18/34)."""
 
     expansion = 1
+    _depth = 2
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, dtype=np.float32):
         super().__init__()
@@ -28,54 +73,60 @@ class BasicBlock(Module):
         self.downsample = downsample
         self.relu2 = ReLU()   # a second instance: each keeps its own backward cache
 
-    def forward(self, x):
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu2.forward_sum(out, shortcut)   # relu(out + shortcut), one pass
 
-    def backward(self, grad_out):
-        g = self.relu2.backward(grad_out)
-        # the sum fans the gradient out to both paths; x receives both contributions
-        # bn1 + relu1 backward in one (the ReLU's mask inside the batch norm's passes)
-        g_main = self.conv1.backward(self.bn1.backward(
-            self.conv2.backward(self.bn2.backward(g)), relu=self.relu1))
-        g_short = g if self.downsample is None else self.downsample.backward(g)
-        g_main += g_short   # a fresh array from conv1's backward
-        return g_main
+class Bottleneck(_ResidualBlock):
+    """torchvision's Bottleneck (ResNet-50/101/152, "ResNet v1.5"): 1x1 conv to
+    `planes`, 3x3 conv carrying the stride, 1x1 conv to planes * 4, each with
+    BN, plus the shortcut: relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))
+    + s(x))."""
+
+    expansion = 4
+    _depth = 3
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, dtype=np.float32):
+        super().__init__()
+        out = planes * self.expansion
+        self.conv1 = Conv2d(inplanes, planes, 1, bias=False, dtype=dtype)
+        self.bn1 = BatchNorm2d(planes, dtype=dtype)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False,
+                            dtype=dtype)
+        self.bn2 = BatchNorm2d(planes, dtype=dtype)
+        self.relu2 = ReLU()
+        self.conv3 = Conv2d(planes, out, 1, bias=False, dtype=dtype)
+        self.bn3 = BatchNorm2d(out, dtype=dtype)
+        self.downsample = downsample
+        self.relu3 = ReLU()
 
 
-    def _fused(self):
-        """Module.fuse()'s replacement: two fused convolutions, the second
-        adding the shortcut and applying relu2 in its store pass."""
-        if not (foldable(self.bn1) and foldable(self.bn2)):
-            for name, child in self.named_children():
-                setattr(self, name, fuse_tree(child))
-            return self
-        return FusedBasicBlock(self)
-
-
-class FusedBasicBlock(Module):
-    """A BasicBlock after Module.fuse(): relu(conv2'(relu(conv1'(x))) + s(x)),
-    conv' the convolutions with their BatchNorm folded in, s the identity or
-    the fused downsample; inference only."""
+class FusedResidualBlock(Module):
+    """A residual block after Module.fuse(): each stage one convolution with
+    its BatchNorm folded in and its ReLU in the store pass; the last one also
+    adds the shortcut (the identity or the fused downsample) before its ReLU.
+    Inference only. The block's attribute names are kept (bn/relu as Folded)."""
 
     def __init__(self, block):
         super().__init__()
-        self.conv1 = FusedConv2d(block.conv1, block.bn1, relu=True)
-        self.bn1 = Folded("conv1")
-        self.relu1 = Folded("conv1")
-        self.conv2 = FusedConv2d(block.conv2, block.bn2, relu=True)
-        self.bn2 = Folded("conv2")
+        self._depth = block._depth
+        for i in range(1, self._depth + 1):
+            setattr(self, f"conv{i}", FusedConv2d(getattr(block, f"conv{i}"),
+                                                  getattr(block, f"bn{i}"), relu=True))
+            setattr(self, f"bn{i}", Folded(f"conv{i}"))
+            if i < self._depth:
+                setattr(self, f"relu{i}", Folded(f"conv{i}"))
         self.downsample = None if block.downsample is None else fuse_tree(block.downsample)
-        self.relu2 = Folded("conv2")
+        setattr(self, f"relu{self._depth}", Folded(f"conv{self._depth}"))
         self.training = False
 
     def forward(self, x):
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.conv2(self.conv1(x), residual=shortcut)
+        out = x
+        for i in range(1, self._depth):
+            out = getattr(self, f"conv{i}")(out)
+        return getattr(self, f"conv{self._depth}")(out, residual=shortcut)
 
     def backward(self, grad_out):
-        return self.conv2.backward(grad_out)   # raises: inference only
+        return self.conv1.backward(grad_out)   # raises: inference only
 
 
 def downsample(inplanes, planes, stride, dtype):
@@ -86,7 +137,8 @@ def downsample(inplanes, planes, stride, dtype):
 class ResNet(Transfer, Chain):
     """torchvision's ResNet. Base and head (see Transfer): the head is `fc`;
     the base is conv1 ... layer4 and the global average pool, and
-    forward_features(x) returns its (N, 512) output. With `weights`, the
+    forward_features(x) returns its (N, 512 * block.expansion) output (512
+    for BasicBlock, 2048 for Bottleneck). With `weights`, the
     random initialisation is skipped."""
 
     def __init__(self, block, layers, num_classes=1000, in_channels=3,
@@ -114,8 +166,8 @@ class ResNet(Transfer, Chain):
         if zero_init_residual:
             # each residual branch starts at zero, so every block starts as the identity
             for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    m.bn2.weight.data[...] = 0
+                if isinstance(m, _ResidualBlock):
+                    getattr(m, f"bn{m._depth}").weight.data[...] = 0
 
     def forward_features(self, x):
         for m in self._stages()[:-1]:
@@ -146,3 +198,28 @@ def resnet34(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype
     .safetensors, torchvision's .pth)."""
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual, dtype,
                   weights=weights, data_format=data_format)
+
+
+def resnet50(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
+             weights=None, data_format="channels_first"):
+    """ResNet-50: Bottlenecks [3, 4, 6, 3]. `weights`: a weights file (.npz,
+    .safetensors, torchvision's .pth, e.g. resnet50-0676ba61.pth or
+    resnet50-11ad3fa6.pth)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, zero_init_residual,
+                  dtype, weights=weights, data_format=data_format)
+
+
+def resnet101(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
+              weights=None, data_format="channels_first"):
+    """ResNet-101: Bottlenecks [3, 4, 23, 3]. `weights`: a weights file (.npz,
+    .safetensors, torchvision's .pth)."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, zero_init_residual,
+                  dtype, weights=weights, data_format=data_format)
+
+
+def resnet152(num_classes=1000, in_channels=3, *, zero_init_residual=False, dtype=np.float32,
+              weights=None, data_format="channels_first"):
+    """ResNet-152: Bottlenecks [3, 8, 36, 3]. `weights`: a weights file (.npz,
+    .safetensors, torchvision's .pth)."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, zero_init_residual,
+                  dtype, weights=weights, data_format=data_format)

@@ -5,16 +5,20 @@ Folding: in eval mode BatchNorm is the per-channel affine map
 y = (x - running_mean) * gamma / sqrt(running_var + eps) + beta, so
 conv followed by it is one convolution with weight w * s (s = gamma /
 sqrt(var + eps), per output channel) and bias (b - running_mean) * s + beta,
-computed in float64 and rounded once to the model's dtype. The ReLU (and a
-residual block's shortcut add before it) runs in the convolution's store
-pass: the kernel applies it to each output tile right after storing it
-(cnnfast._ext._conv's epilogue), so no separate pass reads the activation.
+computed in float64 and rounded once to the model's dtype. The activation,
+a clamp to [lo, hi] (ReLU [0, inf], ReLU6 [0, 6], Hardtanh [min_val,
+max_val]), and a residual block's shortcut add before it run in the
+convolution's store pass: the kernel applies them to each output tile right
+after storing it (cnnfast._ext._conv's epilogue), so no separate pass reads
+the activation.
 
 What is fused: inside every Sequential and Chain (the models' straight-line
-containers), Conv2d -> BatchNorm2d, Conv2d -> BatchNorm2d -> ReLU and
-Conv2d -> ReLU; ResNet's BasicBlock as a whole (its own _fused). A
-BatchNorm2d with track_running_stats=False normalises with batch statistics
-even in eval mode and is left as it is. Everything else is kept (copied).
+containers), ConvNd -> BatchNormNd, ConvNd -> BatchNormNd -> activation and
+ConvNd -> activation (N = 1, 2, 3 matching; activation: ReLU, ReLU6 or
+Hardtanh); ResNet's blocks and MobileNetV2's inverted residuals as a whole
+(their own _fused). A BatchNorm with track_running_stats=False normalises with
+batch statistics even in eval mode and is left as it is. Everything else is
+kept (copied).
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ import copy
 
 import numpy as np
 
+from .. import _validation as V
 from .. import functional as F
-from .layers import BatchNorm2d, Conv2d, Identity, ReLU, Sequential
+from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, Hardtanh
+from .layers import Identity, ReLU, ReLU6, Sequential
 from .module import Module, Parameter
 
 _INFERENCE_ONLY = ("{what} is part of a fused inference model (Module.fuse()): it has no "
@@ -34,9 +40,14 @@ def _inference_error(what):
     return RuntimeError(_INFERENCE_ONLY.format(what=what))
 
 
-def foldable(bn) -> bool:
-    """A BatchNorm2d whose eval-mode map is fixed (it uses running statistics)."""
-    return isinstance(bn, BatchNorm2d) and bn.track_running_stats
+# the convolutions fuse() folds, and the BatchNorm of each one's dimension
+_CONVS = (Conv1d, Conv2d, Conv3d)
+_BATCH_NORMS = {1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
+
+
+def foldable(bn, nd=2) -> bool:
+    """A BatchNorm{nd}d whose eval-mode map is fixed (it uses running statistics)."""
+    return isinstance(bn, _BATCH_NORMS[nd]) and bn.track_running_stats
 
 
 def fold_batch_norm(conv, bn):
@@ -57,12 +68,29 @@ def fold_batch_norm(conv, bn):
     return w.astype(dtype), (b * scale + shift).astype(dtype)
 
 
-class FusedConv2d(Module):
-    """Inference-only convolution with folded BatchNorm: relu(conv(x) + bias
-    (+ residual)) when `relu`, else conv(x) + bias (+ residual); the residual
-    add and ReLU run in the convolution kernel's store pass."""
+def clamp_of(activation):
+    """The (lo, hi) a fusable activation layer clamps to, or None for a layer
+    that is not one (exact types: a subclass may compute something else)."""
+    if type(activation) is ReLU:
+        return (0.0, float("inf"))
+    if type(activation) in (Hardtanh, ReLU6):
+        return (activation.min_val, activation.max_val)
+    return None
 
-    def __init__(self, conv, bn=None, relu=False):
+
+def _clamp_name(clamp):
+    """The activation a (lo, hi) clamp is, for reprs."""
+    return {(0.0, float("inf")): "ReLU", (0.0, 6.0): "ReLU6"}.get(clamp, f"Hardtanh{clamp}")
+
+
+class FusedConv2d(Module):
+    """Inference-only convolution with folded BatchNorm: clamp(conv(x) + bias
+    (+ residual), lo, hi) with `clamp` = (lo, hi), else conv(x) + bias
+    (+ residual); the residual add and the clamp run in the convolution
+    kernel's store pass. relu=True is clamp=(0, inf). It also serves Conv1d
+    and Conv3d: its dimension is conv's."""
+
+    def __init__(self, conv, bn=None, relu=False, clamp=None):
         super().__init__()
         weight, bias = fold_batch_norm(conv, bn)
         weight.flags.writeable = bias.flags.writeable = False
@@ -72,21 +100,23 @@ class FusedConv2d(Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
-        self.relu = bool(relu)
+        self._nd = conv._nd
+        self.clamp = V.epilogue_clamp(relu if clamp is None else clamp)
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
-        self._folded = ("BatchNorm2d" if bn is not None else "") + (" + ReLU" if relu else "")
+        self._folded = ((type(bn).__name__ if bn is not None else "")
+                        + ("" if self.clamp is None else f" + {_clamp_name(self.clamp)}"))
 
     def forward(self, x, residual=None):
         if self.data_format == "channels_last":
             # the NHWC kernel with weights packed once (the arrays are
             # read-only: an in-place edit cannot leave a stale packed copy)
             return F._conv_forward_fused_last(
-                2, x, self.weight.data, self.bias.data, self.stride, self.padding,
-                self.dilation, self.groups, (0.0, np.inf) if self.relu else None, residual,
-                self.padding_mode, self._packed)
-        return F._conv_forward_fused(2, x, self.weight.data, self.bias.data, self.stride,
-                                     self.padding, self.dilation, self.groups, self.relu,
+                self._nd, x, self.weight.data, self.bias.data, self.stride, self.padding,
+                self.dilation, self.groups, self.clamp, residual, self.padding_mode,
+                self._packed)
+        return F._conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
+                                     self.padding, self.dilation, self.groups, self.clamp,
                                      residual, self.padding_mode)
 
     def backward(self, grad_out):
@@ -95,11 +125,13 @@ class FusedConv2d(Module):
     def extra_repr(self):
         w = self.weight.shape
         return (f"{w[1] * self.groups}, {w[0]}, kernel_size={tuple(w[2:])}, "
-                f"stride={self.stride}, padding={self.padding}, folded={self._folded.strip(' +')!r}")
+                f"stride={self.stride}, padding={self.padding}"
+                + (f", groups={self.groups}" if self.groups != 1 else "")
+                + f", folded={self._folded.strip(' +')!r}")
 
 
 class Folded(Identity):
-    """Where a fused model's BatchNorm2d or ReLU was: folded into the
+    """Where a fused model's BatchNorm2d or activation was: folded into the
     convolution before it, so it passes x through."""
 
     def __init__(self, into: str):
@@ -128,22 +160,22 @@ def is_chain(module) -> bool:
 
 
 def _fuse_chain(module):
-    """Fold the Conv2d -> BatchNorm2d (-> ReLU) / Conv2d -> ReLU runs among
-    module's children in place (module is the private copy)."""
+    """Fold the ConvNd -> BatchNormNd (-> activation) / ConvNd -> activation
+    runs among module's children in place (module is the private copy)."""
     items = module.named_children()
     i = 0
     while i < len(items):
         name, m = items[i]
-        if type(m) is not Conv2d:
+        if type(m) not in _CONVS:
             i += 1
             continue
-        j, bn, relu = i + 1, None, False
-        if j < len(items) and foldable(items[j][1]):
+        j, bn, clamp = i + 1, None, None
+        if j < len(items) and foldable(items[j][1], m._nd):
             bn, j = items[j][1], j + 1
-        if j < len(items) and type(items[j][1]) is ReLU:
-            relu, j = True, j + 1
+        if j < len(items) and clamp_of(items[j][1]) is not None:
+            clamp, j = clamp_of(items[j][1]), j + 1
         if j > i + 1:
-            setattr(module, name, FusedConv2d(m, bn, relu))
+            setattr(module, name, FusedConv2d(m, bn, clamp=clamp))
             for folded_name, _ in items[i + 1:j]:
                 setattr(module, folded_name, Folded(name))
         i = j
@@ -151,7 +183,7 @@ def _fuse_chain(module):
 
 def fuse_tree(module):
     """The fused replacement of module (a private copy, modified in place):
-    a module's own _fused() if it has one (ResNet's BasicBlock), else module
+    a module's own _fused() if it has one (ResNet's blocks), else module
     with every child fused and, for chains, its Conv-BN-ReLU runs folded."""
     own = getattr(module, "_fused", None)
     if own is not None:

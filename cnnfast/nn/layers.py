@@ -1,9 +1,10 @@
 """The layers: torch.nn's constructor arguments and parameter names, forward
 and backward on NumPy arrays.
 
-Convolution, pooling, BatchNorm and ReLU call the public kernels in
-cnnfast.functional (looked up at call time); Linear is one GEMM through NumPy;
-Tanh, Sigmoid and Dropout are a few elementwise NumPy expressions each.
+Convolution, pooling, BatchNorm, ReLU, ReLU6 and Hardtanh call the public
+kernels in cnnfast.functional (looked up at call time); Linear is one GEMM
+through NumPy; LeakyReLU, Tanh, Sigmoid and Dropout are a few elementwise NumPy
+expressions each.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from .module import Module, Parameter
 
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
-    "Linear", "Flatten", "Identity", "ReLU", "Tanh", "Sigmoid",
-    "Dropout", "BatchNorm2d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
+    "Linear", "Flatten", "Identity", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Tanh", "Sigmoid",
+    "Dropout", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
     "AvgPool1d", "AvgPool2d", "AvgPool3d",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "GlobalAvgPool2d",
@@ -400,6 +401,72 @@ class ReLU(Module):
         return F.relu_backward(grad_out, self._saved())
 
 
+class Hardtanh(Module):
+    """x clamped to [min_val, max_val] in C (cnnfast.hardtanh), NaN kept.
+    Keeps its output for backward: y is strictly inside the bounds exactly
+    where x is (and NaN where x is), so hardtanh_backward on y gives x's
+    gradient, and y is the array the next layer keeps anyway (x, a batch
+    norm's output, would be one more activation held)."""
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        self.min_val, self.max_val = V.clamp_bounds(min_val, max_val)
+        self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
+
+    def forward(self, x):
+        y = F.hardtanh(x, self.min_val, self.max_val)
+        if self.training:
+            self._cache = y
+        return y
+
+    def backward(self, grad_out):
+        return F.hardtanh_backward(grad_out, self._saved(), self.min_val, self.max_val)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    """min(max(x, 0), 6): Hardtanh(0, 6), as torch's ReLU6 (MobileNetV2's
+    activation)."""
+
+    def __init__(self, inplace=False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self):
+        return ""
+
+
+class LeakyReLU(Module):
+    """x where x > 0, else negative_slope * x (NaN kept), as torch's
+    LeakyReLU; the gradient is negative_slope wherever x is not > 0."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope = V._real(negative_slope, "negative_slope")
+        self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
+
+    def _slope(self, x, what):
+        """The per-element slope (1 or negative_slope) given the input x."""
+        dtype = V.elementwise_args(f"LeakyReLU.{what}", x=x)
+        x = V.kernel_array(x, dtype)
+        return np.where(x > 0, dtype.type(1), dtype.type(self.negative_slope))
+
+    def forward(self, x):
+        slope = self._slope(x, "forward")
+        if self.training:
+            self._cache = slope
+        return slope * x
+
+    def backward(self, grad_out):
+        slope = self._saved()
+        V.elementwise_args("LeakyReLU.backward", grad_out=grad_out, x=slope)
+        return slope * grad_out
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
 class Tanh(Module):
     def forward(self, x):
         y = np.tanh(x)
@@ -456,11 +523,14 @@ class Dropout(Module):
 
 # ----------------------------------------------------------- normalisation
 
-class BatchNorm2d(Module):
-    """Per-channel normalisation of (N, C, H, W). Training normalises with the
-    batch statistics (biased variance) and moves the running estimates by
-    `momentum` towards them (unbiased variance, as torch); eval mode uses the
-    running estimates. momentum=None is a cumulative average."""
+class _BatchNorm(Module):
+    """Per-channel normalisation of (N, C, *spatial) with _ndims dims. Training
+    normalises with the batch statistics (biased variance) and moves the
+    running estimates by `momentum` towards them (unbiased variance, as
+    torch); eval mode uses the running estimates. momentum=None is a
+    cumulative average. channels_last: the channel axis is the last one."""
+
+    _ndims = (4,)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, bias=True, dtype=np.float32,
@@ -486,12 +556,17 @@ class BatchNorm2d(Module):
         self._batches_seen = 0
 
     def forward(self, x):
-        last = self.data_format == "channels_last"
-        _check_input(x, "BatchNorm2d", 4, self.num_features, axis=3 if last else 1)
+        name = type(self).__name__
+        V.check_array(x, "x")
+        if x.ndim not in self._ndims:
+            raise ValueError(f"{name} expects x with {' or '.join(map(str, self._ndims))} "
+                             f"dims, got shape {x.shape}")
+        last = self.data_format == "channels_last" and x.ndim > 2
+        _check_input(x, name, x.ndim, self.num_features, axis=x.ndim - 1 if last else 1)
         if last:   # the kernels reduce over channels-first planes
             x = F._to_first(x)
         if self.affine:
-            _same_dtype(x, self.weight, "BatchNorm2d")
+            _same_dtype(x, self.weight, name)
         # training: batch statistics, and the running ones updated if tracked;
         # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats
@@ -516,7 +591,7 @@ class BatchNorm2d(Module):
         that ReLU's output gradient): both backward passes in one, the
         ReLU's mask applied inside the batch norm's (backward_chain)."""
         x, mean, invstd = self._saved()
-        last = self.data_format == "channels_last"
+        last = self.data_format == "channels_last" and x.ndim > 2
         relu_out = None if relu is None else relu._saved()
         if last:   # the kernels reduce over channels-first planes
             grad_out = F._to_first(grad_out)
@@ -533,6 +608,21 @@ class BatchNorm2d(Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}"
                 + ("" if self.has_bias else ", bias=False") + _format_repr(self.data_format))
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) ((N, L, C) channels-last)."""
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) ((N, H, W, C) channels-last)."""
+    _ndims = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalisation of (N, C, D, H, W) ((N, D, H, W, C) channels-last)."""
+    _ndims = (5,)
 
 
 # ----------------------------------------------------------------- pooling
@@ -777,11 +867,11 @@ class GlobalMaxPool2d(Module):
 def backward_chain(stages, grad_out):
     """Backward through modules that ran in order (each one's output the
     next one's input): each one's backward in reverse, except that a
-    BatchNorm2d followed by a ReLU runs as one fused backward."""
+    BatchNorm followed by a ReLU runs as one fused backward."""
     i = len(stages) - 1
     while i >= 0:
         m = stages[i]
-        if type(m) is ReLU and i > 0 and isinstance(stages[i - 1], BatchNorm2d):
+        if type(m) is ReLU and i > 0 and isinstance(stages[i - 1], _BatchNorm):
             grad_out = stages[i - 1].backward(grad_out, relu=m)
             i -= 2
         else:

@@ -54,7 +54,7 @@ typedef struct {
                           int accumulate, cf_idx kc, void *work);
     /* conv_epilogue.h */
     void (*conv_epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
-                          cf_idx len, int relu);
+                          cf_idx len, int clamp, double lo, double hi);
     /* conv_winograd.h */
     int (*winograd_weights)(const void *w, cf_idx K, cf_idx C, cf_idx ka, cf_idx kb, void *u);
     int (*winograd_forward_block)(const void *xp, cf_idx x_nstride, const void *u,

@@ -24,7 +24,9 @@ typedef struct {
     void (*bn_grad_input_plane)(const void *go, const void *relu_y, const void *x, void *gx,
                                 cf_idx S, double a, double b, double c, double mean);
     /* activation_relu.h */
-    void (*relu)(const void *x, void *y, cf_idx n);
+    void (*clamp)(const void *x, void *y, cf_idx n, double lo, double hi);
+    void (*clamp_backward)(const void *go, const void *x, void *gx, cf_idx n, double lo,
+                           double hi);
     void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n);
     void (*add_relu)(const void *a, const void *b, void *y, cf_idx n);
     /* optim_sgd.h */
