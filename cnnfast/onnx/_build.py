@@ -29,6 +29,8 @@ from ._read import _DTYPES, FLOAT_TYPES, static_shape, to_array
 _ACTIVATIONS = {"Relu": (), "Sigmoid": (), "Tanh": (), "HardSwish": (),
                 "LeakyRelu": (("alpha", 0.01),), "Elu": (("alpha", 1.0),),
                 "HardSigmoid": (("alpha", 0.2), ("beta", 0.5))}
+# operators that fold to a reshaped view of their first input
+_RESHAPES = ("Unsqueeze", "Squeeze", "Reshape", "Flatten")
 _RESIZE_COORDS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                   "tf_half_pixel_for_nn")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
@@ -54,8 +56,19 @@ def attributes(node) -> dict:
                       onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS):
             refuse(node, f"attribute {a.name!r} holds a graph or sparse tensor")
         v = onnx.helper.get_attribute_value(a)
+        if a.type == onnx.AttributeProto.FLOAT:
+            v = _intended(v)
+        elif a.type == onnx.AttributeProto.FLOATS:
+            v = [_intended(x) for x in v]
         out[a.name] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
     return out
+
+
+def _intended(v):
+    """A float attribute (stored as float32) as the number the exporter
+    wrote: the shortest decimal that rounds to it (eps 1e-5, not
+    9.99999974738e-06), so float64 models match their source exactly."""
+    return float(str(np.float32(v)))
 
 
 class Builder:
@@ -66,6 +79,7 @@ class Builder:
         self.dtype = dtype
         self.opset = next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
         self.consts = {}
+        self.origin = {}        # folded reshape of an initializer -> (its name, shape)
         self.params = {}        # name -> Parameter (one per name: tied when shared)
         self.state = []         # (key, op, attribute) in graph order
         self.ops = []           # (op, argument names (None: a parameter slot), output names)
@@ -103,12 +117,17 @@ class Builder:
     def is_const(self, node, i):
         return i < len(node.input) and node.input[i] in self.consts
 
-    def param(self, node, i, attr, role=None):
+    def param(self, node, i, attr, role=None, reshaped=False):
         """Input i as a Parameter (None when absent), entered in the state
-        under its name as the node's operator's `attr` once it is built."""
+        under its name as the node's operator's `attr` once it is built.
+        reshaped=True: an input folded from a reshape of an initializer
+        (torch writes PRelu's slope as Unsqueeze(prelu.weight)) is the
+        initializer itself, in its own shape (the operator reshapes it)."""
         if i >= len(node.input) or not node.input[i]:
             return None
         name = node.input[i]
+        if reshaped and name in self.origin:
+            name = self.origin[name][0]
         value = self._state_const(node, name, role or attr)
         if value.dtype.kind != "f":
             refuse(node, f"its {role or attr} {name!r} has dtype {value.dtype}, not float")
@@ -147,6 +166,8 @@ class Builder:
             self.consts[node.output[0]] = self._constant(node)
             self.available.add(node.output[0])
             return
+        if node.op_type == "Shape" and self._fold_shape(node):
+            return
         build = BUILDERS.get(node.op_type)
         if build is None:
             raise Refused(f"{node_label(node)}: operator {node.op_type!r} is not supported by "
@@ -172,10 +193,26 @@ class Builder:
                 v = np.asarray(v)
                 O.check_size(v.shape, node_label(node))
                 self.consts[name] = v
+            if node.op_type in _RESHAPES:
+                source = node.input[0]
+                self.origin[outputs[0]] = self.origin.get(
+                    source, (source, self.consts[source].shape))
         else:
             self.state += [(name, op, attr) for name, attr in self.pending]
             self.ops.append((op, args, outputs))
         self.available.update(outputs)
+
+    def _fold_shape(self, node):
+        """Shape of a value whose shape is static (the graph's inputs are
+        checked against their declared shapes at every call): a constant."""
+        shape = self.shapes.get(node.input[0])
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return False
+        at = attributes(node)
+        value = np.array(shape, dtype=np.int64)[at.get("start", 0):at.get("end")]
+        self.consts[node.output[0]] = value
+        self.available.add(node.output[0])
+        return True
 
     def _constant(self, node):
         at = attributes(node)
@@ -194,8 +231,8 @@ def _nd_tuple(node, at, key, nd, default):
     v = tuple(at.get(key, (default,) * nd))
     if len(v) != nd:
         refuse(node, f"attribute {key}={list(v)} must have {nd} entries")
-    if any(x < (0 if key == "pads" else 1) for x in v) and key != "pads":
-        refuse(node, f"attribute {key}={list(v)} must be positive")
+    if any(x < default for x in v):
+        refuse(node, f"attribute {key}={list(v)} must hold ints >= {default}")
     return v
 
 
@@ -315,7 +352,8 @@ def _clip(b, node, at):
 
 
 def _prelu(b, node, at):
-    return O.PRelu(node.name, b.param(node, 1, "slope")), [node.input[0], None], 1
+    slope = b.param(node, 1, "slope", reshaped=True)
+    return O.PRelu(node.name, slope, b.consts[node.input[1]].shape), [node.input[0], None], 1
 
 
 def _softmax(b, node, at):

@@ -176,23 +176,24 @@ class PRelu(Op):
     """x where x > 0, slope * x elsewhere; slope a trainable parameter
     broadcast against x (ONNX's unidirectional broadcasting)."""
 
-    def __init__(self, node, slope):
+    def __init__(self, node, slope, shape):
         super().__init__(node)
-        self.slope = slope   # Parameter
+        self.slope = slope   # Parameter, in its initializer's shape
+        self.shape = shape   # the shape the graph broadcasts it in
 
-    def forward(self, x):
-        s = self.slope.data
+    def forward(self, x, slope=None):
+        s = self.slope.data.reshape(self.shape)
         y = np.where(x > 0, x, x * s)
         self._keep(x)
         return (y,)
 
     def backward(self, g):
         x = self._saved()
-        s = self.slope.data
+        s = self.slope.data.reshape(self.shape)
         if self._needs_grad(self.slope):
             self.slope.accumulate(unbroadcast(np.where(x > 0, 0, g * x), s.shape)
-                                  .reshape(s.shape).astype(s.dtype))
-        return (np.where(x > 0, g, g * s),)
+                                  .reshape(self.slope.shape).astype(s.dtype))
+        return (np.where(x > 0, g, g * s), None)
 
 
 class Softmax(Op):
