@@ -119,6 +119,18 @@ class OnnxModel(Module):
                 op.dtype = np.dtype(dtype)
         return self
 
+    def _first_layer(self):
+        """skip_input_grad's layer: the convolution or Gemm that is the one
+        reader of the model's one input."""
+        if len(self._input_names) != 1:
+            return None
+        name = self._input_names[0]
+        readers = [op for op, args in zip(self._ops, self._args) if name in args]
+        if len(readers) == 1 and isinstance(readers[0], (L.Conv, L.ConvTranspose, L.Gemm)) \
+                and self._args[self._ops.index(readers[0])][0] == name:
+            return readers[0]
+        return None
+
     @property
     def input_names(self):
         return list(self._input_names)
