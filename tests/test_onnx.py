@@ -291,8 +291,14 @@ def test_fuse_matches_eval_mode_and_uses_fused_convolutions(rng):
             assert not any(getattr(op, "kind", None) == "Add" for op in fused.module._ops)
         with pytest.raises(RuntimeError, match="inference"):
             fused.train()
-        assert ours.training is False and len(ours.state_dict()) == len(
-            dict(ours.state_dict()))   # the original is untouched
+        # the original is untouched: its operators, weights and training still work
+        assert any(type(op).__name__ == "BatchNorm" for op in ours._ops)
+        for key, value in model.state_dict().items():
+            if key in ours.state_dict():
+                np.testing.assert_array_equal(ours.state_dict()[key], value.numpy())
+        ours.train()
+        ours.backward(np.ones_like(ours(x)))
+        assert len(ours.named_grads()) == len(ours.parameters())
 
 
 def test_save_load_and_channels_last(tmp_path, rng):
@@ -786,3 +792,59 @@ def test_skip_input_grad_keeps_parameter_gradients(rng):
     assert skipped.backward(g) is None
     for (k, a), (_, b) in zip(full.named_parameters(), skipped.named_parameters()):
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)
+
+
+@pytest.mark.parametrize("node, inits", [
+    (helper.make_node("ConstantOfShape", ["s"], ["c"]), {"s": np.array([1 << 40], np.int64)}),
+    (helper.make_node("Expand", ["k", "s"], ["c"]),
+     {"k": np.ones(1, np.float32), "s": np.array([1 << 20, 1 << 20], np.int64)}),
+    (helper.make_node("Resize", ["k", "", "s"], ["c"]),
+     {"k": np.ones((1, 1), np.float32), "s": np.array([1e12, 1e12], np.float32)}),
+    (helper.make_node("Pad", ["k", "s"], ["c"]),
+     {"k": np.ones((1, 1), np.float32), "s": np.array([0, 0, 1 << 40, 0], np.int64)}),
+])
+def test_folded_constants_are_size_checked_before_allocating(node, inits):
+    nodes = [node, helper.make_node("Shape", ["c"], ["cs"]),
+             helper.make_node("Reshape", ["x", "cs"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         ["a"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    model.graph.output[0].type.tensor_type.shape.dim.add().dim_param = "b"
+    with pytest.raises(ValueError, match="is refused"):
+        connx.load(model.SerializeToString())
+
+
+def test_oversize_input_dims_are_refused():
+    model = _conv_model()
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 1 << 40
+    with pytest.raises(ValueError, match="declares dimension"):
+        connx.load(model.SerializeToString())
+
+
+def test_training_mode_export_and_float64_conversion(rng):
+    """torch's TrainingMode.TRAINING export (BatchNormalization with
+    training_mode=1 and its extra outputs, Dropout with a training_mode
+    input): the model's own mode decides; to(float64) converts everything."""
+    torch = pytest.importorskip("torch")
+    model = _twin(torch, "vgg_like")
+    model.train()
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    data = _export(torch, model, torch.from_numpy(x), 17, True,
+                   training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False)
+    assert any(n.op_type == "Dropout" for n in onnx.load_from_string(data).graph.node)
+    ours = connx.load(data)
+    model.eval()
+    np.testing.assert_allclose(ours(x), model(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    ours.to(np.float64)
+    y64 = ours(x.astype(np.float64))
+    assert y64.dtype == np.float64
+    np.testing.assert_allclose(y64, model.double()(torch.from_numpy(x).double()).detach().numpy(),
+                               rtol=1e-6, atol=1e-7)
+    ours.train()
+    np.random.seed(0)
+    a = ours(x.astype(np.float64))
+    assert not np.allclose(a, y64)   # dropout active in training mode

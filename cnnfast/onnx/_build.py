@@ -185,6 +185,7 @@ class Builder:
         outputs = list(node.output[:produced])
         if fold:   # a constant subgraph: its constants stay constants
             op.eval()
+            op.size_limit = O.CONST_MAX
             try:
                 values = op(*[self.consts.get(n) if n else None for n in node.input])
             except (ValueError, TypeError, IndexError) as e:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import functional as F
 from ..nn.fuse import FusedConv2d
-from ._ops import Op, ints, is_float, unbroadcast
+from ._ops import Op, check_size, ints, is_float, unbroadcast
 
 
 def auto_pads(auto_pad, in_size, kernel, stride, dilation):
@@ -387,6 +387,14 @@ def _adjoint_maps(g, shape, maps):
     return g
 
 
+def _check_sizes(shape, changed, op, limit):
+    """Before building index maps: the result's shape (axis sizes changed)."""
+    out = list(shape)
+    for axis, n in changed:
+        out[axis] = n
+    check_size(out, op, limit)
+
+
 def _pad_index(n, before, after, mode):
     src = np.arange(-before, n + after)
     if mode == "constant":
@@ -417,7 +425,7 @@ class Pad(Op):
             raise ValueError(f"Pad {self._node!r}: {len(pads)} pads for a tensor of rank "
                              f"{x.ndim}")
         fill = self.value if value is None or value.size == 0 else value.item()
-        maps = []
+        specs = []
         for i, axis in enumerate(axes):
             b, a = pads[i], pads[i + len(axes)]
             n = x.shape[axis]
@@ -428,7 +436,11 @@ class Pad(Op):
             if self.mode == "reflect" and (b >= n or a >= n):
                 raise ValueError(f"Pad {self._node!r}: reflect pads must be smaller than the "
                                  f"dimension ({n}), got {b}, {a}")
-            maps.append((axis, _pad_index(n, b, a, self.mode)[:, None], None))
+            specs.append((axis, n, b, a))
+        _check_sizes(x.shape, [(axis, n + b + a) for axis, n, b, a in specs], "Pad",
+                     self.size_limit)
+        maps = [(axis, _pad_index(n, b, a, self.mode)[:, None], None)
+                for axis, n, b, a in specs]
         y = _apply_maps(x, maps, fill=x.dtype.type(fill) if self.mode == "constant" else None)
         self._keep((x.shape, maps))
         return (np.ascontiguousarray(y) if maps else x.copy(),)
@@ -489,21 +501,27 @@ class Resize(Op):
             tuple(float(s) for s in scales.reshape(-1))
         sizes = self.sizes if sizes is None or sizes.size == 0 else ints(sizes, "sizes")
         axes = list(range(x.ndim)) if self.axes is None else [a % x.ndim for a in self.axes]
-        maps = []
+        given = sizes if sizes is not None else scales
+        if given is None or len(given) != len(axes):
+            raise ValueError(f"Resize {self._node!r}: {0 if given is None else len(given)} "
+                             f"scales or sizes for {len(axes)} axes")
+        specs = []
         for i, axis in enumerate(axes):
             n = x.shape[axis]
             if sizes is not None:
                 out, scale = sizes[i], sizes[i] / n if n else 1.0
             else:
                 scale = scales[i]
-                out = int(math.floor(n * scale + 1e-9))
-            if scale <= 0 or out < 1 or n < 1:
+                out = int(math.floor(n * scale + 1e-9)) if math.isfinite(scale) else -1
+            if not scale > 0 or out < 1 or n < 1:
                 raise ValueError(f"Resize {self._node!r}: cannot resize axis {axis} of "
                                  f"{x.shape} by scale {scale} to size {out}")
-            if out == n and scale == 1:
-                continue
-            idx, w = resize_map(n, out, scale, self.mode, self.coord, self.nearest_mode)
-            maps.append((axis, idx, w))
+            if out != n or scale != 1:
+                specs.append((axis, n, out, scale))
+        _check_sizes(x.shape, [(axis, out) for axis, _, out, _ in specs], "Resize",
+                     self.size_limit)
+        maps = [(axis,) + resize_map(n, out, scale, self.mode, self.coord, self.nearest_mode)
+                for axis, n, out, scale in specs]
         y = _apply_maps(x, maps)
         self._keep((x.shape, maps))
         return (np.ascontiguousarray(y) if maps else x.copy(),)

@@ -9,9 +9,12 @@ Integer and boolean values never receive gradients.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import expit
 
+from .. import _validation as V
 from .. import functional as F
 from ..nn.module import Module
 
@@ -43,11 +46,12 @@ def ints(a, what="value"):
     return tuple(int(v) for v in a.reshape(-1))
 
 
-def check_size(shape, op):
-    n = int(np.prod([int(d) for d in shape], dtype=object)) if len(shape) else 1
-    if any(int(d) < 0 for d in shape) or n > CONST_MAX:
-        raise ValueError(f"{op}: a result of shape {tuple(int(d) for d in shape)} is refused "
-                         f"(negative, or more than {CONST_MAX} elements)")
+def check_size(shape, op, limit=CONST_MAX):
+    """Before allocating a result whose shape came from the file's values."""
+    dims = tuple(int(d) for d in shape)
+    if any(d < 0 for d in dims) or math.prod(dims) > limit:
+        raise ValueError(f"{op}: a result of shape {dims} is refused (negative, or more "
+                         f"than {limit} elements)")
 
 
 def norm_axis(axis, ndim, op):
@@ -58,7 +62,12 @@ def norm_axis(axis, ndim, op):
 
 class Op(Module):
     """A graph node. `node` names it in messages; the executor (OnnxModel)
-    knows its input and output names."""
+    knows its input and output names. `size_limit`: the most elements an
+    operator that sizes its result from values (ConstantOfShape, Expand,
+    Range) may allocate: CONST_MAX while folding at load time, what NumPy
+    can index at run time (where the values come from the caller's inputs)."""
+
+    size_limit = V.ARRAY_MAX
 
     def __init__(self, node=""):
         super().__init__()
@@ -385,7 +394,7 @@ class ConstantOfShape(Op):
 
     def forward(self, shape):
         dims = ints(shape, "ConstantOfShape's shape")
-        check_size(dims, "ConstantOfShape")
+        check_size(dims, "ConstantOfShape", self.size_limit)
         return (np.full(dims, self.value.reshape(-1)[0], dtype=self.value.dtype),)
 
     def backward(self, g):
@@ -398,7 +407,7 @@ class Range(Op):
         if delta == 0:
             raise ValueError("Range: delta must be nonzero")
         n = max(int(np.ceil((limit - start) / delta)), 0)
-        check_size((n,), "Range")
+        check_size((n,), "Range", self.size_limit)
         return (np.arange(n, dtype=np.asarray(start).dtype) * delta + start,)
 
     def backward(self, g):
@@ -575,7 +584,7 @@ class Expand(Op):
     def forward(self, x, shape):
         dims = ints(shape, "Expand's shape")
         target = np.broadcast_shapes(x.shape, tuple(dims))
-        check_size(target, "Expand")
+        check_size(target, "Expand", self.size_limit)
         self._keep(x.shape)
         return (np.ascontiguousarray(np.broadcast_to(x, target)),)
 

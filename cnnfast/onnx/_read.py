@@ -70,6 +70,7 @@ def read_model(f):
         raise TypeError(f"f must be a path, bytes or an onnx.ModelProto, got "
                         f"{type(f).__name__}")
     _check_operator_sets(proto)
+    _check_inputs(proto.graph)
     for tensor, where in _tensors(proto.graph):
         if tensor.data_location == TensorProto.EXTERNAL:
             _inline_external(tensor, where, folder)
@@ -84,7 +85,6 @@ def read_model(f):
     except (onnx.shape_inference.InferenceError, ValueError) as e:
         raise ValueError(f"f: ONNX shape inference fails on this model: "
                          f"{_first_line(e)}") from None
-    _check_inputs(proto.graph)
     return proto
 
 
