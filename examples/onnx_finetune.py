@@ -18,6 +18,7 @@
 import argparse
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -36,9 +37,12 @@ def export_with_torch(path):
     from cnnfast.bench.train import torch_lenet5
     torch.manual_seed(0)
     twin = torch_lenet5(torch).eval()
-    torch.onnx.export(twin, (torch.zeros(1, 1, 32, 32),), path, dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
+    # the TorchScript exporter: the newer dynamo one also needs the onnxscript package
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(twin, (torch.zeros(1, 1, 32, 32),), path, dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
 
 
 def export_with_onnx_helper(path):

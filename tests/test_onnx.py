@@ -144,6 +144,10 @@ TWINS = {"lenet5": (torch_lenet5, (2, 1, 32, 32)),
          "zoo": (_zoo, (2, 2, 9, 10))}
 
 
+# the gradient and fusion checks run ResNet-18 at 32x32 (layer4 at 1x1), to stay fast
+SMALLER = {"resnet18": (2, 3, 32, 32)}
+
+
 def _twin(torch, name, double=False):
     torch.manual_seed(0)
     model = TWINS[name][0](torch)
@@ -204,7 +208,7 @@ def test_gradients_in_training_mode_equal_torch_autograd(rng, name):
     parameter gradient and the running statistics equal torch's."""
     torch = pytest.importorskip("torch")
     model = _twin(torch, name, double=True)
-    x = rng.standard_normal(TWINS[name][1])
+    x = rng.standard_normal(SMALLER.get(name, TWINS[name][1]))
     data = _export(torch, model, torch.from_numpy(x), 17, True, do_constant_folding=False)
     ours = connx.load(data, dtype=np.float64).train()
     model.train()
@@ -278,7 +282,7 @@ def test_fuse_matches_eval_mode_and_uses_fused_convolutions(rng):
     from cnnfast.onnx._layers import FusedConv
     for name in ("resnet18", "mobilenet_block"):
         model = _twin(torch, name)
-        x = rng.standard_normal(TWINS[name][1]).astype(np.float32)
+        x = rng.standard_normal(SMALLER.get(name, TWINS[name][1])).astype(np.float32)
         ours = connx.load(_export(torch, model, torch.from_numpy(x), 17, True,
                                   do_constant_folding=False))
         fused = ours.fuse()
@@ -848,3 +852,39 @@ def test_training_mode_export_and_float64_conversion(rng):
     np.random.seed(0)
     a = ours(x.astype(np.float64))
     assert not np.allclose(a, y64)   # dropout active in training mode
+
+
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                       "onnx_finetune.py")
+
+
+@pytest.mark.skipif(not os.path.exists(EXAMPLE), reason="examples/ not present")
+def test_example_exports_compares_and_fine_tunes(capsys):
+    pytest.importorskip("sklearn")
+    import runpy
+    example = runpy.run_path(EXAMPLE)
+    example["main"](["--quick"])
+    lines = capsys.readouterr().out.splitlines()
+    diff = next(float(line.rsplit(":", 1)[1]) for line in lines if "onnxruntime" in line)
+    assert diff < 1e-5
+    before = next(float(line.rsplit(":", 1)[1]) for line in lines if "before" in line)
+    after = float(next(line for line in lines if line.startswith("epoch")).rsplit(" ", 1)[1])
+    assert after > before + 0.1, lines   # the head learned (chance is 0.1)
+
+
+@pytest.mark.skipif(not os.path.exists(EXAMPLE), reason="examples/ not present")
+def test_example_graph_without_torch_is_cnnfasts_lenet5(tmp_path, rng):
+    """The example's fallback writer (onnx.helper, no torch): the loaded
+    graph computes what cnnfast's own LeNet-5 with those weights computes."""
+    import runpy
+
+    from cnnfast import models
+    example = runpy.run_path(EXAMPLE)
+    path = str(tmp_path / "lenet.onnx")
+    example["export_with_onnx_helper"](path)
+    cnnfast.nn.manual_seed(0)
+    reference = models.lenet5().eval()
+    loaded = connx.load(path)
+    assert list(loaded.state_dict()) == list(reference.state_dict())
+    x = _x(rng, 3, 1, 32, 32)
+    np.testing.assert_allclose(loaded(x), reference(x), rtol=1e-5, atol=1e-6)
