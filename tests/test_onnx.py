@@ -226,8 +226,11 @@ def test_gradients_in_training_mode_equal_torch_autograd(rng, name):
     grads = ours.named_grads()
     assert set(grads) == set(theirs)
     for key, p in theirs.items():
-        np.testing.assert_allclose(grads[key], p.grad.numpy(), rtol=1e-7, atol=1e-9,
-                                   err_msg=key)
+        # a BatchNorm over 2 values per channel (ResNet's 1x1 layer4) cancels heavily:
+        # the tolerance is relative to the array's largest gradient
+        expected = p.grad.numpy()
+        np.testing.assert_allclose(grads[key], expected, rtol=1e-7,
+                                   atol=1e-9 * (1 + np.abs(expected).max()), err_msg=key)
     state = ours.state_dict()
     for key, value in model.state_dict().items():
         if not key.endswith("num_batches_tracked"):
