@@ -891,3 +891,22 @@ def test_example_graph_without_torch_is_cnnfasts_lenet5(tmp_path, rng):
     assert list(loaded.state_dict()) == list(reference.state_dict())
     x = _x(rng, 3, 1, 32, 32)
     np.testing.assert_allclose(loaded(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_dense_layer_as_matmul_plus_add_trains_its_bias(rng):
+    """tf2onnx writes Dense as MatMul(W) + Add(b): both are parameters."""
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("MatMul", ["f", "W"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Add", ["r", "c"], ["y"])]   # a plain constant add
+    inits = dict(W=_x(rng, 12, 4), b=_x(rng, 4), c=_x(rng, 4))
+    model = _model(nodes, [("x", [2, 3, 2, 2])], ["y"], inits)
+    _check(model, {"x": _x(rng, 2, 3, 2, 2)}, rng)
+    ours = connx.load(model.SerializeToString()).train()
+    assert [k for k, _ in ours.named_parameters()] == ["W", "b"]
+    x = _x(rng, 2, 3, 2, 2)
+    y = ours(x)
+    ours.backward(np.ones_like(y))
+    a = x.reshape(2, 12) @ inits["W"] + inits["b"]
+    np.testing.assert_allclose(ours.named_grads()["b"], (a > 0).sum(0), rtol=1e-6)

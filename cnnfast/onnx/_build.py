@@ -83,6 +83,7 @@ class Builder:
         self.params = {}        # name -> Parameter (one per name: tied when shared)
         self.state = []         # (key, op, attribute) in graph order
         self.ops = []           # (op, argument names (None: a parameter slot), output names)
+        self.producers = {}     # value name -> the operator computing it at run time
         self.shapes = {}
         for v in list(graph.value_info) + list(graph.input) + list(graph.output):
             self.shapes[v.name] = static_shape(v.type)
@@ -201,6 +202,7 @@ class Builder:
         else:
             self.state += [(name, op, attr) for name, attr in self.pending]
             self.ops.append((op, args, outputs))
+            self.producers.update((name, op) for name in outputs)
         self.available.update(outputs)
 
     def _fold_shape(self, node):
@@ -395,6 +397,17 @@ def _matmul(b, node, at):
 def _binary(b, node, at):
     if at.get("broadcast") == 1 and "axis" in at:
         refuse(node, "the legacy broadcast axis attribute is not supported")
+    if node.op_type == "Add":
+        for slot in (0, 1):
+            other = node.input[1 - slot]
+            product = b.producers.get(other)
+            value = b.const(node, slot)
+            if value is not None and value.dtype.kind == "f" and \
+                    isinstance(product, L.MatMul) and product.weight is not None \
+                    and b.consumers.get(other) == 1:
+                args = [None, None]
+                args[1 - slot] = other
+                return O.BiasAdd(node.name, b.param(node, slot, "bias"), slot), args, 1
     return O.Binary(node.name, node.op_type), list(node.input), 1
 
 

@@ -318,6 +318,28 @@ class Binary(Op):
         return f"{self.kind}, {self._node!r}"
 
 
+class BiasAdd(Binary):
+    """A constant added to a MatMul's product (how tf2onnx and others write
+    a dense layer's bias): a trainable Parameter, as Gemm's C."""
+
+    def __init__(self, node, bias, slot):
+        super().__init__(node, "Add")
+        self.bias, self.slot = bias, slot   # slot: the input position the bias fills
+
+    def forward(self, a, b):
+        args = [a, b]
+        args[self.slot] = self.bias.data
+        return super().forward(*args)
+
+    def backward(self, g):
+        grads = list(super().backward(g))
+        if self._needs_grad(self.bias):
+            self.bias.accumulate(np.array(grads[self.slot], copy=True)
+                                 .reshape(self.bias.shape))
+        grads[self.slot] = None
+        return tuple(grads)
+
+
 class Unary(Op):
     """Functions of the shape family without gradients: Not, Floor, Ceil,
     Neg (Neg and Sqrt keep a gradient for completeness)."""
