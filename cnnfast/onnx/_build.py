@@ -373,7 +373,8 @@ def _dropout(b, node, at):
         refuse(node, "its ratio must be a constant")
     if not 0 <= ratio <= 1:
         refuse(node, f"ratio={ratio} must lie in [0, 1]")
-    return O.Dropout(node.name, ratio), [node.input[0]], 2
+    mask = len(node.output) > 1 and bool(b.consumers.get(node.output[1]))
+    return O.Dropout(node.name, ratio, mask), [node.input[0]], 2 if mask else 1
 
 
 def _gemm(b, node, at):

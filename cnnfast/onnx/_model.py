@@ -45,6 +45,8 @@ class OnnxModel(Module):
     def _plan_lifetimes(self):
         """For each operator, the values it is the last user of (forward frees them)."""
         last = {}
+        for i, outs in enumerate(self._outs):   # a value nobody reads goes at once
+            last.update((name, i) for name in outs)
         for i, args in enumerate(self._args):
             for name in args:
                 if name and name not in self._consts:

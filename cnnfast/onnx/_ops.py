@@ -237,15 +237,16 @@ class Dropout(Op):
     """Identity in eval mode; in training mode as torch.nn.Dropout (the
     ratio from the attribute or a constant input)."""
 
-    def __init__(self, node, ratio=0.5):
+    def __init__(self, node, ratio=0.5, mask=False):
         super().__init__(node)
         self.ratio = float(ratio)
+        self.mask = mask   # the graph reads the mask output
 
     def forward(self, x, ratio=None, training_mode=None):
         p = self.ratio if ratio is None else float(ratio)
         if not self.training or p == 0 or not is_float(x):
             self._keep(None)
-            return (x, np.ones(x.shape, bool))
+            return (x, np.ones(x.shape, bool)) if self.mask else (x,)
         keep = np.random.random_sample(x.shape) >= p
         scale = x.dtype.type(1 / (1 - p)) if p < 1 else x.dtype.type(0)
         self._keep((keep, scale))
