@@ -910,3 +910,23 @@ def test_dense_layer_as_matmul_plus_add_trains_its_bias(rng):
     ours.backward(np.ones_like(y))
     a = x.reshape(2, 12) @ inits["W"] + inits["b"]
     np.testing.assert_allclose(ours.named_grads()["b"], (a > 0).sum(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_split_and_log_softmax(rng, opset):
+    if opset < 13:
+        split = helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1, split=[1, 3, 2])
+        inits = {}
+    elif opset < 18:
+        split = helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1)
+        inits = {"sizes": np.array([1, 3, 2], np.int64)}
+    else:   # equal parts; the middle one unused (its gradient is zero)
+        split = helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3)
+        inits = {}
+    nodes = [split,
+             helper.make_node("LogSoftmax", ["c"], ["l"], axis=1),
+             helper.make_node("Mul", ["a", "a"], ["q"]),
+             helper.make_node("Concat", ["q", "l"] if opset == 18 else ["q", "b", "l"], ["y"],
+                              axis=1)]
+    model = _model(nodes, [("x", [2, 6, 3])], ["y"], inits, opset=opset)
+    _check(model, {"x": _x(rng, 2, 6, 3)}, rng)

@@ -365,6 +365,27 @@ def _softmax(b, node, at):
     return O.Softmax(node.name, axis, flatten), [node.input[0]], 1
 
 
+def _log_softmax(b, node, at):
+    flatten = b.opset < 13
+    axis = int(at.get("axis", 1 if flatten else -1))
+    return O.LogSoftmax(node.name, axis, flatten), [node.input[0]], 1
+
+
+def _split(b, node, at):
+    axis, count = int(at.get("axis", 0)), len(node.output)
+    if "num_outputs" in at and at["num_outputs"] != count:
+        refuse(node, f"num_outputs={at['num_outputs']} but {count} outputs")
+    if b.opset < 13:
+        sizes = at.get("split")
+        return O.Split(node.name, axis, None if sizes is None else tuple(sizes), count), \
+            [node.input[0]], count
+    sizes = b.const(node, 1)
+    if sizes is not None:
+        return O.Split(node.name, axis, O.ints(sizes), count), [node.input[0], None], count
+    slot = node.input[1] if len(node.input) > 1 and node.input[1] else None
+    return O.Split(node.name, axis, None, count), [node.input[0], slot], count
+
+
 def _dropout(b, node, at):
     ratio = at.get("ratio", 0.5)
     if b.opset >= 12 and b.is_const(node, 1):
@@ -587,7 +608,8 @@ def _resize(b, node, at):
 BUILDERS = {"Conv": _conv, "ConvTranspose": _conv, "BatchNormalization": _batch_norm,
             "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool,
             "GlobalMaxPool": _global_pool, "Clip": _clip, "PRelu": _prelu,
-            "Softmax": _softmax, "Dropout": _dropout, "Gemm": _gemm, "MatMul": _matmul,
+            "Softmax": _softmax, "LogSoftmax": _log_softmax, "Split": _split,
+            "Dropout": _dropout, "Gemm": _gemm, "MatMul": _matmul,
             "Identity": _identity, "Shape": _shape, "Cast": _cast,
             "ConstantOfShape": _constant_of_shape, "Range": _range, "Reshape": _reshape,
             "Flatten": _flatten, "Transpose": _transpose, "Squeeze": _squeeze,

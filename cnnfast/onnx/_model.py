@@ -202,9 +202,14 @@ class OnnxModel(Module):
             table[name] = g.astype(self._dtype, copy=False)
         for op, args, outs in zip(reversed(self._ops), reversed(self._args),
                                   reversed(self._outs)):
-            g = table.pop(outs[0], None)
-            if g is None:
-                continue
+            if getattr(op, "multi_output", False):
+                g = tuple(table.pop(name, None) for name in outs)
+                if all(x is None for x in g):
+                    continue
+            else:
+                g = table.pop(outs[0], None)
+                if g is None:
+                    continue
             for name, gi in zip(args, op.backward(g)):
                 if not name or gi is None or name in self._consts:
                     continue

@@ -163,13 +163,11 @@ class Clip(Op):
     def forward(self, x, lo=None, hi=None):
         lo = self.lo if lo is None else lo.item()
         hi = self.hi if hi is None else hi.item()
-        y = x
-        if lo is not None:
-            y = np.maximum(y, x.dtype.type(lo))
-        if hi is not None:
-            y = np.minimum(y, x.dtype.type(hi))
-        if y is x:
+        if lo is None and hi is None:
             y = x.copy()
+        else:   # one pass; NaN stays NaN
+            y = np.clip(x, None if lo is None else x.dtype.type(lo),
+                        None if hi is None else x.dtype.type(hi))
         self._keep((x, lo, hi))
         return (y,)
 
@@ -231,6 +229,58 @@ class Softmax(Op):
         yv, axis = self._view(y)
         gv = g.reshape(yv.shape)
         return ((yv * (gv - (gv * yv).sum(axis=axis, keepdims=True))).reshape(y.shape),)
+
+
+class LogSoftmax(Softmax):
+    """log(softmax(x)), with Softmax's axis rules by opset."""
+
+    def forward(self, x):
+        v, axis = self._view(x)
+        shifted = v - v.max(axis=axis, keepdims=True)
+        y = (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).reshape(x.shape)
+        self._keep(y)
+        return (y,)
+
+    def backward(self, g):
+        y = self._saved()
+        yv, axis = self._view(y)
+        gv = g.reshape(yv.shape)
+        return ((gv - np.exp(yv) * gv.sum(axis=axis, keepdims=True)).reshape(y.shape),)
+
+
+class Split(Op):
+    """Split along an axis into given sizes (attribute before opset 13, input
+    after), or into num_outputs (opset 18) / as many equal parts as outputs."""
+
+    multi_output = True   # backward receives one gradient (or None) per output
+
+    def __init__(self, node, axis, sizes, count):
+        super().__init__(node)
+        self.axis, self.sizes, self.count = axis, sizes, count
+
+    def forward(self, x, split=None):
+        axis = norm_axis(self.axis, x.ndim, "Split")
+        sizes = self.sizes if split is None else ints(split, "split")
+        n = x.shape[axis]
+        if sizes is None:   # equal parts, the last one smaller (opset 18's rule)
+            step = -(-n // self.count)
+            sizes = [min(step, n - i * step) for i in range(self.count)]
+        if sum(sizes) != n or any(s < 0 for s in sizes):
+            raise ValueError(f"Split {self._node!r}: sizes {list(sizes)} do not add up to "
+                             f"{n} along axis {axis}")
+        self._keep((x.shape, axis, sizes))
+        return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+    def backward(self, grads):
+        shape, axis, sizes = self._saved()
+        parts = []
+        for g, size in zip(grads, sizes):
+            if g is None:
+                part_shape = list(shape)
+                part_shape[axis] = size
+                g = np.zeros(part_shape, next(x for x in grads if x is not None).dtype)
+            parts.append(g)
+        return (np.concatenate(parts, axis=axis), None)
 
 
 class Dropout(Op):
