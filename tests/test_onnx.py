@@ -654,7 +654,8 @@ def _conv_model(opset=13):
 
 def test_unsupported_operator_names_type_node_and_list():
     model = _model([helper.make_node("Conv", ["x", "w"], ["c"], name="conv0"),
-                    helper.make_node("Einsum", ["c", "c"], ["y"], name="mix", equation="abcd,abcd->abcd")],
+                    helper.make_node("Einsum", ["c", "c"], ["y"], name="mix",
+                                     equation="abcd,abcd->abcd")],
                    [("x", [1, 1, 4, 4])], [("y", [1, 1, 4, 4])],
                    {"w": np.ones((1, 1, 1, 1), np.float32)})
     with pytest.raises(ValueError, match=r"Einsum node 'mix'.*supported: .*Conv.*Resize"):

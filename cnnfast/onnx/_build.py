@@ -456,8 +456,8 @@ def _cast(b, node, at):
     elif to in _DTYPES:
         dtype = _DTYPES[to]
     else:
-        refuse(node, f"Cast to {TensorProto.DataType.Name(to) if to in TensorProto.DataType.values() else to}"
-                     f" is not supported")
+        name = TensorProto.DataType.Name(to) if to in TensorProto.DataType.values() else to
+        refuse(node, f"Cast to {name} is not supported")
     return O.Cast(node.name, dtype), [node.input[0]], 1
 
 
