@@ -314,22 +314,40 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
                            padding_mode=padding_mode)
     V.conv_residual(None if residual is None else _first_view(residual), geom)
     clamp = V.epilogue_clamp(clamp)
-    p = P.plan_conv(geom, "auto", ("forward",), channels_last=True).passes["forward"]
+    p = P.plan_conv(geom, "auto", ("forward",), channels_last=True,
+                    kept_weights=packed is not None).passes["forward"]
+    if p.kernel == "nhwc_winograd":
+        u, finite = _packed(packed, ("winograd", p.config.pos_stride), weight, bias,
+                            lambda: _nhwc.winograd_pack(weight, geom, p.config))
+        direct = _nhwc.configure(geom, p.config.threads)
+        if finite:
+            out = _nhwc.winograd_run(p.config, geom, x, u, _nhwc.pack_bias(bias, geom, direct),
+                                     residual, clamp)
+            if out is not None:
+                return out
+        # a non-finite weight or input: the direct kernel's exact result
+        p = p._replace(kernel="nhwc_direct", config=direct)
     if p.kernel != "nhwc_direct":
         return _to_last(_conv_forward_fused(
             nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
             None if residual is None else _to_first(residual), padding_mode))
-    # the entry holds the source arrays: a replaced weight (load_state_dict)
-    # misses, and its id cannot be reused by another array while cached
-    key = (p.config.group_stride, p.config.block, geom.dtype.str)
-    entry = None if packed is None else packed.get(key)
+    w = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
+                lambda: _nhwc.pack_weights(weight, geom, p.config))[0]
+    return _nhwc.run(p.config, geom, x, w, _nhwc.pack_bias(bias, geom, p.config), residual,
+                     clamp)
+
+
+def _packed(cache, key, weight, bias, pack):
+    """pack() of a layer's weight and bias, kept in the layer's dict `cache`
+    (None: not kept). An entry holds the source arrays: a replaced weight
+    (load_state_dict) misses, and its id cannot be reused by another array
+    while cached."""
+    entry = None if cache is None else cache.get(key)
     if entry is None or entry[0] is not weight or entry[1] is not bias:
-        entry = (weight, bias, _nhwc.pack_weights(weight, geom, p.config)[0],
-                 _nhwc.pack_bias(bias, geom, p.config))
-        if packed is not None:
-            packed.clear()
-            packed[key] = entry
-    return _nhwc.run(p.config, geom, x, entry[2], entry[3], residual, clamp)
+        entry = (weight, bias, pack())
+        if cache is not None:
+            cache[key] = entry
+    return entry[2]
 
 
 def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
