@@ -81,7 +81,7 @@ class _Pickler(pickle._Pickler):
         self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
         self.memoize(obj)
 
-    dispatch[_TorchName] = _save_torch_name
+    dispatch[_TorchName] = _save_torch_name  # type: ignore[assignment]  # typeshed types it for Unpickler
 
     def persistent_id(self, obj):  # torch's storage record
         if isinstance(obj, _Storage):
