@@ -35,7 +35,8 @@ _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 # ------------------------------------------------------------- arguments
 
 def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+    return type(v) is int or (isinstance(v, numbers.Integral)
+                              and not isinstance(v, (bool, np.bool_)))
 
 
 def ntuple(value, n: int, name: str, minimum: int) -> tuple:
@@ -563,6 +564,7 @@ def flag(value, name: str) -> bool:
     raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
+@memoized
 def input_shape_arg(input_shape, ndim: int, op: str) -> tuple:
     """The input_shape of a backward call: ndim ints, only the batch may be 0."""
     try:

@@ -38,6 +38,8 @@ def _calls(lib, torch_mode, dtype):
             "max_pool2d_backward": lambda: lib.ops.aten.max_pool2d_with_indices_backward(
                 pooled, p, [2, 2], [2, 2], [0, 0], [1, 1], False, idx),
             "avg_pool2d": lambda: F.avg_pool2d(p, 2),
+            "avg_pool2d_backward": lambda: lib.ops.aten.avg_pool2d_backward(
+                pooled, p, [2, 2], [2, 2], [0, 0], False, True, None),
             "adaptive_avg_pool2d": lambda: F.adaptive_avg_pool2d(p, 2),
             "adaptive_max_pool2d": lambda: F.adaptive_max_pool2d(p, 2),
             "global_avg_pool2d": lambda: F.adaptive_avg_pool2d(p, 1),
@@ -55,6 +57,7 @@ def _calls(lib, torch_mode, dtype):
         "max_pool2d": lambda: lib.max_pool2d(p, 2),
         "max_pool2d_backward": lambda: lib.max_pool2d_backward(pooled, idx, p.shape),
         "avg_pool2d": lambda: lib.avg_pool2d(p, 2),
+        "avg_pool2d_backward": lambda: lib.avg_pool2d_backward(pooled, p.shape, 2),
         "adaptive_avg_pool2d": lambda: lib.adaptive_avg_pool2d(p, 2),
         "adaptive_max_pool2d": lambda: lib.adaptive_max_pool2d(p, 2),
         "global_avg_pool2d": lambda: lib.global_avg_pool2d(p),
