@@ -24,7 +24,7 @@ import numpy as np
 
 MAXSIZE = 512   # entries per cached function (a ResNet's layers need ~40)
 
-_PLAIN = frozenset({int, float, str, bool, type(None), object})  # object: argument sentinels
+_PLAIN = frozenset({int, str, bool, type(None), object})  # object: argument sentinels
 _GEOMETRIES: set = set()   # NamedTuple types of validated geometries (hashable, immutable)
 
 
@@ -34,12 +34,14 @@ def call_key(args: tuple, kwargs: dict):
     is preceded by its type, which also says how many entries follow: an
     array (type, shape, dtype, writeable: batch_norm updates its running
     statistics in place); a plain value or a tuple of ints and strs (type,
-    value: 2, 2.0 and True are equal in a dict, only the int is valid); a
-    dtype or a validated geometry (type, value)."""
+    value: 2, 2.0 and True are equal in a dict, only the int is valid; a
+    float by its bits); a dtype or a validated geometry (type, value)."""
     key = []
     for v in (*args, *kwargs.values()) if kwargs else args:
         t = type(v)
-        if t in _PLAIN or t in _GEOMETRIES:
+        if t is float:   # by its bits: 0.0 == -0.0 in a dict, not in a running mean
+            key += (t, v.hex())
+        elif t in _PLAIN or t in _GEOMETRIES:
             key += (t, v)
         elif isinstance(v, np.ndarray):
             key += (t, v.shape, v.dtype, v.flags.writeable)

@@ -107,6 +107,7 @@ def test_uncacheable_arguments_are_validated_in_full():
     assert _cache.call_key(([1, 2.0],), {}) is None
     assert _cache.call_key((1, True), {}) != _cache.call_key((1, 1), {})
     assert _cache.call_key((1.0,), {}) != _cache.call_key((1,), {})
+    assert _cache.call_key((-0.0,), {}) != _cache.call_key((0.0,), {})
     np.testing.assert_array_equal(F.conv2d(X, W, stride=np.int64(1), padding=((1, 1), (1, 1))),
                                   F.conv2d(X, W, stride=1, padding=1))
 
