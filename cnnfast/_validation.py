@@ -127,6 +127,17 @@ def common_float_dtype(**arrays) -> np.dtype:
     return next(iter(native.values()))
 
 
+def _read_only_empty(dtype) -> np.ndarray:
+    a = np.empty(0, dtype)
+    a.flags.writeable = False
+    return a
+
+
+# An empty array per float dtype: stands for an array of that dtype in a
+# dtype check, without allocating one per call.
+_NO_ELEMENTS = {dt: _read_only_empty(dt) for dt in _NATIVE_FLOATS}
+
+
 def kernel_array(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """What a kernel may read through a raw pointer: C-contiguous, aligned,
     native byte order. Copies only when the input is not already so."""
@@ -539,7 +550,7 @@ def conv_residual(residual, geom: ConvGeometry) -> None:
         return
     check_array(residual, "residual")
     expect_shape(residual, geom.out_shape, "residual", "the convolution's output shape")
-    common_float_dtype(x=np.empty(0, geom.dtype), residual=residual)
+    common_float_dtype(x=_NO_ELEMENTS[geom.dtype], residual=residual)
 
 
 def conv_need(need) -> frozenset:
