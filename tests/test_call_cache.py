@@ -18,10 +18,10 @@ def _error(fn):
     return type(info.value), str(info.value)
 
 
-rng = np.random.default_rng(0)
-X = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
-W = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
-B = rng.standard_normal(6).astype(np.float32)
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+W = _rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+B = _rng.standard_normal(6).astype(np.float32)
 GO = np.ones((2, 6, 8, 8), np.float32)
 POOLED, INDICES = F.max_pool2d(X, 2, return_indices=True)
 MEAN, VAR = np.zeros(4, np.float32), np.ones(4, np.float32)
@@ -114,7 +114,6 @@ def test_uncacheable_arguments_are_validated_in_full():
 
 def test_the_caches_are_bounded():
     _cache.clear()
-    x = np.ones((1, 1, 4, 4), np.float32)
     for width in range(4, 4 + _cache.MAXSIZE + 20):
         x = np.ones((1, 1, 4, width), np.float32)
         F.max_pool2d(x, 2)
