@@ -39,12 +39,12 @@ def call_key(args: tuple, kwargs: dict):
     key = []
     for v in (*args, *kwargs.values()) if kwargs else args:
         t = type(v)
-        if t is float:   # by its bits: 0.0 == -0.0 in a dict, not in a running mean
+        if t is np.ndarray or (t not in _PLAIN and isinstance(v, np.ndarray)):
+            key += (t, v.shape, v.dtype, v.flags.writeable)
+        elif t is float:   # by its bits: 0.0 == -0.0 in a dict, not in a running mean
             key += (t, v.hex())
         elif t in _PLAIN or t in _GEOMETRIES:
             key += (t, v)
-        elif isinstance(v, np.ndarray):
-            key += (t, v.shape, v.dtype, v.flags.writeable)
         elif t is tuple or t is list:
             for e in v:
                 if type(e) is not int and type(e) is not str:
