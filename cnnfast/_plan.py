@@ -21,7 +21,9 @@ grad_out would turn such a weight into NaN where the reference is finite).
 from __future__ import annotations
 
 import math
+import operator
 from itertools import product as _product
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -29,8 +31,9 @@ import numpy as np
 from . import _nhwc
 from . import _validation as V
 from ._policy import winograd_allowed
-from ._ext import _conv
-from ._threads import get_num_threads
+from ._cache import memoized
+from ._ext import _conv, _runtime
+from ._threads import kernel_threads
 
 # --------------------------------------------------------------- threads
 
@@ -42,7 +45,7 @@ ELEMENTWISE_GRAIN = 1 << 17   # elements of batch norm / ReLU (memory-bound, as 
 
 
 def conv_threads(macs: int) -> int:
-    return 1 if macs < CONV_GRAIN else get_num_threads()
+    return 1 if macs < CONV_GRAIN else kernel_threads()
 
 
 def dense_threads(macs: int) -> int:
@@ -51,11 +54,11 @@ def dense_threads(macs: int) -> int:
 
 
 def pool_threads(elements: int) -> int:
-    return 1 if elements < POOL_GRAIN else get_num_threads()
+    return 1 if elements < POOL_GRAIN else kernel_threads()
 
 
 def elementwise_threads(elements: int) -> int:
-    return 1 if elements < ELEMENTWISE_GRAIN else get_num_threads()
+    return 1 if elements < ELEMENTWISE_GRAIN else kernel_threads()
 
 
 def copy_threads(elements: int) -> int:
@@ -644,6 +647,22 @@ def _bytes(arrays, itemsize):
     return sum(max(n, 1) * (itemsize if kind == "f" else idx) for n, kind in arrays.values())
 
 
+# Every numeric threshold of this module: a user (or a test) may change one,
+# and a plan made under the old value must not be reused.
+_thresholds = operator.itemgetter(*sorted(
+    name for name, value in globals().items()
+    if name.isupper() and type(value) in (int, float, bool)))
+
+
+def planning_state() -> tuple:
+    """What a plan depends on besides its arguments (the plan cache's key):
+    the kernel threads (OpenMP's limit included), the conv policy, the ISA
+    level of the kernel tables and the thresholds above."""
+    return (kernel_threads(), winograd_allowed(), _runtime.isa_level(),
+            _thresholds(globals()))
+
+
+@memoized(state=planning_state)
 def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
               channels_last: bool = False, kept_weights: bool = False) -> ConvPlan:
     """The plan for the given passes ("forward", "x", "weight", "bias") of a
@@ -725,4 +744,4 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
                                    2 * macs)
     return ConvPlan(tuple(base.x5_shape[:2]) + tuple(base.in_size),
                     tuple(base.w5_shape[:2]) + tuple(base.kernel), base.out_shape,
-                    dtype.name, plans)
+                    dtype.name, MappingProxyType(plans))   # read-only: plans are cached

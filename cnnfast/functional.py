@@ -3,6 +3,7 @@ algorithm, kernel, layout and threads of each pass), allocate, call the
 driver (cnnfast._ext). No arithmetic on data happens here."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -166,6 +167,16 @@ _ZERO_PADDING = V.PAD_MODES.index("zeros")
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
+# Only the im2col weight gradient calls BLAS among the conv kernels: the
+# other passes skip the pin (reading and setting OpenBLAS's thread count
+# costs a few microseconds, the whole of a tiny call's kernel).
+_NO_PIN = contextlib.nullcontext()
+
+
+def _pin(p):
+    return blas_pinned if p.kernel == "gemm_blas" else _NO_PIN
+
+
 def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
     *out) array. x and weight are any arrays validated for geom; bias an
@@ -179,7 +190,7 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
         res5 = None if residual is None else _batch_as_pixels(residual, geom.out_channels)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
                                _ZERO_PADDING, p.threads, clamp, res5)
         return _pixels_as_batch(out5, geom.out_shape)
@@ -192,7 +203,7 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     if residual is not None:
         res5 = V.kernel_array(residual, geom.dtype).reshape(geom.out5_shape)
         res5 = _depth_stack(res5) if stacked else res5
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
                            *geom.kernel_args, geom.groups, *_kernel_args(p),
                            geom.pad_mode_code, p.threads, clamp, res5)
@@ -209,7 +220,7 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
         rows = geom.in_channels * math.prod(geom.kernel)
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         gx5 = np.empty((1, rows, 1, 1, geom.batch), dtype=geom.dtype)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_backward_input(_batch_as_pixels(go5, geom.out_channels), w5, gx5,
                                       *_UNIT3, 1, *_kernel_args(p), p.threads)
         gx = _pixels_as_batch(gx5, shape)
@@ -222,7 +233,7 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
     gx5 = np.empty(((1, geom.in_channels, geom.batch) + geom.x5_shape[3:]) if stacked
                    else geom.x5_shape, dtype=geom.dtype)
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_backward_input(go_stacked if stacked else go5, w5, gx5, *geom.kernel_args,
                                   geom.groups, *_kernel_args(p), p.threads, bias)
     return _depth_unstack(gx5, shape) if stacked else gx5.reshape(shape)
@@ -234,7 +245,7 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     grad_w = np.empty(weight_shape, dtype=geom.dtype)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_backward_weight(_batch_as_pixels(go5, geom.out_channels),
                                        _batch_as_pixels(V.kernel_array(x, geom.dtype), rows),
                                        grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
@@ -245,7 +256,7 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     if stacked and go_stacked is None:
         go_stacked = _depth_stack(go5)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_backward_weight(go_stacked if stacked else go5,
                                    _depth_stack(x5) if stacked else x5,
                                    grad_w.reshape(geom.w5_shape), *geom.kernel_args,
