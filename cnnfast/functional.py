@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ._ext import _conv, _dense, _elementwise, _layout, _pool
+from ._ext import _conv, _conv_nhwc, _dense, _elementwise, _layout, _pool
 from . import _nhwc
 from . import _plan as P
 from . import _validation as V
@@ -684,6 +684,8 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
                            padding, dilation, ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
     if last:
+        if nd <= 2 and not return_indices:   # inference: the NHWC kernel, no padded copy
+            return _max_pool_nhwc(geom, x)
         if P.pool_channels_last_native(nd, geom.channels):
             return _max_pool_last(geom, x, return_indices)
         result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation,
@@ -696,6 +698,19 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
                            None if indices is None else indices.reshape(geom.out_planes_shape),
                            *geom.kernel_args, P.pool_threads(x4.size))
     return (out, indices) if return_indices else out
+
+
+def _max_pool_nhwc(geom, x):
+    """Channels-last 1-D/2-D max pooling without indices (kernels/pool_nhwc.h)."""
+    x3 = V.kernel_array(x, geom.dtype)
+    out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
+    two = lambda t, fill: ((fill,) * (2 - geom.nd) + tuple(t))   # noqa: E731
+    in_hw, out_hw = two(geom.in_size, 1), two(geom.out_size, 1)
+    _conv_nhwc.max_pool(x3.reshape(-1), (geom.batch,) + in_hw + (geom.channels,),
+                        out.reshape(-1), (geom.batch,) + out_hw + (geom.channels,),
+                        two(geom.kernel, 1), two(geom.stride, 1), two(geom.padding, 0),
+                        two(geom.dilation, 1), P.pool_threads(x3.size))
+    return out
 
 
 def _max_pool_last(geom, x, return_indices):
@@ -948,6 +963,15 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
     if V.channels_last(data_format):
+        dtype, out_size = V.adaptive_geometry(_first_view(x), output_size,
+                                              f"adaptive_avg_pool{nd}d", nd)
+        if all(o == 1 for o in out_size) and x.size:   # the global average, NHWC kernel
+            x3 = V.kernel_array(x, dtype)
+            n, c = x3.shape[0], x3.shape[-1]
+            out = np.empty((n,) + (1,) * nd + (c,), dtype)
+            _conv_nhwc.global_avg(x3.reshape(-1), n, x3.size // max(n * c, 1), c,
+                                  out.reshape(-1), P.pool_threads(x3.size))
+            return out
         return _adaptive_last(nd, x, output_size, False, False)
     _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
     return _adaptive(False, x, out_size, False)[0]

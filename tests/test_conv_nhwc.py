@@ -351,3 +351,55 @@ def test_fused_resnet_uses_winograd_and_matches():
     np.testing.assert_allclose(fused(x), model(x), rtol=1e-4, atol=1e-4)
     kinds = {key[0] for m in fused.modules() for key in getattr(m, "_packed", {})}
     assert kinds == {"winograd", "direct"}
+
+
+# ------------------------------------------------------------------ pooling
+# Channels-last max pooling without indices and the global average run on
+# kernels/pool_nhwc.h: equal to the channels-first ops bit for bit.
+
+POOL_CASES = [   # (x shape channels-first, pooling arguments)
+    ((2, 64, 15, 16), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 20, 9, 9), dict(kernel_size=3, stride=1, padding=1, ceil_mode=True)),
+    ((3, 5, 11, 7), dict(kernel_size=(2, 3), stride=(2, 1), dilation=(2, 1))),
+    ((1, 17, 8, 8), dict(kernel_size=2)),
+    ((2, 16, 7, 10), dict(kernel_size=3, stride=2, ceil_mode=True, padding=(1, 0))),
+    ((0, 8, 4, 4), dict(kernel_size=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_max_pool_equals_channels_first(case, dtype):
+    xs, kw = case
+    x = np.random.default_rng(16).standard_normal(xs).astype(dtype)
+    if x.size:   # NaN wins its window, ties keep the first (-0.0 before +0.0)
+        x[0, 1, 2, 3] = np.nan
+        x[0, 2, :2, :2] = [[-0.0, 0.0], [0.0, -0.0]]
+        x[0, 3] = -np.inf
+    expected = cnnfast.max_pool2d(x, **kw)
+    got = cnnfast.max_pool2d(_last(x), **kw, data_format="channels_last")
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(np.signbit(_first(got)), np.signbit(expected))
+    np.testing.assert_array_equal(_first(got), expected)
+
+
+def test_max_pool_1d_and_threads():
+    x = np.random.default_rng(17).standard_normal((4, 24, 33)).astype(np.float32)
+    expected = cnnfast.max_pool1d(x, 3, 2, 1)
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            got = cnnfast.max_pool1d(_last(x), 3, 2, 1, data_format="channels_last")
+            np.testing.assert_array_equal(_first(got), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 7, 7, 512), (1, 3, 5, 20), (3, 1, 1, 70)])
+def test_global_average(shape, dtype):
+    x = np.random.default_rng(18).standard_normal(shape).astype(dtype)
+    got = cnnfast.adaptive_avg_pool2d(x, 1, data_format="channels_last")
+    expected = x.astype(np.float64).mean(axis=(1, 2), keepdims=True)
+    assert got.shape == expected.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL[dtype])
+    with cnnfast.num_threads(2):
+        np.testing.assert_array_equal(
+            cnnfast.adaptive_avg_pool2d(x, 1, data_format="channels_last"), got)

@@ -38,6 +38,11 @@ cdef extern from "nhwc_kernels.h" nogil:
                            cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
                            cf_idx os, const void *res, int clamp, double lo,
                            double hi) noexcept nogil
+        void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
+                         cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
+                         cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
+        void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0,
+                           cf_idx c1) noexcept nogil
     const cf_nhwc_kernels *cf_nhwc_kernels_for(int is_double)
 
 
@@ -257,3 +262,48 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
     return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
                           bias + k0 if bias != NULL else NULL, out + ooff, K,
                           res + ooff if res != NULL else NULL, clamp, lo, hi)
+
+
+# ------------------------------------------------------------------ pooling
+
+def max_pool(const floating[::1] x, tuple x_shape, floating[::1] out, tuple out_shape,
+             tuple kernel, tuple stride, tuple padding, tuple dilation, int nthreads):
+    """out (N, OH, OW, C) = max pooling of x (N, H, W, C) (kernels/pool_nhwc.h);
+    2-tuples of window arguments, padding before. Items: (image, output row)."""
+    cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
+    cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2]
+    cdef Py_ssize_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef Py_ssize_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1]
+    cdef Py_ssize_t items = N * OH, i, n, oh
+    if items == 0 or OW == 0 or C == 0:
+        return
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='guided'):
+                kt.max_pool(&x[0] + i // OH * H * W * C, &out[0] + i // OH * OH * OW * C,
+                            C, H, W, OW, kh, kw, sh, sw, ph, pw, dh, dw, i % OH, i % OH + 1)
+        else:
+            for n in range(N):
+                kt.max_pool(&x[0] + n * H * W * C, &out[0] + n * OH * OW * C, C, H, W, OW,
+                            kh, kw, sh, sw, ph, pw, dh, dw, 0, OH)
+
+
+def global_avg(const floating[::1] x, Py_ssize_t N, Py_ssize_t P, Py_ssize_t C,
+               floating[::1] out, int nthreads):
+    """out (N, C) = the mean of x (N, P, C) over its P pixels. Items: (image,
+    channel range of 64)."""
+    cdef Py_ssize_t ranges = (C + 63) // 64, items = N * ranges, i, n, r
+    if items == 0:
+        return
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='guided'):
+                n = i // ranges
+                r = i % ranges
+                kt.global_avg(&x[0] + n * P * C, &out[0] + n * C, C, P, r * 64,
+                              min(C, r * 64 + 64))
+        else:
+            for n in range(N):
+                kt.global_avg(&x[0] + n * P * C, &out[0] + n * C, C, P, 0, C)

@@ -4,6 +4,7 @@
 #include "cf_tiles.h"
 #include "conv_nhwc.h"
 #include "conv_nhwc_winograd.h"
+#include "pool_nhwc.h"
 
 static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .isa = CF_LEVEL,
@@ -15,6 +16,8 @@ static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .wino_pack = FN(nhwc_wino_pack),
     .wino_input = FN(nhwc_wino_input),
     .wino_output = FN(nhwc_wino_output),
+    .max_pool = FN(nhwc_max_pool),
+    .global_avg = FN(nhwc_global_avg),
 };
 
 #include "cf_family_end.h"
