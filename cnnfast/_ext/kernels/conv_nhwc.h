@@ -103,8 +103,11 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
                 CF_V a = acc[i * NV + v];
                 if (res) {
                     CF_V r = FN(cf_splat)(0);
-                    const cf_idx n = cf_min(CF_VW, nk - v * CF_VW);
-                    memcpy(&r, res + (pix + i) * os + v * CF_VW, (size_t)n * sizeof(CF_T));
+                    if (full || (v + 1) * CF_VW <= nk)   /* constant size: one load */
+                        memcpy(&r, res + (pix + i) * os + v * CF_VW, sizeof r);
+                    else
+                        memcpy(&r, res + (pix + i) * os + v * CF_VW,
+                               (size_t)(nk - v * CF_VW) * sizeof(CF_T));
                     a += r;
                 }
                 if (clamp) {

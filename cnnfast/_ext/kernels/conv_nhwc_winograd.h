@@ -122,6 +122,7 @@ static int FN(nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw, 
         const cf_idx rows = cf_min(4, OH - oh0), cols = cf_min(4, OW - ow0);
         for (cf_idx k = 0; k < nk; k += CF_VW) {
             const size_t len = (size_t)cf_min(CF_VW, nk - k) * sizeof(CF_T);
+            const int whole = k + CF_VW <= nk;
             CF_V t4[6][4];
             for (int i = 0; i < 6; i++) { /* rows: m A */
                 CF_V mr[6];
@@ -142,7 +143,8 @@ static int FN(nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw, 
                     const cf_idx at = ((oh0 + i) * OW + ow0 + j) * os + k;
                     if (res) {
                         CF_V r = FN(cf_splat)(0);
-                        memcpy(&r, res + at, len);
+                        if (whole) memcpy(&r, res + at, sizeof r);  /* constant size: one load */
+                        else memcpy(&r, res + at, len);
                         y += r;
                     }
                     if (clamp) {
@@ -150,7 +152,8 @@ static int FN(nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw, 
                         y = (CF_V)(((CF_M)y & ~(below | above)) | ((CF_M)lov & below)
                                    | ((CF_M)hiv & above));
                     }
-                    memcpy(out + at, &y, len);
+                    if (whole) memcpy(out + at, &y, sizeof y);
+                    else memcpy(out + at, &y, len);
                 }
             }
         }

@@ -32,8 +32,19 @@ static void FN(nhwc_max_pool)(const void *x_, void *out_, cf_idx C, cf_idx H, cf
             cf_tap_range(ow, sw, pw, dw, kw, W, &w0, &w1);
             const CF_T *first = x + ((oh * sh - ph + h0 * dh) * W + ow * sw - pw + w0 * dw) * C;
             CF_T *o = out + (oh * OW + ow) * C;
-            for (cf_idx c = 0; c < C; c += CF_VW) {
-                const size_t len = (size_t)cf_min(CF_VW, C - c) * sizeof(CF_T);
+            cf_idx c = 0;
+            for (; c + CF_VW <= C; c += CF_VW) { /* whole vectors: constant-size copies */
+                CF_V m, v;
+                memcpy(&m, first + c, sizeof m);
+                for (cf_idx i = h0; i < h1; i++)
+                    for (cf_idx j = i == h0 ? w0 + 1 : w0; j < w1; j++) {
+                        memcpy(&v, first + ((i - h0) * dh * W + (j - w0) * dw) * C + c, sizeof v);
+                        m = FN(cf_max_nan)(m, v);
+                    }
+                memcpy(o + c, &m, sizeof m);
+            }
+            if (c < C) { /* the last channels, through a partial copy */
+                const size_t len = (size_t)(C - c) * sizeof(CF_T);
                 CF_V m = FN(cf_splat)(0), v = m;
                 memcpy(&m, first + c, len);
                 for (cf_idx i = h0; i < h1; i++)
@@ -55,10 +66,12 @@ static void FN(nhwc_global_avg)(const void *x_, void *out_, cf_idx C, cf_idx P, 
     const CF_T *x = (const CF_T *)x_;
     CF_T *out = (CF_T *)out_;
     for (cf_idx c = c0; c < c1; c += CF_VW) {
+        const int whole = c + CF_VW <= c1;
         const size_t len = (size_t)cf_min(CF_VW, c1 - c) * sizeof(CF_T);
         CF_V s = FN(cf_splat)(0), v = s;
         for (cf_idx p = 0; p < P; p++) {
-            memcpy(&v, x + p * C + c, len);
+            if (whole) memcpy(&v, x + p * C + c, sizeof v);   /* constant size: one load */
+            else memcpy(&v, x + p * C + c, len);
             s += v;
         }
         s /= FN(cf_splat)((CF_T)P);
