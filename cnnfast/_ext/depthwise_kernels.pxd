@@ -1,0 +1,44 @@
+# The depthwise kernel table (kernels/conv_depthwise_kernels.h): one per ISA
+# level and dtype, looked up with cf_depthwise_kernels_for(is_double). Data
+# pointers are void * and hold elements of the table's dtype.
+
+cdef extern from "conv_depthwise_kernels.h" nogil:
+    # conv_geom.h (as conv_kernels.pxd declares it; cimporting that would
+    # compile the whole conv kernel family into this module)
+    ctypedef Py_ssize_t cf_idx
+    ctypedef struct cf_geom:
+        cf_idx C, D, H, W
+        cf_idx K, OD, OH, OW
+        cf_idx KD, KH, KW
+        cf_idx sd, sh, sw
+        cf_idx pd, ph, pw
+        cf_idx dd, dh, dw
+        int pad_mode
+    int CF_PAD_ZEROS
+
+    ctypedef struct cf_depthwise_kernels:
+        int isa
+        cf_idx vector_width, tap_bytes
+        void (*forward_planes)(const void *x, const void *w, const void *bias, void *out,
+                               cf_idx r0, cf_idx r1, const cf_geom *g, const void *zero,
+                               void *taps) noexcept nogil
+        void (*backward_input_planes)(const void *go, const void *w, const void *bias,
+                                      void *gx, cf_idx r0, cf_idx r1, cf_idx M,
+                                      const cf_geom *g, void *taps) noexcept nogil
+        void (*backward_weight_planes)(const void *x, cf_idx x_nstride, const void *go,
+                                       cf_idx go_nstride, void *gw, cf_idx r0, cf_idx r1,
+                                       const cf_geom *g, const void *zero,
+                                       void *acc) noexcept nogil
+        void (*forward_last)(const void *x, const void *wpk, const void *bpk, void *out,
+                             cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
+                             const void *zero, void *px) noexcept nogil
+        void (*backward_input_last)(const void *go, const void *wpk, const void *bpk,
+                                    void *gx, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
+                                    const cf_geom *g, void *work) noexcept nogil
+        void (*backward_weight_last)(const void *x, const void *go, void *part, cf_idx r0,
+                                     cf_idx r1, cf_idx c, cf_idx M, const cf_geom *g,
+                                     const void *zero, void *acc, void *px) noexcept nogil
+        void (*epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
+                         cf_idx len, int relu) noexcept nogil
+
+    const cf_depthwise_kernels *cf_depthwise_kernels_for(int is_double)
