@@ -175,6 +175,10 @@ def _depthwise_forward(geom, p, x, weight, bias, relu=False, residual=None, last
     """Plan entry p (kernel "depthwise"): a new (N, K, *out) array, or
     (N, *out, K) with `last` (x channels-last); bias of the kernel dtype
     (empty: none); a fused layer's residual and ReLU as _run_forward's."""
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
+        return _to_first(_depthwise_forward(geom, p, _to_last(V.kernel_array(x, geom.dtype)),
+                                            weight, bias, relu, res, True))
     out_shape = _shape_last(geom.out_shape) if last else geom.out_shape
     out = np.empty(out_shape, geom.dtype)
     x = V.kernel_array(x, geom.dtype)
@@ -190,7 +194,10 @@ def _depthwise_forward(geom, p, x, weight, bias, relu=False, residual=None, last
 def _depthwise_input_grad(geom, p, grad_out, weight, bias=None, last=False):
     """Plan entry p (kernel "depthwise", zero padding): the input gradient, a
     new (N, C, *in) array, or (N, *in, C) with `last`; bias: added per
-    channel (a transposed convolution's), channels-first only."""
+    channel (a transposed convolution's)."""
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        return _to_first(_depthwise_input_grad(geom, p, _to_last(V.kernel_array(
+            grad_out, geom.dtype)), weight, bias, True))
     shape = (geom.batch, geom.in_channels) + tuple(geom.in_size)
     shape = _shape_last(shape) if last else shape
     grad_x = np.empty(shape, geom.dtype)
@@ -199,10 +206,7 @@ def _depthwise_input_grad(geom, p, grad_out, weight, bias=None, last=False):
             V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape),
             grad_x.reshape(_dw5(shape, last)), *geom.kernel_args, p.split, dict(p.arrays),
             p.threads)
-    if last:
-        _depthwise.input_last(*args)
-    else:
-        _depthwise.input_first(*args, bias)
+    (_depthwise.input_last if last else _depthwise.input_first)(*args, bias)
     return grad_x
 
 
@@ -211,6 +215,9 @@ def _depthwise_weight_grad(geom, p, grad_out, x, weight_shape, last=False):
     weight_shape, from grad_out and x (both channels-last with `last`)."""
     grad_w = np.empty(weight_shape, geom.dtype)
     go, x = V.kernel_array(grad_out, geom.dtype), V.kernel_array(x, geom.dtype)
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        go, x, last = _to_last(go.reshape(geom.out_shape)), _to_last(x.reshape(
+            geom.x5_shape[:2] + tuple(geom.in_size))), True
     run = _depthwise.weight_last if last else _depthwise.weight_first
     run(go.reshape(_dw5(go.shape, last)), x.reshape(_dw5(x.shape, last)),
         grad_w.reshape(geom.w5_shape), *geom.kernel_args, geom.pad_mode_code, p.split,

@@ -403,9 +403,10 @@ def forward_last(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
 
 def input_last(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, ::1] w,
                floating[:, :, :, :, ::1] gx, tuple stride, tuple padding, tuple dilation,
-               tuple split, dict arrays, int nthreads):
+               tuple split, dict arrays, int nthreads, const floating[::1] bias=None):
     """gx (N, D, H, W, C) = the input gradient of a zero-padded depthwise conv
-    for grad_out go (N, OD, OH, OW, K), channels in the vector lanes."""
+    for grad_out go (N, OD, OH, OW, K), channels in the vector lanes, plus
+    `bias` per channel (a transposed convolution's) when given."""
     cdef cf_geom g = _geometry((gx.shape[1], gx.shape[2], gx.shape[3]),
                                (go.shape[1], go.shape[2], go.shape[3]),
                                (w.shape[2], w.shape[3], w.shape[4]), gx.shape[4], w.shape[0],
@@ -418,6 +419,8 @@ def input_last(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, ::
     cdef floating[::1] wpk = _work(arrays, "dw_wpk", <floating> 0)
     with nogil:
         _pack_last(&w[0, 0, 0, 0, 0], NULL, g.C, M, KV, Cp, &wpk[0], &wpk[M * KV * Cp], 1)
+    if bias is not None and bias.shape[0] > 0:
+        wpk[M * KV * Cp:M * KV * Cp + g.C] = bias
     _set_work(&j, _work(arrays, "dw_px", <floating> 0), nthreads)
     j.a = &go[0, 0, 0, 0, 0]
     j.b = &wpk[0]

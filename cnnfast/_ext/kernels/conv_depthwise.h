@@ -91,6 +91,7 @@ CF_INLINE void FN(dw_row_chunk)(const FN(dw_tap) *taps, int nt, cf_idx s, CF_T *
  * stride as a constant (1, 2) or 0 (any, gathered). */
 CF_INLINE void FN(dw_row_s)(const FN(dw_tap) *taps, int nt, cf_idx W, cf_idx s, CF_T *out,
                             cf_idx os, cf_idx n, CF_T bias, int mode, int skip, const int S) {
+    if (S) s = S; /* a constant: the divisions below fold */
     const cf_idx foot = FN(dw_footprint)(s);
     cf_idx lo = 0, hi = n, vhi = n; /* interior [lo, hi); vectors may start up to vhi */
     for (int t = 0; t < nt; t++) {
@@ -218,7 +219,8 @@ static void FN(dw_backward_input_planes)(const void *go_, const void *w_, const 
 CF_INLINE void FN(dw_row_dot_s)(const CF_T *row, cf_idx W, cf_idx s, cf_idx off,
                                 const CF_T *go, cf_idx n, int mode, FN(dw_vu) *accv,
                                 CF_T *accs, const int S) {
-    const cf_idx step = S ? S : s;
+    if (S) s = S; /* a constant: the divisions below fold */
+    const cf_idx step = s;
     cf_idx lo = cf_min(cf_max(0, cf_ceil_div(-off, s)), n);
     cf_idx hi = cf_max(lo, cf_min(n, cf_floor_div(W - 1 - off, s) + 1));
     const cf_idx vhi = cf_floor_div(W - FN(dw_footprint)(s) - off, s);
@@ -317,6 +319,15 @@ CF_INLINE void FN(dw_store_lanes)(CF_T *p, cf_idx stride, cf_idx cnt, CF_V v) {
 /* The input pixels the KVOL taps of output pixel (n, od, oh, ow) read, as
  * pointers to their channel 0 (the padding's source pixel in a non-zero
  * mode, `zero` for zero padding). Returns 1 if every tap is inside. */
+/* The output o that tap t reaches input i from along one dim (o*s - p + t*d
+ * == i), or -1 if none inside [0, n). */
+CF_INLINE cf_idx FN(dw_tap_output)(cf_idx i, cf_idx t, cf_idx s, cf_idx p, cf_idx d, cf_idx n) {
+    const cf_idx u = i + p - t * d;
+    if (s == 1) return (u >= 0 && u < n) ? u : -1;
+    const cf_idx o = cf_floor_div(u, s);
+    return (o * s == u && o >= 0 && o < n) ? o : -1;
+}
+
 CF_INLINE int FN(dw_tap_pixels)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh, cf_idx ow,
                                 const cf_geom *g, const CF_T *zero, const CF_T **px) {
     const cf_idx C = g->C;
@@ -407,7 +418,8 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
  * the pixel from an output (i + p - t*d divisible by s, inside the output)
  * of go[output][c*M + m] * w[c*M + m][t]. wpk: [M][KVOL][Cp]; bpk: [Cp]
  * (zeros: no bias); go: [N][OD][OH][OW][C*M]; gx: [N][D][H][W][C]; work:
- * 2*KVOL pointers. Zero padding only. */
+ * 4*KVOL pointers. Zero padding only. Taps are summed in (kw, kd, kh)
+ * order. */
 static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const void *bpk_,
                                        void *gx_, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
                                        const cf_geom *g, void *work) {
@@ -417,20 +429,28 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
     cf_idx *tap = (cf_idx *)(pg + KVOL);
     const cf_idx n = r / (g->D * g->H), id = r / g->H % g->D, ih = r % g->H, K = g->C * M;
     CF_T *grow = (CF_T *)gx_ + r * g->W * g->C;
+    /* the output rows the (kd, kh) taps reach this input row from: once per row */
+    cf_idx nrow = 0;
+    const CF_T **prow = pg + 2 * KVOL; /* work: pg, tap, prow, trow; KVOL each */
+    cf_idx *trow = tap + 2 * KVOL;
+    for (cf_idx kd = 0; kd < g->KD; kd++) {
+        const cf_idx od = FN(dw_tap_output)(id, kd, g->sd, g->pd, g->dd, g->OD);
+        if (od < 0) continue;
+        for (cf_idx kh = 0; kh < g->KH; kh++) {
+            const cf_idx oh = FN(dw_tap_output)(ih, kh, g->sh, g->ph, g->dh, g->OH);
+            if (oh < 0) continue;
+            prow[nrow] = go + ((n * g->OD + od) * g->OH + oh) * g->OW * K;
+            trow[nrow++] = (kd * g->KH + kh) * g->KW;
+        }
+    }
     for (cf_idx iw = 0; iw < g->W; iw++) {
         cf_idx nt = 0;
-        for (cf_idx kd = 0; kd < g->KD; kd++) {
-            const cf_idx td = id + g->pd - kd * g->dd, od = cf_floor_div(td, g->sd);
-            if (od * g->sd != td || od < 0 || od >= g->OD) continue;
-            for (cf_idx kh = 0; kh < g->KH; kh++) {
-                const cf_idx th = ih + g->ph - kh * g->dh, oh = cf_floor_div(th, g->sh);
-                if (oh * g->sh != th || oh < 0 || oh >= g->OH) continue;
-                for (cf_idx kw = 0; kw < g->KW; kw++) {
-                    const cf_idx tw = iw + g->pw - kw * g->dw, ow = cf_floor_div(tw, g->sw);
-                    if (ow * g->sw != tw || ow < 0 || ow >= g->OW) continue;
-                    pg[nt] = go + (((n * g->OD + od) * g->OH + oh) * g->OW + ow) * K;
-                    tap[nt++] = (kd * g->KH + kh) * g->KW + kw;
-                }
+        for (cf_idx kw = 0; kw < g->KW; kw++) {
+            const cf_idx ow = FN(dw_tap_output)(iw, kw, g->sw, g->pw, g->dw, g->OW);
+            if (ow < 0) continue;
+            for (cf_idx r = 0; r < nrow; r++) {
+                pg[nt] = prow[r] + ow * K;
+                tap[nt++] = trow[r] + kw;
             }
         }
         CF_T *o = grow + iw * g->C;
@@ -459,6 +479,35 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
  * go[pixel][(c+j)*M + m] * (padded input under tap t)[c+j], written (not
  * added). acc: M*KVOL vectors of work; px: KVOL pointers; zero: Cp zeros.
  * Pixels in order, taps in order: the same sums for any thread count. */
+CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0, cf_idx r1,
+                                       cf_idx c, cf_idx M, const cf_geom *g, const CF_T *zero,
+                                       FN(dw_vu) *acc, const CF_T **px, const int KV) {
+    const cf_idx KVOL = KV ? KV : g->KD * g->KH * g->KW;
+    const cf_idx cnt = cf_min(CF_VW, g->C - c), K = g->C * M, rows = g->OD * g->OH;
+    CF_V a[9]; /* KV == 9 (3x3, multiplier 1): the accumulators stay in registers */
+    for (int t = 0; t < KV; t++) a[t] = FN(cf_splat)(0);
+    for (cf_idx t = 0; t < M * KVOL; t++) acc[t] = FN(cf_splat)(0);
+    for (cf_idx r = r0; r < r1; r++) {
+        const cf_idx n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
+        const CF_T *grow = go + r * g->OW * K;
+        for (cf_idx ow = 0; ow < g->OW; ow++) {
+            FN(dw_tap_pixels)(x, n, od, oh, ow, g, zero, px);
+            for (cf_idx m = 0; m < M; m++) {
+                const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c * M + m, M, cnt);
+                if (KV) {
+#pragma GCC unroll 9
+                    for (int t = 0; t < KV; t++) a[t] += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
+                    continue;
+                }
+                FN(dw_vu) *am = acc + m * KVOL;
+                for (cf_idx t = 0; t < KVOL; t++)
+                    am[t] += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
+            }
+        }
+    }
+    for (int t = 0; t < KV; t++) acc[t] = a[t];
+}
+
 static void FN(dw_backward_weight_last)(const void *x_, const void *go_, void *part_,
                                         cf_idx r0, cf_idx r1, cf_idx c, cf_idx M,
                                         const cf_geom *g, const void *zero, void *acc_,
@@ -468,20 +517,9 @@ static void FN(dw_backward_weight_last)(const void *x_, const void *go_, void *p
     FN(dw_vu) *acc = (FN(dw_vu) *)acc_;
     CF_T *part = (CF_T *)part_;
     const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
-    const cf_idx cnt = cf_min(CF_VW, g->C - c), K = g->C * M, rows = g->OD * g->OH;
-    for (cf_idx t = 0; t < M * KVOL; t++) acc[t] = FN(cf_splat)(0);
-    for (cf_idx r = r0; r < r1; r++) {
-        const cf_idx n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
-        const CF_T *grow = go + r * g->OW * K;
-        for (cf_idx ow = 0; ow < g->OW; ow++) {
-            FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, px);
-            for (cf_idx m = 0; m < M; m++) {
-                const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c * M + m, M, cnt);
-                FN(dw_vu) *a = acc + m * KVOL;
-                for (cf_idx t = 0; t < KVOL; t++)
-                    a[t] += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
-            }
-        }
-    }
+    if (KVOL == 9 && M == 1)
+        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, (const CF_T *)zero, acc, px, 9);
+    else
+        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, (const CF_T *)zero, acc, px, 0);
     for (cf_idx t = 0; t < M * KVOL; t++) memcpy(part + t * Cp + c, &acc[t], sizeof(CF_V));
 }
