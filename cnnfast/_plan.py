@@ -349,11 +349,11 @@ def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info:
                      ("dw_partial", (split[0] * C * M * KV if split[0] > 1 else 0, "f"))])
     if gradient == "forward":
         return {"dw_wpk": (M * (KV + 1) * Cp, "f"), "dw_zero": (Cp, "f"),
-                "dw_px": (threads * KV, "i")}
+                "dw_px": (threads * 2 * KV, "i")}
     if gradient == "x":
         return {"dw_wpk": (M * KV * Cp + Cp, "f"), "dw_px": (threads * 4 * KV, "i")}
     return {"dw_zero": (Cp, "f"), "dw_partial": (split[0] * M * KV * Cp, "f"),
-            "dw_acc": (threads * M * KV * vw, "f"), "dw_px": (threads * KV, "i")}
+            "dw_acc": (threads * M * KV * vw, "f"), "dw_px": (threads * 2 * KV, "i")}
 
 
 # --------------------------------------------------------------- the plan

@@ -316,9 +316,6 @@ CF_INLINE void FN(dw_store_lanes)(CF_T *p, cf_idx stride, cf_idx cnt, CF_V v) {
     }
 }
 
-/* The input pixels the KVOL taps of output pixel (n, od, oh, ow) read, as
- * pointers to their channel 0 (the padding's source pixel in a non-zero
- * mode, `zero` for zero padding). Returns 1 if every tap is inside. */
 /* The output o that tap t reaches input i from along one dim (o*s - p + t*d
  * == i), or -1 if none inside [0, n). */
 CF_INLINE cf_idx FN(dw_tap_output)(cf_idx i, cf_idx t, cf_idx s, cf_idx p, cf_idx d, cf_idx n) {
@@ -328,29 +325,44 @@ CF_INLINE cf_idx FN(dw_tap_output)(cf_idx i, cf_idx t, cf_idx s, cf_idx p, cf_id
     return (o * s == u && o >= 0 && o < n) ? o : -1;
 }
 
-CF_INLINE int FN(dw_tap_pixels)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh, cf_idx ow,
-                                const cf_geom *g, const CF_T *zero, const CF_T **px) {
-    const cf_idx C = g->C;
+/* Element offsets of the KVOL taps from a window's first pixel
+ * (channels-last, C channels): toff[t], filled once per kernel call. */
+CF_INLINE void FN(dw_tap_offsets)(const cf_geom *g, cf_idx *toff) {
+    cf_idx t = 0;
+    for (cf_idx kd = 0; kd < g->KD; kd++)
+        for (cf_idx kh = 0; kh < g->KH; kh++)
+            for (cf_idx kw = 0; kw < g->KW; kw++, t++)
+                toff[t] = ((kd * g->dd * g->H + kh * g->dh) * g->W + kw * g->dw) * g->C;
+}
+
+/* The input pixels the KVOL taps of output pixel (n, od, oh, ow) read, as
+ * pointers to their channel 0 (the padding's source pixel in a non-zero
+ * mode, `zero` for zero padding). A window inside the input (the common
+ * case) is its first pixel plus toff (dw_tap_offsets). */
+CF_INLINE void FN(dw_tap_pixels)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh, cf_idx ow,
+                                 const cf_geom *g, const CF_T *zero, const cf_idx *toff,
+                                 const CF_T **px) {
+    const cf_idx C = g->C, KVOL = g->KD * g->KH * g->KW;
     const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph, w0 = ow * g->sw - g->pw;
     const CF_T *img = x + n * g->D * g->H * g->W * C;
-    const int inside = d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
-                       && h0 + (g->KH - 1) * g->dh < g->H && w0 >= 0
-                       && w0 + (g->KW - 1) * g->dw < g->W;
+    if (d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
+        && h0 + (g->KH - 1) * g->dh < g->H && w0 >= 0 && w0 + (g->KW - 1) * g->dw < g->W) {
+        const CF_T *base = img + ((d0 * g->H + h0) * g->W + w0) * C;
+        for (cf_idx t = 0; t < KVOL; t++) px[t] = base + toff[t];
+        return;
+    }
     cf_idx t = 0;
     for (cf_idx kd = 0; kd < g->KD; kd++) {
-        const cf_idx id = inside ? d0 + kd * g->dd : FN(dw_source)(d0 + kd * g->dd, g->D, g->pad_mode);
+        const cf_idx id = FN(dw_source)(d0 + kd * g->dd, g->D, g->pad_mode);
         for (cf_idx kh = 0; kh < g->KH; kh++) {
-            const cf_idx ih = inside ? h0 + kh * g->dh
-                                     : FN(dw_source)(h0 + kh * g->dh, g->H, g->pad_mode);
+            const cf_idx ih = FN(dw_source)(h0 + kh * g->dh, g->H, g->pad_mode);
             const CF_T *rowp = (id < 0 || ih < 0) ? NULL : img + (id * g->H + ih) * g->W * C;
             for (cf_idx kw = 0; kw < g->KW; kw++, t++) {
-                if (inside) { px[t] = rowp + (w0 + kw * g->dw) * C; continue; }
                 const cf_idx iw = FN(dw_source)(w0 + kw * g->dw, g->W, g->pad_mode);
                 px[t] = (rowp == NULL || iw < 0) ? zero : rowp + iw * C;
             }
         }
     }
-    return inside;
 }
 
 /* NCH vectors of channels from c of one output pixel, multiplier index m. */
@@ -396,7 +408,7 @@ CF_INLINE void FN(dw_last_channels)(const CF_T *const *px, cf_idx KVOL, const CF
  * the input (all their M outputs each). x: [N][D][H][W][C]; wpk: packed
  * weights [M][KVOL][Cp] (Cp: C rounded up to whole vectors); bpk: packed
  * bias [M][Cp] (zeros without a bias); out: [N][OD][OH][OW][C*M]; zero: Cp
- * zeros; px: KVOL pointers of work. */
+ * zeros; px: 2*KVOL pointers of work. */
 static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bpk_, void *out_,
                                 cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
                                 const void *zero, void *px_) {
@@ -405,8 +417,10 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
     const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
     const cf_idx rows = g->OD * g->OH, n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
     CF_T *orow = (CF_T *)out_ + r * g->OW * g->C * M;
+    cf_idx *toff = (cf_idx *)(px + KVOL);
+    FN(dw_tap_offsets)(g, toff);
     for (cf_idx ow = 0; ow < g->OW; ow++) {
-        FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, px);
+        FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, toff, px);
         for (cf_idx m = 0; m < M; m++)
             FN(dw_last_channels)(px, KVOL, wpk + m * KVOL * Cp, bpk + m * Cp, Cp, c0, c1,
                                  orow + ow * g->C * M + m, M);
@@ -477,7 +491,7 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
  * held at zero) over the output rows [r0, r1) (r = (n*OD + od)*OH + oh):
  * part[(m*KVOL + t)*Cp + c + j] = the sum over those pixels of
  * go[pixel][(c+j)*M + m] * (padded input under tap t)[c+j], written (not
- * added). acc: M*KVOL vectors of work; px: KVOL pointers; zero: Cp zeros.
+ * added). acc: M*KVOL vectors of work; px: 2*KVOL pointers; zero: Cp zeros.
  * Pixels in order, taps in order: the same sums for any thread count. */
 CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0, cf_idx r1,
                                        cf_idx c, cf_idx M, const cf_geom *g, const CF_T *zero,
@@ -487,11 +501,13 @@ CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0,
     CF_V a[9]; /* KV == 9 (3x3, multiplier 1): the accumulators stay in registers */
     for (int t = 0; t < KV; t++) a[t] = FN(cf_splat)(0);
     for (cf_idx t = 0; t < M * KVOL; t++) acc[t] = FN(cf_splat)(0);
+    cf_idx *toff = (cf_idx *)(px + KVOL);
+    FN(dw_tap_offsets)(g, toff);
     for (cf_idx r = r0; r < r1; r++) {
         const cf_idx n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
         const CF_T *grow = go + r * g->OW * K;
         for (cf_idx ow = 0; ow < g->OW; ow++) {
-            FN(dw_tap_pixels)(x, n, od, oh, ow, g, zero, px);
+            FN(dw_tap_pixels)(x, n, od, oh, ow, g, zero, toff, px);
             for (cf_idx m = 0; m < M; m++) {
                 const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c * M + m, M, cnt);
                 if (KV) {
