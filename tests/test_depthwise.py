@@ -304,3 +304,20 @@ def test_the_avx2_and_baseline_variants_agree_with_the_reference(isa):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_plan_splits_batch_one_over_threads_and_routes_narrow_rows():
+    """Batch 1 on 2 threads: enough items for both (blocks of rows when the
+    channels are few); rows shorter than DEPTHWISE_ROW_VECTORS vectors run
+    on the channels-last kernels between layout copies."""
+    vw = _depthwise.kernel_info(np.float32)["vector_width"]
+    wide = cnnfast.explain_conv((1, 3, 40, 4 * vw), (3, 1, 3, 3), padding=1, groups=3,
+                                threads=2)
+    p = wide.passes["forward"]
+    assert p.layout == "images" and 3 * p.split[0] >= 2 * _plan.DEPTHWISE_ITEMS_PER_THREAD
+    narrow = cnnfast.explain_conv((8, 96, 7, 7), (96, 1, 3, 3), padding=1, groups=96,
+                                  threads=2)
+    assert {p.layout for n, p in narrow.passes.items() if n != "bias"} == {"channels_last"}
+    weight = cnnfast.explain_conv((1, 2, 9, 70), (2, 1, 3, 3), padding=1, groups=2,
+                                  need=("weight",), threads=1).passes["weight"]
+    assert 2 * weight.split[0] >= _plan.DEPTHWISE_WEIGHT_ITEMS   # any thread count
