@@ -44,13 +44,20 @@ def kernel_info(dtype):
     return {"isa": k.isa, "vector_width": k.vector_width, "tap_bytes": k.tap_bytes}
 
 
-cdef cf_geom _geometry(tuple in_size, tuple out_size, tuple kernel, Py_ssize_t C,
-                       Py_ssize_t K, tuple stride, tuple padding, tuple dilation, int mode):
+cdef cf_geom _geometry(const floating[:, :, :, :, ::1] inp,
+                       const floating[:, :, :, :, ::1] outp,
+                       const floating[:, :, :, :, ::1] w, bint last, tuple stride,
+                       tuple padding, tuple dilation, int mode):
+    """The depthwise geometry of 5-D arrays on the input side (x or its
+    gradient) and the output side (out or grad_out), channels-first or with
+    `last` channels-last, and a weight-shaped array (K, 1, KD, KH, KW)."""
+    cdef int s = 1 if last else 2
     cdef cf_geom g
-    g.C, g.K = C, K
-    g.D, g.H, g.W = in_size
-    g.OD, g.OH, g.OW = out_size
-    g.KD, g.KH, g.KW = kernel
+    g.C = inp.shape[4] if last else inp.shape[1]
+    g.K = w.shape[0]
+    g.D, g.H, g.W = inp.shape[s], inp.shape[s + 1], inp.shape[s + 2]
+    g.OD, g.OH, g.OW = outp.shape[s], outp.shape[s + 1], outp.shape[s + 2]
+    g.KD, g.KH, g.KW = w.shape[2], w.shape[3], w.shape[4]
     g.sd, g.sh, g.sw = stride
     g.pd, g.ph, g.pw = padding
     g.dd, g.dh, g.dw = dilation
@@ -222,10 +229,7 @@ def forward_first(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, 
     """out (N, K, OD, OH, OW) = depthwise conv of x (N, C, D, H, W) + bias
     (empty: none); a fused layer's `residual` added and ReLU applied to each
     block of rows right after it is stored."""
-    cdef cf_geom g = _geometry((x.shape[2], x.shape[3], x.shape[4]),
-                               (out.shape[2], out.shape[3], out.shape[4]),
-                               (w.shape[2], w.shape[3], w.shape[4]), x.shape[1], w.shape[0],
-                               stride, padding, dilation, pad_mode)
+    cdef cf_geom g = _geometry(x, out, w, False, stride, padding, dilation, pad_mode)
     if x.shape[0] == 0:
         return
     cdef _job j = _new_job(split, g.K // g.C, g.OD * g.OH, <floating> 0)
@@ -248,10 +252,7 @@ def input_first(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, :
     """gx (N, C, D, H, W) = the input gradient of a zero-padded depthwise
     conv for grad_out go (N, K, OD, OH, OW), plus `bias` per channel (a
     transposed convolution's) when given."""
-    cdef cf_geom g = _geometry((gx.shape[2], gx.shape[3], gx.shape[4]),
-                               (go.shape[2], go.shape[3], go.shape[4]),
-                               (w.shape[2], w.shape[3], w.shape[4]), gx.shape[1], w.shape[0],
-                               stride, padding, dilation, CF_PAD_ZEROS)
+    cdef cf_geom g = _geometry(gx, go, w, False, stride, padding, dilation, CF_PAD_ZEROS)
     if gx.shape[0] == 0:
         return
     cdef _job j = _new_job(split, g.K // g.C, g.D * g.H, <floating> 0)
@@ -270,10 +271,7 @@ def weight_first(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, 
     """gw (K, 1, KD, KH, KW) = the weight gradient of a depthwise conv of x
     (N, C, D, H, W) for grad_out go (N, K, OD, OH, OW); zero for an empty
     batch."""
-    cdef cf_geom g = _geometry((x.shape[2], x.shape[3], x.shape[4]),
-                               (go.shape[2], go.shape[3], go.shape[4]),
-                               (gw.shape[2], gw.shape[3], gw.shape[4]), x.shape[1], gw.shape[0],
-                               stride, padding, dilation, pad_mode)
+    cdef cf_geom g = _geometry(x, go, gw, False, stride, padding, dilation, pad_mode)
     if x.shape[0] == 0:
         np.asarray(gw)[...] = 0
         return
@@ -375,10 +373,7 @@ def forward_last(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                  const floating[:, :, :, :, ::1] residual=None):
     """out (N, OD, OH, OW, K) = depthwise conv of x (N, D, H, W, C) + bias,
     channels in the vector lanes; epilogue as forward_first."""
-    cdef cf_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]),
-                               (out.shape[1], out.shape[2], out.shape[3]),
-                               (w.shape[2], w.shape[3], w.shape[4]), x.shape[4], w.shape[0],
-                               stride, padding, dilation, pad_mode)
+    cdef cf_geom g = _geometry(x, out, w, True, stride, padding, dilation, pad_mode)
     cdef Py_ssize_t KV = g.KD * g.KH * g.KW, M = g.K // g.C
     cdef Py_ssize_t Cp = _padded_channels(g.C, <floating> 0)
     if x.shape[0] == 0:
@@ -407,10 +402,7 @@ def input_last(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, ::
     """gx (N, D, H, W, C) = the input gradient of a zero-padded depthwise conv
     for grad_out go (N, OD, OH, OW, K), channels in the vector lanes, plus
     `bias` per channel (a transposed convolution's) when given."""
-    cdef cf_geom g = _geometry((gx.shape[1], gx.shape[2], gx.shape[3]),
-                               (go.shape[1], go.shape[2], go.shape[3]),
-                               (w.shape[2], w.shape[3], w.shape[4]), gx.shape[4], w.shape[0],
-                               stride, padding, dilation, CF_PAD_ZEROS)
+    cdef cf_geom g = _geometry(gx, go, w, True, stride, padding, dilation, CF_PAD_ZEROS)
     cdef Py_ssize_t KV = g.KD * g.KH * g.KW, M = g.K // g.C
     cdef Py_ssize_t Cp = _padded_channels(g.C, <floating> 0)
     if gx.shape[0] == 0:
@@ -436,10 +428,7 @@ def weight_last(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, :
     """gw (K, 1, KD, KH, KW) = the weight gradient of a depthwise conv of x
     (N, D, H, W, C) for grad_out go (N, OD, OH, OW, K); zero for an empty
     batch."""
-    cdef cf_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]),
-                               (go.shape[1], go.shape[2], go.shape[3]),
-                               (gw.shape[2], gw.shape[3], gw.shape[4]), x.shape[4], gw.shape[0],
-                               stride, padding, dilation, pad_mode)
+    cdef cf_geom g = _geometry(x, go, gw, True, stride, padding, dilation, pad_mode)
     cdef Py_ssize_t KV = g.KD * g.KH * g.KW, M = g.K // g.C
     cdef Py_ssize_t Cp = _padded_channels(g.C, <floating> 0)
     if x.shape[0] == 0:

@@ -2,6 +2,11 @@
 from typing import NamedTuple
 
 
+def out_size(sizes, kernel, stride, padding):
+    """Output sizes of a square kernel with symmetric padding."""
+    return tuple((n + 2 * padding - kernel) // stride + 1 for n in sizes)
+
+
 class ConvShape(NamedTuple):
     name: str
     N: int
@@ -23,8 +28,7 @@ class ConvShape(NamedTuple):
 
     @property
     def out_hw(self):
-        return tuple((n + 2 * self.padding - self.kernel) // self.stride + 1
-                     for n in (self.H, self.W))
+        return out_size((self.H, self.W), self.kernel, self.stride, self.padding)
 
     @property
     def flops(self):
@@ -75,8 +79,7 @@ class DepthwiseShape(NamedTuple):
 
     @property
     def out_hw(self):
-        return tuple((n + 2 * self.padding - self.kernel) // self.stride + 1
-                     for n in (self.H, self.W))
+        return out_size((self.H, self.W), self.kernel, self.stride, self.padding)
 
     @property
     def activation_bytes(self):
