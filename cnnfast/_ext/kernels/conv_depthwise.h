@@ -404,6 +404,46 @@ CF_INLINE void FN(dw_last_channels)(const CF_T *const *px, cf_idx KVOL, const CF
     if (c < c1) FN(dw_last_chunk)(px, KVOL, wpk, bpk, Cp, c1 - CF_VW, CF_VW, o, M, 1);
 }
 
+/* PX output pixels side by side, all windows inside the input (pixel j's
+ * window starts at base + j*pstep), the vector of channels from c (a full
+ * one, or cnt lanes): PX independent accumulator chains share each weight
+ * load (one pixel's nine taps would be one dependent chain, bound by the
+ * FMA latency). */
+CF_INLINE void FN(dw_last_pixels)(const CF_T *base, cf_idx pstep, const cf_idx *toff,
+                                  cf_idx KVOL, const CF_T *wpk, const CF_T *bpk, cf_idx Cp,
+                                  cf_idx c, cf_idx cnt, CF_T *o, cf_idx ostep, cf_idx M,
+                                  const int PX) {
+    CF_V acc[4], b;
+    memcpy(&b, bpk + c, sizeof b);
+#pragma GCC unroll 4
+    for (int j = 0; j < PX; j++) acc[j] = b;
+    const CF_T *xc = base + c;
+    for (cf_idx t = 0; t < KVOL; t++) {
+        CF_V wv;
+        memcpy(&wv, wpk + t * Cp + c, sizeof wv);
+        const CF_T *xt = xc + toff[t];
+#pragma GCC unroll 4
+        for (int j = 0; j < PX; j++) acc[j] += FN(dw_load_lanes)(xt + j * pstep, 1, cnt) * wv;
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < PX; j++) FN(dw_store_lanes)(o + j * ostep + c * M, M, cnt, acc[j]);
+}
+
+/* PX pixels over the channels [c0, c1): whole vectors, the last ending at
+ * c1 (fewer than VW channels: part of one). */
+CF_INLINE void FN(dw_last_pixels_channels)(const CF_T *base, cf_idx pstep, const cf_idx *toff,
+                                           cf_idx KVOL, const CF_T *wpk, const CF_T *bpk,
+                                           cf_idx Cp, cf_idx c0, cf_idx c1, CF_T *o,
+                                           cf_idx ostep, cf_idx M, const int PX) {
+    if (c1 - c0 < CF_VW) {
+        FN(dw_last_pixels)(base, pstep, toff, KVOL, wpk, bpk, Cp, c0, c1 - c0, o, ostep, M, PX);
+        return;
+    }
+    for (cf_idx c = c0; c < c1; c += CF_VW)
+        FN(dw_last_pixels)(base, pstep, toff, KVOL, wpk, bpk, Cp, cf_min(c, c1 - CF_VW), CF_VW,
+                           o, ostep, M, PX);
+}
+
 /* Forward of output row r (r = (n*OD + od)*OH + oh), channels [c0, c1) of
  * the input (all their M outputs each). x: [N][D][H][W][C]; wpk: packed
  * weights [M][KVOL][Cp] (Cp: C rounded up to whole vectors); bpk: packed
@@ -419,7 +459,24 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
     CF_T *orow = (CF_T *)out_ + r * g->OW * g->C * M;
     cf_idx *toff = (cf_idx *)(px + KVOL);
     FN(dw_tap_offsets)(g, toff);
+    /* the outputs whose windows lie inside the input: four at a time */
+    const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
+    cf_idx lo = g->OW, hi = g->OW;
+    if (d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
+        && h0 + (g->KH - 1) * g->dh < g->H) {
+        cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, &lo, &hi);
+        if (hi <= lo) lo = hi = g->OW;
+    }
+    const CF_T *base = x + (((n * g->D + d0) * g->H + h0) * g->W - g->pw) * g->C;
+    const cf_idx pstep = g->sw * g->C, ostep = g->C * M;
+    for (cf_idx ow = lo; ow + 4 <= hi; ow += 4)
+        for (cf_idx m = 0; m < M; m++)
+            FN(dw_last_pixels_channels)(base + ow * pstep, pstep, toff, KVOL,
+                                        wpk + m * KVOL * Cp, bpk + m * Cp, Cp, c0, c1,
+                                        orow + ow * ostep + m, ostep, M, 4);
+    const cf_idx done = lo + (hi - lo) / 4 * 4;
     for (cf_idx ow = 0; ow < g->OW; ow++) {
+        if (ow >= lo && ow < done) continue;
         FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, toff, px);
         for (cf_idx m = 0; m < M; m++)
             FN(dw_last_channels)(px, KVOL, wpk + m * KVOL * Cp, bpk + m * Cp, Cp, c0, c1,
@@ -434,6 +491,29 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
  * (zeros: no bias); go: [N][OD][OH][OW][C*M]; gx: [N][D][H][W][C]; work:
  * 4*KVOL pointers. Zero padding only. Taps are summed in (kw, kd, kh)
  * order. */
+/* PX input pixels side by side of a stride-1 multiplier-1 input gradient,
+ * each reached by the same nt taps (pointers pg[t] + shift for pixel 0,
+ * pstep further per pixel), channels from c (cnt lanes): PX independent
+ * chains share each weight load. */
+CF_INLINE void FN(dw_input_last_pixels)(const CF_T *const *pg, const cf_idx *tap, cf_idx nt,
+                                        cf_idx shift, cf_idx pstep, const CF_T *wpk,
+                                        const CF_T *bpk, cf_idx Cp, cf_idx c, cf_idx cnt,
+                                        CF_T *o, const int PX) {
+    CF_V acc[4], b;
+    memcpy(&b, bpk + c, sizeof b);
+#pragma GCC unroll 4
+    for (int j = 0; j < PX; j++) acc[j] = b;
+    for (cf_idx t = 0; t < nt; t++) {
+        CF_V wv;
+        memcpy(&wv, wpk + tap[t] * Cp + c, sizeof wv);
+        const CF_T *xt = pg[t] + shift + c;
+#pragma GCC unroll 4
+        for (int j = 0; j < PX; j++) acc[j] += FN(dw_load_lanes)(xt + j * pstep, 1, cnt) * wv;
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < PX; j++) FN(dw_store_lanes)(o + j * pstep + c, 1, cnt, acc[j]);
+}
+
 static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const void *bpk_,
                                        void *gx_, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
                                        const cf_geom *g, void *work) {
@@ -457,7 +537,32 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
             trow[nrow++] = (kd * g->KH + kh) * g->KW;
         }
     }
+    /* stride 1, multiplier 1: the pixels every kw tap reaches from inside
+     * the output share one tap list (shifted a pixel each), four at a time */
+    cf_idx lo = 0, done = 0;
+    if (g->sw == 1 && M == 1) {
+        lo = cf_max(0, (g->KW - 1) * g->dw - g->pw);
+        const cf_idx hi = cf_min(g->W, g->OW - g->pw);
+        cf_idx nt = 0;
+        for (cf_idx kw = 0; kw < g->KW; kw++)
+            for (cf_idx r = 0; r < nrow; r++) {
+                pg[nt] = prow[r] + (lo + g->pw - kw * g->dw) * K;
+                tap[nt++] = trow[r] + kw;
+            }
+        for (done = lo; done + 4 <= hi; done += 4) {
+            CF_T *o = grow + done * g->C;
+            if (c1 - c0 < CF_VW) {
+                FN(dw_input_last_pixels)(pg, tap, nt, (done - lo) * K, K, wpk, bpk, Cp, c0,
+                                         c1 - c0, o, 4);
+                continue;
+            }
+            for (cf_idx c = c0; c < c1; c += CF_VW)
+                FN(dw_input_last_pixels)(pg, tap, nt, (done - lo) * K, K, wpk, bpk, Cp,
+                                         cf_min(c, c1 - CF_VW), CF_VW, o, 4);
+        }
+    }
     for (cf_idx iw = 0; iw < g->W; iw++) {
+        if (iw >= lo && iw < done) continue;
         cf_idx nt = 0;
         for (cf_idx kw = 0; kw < g->KW; kw++) {
             const cf_idx ow = FN(dw_tap_output)(iw, kw, g->sw, g->pw, g->dw, g->OW);
@@ -495,9 +600,12 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
  * Pixels in order, taps in order: the same sums for any thread count. */
 CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0, cf_idx r1,
                                        cf_idx c, cf_idx M, const cf_geom *g, const CF_T *zero,
-                                       FN(dw_vu) *acc, const CF_T **px, const int KV) {
+                                       FN(dw_vu) *acc, const CF_T **px, const int KV,
+                                       const int FULL) {
     const cf_idx KVOL = KV ? KV : g->KD * g->KH * g->KW;
-    const cf_idx cnt = cf_min(CF_VW, g->C - c), K = g->C * M, rows = g->OD * g->OH;
+    /* FULL: a whole vector of channels, loads without a lane count */
+    const cf_idx cnt = FULL ? CF_VW : cf_min(CF_VW, g->C - c), K = g->C * M;
+    const cf_idx rows = g->OD * g->OH;
     CF_V a[9]; /* KV == 9 (3x3, multiplier 1): the accumulators stay in registers */
     for (int t = 0; t < KV; t++) a[t] = FN(cf_splat)(0);
     for (cf_idx t = 0; t < M * KVOL; t++) acc[t] = FN(cf_splat)(0);
@@ -533,9 +641,12 @@ static void FN(dw_backward_weight_last)(const void *x_, const void *go_, void *p
     FN(dw_vu) *acc = (FN(dw_vu) *)acc_;
     CF_T *part = (CF_T *)part_;
     const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
-    if (KVOL == 9 && M == 1)
-        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, (const CF_T *)zero, acc, px, 9);
+    const CF_T *z = (const CF_T *)zero;
+    if (KVOL == 9 && M == 1 && c + CF_VW <= g->C)
+        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 9, 1);
+    else if (KVOL == 9 && M == 1)
+        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 9, 0);
     else
-        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, (const CF_T *)zero, acc, px, 0);
+        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 0, 0);
     for (cf_idx t = 0; t < M * KVOL; t++) memcpy(part + t * Cp + c, &acc[t], sizeof(CF_V));
 }
