@@ -56,23 +56,29 @@ CF_INLINE CF_T FN(dw_row_edge)(const FN(dw_tap) *taps, int nt, cf_idx W, cf_idx 
     return acc;
 }
 
-/* NCH vectors of outputs from j: every load inside the rows. */
+/* NCH vectors of outputs, vector q from min(j + q*VW, last) (the last one
+ * may overlap the one before: the same values): every load inside the
+ * rows; NCH independent accumulator chains. */
 CF_INLINE void FN(dw_row_chunk)(const FN(dw_tap) *taps, int nt, cf_idx s, CF_T *out, cf_idx os,
-                                cf_idx j, CF_T bias, const int S, const int NCH) {
+                                cf_idx j, cf_idx last, CF_T bias, const int S, const int NCH) {
     CF_V acc[4];
+    cf_idx at[4];
 #pragma GCC unroll 4
-    for (int q = 0; q < NCH; q++) acc[q] = FN(cf_splat)(bias);
+    for (int q = 0; q < NCH; q++) {
+        acc[q] = FN(cf_splat)(bias);
+        at[q] = cf_min(j + q * CF_VW, last);
+    }
     const cf_idx step = S ? S : s;
     for (int t = 0; t < nt; t++) {
-        const CF_T *p = taps[t].row + j * step + taps[t].off;
+        const CF_T *p = taps[t].row + taps[t].off;
         const CF_T w = taps[t].w;
 #pragma GCC unroll 4
         for (int q = 0; q < NCH; q++)
-            acc[q] += FN(cf_load_strided)(p + q * CF_VW * step, step) * w;
+            acc[q] += FN(cf_load_strided)(p + at[q] * step, step) * w;
     }
 #pragma GCC unroll 4
     for (int q = 0; q < NCH; q++) {
-        CF_T *o = out + (j + q * CF_VW) * os;
+        CF_T *o = out + at[q] * os;
         if (os == 1) {
             memcpy(o, &acc[q], sizeof(CF_V));
         } else {
@@ -105,13 +111,19 @@ CF_INLINE void FN(dw_row_s)(const FN(dw_tap) *taps, int nt, cf_idx W, cf_idx s, 
     cf_idx j = 0;
     for (; j < lo; j++) out[j * os] = FN(dw_row_edge)(taps, nt, W, s, j, bias, mode, skip);
     for (; j + 4 * CF_VW <= hi && j + 3 * CF_VW <= vhi; j += 4 * CF_VW)
-        FN(dw_row_chunk)(taps, nt, s, out, os, j, bias, S, 4);
-    for (; j + CF_VW <= hi && j <= vhi; j += CF_VW)
-        FN(dw_row_chunk)(taps, nt, s, out, os, j, bias, S, 1);
-    if (j < hi && hi - CF_VW >= lo && hi - CF_VW <= vhi) {
-        FN(dw_row_chunk)(taps, nt, s, out, os, hi - CF_VW, bias, S, 1);
+        FN(dw_row_chunk)(taps, nt, s, out, os, j, hi, bias, S, 4);
+    const cf_idx last = hi - CF_VW;
+    if (j < hi && last >= lo && last <= vhi) {
+        /* the rest, fewer than four vectors, in one go: the last ends at hi */
+        const cf_idx nch = (hi - j + CF_VW - 1) / CF_VW;
+        if (nch == 1) FN(dw_row_chunk)(taps, nt, s, out, os, j, last, bias, S, 1);
+        else if (nch == 2) FN(dw_row_chunk)(taps, nt, s, out, os, j, last, bias, S, 2);
+        else if (nch == 3) FN(dw_row_chunk)(taps, nt, s, out, os, j, last, bias, S, 3);
+        else FN(dw_row_chunk)(taps, nt, s, out, os, j, last, bias, S, 4);
         j = hi;
     }
+    for (; j + CF_VW <= hi && j <= vhi; j += CF_VW)
+        FN(dw_row_chunk)(taps, nt, s, out, os, j, hi, bias, S, 1);
     for (; j < n; j++) out[j * os] = FN(dw_row_edge)(taps, nt, W, s, j, bias, mode, skip);
 }
 
