@@ -32,6 +32,7 @@ CASES = {
     "same_dilated": ((1, 6, 8, 37), 1, (3, 3), dict(padding="same", dilation=2)),
     "rect_s3": ((2, 3, 7, 40), 1, (5, 3), dict(stride=(1, 3), padding=(2, 1))),
     "valid": ((2, 4, 6, 9), 2, (2, 3), dict(padding="valid")),
+    "k7": ((1, 18, 12, 40), 1, (7, 7), dict(padding=3)),
     "channels_20": ((1, 20, 5, 6), 1, (3, 3), dict(stride=2, padding=1)),
     "channels_70": ((1, 70, 4, 5), 1, (3, 3), dict(padding=1)),
     "1d": ((2, 5, 41), 1, (3,), dict(padding=1)),
