@@ -456,6 +456,21 @@ CF_INLINE void FN(dw_last_pixels_channels)(const CF_T *base, cf_idx pstep, const
                            o, ostep, M, PX);
 }
 
+/* The outputs [*lo, *hi) of output row (n, od, oh) whose windows lie inside
+ * the input (channels-last), and the address output 0's window would start
+ * at: output ow's window starts ow*sw*C further. */
+CF_INLINE const CF_T *FN(dw_inside_run)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh,
+                                        const cf_geom *g, cf_idx *lo, cf_idx *hi) {
+    const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
+    *lo = *hi = 0;
+    if (!(d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
+          && h0 + (g->KH - 1) * g->dh < g->H))
+        return x; /* no window of the row is inside */
+    cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, lo, hi);
+    /* the pixel before x's row start when pw > 0: only ever offset forward */
+    return x + (((n * g->D + d0) * g->H + h0) * g->W - g->pw) * g->C;
+}
+
 /* Forward of output row r (r = (n*OD + od)*OH + oh), channels [c0, c1) of
  * the input (all their M outputs each). x: [N][D][H][W][C]; wpk: packed
  * weights [M][KVOL][Cp] (Cp: C rounded up to whole vectors); bpk: packed
@@ -472,14 +487,8 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
     cf_idx *toff = (cf_idx *)(px + KVOL);
     FN(dw_tap_offsets)(g, toff);
     /* the outputs whose windows lie inside the input: four at a time */
-    const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
-    cf_idx lo = g->OW, hi = g->OW;
-    if (d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
-        && h0 + (g->KH - 1) * g->dh < g->H) {
-        cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, &lo, &hi);
-        if (hi <= lo) lo = hi = g->OW;
-    }
-    const CF_T *base = x + (((n * g->D + d0) * g->H + h0) * g->W - g->pw) * g->C;
+    cf_idx lo, hi;
+    const CF_T *base = FN(dw_inside_run)(x, n, od, oh, g, &lo, &hi);
     const cf_idx pstep = g->sw * g->C, ostep = g->C * M;
     for (cf_idx ow = lo; ow + 4 <= hi; ow += 4)
         for (cf_idx m = 0; m < M; m++)
@@ -626,7 +635,17 @@ CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0,
     for (cf_idx r = r0; r < r1; r++) {
         const cf_idx n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
         const CF_T *grow = go + r * g->OW * K;
+        cf_idx lo, hi;
+        const CF_T *base = FN(dw_inside_run)(x, n, od, oh, g, &lo, &hi);
         for (cf_idx ow = 0; ow < g->OW; ow++) {
+            if (KV && ow >= lo && ow < hi) {
+                /* a window inside the input: its taps at base + toff */
+                const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c, 1, cnt);
+                const CF_T *xb = base + ow * g->sw * g->C + c;
+#pragma GCC unroll 9
+                for (int t = 0; t < KV; t++) a[t] += gv * FN(dw_load_lanes)(xb + toff[t], 1, cnt);
+                continue;
+            }
             FN(dw_tap_pixels)(x, n, od, oh, ow, g, zero, toff, px);
             for (cf_idx m = 0; m < M; m++) {
                 const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c * M + m, M, cnt);
