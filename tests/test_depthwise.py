@@ -261,17 +261,20 @@ def test_a_fused_layer_adds_the_residual_and_applies_relu(rng, data_format):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_a_depthwise_transposed_convolution_runs_the_input_gradient_kernel(rng):
-    x = rng.standard_normal((2, 6, 7, 9))
-    w = rng.standard_normal((6, 2, 3, 3))   # (C_in, C_out / groups, k, k): 2 per channel
-    b = rng.standard_normal(12)
+@pytest.mark.parametrize("width", [9, 40])   # narrow rows: the channels-last route
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_depthwise_transposed_convolution_runs_the_input_gradient_kernel(rng, dtype, width):
+    x = rng.standard_normal((2, 6, 7, width)).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(dtype)   # (C_in, C_out / groups, k, k)
+    b = rng.standard_normal(12).astype(dtype)
     kw = dict(stride=2, padding=1, output_padding=1, groups=6)
+    atol = tolerance(dtype, 100)
     np.testing.assert_allclose(cnnfast.conv_transpose2d(x, w, b, **kw),
-                               reference.conv_transpose2d(x, w, b, **kw), atol=1e-12)
-    go = rng.standard_normal(reference.conv_transpose2d(x, w, b, **kw).shape)
+                               reference.conv_transpose2d(x, w, b, **kw), atol=atol)
+    go = rng.standard_normal(reference.conv_transpose2d(x, w, b, **kw).shape).astype(dtype)
     for got, want in zip(cnnfast.conv_transpose2d_backward(go, x, w, **kw),
                          reference.conv_transpose2d_backward(go, x, w, **kw)):
-        np.testing.assert_allclose(got, want, atol=1e-11)
+        np.testing.assert_allclose(got, want, atol=atol)
 
 
 @pytest.mark.parametrize("isa", ["3", "0"])
