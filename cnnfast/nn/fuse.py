@@ -300,16 +300,18 @@ def _data_format(model):
 def _runs_channels_last(model) -> bool:
     """Can a fused channels-first model run channels-last inside? When every
     module is one of cnnfast's own (layers and model blocks, which all honour
-    data_format; a user's module may assume NCHW in its forward) and every 2-D
-    convolution has a channels-last kernel (P.nhwc_layer_ok: LeNet's 6-channel
-    conv1 has not, and would pay two layout copies per call)."""
+    data_format; a user's module may assume NCHW in its forward) and every
+    convolution has a channels-last kernel (P.nhwc_layer_ok, or depthwise:
+    LeNet's 6-channel conv1 has none, and would pay two layout copies per call)."""
     from .. import _plan
     for m in model.modules():
         if not type(m).__module__.startswith(("cnnfast.nn.", "cnnfast.models.")):
             return False
         if isinstance(m, (Conv2d, FusedConv2d)):
             w = m.weight.data
-            if not _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode, w.dtype):
+            depthwise = m.groups > 1 and w.shape[1] == 1   # groups == C_in: its NHWC kernels
+            if not (depthwise or _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode,
+                                                     w.dtype)):
                 return False
     return True
 
