@@ -16,7 +16,8 @@ Each operator gets a rule at fuse() time, from its type:
              re-laid out as a view; a full-size NCHW operand is converted;
   axis       Concat, Split, Softmax, LogSoftmax, ReduceX, Pad, Resize: run
              with their axes mapped (NCHW axis 1 -> last, k >= 2 -> k - 1);
-  Shape      reports the NCHW shape of an NHWC value (no copy).
+  Shape      reports the NCHW shape of an NHWC value (no copy);
+  Transpose  between the two orders moves nothing (see _transpose).
 Any other operator (Flatten, Reshape, Transpose, Squeeze, Gather, Slice,
 Gemm, ...) depends on NCHW memory order: its NHWC inputs are converted to
 NCHW first. A value with 1x1 spatial size (after a global pool) or one
@@ -155,6 +156,8 @@ def rule_of(op):
         return "axis"
     if kind is O.Shape:
         return "shape"
+    if kind is O.Transpose:
+        return "transpose"
     return None
 
 
@@ -245,7 +248,7 @@ class LayoutPlan:
                 xs = [env[n] if n else None for n in args]
                 ys = NATIVE[type(op)](op, *xs)
                 return ys, [y.ndim in RANKS for y in ys]
-        elif any(flagged) and rule is not None:
+        elif rule is not None and (any(flagged) or rule == "transpose"):
             try:
                 return getattr(self, "_" + rule)(op, args, env, last)
             except _Fallback:
@@ -342,6 +345,25 @@ class LayoutPlan:
         axes = range(rank) if axes is None else [O.norm_axis(a, rank, "Pad") for a in axes]
         mapped = np.array([axis_last(a, rank) for a in axes], np.int64)
         return op(xs[0], xs[1], xs[2], mapped), [True]
+
+    def _transpose(self, op, args, env, last):
+        """A Transpose between the layouts (NCHW -> NHWC as opset-11 softmax
+        exports and tf2onnx write it, or back) moves no data: an NHWC value
+        transposed to NHWC order is that array, an NHWC-ordered array
+        transposed to NCHW is that array as an NHWC value. Others read the
+        NHWC value as its NCHW view (one copy, the Transpose's own)."""
+        x = env[args[0]]
+        rank = x.ndim
+        if rank not in RANKS or op.perm is None:
+            raise _Fallback
+        perm = tuple(p % rank for p in op.perm)
+        to_first = (0, rank - 1) + tuple(range(1, rank - 1))
+        if args[0] in last:
+            y = F._first_view(x).transpose(perm)
+            return (y if y.flags.c_contiguous else np.ascontiguousarray(y),), [False]
+        if perm == to_first and _is_spatial(x):
+            return (x,), [True]
+        raise _Fallback
 
     def _shape(self, op, args, env, last):
         shape = F._shape_first(env[args[0]].shape)
