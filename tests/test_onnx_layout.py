@@ -6,6 +6,8 @@ whose convolutions have too few channels for the channels-last kernel stay
 channels-first on their own; the tests force the pass on them so that
 every rule (Concat, Flatten over 7x7-like data, Pad, Resize, Softmax,
 PRelu, ConvTranspose, the depthwise block) runs."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,8 @@ def test_resnet18_twin_fuses_channels_last_on_its_own(rng):
     assert len(conversions) <= 2
     assert conversions[0][1:] == ("x", "NCHW->NHWC", "copy")   # the input, once
     assert all(c[3] == "free" for c in conversions[1:])
+    again = copy.deepcopy(fused)   # a copied plan runs on its own operators
+    np.testing.assert_array_equal(again(x), fused(x))
     # the loaded model itself (eval and train) still runs channels-first, exactly
     assert ours.layout == "channels_first"
     ours.train()

@@ -177,13 +177,13 @@ class LayoutPlan:
     def _variant(self, op, **attrs):
         """A copy of op with its axis attributes for NHWC values (cached)."""
         key = (id(op),) + tuple(sorted(attrs.items()))
-        v = self._variants.get(key)
-        if v is None:
+        entry = self._variants.get(key)
+        if entry is None or entry[0] is not op:   # (a copied plan's ids are stale)
             v = copy.copy(op)
             for name, value in attrs.items():
                 setattr(v, name, value)
-            self._variants[key] = v
-        return v
+            entry = self._variants[key] = (op, v)
+        return entry[1]
 
     def _relayout(self, env, last, name, to_last, node):
         """env[name] converted in place (later readers see the new layout)."""

@@ -188,7 +188,7 @@ class OnnxModel(Module):
         if len(inputs) != len(self._input_names):
             raise TypeError(f"the model takes {len(self._input_names)} input(s) "
                             f"({', '.join(self._input_names)}), got {len(inputs)}")
-        if self._layout_plan is not None and not self.training:
+        if self._layout_plan is not None:   # fused: inference only, whatever the mode
             outputs = self._layout_plan.run(self, [
                 self._checked_input(name, x, self._input_shapes.get(name))
                 for name, x in zip(self._input_names, inputs)])
