@@ -7,6 +7,7 @@ channels-first on their own; the tests force the pass on them so that
 every rule (Concat, Flatten over 7x7-like data, Pad, Resize, Softmax,
 PRelu, ConvTranspose, the depthwise block) runs."""
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -22,6 +23,14 @@ from test_onnx import SMALLER, TWINS, _export, _ort, _twin  # noqa: E402
 NAMES = ["resnet18", "googlenet_like", "vgg_like", "mobilenet_block", "autoencoder", "zoo"]
 
 
+@functools.lru_cache(maxsize=None)
+def _exported(name, dynamic):
+    """(input, the twin's ONNX bytes at opset 17), once per module run."""
+    x = np.random.default_rng(7).standard_normal(SMALLER.get(name, TWINS[name][1]))
+    x = x.astype(np.float32)
+    return x, _export(torch, _twin(torch, name), torch.from_numpy(x), 17, dynamic)
+
+
 def _nhwc(a):
     return np.ascontiguousarray(np.moveaxis(a, 1, -1)) if a.ndim in (4, 5) else a
 
@@ -35,9 +44,8 @@ def forced(monkeypatch):
 @pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("name", NAMES)
 def test_fused_twins_run_channels_last_and_equal_onnxruntime(rng, forced, name, dynamic):
-    shape = SMALLER.get(name, TWINS[name][1])
-    x = rng.standard_normal(shape).astype(np.float32)
-    data = _export(torch, _twin(torch, name), torch.from_numpy(x), 17, dynamic)
+    x, data = _exported(name, dynamic)
+    shape = x.shape
     batches = [x] + ([rng.standard_normal((3,) + shape[1:]).astype(np.float32)]
                      if dynamic else [])
     for data_format in ("channels_first", "channels_last"):
@@ -62,8 +70,7 @@ def test_fused_twins_run_channels_last_and_equal_onnxruntime(rng, forced, name, 
 
 
 def test_resnet18_twin_fuses_channels_last_on_its_own(rng):
-    x = rng.standard_normal(SMALLER["resnet18"]).astype(np.float32)
-    data = _export(torch, _twin(torch, "resnet18"), torch.from_numpy(x), 17, True)
+    x, data = _exported("resnet18", True)
     ours = connx.load(data)
     fused = ours.fuse()
     assert fused.layout == "channels_last" and fused.module.layout_reason == ""
