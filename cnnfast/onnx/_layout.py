@@ -260,9 +260,9 @@ class LayoutPlan:
         return ys, [False] * len(ys)
 
     def _follow(self, op, args, env, last):
-        xs = [env[n] if n else None for n in args]
-        ys = op(*xs)
-        return ys, [isinstance(y, np.ndarray) and y.ndim == xs[0].ndim for y in ys]
+        x = env[args[0]]
+        ys = op(x, *[env[n] if n else None for n in args[1:]])
+        return ys, [isinstance(y, np.ndarray) and y.ndim == x.ndim for y in ys]
 
     def _same_rank_last(self, args, env, last, node, rank):
         """Make every full-rank NCHW float input NHWC (Concat's parts)."""
@@ -289,7 +289,7 @@ class LayoutPlan:
                     x = relaid(x, rank)
             xs.append(x)
         if type(op) is O.PRelu:
-            x = xs[0]
+            x = env[args[0]]
             s = relaid(op.slope.data.reshape(op.shape), rank)
             return (np.where(x > 0, x, x * s),), [True]
         ys = op(*xs)
