@@ -137,6 +137,7 @@ def _fused_conv(op, *xs):
     return op(*xs)   # its FusedConv2d has data_format="channels_last" (plan's __init__)
 
 
+_GLOBAL_POOLS = {"ReduceMean": F.global_avg_pool2d, "ReduceMax": F.global_max_pool2d}
 NATIVE = {L.FusedConv: _fused_conv, L.Conv: _conv, L.ConvTranspose: _conv_transpose,
           L.Pool: _pool, L.GlobalPool: _global_pool, L.BatchNorm: _batch_norm}
 FOLLOW = (O.Activation, O.Clip, O.Identity, O.Dropout, O.Cast, O.Unary)
@@ -335,6 +336,11 @@ class LayoutPlan:
         # channel axis or every spatial axis is reduced
         if not op.keepdims and 1 not in axes and not set(range(2, rank)) <= axes:
             raise _Fallback
+        pool = _GLOBAL_POOLS.get(op.kind)
+        if rank == 4 and axes == {2, 3} and pool is not None and x.dtype.kind == "f":
+            # a classifier head's mean over H, W: the global pooling kernel
+            return (pool(x, keepdims=bool(op.keepdims), data_format="channels_last"),), \
+                [bool(op.keepdims)]
         v = self._variant(op, axes=tuple(sorted(axis_last(a, rank) for a in axes)))
         y = v(x)
         return y, [bool(op.keepdims)]
