@@ -99,6 +99,12 @@ def test_small_channel_graphs_stay_channels_first_and_say_why(rng):
     assert fused.layout == "channels_first" and fused.module.layout_conversions == []
     assert "output channel(s) per group" in fused.module.layout_reason
     np.testing.assert_allclose(fused(x), _ort(data, {"x": x})[0], rtol=1e-4, atol=2e-5)
+    # channels_last in and out around a channels-first inside: converted once, by the model
+    x, data = _exported("autoencoder", True)
+    fused = connx.load(data, data_format="channels_last").fuse()
+    assert (fused.layout, fused.data_format) == ("channels_first", "channels_last")
+    np.testing.assert_allclose(fused(_nhwc(x)), _nhwc(_ort(data, {"x": x})[0]),
+                               rtol=1e-4, atol=2e-5)
 
 
 def test_axis_rules_map_nchw_axes(rng):
