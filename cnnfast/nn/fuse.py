@@ -206,17 +206,21 @@ class InferenceModel(Module):
     channels-last inside (see _inner_layout): its input is converted once,
     every layer reads and writes NHWC, and an output with spatial dims is
     converted back once (a classifier's (N, classes) needs nothing). Its
-    submodules (`.module`, `.fc`, ...) work in that layout."""
+    submodules (`.module`, `.fc`, ...) work in that layout. A model that
+    lays its graph out itself (owns_layout: cnnfast.onnx's) converts its
+    inputs and outputs itself (converts=False)."""
 
-    def __init__(self, module, layout="channels_first", data_format="channels_first"):
+    def __init__(self, module, layout="channels_first", data_format="channels_first",
+                 converts=True):
         super().__init__()
         self.module = module
         self.layout = layout
         self.data_format = data_format
+        self._wraps_layout = converts
         self.training = False
 
     def _converts(self):
-        return self.layout != self.data_format
+        return self._wraps_layout and self.layout != self.data_format
 
     def forward(self, x, *args, **kwargs):
         if not self._converts():
@@ -283,6 +287,8 @@ def fuse(model: Module) -> InferenceModel:
         for k, b in m._own_buffers():
             if id(b) in shared:
                 setattr(m, k, b.copy())
+    if getattr(fused, "owns_layout", False):
+        return InferenceModel(fused, fused.layout, fused.data_format, converts=False)
     layout = data_format = _data_format(fused)
     if data_format == "channels_first" and _runs_channels_last(fused):
         from ..models._common import set_data_format
