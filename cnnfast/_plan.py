@@ -110,6 +110,30 @@ def nhwc_direct_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
             and nhwc_layer_ok(geom.out_channels // geom.groups, geom.pad_mode, geom.dtype))
 
 
+# A channels-first forward under `auto` runs on the NHWC direct kernel
+# between two layout copies (weights packed per call) when that measured
+# faster than the channels-first kernels (one thread, float32, ms):
+# (8,16,32,32)->32 3x3 1.48 -> 1.15, (8,32,16,32)->32 3x3 (Winograd) 0.85
+# -> 0.51, (32,64,8,64)->64 3x3 (Winograd) 3.47 -> 1.47; it lost where the
+# per-call packing of large weights is not amortised over the positions
+# ((8,512,7,512) 0.91x, (1,512,7,512) 0.46x), to the channels-first Winograd
+# on planes from 28x28 (0.60-0.76x), to the 1x1 GEMMs (0.63-0.81x) and with
+# fewer than 16 input channels (LeNet c2 0.85x, the RGB stem 0.88x).
+NHWC_COPIES_MIN_POSITIONS = 1024      # batch x output positions
+NHWC_COPIES_WINOGRAD_PLANE = 28 * 28  # channels-first Winograd wins from here
+NHWC_COPIES_MIN_CHANNELS = 16         # input channels per group
+
+
+def nhwc_copies_win(geom: V.ConvGeometry, algorithm: str, chosen: str) -> bool:
+    """Does a channels-first forward run as layout copies around the NHWC
+    direct kernel (see the measurements above)? chosen: auto's algorithm."""
+    positions = math.prod(geom.out_size)
+    return (algorithm == "auto" and nhwc_direct_wins(geom, "auto") and not geom.is_pointwise
+            and geom.in_channels // geom.groups >= NHWC_COPIES_MIN_CHANNELS
+            and geom.batch * positions >= NHWC_COPIES_MIN_POSITIONS
+            and (chosen != "winograd" or positions < NHWC_COPIES_WINOGRAD_PLANE))
+
+
 def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     """Does a channels-last forward whose weights are kept (a fused layer) run
     on the NHWC Winograd kernel? Its shapes (_nhwc.winograd_shape) with at
@@ -834,6 +858,14 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
             plans[gradient] = PassPlan(chosen, "depthwise", "channels_last" if copies else layout,
                                        threads, 0, False, work, 2 * macs, split,
                                        tuple(arrays.items()))
+            continue
+        if (gradient == "forward" and not channels_last and not full_window
+                and nhwc_copies_win(geom, algorithm, chosen)):
+            cfg = _nhwc.configure(geom, threads)
+            copies = (math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
+            plans["forward"] = PassPlan("direct", "nhwc_direct", "channels_last_copies",
+                                        threads, 0, False, cfg.workspace_bytes + copies,
+                                        2 * macs, config=cfg)
             continue
         if gradient == "forward":
             kernel = _forward_kernel(s, chosen, dtype, geom.pad_mode == "zeros")
