@@ -143,6 +143,11 @@ class OnnxModel(Module):
 
     # ------------------------------------------------------------ compute
     def _take_input(self, name, x, shape):
+        last = self._check_input(name, x, shape)
+        return F._to_first(x) if last else x
+
+    def _check_input(self, name, x, shape) -> bool:
+        """Validate input `name`; True if it is converted to channels-first."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"input {name!r} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype.newbyteorder("=") != self._dtype:
@@ -158,7 +163,7 @@ class OnnxModel(Module):
                 want = F._shape_last(want)
             raise ValueError(f"input {name!r} must have shape {want} (? any size), got "
                              f"{x.shape}")
-        return F._to_first(x) if last else x
+        return last
 
     def forward(self, *inputs):
         if len(inputs) != len(self._input_names):
