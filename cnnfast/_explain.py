@@ -77,22 +77,24 @@ class ModelPlan(NamedTuple):
         return max((r.workspace_bytes for r in self.rows), default=0)
 
     def __str__(self):
-        head = (f"{'name':<32} {'op':<18} {'in':<20} {'out':<20} {'layout':<14} "
-                f"{'pass':<7} {'kernel':<20} {'thr':>3} {'MFLOP':>10} {'work MB':>8}")
+        cols = [(r.name, r.op, _fmt(r.in_shape), _fmt(r.out_shape), r.layout)
+                for r in self.rows]
+        titles = ("name", "op", "in", "out", "layout")
+        widths = [max([len(t)] + [len(c[i]) for c in cols]) for i, t in enumerate(titles)]
+        left_width = sum(widths) + len(widths) - 1
+
+        def left(values):
+            return " ".join(f"{v:<{w}}" for v, w in zip(values, widths))
+
         lines = [f"model plan: {'train' if self.training else 'eval'}, {self.data_format}, "
-                 f"{self.threads} thread(s)", head]
-        for r in self.rows:
-            first = True
-            for name, p in (r.passes.items() or [("-", None)]):
-                left = (f"{r.name:<32} {r.op:<18} {_fmt(r.in_shape):<20} "
-                        f"{_fmt(r.out_shape):<20} {r.layout:<14}" if first
-                        else " " * 108)
-                first = False
-                if p is None:
-                    lines.append(f"{left} {'-':<7}")
-                    continue
-                lines.append(f"{left} {name:<7} {p.kernel:<20} {p.threads:>3} "
-                             f"{p.flops / 1e6:>10.2f} {p.workspace_bytes / 1e6:>8.3f}")
+                 f"{self.threads} thread(s)",
+                 f"{left(titles)} {'pass':<7} {'kernel':<22} {'thr':>3} {'MFLOP':>10} "
+                 f"{'work MB':>8}"]
+        for r, c in zip(self.rows, cols):
+            for i, (name, p) in enumerate(r.passes.items()):
+                lines.append(f"{left(c) if i == 0 else ' ' * left_width} {name:<7} "
+                             f"{p.kernel:<22} {p.threads:>3} {p.flops / 1e6:>10.2f} "
+                             f"{p.workspace_bytes / 1e6:>8.3f}")
         lines.append(f"total: {len(self.rows)} rows, {self.flops / 1e9:.3f} GFLOP, "
                      f"workspace {self.workspace_bytes / 1e6:.3f} MB")
         return "\n".join(lines)
@@ -463,24 +465,30 @@ class Tracer:
         GoogLeNet's input transform when the first conv skips its input
         gradient): the backward runs them only for a gradient."""
         reached = {id(o) for o in outputs}
+        produced = [[] for _ in self.rows]
+        for k, i in self.producers.items():
+            produced[i].append(k)
         for i in range(len(self.rows) - 1, -1, -1):
             row = self.rows[i]
-            mine = [k for k, j in self.producers.items() if j == i]
             if "x" not in row.passes and row.name.endswith(")") and any(
-                    k in reached for k in mine) and _module_training(self):
-                row.passes["x"] = numpy_pass(f"numpy_{row.op}_backward",
-                                             0 if row.op == "concat" else
-                                             math.prod(_flat(row.out_shape)))
+                    k in reached for k in produced[i]) and self.model.training:
+                row.passes["x"] = _step_backward(row)
             if "x" in row.passes:
                 reached.update(self.edges[i])
 
 
+def _step_backward(row):
+    """The gradient pass of a step: a layout copy back, a split (views) for a
+    concat, else one NumPy operation per element."""
+    if row.op.startswith("to_channels"):
+        return row.passes["forward"]
+    if row.op == "concat":
+        return numpy_pass("numpy_split", 0)
+    return numpy_pass(f"numpy_{row.op}_backward", math.prod(_flat(row.out_shape)))
+
+
 def _flat(shape):
     return shape[0] if shape and isinstance(shape[0], tuple) else shape
-
-
-def _module_training(tracer):
-    return tracer.model.training
 
 
 def _outputs(out):

@@ -68,11 +68,9 @@ def _native_pointwise(passes, geom, transposed):
     flops = 2 * P.conv_macs(geom)
     out = {}
     for name, p in passes.items():
-        if name == "bias":
-            bias_elems = math.prod(geom.x5_shape if transposed else geom.out5_shape) \
-                // (geom.in_channels if transposed else geom.out_channels)
-            channels = geom.in_channels if transposed else geom.out_channels
-            out[name] = _pointwise(1, bias_elems * channels, "channel_sums_last")
+        if name == "bias":   # channel sums of the output gradient
+            out[name] = _pointwise(1, math.prod(geom.x5_shape if transposed
+                                                else geom.out5_shape), "channel_sums_last")
         elif name == "forward" and p.kernel == "nhwc_direct":
             out[name] = p
         else:
@@ -122,8 +120,7 @@ def conv_rule(t, m, x):
 
 
 def conv_transpose_rule(t, m, x, output_size=None):
-    args = m._args(m._output_padding(x if not isinstance(x, DryArray) else x.ghost(),
-                                     output_size))
+    args = m._args(m._output_padding(_ghost(x), output_size))
     last = V.channels_last(args.pop("data_format"))
     bias = None if m.bias is None else m.bias.data
     tg = V.conv_transpose_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias,

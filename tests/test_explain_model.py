@@ -123,6 +123,71 @@ def test_rows_follow_the_real_forward_in_both_modes(monkeypatch, rng, zoo, name)
     model.eval()
 
 
+LAYERS = [
+    (lambda: nn.Conv1d(3, 16, 3, padding="same", padding_mode="reflect"), (2, 3, 12)),
+    (lambda: nn.Conv2d(4, 8, 3, stride=2, dilation=2, groups=2), (2, 4, 11, 11)),
+    (lambda: nn.Conv2d(8, 8, 3, padding=1, groups=8), (2, 8, 9, 9)),
+    (lambda: nn.Conv2d(16, 32, 1, data_format="channels_last"), (2, 6, 6, 16)),
+    (lambda: nn.Conv2d(3, 16, 3, data_format="channels_last"), (2, 6, 6, 3)),
+    (lambda: nn.Conv3d(2, 4, 2), (1, 2, 4, 4, 4)),
+    (lambda: nn.ConvTranspose1d(4, 2, 3, stride=2), (2, 4, 5)),
+    (lambda: nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, output_padding=1), (2, 4, 5, 5)),
+    (lambda: nn.ConvTranspose2d(16, 8, 1, data_format="channels_last"), (2, 5, 5, 16)),
+    (lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), (1, 2, 3, 3, 3)),
+    (lambda: nn.Linear(6, 4), (2, 3, 6)),
+    (lambda: nn.Flatten(), (2, 3, 4, 5)),
+    (lambda: nn.Flatten(data_format="channels_last"), (2, 4, 5, 3)),
+    (lambda: nn.Identity(), (2, 3)),
+    (lambda: nn.ReLU(), (2, 3, 4)),
+    (lambda: nn.ReLU6(), (2, 3, 4)),
+    (lambda: nn.Hardtanh(-2.0, 2.0), (2, 3, 4)),
+    (lambda: nn.LeakyReLU(0.1), (2, 3, 4)),
+    (lambda: nn.Tanh(), (2, 3, 4)),
+    (lambda: nn.Sigmoid(), (2, 3, 4)),
+    (lambda: nn.Dropout(0.3), (2, 3, 4)),
+    (lambda: nn.BatchNorm1d(3), (4, 3)),
+    (lambda: nn.BatchNorm1d(3), (4, 3, 5)),
+    (lambda: nn.BatchNorm2d(3, data_format="channels_last"), (2, 4, 4, 3)),
+    (lambda: nn.BatchNorm3d(2, affine=False), (2, 2, 3, 3, 3)),
+    (lambda: nn.MaxPool1d(3, 2, 1), (2, 3, 9)),
+    (lambda: nn.MaxPool2d(3, 2, ceil_mode=True), (2, 3, 8, 8)),
+    (lambda: nn.MaxPool2d(2, data_format="channels_last"), (2, 8, 8, 16)),
+    (lambda: nn.MaxPool3d(2), (1, 2, 4, 4, 4)),
+    (lambda: nn.AvgPool1d(2), (2, 3, 8)),
+    (lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False), (2, 3, 6, 6)),
+    (lambda: nn.AvgPool2d(2, data_format="channels_last"), (2, 6, 6, 3)),
+    (lambda: nn.AvgPool3d(2), (1, 2, 4, 4, 4)),
+    (lambda: nn.AdaptiveAvgPool1d(3), (2, 3, 7)),
+    (lambda: nn.AdaptiveAvgPool2d((2, None)), (2, 3, 7, 5)),
+    (lambda: nn.AdaptiveAvgPool3d(1), (1, 2, 3, 3, 3)),
+    (lambda: nn.AdaptiveMaxPool1d(2), (2, 3, 7)),
+    (lambda: nn.AdaptiveMaxPool2d(3, data_format="channels_last"), (2, 7, 7, 4)),
+    (lambda: nn.AdaptiveMaxPool3d(2), (1, 2, 4, 4, 4)),
+    (lambda: nn.GlobalAvgPool2d(), (2, 3, 4, 4)),
+    (lambda: nn.GlobalAvgPool2d(keepdims=True, data_format="channels_last"), (2, 4, 4, 3)),
+    (lambda: nn.GlobalMaxPool2d(), (2, 3, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("build, shape", LAYERS)
+def test_every_layer_class(monkeypatch, rng, build, shape):
+    nn.manual_seed(0)
+    layer = build()
+    model = nn.Sequential(layer)
+    for mode in ("eval", "train"):
+        getattr(model, mode)()
+        plan = _assert_matches_real(monkeypatch, model, shape, rng)
+        (row,) = plan.rows
+        passes = {"forward"} | ({"x"} if mode == "train" else set())
+        for p in ("weight", "bias"):
+            param = getattr(layer, p, None)
+            if mode == "train" and param is not None:
+                passes.add(p)
+        assert set(row.passes) == passes
+        for p in row.passes.values():
+            assert p.threads >= 1 and p.flops >= 0 and p.workspace_bytes >= 0
+
+
 def test_every_layer_call_is_a_row_in_call_order(monkeypatch, rng, zoo):
     """GoogLeNet in training mode: aux heads, concat and transform steps."""
     model = zoo["googlenet"].train()
@@ -343,6 +408,7 @@ def test_dry_run_changes_nothing_and_allocates_nothing():
     nn.manual_seed(0)
     model = models.vgg16(num_classes=10).train()
     state = {k: v.copy() for k, v in model.state_dict().items() if "running" in k}
+    cnnfast.explain_model(model, (1, 3, 32, 32))   # imports the rules first
     tracemalloc.start()
     try:
         plan = cnnfast.explain_model(model, (64, 3, 224, 224))
@@ -350,7 +416,7 @@ def test_dry_run_changes_nothing_and_allocates_nothing():
     finally:
         tracemalloc.stop()
     # one activation would be 64 * 64 * 224 * 224 * 4 bytes = 822 MB
-    assert peak < 2_000_000
+    assert peak < 500_000
     assert plan.rows[0].out_shape == (64, 64, 224, 224)
     assert plan.flops > 3 * 2 * 15.4e9 * 64 * 0.9   # forward + 2 gradients, 15.4 GMAC/image
     assert all(m._cache is None for m in model.modules())
