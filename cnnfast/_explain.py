@@ -336,6 +336,7 @@ class Tracer:
         self.leaf = None                     # [flops] of a user leaf layer running
         self.producers = {}                  # id(DryArray) -> row index
         self.edges = []                      # row index -> ids of its input stand-ins
+        self._alive = []                     # the stand-ins behind those ids
 
     def dry(self, a):
         """An input as a stand-in (an array a container made, e.g. a constant)."""
@@ -371,6 +372,7 @@ class Tracer:
         index = len(self.rows)
         self.rows.append(row)
         self.edges.append([id(a) for a in inputs])
+        self._alive += list(inputs) + list(outputs)   # so that no id is reused
         for a in outputs:
             self.producers[id(a)] = index
         return row
