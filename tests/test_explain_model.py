@@ -404,6 +404,42 @@ def test_user_layers_work_or_name_themselves():
         cnnfast.explain_model(model, (1, 3, 8, 8))
 
 
+class UsesKernel(Module):
+    """A user container calling a cnnfast op on its child's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return cnnfast.relu(self.conv(x))
+
+
+class Described(Module):
+    """A user layer that describes itself (its own _explain)."""
+
+    def forward(self, x):
+        return np.cumsum(x, axis=-1)
+
+    def _explain(self, tracer, x):
+        from cnnfast._explain import numpy_pass
+        y = tracer.new(x.shape, x.dtype)
+        tracer.record(tracer.name_of(self), "cumsum", [x], [y], tracer.current_layout(),
+                      {"forward": numpy_pass("numpy_cumsum", x.size)})
+        return y
+
+
+def test_user_code_calling_kernels_or_describing_itself():
+    nn.manual_seed(0)
+    with pytest.raises(TypeError, match=r"^the model \(UsesKernel\) cannot be dry-run"):
+        cnnfast.explain_model(UsesKernel(), (1, 3, 8, 8))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Described()).eval()
+    rows = cnnfast.explain_model(model, (1, 3, 8, 8)).rows
+    assert [(r.name, r.op, r.out_shape) for r in rows] == [
+        ("0", "Conv2d", (1, 4, 6, 6)), ("1", "cumsum", (1, 4, 6, 6))]
+    assert rows[1].passes["forward"].flops == 4 * 36
+
+
 def test_dry_run_changes_nothing_and_allocates_nothing():
     nn.manual_seed(0)
     model = models.vgg16(num_classes=10).train()
