@@ -327,9 +327,10 @@ class Tracer:
         self.model = model
         self.data_format = data_format       # the model's: the rows' shapes are in it
         self.rows = []
-        self.names = {}
+        self.names, self.modules = {}, {}
         for name, m in model.named_modules():
             self.names.setdefault(id(m), name)
+            self.modules.setdefault(name, m)
         self.scope = [""]                    # the module whose forward runs
         self.scope_modules = [None]
         self._layouts = []                   # pushed by a model converting its layout

@@ -205,23 +205,34 @@ def _elementwise(t, m, inputs, kernel, flops_per, backward, back_flops_per, thre
     return y
 
 
-def _after_batch_norm(t, x):
-    """Is x the output of the batch norm recorded last, in a chain whose
-    backward runs BN + ReLU as one pass (layers.backward_chain and the
-    residual blocks' inner stages)?"""
+def _after_batch_norm(t, m, x):
+    """Does ReLU m's backward run inside the batch norm's before it? When x
+    is that batch norm's output and the container's backward pairs the two:
+    adjacent stages of a chain (layers.backward_chain) or an inner stage of a
+    residual block."""
     from .models._common import Chain
     from .models.resnet import _ResidualBlock
     if not t.rows or t.producers.get(id(x)) != len(t.rows) - 1:
         return False
-    producer = t.rows[-1]
-    scope = t.scope_modules[-2] if len(t.scope_modules) > 1 else None
-    return (producer.op in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
-            and isinstance(scope, (L.Sequential, Chain, _ResidualBlock)))
+    scope = t.scope_modules[-2]
+    bn = t.modules.get(t.rows[-1].name)
+    backward = getattr(type(scope), "backward", None)
+    if not isinstance(bn, L._BatchNorm):
+        return False
+    if isinstance(scope, _ResidualBlock) and backward is _ResidualBlock.backward:
+        return any(b is bn and r is m for _, b, r in scope._stages()[:-1])
+    if isinstance(scope, Chain) and backward is Chain.backward:
+        stages = scope._stages()
+    elif isinstance(scope, L.Sequential) and backward is L.Sequential.backward:
+        stages = scope.children()
+    else:
+        return False
+    return any(a is bn and b is m for a, b in zip(stages, stages[1:]))
 
 
 def relu_rule(t, m, x):
     dtype = V.elementwise_args("relu", x=_ghost(x))
-    fused = m.training and type(m) is L.ReLU and _after_batch_norm(t, x)
+    fused = m.training and type(m) is L.ReLU and _after_batch_norm(t, m, x)
     y = _elementwise(t, m, [x], "relu", 1, "relu_backward", 1, out_dtype=dtype)
     if fused:   # its mask is applied inside the batch norm's backward passes
         t.rows[-1].passes["x"] = numpy_pass("in_batch_norm_backward", 0,

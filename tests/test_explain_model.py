@@ -261,6 +261,11 @@ def test_batch_norm_relu_backward_runs_as_one_pass():
     assert rows["relu"].passes["x"].kernel == "in_batch_norm_backward"
     assert rows["layer1.0.relu1"].passes["x"].kernel == "in_batch_norm_backward"
     assert rows["layer1.0.relu2"].passes["x"].kernel == "relu_backward"   # after the add
+    # a BN in a nested chain and a ReLU after it: two backward passes
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)),
+                          nn.ReLU()).train()
+    rows = cnnfast.explain_model(model, (2, 3, 8, 8)).rows
+    assert rows[-1].passes["x"].kernel == "relu_backward"
 
 
 def test_fused_model_runs_channels_last_inside(monkeypatch, rng, zoo):
