@@ -123,6 +123,17 @@ _UFUNC_NAMES = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_d
                 np.negative: "neg", np.maximum: "maximum", np.minimum: "minimum"}
 
 
+def _operator(ufunc, reflected=False, inplace=False):
+    """DryArray's operator method for ufunc (x + y, y + x, x += y)."""
+    def method(self, other):
+        if reflected:
+            return self.__array_ufunc__(ufunc, "__call__", other, self)
+        if inplace:
+            return self.__array_ufunc__(ufunc, "__call__", self, other, out=(self,))
+        return self.__array_ufunc__(ufunc, "__call__", self, other)
+    return method
+
+
 class DryArray:
     """A stand-in activation: shape and dtype, no values. Shape-only
     operations (indexing, reshape, transpose) give new stand-ins; arithmetic
@@ -235,27 +246,17 @@ class DryArray:
                           result.size)
         return result
 
-    def _binary(ufunc, reflected=False, inplace=False):
-        def method(self, other):
-            if reflected:
-                return self.__array_ufunc__(ufunc, "__call__", other, self)
-            if inplace:
-                return self.__array_ufunc__(ufunc, "__call__", self, other, out=(self,))
-            return self.__array_ufunc__(ufunc, "__call__", self, other)
-        return method
-
-    __add__, __radd__, __iadd__ = (_binary(np.add), _binary(np.add, True),
-                                   _binary(np.add, inplace=True))
-    __sub__, __rsub__, __isub__ = (_binary(np.subtract), _binary(np.subtract, True),
-                                   _binary(np.subtract, inplace=True))
-    __mul__, __rmul__, __imul__ = (_binary(np.multiply), _binary(np.multiply, True),
-                                   _binary(np.multiply, inplace=True))
-    __truediv__, __rtruediv__, __itruediv__ = (_binary(np.true_divide),
-                                               _binary(np.true_divide, True),
-                                               _binary(np.true_divide, inplace=True))
-    __lt__, __le__ = _binary(np.less), _binary(np.less_equal)
-    __gt__, __ge__ = _binary(np.greater), _binary(np.greater_equal)
-    del _binary
+    __add__, __radd__, __iadd__ = (_operator(np.add), _operator(np.add, True),
+                                   _operator(np.add, inplace=True))
+    __sub__, __rsub__, __isub__ = (_operator(np.subtract), _operator(np.subtract, True),
+                                   _operator(np.subtract, inplace=True))
+    __mul__, __rmul__, __imul__ = (_operator(np.multiply), _operator(np.multiply, True),
+                                   _operator(np.multiply, inplace=True))
+    __truediv__, __rtruediv__, __itruediv__ = (_operator(np.true_divide),
+                                               _operator(np.true_divide, True),
+                                               _operator(np.true_divide, inplace=True))
+    __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
+    __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
 
     def __neg__(self):
         return self.__array_ufunc__(np.negative, "__call__", self)

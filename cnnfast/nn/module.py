@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +24,7 @@ _IGNORED_KEYS = ("num_batches_tracked",)
 class _Trace(threading.local):
     """The dry run (cnnfast._explain.Tracer) active in this thread, if any:
     while one is, calling a module plans the call instead of running it."""
-    tracer = None
+    tracer: Any = None
 
 
 TRACE = _Trace()
