@@ -48,6 +48,7 @@ class Row(NamedTuple):
     out_shape: tuple
     layout: str          # "channels_first" or "channels_last": the activations inside
     passes: dict         # "forward" / "x" / "weight" / "bias" -> cnnfast._plan.PassPlan
+    note: str = ""       # why a channels-last layer runs channels-first between copies
 
     @property
     def flops(self) -> int:
@@ -94,7 +95,8 @@ class ModelPlan(NamedTuple):
             for i, (name, p) in enumerate(r.passes.items()):
                 lines.append(f"{left(c) if i == 0 else ' ' * left_width} {name:<7} "
                              f"{p.kernel:<22} {p.threads:>3} {p.flops / 1e6:>10.2f} "
-                             f"{p.workspace_bytes / 1e6:>8.3f}")
+                             f"{p.workspace_bytes / 1e6:>8.3f}"
+                             + (f"  ({r.note})" if i == 0 and r.note else ""))
         lines.append(f"total: {len(self.rows)} rows, {self.flops / 1e9:.3f} GFLOP, "
                      f"workspace {self.workspace_bytes / 1e6:.3f} MB")
         return "\n".join(lines)
@@ -363,14 +365,15 @@ class Tracer:
         return (shape[0],) + tuple(shape[2:]) + (shape[1],)
 
     def record(self, name, op, inputs, outputs, layout, passes, in_shape=None,
-               out_shape=None):
+               out_shape=None, note=""):
         """Append a row; inputs/outputs: stand-ins (their shapes are the row's
         unless given, in the model's data_format)."""
         ins = [self._shape(a.shape, layout) for a in inputs]
         outs = [self._shape(a.shape, layout) for a in outputs]
         row = Row(name, op,
                   in_shape or (ins[0] if len(ins) == 1 else tuple(ins)),
-                  out_shape or (outs[0] if len(outs) == 1 else tuple(outs)), layout, passes)
+                  out_shape or (outs[0] if len(outs) == 1 else tuple(outs)), layout, passes,
+                  note)
         index = len(self.rows)
         self.rows.append(row)
         self.edges.append([id(a) for a in inputs])

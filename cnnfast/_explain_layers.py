@@ -102,10 +102,26 @@ def conv_passes(geom, algorithm, need, last, transposed=False):
     return passes
 
 
+def _conv_note(geom, passes, last):
+    """Why a channels-last convolution's forward runs on the channels-first
+    kernels between layout copies (empty where it runs on NHWC)."""
+    kernel = passes["forward"].kernel
+    if not last or kernel in ("nhwc_direct", "pointwise_rows"):
+        return ""
+    if geom.pad_mode != "zeros":
+        why = f"padding_mode {geom.pad_mode!r}"
+    else:
+        lanes = P.NHWC_MIN_CHANNELS * 4 // np.dtype(geom.dtype).itemsize
+        why = (f"{geom.out_channels // geom.groups} output channels per group < {lanes}"
+               if geom.out_channels // geom.groups < lanes else "not planned on NHWC")
+    return f"channels-first kernels between layout copies: {why}"
+
+
 def _record_conv(t, m, x, geom, out_shape, passes, last, extra=()):
     y = _out(t, out_shape, geom.dtype, last)
     t.record(t.name_of(m), type(m).__name__, _dry_inputs(t, x, *extra), [y],
-             _layout_of(t, m) if hasattr(m, "data_format") else t.current_layout(), passes)
+             _layout_of(t, m) if hasattr(m, "data_format") else t.current_layout(), passes,
+             note=_conv_note(geom, passes, last))
     return y
 
 
@@ -306,7 +322,9 @@ def _batch_norm_row(t, m, x, use_batch, last, grad_weight, grad_bias):
         if grad_bias:
             passes["bias"] = numpy_pass("batch_norm_grad_sums", 0, threads)
     y = t.new(x.shape, x.dtype)
-    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], [y], _layout_of(t, m), passes)
+    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], [y], _layout_of(t, m), passes,
+             note="channels-first kernels between layout copies: batch statistics per "
+                  "channel plane" if last else "")
     return y
 
 
@@ -325,8 +343,20 @@ def _pool_row(t, m, x, out_shape, dtype, last, native, forward, fwd_flops, backw
     outs = [y]
     if indices:
         outs.append(t.new(y.shape, np.int64))
-    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], outs, _layout_of(t, m), passes)
+    note = (f"channels-first kernels between layout copies: {_POOL_WHY.get(type(m), '')}"
+            if last and not native else "")
+    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], outs, _layout_of(t, m), passes,
+             note=note.rstrip(": "))
     return tuple(outs) if indices else y
+
+
+# why a channels-last pooling layer is not native (P.pool_channels_last_native)
+_POOL_WHY = {**{cls: f"fewer than {P.POOL_CHANNELS_LAST_MIN} channels"
+                for cls in (L.MaxPool1d, L.MaxPool2d, L.AvgPool1d, L.AvgPool2d)},
+             L.MaxPool3d: "3-D pooling", L.AvgPool3d: "3-D pooling",
+             **{cls: "adaptive pooling" for cls in (
+                 L.AdaptiveAvgPool1d, L.AdaptiveAvgPool2d, L.AdaptiveAvgPool3d,
+                 L.AdaptiveMaxPool1d, L.AdaptiveMaxPool2d, L.AdaptiveMaxPool3d)}}
 
 
 def max_pool_rule(t, m, x):

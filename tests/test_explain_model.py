@@ -310,6 +310,16 @@ def test_channels_last_models(monkeypatch, rng):
             assert conv.passes == want.passes
 
 
+def test_rows_say_why_a_channels_last_layer_runs_channels_first():
+    nn.manual_seed(0)
+    model = models.lenet5(data_format="channels_last").eval()
+    rows = {r.name: r for r in cnnfast.explain_model(model, (2, 32, 32, 1)).rows}
+    assert rows["conv1"].note.endswith("6 output channels per group < 16")
+    assert rows["pool1"].note.endswith("fewer than 16 channels")
+    assert rows["conv2"].note == "" and rows["conv2"].passes["forward"].kernel == "nhwc_direct"
+    assert "(channels-first kernels" in str(cnnfast.explain_model(model, (2, 32, 32, 1)))
+
+
 class Twice(nn.Sequential):
     """The same convolution applied twice (weights shared)."""
 
