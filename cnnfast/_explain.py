@@ -121,6 +121,12 @@ def ghost(shape, dtype):
     return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), tuple(shape), (0,) * len(shape))
 
 
+def _shape_only(shape):
+    """An array of shape whose elements take no bytes (a field-less
+    structured dtype): NumPy's shape rules on it cost nothing."""
+    return np.empty(shape, dtype=[])
+
+
 _UFUNC_NAMES = {np.add: "add", np.subtract: "sub", np.multiply: "mul", np.true_divide: "div",
                 np.negative: "neg", np.maximum: "maximum", np.minimum: "minimum"}
 
@@ -165,9 +171,10 @@ class DryArray:
         return ghost(self.shape, self.dtype)
 
     def _view(self, fn):
-        """A stand-in for a view of this one (fn applied to a ghost)."""
-        out = fn(self.ghost())
-        return DryArray(out.shape, out.dtype, self._tracer)
+        """A stand-in for fn(self), a shape-only function (indexing, reshape,
+        transpose): fn is applied to an array of this shape whose elements
+        take no bytes, so even an advanced index allocates nothing."""
+        return DryArray(fn(_shape_only(self.shape)).shape, self.dtype, self._tracer)
 
     def __getitem__(self, index):
         if isinstance(index, DryArray) or (isinstance(index, tuple)
@@ -274,8 +281,9 @@ def _concatenate(tracer, arrays, axis=0, **kwargs):
     if kwargs:
         raise DryRunError(f"np.concatenate with {sorted(kwargs)}")
     arrays = [tracer.dry(a) for a in arrays]
-    out = np.concatenate([a.ghost() for a in arrays], axis=axis)   # shapes checked by NumPy
-    result = DryArray(out.shape, out.dtype, tracer)
+    # shapes checked by NumPy, as the real call's
+    shape = np.concatenate([_shape_only(a.shape) for a in arrays], axis=axis).shape
+    result = DryArray(shape, np.result_type(*[a.dtype for a in arrays]), tracer)
     tracer.step("concat", arrays, result, 0)
     return result
 

@@ -398,6 +398,14 @@ class Scaled(Module):
         return x * 2.0 + 1.0
 
 
+class Picks(Module):
+    """A user layer indexing channels (an advanced index: no values needed)."""
+
+    def forward(self, x):
+        return np.concatenate([x[:, [0, 2]], x[:, 1:2].reshape(x.shape[0], 1, -1)
+                               .reshape(x[:, 1:2].shape)], axis=1)
+
+
 class Normalized(Module):
     """A user layer that needs the values (a data-dependent branch)."""
 
@@ -414,6 +422,9 @@ def test_user_layers_work_or_name_themselves():
     assert [(r.name, r.op) for r in rows] == [("0", "Conv2d"), ("1", "Scaled"), ("2", "ReLU")]
     assert rows[1].passes["forward"].flops == 2 * 4 * 6 * 6
     assert rows[1].out_shape == (1, 4, 6, 6)
+    rows = cnnfast.explain_model(nn.Sequential(nn.Conv2d(3, 4, 3), Picks()).eval(),
+                                 (1, 3, 8, 8)).rows
+    assert rows[1].out_shape == (1, 3, 6, 6)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), Normalized()).eval()
     with pytest.raises(TypeError, match=r"^1 \(Normalized\) cannot be dry-run"):
         cnnfast.explain_model(model, (1, 3, 8, 8))
