@@ -233,6 +233,8 @@ class DryArray:
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if method != "__call__" or ufunc.nout != 1:
             raise DryRunError(f"np.{ufunc.__name__}.{method} on an activation")
+        if ufunc is np.matmul:
+            return _matmul(self._tracer, *inputs, **kwargs)
         out = kwargs.pop("out", None)
         if kwargs:
             raise DryRunError(f"np.{ufunc.__name__} with {sorted(kwargs)}")
@@ -267,6 +269,12 @@ class DryArray:
     __lt__, __le__ = _operator(np.less), _operator(np.less_equal)
     __gt__, __ge__ = _operator(np.greater), _operator(np.greater_equal)
 
+    def __matmul__(self, other):
+        return _matmul(self._tracer, self, other)
+
+    def __rmatmul__(self, other):
+        return _matmul(self._tracer, other, self)
+
     def __neg__(self):
         return self.__array_ufunc__(np.negative, "__call__", self)
 
@@ -286,6 +294,36 @@ def _concatenate(tracer, arrays, axis=0, **kwargs):
     result = DryArray(shape, np.result_type(*[a.dtype for a in arrays]), tracer)
     tracer.step("concat", arrays, result, 0)
     return result
+
+
+def _matmul(tracer, a, b, **kwargs):
+    """a @ b (NumPy's matmul rules): a step of 2 * M * N * K flops."""
+    if kwargs:
+        raise DryRunError(f"np.matmul with {sorted(kwargs)}")
+    sa, sb = np.shape(a) if not isinstance(a, DryArray) else a.shape, \
+        np.shape(b) if not isinstance(b, DryArray) else b.shape
+    if not sa or not sb:
+        raise ValueError("matmul: Input operand does not have enough dimensions")
+    a2, b2 = (1,) + sa if len(sa) == 1 else sa, sb + (1,) if len(sb) == 1 else sb
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, "
+                         f"with gufunc signature (n?,k),(k,m?)->(n?,m?) (size {b2[-2]} is "
+                         f"different from {a2[-1]})")
+    shape = np.broadcast_shapes(a2[:-2], b2[:-2]) + (a2[-2], b2[-1])
+    shape = shape[:-2] + shape[-2:][len(sa) == 1:] if len(sa) == 1 else shape
+    shape = shape[:-1] if len(sb) == 1 else shape
+    dtype = np.result_type(*[x.dtype if isinstance(x, (DryArray, np.ndarray))
+                             else np.asarray(x).dtype for x in (a, b)])
+    result = DryArray(shape, dtype, tracer)
+    tracer.step("matmul", [x for x in (a, b) if isinstance(x, DryArray)], result,
+                2 * math.prod(shape) * a2[-1])
+    return result
+
+
+def _take(tracer, a, indices, axis=None, **kwargs):
+    if kwargs or isinstance(indices, DryArray):
+        raise DryRunError("np.take with an index of values or extra arguments")
+    return tracer.dry(a)._view(lambda g: np.take(g, indices, axis=axis))
 
 
 def _view_function(fn):
@@ -319,6 +357,7 @@ def _reduction(name):
 
 
 _FUNCTIONS = {np.concatenate: _concatenate, np.where: _broadcasting("where"),
+              np.matmul: _matmul, np.take: _take,
               np.clip: _broadcasting("clip"),
               **{f: _reduction(n) for f, n in ((np.sum, "sum"), (np.mean, "mean"),
                                                (np.max, "max"), (np.min, "min"),

@@ -556,3 +556,52 @@ def test_unsupported_numpy_raises_dry_run_error():
 
     with pytest.raises(DryRunError, match="Sums"):
         cnnfast.explain_model(nn.Sequential(nn.Conv2d(3, 4, 3), Sums()), (1, 3, 8, 8))
+
+
+def _onnx_graph(nodes, inits):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model).SerializeToString()
+
+
+def _onnx_case(op, inits=None, inputs=("x",), **attrs):
+    return op, inputs, inits or {}, attrs
+
+
+ONNX_OPS = [
+    _onnx_case("Pad", {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)}, ("x", "p"),
+               mode="reflect"),
+    _onnx_case("Resize", {"s": np.array([1, 1, 2, 1.5], np.float32)}, ("x", "", "s"),
+               mode="linear"),
+    _onnx_case("Transpose", perm=[0, 2, 3, 1]),
+    _onnx_case("Softmax", axis=1),
+    _onnx_case("ReduceMean", axes=[2, 3], keepdims=1),
+    _onnx_case("LeakyRelu", alpha=0.1),
+    _onnx_case("PRelu", {"s": np.full((4, 1, 1), 0.2, np.float32)}, ("x", "s")),
+    _onnx_case("MatMul", {"w": np.ones((6, 3), np.float32)}, ("x", "w")),
+    _onnx_case("Concat", None, ("x", "x"), axis=1),
+    _onnx_case("Unsqueeze", {"a": np.array([0], np.int64)}, ("x", "a")),
+]
+
+
+@pytest.mark.parametrize("op, inputs, inits, attrs", ONNX_OPS, ids=[c[0] for c in ONNX_OPS])
+def test_onnx_operators(rng, op, inputs, inits, attrs):
+    pytest.importorskip("onnx")
+    from onnx import helper
+    import cnnfast.onnx as connx
+    data = _onnx_graph([helper.make_node(op, list(inputs), ["y"], **attrs)], inits)
+    model = connx.load(data)
+    y = model(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    for mode in ("eval", "train"):
+        getattr(model, mode)()
+        plan = cnnfast.explain_model(model, (2, 4, 6, 6))
+        assert plan.rows[-1].out_shape == y.shape
+        passes = set(plan.rows[-1].passes)
+        assert plan.rows[-1].name == "0"
+        assert passes == {"forward"} if mode == "eval" else {"forward", "x"} <= passes

@@ -16,7 +16,7 @@ from .. import _validation as V
 from .. import functional as F
 from .._explain import DryArray, DryRunError, numpy_pass
 from .._explain_layers import _batch_norm_row, _conv_need, _copy_row, _elementwise
-from .._explain_layers import _ghost, _pool_row, _record_conv, conv_passes
+from .._explain_layers import _dry_inputs, _ghost, _pool_row, _record_conv, conv_passes
 from . import _layers as L
 from . import _ops as O
 from ._model import OnnxModel, _op_label
@@ -157,7 +157,71 @@ def clip_rule(t, m, x, lo=None, hi=None):
     return (_elementwise(t, m, [x], "numpy_clip", 1, "numpy_mul", 1, threads=1),)
 
 
+def transpose_rule(t, m, x):
+    """Transpose: np.ascontiguousarray(x.transpose(perm)), a NumPy copy."""
+    perm = tuple(reversed(range(x.ndim))) if m.perm is None else m.perm
+    y = t.dry(x).transpose(perm)
+    passes = {"forward": numpy_pass("numpy_transpose", 0)}
+    if m.training:
+        passes["x"] = numpy_pass("numpy_transpose", 0)
+    t.record(t.name_of(m), "Transpose", [t.dry(x)], [y], t.current_layout(), passes)
+    return (y,)
+
+
+def matmul_rule(t, m, a, b=None):
+    """MatMul: a constant 2-D weight runs on cnnfast's dense kernel (as
+    Gemm), anything else is np.matmul."""
+    b = m.weight.data if m.weight is not None else b
+    sb = b.shape
+    if not (len(sb) == 2 and a.ndim >= 2 and a.dtype == b.dtype and a.dtype.kind == "f"):
+        return t._user_leaf(m, t.name_of(m), (a, b), {})   # np.matmul, counted
+    if a.shape[-1] != sb[0]:
+        raise ValueError(f"MatMul {m._node!r}: shapes {a.shape} and {sb} do not multiply")
+    rows = math.prod(a.shape[:-1])
+    macs = rows * sb[0] * sb[1]
+    threads = P.dense_threads(macs)
+    passes = {"forward": numpy_pass("dense_matmul", 2 * macs, threads)}
+    if m.training:
+        passes["x"] = numpy_pass("numpy_matmul", 2 * macs)
+        if m.weight is None or m._needs_grad(m.weight):
+            passes["weight"] = numpy_pass("numpy_matmul", 2 * macs)
+    y = t.new(a.shape[:-1] + (sb[1],), a.dtype)
+    t.record(t.name_of(m), "MatMul", _dry_inputs(t, a, b if isinstance(b, DryArray) else None),
+             [y], t.current_layout(), passes)
+    return (y,)
+
+
+def _index_map_row(t, m, x, resized, flops_per):
+    """Pad / Resize: NumPy gathers along each changed axis (_apply_maps)."""
+    shape = list(x.shape)
+    for axis, out in resized:
+        shape[axis] = out
+    y = t.new(tuple(shape), x.dtype)
+    flops = flops_per * y.size * len(resized)
+    passes = {"forward": numpy_pass("numpy_gather", flops)}
+    if m.training:
+        passes["x"] = numpy_pass("numpy_scatter_add", flops)
+    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], [y], t.current_layout(), passes)
+    return (y,)
+
+
+def pad_rule(t, m, x, pads=None, value=None, axes=None):
+    specs, _ = m._specs(_ghost(x), pads, value, axes)
+    return _index_map_row(t, m, x, [(axis, n + b + a) for axis, n, b, a in specs], 0)
+
+
+def resize_rule(t, m, x, roi=None, scales=None, sizes=None):
+    specs = m._specs(_ghost(x), scales, sizes)
+    # linear: 2 taps per output along each axis (a multiply and an add each)
+    return _index_map_row(t, m, x, [(axis, out) for axis, _, out, _ in specs],
+                          4 if m.mode == "linear" else 0)
+
+
 RULES = {
+    (L.Pad, "forward"): pad_rule,
+    (L.Resize, "forward"): resize_rule,
+    (L.MatMul, "forward"): matmul_rule,
+    (O.Transpose, "forward"): transpose_rule,
     (OnnxModel, "forward"): model_rule,
     (L.Conv, "forward"): conv_rule,
     (L.ConvTranspose, "forward"): conv_transpose_rule,
