@@ -78,28 +78,30 @@ class ModelPlan(NamedTuple):
         return max((r.workspace_bytes for r in self.rows), default=0)
 
     def __str__(self):
-        cols = [(r.name, r.op, _fmt(r.in_shape), _fmt(r.out_shape), r.layout)
-                for r in self.rows]
-        titles = ("name", "op", "in", "out", "layout")
+        """A table: a line per row (its forward kernel and threads, the passes
+        it plans, its FLOPs over all of them, its largest work array), then
+        the totals."""
+        titles = ("name", "op", "in", "out", "layout", "kernel", "thr", "passes")
+        cols = [(r.name, r.op, _fmt(r.in_shape), _fmt(r.out_shape), r.layout,
+                 r.passes["forward"].kernel, str(r.passes["forward"].threads),
+                 ",".join(_PASS_ABBREV.get(p, p) for p in r.passes)) for r in self.rows]
         widths = [max([len(t)] + [len(c[i]) for c in cols]) for i, t in enumerate(titles)]
-        left_width = sum(widths) + len(widths) - 1
 
         def left(values):
             return " ".join(f"{v:<{w}}" for v, w in zip(values, widths))
 
         lines = [f"model plan: {'train' if self.training else 'eval'}, {self.data_format}, "
                  f"{self.threads} thread(s)",
-                 f"{left(titles)} {'pass':<7} {'kernel':<22} {'thr':>3} {'MFLOP':>10} "
-                 f"{'work MB':>8}"]
+                 f"{left(titles)} {'MFLOP':>10} {'work MB':>8}"]
         for r, c in zip(self.rows, cols):
-            for i, (name, p) in enumerate(r.passes.items()):
-                lines.append(f"{left(c) if i == 0 else ' ' * left_width} {name:<7} "
-                             f"{p.kernel:<22} {p.threads:>3} {p.flops / 1e6:>10.2f} "
-                             f"{p.workspace_bytes / 1e6:>8.3f}"
-                             + (f"  ({r.note})" if i == 0 and r.note else ""))
+            lines.append(f"{left(c)} {r.flops / 1e6:>10.2f} {r.workspace_bytes / 1e6:>8.3f}"
+                         + (f"  ({r.note})" if r.note else ""))
         lines.append(f"total: {len(self.rows)} rows, {self.flops / 1e9:.3f} GFLOP, "
                      f"workspace {self.workspace_bytes / 1e6:.3f} MB")
         return "\n".join(lines)
+
+
+_PASS_ABBREV = {"forward": "fwd", "weight": "w", "bias": "b"}
 
 
 def _fmt(shape):
