@@ -102,13 +102,15 @@ def conv_passes(geom, algorithm, need, last, transposed=False):
     return passes
 
 
-def _conv_note(geom, passes, last):
+def _conv_note(geom, passes, last, transposed):
     """Why a channels-last convolution's forward runs on the channels-first
     kernels between layout copies (empty where it runs on NHWC)."""
     kernel = passes["forward"].kernel
     if not last or kernel in ("nhwc_direct", "pointwise_rows"):
         return ""
-    if geom.pad_mode != "zeros":
+    if transposed:
+        why = "a transposed convolution other than 1x1 stride 1"
+    elif geom.pad_mode != "zeros":
         why = f"padding_mode {geom.pad_mode!r}"
     else:
         lanes = P.NHWC_MIN_CHANNELS * 4 // np.dtype(geom.dtype).itemsize
@@ -117,11 +119,11 @@ def _conv_note(geom, passes, last):
     return f"channels-first kernels between layout copies: {why}"
 
 
-def _record_conv(t, m, x, geom, out_shape, passes, last, extra=()):
+def _record_conv(t, m, x, geom, out_shape, passes, last, extra=(), transposed=False):
     y = _out(t, out_shape, geom.dtype, last)
     t.record(t.name_of(m), type(m).__name__, _dry_inputs(t, x, *extra), [y],
              _layout_of(t, m) if hasattr(m, "data_format") else t.current_layout(), passes,
-             note=_conv_note(geom, passes, last))
+             note=_conv_note(geom, passes, last, transposed))
     return y
 
 
@@ -145,7 +147,7 @@ def conv_transpose_rule(t, m, x, output_size=None):
     need = _conv_need(m) if m.training else ()
     passes = conv_passes(tg.conv, V.conv_algorithm("auto", tg.conv), need, last,
                          transposed=True)
-    return _record_conv(t, m, x, tg.conv, tg.out_shape, passes, last)
+    return _record_conv(t, m, x, tg.conv, tg.out_shape, passes, last, transposed=True)
 
 
 def fused_conv_rule(t, m, x, residual=None):

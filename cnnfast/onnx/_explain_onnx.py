@@ -78,7 +78,7 @@ def conv_transpose_rule(t, m, x, w=None, b=None):
     need = _conv_need(m) if m.training else ()
     passes = conv_passes(tg.conv, V.conv_algorithm("auto", tg.conv), need, False,
                          transposed=True)
-    return (_record_conv(t, m, x, tg.conv, tg.out_shape, passes, False),)
+    return (_record_conv(t, m, x, tg.conv, tg.out_shape, passes, False, transposed=True),)
 
 
 def batch_norm_rule(t, m, x, *unused):
