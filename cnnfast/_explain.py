@@ -607,7 +607,7 @@ def explain_model(model, x_shape, *, threads=None) -> ModelPlan:
         tracer.finish(_outputs(out))
     finally:
         _module.TRACE.tracer = None
-    from ._threads import get_num_threads
-    if threads is None:
-        threads = get_num_threads()
+    if threads is None:   # the effective count (an OpenMP limit included)
+        from ._threads import kernel_threads
+        threads = kernel_threads()
     return ModelPlan(tracer.rows, data_format, bool(model.training), int(threads))

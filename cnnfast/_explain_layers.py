@@ -106,7 +106,7 @@ def _conv_note(geom, passes, last, transposed):
     """Why a channels-last convolution's forward runs on the channels-first
     kernels between layout copies (empty where it runs on NHWC)."""
     kernel = passes["forward"].kernel
-    if not last or kernel in ("nhwc_direct", "pointwise_rows"):
+    if not last or kernel in ("nhwc_direct", "nhwc_winograd", "pointwise_rows"):
         return ""
     if transposed:
         why = "a transposed convolution other than 1x1 stride 1"
@@ -158,7 +158,9 @@ def fused_conv_rule(t, m, x, residual=None):
                            padding_mode=m.padding_mode)
     V.conv_residual(None if residual is None else _first(_ghost(residual), last), geom)
     V.epilogue_clamp(m.clamp)
-    passes = dict(P.plan_conv(geom, "auto", ("forward",), channels_last=last).passes)
+    # channels-last, the layer keeps its packed (Winograd: transformed) weights
+    kept = {"channels_last": True, "kept_weights": True} if last else {}
+    passes = dict(P.plan_conv(geom, "auto", ("forward",), **kept).passes)
     return _record_conv(t, m, x, geom, geom.out_shape, passes, last,
                         () if residual is None else (residual,))
 
@@ -366,8 +368,11 @@ def max_pool_rule(t, m, x):
     geom = V.pool_geometry(m._nd, "max", _first(_ghost(x), last), m.kernel_size, m.stride,
                            m.padding, m.dilation, m.ceil_mode)
     outputs = math.prod(geom.out_shape)
+    # without indices (inference) a channels-last 1-D/2-D pool runs on the NHWC kernel
+    nhwc = last and m._nd <= 2 and not (m.training or m.return_indices)
     return _pool_row(t, m, x, geom.out_shape, geom.dtype, last,
-                     P.pool_channels_last_native(m._nd, geom.channels), "pool_max",
+                     nhwc or P.pool_channels_last_native(m._nd, geom.channels),
+                     "pool_max_nhwc" if nhwc else "pool_max",
                      outputs * math.prod(geom.kernel), "pool_max_backward", outputs,
                      m.return_indices)
 
@@ -390,8 +395,12 @@ def adaptive_rule(t, m, x):
     op = f"adaptive_{'max' if is_max else 'avg'}_pool{m._nd}d"
     dtype, out_size = V.adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
     shape = (x.shape[0], x.shape[-1] if last else x.shape[1]) + tuple(out_size)
-    return _pool_row(t, m, x, shape, dtype, last, False, f"pool_adaptive_{op[9:12]}",
-                     x.size, f"pool_adaptive_{op[9:12]}_backward",
+    # channels-last, an average to one value per channel is the NHWC global average
+    nhwc = last and not is_max and all(o == 1 for o in out_size) and x.size > 0
+    kind = op[9:12]
+    return _pool_row(t, m, x, shape, dtype, last, nhwc,
+                     "pool_global_avg_nhwc" if nhwc else f"pool_adaptive_{kind}",
+                     x.size, f"pool_adaptive_{kind}_backward",
                      math.prod(shape) if is_max else x.size, is_max and m.return_indices)
 
 

@@ -12,6 +12,7 @@ import pytest
 import cnnfast
 from cnnfast import models, nn
 from cnnfast._explain import DryRunError
+from cnnfast._threads import kernel_threads
 from cnnfast.functional import _shape_first, _shape_last
 from cnnfast.nn.module import Module
 
@@ -291,6 +292,33 @@ def test_fused_model_runs_channels_last_inside(monkeypatch, rng, zoo):
     assert rows[-1].out_shape == (1, 64, 8, 8)
 
 
+def test_fused_rows_name_the_kernels_the_run_executes(monkeypatch, rng):
+    """Every convolution of a fused channels-last ResNet-18, as run: NHWC
+    Winograd (weights kept by the layer), NHWC direct or a channels-first
+    driver kernel, in the order the rows give."""
+    from cnnfast import _nhwc
+    from cnnfast import functional as F
+    nn.manual_seed(0)
+    fused = models.resnet18(num_classes=5).eval().fuse()
+    ran = []
+    for module, name, kernel in ((_nhwc, "run", "nhwc_direct"),
+                                 (_nhwc, "winograd_run", "nhwc_winograd")):
+        def record(*args, _real=getattr(module, name), _kernel=kernel, **kwargs):
+            ran.append(_kernel)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, name, record)
+    real_forward = F._conv.conv_forward
+
+    def record_forward(*args):
+        ran.append(args[8])   # the driver kernel of the plan entry
+        return real_forward(*args)
+    monkeypatch.setattr(F._conv, "conv_forward", record_forward)
+    plan = cnnfast.explain_model(fused, (2, 3, 64, 64))
+    fused(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    planned = [r.passes["forward"].kernel for r in plan.rows if r.op == "FusedConv2d"]
+    assert planned == ran and "nhwc_winograd" in planned
+
+
 def test_channels_last_models(monkeypatch, rng):
     nn.manual_seed(0)
     for model, shape in ((models.resnet18(num_classes=5, data_format="channels_last"),
@@ -301,6 +329,10 @@ def test_channels_last_models(monkeypatch, rng):
             getattr(model, mode)()
             plan = _assert_matches_real(monkeypatch, model, shape, rng)
             assert {r.layout for r in plan.rows} == {"channels_last"}
+            if isinstance(model, models.ResNet):   # indices (training) need the plane kernel
+                pool = next(r for r in plan.rows if r.name == "maxpool")
+                assert pool.passes["forward"].kernel == (
+                    "pool_max" if mode == "train" else "pool_max_nhwc")
             conv = next(r for r in plan.rows if r.op == "Conv2d" and r.name.endswith("0.0")
                         or r.name == "layer1.0.conv1")
             m = dict(model.named_modules())[conv.name]
@@ -343,7 +375,7 @@ def test_threads_argument_and_totals_and_table():
     assert {p.threads for r in plan.rows for p in r.passes.values()} == {1}
     with cnnfast.num_threads(2):
         plan2 = cnnfast.explain_model(model, (1, 3, 32, 32))
-        want = cnnfast.get_num_threads()
+        want = kernel_threads()
     assert plan2.threads == want
     assert max(p.threads for r in plan2.rows for p in r.passes.values()) == want
     assert plan.flops == sum(p.flops for r in plan.rows for p in r.passes.values())
@@ -359,6 +391,11 @@ def test_threads_argument_and_totals_and_table():
     assert "features.0" in lines[2] and "Conv2d" in lines[2]
     with pytest.raises(ValueError, match="threads"):
         cnnfast.explain_model(model, (1, 3, 32, 32), threads=0)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with cnnfast.num_threads(2), threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        capped = cnnfast.explain_model(model, (1, 3, 32, 32))
+    assert capped.threads == 1   # the effective count, as the kernels run
+    assert {p.threads for r in capped.rows for p in r.passes.values()} == {1}
 
 
 def _same_error(model, x, shape):
