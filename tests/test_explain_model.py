@@ -319,6 +319,34 @@ def test_fused_rows_name_the_kernels_the_run_executes(monkeypatch, rng):
     assert planned == ran and "nhwc_winograd" in planned
 
 
+def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch, rng):
+    """ResNet-18 in training mode, one forward and backward: the driver
+    kernels each convolution pass ran are the rows' (as multisets per pass:
+    backward runs in reverse order)."""
+    from collections import Counter
+
+    from cnnfast import functional as F
+    nn.manual_seed(0)
+    model = models.resnet18(num_classes=5).train().skip_input_grad()
+    ran = {"forward": [], "x": [], "weight": []}
+    # the position of the driver kernel's name among each driver's arguments
+    for name, gradient, at in (("conv_forward", "forward", 8),
+                               ("conv_backward_input", "x", 7),
+                               ("conv_backward_weight", "weight", 7)):
+        def record(*args, _real=getattr(F._conv, name), _gradient=gradient, _at=at):
+            ran[_gradient].append(args[_at])
+            return _real(*args)
+        monkeypatch.setattr(F._conv, name, record)
+    plan = cnnfast.explain_model(model, (2, 3, 32, 32))
+    y = model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
+    model.backward(np.ones_like(y))
+    convs = [r for r in plan.rows if r.op == "Conv2d"]
+    for gradient, kernels in ran.items():
+        assert Counter(r.passes[gradient].kernel for r in convs if gradient in r.passes) \
+            == Counter(kernels), gradient
+    assert len(ran["x"]) == len(convs) - 1   # skip_input_grad: not the stem's
+
+
 def test_channels_last_models(monkeypatch, rng):
     nn.manual_seed(0)
     for model, shape in ((models.resnet18(num_classes=5, data_format="channels_last"),
