@@ -170,6 +170,11 @@ class OnnxModel(Module):
         x, last = self._checked_input(name, x, shape)
         return F._to_first(x) if last else x
 
+    def _check_input(self, name, x, shape) -> bool:
+        """Validate input `name` (explain_model's dry run); True if it is
+        channels-last and converted to channels-first."""
+        return self._checked_input(name, x, shape)[1]
+
     @property
     def layout(self):
         """The layout of the 4-D/5-D activations inside: "channels_last" once
