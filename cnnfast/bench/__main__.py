@@ -226,6 +226,14 @@ def _torch():
     return torch
 
 
+def _has_onnxruntime():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _conv_arrays(shape, dtype):
     """x, weight, bias, grad_out and the stride/padding of a ConvShape."""
     rng = np.random.default_rng(0)
@@ -416,7 +424,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
                    choices=["all", "conv", "convt", "padmode", "pool", "train", "models",
-                            "winograd", "percall", "depthwise"],
+                            "winograd", "percall", "depthwise", "layers"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -523,11 +531,24 @@ def main(argv=None):
                 print(format_model_table(rows, threads, version))
                 print()
                 run.update(model_rows=rows)
+        if args.only in ("all", "layers"):
+            if dtype != np.float32 or torch is None or not _has_onnxruntime():
+                print("layers: float32 with torch and onnxruntime only, skipped")
+            else:
+                from cnnfast.bench.layers import format_layer_table, layer_report
+
+                report = layer_report(threads, 3 if args.quick else 20, quick=args.quick)
+                print(format_layer_table(report))
+                print()
+                run.update(layer_report=report)
         results["runs"].append(run)
-    scaling = format_scaling(results["runs"])
-    if scaling:
-        print(scaling)
-        print()
+    from cnnfast.bench.layers import format_layer_scaling
+
+    for scaling in (format_scaling(results["runs"]), format_layer_scaling(
+            [run["layer_report"] for run in results["runs"] if "layer_report" in run])):
+        if scaling:
+            print(scaling)
+            print()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

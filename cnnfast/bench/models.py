@@ -159,6 +159,16 @@ def onnx_export(torch, case, model):
     return buf.getvalue()
 
 
+def ort_session_options(ort, threads):
+    """onnxruntime's options for a run at `threads`: its intra-op pool at
+    that count, one inter-op thread, spinning off (idle threads yield)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 def onnxruntime_call(case, exported, threads):
     """onnxruntime CPU on the exported twin, or None without onnxruntime."""
     try:
@@ -166,11 +176,8 @@ def onnxruntime_call(case, exported, threads):
     except ImportError:
         return None
     x, _ = _batch(case)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(exported, opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(exported, ort_session_options(ort, threads),
+                                   providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"x": x})
 
 
