@@ -95,7 +95,7 @@ def cnnfast_layer_rows(fused, x, repeat, warmup=2):
     runs = [_timed_run(fused, x) for _ in range(repeat)]
     names = {id(m): name for name, m in fused.named_modules()}
     # the k-th call of a layer has its k-th row: medians by name, in call order
-    medians = {}
+    medians: dict[str, list[float]] = {}
     for i, (module, _) in enumerate(runs[0].leaves):
         ms = statistics.median(run.leaves[i][1] for run in runs) * 1e3
         medians.setdefault(names[id(module)], []).append(ms)
@@ -133,7 +133,8 @@ def ort_node_rows(exported, x, threads, repeat, warmup=2):
             session.run(None, {"x": x})
         with open(session.end_profiling()) as f:
             events = json.load(f)
-    durations, nodes = {}, []
+    durations: dict[str, list[float]] = {}
+    nodes = []
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue   # (fence events and session phases)
@@ -188,16 +189,17 @@ def match_rows(ours, theirs):
 
 def merge_rows(ours, theirs):
     """The table's rows in cnnfast's call order; an onnxruntime node without
-    a cnnfast row (a reorder, a ReduceMean) follows the last paired one."""
+    a cnnfast row (a reorder) follows the latest cnnfast row paired so far."""
     pairs = match_rows(ours, theirs)
     rows = [dict(layer=r["name"], op=r["op"], kernel=r["kernel"], ms=r["ms"], ort_node=None,
                  ort_op=None, ort_ms=None) for r in ours]
-    after, last = {}, -1
+    after: dict[int, list[dict]] = {}
+    last = -1
     for t, node in enumerate(theirs):
         ort = dict(ort_node=node["node"], ort_op=node["op"], ort_ms=node["ms"])
         if t in pairs:
             rows[pairs[t]].update(ort)
-            last = pairs[t]
+            last = max(last, pairs[t])
         else:
             after.setdefault(last, []).append(dict(layer="", op="", kernel="", ms=None, **ort))
     merged = list(after.get(-1, []))
