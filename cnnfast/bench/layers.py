@@ -93,13 +93,13 @@ def cnnfast_layer_rows(fused, x, repeat, warmup=2):
     for _ in range(warmup):
         fused(x)
     runs = [_timed_run(fused, x) for _ in range(repeat)]
-    names = {id(m): name for name, m in fused.named_modules()}
+    modules = dict(fused.named_modules())
+    names = {id(m): name for name, m in modules.items()}
     # the k-th call of a layer has its k-th row: medians by name, in call order
     medians: dict[str, list[float]] = {}
     for i, (module, _) in enumerate(runs[0].leaves):
         ms = statistics.median(run.leaves[i][1] for run in runs) * 1e3
         medians.setdefault(names[id(module)], []).append(ms)
-    modules = dict(fused.named_modules())
     rows = []
     for r in cnnfast.explain_model(fused, x.shape).rows:
         if r.name == "(to_channels_last)":
