@@ -46,3 +46,18 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("memmaps")
     counter = itertools.count()
     return lambda: folder / f"{next(counter)}.bin"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_threads_restored():
+    """torch.set_num_threads lowers the OpenMP limit of the libgomp it shares
+    with cnnfast, which caps cnnfast's kernels (threadpoolctl's rule, docs/API.md);
+    a test (or a benchmark it runs) that sets it must not cap the modules after."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(before if before is not None else (os.cpu_count() or 1))

@@ -23,6 +23,7 @@ from cnnfast._malloc import keep_freed_memory
 from cnnfast.bench.shapes import (CONV_ALGORITHMS, CONV_SHAPES, CONV_TRANSPOSE_SHAPES,
                                   PADDING_MODE_SHAPES, PADDING_MODES, POOL_SHAPES, pool_ops)
 from cnnfast.bench.models import format_model_table, format_scaling, model_rows
+from cnnfast.bench._threads import cnnfast_threads
 
 
 def median_ms(fn, repeat, warmup=1):
@@ -112,7 +113,7 @@ def pool_rows(threads, dtype, repeat, with_reference, progress):
         x = np.random.default_rng(0).standard_normal(shape.x_shape).astype(dtype)
         y = (cnnfast.global_max_pool2d(x) if shape.is_global
              else cnnfast.max_pool2d(x, shape.kernel, shape.stride, shape.padding))
-        with cnnfast.num_threads(threads):
+        with cnnfast_threads(threads):
             ours = {key: median_ms(fn, repeat) for key, fn in _pool_calls(cnnfast, shape, x).items()}
         refs = ({key: median_ms(fn, max(1, repeat // 3))
                  for key, fn in _pool_calls(reference, shape, x).items()}
@@ -157,7 +158,7 @@ def train_rows(threads, repeat, progress):
     torch = _torch()
     rows = []
     for case in progress(TRAIN_CASES):
-        with cnnfast.num_threads(threads):
+        with cnnfast_threads(threads):
             ms = median_ms(training_step(case), repeat, warmup=2)
         tms = None
         if torch is not None:
@@ -268,7 +269,7 @@ def conv_rows(threads, dtype, repeat, algorithms, with_reference, progress):
         for alg in algorithms:
             if alg == "1x1" and shape.kernel != 1:
                 continue
-            with cnnfast.num_threads(threads):
+            with cnnfast_threads(threads):
                 fwd = median_ms(lambda: cnnfast.conv2d(x, w, b, **args, algorithm=alg), repeat)
                 bwd = median_ms(lambda: cnnfast.conv2d_backward(go, x, w, **args, algorithm=alg),
                                 repeat)
@@ -296,7 +297,7 @@ def conv_transpose_rows(threads, dtype, repeat, progress):
         args = dict(stride=shape.stride, padding=shape.padding)
         go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
         conv = shape.conv_equivalent
-        with cnnfast.num_threads(threads):
+        with cnnfast_threads(threads):
             fwd = median_ms(lambda: cnnfast.conv_transpose2d(x, w, b, **args), repeat)
             bwd = median_ms(lambda: cnnfast.conv_transpose2d_backward(go, x, w, **args), repeat)
             # the matching conv's input gradient: conv maps go's shape to x's
@@ -337,7 +338,7 @@ def padding_mode_rows(threads, dtype, repeat, progress):
         x, w, _, go, args = _conv_arrays(shape, dtype)
         times = {}
         for mode in PADDING_MODES:
-            with cnnfast.num_threads(threads):
+            with cnnfast_threads(threads):
                 times[mode] = (
                     median_ms(lambda: cnnfast.conv2d(x, w, **args, padding_mode=mode), repeat),
                     median_ms(lambda: cnnfast.conv2d_backward(go, x, w, **args,

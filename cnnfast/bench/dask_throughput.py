@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 import cnnfast
 from cnnfast import models
+from cnnfast.bench._threads import cnnfast_threads
 
 
 class Case(NamedTuple):
@@ -69,7 +70,7 @@ def local_rate(case, model, threads, repeat):
             model(x[i:i + case.batch])
 
     # NumPy's BLAS (the Linear layers) too: a worker process has it at 1 thread
-    with cnnfast.num_threads(threads), threadpool_limits(threads):
+    with cnnfast_threads(threads), threadpool_limits(threads):
         return case.images / best_s(run, repeat)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast.bench.shapes import DEPTHWISE_SHAPES
+from cnnfast.bench._threads import cnnfast_threads
 
 FORMATS = ("channels_first", "channels_last")
 
@@ -78,7 +79,7 @@ def depthwise_rows(threads, dtype, repeat, progress, median_ms, torch, shapes=DE
         ort_call = onnxruntime_conv(shape, x, w, threads) if dtype == np.float32 else None
         ort_ms = median_ms(ort_call, repeat) if ort_call else None
         for data_format in FORMATS:
-            with cnnfast.num_threads(threads):
+            with cnnfast_threads(threads):
                 fwd, bwd = (median_ms(f, repeat) for f in _cnnfast_calls(shape, x, w, go,
                                                                          data_format))
             tf = tb = None

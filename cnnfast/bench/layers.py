@@ -25,6 +25,7 @@ import time
 
 from ..nn.module import TRACE
 from .models import ModelCase, _batch, _times_ms, cnnfast_call, onnx_export, ort_session_options
+from cnnfast.bench._threads import cnnfast_threads
 
 LAYER_CASE = ModelCase("resnet18", "inference", 1, 224, 3, 1000)
 QUICK_LAYER_CASE = LAYER_CASE._replace(size=64)
@@ -235,7 +236,7 @@ def layer_report(threads, repeat, quick=False):
     fused = model.fuse()
     torch.set_num_threads(threads)
     exported = onnx_export(torch, case, model)
-    with cnnfast.num_threads(threads):
+    with cnnfast_threads(threads):
         ours = cnnfast_layer_rows(fused, x, repeat)
         wall = _times_ms(lambda: fused(x), repeat, warmup=2)
     theirs = ort_node_rows(exported, x, threads, repeat)

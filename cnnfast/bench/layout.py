@@ -14,6 +14,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast.bench.shapes import CONV_SHAPES, CONV_TRANSPOSE_SHAPES, POOL_SHAPES
+from cnnfast.bench._threads import cnnfast_threads
 
 LAST = {"data_format": "channels_last"}
 
@@ -125,7 +126,7 @@ def layout_rows(threads, dtype, repeat, only, median_ms, progress):
              if c[0] in FAMILIES[only]]
     rows = []
     for family, label, passage, first, last, baseline in progress(cases):
-        with cnnfast.num_threads(threads):
+        with cnnfast_threads(threads):
             ms = [median_ms(fn, repeat) for fn in (first, last, baseline)]
         rows.append(dict(family=family, shape=label, passage=passage, first_ms=ms[0],
                          last_ms=ms[1], baseline_ms=ms[2], vs_first=ms[0] / ms[1],

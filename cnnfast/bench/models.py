@@ -27,6 +27,7 @@ import numpy as np
 
 from .torch_twins import torch_googlenet, torch_mobilenet_v2, torch_resnet50, torch_vgg11
 from .train import LR, MOMENTUM, _torch_model, torch_step
+from cnnfast.bench._threads import cnnfast_threads
 
 
 class ModelCase(NamedTuple):
@@ -232,7 +233,7 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
         big = case.model in _BIG
         rep = max(3, repeat // 2) if big else repeat
         model, call = cnnfast_call(case)
-        with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
+        with (_Spinner() if under_load else _NoLoad()), cnnfast_threads(threads):
             ms = _times_ms(call, rep, warmup=2)
             ms_matmul = _times_ms(call, rep, warmup=1, before=matmul)
             fms = None
@@ -250,7 +251,7 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
                 oms = _times_ms(ocall, rep, warmup=2) if ocall else None
             if exported:
                 lcall = onnx_loaded_call(case, exported)
-                with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
+                with (_Spinner() if under_load else _NoLoad()), cnnfast_threads(threads):
                     lms = _times_ms(lcall, rep, warmup=2)
         rows.append(dict(shape=case.name, algorithm="auto", passage=case.mode, ms=ms,
                          ms_with_matmul=ms_matmul, fused_ms=fms, torch_ms=tms,

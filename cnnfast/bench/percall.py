@@ -10,6 +10,7 @@ from __future__ import annotations
 import timeit
 
 import numpy as np
+from cnnfast.bench._threads import cnnfast_threads
 
 
 def _calls(lib, torch_mode, dtype):
@@ -82,7 +83,7 @@ def percall_rows(threads, dtype, quick, torch):
     import cnnfast
 
     calls = 200 if quick else 2000
-    with cnnfast.num_threads(threads):
+    with cnnfast_threads(threads):
         ours = {name: per_call_us(fn, calls)
                 for name, fn in _calls(cnnfast, False, dtype).items()}
     theirs = {}

@@ -9,6 +9,7 @@ import numpy as np
 
 import cnnfast
 from cnnfast.bench.shapes import WINOGRAD_SHAPES
+from cnnfast.bench._threads import cnnfast_threads
 
 ALGORITHMS = ("winograd", "auto", "direct")
 PASSES = ("forward", "x", "weight")
@@ -47,7 +48,7 @@ def winograd_rows(threads, dtype, repeat, progress, median_ms, torch):
         go = rng.standard_normal((shape.N, shape.K) + shape.out_hw).astype(dtype)
         for pass_ in PASSES:
             times = {}
-            with cnnfast.num_threads(threads):
+            with cnnfast_threads(threads):
                 for alg in ALGORITHMS:
                     times[alg] = median_ms(lambda: _run(pass_, x, w, go, alg), repeat)
             tms = None
