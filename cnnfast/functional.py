@@ -9,6 +9,7 @@ import numpy as np
 
 from ._ext import _conv, _dense, _elementwise, _layout, _pool
 from . import _nhwc
+from . import _nhwc_backward
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -351,15 +352,42 @@ def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, a
 
 def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
                         algorithm, padding_mode):
+    """Channels-last gradients: the passes the plan gives layout
+    "channels_last" run on the NHWC kernels (_nhwc_backward; a 1x1 one as
+    GEMMs over pixel rows), the others on the channels-first plan between
+    layout copies (as does the input gradient when a weight is NaN or inf)."""
     geom = V.conv_geometry(nd, _first_view(x), weight, None, stride, padding, dilation,
                            groups, grad_out=_first_view(grad_out), padding_mode=padding_mode)
     need = V.conv_need(need)
-    if not P.conv_channels_last_native(geom, V.conv_algorithm(algorithm, geom)):
-        # x is read only by the weight gradient
-        grad_x, grad_w, grad_b = _conv_backward(
-            nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
-            weight, stride, padding, dilation, groups, need, algorithm, padding_mode)
-        return _to_last(grad_x), grad_w, grad_b
+    chosen = V.conv_algorithm(algorithm, geom)
+    if P.conv_channels_last_native(geom, chosen):
+        return _pointwise_backward_last(geom, grad_out, x, weight, need)
+    passes = P.plan_conv(geom, chosen, [g for g in ("x", "weight", "bias") if g in need],
+                         channels_last=True).passes
+    grad = dict.fromkeys(("x", "weight", "bias"))
+    for name, p in passes.items():
+        if p.layout != "channels_last":
+            continue
+        if name == "x":
+            grad["x"] = _nhwc_backward.input_grad(p.config, geom, grad_out, weight)
+        elif name == "weight":
+            grad["weight"] = _nhwc_backward.weight_grad(p.config, geom, grad_out, x)
+        else:
+            grad["bias"] = _channel_sums(_pixel_rows(grad_out, geom.dtype))
+    rest = tuple(g for g in passes if grad[g] is None)
+    if rest:   # x is read only by the weight gradient
+        first = _conv_backward(
+            nd, _to_first(grad_out), _to_first(x) if "weight" in rest else _first_view(x),
+            weight, stride, padding, dilation, groups, rest, algorithm, padding_mode)
+        for g, value in zip(("x", "weight", "bias"), first):
+            if g in rest:
+                grad[g] = _to_last(value) if g == "x" else value
+    return grad["x"], grad["weight"], grad["bias"]
+
+
+def _pointwise_backward_last(geom, grad_out, x, weight, need):
+    """The gradients of a channels-last 1x1 convolution
+    (P.conv_channels_last_native): GEMMs over pixel rows."""
     threads = P.conv_threads(P.conv_macs(geom))
     go = _pixel_rows(grad_out, geom.dtype)
     grad_x = grad_w = grad_b = None

@@ -3,6 +3,7 @@
 #include "cf_vector.h"
 #include "cf_tiles.h"
 #include "conv_nhwc.h"
+#include "conv_nhwc_backward.h"
 
 static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .isa = CF_LEVEL,
@@ -11,6 +12,7 @@ static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .tile_pixels = CF_LANES_PIXELS(CF_LANES_NVMAX),
     .forward = FN(nhwc_forward),
     .pack = FN(nhwc_pack),
+    .weight_grad = FN(nhwc_weight_grad),
 };
 
 #include "cf_family_end.h"
