@@ -107,8 +107,9 @@ def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradCon
     return NhwcInputGradConfig(tuple(phases), dense, zero_fill, threads, work)
 
 
-def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight):
-    """grad_x (N, *in, C) from channels-last grad_out (N, *out, K), or None
+def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight, bias=None):
+    """grad_x (N, *in, C) from channels-last grad_out (N, *out, K), plus
+    bias (C,) when given (a transposed convolution's), or None
     when a weight the phases read is NaN or infinite: a tap outside grad_out
     reads zeros, and 0 * inf would put NaN where the reference (a scatter of
     the real products) is finite; the caller then runs another kernel."""
@@ -129,20 +130,26 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight)
         packs.append(packed)
     go = V.kernel_array(grad_out, dtype).reshape(-1)
     shape = (geom.batch,) + tuple(geom.in_size) + (C,)
-    out = np.zeros(shape, dtype) if cfg.zero_fill else np.empty(shape, dtype)
+    out = np.empty(shape, dtype)
+    if cfg.zero_fill:   # positions no tap reaches hold the bias alone
+        out[...] = 0 if bias is None else V.kernel_array(bias, dtype)
+    # the forward kernel's bias layout (_nhwc.pack_bias), for C outputs
+    bias_packed = (np.empty(0, dtype) if not cfg.phases else _nhwc.pack_bias(
+        bias, geom._replace(out_channels=C), cfg.phases[0].config))
     go5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (K,)
     out5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (C,)
     flat = out.reshape(-1)
     for ph, packed in zip(cfg.phases, packs):
         kernel = tuple(map(len, ph.taps))
         if cfg.dense:
-            _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, np.empty(0, dtype),
-                               flat, out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
+            _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, bias_packed, flat,
+                               out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
                                ph.config.cchunk, ph.config.span, cfg.threads)
         else:
-            _conv_nhwc.forward_phase(go, go5, packed, ph.config.group_stride, flat, out5,
-                                     ph.offset, geom.kernel_args[0], ph.size, kernel,
-                                     ph.padding, ph.dilation, G, ph.config.cchunk, cfg.threads)
+            _conv_nhwc.forward_phase(go, go5, packed, ph.config.group_stride, bias_packed,
+                                     flat, out5, ph.offset, geom.kernel_args[0], ph.size,
+                                     kernel, ph.padding, ph.dilation, G, ph.config.cchunk,
+                                     cfg.threads)
     return out
 
 

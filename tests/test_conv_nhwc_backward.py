@@ -15,6 +15,7 @@ import pytest
 
 import cnnfast
 from cnnfast import _plan
+from cnnfast import functional as F
 from cnnfast import reference as R
 from helpers import to_first as _first, to_last as _last
 
@@ -86,9 +87,17 @@ def _native(x, w, kw, dtype):
             "weight": w.shape[0] // groups >= lanes, "bias": True}
 
 
+def _no_layout_copies(monkeypatch):
+    """Make any channels-first <-> channels-last copy fail the test."""
+    def copy(a):
+        raise AssertionError("a layout copy on the native path")
+    monkeypatch.setattr(F, "_to_first", copy)
+    monkeypatch.setattr(F, "_to_last", copy)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_reference(case, dtype):
+def test_matches_reference(case, dtype, monkeypatch):
     x, w, go, kw = _inputs(case, dtype)
     plan = cnnfast.explain_conv(_last(x).shape, w.shape, **kw, dtype=dtype, need=ALL,
                                 data_format="channels_last")
@@ -98,6 +107,8 @@ def test_matches_reference(case, dtype):
         assert (p.layout == "channels_last") == native, (name, p)
         if native:
             assert p.kernel == kernels[name]
+    if all(_native(x, w, kw, dtype).values()):
+        _no_layout_copies(monkeypatch)
     for got, expected in zip(_run(x, w, go, kw), _reference(x, w, go, kw)):
         _close(got, expected, dtype)
 
@@ -181,8 +192,10 @@ def test_nan_and_inf_match_reference(where):
     a = arrays[where]
     a.reshape(-1)[[3, a.size // 2]] = (np.nan, np.inf)
     a.reshape(-1)[-1] = -np.inf
-    for got, expected in zip(_run(x, w, go, kw), _reference(x, w, go, kw)):
-        _same_nonfinite(got, expected)
+    with np.errstate(invalid="ignore"):   # the reference's 0 * inf, on purpose
+        expected = _reference(x, w, go, kw)
+    for got, e in zip(_run(x, w, go, kw), expected):
+        _same_nonfinite(got, e)
 
 
 def test_plan_keeps_channels_first_where_it_should():
@@ -204,3 +217,41 @@ def test_reflect_padding_falls_back_correctly():
     kw = dict(kw, padding_mode="reflect")
     for got, expected in zip(_run(x, w, go, kw), _reference(x, w, go, kw)):
         _close(got, expected, np.float32)
+
+
+# Transposed convolutions: forward = the conv's input gradient (with bias),
+# backward = the conv's forward and weight gradient, on the same kernels.
+# (x shape channels-first, weight (C_in, C_out // groups, *k), arguments)
+TRANSPOSED = {
+    "dcgan_k4_s2": ((2, 32, 5, 6), (32, 16, 4, 4), dict(stride=2, padding=1)),
+    "s3_outpad": ((1, 16, 4, 5), (16, 24, 3, 3), dict(stride=3, padding=1,
+                                                      output_padding=2)),
+    "s1_groups": ((2, 32, 6, 5), (32, 16, 3, 3), dict(padding=1, groups=2)),
+    "1d_dilated": ((2, 16, 9), (16, 16, 3), dict(stride=2, dilation=2)),
+}
+TRANSPOSE = {1: (cnnfast.conv_transpose1d, R.conv_transpose1d,
+                 cnnfast.conv_transpose1d_backward, R.conv_transpose1d_backward),
+             2: (cnnfast.conv_transpose2d, R.conv_transpose2d,
+                 cnnfast.conv_transpose2d_backward, R.conv_transpose2d_backward)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(TRANSPOSED))
+def test_transposed_matches_reference(case, dtype, monkeypatch):
+    _no_layout_copies(monkeypatch)   # every pass of these runs on the NHWC kernels
+    xs, ws, kw = TRANSPOSED[case]
+    forward, forward_ref, backward, backward_ref = TRANSPOSE[len(xs) - 2]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[1] * kw.get("groups", 1)).astype(dtype)
+    f64 = [a.astype(np.float64) for a in (x, w, b)]
+    y_ref = forward_ref(*f64, **kw)
+    _close(_first(forward(_last(x), w, b, **kw, data_format="channels_last")), y_ref, dtype)
+    _close(_first(forward(_last(x), w, None, **kw, data_format="channels_last")),
+           forward_ref(*f64[:2], None, **kw), dtype)
+    go = rng.standard_normal(y_ref.shape).astype(dtype)
+    got = backward(_last(go), _last(x), w, **kw, data_format="channels_last")
+    expected = backward_ref(go.astype(np.float64), *f64[:2], **kw)
+    for g, e, transposed in zip(got, expected, (True, False, False)):
+        _close(_first(g) if transposed else g, e, dtype)

@@ -143,13 +143,15 @@ cdef void _geom(cf_geom *g, tuple in_shape, tuple out_shape, tuple kernel, tuple
 
 
 def forward_phase(const floating[::1] go, tuple go_shape, const floating[::1] packed,
-                  Py_ssize_t group_stride, floating[::1] out, tuple out_shape, tuple phase,
-                  tuple stride, tuple phase_size, tuple kernel, tuple padding, tuple dilation,
-                  Py_ssize_t groups, Py_ssize_t cchunk, int nthreads):
+                  Py_ssize_t group_stride, const floating[::1] bias, floating[::1] out,
+                  tuple out_shape, tuple phase, tuple stride, tuple phase_size, tuple kernel,
+                  tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t cchunk,
+                  int nthreads):
     """One stride phase of an input gradient: out (N, D, H, W, C) at the
     positions phase + stride * q, q over phase_size, = the stride-1 forward
     conv of go (N, OD, OH, OW, K) with the phase's packed sub-kernel
-    (kernel, padding, dilation: the sub-convolution's). A work item is one
+    (kernel, padding, dilation: the sub-convolution's), plus bias (packed as
+    forward's; empty: none: a transposed convolution's). A work item is one
     output row of the phase (its pixels are stride[2] * C apart, which the
     forward kernel's pixel stride carries) for one image, group and block of
     channels: it owns those outputs, so results do not depend on threads."""
@@ -171,20 +173,22 @@ def forward_phase(const floating[::1] go, tuple go_shape, const floating[::1] pa
     geo[3], geo[4], geo[5] = phase
     geo[6], geo[7], geo[8] = stride
     geo[9] = g.D * g.H * g.W
+    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t i
     with nogil:
         if nthreads > 1 and items > 1:
             for i in prange(items, num_threads=nthreads, schedule='guided'):
-                _phase_row(i, &go[0], &packed[0], group_stride, &out[0], &zeros[0], groups,
-                           nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
+                _phase_row(i, &go[0], &packed[0], group_stride, bp, &out[0], &zeros[0],
+                           groups, nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
         else:
             for i in range(items):
-                _phase_row(i, &go[0], &packed[0], group_stride, &out[0], &zeros[0], groups,
-                           nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
+                _phase_row(i, &go[0], &packed[0], group_stride, bp, &out[0], &zeros[0],
+                           groups, nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
 
 
 cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
-                     Py_ssize_t group_stride, floating *out, const floating *zeros,
+                     Py_ssize_t group_stride, const floating *bias, floating *out,
+                     const floating *zeros,
                      Py_ssize_t groups, Py_ssize_t nkb, Py_ssize_t rows, Py_ssize_t nh,
                      Py_ssize_t Ktot, Py_ssize_t Ctot, Py_ssize_t cchunk, const Py_ssize_t *geo,
                      const cf_geom *g,
@@ -204,7 +208,8 @@ cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
     cdef Py_ssize_t pos = ((n * geo[0] + qd * geo[6] + geo[3]) * geo[1] + qh * geo[7]
                            + geo[4]) * geo[2] + geo[5]
     kt.forward(go + n * geo[9] * Ktot + grp * g.C, Ktot,
-               packed + grp * group_stride + k0 * g.C * kvol, NULL,
+               packed + grp * group_stride + k0 * g.C * kvol,
+               bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
                out + pos * Ctot + grp * g.K + k0, geo[8] * Ctot, NULL, 0, g.OW, nk, cchunk,
                0, 0.0, 0.0, zeros, &gl)
 

@@ -40,7 +40,7 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
 #pragma GCC unroll 8
         for (int j = 0; j < CS; j++)
             memcpy(&a[t * CS + j], acc + ((c + j) * kvol + tap0 + t) * CF_VW, sizeof(CF_V));
-    const cf_idx tstep = g->dw * xs, pstep = g->sw * xs;
+    const cf_idx pstep = g->sw * xs;
     /* output columns whose KWB taps all fall inside the input: [lo, hi) */
     const cf_idx m = g->pw - kw0 * g->dw, M = g->W - 1 + g->pw - (kw0 + KWB - 1) * g->dw;
     cf_idx lo = m <= 0 ? 0 : (m + g->sw - 1) / g->sw;
@@ -53,7 +53,11 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
         const int row_in = id >= 0 && id < g->D && ih >= 0 && ih < g->H;
         const CF_T *gp = go + r * g->OW * gs;
         const CF_T *xrow = row_in ? x + ((n * g->D + id) * g->H + ih) * g->W * xs + c : zeros;
-        const cf_idx rlo = row_in ? lo : g->OW, rhi = row_in ? hi : g->OW;
+        /* the interior loads whole grad_out vectors: the last pixels of the
+         * array, whose vector would pass its end, go with the edges */
+        const cf_idx room = go_end - gp - CF_VW, whole = room < 0 ? 0 : room / gs + 1;
+        const cf_idx rlo = row_in ? lo : g->OW;
+        const cf_idx rhi = row_in ? cf_max(rlo, cf_min(hi, whole)) : g->OW;
         /* the edges [0, rlo) and [rhi, OW): a pointer per tap, zeros outside */
         for (cf_idx ow = 0; ow < g->OW; ow++) {
             if (ow == rlo) ow = rhi;
@@ -72,21 +76,22 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
 #pragma GCC unroll 8
                 for (int j = 0; j < CS; j++) a[t * CS + j] += gv * xt[t][j];
         }
-        /* the interior: pointer steps only */
-        const CF_T *xp = rlo < rhi ? xrow + (rlo * g->sw - g->pw + kw0 * g->dw) * xs : xrow;
-        const CF_T *gpx = gp + rlo * gs;
-        for (cf_idx ow = rlo; ow < rhi; ow++, xp += pstep, gpx += gs) {
-            CF_V gv;
-            if (gpx + CF_VW <= go_end)
-                memcpy(&gv, gpx, sizeof gv);
-            else {
-                gv = FN(cf_splat)(0);
-                memcpy(&gv, gpx, (size_t)(go_end - gpx) * sizeof(CF_T));
-            }
+        if (rlo >= rhi) continue;
+        /* the interior: one pointer per tap, stepped (constant offsets per channel) */
+        const CF_T *xq[3];
 #pragma GCC unroll 3
-            for (int t = 0; t < KWB; t++)
+        for (int t = 0; t < KWB; t++)
+            xq[t] = xrow + (rlo * g->sw - g->pw + (kw0 + t) * g->dw) * xs;
+        const CF_T *gpx = gp + rlo * gs;
+        for (cf_idx ow = rlo; ow < rhi; ow++, gpx += gs) {
+            CF_V gv;
+            memcpy(&gv, gpx, sizeof gv);
+#pragma GCC unroll 3
+            for (int t = 0; t < KWB; t++) {
 #pragma GCC unroll 8
-                for (int j = 0; j < CS; j++) a[t * CS + j] += gv * xp[t * tstep + j];
+                for (int j = 0; j < CS; j++) a[t * CS + j] += gv * xq[t][j];
+                xq[t] += pstep;
+            }
         }
     }
 #pragma GCC unroll 3
