@@ -45,6 +45,7 @@ CASES = {
     "empty_batch": ((0, 16, 6, 6), (16, 16, 3, 3), dict(padding=1)),
     "1d": ((2, 16, 31), (18, 16, 5), dict(stride=2, padding=2, dilation=2)),
     "3d": ((1, 16, 5, 6, 7), (16, 16, 3, 2, 3), dict(stride=(1, 2, 1), padding=1)),
+    "3d_stride2": ((1, 16, 6, 5, 7), (20, 16, 3, 3, 2), dict(stride=2, padding=(1, 0, 1))),
 }
 
 
