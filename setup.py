@@ -137,7 +137,7 @@ def _extensions():
         Extension("cnnfast._ext._conv_nhwc", ["cnnfast/_ext/_conv_nhwc.pyx"],
                   include_dirs=[kernels],
                   depends=[h for h in headers if os.path.basename(h).startswith(
-                      ("cf_", "conv_nhwc", "nhwc_", "conv_geom"))]
+                      ("cf_", "conv_nhwc", "nhwc_", "conv_geom", "winograd_"))]
                   + ["cnnfast/_ext/conv_geom.pxd"]),
         Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
                   include_dirs=[kernels]),

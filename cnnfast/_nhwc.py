@@ -142,3 +142,76 @@ def forward(cfg: NhwcConfig, geom: V.ConvGeometry, x, weight, bias, residual=Non
     keeps its packed weights calls run() itself)."""
     packed, _ = pack_weights(weight, geom, cfg)
     return run(cfg, geom, x, packed, pack_bias(bias, geom, cfg), residual, clamp)
+
+
+# ------------------------------------------------------------------ Winograd
+# F(4x4, 3x3) on the same layout (kernels/conv_nhwc_winograd.h): for layers
+# whose weights are transformed once and kept (a fused layer), since the
+# transformed weights are 4x the layer's (36 / 9 positions).
+
+# Tiles per block: the 36 products of one block and output-channel block
+# (M: 36 x TILES x 64 floats, 221 KB) stay in L2 with their inputs.
+WINOGRAD_TILES = 24
+# Transformed inputs of a round of images at most this large (the rest wait
+# for the next round): ResNet-18's 56x56 layer at batch 8 needs 14 MB.
+WINOGRAD_ROUND_BYTES = 64 << 20
+
+
+class WinogradConfig(NamedTuple):
+    tiles: int              # tiles per block (T)
+    images_per_round: int
+    threads: int
+    pos_stride: int         # elements of transformed weights per position
+    v_elements: int         # transformed inputs of a round
+    m_elements: int         # the threads' products
+    workspace_bytes: int
+
+
+def winograd_shape(geom: V.ConvGeometry) -> bool:
+    """3x3, stride 1, dilation 1, zero padding, one group, 2-D, channels a
+    multiple of the vector (the transforms load whole vectors)."""
+    vw = 16 * 4 // np.dtype(geom.dtype).itemsize
+    return (geom.nd == 2 and tuple(geom.kernel) == (3, 3) and geom.groups == 1
+            and all(s == 1 for s in geom.stride) and all(d == 1 for d in geom.dilation)
+            and geom.pad_mode == "zeros" and geom.in_channels % vw == 0)
+
+
+def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
+    block, _ = _conv_nhwc.tiles(geom.dtype)
+    itemsize = np.dtype(geom.dtype).itemsize
+    oh, ow = geom.out_size
+    per_image = -(-oh // 4) * -(-ow // 4)
+    tiles = min(WINOGRAD_TILES, per_image)
+    blocks = -(-per_image // tiles)
+    per_image_v = blocks * 36 * tiles * geom.in_channels
+    images = max(1, min(geom.batch, WINOGRAD_ROUND_BYTES // (per_image_v * itemsize)))
+    pos_stride = -(-geom.out_channels // block) * block * geom.in_channels
+    m = threads * 36 * tiles * block
+    workspace = (36 * pos_stride + images * per_image_v + m) * itemsize
+    return WinogradConfig(tiles, images, threads, pos_stride, images * per_image_v, m,
+                          workspace)
+
+
+def winograd_pack(weight, geom: V.ConvGeometry, cfg: WinogradConfig):
+    """(transformed weights, finite)."""
+    u = np.empty(36 * cfg.pos_stride, geom.dtype)
+    finite = _conv_nhwc.winograd_pack(V.kernel_array(weight, geom.dtype).reshape(-1), u,
+                                      geom.out_channels, geom.in_channels, cfg.pos_stride)
+    return u, finite
+
+
+def winograd_run(cfg: WinogradConfig, geom: V.ConvGeometry, x, u, bias_packed,
+                 residual=None, clamp=None):
+    """The Winograd forward of channels-last x: a new (N, OH, OW, K) array,
+    or None when a value was not finite (the caller runs the direct kernel)."""
+    x3 = V.kernel_array(x, geom.dtype)
+    out = np.empty((geom.batch,) + tuple(geom.out_size) + (geom.out_channels,), geom.dtype)
+    v = np.empty(cfg.v_elements, geom.dtype)
+    m = np.empty(cfg.m_elements, geom.dtype)
+    res = None if residual is None else V.kernel_array(residual, geom.dtype).reshape(-1)
+    lo, hi = clamp if clamp is not None else (0.0, 0.0)
+    ok = _conv_nhwc.winograd_forward(
+        x3.reshape(-1), x3.shape, u, cfg.pos_stride, bias_packed, out.reshape(-1), out.shape,
+        tuple(geom.pad_before), cfg.tiles, cfg.images_per_round, cfg.threads, v, m, res,
+        clamp is not None, lo, hi)
+    return out if ok else None

@@ -50,11 +50,35 @@ def set_num_threads(n) -> None:
     _num_threads = thread_count(n)
 
 
+_OPENMP = _runtime.openmp_enabled()
+
+
 def get_num_threads() -> int:
-    """Threads the kernels will use: 1 without OpenMP or in a forked child."""
-    if _forked_child or not _runtime.openmp_enabled():
+    """cnnfast's thread count: 1 without OpenMP or in a forked child (the
+    kernels run kernel_threads(), which an OpenMP limit may lower)."""
+    if _forked_child or not _OPENMP:
         return 1
     return _num_threads
+
+
+# OpenMP's own default limit: OMP_NUM_THREADS, else the usable cores (as
+# libgomp computes it), the same source as cnnfast's default count.
+_OPENMP_DEFAULT = _default_threads()
+
+
+def kernel_threads() -> int:
+    """Threads a kernel runs with: get_num_threads(), capped by OpenMP's
+    limit in the calling thread (omp_get_max_threads()) once something set
+    that limit below its default: threadpoolctl's threadpool_limits(n,
+    user_api="openmp"), omp_set_num_threads, or torch.set_num_threads when
+    torch shares cnnfast's OpenMP runtime. scikit-learn's rule (the smaller
+    of its own setting and OpenMP's limit); a limit left at its default does
+    not cap, so set_num_threads(n) above the core count still runs n."""
+    n = get_num_threads()
+    if n == 1:
+        return 1
+    limit = _runtime.max_threads()
+    return min(n, limit) if limit < _OPENMP_DEFAULT else n
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._cache import geometry, memoized
+
 CONV_ALGORITHMS = ("auto", "direct", "im2col", "1x1", "winograd")
 DATA_FORMATS = ("channels_first", "channels_last")
 # torch's padding_mode values, in the order of the kernels' CF_PAD_* codes
@@ -33,7 +35,8 @@ _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 # ------------------------------------------------------------- arguments
 
 def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+    return type(v) is int or (isinstance(v, numbers.Integral)
+                              and not isinstance(v, (bool, np.bool_)))
 
 
 def ntuple(value, n: int, name: str, minimum: int) -> tuple:
@@ -124,9 +127,23 @@ def common_float_dtype(**arrays) -> np.dtype:
     return next(iter(native.values()))
 
 
+def _read_only_empty(dtype) -> np.ndarray:
+    a = np.empty(0, dtype)
+    a.flags.writeable = False
+    return a
+
+
+# An empty array per float dtype: stands for an array of that dtype in a
+# dtype check, without allocating one per call.
+_NO_ELEMENTS = {dt: _read_only_empty(dt) for dt in _NATIVE_FLOATS}
+
+
 def kernel_array(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """What a kernel may read through a raw pointer: C-contiguous, aligned,
     native byte order. Copies only when the input is not already so."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned and a.dtype == dtype:
+        return a   # what np.require returns then, in a tenth of its time
     return np.require(a, dtype=dtype, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
@@ -137,6 +154,7 @@ def expect_shape(a: np.ndarray, shape: tuple, name: str, what: str) -> None:
 
 # ------------------------------------------------------------ convolution
 
+@geometry
 class ConvGeometry(NamedTuple):
     nd: int
     dtype: np.dtype
@@ -320,6 +338,7 @@ def _conv_arrays(nd, op, x, weight, bias, grad_out, x_layout, w_layout):
     return dtype, grad_out
 
 
+@memoized
 def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                   grad_out=_FORWARD, padding_mode="zeros") -> ConvGeometry:
     """Validate a conv{nd}d call (or its backward when grad_out is given)."""
@@ -380,6 +399,7 @@ def _transpose_padding(padding, nd):
     return _padding_pairs(padding, nd)
 
 
+@geometry
 class TransposeGeometry(NamedTuple):
     """A conv_transpose call, and the convolution whose input gradient it is:
     conv_transpose(x, w) = conv_backward_input(grad_out=x, w) for the conv
@@ -423,6 +443,7 @@ def transpose_output_padding(output_size, nd, in_size, kernel, stride, padding, 
     return tuple(result)
 
 
+@memoized
 def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, output_padding=0,
                             groups=1, dilation=1, grad_out=_FORWARD) -> TransposeGeometry:
     """Validate a conv_transpose{nd}d call (or its backward when grad_out is
@@ -529,7 +550,7 @@ def conv_residual(residual, geom: ConvGeometry) -> None:
         return
     check_array(residual, "residual")
     expect_shape(residual, geom.out_shape, "residual", "the convolution's output shape")
-    common_float_dtype(x=np.empty(0, geom.dtype), residual=residual)
+    common_float_dtype(x=_NO_ELEMENTS[geom.dtype], residual=residual)
 
 
 def conv_need(need) -> frozenset:
@@ -554,6 +575,7 @@ def flag(value, name: str) -> bool:
     raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
+@memoized
 def input_shape_arg(input_shape, ndim: int, op: str) -> tuple:
     """The input_shape of a backward call: ndim ints, only the batch may be 0."""
     try:
@@ -592,6 +614,7 @@ def _input_array(x, nd: int, op: str) -> np.dtype:
     return dtype
 
 
+@geometry
 class PoolGeometry(NamedTuple):
     nd: int
     dtype: np.dtype
@@ -673,6 +696,7 @@ def pool_output_size(n: int, k: int, s: int, p: int, d: int, ceil_mode: bool,
     return o
 
 
+@memoized
 def pool_geometry(nd: int, kind: str, x=None, kernel_size=None, stride=None, padding=0,
                   dilation=1, ceil_mode=False, *, input_shape=None,
                   dtype=None) -> PoolGeometry:
@@ -855,7 +879,15 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
 def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range=True):
     """Validate (grad_out, indices, input_shape) of a max-pooling backward:
     indices are int64, shaped like grad_out, inside [0, plane size) -- an
-    unchecked index would be a write anywhere in memory."""
+    unchecked index would be a write anywhere in memory. Without the range
+    check (the kernels check as they scatter) the result is cached: the
+    rest reads shapes and dtypes only."""
+    if check_range:
+        return _max_pool_indices(grad_out, indices, input_shape, nd, op, True)
+    return _max_pool_indices_shapes(grad_out, indices, input_shape, nd, op, False)
+
+
+def _max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range):
     check_array(grad_out, "grad_out")
     dtype = common_float_dtype(grad_out=grad_out)
     input_shape = input_shape_arg(input_shape, nd + 2, op)
@@ -867,6 +899,9 @@ def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_ran
     check_indices(indices, grad_out, input_shape, op, check_range)
     input_shape_size(input_shape, op)
     return dtype, input_shape
+
+
+_max_pool_indices_shapes = memoized(_max_pool_indices)
 
 
 def check_indices(indices, grad_out, input_shape: tuple, op: str, check_range=True) -> None:
@@ -898,12 +933,16 @@ def adaptive_windows(n: int, o: int):
     return (i * n) // o, -((-(i + 1) * n) // o)
 
 
+@memoized
 def adaptive_windows3(in_size: tuple, out_size: tuple) -> tuple:
     """The kernels' (ds, de, hs, he, ws, we): each dim's windows, 1-D and 2-D
-    padded to 3-D with one window [0, 1) per unit dim."""
+    padded to 3-D with one window [0, 1) per unit dim; read-only (cached)."""
     lead = ((1, 1),) * (3 - len(in_size))
-    return tuple(a for n, o in lead + tuple(zip(in_size, out_size))
-                 for a in adaptive_windows(n, o))
+    windows = tuple(a for n, o in lead + tuple(zip(in_size, out_size))
+                    for a in adaptive_windows(n, o))
+    for a in windows:
+        a.flags.writeable = False
+    return windows
 
 
 def adaptive_output_size(output_size, in_size: tuple) -> tuple:
@@ -921,6 +960,7 @@ def adaptive_output_size(output_size, in_size: tuple) -> tuple:
     return sizes
 
 
+@memoized
 def adaptive_geometry(x, output_size, op: str, nd: int = 2):
     dtype = _input_array(x, nd, op)
     sizes = adaptive_output_size(output_size, x.shape[2:])
@@ -928,6 +968,7 @@ def adaptive_geometry(x, output_size, op: str, nd: int = 2):
     return dtype, sizes
 
 
+@memoized
 def pooled_grad(grad_out, input_shape, op: str, out_size=None, keepdims_ok=False, nd=2):
     """Validate grad_out of an avg-type backward against input_shape: (N, C) +
     out_size, or for global pooling (N, C) or (N, C, 1, 1)."""
@@ -988,6 +1029,7 @@ class NormShape(NamedTuple):
         return (n, c, math.prod(self.shape[2:]))
 
 
+@memoized
 def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
     """cnnfast.batch_norm's arguments -> (NormShape, training, momentum, eps)."""
     op = "batch_norm"
@@ -1020,6 +1062,7 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
     return NormShape(dtype, tuple(x.shape), count), training, momentum, eps
 
 
+@memoized
 def batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out=None) -> NormShape:
     op = "batch_norm_backward"
     check_array(grad_out, "grad_out")

@@ -3,11 +3,12 @@ algorithm, kernel, layout and threads of each pass), allocate, call the
 driver (cnnfast._ext). No arithmetic on data happens here."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
-from ._ext import _conv, _dense, _elementwise, _layout, _pool
+from ._ext import _conv, _conv_nhwc, _dense, _elementwise, _layout, _pool
 from . import _nhwc
 from . import _nhwc_backward
 from . import _plan as P
@@ -167,6 +168,16 @@ _ZERO_PADDING = V.PAD_MODES.index("zeros")
 _UNIT3 = ((1, 1, 1), (0, 0, 0), (1, 1, 1))
 
 
+# Only the im2col weight gradient calls BLAS among the conv kernels: the
+# other passes skip the pin (reading and setting OpenBLAS's thread count
+# costs a few microseconds, the whole of a tiny call's kernel).
+_NO_PIN = contextlib.nullcontext()
+
+
+def _pin(p):
+    return blas_pinned if p.kernel == "gemm_blas" else _NO_PIN
+
+
 def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
     *out) array. x and weight are any arrays validated for geom; bias an
@@ -180,7 +191,7 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         out5 = np.empty((1, geom.out_channels, 1, 1, geom.batch), dtype=geom.dtype)
         res5 = None if residual is None else _batch_as_pixels(residual, geom.out_channels)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
                                _ZERO_PADDING, p.threads, clamp, res5)
         return _pixels_as_batch(out5, geom.out_shape)
@@ -193,7 +204,7 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     if residual is not None:
         res5 = V.kernel_array(residual, geom.dtype).reshape(geom.out5_shape)
         res5 = _depth_stack(res5) if stacked else res5
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
                            *geom.kernel_args, geom.groups, *_kernel_args(p),
                            geom.pad_mode_code, p.threads, clamp, res5)
@@ -210,7 +221,7 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
         rows = geom.in_channels * math.prod(geom.kernel)
         w5 = V.kernel_array(weight, geom.dtype).reshape(geom.out_channels, rows, 1, 1, 1)
         gx5 = np.empty((1, rows, 1, 1, geom.batch), dtype=geom.dtype)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_backward_input(_batch_as_pixels(go5, geom.out_channels), w5, gx5,
                                       *_UNIT3, 1, *_kernel_args(p), p.threads)
         gx = _pixels_as_batch(gx5, shape)
@@ -223,7 +234,7 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
     w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
     gx5 = np.empty(((1, geom.in_channels, geom.batch) + geom.x5_shape[3:]) if stacked
                    else geom.x5_shape, dtype=geom.dtype)
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_backward_input(go_stacked if stacked else go5, w5, gx5, *geom.kernel_args,
                                   geom.groups, *_kernel_args(p), p.threads, bias)
     return _depth_unstack(gx5, shape) if stacked else gx5.reshape(shape)
@@ -235,7 +246,7 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     grad_w = np.empty(weight_shape, dtype=geom.dtype)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
-        with blas_pinned:
+        with _pin(p):
             _conv.conv_backward_weight(_batch_as_pixels(go5, geom.out_channels),
                                        _batch_as_pixels(V.kernel_array(x, geom.dtype), rows),
                                        grad_w.reshape(geom.out_channels, rows, 1, 1, 1),
@@ -246,7 +257,7 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     if stacked and go_stacked is None:
         go_stacked = _depth_stack(go5)
     x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
-    with blas_pinned:
+    with _pin(p):
         _conv.conv_backward_weight(go_stacked if stacked else go5,
                                    _depth_stack(x5) if stacked else x5,
                                    grad_w.reshape(geom.w5_shape), *geom.kernel_args,
@@ -315,22 +326,40 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
                            padding_mode=padding_mode)
     V.conv_residual(None if residual is None else _first_view(residual), geom)
     clamp = V.epilogue_clamp(clamp)
-    p = P.plan_conv(geom, "auto", ("forward",), channels_last=True).passes["forward"]
+    p = P.plan_conv(geom, "auto", ("forward",), channels_last=True,
+                    kept_weights=packed is not None).passes["forward"]
+    if p.kernel == "nhwc_winograd":
+        u, finite = _packed(packed, ("winograd", p.config.pos_stride), weight, bias,
+                            lambda: _nhwc.winograd_pack(weight, geom, p.config))
+        direct = _nhwc.configure(geom, p.config.threads)
+        if finite:
+            out = _nhwc.winograd_run(p.config, geom, x, u, _nhwc.pack_bias(bias, geom, direct),
+                                     residual, clamp)
+            if out is not None:
+                return out
+        # a non-finite weight or input: the direct kernel's exact result
+        p = p._replace(kernel="nhwc_direct", config=direct)
     if p.kernel != "nhwc_direct":
         return _to_last(_conv_forward_fused(
             nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
             None if residual is None else _to_first(residual), padding_mode))
-    # the entry holds the source arrays: a replaced weight (load_state_dict)
-    # misses, and its id cannot be reused by another array while cached
-    key = (p.config.group_stride, p.config.block, geom.dtype.str)
-    entry = None if packed is None else packed.get(key)
+    w = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
+                lambda: _nhwc.pack_weights(weight, geom, p.config))[0]
+    return _nhwc.run(p.config, geom, x, w, _nhwc.pack_bias(bias, geom, p.config), residual,
+                     clamp)
+
+
+def _packed(cache, key, weight, bias, pack):
+    """pack() of a layer's weight and bias, kept in the layer's dict `cache`
+    (None: not kept). An entry holds the source arrays: a replaced weight
+    (load_state_dict) misses, and its id cannot be reused by another array
+    while cached."""
+    entry = None if cache is None else cache.get(key)
     if entry is None or entry[0] is not weight or entry[1] is not bias:
-        entry = (weight, bias, _nhwc.pack_weights(weight, geom, p.config)[0],
-                 _nhwc.pack_bias(bias, geom, p.config))
-        if packed is not None:
-            packed.clear()
-            packed[key] = entry
-    return _nhwc.run(p.config, geom, x, entry[2], entry[3], residual, clamp)
+        entry = (weight, bias, pack())
+        if cache is not None:
+            cache[key] = entry
+    return entry[2]
 
 
 def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
@@ -722,6 +751,8 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
                            padding, dilation, ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
     if last:
+        if nd <= 2 and not return_indices:   # inference: the NHWC kernel, no padded copy
+            return _max_pool_nhwc(geom, x)
         if P.pool_channels_last_native(nd, geom.channels):
             return _max_pool_last(geom, x, return_indices)
         result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation,
@@ -734,6 +765,19 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
                            None if indices is None else indices.reshape(geom.out_planes_shape),
                            *geom.kernel_args, P.pool_threads(x4.size))
     return (out, indices) if return_indices else out
+
+
+def _max_pool_nhwc(geom, x):
+    """Channels-last 1-D/2-D max pooling without indices (kernels/pool_nhwc.h)."""
+    x3 = V.kernel_array(x, geom.dtype)
+    out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
+    two = lambda t, fill: ((fill,) * (2 - geom.nd) + tuple(t))   # noqa: E731
+    in_hw, out_hw = two(geom.in_size, 1), two(geom.out_size, 1)
+    _conv_nhwc.max_pool(x3.reshape(-1), (geom.batch,) + in_hw + (geom.channels,),
+                        out.reshape(-1), (geom.batch,) + out_hw + (geom.channels,),
+                        two(geom.kernel, 1), two(geom.stride, 1), two(geom.padding, 0),
+                        two(geom.dilation, 1), P.pool_threads(x3.size))
+    return out
 
 
 def _max_pool_last(geom, x, return_indices):
@@ -986,6 +1030,15 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
     if V.channels_last(data_format):
+        dtype, out_size = V.adaptive_geometry(_first_view(x), output_size,
+                                              f"adaptive_avg_pool{nd}d", nd)
+        if all(o == 1 for o in out_size) and x.size:   # the global average, NHWC kernel
+            x3 = V.kernel_array(x, dtype)
+            n, c = x3.shape[0], x3.shape[-1]
+            out = np.empty((n,) + (1,) * nd + (c,), dtype)
+            _conv_nhwc.global_avg(x3.reshape(-1), n, x3.size // max(n * c, 1), c,
+                                  out.reshape(-1), P.pool_threads(x3.size))
+            return out
         return _adaptive_last(nd, x, output_size, False, False)
     _, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
     return _adaptive(False, x, out_size, False)[0]

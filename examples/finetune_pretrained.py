@@ -78,11 +78,13 @@ class _Tensor:
 class _Pickler(pickle._Pickler):
     dispatch = dict(pickle._Pickler.dispatch)
 
+    # pickle's pure-Python pickler; typeshed lists none of its private methods
     def _save_torch_name(self, obj):
-        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
-        self.memoize(obj)
+        line = f"{obj.module}\n{obj.name}\n".encode()
+        self.write(pickle.GLOBAL + line)  # type: ignore[attr-defined]
+        self.memoize(obj)  # type: ignore[attr-defined]
 
-    dispatch[_TorchName] = _save_torch_name
+    dispatch[_TorchName] = _save_torch_name  # type: ignore[assignment]
 
     def persistent_id(self, obj):  # torch's storage record
         if isinstance(obj, _Storage):

@@ -250,3 +250,156 @@ def test_fused_weights_are_read_only():
     conv = fused.module.conv1
     with pytest.raises(ValueError):
         conv.weight.data *= 2   # a stale packed copy can never be used
+
+
+# ------------------------------------------------------------------ Winograd
+# The NHWC Winograd F(4x4, 3x3) runs for layers that keep their transformed
+# weights (fused layers: _conv_forward_fused_last with a cache dict).
+
+WINOGRAD_CASES = [   # (x shape channels-first, K, padding)
+    ((2, 32, 9, 11), 48, 1),
+    ((1, 64, 7, 7), 80, 1),          # two output-channel blocks, the second partial
+    ((3, 32, 13, 6), 32, ((0, 2), (1, 1))),
+    ((1, 48, 30, 29), 32, 0),        # several blocks of tiles per image
+    ((1, 32, 1, 1), 32, 1),          # one pixel: every patch element but one is padding
+    ((0, 32, 5, 5), 32, 1),
+]
+
+
+def _fused_last(x, w, b, padding, cache, clamp=None, residual=None):
+    return F._conv_forward_fused_last(2, _last(x), w, b, 1, padding, 1, 1, clamp, residual,
+                                      packed=cache)
+
+
+def _winograd_plan(x, w, padding):
+    geom = V.conv_geometry(2, x, w, None, 1, padding, 1, 1)
+    return _plan.plan_conv(geom, "auto", ("forward",), channels_last=True,
+                           kept_weights=True).passes["forward"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd_matches_reference(case, dtype):
+    xs, K, padding = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((K, xs[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    assert _winograd_plan(x, w, padding).kernel == "nhwc_winograd"
+    expected = _expected(x, w, b, dict(padding=padding))
+    cache = {}
+    got = _first(_fused_last(x, w, b, padding, cache))
+    assert got.shape == expected.shape and got.dtype == dtype
+    if not got.size:
+        return
+    bound = 1e-5 if dtype == np.float32 else 1e-12   # docs/API.md's Winograd bound
+    assert np.abs(got - expected).max() <= bound * max(1.0, np.abs(expected).max())
+    # the epilogue, with the transformed weights from the cache
+    r = rng.standard_normal(expected.shape).astype(dtype)
+    got = _first(_fused_last(x, w, b, padding, cache, (0.0, 6.0), _last(r)))
+    np.testing.assert_allclose(got, np.clip(expected + r, 0, 6), rtol=0,
+                               atol=2 * bound * max(1.0, np.abs(expected).max()))
+
+
+def test_winograd_threads_bit_identical():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 64, 14, 15)).astype(np.float32)
+    w = rng.standard_normal((96, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(96).astype(np.float32)
+    with cnnfast.num_threads(1):
+        one = _fused_last(x, w, b, 1, {})
+    for threads in (2, 3):
+        with cnnfast.num_threads(threads):
+            np.testing.assert_array_equal(_fused_last(x, w, b, 1, {}), one)
+
+
+@pytest.mark.parametrize("where", ["x", "w"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_winograd_non_finite_gives_the_direct_result(where, value):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    (x if where == "x" else w)[0, 3, 2, 2] = value
+    got = _fused_last(x, w, b, 1, {})
+    direct = cnnfast.conv2d(_last(x), w, b, padding=1, data_format="channels_last")
+    np.testing.assert_array_equal(got, direct)
+
+
+def test_winograd_only_where_planned():
+    x = np.empty((1, 32, 8, 8), np.float32)
+    w = np.empty((32, 32, 3, 3), np.float32)
+    with cnnfast.conv_policy(winograd=False):
+        assert _winograd_plan(x, w, 1).kernel == "nhwc_direct"
+    geom = V.conv_geometry(2, x, w, None, 1, 1, 1, 1)
+    # a call that does not keep its weights would transform them every time
+    plain = _plan.plan_conv(geom, "auto", ("forward",), channels_last=True)
+    assert plain.passes["forward"].kernel == "nhwc_direct"
+    # shapes it does not take: stride 2, dilation, channels not a whole vector
+    for args in (dict(stride=2), dict(dilation=2)):
+        g = V.conv_geometry(2, x, w, None, args.get("stride", 1), 1, args.get("dilation", 1), 1)
+        assert not _plan.nhwc_winograd_wins(g, "auto")
+    g = V.conv_geometry(2, np.empty((1, 40, 8, 8), np.float32),
+                        np.empty((32, 40, 3, 3), np.float32), None, 1, 1, 1, 1)
+    assert not _plan.nhwc_winograd_wins(g, "auto")
+
+
+def test_fused_resnet_uses_winograd_and_matches():
+    model = _with_statistics(cnnfast.models.resnet18(num_classes=10), 14)
+    x = np.random.default_rng(15).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    fused = model.fuse()
+    np.testing.assert_allclose(fused(x), model(x), rtol=1e-4, atol=1e-4)
+    kinds = {key[0] for m in fused.modules() for key in getattr(m, "_packed", {})}
+    assert kinds == {"winograd", "direct"}
+
+
+# ------------------------------------------------------------------ pooling
+# Channels-last max pooling without indices and the global average run on
+# kernels/pool_nhwc.h: equal to the channels-first ops bit for bit.
+
+POOL_CASES = [   # (x shape channels-first, pooling arguments)
+    ((2, 64, 15, 16), dict(kernel_size=3, stride=2, padding=1)),
+    ((1, 20, 9, 9), dict(kernel_size=3, stride=1, padding=1, ceil_mode=True)),
+    ((3, 5, 11, 7), dict(kernel_size=(2, 3), stride=(2, 1), dilation=(2, 1))),
+    ((1, 17, 8, 8), dict(kernel_size=2)),
+    ((2, 16, 7, 10), dict(kernel_size=3, stride=2, ceil_mode=True, padding=(1, 0))),
+    ((0, 8, 4, 4), dict(kernel_size=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_max_pool_equals_channels_first(case, dtype):
+    xs, kw = case
+    x = np.random.default_rng(16).standard_normal(xs).astype(dtype)
+    if x.size:   # NaN wins its window, ties keep the first (-0.0 before +0.0)
+        x[0, 1, 2, 3] = np.nan
+        x[0, 2, :2, :2] = [[-0.0, 0.0], [0.0, -0.0]]
+        x[0, 3] = -np.inf
+    expected = cnnfast.max_pool2d(x, **kw)
+    got = cnnfast.max_pool2d(_last(x), **kw, data_format="channels_last")
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(np.signbit(_first(got)), np.signbit(expected))
+    np.testing.assert_array_equal(_first(got), expected)
+
+
+def test_max_pool_1d_and_threads():
+    x = np.random.default_rng(17).standard_normal((4, 24, 33)).astype(np.float32)
+    expected = cnnfast.max_pool1d(x, 3, 2, 1)
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            got = cnnfast.max_pool1d(_last(x), 3, 2, 1, data_format="channels_last")
+            np.testing.assert_array_equal(_first(got), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 7, 7, 512), (1, 3, 5, 20), (3, 1, 1, 70)])
+def test_global_average(shape, dtype):
+    x = np.random.default_rng(18).standard_normal(shape).astype(dtype)
+    got = cnnfast.adaptive_avg_pool2d(x, 1, data_format="channels_last")
+    expected = x.astype(np.float64).mean(axis=(1, 2), keepdims=True)
+    assert got.shape == expected.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL[dtype])
+    with cnnfast.num_threads(2):
+        np.testing.assert_array_equal(
+            cnnfast.adaptive_avg_pool2d(x, 1, data_format="channels_last"), got)

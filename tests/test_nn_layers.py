@@ -368,6 +368,31 @@ def test_cross_entropy_matches_torch(rng):
                                    atol=1e-14)
 
 
+def test_cross_entropy_weight_is_a_buffer_loaded_from_torch(rng, tmp_path):
+    """A weighted loss's class weights are in state_dict() under torch's key,
+    and torch's state dict of a weighted loss (a .pth file) loads into it."""
+    torch = pytest.importorskip("torch")
+    from cnnfast.io import read_state_dict
+
+    assert nn.CrossEntropyLoss().state_dict() == {}   # torch: no buffer without weights
+    weights = rng.uniform(0.5, 2.0, 4)
+    twin = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
+    torch.save(twin.state_dict(), tmp_path / "loss.pth")
+    loss = nn.CrossEntropyLoss(weight=np.ones(4))
+    loss.load_state_dict(read_state_dict(tmp_path / "loss.pth"))
+    assert list(loss.state_dict()) == list(twin.state_dict()) == ["weight"]
+    np.testing.assert_array_equal(loss.state_dict()["weight"], weights)
+    logits, target = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
+    expected = twin(torch.from_numpy(logits), torch.from_numpy(target)).item()
+    assert loss(logits, target) == pytest.approx(expected, rel=1e-12)
+    # and back: torch loads cnnfast's state dict
+    back = torch.nn.CrossEntropyLoss(weight=torch.ones(4, dtype=torch.float64))
+    back.load_state_dict({k: torch.from_numpy(v) for k, v in loss.state_dict().items()})
+    np.testing.assert_array_equal(back.weight.numpy(), weights)
+    with pytest.raises(ValueError, match="unexpected key"):  # as torch's strict loading
+        nn.CrossEntropyLoss().load_state_dict(loss.state_dict())
+
+
 def test_cross_entropy_is_stable_and_validates(rng):
     loss = nn.CrossEntropyLoss()
     logits = np.array([[1000.0, 0.0], [0.0, -1000.0]], np.float32)

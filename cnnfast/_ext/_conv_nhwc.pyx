@@ -14,6 +14,8 @@ items instead of holding the others at the end of the region.
 from cython cimport floating
 from cython.parallel cimport prange
 
+from ._omp cimport cf_thread_num
+
 import numpy as np
 
 from .conv_geom cimport cf_geom, cf_idx
@@ -27,6 +29,20 @@ cdef extern from "nhwc_kernels.h" nogil:
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
                         const cf_geom *g) noexcept nogil
         int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst) noexcept nogil
+        int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u,
+                         cf_idx pos_stride) noexcept nogil
+        int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
+                          cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v,
+                          cf_idx T, cf_idx C) noexcept nogil
+        int (*wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
+                           cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
+                           cf_idx os, const void *res, int clamp, double lo,
+                           double hi) noexcept nogil
+        void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
+                         cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
+                         cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
+        void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0,
+                           cf_idx c1) noexcept nogil
         void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
                             cf_idx xs, void *acc, cf_idx r0, cf_idx r1, cf_idx c0, cf_idx c1,
                             cf_idx rows_per_block, const void *zeros,
@@ -124,6 +140,169 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
                clamp, lo, hi, zeros, g)
 
 
+# ------------------------------------------------------------------ Winograd
+
+def winograd_pack(const floating[::1] w, floating[::1] u, Py_ssize_t K, Py_ssize_t C,
+                  Py_ssize_t pos_stride):
+    """Transformed weights (kernels/conv_nhwc_winograd.h nhwc_wino_pack) of w
+    (K, C, 3, 3), flat, into u (36 positions, pos_stride apart). False when a
+    transformed weight is not finite."""
+    cdef int finite
+    with nogil:
+        finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride)
+    return bool(finite)
+
+
+def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u,
+                     Py_ssize_t pos_stride, const floating[::1] bias, floating[::1] out,
+                     tuple out_shape, tuple padding, Py_ssize_t T, Py_ssize_t images_per_round,
+                     int nthreads, floating[::1] v, floating[::1] m,
+                     const floating[::1] residual=None, bint clamp=False, double lo=0.0,
+                     double hi=0.0):
+    """out (N, OH, OW, K) = Winograd F(4x4, 3x3) of x (N, H, W, C) with the
+    transformed weights u (winograd_pack), + bias (empty, or padded to whole
+    blocks), + residual, clamped: the epilogue of a fused layer. Per round of
+    images_per_round images: the input transforms of every block of T tiles
+    (items: image, block, channel range) into v, then per (image, block,
+    output-channel block) the 36 products into the thread's part of m and
+    the output transform. v: images_per_round * blocks * 36 * T * C
+    elements; m: nthreads * 36 * T * block. Returns False when a value was
+    not finite (out is then incomplete: the caller runs the direct kernel)."""
+    cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
+    cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2], K = out_shape[3]
+    cdef Py_ssize_t ph = padding[0], pw = padding[1]
+    if N == 0 or OH * OW == 0:
+        return True
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    cdef Py_ssize_t VW = kt.vector_width, block = kt.block
+    cdef Py_ssize_t tw = (OW + 3) // 4, per_image = (OH + 3) // 4 * tw
+    cdef Py_ssize_t nblk = (per_image + T - 1) // T, nkb = (K + block - 1) // block
+    cdef Py_ssize_t cvec = C // VW
+    cdef Py_ssize_t n0, nr, i, items_a, items_b, csplit
+    cdef Py_ssize_t nbad = 0
+    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const floating *rp = &residual[0] if residual is not None else NULL
+    cdef cf_geom g1   # one block of T tiles as a 1x1 convolution over T pixels
+    g1.C, g1.D, g1.H, g1.W = C, 1, 1, T
+    g1.K, g1.OD, g1.OH, g1.OW = K, 1, 1, T
+    g1.KD = g1.KH = g1.KW = 1
+    g1.sd = g1.sh = g1.sw = 1
+    g1.pd = g1.ph = g1.pw = 0
+    g1.dd = g1.dh = g1.dw = 1
+    g1.pad_mode = 0
+    for n0 in range(0, N, images_per_round):
+        nr = min(images_per_round, N - n0)
+        # enough channel ranges that every thread transforms inputs at batch 1
+        csplit = max(1, min(cvec, (2 * nthreads + nr * nblk - 1) // (nr * nblk)))
+        items_a = nr * nblk * csplit
+        items_b = nr * nblk * nkb
+        with nogil:
+            if nthreads > 1 and items_a > 1:
+                for i in prange(items_a, num_threads=nthreads, schedule='guided'):
+                    nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
+                                             nblk, csplit, cvec, VW, &v[0], kt)
+            else:
+                for i in range(items_a):
+                    nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
+                                             nblk, csplit, cvec, VW, &v[0], kt)
+        if nbad:
+            return False
+        with nogil:
+            if nthreads > 1 and items_b > 1:
+                for i in prange(items_b, num_threads=nthreads, schedule='guided'):
+                    nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
+                                             &m[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                                             block, clamp, lo, hi, &g1, kt)
+            else:
+                for i in range(items_b):
+                    nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
+                                             &m[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                                             block, clamp, lo, hi, &g1, kt)
+        if nbad:
+            return False
+    return True
+
+
+cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t n0, Py_ssize_t H,
+                          Py_ssize_t W, Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw,
+                          Py_ssize_t tw, Py_ssize_t per_image, Py_ssize_t T, Py_ssize_t nblk,
+                          Py_ssize_t csplit, Py_ssize_t cvec, Py_ssize_t VW, floating *v,
+                          const cf_nhwc_kernels *kt) noexcept nogil:
+    # i = (image in round * nblk + block) * csplit + channel range
+    cdef Py_ssize_t cs = i % csplit, ib = i // csplit
+    cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
+    cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T)
+    cdef Py_ssize_t c0 = cvec * cs // csplit * VW, c1 = cvec * (cs + 1) // csplit * VW
+    return kt.wino_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
+                         v + ib * 36 * T * C, T, C)
+
+
+cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const floating *u,
+                          Py_ssize_t pos_stride, const floating *bias, floating *out,
+                          const floating *res, floating *m, Py_ssize_t OH, Py_ssize_t OW,
+                          Py_ssize_t C, Py_ssize_t K, Py_ssize_t tw, Py_ssize_t per_image,
+                          Py_ssize_t T, Py_ssize_t nblk, Py_ssize_t nkb, Py_ssize_t block,
+                          bint clamp, double lo, double hi, const cf_geom *g1,
+                          const cf_nhwc_kernels *kt) noexcept nogil:
+    # i = (image in round * nblk + block of tiles) * nkb + block of output channels
+    cdef Py_ssize_t kb = i % nkb, ib = i // nkb
+    cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
+    cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T), nt = t1 - t0
+    cdef Py_ssize_t k0 = kb * block, nk = min(block, K - k0), p
+    cdef floating *mt = m + cf_thread_num() * 36 * T * block
+    cdef const floating *vb = v + ib * 36 * T * C
+    for p in range(36):
+        kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
+                   block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, g1)
+    cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
+    return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
+                          bias + k0 if bias != NULL else NULL, out + ooff, K,
+                          res + ooff if res != NULL else NULL, clamp, lo, hi)
+
+
+# ------------------------------------------------------------------ pooling
+
+def max_pool(const floating[::1] x, tuple x_shape, floating[::1] out, tuple out_shape,
+             tuple kernel, tuple stride, tuple padding, tuple dilation, int nthreads):
+    """out (N, OH, OW, C) = max pooling of x (N, H, W, C) (kernels/pool_nhwc.h);
+    2-tuples of window arguments, padding before. Items: (image, output row)."""
+    cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
+    cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2]
+    cdef Py_ssize_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
+    cdef Py_ssize_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1]
+    cdef Py_ssize_t items = N * OH, i, n, oh
+    if items == 0 or OW == 0 or C == 0:
+        return
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='guided'):
+                kt.max_pool(&x[0] + i // OH * H * W * C, &out[0] + i // OH * OH * OW * C,
+                            C, H, W, OW, kh, kw, sh, sw, ph, pw, dh, dw, i % OH, i % OH + 1)
+        else:
+            for n in range(N):
+                kt.max_pool(&x[0] + n * H * W * C, &out[0] + n * OH * OW * C, C, H, W, OW,
+                            kh, kw, sh, sw, ph, pw, dh, dw, 0, OH)
+
+
+def global_avg(const floating[::1] x, Py_ssize_t N, Py_ssize_t P, Py_ssize_t C,
+               floating[::1] out, int nthreads):
+    """out (N, C) = the mean of x (N, P, C) over its P pixels. Items: (image,
+    channel range of 64)."""
+    cdef Py_ssize_t ranges = (C + 63) // 64, items = N * ranges, i, n, r
+    if items == 0:
+        return
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='guided'):
+                n = i // ranges
+                r = i % ranges
+                kt.global_avg(&x[0] + n * P * C, &out[0] + n * C, C, P, r * 64,
+                              min(C, r * 64 + 64))
+        else:
+            for n in range(N):
+                kt.global_avg(&x[0] + n * P * C, &out[0] + n * C, C, P, 0, C)
 # ------------------------------------------------------------ backward
 # The backward passes on the same layout (cnnfast._nhwc_backward): the input
 # gradient's stride phases on the forward kernel, the weight gradient on

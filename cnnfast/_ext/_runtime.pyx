@@ -2,7 +2,7 @@
 """What the compiled extension was built with and which kernels it runs."""
 from cython.parallel cimport prange
 
-from ._omp cimport cf_openmp_enabled, cf_team_size
+from ._omp cimport cf_max_threads, cf_openmp_enabled, cf_team_size
 
 cdef extern from "cf_isa.h":
     int cf_isa_level()
@@ -30,6 +30,14 @@ _ISA_NAMES = {4: "x86-64-v4 (AVX-512)", 3: "x86-64-v3 (AVX2+FMA)", 0: "baseline"
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(cf_openmp_enabled())
+
+
+def max_threads():
+    """omp_get_max_threads() of the calling thread (1 without OpenMP): the
+    OpenMP limit that threadpoolctl's threadpool_limits(user_api="openmp"),
+    omp_set_num_threads and, through a shared runtime, torch.set_num_threads
+    set. cnnfast runs at most this many threads (cnnfast._threads)."""
+    return cf_max_threads()
 
 
 def compiler():

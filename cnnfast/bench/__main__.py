@@ -1,4 +1,4 @@
-"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op, training step and whole model.
+"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op, training step and whole model, and the per-call cost of tiny calls.
 
 Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
 (pooling), % of the machine's limit measured in the same run with the same
@@ -416,7 +416,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
                    choices=["all", "conv", "convt", "padmode", "pool", "train", "models",
-                            "winograd"],
+                            "winograd", "percall"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -492,6 +492,13 @@ def main(argv=None):
             print(format_pool_table(rows, copy, threads, version))
             print()
             run.update(copy_gbs=copy, pool_rows=rows)
+        if args.only in ("all", "percall"):
+            from cnnfast.bench.percall import format_percall_table, percall_rows
+
+            rows = percall_rows(threads, dtype, args.quick, torch)
+            print(format_percall_table(rows, threads, version))
+            print()
+            run.update(percall_rows=rows)
         if args.only in ("all", "train"):
             if dtype != np.float32:
                 print("training step: float32 only, skipped for", dtype)

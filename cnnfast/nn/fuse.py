@@ -100,7 +100,7 @@ class FusedConv2d(Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
-        self._nd = conv._nd
+        self._nd = conv.weight.data.ndim - 2   # any conv with torch's weight layout
         self.clamp = V.epilogue_clamp(relu if clamp is None else clamp)
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False

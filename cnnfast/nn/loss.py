@@ -19,7 +19,8 @@ class CrossEntropyLoss(Module):
 
     logits: (N, C) or (N, C, *d) float array. target: (N,) or (N, *d)
     integer class indices in [0, C) (or ignore_index), or class
-    probabilities of the logits' shape. weight: (C,) class weights or None.
+    probabilities of the logits' shape. weight: (C,) class weights or None;
+    a buffer (state_dict()["weight"] when given, as torch's).
 
     torch's rules: each element's loss is -sum_c q_c log softmax(logits)_c
     with q = weight[y] * ((1 - eps) one_hot(y) + eps / C) for class indices
@@ -47,7 +48,9 @@ class CrossEntropyLoss(Module):
         if (not isinstance(label_smoothing, numbers.Real) or isinstance(label_smoothing, bool)
                 or not 0 <= label_smoothing <= 1):
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.weight = None if weight is None else np.array(weight)
+        # a buffer, as torch's (_WeightedLoss): in state_dict() when given,
+        # so a weighted loss saved by torch loads into this one
+        self.register_buffer("weight", None if weight is None else np.array(weight))
         self.ignore_index = int(ignore_index)
         self.reduction = reduction
         self.label_smoothing = float(label_smoothing)

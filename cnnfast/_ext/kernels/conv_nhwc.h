@@ -57,11 +57,18 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
             else
                 acc[i * NV + v] = FN(cf_splat)(0);
         }
-    const cf_idx nc = c1 - c0;
+    /* With all channels in one chunk, pixels exactly C apart and unit
+     * dilation along W, the KW taps of a kernel row are one run of KW*C
+     * consecutive inputs (and weights) for a window inside the input: one
+     * loop of KW*C steps instead of KW loops of C (the RGB stem, 7x7 over 3
+     * channels: 7 pointer setups per row instead of 49). */
+    const int rows = inside && g->dw == 1 && c0 == 0 && c1 == g->C && xs == g->C;
+    const cf_idx nc = rows ? g->KW * g->C : c1 - c0;
+    const cf_idx KW = rows ? 1 : g->KW;
     const CF_T *wt = w + c0 * NV * CF_VW;
     for (cf_idx kd = 0; kd < g->KD; kd++)
     for (cf_idx kh = 0; kh < g->KH; kh++)
-    for (cf_idx kw = 0; kw < g->KW; kw++, wt += wstride) {
+    for (cf_idx kw = 0; kw < KW; kw++, wt += rows ? g->KW * wstride : wstride) {
         const cf_idx off = ((kd * g->dd * g->H + kh * g->dh) * g->W + kw * g->dw) * xs + c0;
         const CF_T *px[24];
 #pragma GCC unroll 24
@@ -96,8 +103,11 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
                 CF_V a = acc[i * NV + v];
                 if (res) {
                     CF_V r = FN(cf_splat)(0);
-                    const cf_idx n = cf_min(CF_VW, nk - v * CF_VW);
-                    memcpy(&r, res + (pix + i) * os + v * CF_VW, (size_t)n * sizeof(CF_T));
+                    if (full || (v + 1) * CF_VW <= nk)   /* constant size: one load */
+                        memcpy(&r, res + (pix + i) * os + v * CF_VW, sizeof r);
+                    else
+                        memcpy(&r, res + (pix + i) * os + v * CF_VW,
+                               (size_t)(nk - v * CF_VW) * sizeof(CF_T));
                     a += r;
                 }
                 if (clamp) {

@@ -3,6 +3,8 @@
 #include "cf_vector.h"
 #include "cf_tiles.h"
 #include "conv_nhwc.h"
+#include "conv_nhwc_winograd.h"
+#include "pool_nhwc.h"
 #include "conv_nhwc_backward.h"
 
 static const cf_nhwc_kernels FN(cf_nhwc_table) = {
@@ -12,6 +14,11 @@ static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .tile_pixels = CF_LANES_PIXELS(CF_LANES_NVMAX),
     .forward = FN(nhwc_forward),
     .pack = FN(nhwc_pack),
+    .wino_pack = FN(nhwc_wino_pack),
+    .wino_input = FN(nhwc_wino_input),
+    .wino_output = FN(nhwc_wino_output),
+    .max_pool = FN(nhwc_max_pool),
+    .global_avg = FN(nhwc_global_avg),
     .weight_grad = FN(nhwc_weight_grad),
 };
 
