@@ -37,6 +37,9 @@ CASES = {
     "asymmetric": ((2, 16, 10, 9), (16, 16, 4, 4), dict(padding=((1, 2), (0, 3)))),
     "groups": ((2, 32, 7, 8), (48, 16, 3, 3), dict(padding=1, groups=2)),
     "stem7x7": ((1, 3, 23, 21), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    "11x11_s4": ((1, 3, 35, 37), (16, 3, 11, 11), dict(stride=4, padding=2)),
+    "one_channel_5x5": ((2, 1, 12, 11), (16, 1, 5, 5), dict(padding=2)),
+    "two_channels_groups": ((1, 4, 9, 10), (32, 2, 3, 4), dict(groups=2, padding=1)),
     "stride3_k2": ((1, 16, 10, 11), (16, 16, 2, 2), dict(stride=3)),   # tapless phases
     "dilation2_stride2": ((1, 16, 15, 14), (16, 16, 3, 3), dict(stride=2, dilation=2,
                                                                  padding=2)),

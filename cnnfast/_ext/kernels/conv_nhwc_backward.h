@@ -22,6 +22,10 @@
 #else
 #define CF_WG_CS 2 /* 3 x 2 vectors of two or four registers each */
 #endif
+/* With at most 3 input channels per item (an RGB stem) a tile takes up to 7
+ * kernel columns x all the channels instead (21 accumulators), on AVX-512:
+ * 3 columns x 3 channels would leave the FMA chains latency-bound. */
+#define CF_WG_KWMAX 7
 
 /* One pass of the tile (KWB columns from kw0, channels [c, c + CS)) over
  * the output rows [r0, r1) of the flattened (N, OD, OH), for kernel row
@@ -35,7 +39,7 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
                               const int KWB, const int CS) {
     const cf_idx kvol = g->KD * g->KH * g->KW, tap0 = (kd * g->KH + kh) * g->KW + kw0;
     CF_V a[24]; /* KWB*CS <= 24 */
-#pragma GCC unroll 3
+#pragma GCC unroll 8
     for (int t = 0; t < KWB; t++)
 #pragma GCC unroll 8
         for (int j = 0; j < CS; j++)
@@ -62,8 +66,8 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
         for (cf_idx ow = 0; ow < g->OW; ow++) {
             if (ow == rlo) ow = rhi;
             if (ow >= g->OW) break;
-            const CF_T *xt[3];
-#pragma GCC unroll 3
+            const CF_T *xt[CF_WG_KWMAX];
+#pragma GCC unroll 8
             for (int t = 0; t < KWB; t++) {
                 const cf_idx iw = ow * g->sw - g->pw + (kw0 + t) * g->dw;
                 xt[t] = row_in && iw >= 0 && iw < g->W ? xrow + iw * xs : zeros;
@@ -71,22 +75,22 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
             const CF_T *gpx = gp + ow * gs;
             CF_V gv = FN(cf_splat)(0);
             memcpy(&gv, gpx, (size_t)cf_min(CF_VW, go_end - gpx) * sizeof(CF_T));
-#pragma GCC unroll 3
+#pragma GCC unroll 8
             for (int t = 0; t < KWB; t++)
 #pragma GCC unroll 8
                 for (int j = 0; j < CS; j++) a[t * CS + j] += gv * xt[t][j];
         }
         if (rlo >= rhi) continue;
         /* the interior: one pointer per tap, stepped (constant offsets per channel) */
-        const CF_T *xq[3];
-#pragma GCC unroll 3
+        const CF_T *xq[CF_WG_KWMAX];
+#pragma GCC unroll 8
         for (int t = 0; t < KWB; t++)
             xq[t] = xrow + (rlo * g->sw - g->pw + (kw0 + t) * g->dw) * xs;
         const CF_T *gpx = gp + rlo * gs;
         for (cf_idx ow = rlo; ow < rhi; ow++, gpx += gs) {
             CF_V gv;
             memcpy(&gv, gpx, sizeof gv);
-#pragma GCC unroll 3
+#pragma GCC unroll 8
             for (int t = 0; t < KWB; t++) {
 #pragma GCC unroll 8
                 for (int j = 0; j < CS; j++) a[t * CS + j] += gv * xq[t][j];
@@ -94,7 +98,7 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
             }
         }
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 8
     for (int t = 0; t < KWB; t++)
 #pragma GCC unroll 8
         for (int j = 0; j < CS; j++)
@@ -113,16 +117,36 @@ static void FN(nhwc_weight_grad)(const void *go_, cf_idx gs, const void *go_end_
     const CF_T *go = (const CF_T *)go_, *go_end = (const CF_T *)go_end_;
     const CF_T *x = (const CF_T *)x_, *zeros = (const CF_T *)zeros_;
     CF_T *acc = (CF_T *)acc_;
+    const int small = CF_WG_CS > 4 && c1 - c0 <= 3;
+    const cf_idx kwstep = small ? CF_WG_KWMAX : 3;
     for (cf_idx b0 = r0; b0 < r1; b0 += rows_per_block) {
         const cf_idx b1 = cf_min(r1, b0 + rows_per_block);
         for (cf_idx kd = 0; kd < g->KD; kd++)
         for (cf_idx kh = 0; kh < g->KH; kh++)
-        for (cf_idx kw0 = 0; kw0 < g->KW; kw0 += 3) {
-            const int kwb = (int)cf_min(3, g->KW - kw0);
-            for (cf_idx c = c0; c < c1;) {
-                const cf_idx left = c1 - c;
+        for (cf_idx kw0 = 0; kw0 < g->KW; kw0 += kwstep) {
+            const int kwb = (int)cf_min(kwstep, g->KW - kw0);
 #define CF_WG_TILE(KWB, CS)                                                            \
     FN(cf_wg_tile)(go, gs, go_end, x, xs, acc, b0, b1, kd, kh, kw0, c, zeros, g, KWB, CS)
+            if (small) {
+#define CF_WG_SMALL(CS)                                                                \
+    switch (kwb) {                                                                     \
+    case 1: CF_WG_TILE(1, CS); break;                                                  \
+    case 2: CF_WG_TILE(2, CS); break;                                                  \
+    case 3: CF_WG_TILE(3, CS); break;                                                  \
+    case 4: CF_WG_TILE(4, CS); break;                                                  \
+    case 5: CF_WG_TILE(5, CS); break;                                                  \
+    case 6: CF_WG_TILE(6, CS); break;                                                  \
+    default: CF_WG_TILE(7, CS);                                                        \
+    }
+                const cf_idx c = c0;
+                if (c1 - c0 == 3) { CF_WG_SMALL(3) }
+                else if (c1 - c0 == 2) { CF_WG_SMALL(2) }
+                else { CF_WG_SMALL(1) }
+#undef CF_WG_SMALL
+                continue;
+            }
+            for (cf_idx c = c0; c < c1;) {
+                const cf_idx left = c1 - c;
 #define CF_WG_CSTEP(KWB)                                                               \
     if (left >= CF_WG_CS) { CF_WG_TILE(KWB, CF_WG_CS); c += CF_WG_CS; }                \
     else if (CF_WG_CS > 4 && left >= 4) { CF_WG_TILE(KWB, 4); c += 4; }                \
@@ -132,10 +156,11 @@ static void FN(nhwc_weight_grad)(const void *go_, cf_idx gs, const void *go_end_
                 else if (kwb == 2) { CF_WG_CSTEP(2) }
                 else { CF_WG_CSTEP(1) }
 #undef CF_WG_CSTEP
-#undef CF_WG_TILE
             }
         }
     }
+#undef CF_WG_TILE
 }
 
 #undef CF_WG_CS
+#undef CF_WG_KWMAX
