@@ -115,9 +115,10 @@ def _extensions():
     headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
                      if name.endswith(".h"))
     elementwise = ("norm_", "activation_", "optim_", "elementwise_")
-    conv = [h for h in headers
-            if not os.path.basename(h).startswith(("pool_", "layout_", "conv_nhwc", "nhwc_")
-                                                  + elementwise)]
+    depthwise = [h for h in headers if os.path.basename(h).startswith("conv_depthwise")]
+    conv = [h for h in headers if h not in depthwise
+            and not os.path.basename(h).startswith(("pool_", "layout_", "conv_nhwc", "nhwc_")
+                                                   + elementwise)]
     pool = [h for h in headers
             if not os.path.basename(h).startswith(("conv_", "gemm_", "layout_") + elementwise)]
     ew = [h for h in headers if os.path.basename(h).startswith(elementwise + ("cf_",))]
@@ -125,6 +126,10 @@ def _extensions():
         Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
                   depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/conv_geom.pxd",
                                   "cnnfast/_ext/_blas.pxd"]),
+        Extension("cnnfast._ext._depthwise", ["cnnfast/_ext/_depthwise.pyx"],
+                  include_dirs=[kernels],
+                  depends=conv + depthwise + ["cnnfast/_ext/depthwise_kernels.pxd",
+                                                "cnnfast/_ext/conv_geom.pxd"]),
         Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
                   depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
         Extension("cnnfast._ext._dense", ["cnnfast/_ext/_dense.pyx"],

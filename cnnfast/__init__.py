@@ -108,11 +108,12 @@ def show_config() -> None:
 
 
 from . import data, models, nn, optim
+from ._explain import ModelPlan, explain_model
 from .functional import __all__ as _functional_all
 from .io import load, save
 
 __all__ = list(_functional_all) + [
     "set_num_threads", "get_num_threads", "num_threads", "show_config", "reference",
     "set_conv_policy", "get_conv_policy", "conv_policy",
-    "nn", "models", "optim", "data", "save", "load",
+    "nn", "models", "optim", "data", "save", "load", "explain_model", "ModelPlan",
 ]

@@ -33,7 +33,7 @@ from . import _nhwc_backward
 from . import _validation as V
 from ._policy import winograd_allowed
 from ._cache import memoized
-from ._ext import _conv, _runtime
+from ._ext import _conv, _depthwise, _runtime
 from ._threads import kernel_threads
 
 # --------------------------------------------------------------- threads
@@ -109,6 +109,30 @@ def nhwc_direct_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     (0.9-1.1x onnxruntime's NCHWc kernel, one thread) with no layout copy."""
     return (algorithm in ("auto", "direct")
             and nhwc_layer_ok(geom.out_channels // geom.groups, geom.pad_mode, geom.dtype))
+
+
+# A channels-first forward under `auto` runs on the NHWC direct kernel
+# between two layout copies (weights packed per call) when that measured
+# faster than the channels-first kernels (one thread, float32, ms):
+# (8,16,32,32)->32 3x3 1.48 -> 1.15, (8,32,16,32)->32 3x3 (Winograd) 0.85
+# -> 0.51, (32,64,8,64)->64 3x3 (Winograd) 3.47 -> 1.47; it lost where the
+# per-call packing of large weights is not amortised over the positions
+# ((8,512,7,512) 0.91x, (1,512,7,512) 0.46x), to the channels-first Winograd
+# on planes from 28x28 (0.60-0.76x), to the 1x1 GEMMs (0.63-0.81x) and with
+# fewer than 16 input channels (LeNet c2 0.85x, the RGB stem 0.88x).
+NHWC_COPIES_MIN_POSITIONS = 1024      # batch x output positions
+NHWC_COPIES_WINOGRAD_PLANE = 28 * 28  # channels-first Winograd wins from here
+NHWC_COPIES_MIN_CHANNELS = 16         # input channels per group
+
+
+def nhwc_copies_win(geom: V.ConvGeometry, algorithm: str, chosen: str) -> bool:
+    """Does a channels-first forward run as layout copies around the NHWC
+    direct kernel (see the measurements above)? chosen: auto's algorithm."""
+    positions = math.prod(geom.out_size)
+    return (algorithm == "auto" and nhwc_direct_wins(geom, "auto") and not geom.is_pointwise
+            and geom.in_channels // geom.groups >= NHWC_COPIES_MIN_CHANNELS
+            and geom.batch * positions >= NHWC_COPIES_MIN_POSITIONS
+            and (chosen != "winograd" or positions < NHWC_COPIES_WINOGRAD_PLANE))
 
 
 def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
@@ -275,8 +299,13 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
       and 8..11 input channels, or depthwise;
     * weight gradient: im2col's GEMM reduces over the batch at near-peak speed
       and wins on every measured shape;
-    * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col".
+    * shapes beyond BLAS's 32-bit sizes: "direct"; otherwise "im2col";
+    * depthwise (is_depthwise): "direct", every pass, whose depthwise kernel
+      reads each activation once (im2col copies it KH*KW times for a GEMM of
+      one row per group).
     """
+    if is_depthwise(geom):
+        return "direct"
     if winograd_wins(geom, gradient):
         return "winograd"
     if not V.fits_blas(geom):
@@ -306,6 +335,95 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     return "im2col"
 
 
+# ------------------------------------------------------------- depthwise
+
+# Items a depthwise weight gradient is cut into at least (channels x blocks of
+# batch rows), whatever the thread count: its partial sums are then added in
+# the same order on 1, 2 or 3 threads, so the result is bit-identical.
+DEPTHWISE_WEIGHT_ITEMS = 16
+# Items per thread the forward and input gradient aim for (planes, or rows
+# with channels-last), so a batch of one image with few channels still shares
+# evenly: blocks of rows (channel blocks) are added until there are as many.
+DEPTHWISE_ITEMS_PER_THREAD = 4
+
+
+# Rows narrower than this many vectors run the channels-first call on the
+# channels-last kernels between two layout copies (layout "channels_last"):
+# the row kernel keeps few lanes busy on short rows and peels most of them as
+# edges (MobileNetV2's 7x7x960, batch 8: 7.2 ms in rows, 0.4 ms + copies
+# with channels in the lanes).
+DEPTHWISE_ROW_VECTORS = 2
+
+
+def is_depthwise(geom: V.ConvGeometry) -> bool:
+    """A depthwise convolution: one input channel per group (groups == C_in,
+    any channel multiplier K / C_in); a single channel is not one (groups 1:
+    the ordinary kernels)."""
+    return geom.groups > 1 and geom.groups == geom.in_channels
+
+
+def depthwise_native_last(geom: V.ConvGeometry, algorithm: str, need=("forward",)) -> bool:
+    """Does a channels-last depthwise call run on the NHWC kernels (channels
+    in the lanes, no layout copies)? Under "auto" and "direct", for every
+    pass but the input gradient of a non-zero padding mode (its padding's
+    gradient is folded onto channels-first planes: the copies' route)."""
+    return (algorithm in ("auto", "direct") and is_depthwise(geom)
+            and (geom.pad_mode == "zeros" or "x" not in need))
+
+
+def _blocks(parts: int, items: int, target: int) -> int:
+    """Blocks per item so that items x blocks reaches target (at most parts)."""
+    return max(1, min(parts, -(-target // max(items, 1))))
+
+
+def depthwise_split(s: _Shape, gradient: str, threads: int, vw: int, last: bool) -> tuple:
+    """The depthwise driver's partition: (blocks,) of rows per plane
+    (channels-first forward and input gradient), of channels per row
+    (channels-last forward and input gradient) or of batch rows per channel
+    (weight gradient, on the shape alone: DEPTHWISE_WEIGHT_ITEMS)."""
+    C, N = s.groups, s.N
+    nvec = -(-C // vw)
+    rows = math.prod(s.out_size[:2]) if gradient != "x" else math.prod(s.in_size[:2])
+    if gradient == "weight":
+        return (_blocks(N * rows, nvec if last else C * s.K, DEPTHWISE_WEIGHT_ITEMS),)
+    target = DEPTHWISE_ITEMS_PER_THREAD * threads if threads > 1 else 1
+    if last:
+        return (_blocks(nvec, N * rows, target),)
+    return (_blocks(rows, N * (C * s.K if gradient == "forward" else C), target),)
+
+
+def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info: dict,
+                     last: bool) -> dict:
+    """The depthwise driver's work arrays, name -> (elements, kind), as
+    _depthwise.pyx uses them: per-thread row-sum terms ("dw_taps", tap_bytes
+    each) or tap pixel pointers ("dw_px"), a row or pixel of zeros (zero
+    padding read in place), packed channels-last weights (and bias),
+    per-thread weight-gradient accumulators and the partial sums of its
+    blocks."""
+    C, M = s.groups, s.K
+    KV = math.prod(s.kernel)
+    vw = info["vector_width"]
+    Cp = -(-C // vw) * vw
+    idx = np.dtype(np.intp).itemsize
+    if not last:
+        taps = ("dw_taps", (threads * -(-(M if gradient == "x" else 1) * KV * info["tap_bytes"]
+                                        // idx), "i"))
+        zero = ("dw_zero", (s.in_size[2], "f"))
+        if gradient == "forward":
+            return dict([taps, zero])
+        if gradient == "x":
+            return dict([taps])
+        return dict([zero, ("dw_acc", (threads * KV * (vw + 1), "f")),
+                     ("dw_partial", (split[0] * C * M * KV if split[0] > 1 else 0, "f"))])
+    if gradient == "forward":
+        return {"dw_wpk": (M * (KV + 1) * Cp, "f"), "dw_zero": (Cp, "f"),
+                "dw_px": (threads * 2 * KV, "i")}
+    if gradient == "x":
+        return {"dw_wpk": (M * KV * Cp + Cp, "f"), "dw_px": (threads * 4 * KV, "i")}
+    return {"dw_zero": (Cp, "f"), "dw_partial": (split[0] * M * KV * Cp, "f"),
+            "dw_acc": (threads * M * KV * vw, "f"), "dw_px": (threads * 2 * KV, "i")}
+
+
 # --------------------------------------------------------------- the plan
 
 class PassPlan(NamedTuple):
@@ -318,6 +436,10 @@ class PassPlan(NamedTuple):
     weights_in_place: bool  # the packed GEMM reads the weights unpacked
     workspace_bytes: int    # work arrays of the driver, plus stacked copies
     flops: int              # 2 x multiply-adds
+    # the depthwise driver's partition (blocks per item, see depthwise_split)
+    # and its work arrays, name -> (elements, "f" or "i"), as pairs
+    split: tuple = ()
+    arrays: tuple = ()
     config: object = None   # the kernel's own configuration record (e.g. _nhwc.NhwcConfig)
 
 
@@ -336,6 +458,8 @@ KERNELS = {
     "gemm": "im2col / 1x1 on cnnfast's packed GEMM",
     "gemm_blas": "im2col weight gradient on BLAS GEMMs",
     "channel_sum": "bias gradient: channel sums in double",
+    "depthwise": "depthwise (groups == C): a plane per item and vectors along rows, or "
+                 "channels-last with channels in the vector lanes; padding read in place",
 }
 PASSES = ("forward", "x", "weight", "bias")
 
@@ -674,7 +798,9 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
     channels-last kernels run say so (layout "channels_last"), the others
     run the channels-first plan between layout copies. kept_weights: the
     caller keeps the kernel's packed (or transformed) weights from call to
-    call (a fused layer), so Winograd's weight transform is paid once."""
+    call (a fused layer), so Winograd's weight transform is paid once.
+    Depthwise convolutions run on their own channels-last kernels then
+    (the caller checked depthwise_native_last)."""
     dtype = np.dtype(geom.dtype)
     tiles = _conv.kernel_tiles(dtype)
     macs = conv_macs(geom)
@@ -686,13 +812,14 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
                 and nhwc_winograd_wins(geom, algorithm)):
             cfg = _nhwc.winograd_configure(geom, threads)
             plans["forward"] = PassPlan("winograd", "nhwc_winograd", "channels_last", threads,
-                                        cfg.tiles, False, cfg.workspace_bytes, 2 * macs, cfg)
+                                        cfg.tiles, False, cfg.workspace_bytes, 2 * macs,
+                                        config=cfg)
             continue
         if gradient == "forward" and channels_last and nhwc_direct_wins(geom, algorithm):
             view = _nhwc.kernel_view(geom)
             cfg = _nhwc.configure(view, threads)
             plans["forward"] = PassPlan("direct", "nhwc_direct", "channels_last", threads, 0,
-                                        False, cfg.workspace_bytes, 2 * macs, cfg)
+                                        False, cfg.workspace_bytes, 2 * macs, config=cfg)
             continue
         if channels_last and nhwc_backward_wins(base, algorithm, gradient):
             plans[gradient] = _nhwc_backward_pass(base, gradient, threads, macs)
@@ -722,6 +849,30 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
         # ResNet-18 batch 1, (1,256,14,14)->512 1x1 s2: one 64-column tile,
         # 0.25 ms on 1 and 2 threads.
         min_tiles = -(-threads // (s.N * geom.groups)) if s.N else 1
+        if chosen == "direct" and is_depthwise(geom):
+            info = _depthwise.kernel_info(dtype)
+            row = s.in_size[2] if gradient == "x" else s.out_size[2]
+            copies = not channels_last and row < DEPTHWISE_ROW_VECTORS * info["vector_width"]
+            last = channels_last or copies
+            split = depthwise_split(s, gradient, threads, info["vector_width"], last)
+            arrays = depthwise_arrays(s, gradient, threads, split, info, last)
+            work = _bytes(arrays, dtype.itemsize)
+            if copies:   # the channels-last copies of the inputs and of the result
+                work += (math.prod(geom.x5_shape) + 2 * math.prod(geom.out5_shape)
+                         if gradient == "weight" else
+                         math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
+            plans[gradient] = PassPlan(chosen, "depthwise", "channels_last" if copies else layout,
+                                       threads, 0, False, work, 2 * macs, split,
+                                       tuple(arrays.items()))
+            continue
+        if (gradient == "forward" and not channels_last and not full_window
+                and nhwc_copies_win(geom, algorithm, chosen)):
+            cfg = _nhwc.configure(geom, threads)
+            copies = (math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
+            plans["forward"] = PassPlan("direct", "nhwc_direct", "channels_last_copies",
+                                        threads, 0, False, cfg.workspace_bytes + copies,
+                                        2 * macs, config=cfg)
+            continue
         if gradient == "forward":
             kernel = _forward_kernel(s, chosen, dtype, geom.pad_mode == "zeros")
             if kernel == "gemm":
@@ -766,7 +917,10 @@ def nhwc_backward_wins(geom: V.ConvGeometry, algorithm: str, gradient: str) -> b
     forward rule (nhwc_direct_wins). A 1x1 convolution that
     conv_channels_last_native runs as GEMMs over pixel rows keeps them; a
     full window keeps the batch-as-pixels GEMM for its input gradient (the
-    phase convolution would read mostly padding)."""
+    phase convolution would read mostly padding). A depthwise pass that
+    depthwise_native_last runs keeps its own kernels (functional asks first)."""
+    if depthwise_native_last(geom, algorithm, (gradient,)):
+        return False
     if gradient == "bias":
         return True
     if conv_channels_last_native(geom, algorithm):
@@ -789,4 +943,4 @@ def _nhwc_backward_pass(geom: V.ConvGeometry, gradient: str, threads: int,
         cfg = _nhwc_backward.configure_weight(geom, threads)
         kernel = "nhwc_weight"
     return PassPlan("direct", kernel, "channels_last", threads, 0, False, cfg.workspace_bytes,
-                    2 * macs, cfg)
+                    2 * macs, config=cfg)

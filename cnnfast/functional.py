@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ._ext import _conv, _conv_nhwc, _dense, _elementwise, _layout, _pool
+from ._ext import _conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool
 from . import _nhwc
 from . import _nhwc_backward
 from . import _plan as P
@@ -178,6 +178,67 @@ def _pin(p):
     return blas_pinned if p.kernel == "gemm_blas" else _NO_PIN
 
 
+def _dw5(shape, last):
+    """A shape as the depthwise driver's 5-D view: (N, C, D, H, W), or with
+    `last` (N, D, H, W, C); unit dims added before the spatial ones."""
+    lead = 1 if last else 2
+    return shape[:lead] + (1,) * (5 - len(shape)) + shape[lead:]
+
+
+def _depthwise_forward(geom, p, x, weight, bias, clamp=None, residual=None, last=False):
+    """Plan entry p (kernel "depthwise"): a new (N, K, *out) array, or
+    (N, *out, K) with `last` (x channels-last); bias of the kernel dtype
+    (empty: none); a fused layer's residual and clamp as _run_forward's."""
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
+        return _to_first(_depthwise_forward(geom, p, _to_last(V.kernel_array(x, geom.dtype)),
+                                            weight, bias, clamp, res, True))
+    out_shape = _shape_last(geom.out_shape) if last else geom.out_shape
+    out = np.empty(out_shape, geom.dtype)
+    x = V.kernel_array(x, geom.dtype)
+    res5 = None if residual is None else V.kernel_array(residual, geom.dtype).reshape(
+        _dw5(out_shape, last))
+    run = _depthwise.forward_last if last else _depthwise.forward_first
+    run(x.reshape(_dw5(x.shape, last)), V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape),
+        bias, out.reshape(_dw5(out_shape, last)), *geom.kernel_args, geom.pad_mode_code,
+        p.split, dict(p.arrays), p.threads, clamp, res5)
+    return out
+
+
+def _depthwise_input_grad(geom, p, grad_out, weight, bias=None, last=False):
+    """Plan entry p (kernel "depthwise", zero padding): the input gradient, a
+    new (N, C, *in) array, or (N, *in, C) with `last`; bias: added per
+    channel (a transposed convolution's)."""
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        return _to_first(_depthwise_input_grad(geom, p, _to_last(V.kernel_array(
+            grad_out, geom.dtype)), weight, bias, True))
+    shape = (geom.batch, geom.in_channels) + tuple(geom.in_size)
+    shape = _shape_last(shape) if last else shape
+    grad_x = np.empty(shape, geom.dtype)
+    go = V.kernel_array(grad_out, geom.dtype)
+    args = (go.reshape(_dw5(go.shape, last)),
+            V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape),
+            grad_x.reshape(_dw5(shape, last)), *geom.kernel_args, p.split, dict(p.arrays),
+            p.threads)
+    (_depthwise.input_last if last else _depthwise.input_first)(*args, bias)
+    return grad_x
+
+
+def _depthwise_weight_grad(geom, p, grad_out, x, weight_shape, last=False):
+    """Plan entry p (kernel "depthwise"): the weight gradient, a new array of
+    weight_shape, from grad_out and x (both channels-last with `last`)."""
+    grad_w = np.empty(weight_shape, geom.dtype)
+    go, x = V.kernel_array(grad_out, geom.dtype), V.kernel_array(x, geom.dtype)
+    if not last and p.layout == "channels_last":   # narrow rows: the NHWC kernels
+        go, x, last = _to_last(go.reshape(geom.out_shape)), _to_last(x.reshape(
+            geom.x5_shape[:2] + tuple(geom.in_size))), True
+    run = _depthwise.weight_last if last else _depthwise.weight_first
+    run(go.reshape(_dw5(go.shape, last)), x.reshape(_dw5(x.shape, last)),
+        grad_w.reshape(geom.w5_shape), *geom.kernel_args, geom.pad_mode_code, p.split,
+        dict(p.arrays), p.threads)
+    return grad_w
+
+
 def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     """The forward pass of plan entry p: conv(x, weight) + bias, a new (N, K,
     *out) array. x and weight are any arrays validated for geom; bias an
@@ -185,6 +246,14 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     `residual` (validated, out's shape) added and then the activation
     `clamp` = (lo, hi) or None, both on each output tile inside the
     kernel's parallel loop."""
+    if p.kernel == "depthwise":
+        return _depthwise_forward(geom, p, x, weight, bias, clamp, residual)
+    if p.kernel == "nhwc_direct":   # channels-first: the NHWC kernel between layout copies
+        res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
+        w = _nhwc.pack_weights(weight, geom, p.config)[0]
+        return _to_first(_nhwc.run(p.config, geom, _to_last(V.kernel_array(x, geom.dtype)), w,
+                                   _nhwc.pack_bias(bias, geom, p.config), res,
+                                   V.epilogue_clamp(clamp)))
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
@@ -216,6 +285,8 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
     go5 (N, K, *out as 5-D, kernel dtype); go_stacked: go5 depth-stacked, if
     the caller has it already; bias: per channel of the result, added by the
     driver (a transposed convolution's bias)."""
+    if p.kernel == "depthwise":
+        return _depthwise_input_grad(geom, p, go5, weight, bias)
     shape = geom.x5_shape[:2] + tuple(geom.in_size)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
@@ -243,6 +314,8 @@ def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
 def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     """The weight-gradient pass of plan entry p: a new array of weight_shape
     from go5 (N, K, *out as 5-D, kernel dtype) and the conv input x."""
+    if p.kernel == "depthwise":
+        return _depthwise_weight_grad(geom, p, go5, x, weight_shape)
     grad_w = np.empty(weight_shape, dtype=geom.dtype)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
@@ -328,6 +401,9 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
     clamp = V.epilogue_clamp(clamp)
     p = P.plan_conv(geom, "auto", ("forward",), channels_last=True,
                     kept_weights=packed is not None).passes["forward"]
+    if P.depthwise_native_last(geom, "auto"):
+        return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), clamp,
+                                  residual, last=True)
     if p.kernel == "nhwc_winograd":
         u, finite = _packed(packed, ("winograd", p.config.pos_stride), weight, bias,
                             lambda: _nhwc.winograd_pack(weight, geom, p.config))
@@ -368,6 +444,8 @@ def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, a
                            padding_mode=padding_mode)
     algorithm = V.conv_algorithm(algorithm, geom)
     p = P.plan_conv(geom, algorithm, ("forward",), channels_last=True).passes["forward"]
+    if P.depthwise_native_last(geom, algorithm):
+        return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), last=True)
     if p.kernel == "nhwc_direct":
         return _nhwc.forward(p.config, geom, x, weight, bias)
     if P.conv_channels_last_native(geom, algorithm):
@@ -389,6 +467,8 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
                            groups, grad_out=_first_view(grad_out), padding_mode=padding_mode)
     need = V.conv_need(need)
     chosen = V.conv_algorithm(algorithm, geom)
+    if P.depthwise_native_last(geom, chosen, need):
+        return _depthwise_backward_last(geom, chosen, grad_out, x, weight, need)
     if P.conv_channels_last_native(geom, chosen):
         return _pointwise_backward_last(geom, grad_out, x, weight, need)
     passes = P.plan_conv(geom, chosen, [g for g in ("x", "weight", "bias") if g in need],
@@ -436,6 +516,21 @@ def _pointwise_backward_last(geom, grad_out, x, weight, need):
                                    threads)
     if "bias" in need:
         grad_b = _channel_sums(go)
+    return grad_x, grad_w, grad_b
+
+
+def _depthwise_backward_last(geom, algorithm, grad_out, x, weight, need):
+    """The gradients of a channels-last depthwise conv on its NHWC kernels."""
+    plan = P.plan_conv(geom, algorithm, [p for p in ("x", "weight", "bias") if p in need],
+                       channels_last=True)
+    grad_x = grad_w = grad_b = None
+    if "x" in need:
+        grad_x = _depthwise_input_grad(geom, plan.passes["x"], grad_out, weight, last=True)
+    if "weight" in need:
+        grad_w = _depthwise_weight_grad(geom, plan.passes["weight"], grad_out, x, weight.shape,
+                                        last=True)
+    if "bias" in need:
+        grad_b = _channel_sums(_pixel_rows(grad_out, geom.dtype))
     return grad_x, grad_w, grad_b
 
 

@@ -2,15 +2,17 @@
 of torchvision's definitions (cnnfast.bench.torch_twins): exact state-dict
 keys and shapes, forward in train and eval, every gradient, running
 statistics, an SGD step; weights= from a torch.save file; fuse() and
-channels_last equality; the blocks against finite differences; bad input."""
+channels_last equality; the blocks against finite differences; bad input.
+The VGG-11 and GoogLeNet twins of the models benchmark: keys and eval
+outputs."""
 import numpy as np
 import pytest
 
 import cnnfast
 import cnnfast.nn as nn
 from cnnfast import models
-from cnnfast.bench.torch_twins import (BOTTLENECK_LAYERS, torch_mobilenet_v2,
-                                       torch_resnet_bottleneck)
+from cnnfast.bench.torch_twins import (BOTTLENECK_LAYERS, torch_googlenet, torch_mobilenet_v2,
+                                       torch_resnet_bottleneck, torch_vgg11)
 from cnnfast.models.mobilenet import _make_divisible
 from cnnfast.optim import SGD
 
@@ -132,6 +134,26 @@ def test_state_dict_keys_are_torchvisions(rng, name, kwargs, torch1):
     if name != "mobilenet_v2":   # the deep ResNets: one small forward
         x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
         assert np.isfinite(ours.eval()(x)).all()
+
+
+@pytest.mark.parametrize("name, make", [("vgg11", torch_vgg11),
+                                        ("googlenet", torch_googlenet)])
+def test_benchmark_twins_vgg11_googlenet(rng, name, make, torch1):
+    """The twins the models benchmark times and exports to ONNX hold exactly
+    the cnnfast model's keys and compute its eval output (32x32: every pool
+    of both still sees a plane of at least 1x1)."""
+    torch = torch1
+    nn.manual_seed(2)
+    ours = _perturb(models.MODELS[name](num_classes=10), rng).eval()
+    theirs = make(torch, 3, 10).eval()
+    assert list(ours.state_dict()) == list(_keys_without_counters(theirs))
+    assert {k: v.shape for k, v in ours.state_dict().items()} == _keys_without_counters(theirs)
+    theirs.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()},
+                           strict=False)
+    x = rng.standard_normal((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_make_divisible_and_last_channel():

@@ -38,7 +38,7 @@ CASES = {
 WINOGRAD_CASES = {
     "winograd": ((2, 16, 9, 10), (24, 16, 3, 3), dict(padding=1)),
     "winograd_groups": ((3, 8, 13, 7), (6, 4, 3, 3), dict(padding=2, groups=2)),
-    "winograd_auto": ((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
+    "winograd_auto": ((8, 32, 28, 28), (32, 32, 3, 3), dict(padding=1)),
 }
 CASES.update(WINOGRAD_CASES)
 ALGORITHMS = ["auto", "direct", "im2col"]
@@ -200,3 +200,26 @@ def test_auto_thresholds_live_in_the_plan_module():
                  "REDUCTION_CHUNK", "BATCH_IN_TILE_MIN"):
         assert isinstance(getattr(_plan, name), int)
         assert not hasattr(_conv, name)
+
+
+def test_channels_first_forward_on_the_nhwc_kernel_between_copies():
+    # small planes in a batch: the NHWC direct kernel beats the channels-first Winograd
+    plan = cnnfast.explain_conv((8, 32, 16, 16), (32, 32, 3, 3), padding=1, need="forward")
+    p = plan.passes["forward"]
+    assert (p.kernel, p.layout) == ("nhwc_direct", "channels_last_copies")
+    assert p.workspace_bytes >= (8 * 32 * 16 * 16 * 2) * 4   # the two copies
+    # the call gives the reference's result
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    ref = cnnfast.reference.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                   b.astype(np.float64), padding=1)
+    np.testing.assert_allclose(cnnfast.conv2d(x, w, b, padding=1), ref, rtol=0, atol=1e-4)
+    # an explicit algorithm, 1x1 kernels, few channels and large Winograd planes keep theirs
+    for xs, ws, kw in [((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1, algorithm="direct")),
+                       ((8, 64, 16, 16), (64, 64, 1, 1), {}),
+                       ((64, 6, 14, 14), (16, 6, 5, 5), {}),
+                       ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))]:
+        p = cnnfast.explain_conv(xs, ws, need="forward", **kw).passes["forward"]
+        assert p.kernel != "nhwc_direct", (xs, ws, kw)

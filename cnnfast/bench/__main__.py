@@ -1,4 +1,4 @@
-"""python -m cnnfast.bench: time every conv algorithm, transposed conv, pooling op, training step and whole model, and the per-call cost of tiny calls.
+"""python -m cnnfast.bench: time every conv algorithm, depthwise and transposed conv, pooling op, training step and whole model, and the per-call cost of tiny calls.
 
 Per row: median ms of repeated runs after warm-up, GFLOP/s (conv) or GB/s
 (pooling), % of the machine's limit measured in the same run with the same
@@ -416,7 +416,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--only", default="all",
                    choices=["all", "conv", "convt", "padmode", "pool", "train", "models",
-                            "winograd", "percall"],
+                            "winograd", "percall", "depthwise"],
                    help="op family to run")
     p.add_argument("--algorithms", default=",".join(CONV_ALGORITHMS))
     p.add_argument("--no-reference", action="store_true", help="skip the NumPy reference")
@@ -475,6 +475,13 @@ def main(argv=None):
             print(format_winograd_table(rows, peak, threads, version))
             print()
             run.update(sgemm_gflops=peak, winograd_rows=rows)
+        if args.only in ("all", "depthwise"):
+            from cnnfast.bench.depthwise import depthwise_rows, format_depthwise_table
+            copy = copy_gbs(repeat)
+            rows = depthwise_rows(threads, dtype, repeat, progress, median_ms, torch)
+            print(format_depthwise_table(rows, copy, threads, version))
+            print()
+            run.update(copy_gbs=copy, depthwise_rows=rows)
         if args.only in ("all", "convt"):
             peak = run.get("sgemm_gflops") or sgemm_gflops(threads, dtype, repeat)
             rows = conv_transpose_rows(threads, dtype, repeat, progress)

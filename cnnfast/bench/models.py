@@ -1,5 +1,5 @@
 """Whole-model benchmarks: inference and training steps of LeNet-5, ResNet-18,
-ResNet-50 and MobileNetV2.
+ResNet-50, MobileNetV2, VGG-11 and GoogLeNet.
 
 A layer that scales alone can stop scaling inside a model (the parallel
 regions of consecutive layers, NumPy's own BLAS threads and the elementwise
@@ -9,7 +9,10 @@ weights, and (inference) onnxruntime CPU running that PyTorch twin exported
 to ONNX with its thread pool at the same count and spinning off. The
 "+ matmul" column times the same cnnfast call when the user's code runs a
 NumPy matmul (at NumPy's own thread count) just before each call; "fused"
-times the `fuse()`d inference copy of the model.
+times the `fuse()`d inference copy of the model; "onnx fused" times
+`cnnfast.onnx.load(...).fuse()` on the twin's ONNX export (the bytes
+onnxruntime runs), and "onnx/fused" is its time over the "fused" one (the
+ONNX path runs the same kernels: <= 1.05 is within 5%).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .torch_twins import torch_mobilenet_v2, torch_resnet50
+from .torch_twins import torch_googlenet, torch_mobilenet_v2, torch_resnet50, torch_vgg11
 from .train import LR, MOMENTUM, _torch_model, torch_step
 
 
@@ -45,16 +48,24 @@ MODEL_CASES = [
     ModelCase("resnet18", "inference", 8, 224, 3, 1000),
     ModelCase("resnet50", "inference", 1, 224, 3, 1000),
     ModelCase("mobilenet_v2", "inference", 1, 224, 3, 1000),
+    ModelCase("vgg11", "inference", 1, 224, 3, 1000),
+    ModelCase("googlenet", "inference", 1, 224, 3, 1000),
     ModelCase("lenet5", "train step", 64, 32, 1, 10),
+    ModelCase("resnet18", "train step", 8, 64, 3, 10),
     ModelCase("resnet18", "train step", 16, 112, 3, 10),
+    ModelCase("vgg11", "train step", 8, 64, 3, 10),
     ModelCase("mobilenet_v2", "train step", 16, 112, 3, 10),
 ]
 # --quick keeps the smaller rows (CI's smoke run)
-QUICK_CASES = [MODEL_CASES[0], MODEL_CASES[1], MODEL_CASES[5]]
+QUICK_CASES = [c for c in MODEL_CASES
+               if (c.model, c.mode, c.batch) in (("lenet5", "inference", 256),
+                                                 ("resnet18", "inference", 1),
+                                                 ("lenet5", "train step", 64))]
 # the PyTorch twins beyond bench.train's (LeNet-5, ResNet-18)
-_TWINS = {"resnet50": torch_resnet50, "mobilenet_v2": torch_mobilenet_v2}
+_TWINS = {"resnet50": torch_resnet50, "mobilenet_v2": torch_mobilenet_v2,
+          "vgg11": torch_vgg11, "googlenet": torch_googlenet}
 # rows timed with fewer repeats (a call takes 50 ms or more)
-_BIG = ("resnet18", "resnet50", "mobilenet_v2")
+_BIG = ("resnet18", "resnet50", "mobilenet_v2", "vgg11", "googlenet")
 
 
 def _times_ms(fn, repeat, warmup, before=None):
@@ -130,10 +141,9 @@ def torch_call(torch, case, model):
     return torch_step(torch, twin.train(), x, y)
 
 
-def onnxruntime_call(torch, case, model, threads):
-    """onnxruntime CPU on the exported twin, or None without onnxruntime/onnx."""
+def onnx_export(torch, case, model):
+    """The eval twin exported to ONNX (bytes), or None without onnx."""
     try:
-        import onnxruntime as ort
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         return None
@@ -146,12 +156,31 @@ def onnxruntime_call(torch, case, model, threads):
         warnings.simplefilter("ignore")
         torch.onnx.export(twin, torch.from_numpy(x), buf, dynamo=False,
                           input_names=["x"], output_names=["y"])
+    return buf.getvalue()
+
+
+def onnxruntime_call(case, exported, threads):
+    """onnxruntime CPU on the exported twin, or None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    x, _ = _batch(case)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(exported, opts, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"x": x})
+
+
+def onnx_loaded_call(case, exported):
+    """cnnfast.onnx.load(exported).fuse() on the case's batch: the ONNX path
+    onto cnnfast's kernels, to time beside the model's own fuse()."""
+    from .. import onnx as cnnfast_onnx
+
+    fused, (x, _) = cnnfast_onnx.load(exported).fuse(), _batch(case)
+    return lambda: fused(x)
 
 
 def _user_matmul():
@@ -203,18 +232,23 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
             if case.mode == "inference":
                 fused, (x, _) = model.fuse(), _batch(case)
                 fms = _times_ms(lambda: fused(x), rep, warmup=2)
-        tms = oms = None
+        tms = oms = lms = None
         if torch is not None:
             torch.set_num_threads(threads)
             tcall = torch_call(torch, case, model)
-            ocall = (onnxruntime_call(torch, case, model, threads)
-                     if case.mode == "inference" else None)
+            exported = onnx_export(torch, case, model) if case.mode == "inference" else None
+            ocall = onnxruntime_call(case, exported, threads) if exported else None
             with (_Spinner() if under_load else _NoLoad()):
                 tms = _times_ms(tcall, rep, warmup=2)
                 oms = _times_ms(ocall, rep, warmup=2) if ocall else None
+            if exported:
+                lcall = onnx_loaded_call(case, exported)
+                with (_Spinner() if under_load else _NoLoad()), cnnfast.num_threads(threads):
+                    lms = _times_ms(lcall, rep, warmup=2)
         rows.append(dict(shape=case.name, algorithm="auto", passage=case.mode, ms=ms,
                          ms_with_matmul=ms_matmul, fused_ms=fms, torch_ms=tms,
-                         onnxruntime_ms=oms,
+                         onnxruntime_ms=oms, onnx_fused_ms=lms,
+                         onnx_fused_over_fused=(lms / fms) if lms and fms else None,
                          vs_torch=(tms / ms) if tms else None,
                          vs_onnxruntime=(oms / ms) if oms else None,
                          fused_vs_onnxruntime=(oms / fms) if oms and fms else None,
@@ -224,7 +258,8 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
 
 def format_model_table(rows, threads, torch_version):
     head = (f"{'model':<25} {'pass':<11} {'ms':>8} {'+matmul':>8} {'fused':>8} "
-            f"{'torch ms':>9} {'ort ms':>8} {'x torch':>8} {'x ort':>6} {'fused x ort':>11}")
+            f"{'torch ms':>9} {'ort ms':>8} {'x torch':>8} {'x ort':>6} {'fused x ort':>11} "
+            f"{'onnx fused':>10} {'onnx/fused':>10}")
     load = "  (one other process spinning on a core)" if rows and rows[0]["under_load"] else ""
     lines = [f"threads={threads}  torch={torch_version or 'not installed'}{load}", head,
              "-" * len(head)]
@@ -237,7 +272,9 @@ def format_model_table(rows, threads, torch_version):
                      f"{fmt(r['torch_ms'], '9.2f'):>9} "
                      f"{fmt(r['onnxruntime_ms'], '8.2f'):>8} {fmt(r['vs_torch'], '8.2f'):>8} "
                      f"{fmt(r['vs_onnxruntime'], '6.2f'):>6} "
-                     f"{fmt(r['fused_vs_onnxruntime'], '11.2f'):>11}")
+                     f"{fmt(r['fused_vs_onnxruntime'], '11.2f'):>11} "
+                     f"{fmt(r['onnx_fused_ms'], '10.2f'):>10} "
+                     f"{fmt(r['onnx_fused_over_fused'], '10.2f'):>10}")
     return "\n".join(lines)
 
 
@@ -248,7 +285,7 @@ def format_scaling(runs):
         return ""
     top = max(by_threads)
     head = (f"{'model':<25} {'pass':<11} {'cnnfast':>8} {'+matmul':>8} {'fused':>6} "
-            f"{'torch':>7} {'ort':>6}")
+            f"{'torch':>7} {'ort':>6} {'onnx fused':>10}")
     lines = [f"speed-up {top} threads over 1 (> 1 scales)", head, "-" * len(head)]
 
     def ratio(a, b, key):
@@ -256,6 +293,7 @@ def format_scaling(runs):
     for one, many in zip(by_threads[1], by_threads[top]):
         lines.append(f"{one['shape']:<25} {one['passage']:<11} {ratio(one, many, 'ms'):>8} "
                      f"{ratio(one, many, 'ms_with_matmul'):>8} {ratio(one, many, 'fused_ms'):>6} "
-                     f"{ratio(one, many, 'torch_ms'):>7} {ratio(one, many, 'onnxruntime_ms'):>6}")
+                     f"{ratio(one, many, 'torch_ms'):>7} {ratio(one, many, 'onnxruntime_ms'):>6} "
+                     f"{ratio(one, many, 'onnx_fused_ms'):>10}")
     return "\n".join(lines)
 

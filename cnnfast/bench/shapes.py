@@ -2,6 +2,11 @@
 from typing import NamedTuple
 
 
+def out_size(sizes, kernel, stride, padding):
+    """Output sizes of a square kernel with symmetric padding."""
+    return tuple((n + 2 * padding - kernel) // stride + 1 for n in sizes)
+
+
 class ConvShape(NamedTuple):
     name: str
     N: int
@@ -23,8 +28,7 @@ class ConvShape(NamedTuple):
 
     @property
     def out_hw(self):
-        return tuple((n + 2 * self.padding - self.kernel) // self.stride + 1
-                     for n in (self.H, self.W))
+        return out_size((self.H, self.W), self.kernel, self.stride, self.padding)
 
     @property
     def flops(self):
@@ -48,6 +52,52 @@ CONV_SHAPES = [
     ConvShape("ResNet 3x3@14", 8, 256, 14, 14, 256, 3, 1, 1),
     ConvShape("1x1@14", 8, 480, 14, 14, 16, 1, 1, 0),
     ConvShape("Inception 5x5", 8, 16, 14, 14, 48, 5, 1, 2),
+]
+
+class DepthwiseShape(NamedTuple):
+    """A depthwise convolution (groups == C, multiplier 1): x (N, C, H, W),
+    square kernel, "same"-style padding (kernel // 2)."""
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    kernel: int
+    stride: int
+
+    @property
+    def padding(self):
+        return self.kernel // 2
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.C, 1, self.kernel, self.kernel)
+
+    @property
+    def out_hw(self):
+        return out_size((self.H, self.W), self.kernel, self.stride, self.padding)
+
+    @property
+    def activation_bytes(self):
+        """Bytes a forward must read and write at the least (x and out once, float32)."""
+        oh, ow = self.out_hw
+        return 4 * self.N * self.C * (self.H * self.W + oh * ow)
+
+    def label(self):
+        return (f"{self.name} ({self.N},{self.C},{self.H},{self.W}) dw k{self.kernel} "
+                f"s{self.stride}")
+
+
+# MobileNetV2's depthwise 3x3 layers (torchvision, 224x224 input), batch 1 and 8.
+DEPTHWISE_SHAPES = [
+    DepthwiseShape(f"MobileNetV2 b{n}", n, c, hw, hw, 3, s)
+    for n in (1, 8)
+    for c, hw, s in ((32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
+                     (192, 28, 2), (384, 14, 1), (576, 14, 1), (576, 14, 2), (960, 7, 1))
 ]
 
 # Padding modes against zero padding (issue 17: within 10% in the forward).

@@ -1,6 +1,7 @@
-"""torchvision's MobileNetV2 and Bottleneck ResNets (50/101/152) written out in
-plain torch (torchvision is not a dependency), read off torchvision's
-mobilenetv2.py and resnet.py: the same modules, forward and state-dict keys.
+"""torchvision's MobileNetV2, Bottleneck ResNets (50/101/152), VGG-11 and
+GoogLeNet written out in plain torch (torchvision is not a dependency), read
+off torchvision's mobilenetv2.py, resnet.py, vgg.py and googlenet.py: the
+same modules, forward and state-dict keys.
 The models benchmark times them and the tests use them as oracles; nothing
 here imports cnnfast's models."""
 from __future__ import annotations
@@ -131,3 +132,99 @@ def torch_mobilenet_v2(torch, in_channels=3, num_classes=1000, width_mult=1.0, d
             return self.classifier(torch.flatten(x, 1))
 
     return MobileNetV2()
+
+
+# torchvision's cfgs["A"]: output channels of each 3x3 conv, "M" a 2x2 max pool
+VGG11_CONFIG = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+
+
+def torch_vgg11(torch, in_channels=3, num_classes=1000, dropout=0.5):
+    """torchvision's VGG-11 (no batch norm): features, a 7x7 adaptive average
+    pool and the three-layer classifier."""
+    T = torch.nn
+
+    class VGG(T.Module):
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], in_channels
+            for v in VGG11_CONFIG:
+                if v == "M":
+                    layers.append(T.MaxPool2d(2, 2))
+                else:
+                    layers += [T.Conv2d(cin, v, 3, padding=1), T.ReLU()]
+                    cin = v
+            self.features = T.Sequential(*layers)
+            self.avgpool = T.AdaptiveAvgPool2d((7, 7))
+            self.classifier = T.Sequential(
+                T.Linear(512 * 7 * 7, 4096), T.ReLU(), T.Dropout(dropout),
+                T.Linear(4096, 4096), T.ReLU(), T.Dropout(dropout),
+                T.Linear(4096, num_classes))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return VGG()
+
+
+def torch_googlenet(torch, in_channels=3, num_classes=1000, dropout=0.2):
+    """torchvision's GoogLeNet with aux_logits=False, transform_input=False:
+    BasicConv2d (conv without bias, BatchNorm eps 1e-3, ReLU), Inception's
+    branch3 a 3x3 conv as torchvision builds it, ceil_mode max pools."""
+    T = torch.nn
+
+    class BasicConv2d(T.Module):
+        def __init__(self, cin, cout, **conv_args):
+            super().__init__()
+            self.conv = T.Conv2d(cin, cout, bias=False, **conv_args)
+            self.bn = T.BatchNorm2d(cout, eps=0.001)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv(x)))
+
+    class Inception(T.Module):
+        def __init__(self, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
+            super().__init__()
+            self.branch1 = BasicConv2d(cin, ch1x1, kernel_size=1)
+            self.branch2 = T.Sequential(BasicConv2d(cin, ch3x3red, kernel_size=1),
+                                        BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
+            self.branch3 = T.Sequential(BasicConv2d(cin, ch5x5red, kernel_size=1),
+                                        BasicConv2d(ch5x5red, ch5x5, kernel_size=3, padding=1))
+            self.branch4 = T.Sequential(T.MaxPool2d(3, 1, 1, ceil_mode=True),
+                                        BasicConv2d(cin, pool_proj, kernel_size=1))
+
+        def forward(self, x):
+            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
+                              self.branch4(x)], 1)
+
+    class GoogLeNet(T.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = BasicConv2d(in_channels, 64, kernel_size=7, stride=2, padding=3)
+            self.maxpool1 = T.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2 = BasicConv2d(64, 64, kernel_size=1)
+            self.conv3 = BasicConv2d(64, 192, kernel_size=3, padding=1)
+            self.maxpool2 = T.MaxPool2d(3, 2, ceil_mode=True)
+            self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+            self.inception3b = Inception(256, 128, 128, 192, 32, 96, 64)
+            self.maxpool3 = T.MaxPool2d(3, 2, ceil_mode=True)
+            self.inception4a = Inception(480, 192, 96, 208, 16, 48, 64)
+            self.inception4b = Inception(512, 160, 112, 224, 24, 64, 64)
+            self.inception4c = Inception(512, 128, 128, 256, 24, 64, 64)
+            self.inception4d = Inception(512, 112, 144, 288, 32, 64, 64)
+            self.inception4e = Inception(528, 256, 160, 320, 32, 128, 128)
+            self.maxpool4 = T.MaxPool2d(2, 2, ceil_mode=True)
+            self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
+            self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
+            self.avgpool = T.AdaptiveAvgPool2d((1, 1))
+            self.dropout = T.Dropout(dropout)
+            self.fc = T.Linear(1024, num_classes)
+
+        def forward(self, x):
+            for name in ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a",
+                         "inception3b", "maxpool3", "inception4a", "inception4b",
+                         "inception4c", "inception4d", "inception4e", "maxpool4",
+                         "inception5a", "inception5b", "avgpool"):
+                x = getattr(self, name)(x)
+            return self.fc(self.dropout(torch.flatten(x, 1)))
+
+    return GoogLeNet()

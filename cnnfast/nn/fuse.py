@@ -206,17 +206,21 @@ class InferenceModel(Module):
     channels-last inside (see _inner_layout): its input is converted once,
     every layer reads and writes NHWC, and an output with spatial dims is
     converted back once (a classifier's (N, classes) needs nothing). Its
-    submodules (`.module`, `.fc`, ...) work in that layout."""
+    submodules (`.module`, `.fc`, ...) work in that layout. A model that
+    lays its graph out itself (owns_layout: cnnfast.onnx's) converts its
+    inputs and outputs itself (converts=False)."""
 
-    def __init__(self, module, layout="channels_first", data_format="channels_first"):
+    def __init__(self, module, layout="channels_first", data_format="channels_first",
+                 converts=True):
         super().__init__()
         self.module = module
         self.layout = layout
         self.data_format = data_format
+        self._wraps_layout = converts
         self.training = False
 
     def _converts(self):
-        return self.layout != self.data_format
+        return self._wraps_layout and self.layout != self.data_format
 
     def forward(self, x, *args, **kwargs):
         if not self._converts():
@@ -283,6 +287,8 @@ def fuse(model: Module) -> InferenceModel:
         for k, b in m._own_buffers():
             if id(b) in shared:
                 setattr(m, k, b.copy())
+    if getattr(fused, "owns_layout", False):
+        return InferenceModel(fused, fused.layout, fused.data_format, converts=False)
     layout = data_format = _data_format(fused)
     if data_format == "channels_first" and _runs_channels_last(fused):
         from ..models._common import set_data_format
@@ -300,16 +306,18 @@ def _data_format(model):
 def _runs_channels_last(model) -> bool:
     """Can a fused channels-first model run channels-last inside? When every
     module is one of cnnfast's own (layers and model blocks, which all honour
-    data_format; a user's module may assume NCHW in its forward) and every 2-D
-    convolution has a channels-last kernel (P.nhwc_layer_ok: LeNet's 6-channel
-    conv1 has not, and would pay two layout copies per call)."""
+    data_format; a user's module may assume NCHW in its forward) and every
+    convolution has a channels-last kernel (P.nhwc_layer_ok, or depthwise:
+    LeNet's 6-channel conv1 has none, and would pay two layout copies per call)."""
     from .. import _plan
     for m in model.modules():
         if not type(m).__module__.startswith(("cnnfast.nn.", "cnnfast.models.")):
             return False
         if isinstance(m, (Conv2d, FusedConv2d)):
             w = m.weight.data
-            if not _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode, w.dtype):
+            depthwise = m.groups > 1 and w.shape[1] == 1   # groups == C_in: its NHWC kernels
+            if not (depthwise or _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode,
+                                                     w.dtype)):
                 return False
     return True
 

@@ -16,7 +16,7 @@ from scipy.special import expit
 from .. import _validation as V
 from .. import functional as F
 from . import init
-from .module import Module, Parameter
+from .module import TRACE, Module, Parameter
 
 __all__ = [
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -219,24 +219,27 @@ class _ConvTransposeNd(Module):
                     else output_padding, groups=self.groups, dilation=self.dilation,
                     data_format=self.data_format)
 
+    def _output_padding(self, x, output_size):
+        """The output_padding of a call with output_size (None: the layer's)."""
+        if output_size is None:
+            return None
+        V.check_array(x, "x")
+        if x.ndim != self._nd + 2:
+            raise ValueError(f"{type(self).__name__} expects x with {self._nd + 2} dims, "
+                             f"got shape {x.shape}")
+        if (self.data_format == "channels_last" and isinstance(output_size, (tuple, list))
+                and len(output_size) == self._nd + 2):
+            output_size = tuple(output_size)[1:-1]   # a full (N, *spatial, C) shape
+        return V.transpose_output_padding(
+            output_size, self._nd, _spatial(x, self.data_format), self.kernel_size,
+            self.stride, self.padding, self.dilation, f"{type(self).__name__}.forward")
+
     def forward(self, x, output_size=None):
         """output_size: the spatial size wanted (or the full (N, C, *spatial)
         shape), between the smallest output size and that plus stride - 1 per
         dim (torch's rule); it replaces output_padding for this call."""
-        output_padding = None
-        if output_size is not None:
-            V.check_array(x, "x")
-            if x.ndim != self._nd + 2:
-                raise ValueError(f"{type(self).__name__} expects x with {self._nd + 2} dims, "
-                                 f"got shape {x.shape}")
-            if (self.data_format == "channels_last" and isinstance(output_size, (tuple, list))
-                    and len(output_size) == self._nd + 2):
-                output_size = tuple(output_size)[1:-1]   # a full (N, *spatial, C) shape
-            output_padding = V.transpose_output_padding(
-                output_size, self._nd, _spatial(x, self.data_format), self.kernel_size,
-                self.stride, self.padding, self.dilation, f"{type(self).__name__}.forward")
         op = getattr(F, f"conv_transpose{self._nd}d")
-        args = self._args(output_padding)
+        args = self._args(self._output_padding(x, output_size))
         y = op(x, self.weight.data, None if self.bias is None else self.bias.data, **args)
         if self.training:
             self._cache = (x, args["output_padding"])
@@ -392,6 +395,8 @@ class ReLU(Module):
     def forward_sum(self, a, b):
         """relu(a + b) in one pass: a residual block's sum and activation
         (backward as for forward: the gradient reaches both a and b)."""
+        if TRACE.tracer is not None:   # a dry run (cnnfast.explain_model)
+            return TRACE.tracer.call(self, (a, b), {}, "forward_sum")
         y = F._add_relu(a, b)
         if self.training:
             self._cache = y
@@ -555,7 +560,8 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", np.ones(C, dtype) if track_running_stats else None)
         self._batches_seen = 0
 
-    def forward(self, x):
+    def _validate(self, x):
+        """The layer's own checks of x (the kernels check the rest)."""
         name = type(self).__name__
         V.check_array(x, "x")
         if x.ndim not in self._ndims:
@@ -563,10 +569,15 @@ class _BatchNorm(Module):
                              f"dims, got shape {x.shape}")
         last = self.data_format == "channels_last" and x.ndim > 2
         _check_input(x, name, x.ndim, self.num_features, axis=x.ndim - 1 if last else 1)
-        if last:   # the kernels reduce over channels-first planes
-            x = F._to_first(x)
         if self.affine:
             _same_dtype(x, self.weight, name)
+        return x
+
+    def forward(self, x):
+        self._validate(x)
+        last = self.data_format == "channels_last" and x.ndim > 2
+        if last:   # the kernels reduce over channels-first planes
+            x = F._to_first(x)
         # training: batch statistics, and the running ones updated if tracked;
         # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats

@@ -11,13 +11,23 @@ and traversal order come from walking `vars(self)` in assignment order, so
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 # torchvision's BatchNorm layers carry this counter; we accept and ignore it.
 _IGNORED_KEYS = ("num_batches_tracked",)
+
+
+class _Trace(threading.local):
+    """The dry run (cnnfast._explain.Tracer) active in this thread, if any:
+    while one is, calling a module plans the call instead of running it."""
+    tracer: Any = None
+
+
+TRACE = _Trace()
 
 
 class Parameter:
@@ -79,6 +89,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def __call__(self, *args, **kwargs):
+        tracer = TRACE.tracer
+        if tracer is not None:
+            return tracer.call(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def _saved(self):

@@ -417,7 +417,8 @@ class Pad(Op):
         super().__init__(node)
         self.mode, self.pads, self.value, self.axes = mode, pads, value, axes
 
-    def forward(self, x, pads=None, value=None, axes=None):
+    def _specs(self, x, pads, value, axes):
+        """The validated call: ([(axis, n, before, after)] of the padded axes, fill)."""
         pads = self.pads if pads is None else ints(pads, "pads")
         axes = self.axes if axes is None else ints(axes, "axes")
         axes = list(range(x.ndim)) if axes is None else [a % x.ndim for a in axes]
@@ -439,6 +440,10 @@ class Pad(Op):
             specs.append((axis, n, b, a))
         _check_sizes(x.shape, [(axis, n + b + a) for axis, n, b, a in specs], "Pad",
                      self.size_limit)
+        return specs, fill
+
+    def forward(self, x, pads=None, value=None, axes=None):
+        specs, fill = self._specs(x, pads, value, axes)
         maps = [(axis, _pad_index(n, b, a, self.mode)[:, None], None)
                 for axis, n, b, a in specs]
         y = _apply_maps(x, maps, fill=x.dtype.type(fill) if self.mode == "constant" else None)
@@ -496,7 +501,8 @@ class Resize(Op):
         self.mode, self.coord, self.nearest_mode = mode, coord, nearest_mode
         self.scales, self.sizes, self.axes = scales, sizes, axes
 
-    def forward(self, x, roi=None, scales=None, sizes=None):
+    def _specs(self, x, scales, sizes):
+        """The validated call: [(axis, n, out, scale)] of the resized axes."""
         scales = self.scales if scales is None or scales.size == 0 else \
             tuple(float(s) for s in scales.reshape(-1))
         sizes = self.sizes if sizes is None or sizes.size == 0 else ints(sizes, "sizes")
@@ -520,6 +526,10 @@ class Resize(Op):
                 specs.append((axis, n, out, scale))
         _check_sizes(x.shape, [(axis, out) for axis, _, out, _ in specs], "Resize",
                      self.size_limit)
+        return specs
+
+    def forward(self, x, roi=None, scales=None, sizes=None):
+        specs = self._specs(x, scales, sizes)
         maps = [(axis,) + resize_map(n, out, scale, self.mode, self.coord, self.nearest_mode)
                 for axis, n, out, scale in specs]
         y = _apply_maps(x, maps)

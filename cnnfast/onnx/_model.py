@@ -16,6 +16,7 @@ import numpy as np
 from .. import functional as F
 from ..nn.module import Module, Parameter
 from . import _layers as L
+from . import _layout
 from . import _ops as O
 
 
@@ -27,6 +28,8 @@ class OnnxModel(Module):
     """What cnnfast.onnx.load returns: model(*inputs) -> one array (one graph
     output) or a tuple; backward(grad or tuple of grads) -> the inputs'
     gradients (one array or a tuple)."""
+
+    owns_layout = True   # fuse() lays the graph out itself (cnnfast.nn.fuse.InferenceModel)
 
     def __init__(self, builder, input_shapes, data_format):
         super().__init__()
@@ -40,6 +43,8 @@ class OnnxModel(Module):
         self._input_shapes = input_shapes
         self._dtype = np.dtype(builder.dtype)
         self.data_format = data_format
+        self._layout_plan = None   # fuse(): the channels-last plan (cnnfast.onnx._layout)
+        self.layout_reason = "not fused: only fuse() lays the graph out channels-last"
         self._plan_lifetimes()
 
     def _plan_lifetimes(self):
@@ -142,7 +147,8 @@ class OnnxModel(Module):
         return list(self._output_names)
 
     # ------------------------------------------------------------ compute
-    def _take_input(self, name, x, shape):
+    def _checked_input(self, name, x, shape):
+        """(x, is_channels_last) after the checks: x as given."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"input {name!r} must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype.newbyteorder("=") != self._dtype:
@@ -158,12 +164,40 @@ class OnnxModel(Module):
                 want = F._shape_last(want)
             raise ValueError(f"input {name!r} must have shape {want} (? any size), got "
                              f"{x.shape}")
+        return x, last
+
+    def _take_input(self, name, x, shape):
+        x, last = self._checked_input(name, x, shape)
         return F._to_first(x) if last else x
+
+    def _check_input(self, name, x, shape) -> bool:
+        """Validate input `name` (explain_model's dry run); True if it is
+        channels-last and converted to channels-first."""
+        return self._checked_input(name, x, shape)[1]
+
+    @property
+    def layout(self):
+        """The layout of the 4-D/5-D activations inside: "channels_last" once
+        fuse() laid the graph out (see layout_conversions), else
+        "channels_first"."""
+        return "channels_first" if self._layout_plan is None else "channels_last"
+
+    @property
+    def layout_conversions(self):
+        """The layout copies of the last call of a channels-last (fused)
+        model: (node, value, "NCHW->NHWC" or "NHWC->NCHW", "copy" or "free"
+        (1x1 spatial or one channel: the same memory order, a reshape))."""
+        return [] if self._layout_plan is None else list(self._layout_plan.conversions)
 
     def forward(self, *inputs):
         if len(inputs) != len(self._input_names):
             raise TypeError(f"the model takes {len(self._input_names)} input(s) "
                             f"({', '.join(self._input_names)}), got {len(inputs)}")
+        if self._layout_plan is not None:   # fused: inference only, whatever the mode
+            outputs = self._layout_plan.run(self, [
+                self._checked_input(name, x, self._input_shapes.get(name))
+                for name, x in zip(self._input_names, inputs)])
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
         env = dict(self._consts)
         for name, x in zip(self._input_names, inputs):
             env[name] = self._take_input(name, x, self._input_shapes.get(name))
@@ -227,7 +261,9 @@ class OnnxModel(Module):
     def _fused(self):
         """Module.fuse()'s rewrite of this private copy: Conv (2-D, padding
         fixed) -> BatchNormalization -> Relu | Clip(0, hi) | Add -> Relu
-        chains become FusedConv operators (cnnfast.nn.fuse.FusedConv2d)."""
+        chains become FusedConv operators (cnnfast.nn.fuse.FusedConv2d);
+        then, when every convolution has a channels-last kernel, the layout
+        pass (cnnfast.onnx._layout): the graph runs NHWC inside."""
         producer = {}
         users = {}
         for i, (args, outs) in enumerate(zip(self._args, self._outs)):
@@ -237,6 +273,7 @@ class OnnxModel(Module):
                 if name:
                     users.setdefault(name, []).append(i)
         outputs = set(self._output_names)
+        nhwc, self.layout_reason = _layout.channels_last_pays(self._ops)
 
         def only_user(name):
             """The one operator reading name, if exactly one does and it is no output."""
@@ -263,8 +300,8 @@ class OnnxModel(Module):
             elif j is not None and _is_relu6(self._ops[j]):
                 relu, clip = True, self._ops[j].hi
                 chain, out = chain + [j], self._outs[j][0]
-            if len(chain) == 1:
-                continue
+            if len(chain) == 1 and not nhwc:
+                continue   # (channels-last: a lone Conv too, for its packed NHWC weights)
             fused = L.FusedConv(op._node, op, bn, relu, clip)
             fused._op_type = "FusedConv"
             last = chain[-1]
@@ -280,6 +317,8 @@ class OnnxModel(Module):
         self._state = [(key, op, attr) for key, op, attr in self._state if id(op) in kept]
         self._plan_lifetimes()
         self.eval()
+        if nhwc:
+            self._layout_plan = _layout.LayoutPlan(self)
         return self
 
     def extra_repr(self):

@@ -199,13 +199,26 @@ static int FN(nhwc_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx KVOL, void *
     for (cf_idx k0 = 0; k0 < K; k0 += kb) {
         const cf_idx nk = cf_min(kb, K - k0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
         CF_T *d = dst + k0 * C * KVOL;
-        for (cf_idx t = 0; t < KVOL; t++)
-            for (cf_idx c = 0; c < C; c++)
-                for (cf_idx k = 0; k < width; k++) {
-                    const CF_T v = k < nk ? w[((k0 + k) * C + c) * KVOL + t] : (CF_T)0;
-                    finite &= v - v == 0;
-                    d[(t * C + c) * width + k] = v;
+        /* a transpose, in tiles of 16 channels: the destination rows are
+         * written in order, and the block's nk source rows they gather from
+         * (16*KVOL values each) stay in L1 (the untiled walk of 512x512x3x3
+         * weights took 4.4 ms) */
+        for (cf_idx ct = 0; ct < C; ct += 16) {
+            const cf_idx ce = cf_min(C, ct + 16);
+            for (cf_idx c = ct; c < ce; c++)
+                for (cf_idx t = 0; t < KVOL; t++) {
+                    CF_T *row = d + (t * C + c) * width;
+                    const CF_T *src = w + (k0 * C + c) * KVOL + t;
+                    CF_T bad = 0;
+                    for (cf_idx k = 0; k < nk; k++) {
+                        const CF_T v = src[k * C * KVOL];
+                        bad += v - v;   /* NaN once any v is NaN or infinite */
+                        row[k] = v;
+                    }
+                    for (cf_idx k = nk; k < width; k++) row[k] = 0;
+                    finite &= bad == 0;
                 }
+        }
     }
     return finite;
 }
