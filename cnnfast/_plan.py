@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _nhwc
+from . import _nhwc_backward
 from . import _validation as V
 from ._policy import winograd_allowed
 from ._cache import memoized
@@ -429,7 +430,7 @@ class PassPlan(NamedTuple):
     """How one pass of a convolution runs."""
     algorithm: str          # "direct", "im2col", "1x1" or "winograd": auto's or the caller's
     kernel: str             # the driver kernel (see KERNELS)
-    layout: str             # "images", "depth_stacked" or "batch_as_pixels"
+    layout: str             # "images", "depth_stacked", "batch_as_pixels" or "channels_last"
     threads: int
     tile: int               # GEMM column tile (0: no GEMM)
     weights_in_place: bool  # the packed GEMM reads the weights unpacked
@@ -446,6 +447,8 @@ class PassPlan(NamedTuple):
 KERNELS = {
     "nhwc_direct": "direct on channels-last activations, output channels in the lanes",
     "nhwc_winograd": "Winograd F(4x4, 3x3) on channels-last activations, weights kept",
+    "nhwc_direct_x": "input gradient on the channels-last forward kernel, per stride phase",
+    "nhwc_weight": "weight gradient on channels-last activations, kw x channel-step tile",
     "direct_rows": "direct, pixels in the vector lanes, rows of 8 output channels",
     "direct_lanes": "direct, output channels in the vector lanes (stride 1)",
     "direct_lanes_batch": "direct, channels in the lanes, images in the tile",
@@ -818,6 +821,9 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
             plans["forward"] = PassPlan("direct", "nhwc_direct", "channels_last", threads, 0,
                                         False, cfg.workspace_bytes, 2 * macs, config=cfg)
             continue
+        if channels_last and nhwc_backward_wins(base, algorithm, gradient):
+            plans[gradient] = _nhwc_backward_pass(base, gradient, threads, macs)
+            continue
         # A non-zero padding mode's input gradient is that of the convolution
         # of the padded input (folded back onto the input by the caller):
         # planned, and run, on that geometry.
@@ -896,3 +902,45 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
     return ConvPlan(tuple(base.x5_shape[:2]) + tuple(base.in_size),
                     tuple(base.w5_shape[:2]) + tuple(base.kernel), base.out_shape,
                     dtype.name, MappingProxyType(plans))   # read-only: plans are cached
+
+
+# ------------------------------------------------- channels-last backward
+
+def nhwc_backward_wins(geom: V.ConvGeometry, algorithm: str, gradient: str) -> bool:
+    """Does a backward pass ("x", "weight", "bias") of a channels-last
+    convolution run on the NHWC kernels (_nhwc_backward), with no layout
+    copy? The bias gradient always (channel sums of grad_out's pixel rows).
+    The input and weight gradients with `auto` or "direct", zero padding and
+    a vector of the channels their kernel puts in the lanes: input channels
+    per group for the input gradient (the forward kernel's output channels
+    there), output channels per group for the weight gradient; as the
+    forward rule (nhwc_direct_wins). A 1x1 convolution that
+    conv_channels_last_native runs as GEMMs over pixel rows keeps them; a
+    full window keeps the batch-as-pixels GEMM for its input gradient (the
+    phase convolution would read mostly padding). A depthwise pass that
+    depthwise_native_last runs keeps its own kernels (functional asks first)."""
+    if depthwise_native_last(geom, algorithm, (gradient,)):
+        return False
+    if gradient == "bias":
+        return True
+    if conv_channels_last_native(geom, algorithm):
+        return False
+    if gradient == "x":
+        return (nhwc_layer_ok(geom.in_channels // geom.groups, geom.pad_mode, geom.dtype)
+                and algorithm in ("auto", "direct") and not is_full_window(geom, algorithm))
+    return gradient == "weight" and nhwc_direct_wins(geom, algorithm)
+
+
+def _nhwc_backward_pass(geom: V.ConvGeometry, gradient: str, threads: int,
+                        macs: int) -> PassPlan:
+    if gradient == "bias":   # _conv.channel_sums_last: one thread, sums in double
+        return PassPlan("direct", "channel_sum", "channels_last", 1, 0, False, 0,
+                        geom.batch * geom.out_channels * math.prod(geom.out_size))
+    if gradient == "x":
+        cfg = _nhwc_backward.configure_input_grad(geom, threads)
+        kernel = "nhwc_direct_x"
+    else:
+        cfg = _nhwc_backward.configure_weight(geom, threads)
+        kernel = "nhwc_weight"
+    return PassPlan("direct", kernel, "channels_last", threads, 0, False, cfg.workspace_bytes,
+                    2 * macs, config=cfg)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._ext import _conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool
 from . import _nhwc
+from . import _nhwc_backward
 from . import _plan as P
 from . import _validation as V
 from ._threads import blas_pinned, num_threads
@@ -458,18 +459,50 @@ def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, a
 
 def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
                         algorithm, padding_mode):
+    """Channels-last gradients: the passes the plan gives layout
+    "channels_last" run on the NHWC kernels (_nhwc_backward; a 1x1 one as
+    GEMMs over pixel rows), the others on the channels-first plan between
+    layout copies (as does the input gradient when a weight is NaN or inf)."""
     geom = V.conv_geometry(nd, _first_view(x), weight, None, stride, padding, dilation,
                            groups, grad_out=_first_view(grad_out), padding_mode=padding_mode)
     need = V.conv_need(need)
-    algorithm = V.conv_algorithm(algorithm, geom)
-    if P.depthwise_native_last(geom, algorithm, need):
-        return _depthwise_backward_last(geom, algorithm, grad_out, x, weight, need)
-    if not P.conv_channels_last_native(geom, algorithm):
-        # x is read only by the weight gradient
-        grad_x, grad_w, grad_b = _conv_backward(
-            nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
-            weight, stride, padding, dilation, groups, need, algorithm, padding_mode)
-        return _to_last(grad_x), grad_w, grad_b
+    chosen = V.conv_algorithm(algorithm, geom)
+    if P.depthwise_native_last(geom, chosen, need):
+        return _depthwise_backward_last(geom, chosen, grad_out, x, weight, need)
+    if P.conv_channels_last_native(geom, chosen):
+        return _pointwise_backward_last(geom, grad_out, x, weight, need)
+    passes = P.plan_conv(geom, chosen, [g for g in ("x", "weight", "bias") if g in need],
+                         channels_last=True).passes
+    grad = dict.fromkeys(("x", "weight", "bias"))
+    for name, p in passes.items():
+        if p.layout != "channels_last":
+            continue
+        if name == "x":
+            grad["x"] = _nhwc_backward.input_grad(p.config, geom, grad_out, weight)
+        elif name == "weight":
+            grad["weight"] = _nhwc_backward.weight_grad(p.config, geom, grad_out, x)
+        else:
+            grad["bias"] = _channel_sums(_pixel_rows(grad_out, geom.dtype))
+    rest = tuple(g for g in passes if grad[g] is None)
+    if rest:   # x is read only by the weight gradient
+        first = _conv_backward(
+            nd, _to_first(grad_out), _to_first(x) if "weight" in rest else _first_view(x),
+            weight, stride, padding, dilation, groups, rest, algorithm, padding_mode)
+        _merge_first(grad, rest, first)
+    return grad["x"], grad["weight"], grad["bias"]
+
+
+def _merge_first(grad, rest, first):
+    """Store the passes named in rest from a channels-first call's (grad_x,
+    grad_w, grad_b) into the dict grad, grad_x in the channels-last layout."""
+    for g, value in zip(("x", "weight", "bias"), first):
+        if g in rest:
+            grad[g] = _to_last(value) if g == "x" else value
+
+
+def _pointwise_backward_last(geom, grad_out, x, weight, need):
+    """The gradients of a channels-last 1x1 convolution
+    (P.conv_channels_last_native): GEMMs over pixel rows."""
     threads = P.conv_threads(P.conv_macs(geom))
     go = _pixel_rows(grad_out, geom.dtype)
     grad_x = grad_w = grad_b = None
@@ -530,31 +563,64 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
 
 def _conv_transpose_forward_last(nd, x, weight, bias, stride, padding, output_padding, groups,
                                  dilation, algorithm):
+    """Channels-last conv_transpose: the conv's input gradient on the NHWC
+    kernels (bias added in their store) where the plan runs it there, a
+    GEMM over pixel rows for a stride-1 1x1, else the channels-first call
+    between layout copies (also for a NaN/inf weight)."""
     tg = V.conv_transpose_geometry(nd, _first_view(x), weight, bias, stride, padding,
                                    output_padding, groups, dilation)
     conv = tg.conv
-    if P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
+    chosen = V.conv_algorithm(algorithm, conv)
+    if P.conv_channels_last_native(conv, chosen, transposed=True):
         # y (pixels, C_out) = x (pixels, C_in) @ w (C_in, C_out) + bias
         return _pointwise_rows(_pixel_rows(x, conv.dtype),
                                weight.reshape(conv.out_channels, conv.in_channels), False,
                                _bias_array(bias, conv.dtype), _shape_last(tg.out_shape),
                                P.conv_threads(P.conv_macs(conv)))
+    p = P.plan_conv(conv, chosen, ("x",), channels_last=True).passes["x"]
+    if p.layout == "channels_last":
+        out = _nhwc_backward.input_grad(p.config, conv, x, weight, bias)
+        if out is not None:
+            return out
     return _to_last(_conv_transpose_forward(nd, _to_first(x), weight, bias, stride, padding,
                                             output_padding, groups, dilation, algorithm))
 
 
 def _conv_transpose_backward_last(nd, grad_out, x, weight, stride, padding, output_padding,
                                   groups, dilation, need, algorithm):
+    """Channels-last conv_transpose gradients: the conv's forward (wrt x) and
+    weight gradient (grad_out as its input, x as its output gradient) on the
+    NHWC kernels where the plan runs them there, channel sums for the bias;
+    the rest on the channels-first call between layout copies."""
     tg = V.conv_transpose_geometry(nd, _first_view(x), weight, None, stride, padding,
                                    output_padding, groups, dilation,
                                    grad_out=_first_view(grad_out))
     conv = tg.conv
     need = V.conv_need(need)
-    if not P.conv_channels_last_native(conv, V.conv_algorithm(algorithm, conv), transposed=True):
-        grad_x, grad_w, grad_b = _conv_transpose_backward(
-            nd, _to_first(grad_out), _to_first(x) if "weight" in need else _first_view(x),
-            weight, stride, padding, output_padding, groups, dilation, need, algorithm)
-        return _to_last(grad_x), grad_w, grad_b
+    chosen = V.conv_algorithm(algorithm, conv)
+    if P.conv_channels_last_native(conv, chosen, transposed=True):
+        return _pointwise_transpose_backward_last(conv, grad_out, x, weight, need)
+    wanted = [p for p, g in (("forward", "x"), ("weight", "weight")) if g in need]
+    passes = P.plan_conv(conv, chosen, wanted, channels_last=True).passes
+    grad = dict.fromkeys(("x", "weight", "bias"))
+    if "x" in need and passes["forward"].layout == "channels_last":
+        grad["x"] = _nhwc.forward(passes["forward"].config, conv, grad_out, weight, None)
+    if "weight" in need and passes["weight"].layout == "channels_last":
+        grad["weight"] = _nhwc_backward.weight_grad(passes["weight"].config, conv, x, grad_out)
+    if "bias" in need:
+        grad["bias"] = _channel_sums(_pixel_rows(grad_out, conv.dtype))
+    rest = tuple(g for g in need if grad[g] is None)
+    if rest:   # grad_out is read only by the weight gradient and the x gradient
+        first = _conv_transpose_backward(
+            nd, _to_first(grad_out), _to_first(x) if "weight" in rest else _first_view(x),
+            weight, stride, padding, output_padding, groups, dilation, rest, algorithm)
+        _merge_first(grad, rest, first)
+    return grad["x"], grad["weight"], grad["bias"]
+
+
+def _pointwise_transpose_backward_last(conv, grad_out, x, weight, need):
+    """The gradients of a channels-last stride-1 1x1 conv_transpose: GEMMs
+    over pixel rows."""
     threads = P.conv_threads(P.conv_macs(conv))
     go = _pixel_rows(grad_out, conv.dtype)
     grad_x = grad_w = grad_b = None

@@ -21,3 +21,13 @@ def numeric_gradient(loss, a, eps=1e-6):
         a[idx] = old
         grad[idx] = (plus - minus) / (2 * eps)
     return grad
+
+
+def to_last(a):
+    """A channels-first array (N, C, *spatial) as a C-contiguous channels-last one."""
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def to_first(a):
+    """A channels-last array as a channels-first view (None passes through)."""
+    return None if a is None else np.moveaxis(a, -1, 1)

@@ -43,6 +43,10 @@ cdef extern from "nhwc_kernels.h" nogil:
                          cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
         void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0,
                            cf_idx c1) noexcept nogil
+        void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
+                            cf_idx xs, void *acc, cf_idx r0, cf_idx r1, cf_idx c0, cf_idx c1,
+                            cf_idx rows_per_block, const void *zeros,
+                            const cf_geom *g) noexcept nogil
     const cf_nhwc_kernels *cf_nhwc_kernels_for(int is_double)
 
 
@@ -88,15 +92,7 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,
     cache); span: output pixels per work item."""
     cdef Py_ssize_t N = x_shape[0], C = x_shape[4], K = out_shape[4]
     cdef cf_geom g
-    g.C = C // groups
-    g.D, g.H, g.W = x_shape[1], x_shape[2], x_shape[3]
-    g.K = K // groups
-    g.OD, g.OH, g.OW = out_shape[1], out_shape[2], out_shape[3]
-    g.KD, g.KH, g.KW = kernel
-    g.sd, g.sh, g.sw = stride
-    g.pd, g.ph, g.pw = padding
-    g.dd, g.dh, g.dw = dilation
-    g.pad_mode = 0
+    _geom(&g, x_shape, out_shape, kernel, stride, padding, dilation, groups)
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, HWin = g.D * g.H * g.W
     if N == 0 or P == 0:
         return
@@ -307,3 +303,173 @@ def global_avg(const floating[::1] x, Py_ssize_t N, Py_ssize_t P, Py_ssize_t C,
         else:
             for n in range(N):
                 kt.global_avg(&x[0] + n * P * C, &out[0] + n * C, C, P, 0, C)
+# ------------------------------------------------------------ backward
+# The backward passes on the same layout (cnnfast._nhwc_backward): the input
+# gradient's stride phases on the forward kernel, the weight gradient on
+# kernels/conv_nhwc_backward.h.
+
+cdef void _geom(cf_geom *g, tuple in_shape, tuple out_shape, tuple kernel, tuple stride,
+                tuple padding, tuple dilation, Py_ssize_t groups):
+    g.C = in_shape[4] // groups
+    g.D, g.H, g.W = in_shape[1], in_shape[2], in_shape[3]
+    g.K = out_shape[4] // groups
+    g.OD, g.OH, g.OW = out_shape[1], out_shape[2], out_shape[3]
+    g.KD, g.KH, g.KW = kernel
+    g.sd, g.sh, g.sw = stride
+    g.pd, g.ph, g.pw = padding
+    g.dd, g.dh, g.dw = dilation
+    g.pad_mode = 0
+
+
+def forward_phase(const floating[::1] go, tuple go_shape, const floating[::1] packed,
+                  Py_ssize_t group_stride, const floating[::1] bias, floating[::1] out,
+                  tuple out_shape, tuple phase, tuple stride, tuple phase_size, tuple kernel,
+                  tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t cchunk,
+                  int nthreads):
+    """One stride phase of an input gradient: out (N, D, H, W, C) at the
+    positions phase + stride * q, q over phase_size, = the stride-1 forward
+    conv of go (N, OD, OH, OW, K) with the phase's packed sub-kernel
+    (kernel, padding, dilation: the sub-convolution's), plus bias (packed as
+    forward's; empty: none: a transposed convolution's). A work item is one
+    output row of the phase (its pixels are stride[2] * C apart, which the
+    forward kernel's pixel stride carries) for one image, group and block of
+    channels: it owns those outputs, so results do not depend on threads."""
+    cdef cf_geom g
+    _geom(&g, go_shape, (out_shape[0], 1, 1, phase_size[2], out_shape[4]), kernel,
+          (1, 1, 1), padding, dilation, groups)
+    cdef Py_ssize_t N = go_shape[0], Ktot = go_shape[4], Ctot = out_shape[4]
+    cdef Py_ssize_t nd = phase_size[0], nh = phase_size[1], nw = phase_size[2]
+    cdef Py_ssize_t rows = nd * nh
+    if N == 0 or rows == 0 or nw == 0:
+        return
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    cdef Py_ssize_t nkb = (g.K + kt.block - 1) // kt.block
+    cdef Py_ssize_t items = N * groups * nkb * rows
+    zeros_arr = np.zeros(max(Ktot, 1), dtype=np.asarray(out).dtype)
+    cdef const floating[::1] zeros = zeros_arr
+    cdef Py_ssize_t geo[10]
+    geo[0], geo[1], geo[2] = out_shape[1], out_shape[2], out_shape[3]
+    geo[3], geo[4], geo[5] = phase
+    geo[6], geo[7], geo[8] = stride
+    geo[9] = g.D * g.H * g.W
+    cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t i
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='guided'):
+                _phase_row(i, &go[0], &packed[0], group_stride, bp, &out[0], &zeros[0],
+                           groups, nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
+        else:
+            for i in range(items):
+                _phase_row(i, &go[0], &packed[0], group_stride, bp, &out[0], &zeros[0],
+                           groups, nkb, rows, nh, Ktot, Ctot, cchunk, geo, &g, kt)
+
+
+cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
+                     Py_ssize_t group_stride, const floating *bias, floating *out,
+                     const floating *zeros,
+                     Py_ssize_t groups, Py_ssize_t nkb, Py_ssize_t rows, Py_ssize_t nh,
+                     Py_ssize_t Ktot, Py_ssize_t Ctot, Py_ssize_t cchunk, const Py_ssize_t *geo,
+                     const cf_geom *g,
+                     const cf_nhwc_kernels *kt) noexcept nogil:
+    # i = ((n * groups + group) * nkb + kb) * rows + row; geo: the output's
+    # (D, H, W), the phase, the stride, the input pixels per image
+    cdef Py_ssize_t row = i % rows, rest = i // rows
+    cdef Py_ssize_t kb = rest % nkb, ng = rest // nkb
+    cdef Py_ssize_t grp = ng % groups, n = ng // groups
+    cdef Py_ssize_t qd = row // nh, qh = row % nh
+    cdef Py_ssize_t k0 = kb * kt.block, nk = min(kt.block, g.K - k0)
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    # the row as a one-row output: its input window moves with the padding
+    cdef cf_geom gl = g[0]
+    gl.pd = g.pd - qd
+    gl.ph = g.ph - qh
+    cdef Py_ssize_t pos = ((n * geo[0] + qd * geo[6] + geo[3]) * geo[1] + qh * geo[7]
+                           + geo[4]) * geo[2] + geo[5]
+    kt.forward(go + n * geo[9] * Ktot + grp * g.C, Ktot,
+               packed + grp * group_stride + k0 * g.C * kvol,
+               bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
+               out + pos * Ctot + grp * g.K + k0, geo[8] * Ctot, NULL, 0, g.OW, nk, cchunk,
+               0, 0.0, 0.0, zeros, &gl)
+
+
+def weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x, tuple x_shape,
+                floating[::1] parts, floating[::1] grad_w, tuple kernel, tuple stride,
+                tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t cblock,
+                Py_ssize_t chunks, Py_ssize_t rows_per_block, int nthreads):
+    """grad_w (K, C // groups, *kernel) of the conv x (N, D, H, W, C) ->
+    go (N, OD, OH, OW, K). A work item is (row chunk, group, vector of
+    output channels, block of cblock input channels); the rows of the
+    flattened (N, OD, OH) are cut into `chunks` (1 unless the other splits
+    leave threads idle), each summing into its own copy of the partial sums
+    `parts` (zeros, chunks x groups x vectors x C/groups x taps x
+    vector_width), added in chunk order at the end: the same partition gives
+    the same bits whichever thread ran what."""
+    cdef cf_geom g
+    _geom(&g, x_shape, go_shape, kernel, stride, padding, dilation, groups)
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    cdef Py_ssize_t VW = kt.vector_width, kvol = g.KD * g.KH * g.KW
+    cdef Py_ssize_t nkv = (g.K + VW - 1) // VW, ncb = (g.C + cblock - 1) // cblock
+    cdef Py_ssize_t R = go_shape[0] * g.OD * g.OH, Ktot = go_shape[4], Ctot = x_shape[4]
+    cdef Py_ssize_t part = groups * nkv * g.C * kvol * VW
+    cdef Py_ssize_t items = chunks * groups * nkv * ncb, i
+    zeros_arr = np.zeros(max(Ctot, 1), dtype=np.asarray(grad_w).dtype)
+    cdef const floating[::1] zeros = zeros_arr
+    cdef Py_ssize_t sizes[5]
+    sizes[0], sizes[1], sizes[2], sizes[3], sizes[4] = ncb, nkv, chunks, R, part
+    if R > 0 and g.OW > 0 and g.C > 0:
+        with nogil:
+            if nthreads > 1 and items > 1:
+                for i in prange(items, num_threads=nthreads, schedule='guided'):
+                    _weight_item(i, &go[0], go.shape[0], &x[0], &parts[0], &zeros[0], groups,
+                                 cblock, rows_per_block, Ktot, Ctot, sizes, &g, kt)
+            else:
+                for i in range(items):
+                    _weight_item(i, &go[0], go.shape[0], &x[0], &parts[0], &zeros[0], groups,
+                                 cblock, rows_per_block, Ktot, Ctot, sizes, &g, kt)
+    cdef Py_ssize_t rows_out = groups * nkv * g.C
+    if rows_out == 0:
+        return
+    with nogil:
+        if nthreads > 1:
+            for i in prange(rows_out, num_threads=nthreads, schedule='static'):
+                _weight_sum(i, &parts[0], &grad_w[0], chunks, part, nkv, kvol, VW, &g)
+        else:
+            for i in range(rows_out):
+                _weight_sum(i, &parts[0], &grad_w[0], chunks, part, nkv, kvol, VW, &g)
+
+
+cdef void _weight_item(Py_ssize_t i, const floating *go, Py_ssize_t go_len, const floating *x,
+                       floating *parts, const floating *zeros, Py_ssize_t groups,
+                       Py_ssize_t cblock, Py_ssize_t rows_per_block, Py_ssize_t Ktot,
+                       Py_ssize_t Ctot, const Py_ssize_t *sizes, const cf_geom *g,
+                       const cf_nhwc_kernels *kt) noexcept nogil:
+    # i = ((chunk * groups + group) * nkv + kv) * ncb + cb; sizes: ncb, nkv,
+    # chunks, rows, elements of one chunk's partial sums
+    cdef Py_ssize_t ncb = sizes[0], nkv = sizes[1], chunks = sizes[2], R = sizes[3]
+    cdef Py_ssize_t cb = i % ncb, rest = i // ncb
+    cdef Py_ssize_t kv = rest % nkv, rest2 = rest // nkv
+    cdef Py_ssize_t grp = rest2 % groups, j = rest2 // groups
+    cdef Py_ssize_t VW = kt.vector_width, kvol = g.KD * g.KH * g.KW
+    cdef floating *acc = parts + j * sizes[4] + (grp * nkv + kv) * g.C * kvol * VW
+    kt.weight_grad(go + grp * g.K + kv * VW, Ktot, go + go_len, x + grp * g.C, Ctot, acc,
+                   j * R // chunks, (j + 1) * R // chunks, cb * cblock,
+                   min(g.C, (cb + 1) * cblock), rows_per_block, zeros, g)
+
+
+cdef void _weight_sum(Py_ssize_t i, const floating *parts, floating *grad_w,
+                      Py_ssize_t chunks, Py_ssize_t part, Py_ssize_t nkv, Py_ssize_t kvol,
+                      Py_ssize_t VW, const cf_geom *g) noexcept nogil:
+    # i = (group * nkv + kv) * C + c: the chunks' partial sums of that
+    # (channel, vector), added in chunk order, stored as dW rows
+    cdef Py_ssize_t c = i % g.C, gk = i // g.C
+    cdef Py_ssize_t kv = gk % nkv, grp = gk // nkv
+    cdef Py_ssize_t nl = min(VW, g.K - kv * VW), t, l, j
+    cdef const floating *src = parts + i * kvol * VW
+    cdef floating s
+    for l in range(nl):
+        for t in range(kvol):
+            s = src[t * VW + l]
+            for j in range(1, chunks):
+                s = s + src[j * part + t * VW + l]
+            grad_w[((grp * g.K + kv * VW + l) * g.C + c) * kvol + t] = s

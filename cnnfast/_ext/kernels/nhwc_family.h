@@ -5,6 +5,7 @@
 #include "conv_nhwc.h"
 #include "conv_nhwc_winograd.h"
 #include "pool_nhwc.h"
+#include "conv_nhwc_backward.h"
 
 static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .isa = CF_LEVEL,
@@ -18,6 +19,7 @@ static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .wino_output = FN(nhwc_wino_output),
     .max_pool = FN(nhwc_max_pool),
     .global_avg = FN(nhwc_global_avg),
+    .weight_grad = FN(nhwc_weight_grad),
 };
 
 #include "cf_family_end.h"

@@ -1,4 +1,4 @@
-/* The channels-last convolution kernels (conv_nhwc.h) as one table per (ISA
+/* The channels-last convolution kernels (conv_nhwc.h, conv_nhwc_backward.h) as one table per (ISA
  * level, dtype), looked up with cf_nhwc_kernels_for(is_double) by the driver
  * (_conv_nhwc.pyx). Data pointers are void * holding CF_T of the table's
  * dtype; every kernel writes only memory its caller owns. */
@@ -32,6 +32,10 @@ typedef struct {
                      cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
                      cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1);
     void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0, cf_idx c1);
+    /* conv_nhwc_backward.h */
+    void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
+                        cf_idx xs, void *acc, cf_idx r0, cf_idx r1, cf_idx c0, cf_idx c1,
+                        cf_idx rows_per_block, const void *zeros, const cf_geom *g);
 } cf_nhwc_kernels;
 
 #define CF_FAMILY "nhwc_family.h"

@@ -1,0 +1,191 @@
+"""The backward passes of a channels-last convolution on the NHWC layout, as
+two records (configuration computed once by the plan, which decides when
+they run: _plan.nhwc_backward_wins; and their run), so that a channels-last
+training step makes no layout copies.
+
+Input gradient ("nhwc_direct_x"): grad_x = conv_transpose(grad_out, w),
+split into stride phases. Along a dim of stride s, the input positions
+r + s*q of phase r receive grad_out[q + (r + p - t*d) / s] * w[t] from the
+taps t whose offset is a whole number: a stride-1 convolution of grad_out
+with those taps reversed (dilation d / gcd(s, d)), the weights transposed
+(K <-> C), padding (t_max*d - r - p) / s (negative where the phase starts
+inside). Each phase runs on the forward kernel (kernels/conv_nhwc.h): at
+stride 1 the single phase is the whole plane; otherwise a work item is one
+output row of a phase, its pixels stride*C apart, written in place (no
+col2im, no scatter). A phase without taps is zeros.
+
+Weight gradient ("nhwc_weight"): kernels/conv_nhwc_backward.h, oneDNN's
+register tile (kw x input-channel step accumulators, one vector of output
+channels each). Work items split output-channel vectors and input-channel
+blocks; only when those leave threads idle are the output rows cut into
+chunks too, each with private partial sums added in chunk order, so results
+are bit-identical run to run at a given thread count.
+"""
+from __future__ import annotations
+
+import math
+from itertools import product
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _nhwc
+from . import _validation as V
+from ._ext import _conv_nhwc
+
+# Output pixels a weight-gradient row block holds: its grad_out vectors
+# (256 x 64 bytes) stay in L1 while every tap and channel step sweeps them.
+WEIGHT_BLOCK_PIXELS = 256
+# Input channels per weight-gradient channel block: a multiple of the
+# kernel's channel step (8 on AVX-512).
+WEIGHT_CHANNEL_STEP = 8
+# Work items per thread the weight gradient aims for before it cuts the rows
+# into chunks (each chunk costs a private copy of dW).
+WEIGHT_ITEMS_PER_THREAD = 4
+
+
+class Phase(NamedTuple):
+    """One stride phase of the input gradient, 3-D (unit dims for 1-D/2-D)."""
+    offset: tuple       # first input position of the phase per dim
+    size: tuple         # positions of the phase per dim
+    taps: tuple         # per dim, the kernel taps it reads, in sub-kernel order
+    padding: tuple      # of the stride-1 sub-convolution (may be negative)
+    dilation: tuple     # of the sub-convolution
+    config: _nhwc.NhwcConfig
+
+
+class NhwcInputGradConfig(NamedTuple):
+    phases: tuple       # Phase per stride phase with positions and taps
+    dense: bool         # stride 1: one phase, the whole plane
+    zero_fill: bool     # some phase has positions but no taps (zeros there)
+    threads: int
+    workspace_bytes: int
+
+
+class NhwcWeightConfig(NamedTuple):
+    vector_width: int   # output channels per accumulator
+    cblock: int         # input channels per work item
+    chunks: int         # row chunks with private partial sums (1: none)
+    rows_per_block: int
+    items: int
+    threads: int
+    workspace_bytes: int
+
+
+def _dim_phases(n, k, s, p, d):
+    """Per phase r of one dim with positions: (r, size, taps reversed, pad, dilation)."""
+    out = []
+    for r in range(min(s, n)):
+        taps = [t for t in range(k) if (r + p - t * d) % s == 0]
+        size = -(-(n - r) // s)
+        if not taps:
+            out.append((r, size, (), 0, 1))
+            continue
+        out.append((r, size, tuple(reversed(taps)), (taps[-1] * d - r - p) // s,
+                    d // math.gcd(s, d)))
+    return out
+
+
+def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradConfig:
+    stride, pad, dilation = geom.kernel_args
+    dims = [_dim_phases(n, k, s, p, d) for n, k, s, p, d in
+            zip(geom.as3d(geom.in_size, 1), geom.as3d(geom.kernel, 1), stride, pad, dilation)]
+    phases, zero_fill, work = [], False, 0
+    for parts in product(*dims):
+        offset, size, taps, padding, dil = (tuple(p[i] for p in parts) for i in range(5))
+        if not all(taps):
+            zero_fill = True
+            continue
+        sub = geom._replace(nd=3, in_channels=geom.out_channels, out_channels=geom.in_channels,
+                            in_size=geom.as3d(geom.out_size, 1), out_size=size,
+                            kernel=tuple(map(len, taps)), stride=(1, 1, 1), dilation=dil,
+                            pad_before=padding, pad_after=padding)
+        cfg = _nhwc.configure(sub, threads)
+        phases.append(Phase(offset, size, taps, padding, dil, cfg))
+        work += cfg.workspace_bytes
+    dense = all(s == 1 for s in stride)
+    return NhwcInputGradConfig(tuple(phases), dense, zero_fill, threads, work)
+
+
+def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight, bias=None):
+    """grad_x (N, *in, C) from channels-last grad_out (N, *out, K), plus
+    bias (C,) when given (a transposed convolution's), or None
+    when a weight the phases read is NaN or infinite: a tap outside grad_out
+    reads zeros, and 0 * inf would put NaN where the reference (a scatter of
+    the real products) is finite; the caller then runs another kernel."""
+    dtype, G = geom.dtype, geom.groups
+    K, C = geom.out_channels, geom.in_channels
+    k3 = geom.as3d(geom.kernel, 1)
+    wg = V.kernel_array(weight, dtype).reshape((G, K // G, C // G) + k3)
+    packs = []
+    for ph in cfg.phases:
+        td, th, tw = ph.taps
+        sub = wg[:, :, :, list(td)][:, :, :, :, list(th)][:, :, :, :, :, list(tw)]
+        # (G, Kg, Cg, taps) -> (G, Cg, Kg, taps): the sub-conv's (C, K // G, taps)
+        sub = np.ascontiguousarray(sub.transpose(0, 2, 1, 3, 4, 5)).reshape(-1)
+        packed = np.empty(G * ph.config.group_stride, dtype)
+        if not _conv_nhwc.pack(sub, packed, C, K, math.prod(map(len, ph.taps)), G,
+                               ph.config.group_stride):
+            return None
+        packs.append(packed)
+    go = V.kernel_array(grad_out, dtype).reshape(-1)
+    shape = (geom.batch,) + tuple(geom.in_size) + (C,)
+    out = np.empty(shape, dtype)
+    if cfg.zero_fill:   # positions no tap reaches hold the bias alone
+        out[...] = 0 if bias is None else V.kernel_array(bias, dtype)
+    # the forward kernel's bias layout (_nhwc.pack_bias), for C outputs
+    bias_packed = (np.empty(0, dtype) if not cfg.phases else _nhwc.pack_bias(
+        bias, geom._replace(out_channels=C), cfg.phases[0].config))
+    go5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (K,)
+    out5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (C,)
+    flat = out.reshape(-1)
+    for ph, packed in zip(cfg.phases, packs):
+        kernel = tuple(map(len, ph.taps))
+        if cfg.dense:
+            _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, bias_packed, flat,
+                               out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
+                               ph.config.cchunk, ph.config.span, cfg.threads)
+        else:
+            _conv_nhwc.forward_phase(go, go5, packed, ph.config.group_stride, bias_packed,
+                                     flat, out5, ph.offset, geom.kernel_args[0], ph.size,
+                                     kernel, ph.padding, ph.dilation, G, ph.config.cchunk,
+                                     cfg.threads)
+    return out
+
+
+def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:
+    itemsize = np.dtype(geom.dtype).itemsize
+    vw = 64 // itemsize   # the kernels' 64-byte vectors
+    cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
+    outer = geom.groups * -(-kg // vw)
+    want = WEIGHT_ITEMS_PER_THREAD * threads
+    cblock = max(cg, 1)
+    if threads > 1 and outer < want:
+        blocks = min(-(-want // outer), -(-cg // WEIGHT_CHANNEL_STEP))
+        per = -(-cg // max(blocks, 1))
+        cblock = max(1, min(-(-per // WEIGHT_CHANNEL_STEP) * WEIGHT_CHANNEL_STEP, cg))
+    items = outer * -(-cg // cblock) if cg else outer
+    out3 = geom.as3d(geom.out_size, 1)
+    rows = geom.batch * out3[0] * out3[1]
+    chunks = min(threads, rows) if threads > 1 and items < want else 1
+    chunks = max(chunks, 1)
+    rows_per_block = max(1, WEIGHT_BLOCK_PIXELS // max(out3[2], 1))
+    part = outer * vw * cg * math.prod(geom.kernel)
+    return NhwcWeightConfig(vw, cblock, chunks, rows_per_block, items * chunks, threads,
+                            chunks * part * itemsize)
+
+
+def weight_grad(cfg: NhwcWeightConfig, geom: V.ConvGeometry, grad_out, x):
+    """grad_w (K, C // groups, *kernel) from channels-last grad_out and x."""
+    dtype, G = geom.dtype, geom.groups
+    cg, kg = geom.in_channels // G, geom.out_channels // G
+    part = G * -(-kg // cfg.vector_width) * cfg.vector_width * cg * math.prod(geom.kernel)
+    parts = np.zeros(cfg.chunks * part, dtype)
+    grad_w = np.empty((geom.out_channels, cg) + tuple(geom.kernel), dtype)
+    go5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (geom.out_channels,)
+    x5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (geom.in_channels,)
+    _conv_nhwc.weight_grad(V.kernel_array(grad_out, dtype).reshape(-1), go5,
+                           V.kernel_array(x, dtype).reshape(-1), x5, parts,
+                           grad_w.reshape(-1), geom.as3d(geom.kernel, 1), *geom.kernel_args,
+                           G, cfg.cblock, cfg.chunks, cfg.rows_per_block, cfg.threads)
+    return grad_w
