@@ -155,7 +155,7 @@ WINOGRAD_TILES = 24
 # Transformed inputs of a round of images at most this large (the rest wait
 # for the next round): ResNet-18's 56x56 layer at batch 8 needs 14 MB.
 WINOGRAD_ROUND_BYTES = 64 << 20
-WINOGRAD_ITEMS_PER_THREAD = 4
+WINOGRAD_ITEMS_PER_THREAD = 2
 
 
 class WinogradConfig(NamedTuple):
@@ -184,17 +184,20 @@ def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
     per_image = -(-oh // 4) * -(-ow // 4)
     # blocks of at most WINOGRAD_TILES tiles, and enough (image, block,
     # output-channel block) items for WINOGRAD_ITEMS_PER_THREAD per thread
-    # when the batch is small, of equal size in whole register tiles of 6
-    # (ResNet-18's 28x28 layer: 3 blocks of 18, 18 and 13 instead of 24, 24
-    # and 1). Each item streams its output-channel block's transformed
-    # weights once, so fewer items than the direct kernel's.
+    # when the batch is small, of equal size (ResNet-18's 28x28 layer: 3
+    # blocks of 17, 17 and 15 instead of 24, 24 and 1). Each item streams its
+    # output-channel block's transformed weights once, so fewer items than
+    # the direct kernel's.
     out_blocks = -(-geom.out_channels // block)
     blocks = max(-(-per_image // WINOGRAD_TILES),
                  -(-WINOGRAD_ITEMS_PER_THREAD * threads // max(1, geom.batch * out_blocks)))
+    items = max(1, geom.batch * out_blocks)
+    if items * blocks < 8 * threads:
+        # few items: a multiple of the threads, so none waits for the last one
+        # (56x56 at batch 1 on 2 threads: 10 blocks of 20 tiles, not 9 of 22)
+        while (items * blocks) % threads and blocks < per_image:
+            blocks += 1
     tiles = -(-per_image // min(blocks, per_image))
-    if tiles > 6:
-        tiles = -(-tiles // 6) * 6
-    tiles = min(tiles, per_image)
     blocks = -(-per_image // tiles)
     per_image_v = blocks * 36 * tiles * geom.in_channels
     images = max(1, min(geom.batch, WINOGRAD_ROUND_BYTES // (per_image_v * itemsize)))
