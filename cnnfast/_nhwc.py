@@ -156,9 +156,15 @@ WINOGRAD_TILES = 24
 # for the next round): ResNet-18's 56x56 layer at batch 8 needs 14 MB.
 WINOGRAD_ROUND_BYTES = 64 << 20
 WINOGRAD_ITEMS_PER_THREAD = 2
+# F(2x2, 3x3) instead of F(4x4, 3x3) on planes of at most this many outputs
+# whose F(4,3) weights exceed WINOGRAD_STREAMED_BYTES (they come from memory
+# at every call): see winograd_tile.
+WINOGRAD_SMALL_PLANE = 8 * 8
+WINOGRAD_STREAMED_BYTES = 8 << 20
 
 
 class WinogradConfig(NamedTuple):
+    m: int                  # output tile: 4 (F(4x4, 3x3), 36 positions) or 2 (F(2x2, 3x3), 16)
     tiles: int              # tiles per block (T)
     images_per_round: int
     threads: int
@@ -177,11 +183,22 @@ def winograd_shape(geom: V.ConvGeometry) -> bool:
             and geom.pad_mode == "zeros" and geom.in_channels % vw == 0)
 
 
+def winograd_tile(geom: V.ConvGeometry) -> int:
+    """F(4x4, 3x3), or F(2x2, 3x3) for planes of at most WINOGRAD_SMALL_PLANE
+    outputs with large weights, whose F(4,3) transforms (36 positions) would
+    be streamed from memory at every call."""
+    big = 36 * geom.in_channels * geom.out_channels * np.dtype(geom.dtype).itemsize
+    small = math.prod(geom.out_size) <= WINOGRAD_SMALL_PLANE
+    return 2 if small and big > WINOGRAD_STREAMED_BYTES else 4
+
+
 def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
     block, _ = _conv_nhwc.tiles(geom.dtype)
     itemsize = np.dtype(geom.dtype).itemsize
+    m = winograd_tile(geom)
+    positions = (m + 2) ** 2
     oh, ow = geom.out_size
-    per_image = -(-oh // 4) * -(-ow // 4)
+    per_image = -(-oh // m) * -(-ow // m)
     # blocks of at most WINOGRAD_TILES tiles, and enough (image, block,
     # output-channel block) items for WINOGRAD_ITEMS_PER_THREAD per thread
     # when the batch is small, of equal size (ResNet-18's 28x28 layer: 3
@@ -199,20 +216,21 @@ def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
             blocks += 1
     tiles = -(-per_image // min(blocks, per_image))
     blocks = -(-per_image // tiles)
-    per_image_v = blocks * 36 * tiles * geom.in_channels
+    per_image_v = blocks * positions * tiles * geom.in_channels
     images = max(1, min(geom.batch, WINOGRAD_ROUND_BYTES // (per_image_v * itemsize)))
     pos_stride = -(-geom.out_channels // block) * block * geom.in_channels
-    m = threads * 36 * tiles * block
-    workspace = (36 * pos_stride + images * per_image_v + m) * itemsize
-    return WinogradConfig(tiles, images, threads, pos_stride, images * per_image_v, m,
-                          workspace)
+    products = threads * positions * tiles * block
+    workspace = (positions * pos_stride + images * per_image_v + products) * itemsize
+    return WinogradConfig(m, tiles, images, threads, pos_stride, images * per_image_v,
+                          products, workspace)
 
 
 def winograd_pack(weight, geom: V.ConvGeometry, cfg: WinogradConfig):
     """(transformed weights, finite)."""
-    u = np.empty(36 * cfg.pos_stride, geom.dtype)
+    u = np.empty((cfg.m + 2) ** 2 * cfg.pos_stride, geom.dtype)
     finite = _conv_nhwc.winograd_pack(V.kernel_array(weight, geom.dtype).reshape(-1), u,
-                                      geom.out_channels, geom.in_channels, cfg.pos_stride)
+                                      geom.out_channels, geom.in_channels, cfg.pos_stride,
+                                      cfg.m)
     return u, finite
 
 
@@ -229,5 +247,5 @@ def winograd_run(cfg: WinogradConfig, geom: V.ConvGeometry, x, u, bias_packed,
     ok = _conv_nhwc.winograd_forward(
         x3.reshape(-1), x3.shape, u, cfg.pos_stride, bias_packed, out.reshape(-1), out.shape,
         tuple(geom.pad_before), cfg.tiles, cfg.images_per_round, cfg.threads, v, m, res,
-        clamp is not None, lo, hi)
+        clamp is not None, lo, hi, cfg.m)
     return out if ok else None

@@ -405,7 +405,7 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
         return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), clamp,
                                   residual, last=True)
     if p.kernel == "nhwc_winograd":
-        u, finite = _packed(packed, ("winograd", p.config.pos_stride), weight, bias,
+        u, finite = _packed(packed, ("winograd", p.config.m, p.config.pos_stride), weight, bias,
                             lambda: _nhwc.winograd_pack(weight, geom, p.config))
         direct = _nhwc.configure(geom, p.config.threads)
         if finite:

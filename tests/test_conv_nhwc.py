@@ -277,15 +277,27 @@ def _winograd_plan(x, w, padding):
                            kept_weights=True).passes["forward"]
 
 
+@pytest.fixture(params=[4, 2], ids=["F(4,3)", "F(2,3)"])
+def winograd_tile(request, monkeypatch):
+    """Each Winograd test for both tiles: F(2,3) forced on every shape."""
+    if request.param == 2:
+        monkeypatch.setattr(_nhwc, "WINOGRAD_SMALL_PLANE", 1 << 30)
+        monkeypatch.setattr(_nhwc, "WINOGRAD_STREAMED_BYTES", 0)
+    cnnfast._cache.clear()   # plans made under the other tile
+    yield request.param
+    cnnfast._cache.clear()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
-def test_winograd_matches_reference(case, dtype):
+def test_winograd_matches_reference(case, dtype, winograd_tile):
     xs, K, padding = case
     rng = np.random.default_rng(11)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal((K, xs[1], 3, 3)).astype(dtype)
     b = rng.standard_normal(K).astype(dtype)
-    assert _winograd_plan(x, w, padding).kernel == "nhwc_winograd"
+    p = _winograd_plan(x, w, padding)
+    assert p.kernel == "nhwc_winograd" and p.config.m == winograd_tile
     expected = _expected(x, w, b, dict(padding=padding))
     cache = {}
     got = _first(_fused_last(x, w, b, padding, cache))
@@ -301,7 +313,7 @@ def test_winograd_matches_reference(case, dtype):
                                atol=2 * bound * max(1.0, np.abs(expected).max()))
 
 
-def test_winograd_threads_bit_identical():
+def test_winograd_threads_bit_identical(winograd_tile):
     rng = np.random.default_rng(12)
     x = rng.standard_normal((2, 64, 14, 15)).astype(np.float32)
     w = rng.standard_normal((96, 64, 3, 3)).astype(np.float32)
@@ -315,7 +327,7 @@ def test_winograd_threads_bit_identical():
 
 @pytest.mark.parametrize("where", ["x", "w"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_winograd_non_finite_gives_the_direct_result(where, value):
+def test_winograd_non_finite_gives_the_direct_result(where, value, winograd_tile):
     rng = np.random.default_rng(13)
     x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
@@ -403,3 +415,15 @@ def test_global_average(shape, dtype):
     with cnnfast.num_threads(2):
         np.testing.assert_array_equal(
             cnnfast.adaptive_avg_pool2d(x, 1, data_format="channels_last"), got)
+
+
+def test_winograd_tile_choice():
+    # ResNet's last stage at batch 1: 512 channels on 7x7, F(4,3) weights of 37.7 MB
+    big = V.conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
+                          np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
+    assert _nhwc.winograd_tile(big) == 2
+    # larger planes, or weights that stay in cache: F(4,3)
+    for shape, k in [((1, 512, 14, 14), 512), ((1, 64, 7, 7), 64)]:
+        g = V.conv_geometry(2, np.empty(shape, np.float32),
+                            np.empty((k, shape[1], 3, 3), np.float32), None, 1, 1, 1, 1)
+        assert _nhwc.winograd_tile(g) == 4

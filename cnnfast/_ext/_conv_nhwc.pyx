@@ -38,6 +38,15 @@ cdef extern from "nhwc_kernels.h" nogil:
                            cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
                            cf_idx os, const void *res, int clamp, double lo,
                            double hi) noexcept nogil
+        int (*wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u,
+                         cf_idx pos_stride) noexcept nogil
+        int (*wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
+                          cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v,
+                          cf_idx T, cf_idx C) noexcept nogil
+        int (*wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
+                           cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
+                           cf_idx os, const void *res, int clamp, double lo,
+                           double hi) noexcept nogil
         void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                          cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
                          cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
@@ -143,30 +152,34 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
 # ------------------------------------------------------------------ Winograd
 
 def winograd_pack(const floating[::1] w, floating[::1] u, Py_ssize_t K, Py_ssize_t C,
-                  Py_ssize_t pos_stride):
+                  Py_ssize_t pos_stride, Py_ssize_t m=4):
     """Transformed weights (kernels/conv_nhwc_winograd.h nhwc_wino_pack) of w
-    (K, C, 3, 3), flat, into u (36 positions, pos_stride apart). False when a
+    (K, C, 3, 3), flat, into u ((m + 2)**2 positions, pos_stride apart; m = 4:
+    F(4x4, 3x3), m = 2: F(2x2, 3x3)). False when a
     transformed weight is not finite."""
     cdef int finite
     with nogil:
-        finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride)
+        if m == 2:
+            finite = _kernels(<floating> 0).wino2_pack(&w[0], K, C, &u[0], pos_stride)
+        else:
+            finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride)
     return bool(finite)
 
 
 def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u,
                      Py_ssize_t pos_stride, const floating[::1] bias, floating[::1] out,
                      tuple out_shape, tuple padding, Py_ssize_t T, Py_ssize_t images_per_round,
-                     int nthreads, floating[::1] v, floating[::1] m,
+                     int nthreads, floating[::1] v, floating[::1] mw,
                      const floating[::1] residual=None, bint clamp=False, double lo=0.0,
-                     double hi=0.0):
-    """out (N, OH, OW, K) = Winograd F(4x4, 3x3) of x (N, H, W, C) with the
+                     double hi=0.0, Py_ssize_t m=4):
+    """out (N, OH, OW, K) = Winograd F(m x m, 3x3) (m = 4 or 2) of x (N, H, W, C) with the
     transformed weights u (winograd_pack), + bias (empty, or padded to whole
     blocks), + residual, clamped: the epilogue of a fused layer. Per round of
     images_per_round images: the input transforms of every block of T tiles
     (items: image, block, channel range) into v, then per (image, block,
-    output-channel block) the 36 products into the thread's part of m and
-    the output transform. v: images_per_round * blocks * 36 * T * C
-    elements; m: nthreads * 36 * T * block. Returns False when a value was
+    output-channel block) the products into the thread's part of mw and
+    the output transform. v: images_per_round * blocks * positions * T * C
+    elements; mw: nthreads * positions * T * block, positions (m + 2)**2. Returns False when a value was
     not finite (out is then incomplete: the caller runs the direct kernel)."""
     cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
     cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2], K = out_shape[3]
@@ -175,7 +188,8 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
         return True
     cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
     cdef Py_ssize_t VW = kt.vector_width, block = kt.block
-    cdef Py_ssize_t tw = (OW + 3) // 4, per_image = (OH + 3) // 4 * tw
+    cdef Py_ssize_t tw = (OW + m - 1) // m, per_image = (OH + m - 1) // m * tw
+    cdef Py_ssize_t npos = (m + 2) * (m + 2)
     cdef Py_ssize_t nblk = (per_image + T - 1) // T, nkb = (K + block - 1) // block
     cdef Py_ssize_t cvec = C // VW
     cdef Py_ssize_t n0, nr, i, items_a, items_b, csplit
@@ -200,24 +214,24 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
             if nthreads > 1 and items_a > 1:
                 for i in prange(items_a, num_threads=nthreads, schedule='guided'):
                     nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
-                                             nblk, csplit, cvec, VW, &v[0], kt)
+                                             nblk, csplit, cvec, VW, &v[0], kt, m)
             else:
                 for i in range(items_a):
                     nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
-                                             nblk, csplit, cvec, VW, &v[0], kt)
+                                             nblk, csplit, cvec, VW, &v[0], kt, m)
         if nbad:
             return False
         with nogil:
             if nthreads > 1 and items_b > 1:
                 for i in prange(items_b, num_threads=nthreads, schedule='guided'):
                     nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
-                                             &m[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
-                                             block, clamp, lo, hi, &g1, kt)
+                                             &mw[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                                             block, clamp, lo, hi, &g1, kt, m)
             else:
                 for i in range(items_b):
                     nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
-                                             &m[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
-                                             block, clamp, lo, hi, &g1, kt)
+                                             &mw[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                                             block, clamp, lo, hi, &g1, kt, m)
         if nbad:
             return False
     return True
@@ -227,34 +241,43 @@ cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t n0, Py_ssi
                           Py_ssize_t W, Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw,
                           Py_ssize_t tw, Py_ssize_t per_image, Py_ssize_t T, Py_ssize_t nblk,
                           Py_ssize_t csplit, Py_ssize_t cvec, Py_ssize_t VW, floating *v,
-                          const cf_nhwc_kernels *kt) noexcept nogil:
+                          const cf_nhwc_kernels *kt, Py_ssize_t m) noexcept nogil:
     # i = (image in round * nblk + block) * csplit + channel range
     cdef Py_ssize_t cs = i % csplit, ib = i // csplit
     cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
     cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T)
     cdef Py_ssize_t c0 = cvec * cs // csplit * VW, c1 = cvec * (cs + 1) // csplit * VW
+    cdef Py_ssize_t npos = (m + 2) * (m + 2)
+    if m == 2:
+        return kt.wino2_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
+                              v + ib * npos * T * C, T, C)
     return kt.wino_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
-                         v + ib * 36 * T * C, T, C)
+                         v + ib * npos * T * C, T, C)
 
 
 cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const floating *u,
                           Py_ssize_t pos_stride, const floating *bias, floating *out,
-                          const floating *res, floating *m, Py_ssize_t OH, Py_ssize_t OW,
+                          const floating *res, floating *m_work, Py_ssize_t OH, Py_ssize_t OW,
                           Py_ssize_t C, Py_ssize_t K, Py_ssize_t tw, Py_ssize_t per_image,
                           Py_ssize_t T, Py_ssize_t nblk, Py_ssize_t nkb, Py_ssize_t block,
                           bint clamp, double lo, double hi, const cf_geom *g1,
-                          const cf_nhwc_kernels *kt) noexcept nogil:
+                          const cf_nhwc_kernels *kt, Py_ssize_t m) noexcept nogil:
     # i = (image in round * nblk + block of tiles) * nkb + block of output channels
     cdef Py_ssize_t kb = i % nkb, ib = i // nkb
     cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
     cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T), nt = t1 - t0
     cdef Py_ssize_t k0 = kb * block, nk = min(block, K - k0), p
-    cdef floating *mt = m + cf_thread_num() * 36 * T * block
-    cdef const floating *vb = v + ib * 36 * T * C
-    for p in range(36):
+    cdef Py_ssize_t npos = (m + 2) * (m + 2)
+    cdef floating *mt = m_work + cf_thread_num() * npos * T * block
+    cdef const floating *vb = v + ib * npos * T * C
+    for p in range(npos):
         kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
                    block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, g1)
     cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
+    if m == 2:
+        return kt.wino2_output(mt, T, block, tw, t0, t1, OH, OW, nk,
+                               bias + k0 if bias != NULL else NULL, out + ooff, K,
+                               res + ooff if res != NULL else NULL, clamp, lo, hi)
     return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
                           bias + k0 if bias != NULL else NULL, out + ooff, K,
                           res + ooff if res != NULL else NULL, clamp, lo, hi)

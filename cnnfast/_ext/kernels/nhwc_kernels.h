@@ -27,6 +27,14 @@ typedef struct {
     int (*wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
                        cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
                        const void *res, int clamp, double lo, double hi);
+    /* ... and F(2x2, 3x3) */
+    int (*wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride);
+    int (*wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
+                      cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v, cf_idx T,
+                      cf_idx C);
+    int (*wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
+                       cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
+                       const void *res, int clamp, double lo, double hi);
     /* pool_nhwc.h */
     void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                      cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
