@@ -19,149 +19,6 @@
 
 #include "winograd_transforms.h"
 
-/* Transformed weights U[p] for each position p, packed as nhwc_pack packs a
- * 1x1 convolution's (K, C): block b of output channels at u + p*pos_stride +
- * b*BLOCK*C, [C][lanes] inside. w: [K][C][3][3] (one group). Returns 0 if a
- * transformed weight is not finite. */
-static int FN(nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
-                              cf_idx pos_stride) {
-    const CF_T *w = (const CF_T *)w_;
-    CF_T *u = (CF_T *)u_;
-    const cf_idx kb = CF_LANES_NVMAX * CF_VW;
-    CF_M bad = {0};
-    const CF_M all = FN(cf_lane_mask)(CF_VW);
-    for (cf_idx k0 = 0; k0 < K; k0 += kb) {
-        const cf_idx nk = cf_min(kb, K - k0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
-        for (cf_idx c = 0; c < C; c++)
-            for (cf_idx kv = 0; kv < width; kv += CF_VW) {
-                CF_T lanes[9][CF_VW];
-                for (cf_idx j = 0; j < CF_VW; j++)
-                    for (int e = 0; e < 9; e++)
-                        lanes[e][j] = kv + j < nk ? w[((k0 + kv + j) * C + c) * 9 + e] : (CF_T)0;
-                CF_V g[9], t[6][3];
-                memcpy(g, lanes, sizeof g);
-                for (int j = 0; j < 3; j++) { /* columns of g: G g */
-                    CF_V col[3] = {g[j], g[3 + j], g[6 + j]}, gc[6];
-                    FN(cf_wino_g)(col, gc);
-                    for (int i = 0; i < 6; i++) t[i][j] = gc[i];
-                }
-                for (int i = 0; i < 6; i++) { /* rows: (G g) G^T */
-                    CF_V o[6];
-                    FN(cf_wino_g)(t[i], o);
-                    for (int j = 0; j < 6; j++) {
-                        FN(cf_wino_note)(o[j], all, &bad);
-                        memcpy(u + (i * 6 + j) * pos_stride + k0 * C + c * width + kv, &o[j],
-                               sizeof o[j]);
-                    }
-                }
-            }
-    }
-    return !FN(cf_wino_any)(bad);
-}
-
-/* Input transform of the tiles [t0, t1) of one image (tile t at row t / tw,
- * column t % tw; its patch starts at (4*row - ph, 4*col - pw)) for the
- * channels [c0, c1) (multiples of the vector): V[p][t - t0][c] at
- * v + (p*T + t - t0)*C + c. x: the image, pixels xs apart; a patch element
- * outside H x W reads zero. Returns 1 if a transformed value is not finite. */
-static int FN(nhwc_wino_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
-                               cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1,
-                               void *v_, cf_idx T, cf_idx C) {
-    const CF_T *x = (const CF_T *)x_;
-    CF_T *v = (CF_T *)v_;
-    const CF_M all = FN(cf_lane_mask)(CF_VW);
-    CF_M bad = {0};
-    for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx ih0 = t / tw * 4 - ph, iw0 = t % tw * 4 - pw;
-        const int inside = ih0 >= 0 && ih0 + 6 <= H && iw0 >= 0 && iw0 + 6 <= W;
-        for (cf_idx c = c0; c < c1; c += CF_VW) {
-            CF_V rows[6][6];
-            for (int i = 0; i < 6; i++) { /* rows: d B */
-                CF_V d[6];
-                for (int s = 0; s < 6; s++) {
-                    const cf_idx ih = ih0 + i, iw = iw0 + s;
-                    if (inside || (ih >= 0 && ih < H && iw >= 0 && iw < W))
-                        memcpy(&d[s], x + (ih * W + iw) * xs + c, sizeof d[s]);
-                    else
-                        d[s] = FN(cf_splat)(0);
-                }
-                FN(cf_wino_bt)(d, rows[i]);
-            }
-            for (int j = 0; j < 6; j++) { /* columns: B^T (d B) */
-                CF_V col[6], o[6];
-                for (int i = 0; i < 6; i++) col[i] = rows[i][j];
-                FN(cf_wino_bt)(col, o);
-                for (int i = 0; i < 6; i++) {
-                    FN(cf_wino_note)(o[i], all, &bad);
-                    memcpy(v + ((i * 6 + j) * T + t - t0) * C + c, &o[i], sizeof o[i]);
-                }
-            }
-        }
-    }
-    return FN(cf_wino_any)(bad);
-}
-
-/* Output transform of the tiles [t0, t1) of one image for nk output
- * channels (one block): m holds M[p][t - t0][k] at m + (p*T + t - t0)*ms + k.
- * Y = A^T M A, plus bias (nk values padded to whole vectors, or NULL), plus
- * res (when not NULL; laid out as out), clamped to [lo, hi] when clamp is
- * set, stored to the pixels inside OH x OW: out and res point at (pixel 0,
- * the block's first channel), pixels os apart. Returns 1 if a value is not
- * finite (the output is then incomplete). */
-static int FN(nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
-                                cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias_,
-                                void *out_, cf_idx os, const void *res_, int clamp, double lo,
-                                double hi) {
-    const CF_T *m = (const CF_T *)m_, *bias = (const CF_T *)bias_, *res = (const CF_T *)res_;
-    CF_T *out = (CF_T *)out_;
-    const CF_M all = FN(cf_lane_mask)(CF_VW);
-    const CF_V lov = FN(cf_splat)((CF_T)lo), hiv = FN(cf_splat)((CF_T)hi);
-    CF_M bad = {0};
-    for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx oh0 = t / tw * 4, ow0 = t % tw * 4;
-        const cf_idx rows = cf_min(4, OH - oh0), cols = cf_min(4, OW - ow0);
-        for (cf_idx k = 0; k < nk; k += CF_VW) {
-            const size_t len = (size_t)cf_min(CF_VW, nk - k) * sizeof(CF_T);
-            const int whole = k + CF_VW <= nk;
-            CF_V t4[6][4];
-            for (int i = 0; i < 6; i++) { /* rows: m A */
-                CF_V mr[6];
-                for (int j = 0; j < 6; j++)
-                    memcpy(&mr[j], m + ((i * 6 + j) * T + t - t0) * ms + k, sizeof mr[j]);
-                FN(cf_wino_at)(mr, t4[i]);
-            }
-            CF_V b = FN(cf_splat)(0);
-            if (bias) memcpy(&b, bias + k, sizeof b);
-            for (int j = 0; j < 4; j++) { /* columns: A^T (m A) */
-                CF_V col[6], o[4];
-                for (int i = 0; i < 6; i++) col[i] = t4[i][j];
-                FN(cf_wino_at)(col, o);
-                if (j >= cols) continue;
-                for (cf_idx i = 0; i < rows; i++) {
-                    CF_V y = o[i] + b;
-                    FN(cf_wino_note)(y, all, &bad);
-                    const cf_idx at = ((oh0 + i) * OW + ow0 + j) * os + k;
-                    if (res) {
-                        CF_V r = FN(cf_splat)(0);
-                        if (whole) memcpy(&r, res + at, sizeof r);  /* constant size: one load */
-                        else memcpy(&r, res + at, len);
-                        y += r;
-                    }
-                    if (clamp) {
-                        const CF_M below = (CF_M)(y < lov), above = (CF_M)(y > hiv);
-                        y = (CF_V)(((CF_M)y & ~(below | above)) | ((CF_M)lov & below)
-                                   | ((CF_M)hiv & above));
-                    }
-                    if (whole) memcpy(out + at, &y, sizeof y);
-                    else memcpy(out + at, &y, len);
-                }
-            }
-        }
-    }
-    return FN(cf_wino_any)(bad);
-}
-
-
 /* F(2x2, 3x3): 16 positions (4x4 input patches, 2x2 output tiles), points 0,
  * +-1 and infinity. 2.25x fewer multiplications than direct, against F(4,3)'s
  * 4x, but transformed weights of 16 positions instead of 36: for 7x7 planes
@@ -187,9 +44,30 @@ CF_INLINE void FN(cf_wino2_at)(const CF_V *m, CF_V *o) {
     o[1] = m[1] - m[2] - m[3];
 }
 
-/* nhwc_wino_pack for F(2,3): 16 positions. */
-static int FN(nhwc_wino2_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
-                               cf_idx pos_stride) {
+/* The 1-D transforms of F(M x M, 3x3), M = 4 or 2 (a constant after inlining):
+ * B^T on A = M + 2 inputs, G on 3, A^T on A. */
+CF_INLINE void FN(cf_wino_bt_m)(const CF_V *d, CF_V *o, const int M) {
+    if (M == 4) FN(cf_wino_bt)(d, o);
+    else FN(cf_wino2_bt)(d, o);
+}
+
+CF_INLINE void FN(cf_wino_g_m)(const CF_V *g, CF_V *o, const int M) {
+    if (M == 4) FN(cf_wino_g)(g, o);
+    else FN(cf_wino2_g)(g, o);
+}
+
+CF_INLINE void FN(cf_wino_at_m)(const CF_V *m, CF_V *o, const int M) {
+    if (M == 4) FN(cf_wino_at)(m, o);
+    else FN(cf_wino2_at)(m, o);
+}
+
+/* Transformed weights U[p] for each of the A*A positions p, packed as
+ * nhwc_pack packs a 1x1 convolution's (K, C): block b of output channels at
+ * u + p*pos_stride + b*BLOCK*C, [C][lanes] inside. w: [K][C][3][3] (one
+ * group). Returns 0 if a transformed weight is not finite. */
+CF_INLINE int FN(cf_nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
+                                    cf_idx pos_stride, const int M) {
+    const int A = M + 2;
     const CF_T *w = (const CF_T *)w_;
     CF_T *u = (CF_T *)u_;
     const cf_idx kb = CF_LANES_NVMAX * CF_VW;
@@ -203,19 +81,19 @@ static int FN(nhwc_wino2_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
                 for (cf_idx j = 0; j < CF_VW; j++)
                     for (int e = 0; e < 9; e++)
                         lanes[e][j] = kv + j < nk ? w[((k0 + kv + j) * C + c) * 9 + e] : (CF_T)0;
-                CF_V g[9], t[4][3];
+                CF_V g[9], t[6][3];
                 memcpy(g, lanes, sizeof g);
-                for (int j = 0; j < 3; j++) {
-                    CF_V col[3] = {g[j], g[3 + j], g[6 + j]}, gc[4];
-                    FN(cf_wino2_g)(col, gc);
-                    for (int i = 0; i < 4; i++) t[i][j] = gc[i];
+                for (int j = 0; j < 3; j++) { /* columns of g: G g */
+                    CF_V col[3] = {g[j], g[3 + j], g[6 + j]}, gc[6];
+                    FN(cf_wino_g_m)(col, gc, M);
+                    for (int i = 0; i < A; i++) t[i][j] = gc[i];
                 }
-                for (int i = 0; i < 4; i++) {
-                    CF_V o[4];
-                    FN(cf_wino2_g)(t[i], o);
-                    for (int j = 0; j < 4; j++) {
+                for (int i = 0; i < A; i++) { /* rows: (G g) G^T */
+                    CF_V o[6];
+                    FN(cf_wino_g_m)(t[i], o, M);
+                    for (int j = 0; j < A; j++) {
                         FN(cf_wino_note)(o[j], all, &bad);
-                        memcpy(u + (i * 4 + j) * pos_stride + k0 * C + c * width + kv, &o[j],
+                        memcpy(u + (i * A + j) * pos_stride + k0 * C + c * width + kv, &o[j],
                                sizeof o[j]);
                     }
                 }
@@ -224,38 +102,43 @@ static int FN(nhwc_wino2_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
     return !FN(cf_wino_any)(bad);
 }
 
-/* nhwc_wino_input for F(2,3): tile t's 4x4 patch starts at (2*row - ph,
- * 2*col - pw); V[p][t - t0][c] for the 16 positions p. */
-static int FN(nhwc_wino2_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
-                                cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0,
-                                cf_idx c1, void *v_, cf_idx T, cf_idx C) {
+/* Input transform of the tiles [t0, t1) of one image (tile t at row t / tw,
+ * column t % tw; its A x A patch starts at (M*row - ph, M*col - pw)) for the
+ * channels [c0, c1) (multiples of the vector): V[p][t - t0][c] at
+ * v + (p*T + t - t0)*C + c. x: the image, pixels xs apart; a patch element
+ * outside H x W reads zero. Returns 1 if a transformed value is not finite. */
+CF_INLINE int FN(cf_nhwc_wino_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx W,
+                                     cf_idx ph, cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1,
+                                     cf_idx c0, cf_idx c1, void *v_, cf_idx T, cf_idx C,
+                                     const int M) {
+    const int A = M + 2;
     const CF_T *x = (const CF_T *)x_;
     CF_T *v = (CF_T *)v_;
     const CF_M all = FN(cf_lane_mask)(CF_VW);
     CF_M bad = {0};
     for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx ih0 = t / tw * 2 - ph, iw0 = t % tw * 2 - pw;
-        const int inside = ih0 >= 0 && ih0 + 4 <= H && iw0 >= 0 && iw0 + 4 <= W;
+        const cf_idx ih0 = t / tw * M - ph, iw0 = t % tw * M - pw;
+        const int inside = ih0 >= 0 && ih0 + A <= H && iw0 >= 0 && iw0 + A <= W;
         for (cf_idx c = c0; c < c1; c += CF_VW) {
-            CF_V rows[4][4];
-            for (int i = 0; i < 4; i++) {
-                CF_V d[4];
-                for (int s = 0; s < 4; s++) {
+            CF_V rows[6][6];
+            for (int i = 0; i < A; i++) { /* rows: d B */
+                CF_V d[6];
+                for (int s = 0; s < A; s++) {
                     const cf_idx ih = ih0 + i, iw = iw0 + s;
                     if (inside || (ih >= 0 && ih < H && iw >= 0 && iw < W))
                         memcpy(&d[s], x + (ih * W + iw) * xs + c, sizeof d[s]);
                     else
                         d[s] = FN(cf_splat)(0);
                 }
-                FN(cf_wino2_bt)(d, rows[i]);
+                FN(cf_wino_bt_m)(d, rows[i], M);
             }
-            for (int j = 0; j < 4; j++) {
-                CF_V col[4], o[4];
-                for (int i = 0; i < 4; i++) col[i] = rows[i][j];
-                FN(cf_wino2_bt)(col, o);
-                for (int i = 0; i < 4; i++) {
+            for (int j = 0; j < A; j++) { /* columns: B^T (d B) */
+                CF_V col[6], o[6];
+                for (int i = 0; i < A; i++) col[i] = rows[i][j];
+                FN(cf_wino_bt_m)(col, o, M);
+                for (int i = 0; i < A; i++) {
                     FN(cf_wino_note)(o[i], all, &bad);
-                    memcpy(v + ((i * 4 + j) * T + t - t0) * C + c, &o[i], sizeof o[i]);
+                    memcpy(v + ((i * A + j) * T + t - t0) * C + c, &o[i], sizeof o[i]);
                 }
             }
         }
@@ -263,35 +146,43 @@ static int FN(nhwc_wino2_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx W, c
     return FN(cf_wino_any)(bad);
 }
 
-/* nhwc_wino_output for F(2,3): 2x2 output tiles from the 16 positions. */
-static int FN(nhwc_wino2_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
-                                 cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
-                                 const void *bias_, void *out_, cf_idx os, const void *res_,
-                                 int clamp, double lo, double hi) {
+/* Output transform of the tiles [t0, t1) of one image for nk output
+ * channels (one block): m holds M[p][t - t0][k] at m + (p*T + t - t0)*ms + k.
+ * Y = A^T M A, plus bias (nk values padded to whole vectors, or NULL), plus
+ * res (when not NULL; laid out as out), clamped to [lo, hi] when clamp is
+ * set, stored to the pixels inside OH x OW: out and res point at (pixel 0,
+ * the block's first channel), pixels os apart. Returns 1 if a value is not
+ * finite (the output is then incomplete). */
+CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw,
+                                      cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
+                                      const void *bias_, void *out_, cf_idx os,
+                                      const void *res_, int clamp, double lo, double hi,
+                                      const int M) {
+    const int A = M + 2;
     const CF_T *m = (const CF_T *)m_, *bias = (const CF_T *)bias_, *res = (const CF_T *)res_;
     CF_T *out = (CF_T *)out_;
     const CF_M all = FN(cf_lane_mask)(CF_VW);
     const CF_V lov = FN(cf_splat)((CF_T)lo), hiv = FN(cf_splat)((CF_T)hi);
     CF_M bad = {0};
     for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx oh0 = t / tw * 2, ow0 = t % tw * 2;
-        const cf_idx rows = cf_min(2, OH - oh0), cols = cf_min(2, OW - ow0);
+        const cf_idx oh0 = t / tw * M, ow0 = t % tw * M;
+        const cf_idx rows = cf_min(M, OH - oh0), cols = cf_min(M, OW - ow0);
         for (cf_idx k = 0; k < nk; k += CF_VW) {
             const size_t len = (size_t)cf_min(CF_VW, nk - k) * sizeof(CF_T);
             const int whole = k + CF_VW <= nk;
-            CF_V t2[4][2];
-            for (int i = 0; i < 4; i++) {
-                CF_V mr[4];
-                for (int j = 0; j < 4; j++)
-                    memcpy(&mr[j], m + ((i * 4 + j) * T + t - t0) * ms + k, sizeof mr[j]);
-                FN(cf_wino2_at)(mr, t2[i]);
+            CF_V tm[6][4];
+            for (int i = 0; i < A; i++) { /* rows: m A */
+                CF_V mr[6];
+                for (int j = 0; j < A; j++)
+                    memcpy(&mr[j], m + ((i * A + j) * T + t - t0) * ms + k, sizeof mr[j]);
+                FN(cf_wino_at_m)(mr, tm[i], M);
             }
             CF_V b = FN(cf_splat)(0);
             if (bias) memcpy(&b, bias + k, sizeof b);
-            for (int j = 0; j < 2; j++) {
-                CF_V col[4], o[2];
-                for (int i = 0; i < 4; i++) col[i] = t2[i][j];
-                FN(cf_wino2_at)(col, o);
+            for (int j = 0; j < M; j++) { /* columns: A^T (m A) */
+                CF_V col[6], o[4];
+                for (int i = 0; i < A; i++) col[i] = tm[i][j];
+                FN(cf_wino_at_m)(col, o, M);
                 if (j >= cols) continue;
                 for (cf_idx i = 0; i < rows; i++) {
                     CF_V y = o[i] + b;
@@ -299,7 +190,7 @@ static int FN(nhwc_wino2_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw,
                     const cf_idx at = ((oh0 + i) * OW + ow0 + j) * os + k;
                     if (res) {
                         CF_V r = FN(cf_splat)(0);
-                        if (whole) memcpy(&r, res + at, sizeof r);
+                        if (whole) memcpy(&r, res + at, sizeof r);  /* constant size: one load */
                         else memcpy(&r, res + at, len);
                         y += r;
                     }
@@ -315,6 +206,43 @@ static int FN(nhwc_wino2_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw,
         }
     }
     return FN(cf_wino_any)(bad);
+}
+
+/* The table's entries: F(4x4, 3x3) and F(2x2, 3x3). */
+static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride) {
+    return FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 4);
+}
+
+static int FN(nhwc_wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride) {
+    return FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 2);
+}
+
+static int FN(nhwc_wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
+                               cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1,
+                               void *v, cf_idx T, cf_idx C) {
+    return FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 4);
+}
+
+static int FN(nhwc_wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
+                                cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0,
+                                cf_idx c1, void *v, cf_idx T, cf_idx C) {
+    return FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 2);
+}
+
+static int FN(nhwc_wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
+                                cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
+                                void *out, cf_idx os, const void *res, int clamp, double lo,
+                                double hi) {
+    return FN(cf_nhwc_wino_output)(m, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os, res, clamp,
+                                   lo, hi, 4);
+}
+
+static int FN(nhwc_wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
+                                 cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
+                                 void *out, cf_idx os, const void *res, int clamp, double lo,
+                                 double hi) {
+    return FN(cf_nhwc_wino_output)(m, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os, res, clamp,
+                                   lo, hi, 2);
 }
 
 #undef CF_WINO_SQRT2
