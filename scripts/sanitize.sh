@@ -63,7 +63,11 @@ if [ "$mode" = asan ]; then
     # MemoryError, which NumPy raises when malloc returns NULL
     # Reports go to files (pytest captures stderr, and an abort loses the capture):
     # any report fails the run, also one from a child process a test started.
-    export LD_PRELOAD=$asan
+    # libstdc++ preloaded too: ASan looks up the real __cxa_throw when it starts, and
+    # a C++ exception thrown later by a library loaded after it (torch's ONNX exporter
+    # in the ONNX tests, onnxruntime) otherwise aborts in its interceptor
+    stdcxx=$("$cc" -print-file-name=libstdc++.so.6)
+    export LD_PRELOAD="$asan${stdcxx:+:$stdcxx}"
     export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:abort_on_error=1:log_path=$work/report:${ASAN_OPTIONS:-}
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$work/report:${UBSAN_OPTIONS:-}
     if [ "$#" -eq 0 ]; then
