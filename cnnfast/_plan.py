@@ -135,6 +135,15 @@ def nhwc_copies_win(geom: V.ConvGeometry, algorithm: str, chosen: str) -> bool:
             and (chosen != "winograd" or positions < NHWC_COPIES_WINOGRAD_PLANE))
 
 
+# NHWC Winograd needs enough outputs to amortise streaming its transformed
+# weights (ResNet-18 at 64x64, batch 1: its 2x2 and 4x4 layers on Winograd
+# made the fused model 7.8 ms against onnxruntime's 4.3: one tile per image
+# computing 16 outputs for 4, and 37.8 MB of weights read for 0.02 GFLOP),
+# and tiles mostly inside the plane (5x5: 25 of 64 outputs used).
+NHWC_WINOGRAD_MIN_POSITIONS = 49   # batch x output positions: 7x7 at batch 1 wins 2x
+NHWC_WINOGRAD_MIN_USED = 0.5       # outputs used of the 4x4 tiles' outputs
+
+
 def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     """Does a channels-last forward whose weights are kept (a fused layer) run
     on the NHWC Winograd kernel? Its shapes (_nhwc.winograd_shape) with at
@@ -148,7 +157,11 @@ def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
         return False
     if algorithm == "auto" and not winograd_allowed():
         return False
-    return min(geom.in_channels, geom.out_channels) >= WINOGRAD_MIN_CHANNELS
+    oh, ow = geom.out_size
+    tiles = -(-oh // 4) * -(-ow // 4)
+    return (min(geom.in_channels, geom.out_channels) >= WINOGRAD_MIN_CHANNELS
+            and geom.batch * oh * ow >= NHWC_WINOGRAD_MIN_POSITIONS
+            and oh * ow >= NHWC_WINOGRAD_MIN_USED * 16 * tiles)
 
 
 def nhwc_layer_ok(out_per_group: int, pad_mode: str, dtype) -> bool:
