@@ -29,24 +29,15 @@ cdef extern from "nhwc_kernels.h" nogil:
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
                         const cf_geom *g) noexcept nogil
         int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst) noexcept nogil
-        int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u,
-                         cf_idx pos_stride) noexcept nogil
+        int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
+                         int m) noexcept nogil
         int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
                           cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v,
-                          cf_idx T, cf_idx C) noexcept nogil
-        int (*wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
-                           cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
-                           cf_idx os, const void *res, int clamp, double lo,
-                           double hi) noexcept nogil
-        int (*wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u,
-                         cf_idx pos_stride) noexcept nogil
-        int (*wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
-                          cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v,
-                          cf_idx T, cf_idx C) noexcept nogil
-        int (*wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
-                           cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out,
-                           cf_idx os, const void *res, int clamp, double lo,
-                           double hi) noexcept nogil
+                          cf_idx T, cf_idx C, int m) noexcept nogil
+        int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
+                           cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
+                           void *out, cf_idx os, const void *res, int clamp, double lo,
+                           double hi, int m) noexcept nogil
         void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                          cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
                          cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
@@ -159,10 +150,7 @@ def winograd_pack(const floating[::1] w, floating[::1] u, Py_ssize_t K, Py_ssize
     transformed weight is not finite."""
     cdef int finite
     with nogil:
-        if m == 2:
-            finite = _kernels(<floating> 0).wino2_pack(&w[0], K, C, &u[0], pos_stride)
-        else:
-            finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride)
+        finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride, m)
     return bool(finite)
 
 
@@ -248,11 +236,8 @@ cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t n0, Py_ssi
     cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T)
     cdef Py_ssize_t c0 = cvec * cs // csplit * VW, c1 = cvec * (cs + 1) // csplit * VW
     cdef Py_ssize_t npos = (m + 2) * (m + 2)
-    if m == 2:
-        return kt.wino2_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
-                              v + ib * npos * T * C, T, C)
     return kt.wino_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
-                         v + ib * npos * T * C, T, C)
+                         v + ib * npos * T * C, T, C, m)
 
 
 cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const floating *u,
@@ -274,13 +259,9 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
         kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
                    block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, g1)
     cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
-    if m == 2:
-        return kt.wino2_output(mt, T, block, tw, t0, t1, OH, OW, nk,
-                               bias + k0 if bias != NULL else NULL, out + ooff, K,
-                               res + ooff if res != NULL else NULL, clamp, lo, hi)
     return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
                           bias + k0 if bias != NULL else NULL, out + ooff, K,
-                          res + ooff if res != NULL else NULL, clamp, lo, hi)
+                          res + ooff if res != NULL else NULL, clamp, lo, hi, m)
 
 
 # ------------------------------------------------------------------ pooling

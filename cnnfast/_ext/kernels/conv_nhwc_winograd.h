@@ -208,41 +208,29 @@ CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_id
     return FN(cf_wino_any)(bad);
 }
 
-/* The table's entries: F(4x4, 3x3) and F(2x2, 3x3). */
-static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride) {
-    return FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 4);
-}
-
-static int FN(nhwc_wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride) {
-    return FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 2);
+/* The table's entries: m = 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)), each a
+ * constant inside the body it selects. */
+static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
+                              int m) {
+    return m == 2 ? FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 2)
+                  : FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 4);
 }
 
 static int FN(nhwc_wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
                                cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1,
-                               void *v, cf_idx T, cf_idx C) {
-    return FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 4);
+                               void *v, cf_idx T, cf_idx C, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 2)
+                  : FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 4);
 }
 
-static int FN(nhwc_wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
-                                cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0,
-                                cf_idx c1, void *v, cf_idx T, cf_idx C) {
-    return FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 2);
-}
-
-static int FN(nhwc_wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
+static int FN(nhwc_wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
                                 cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
                                 void *out, cf_idx os, const void *res, int clamp, double lo,
-                                double hi) {
-    return FN(cf_nhwc_wino_output)(m, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os, res, clamp,
-                                   lo, hi, 4);
-}
-
-static int FN(nhwc_wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
-                                 cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
-                                 void *out, cf_idx os, const void *res, int clamp, double lo,
-                                 double hi) {
-    return FN(cf_nhwc_wino_output)(m, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os, res, clamp,
-                                   lo, hi, 2);
+                                double hi, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_output)(mp, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os,
+                                            res, clamp, lo, hi, 2)
+                  : FN(cf_nhwc_wino_output)(mp, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os,
+                                            res, clamp, lo, hi, 4);
 }
 
 #undef CF_WINO_SQRT2

@@ -19,22 +19,14 @@ typedef struct {
                     cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
                     const cf_geom *g);
     int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst);
-    /* conv_nhwc_winograd.h */
-    int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride);
+    /* conv_nhwc_winograd.h; m: the output tile, 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)) */
+    int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride, int m);
     int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
                       cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v, cf_idx T,
-                      cf_idx C);
-    int (*wino_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
+                      cf_idx C, int m);
+    int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
                        cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
-                       const void *res, int clamp, double lo, double hi);
-    /* ... and F(2x2, 3x3) */
-    int (*wino2_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride);
-    int (*wino2_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
-                      cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v, cf_idx T,
-                      cf_idx C);
-    int (*wino2_output)(const void *m, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
-                       cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
-                       const void *res, int clamp, double lo, double hi);
+                       const void *res, int clamp, double lo, double hi, int m);
     /* pool_nhwc.h */
     void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                      cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
