@@ -405,12 +405,12 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
         return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), clamp,
                                   residual, last=True)
     if p.kernel == "nhwc_winograd":
-        u, finite = _packed(packed, ("winograd", p.config.m, p.config.pos_stride), weight, bias,
-                            lambda: _nhwc.winograd_pack(weight, geom, p.config))
-        direct = _nhwc.configure(geom, p.config.threads)
+        direct = _nhwc.configure(geom, p.config.threads)   # its bias layout, and the fallback
+        u, finite, b = _packed(packed, ("winograd", p.config.m, p.config.pos_stride), weight,
+                               bias, lambda: (*_nhwc.winograd_pack(weight, geom, p.config),
+                                              _nhwc.pack_bias(bias, geom, direct)))
         if finite:
-            out = _nhwc.winograd_run(p.config, geom, x, u, _nhwc.pack_bias(bias, geom, direct),
-                                     residual, clamp)
+            out = _nhwc.winograd_run(p.config, geom, x, u, b, residual, clamp)
             if out is not None:
                 return out
         # a non-finite weight or input: the direct kernel's exact result
@@ -419,14 +419,15 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
         return _to_last(_conv_forward_fused(
             nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
             None if residual is None else _to_first(residual), padding_mode))
-    w = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
-                lambda: _nhwc.pack_weights(weight, geom, p.config))[0]
-    return _nhwc.run(p.config, geom, x, w, _nhwc.pack_bias(bias, geom, p.config), residual,
-                     clamp)
+    w, _, b = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
+                      lambda: (*_nhwc.pack_weights(weight, geom, p.config),
+                               _nhwc.pack_bias(bias, geom, p.config)))
+    return _nhwc.run(p.config, geom, x, w, b, residual, clamp)
 
 
 def _packed(cache, key, weight, bias, pack):
-    """pack() of a layer's weight and bias, kept in the layer's dict `cache`
+    """pack() of a layer's weight and bias (packed weights, finite, packed
+    bias), kept in the layer's dict `cache`
     (None: not kept). An entry holds the source arrays: a replaced weight
     (load_state_dict) misses, and its id cannot be reused by another array
     while cached."""
