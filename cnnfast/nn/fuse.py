@@ -203,7 +203,7 @@ class InferenceModel(Module):
 
     `layout` is the layout of the activations inside: a channels-first
     model whose every convolution has a channels-last kernel runs
-    channels-last inside (see _inner_layout): its input is converted once,
+    channels-last inside (see _runs_channels_last): its input is converted once,
     every layer reads and writes NHWC, and an output with spatial dims is
     converted back once (a classifier's (N, classes) needs nothing). Its
     submodules (`.module`, `.fc`, ...) work in that layout. A model that
@@ -313,7 +313,7 @@ def _runs_channels_last(model) -> bool:
     for m in model.modules():
         if not type(m).__module__.startswith(("cnnfast.nn.", "cnnfast.models.")):
             return False
-        if isinstance(m, (Conv2d, FusedConv2d)):
+        if isinstance(m, _CONVS + (FusedConv2d,)):
             w = m.weight.data
             depthwise = m.groups > 1 and w.shape[1] == 1   # groups == C_in: its NHWC kernels
             if not (depthwise or _plan.nhwc_layer_ok(w.shape[0] // m.groups, m.padding_mode,
