@@ -278,7 +278,7 @@ def test_a_depthwise_transposed_convolution_runs_the_input_gradient_kernel(rng, 
 
 
 @pytest.mark.parametrize("isa", ["3", "0"])
-def test_the_avx2_and_baseline_variants_agree_with_the_reference(isa):
+def test_the_avx2_and_baseline_variants_agree_with_the_reference(isa, tmp_path):
     """The kernel table of each ISA level (CNNFAST_ISA caps it per process)."""
     code = (
         "import numpy as np, cnnfast\n"
@@ -305,8 +305,9 @@ def test_the_avx2_and_baseline_variants_agree_with_the_reference(isa):
     env = dict(os.environ, CNNFAST_ISA=isa)
     root = os.path.dirname(os.path.dirname(os.path.abspath(cnnfast.__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    # cwd: not the repository root, whose unbuilt source tree would shadow the tested cnnfast
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

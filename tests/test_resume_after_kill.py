@@ -53,14 +53,15 @@ def _arrays(path):
 @pytest.mark.parametrize("config, kills", [("sgd_augmented", 3), ("adam_no_augment", 2)])
 def test_kill_9_and_resume_is_bit_identical(dataset, tmp_path, config, kills):
     reference = tmp_path / "reference.npz"
+    # cwd: not the repository root, whose unbuilt source tree would shadow the tested cnnfast
     subprocess.run(_argv(dataset, reference, config), env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, cwd=tmp_path)
     expected = _arrays(reference)
     rng = np.random.default_rng(zlib.crc32(config.encode()))
     for attempt in range(kills):
         ck, out = tmp_path / f"ck{attempt}", tmp_path / f"out{attempt}.npz"
         proc = subprocess.Popen(_argv(dataset, out, config, "--checkpoint-dir", ck), env=ENV,
-                                stdout=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, cwd=tmp_path)
         deadline = time.monotonic() + 60
         while not (ck / "checkpoint.npz").exists() and proc.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint after 60 s"
@@ -71,7 +72,7 @@ def test_kill_9_and_resume_is_bit_identical(dataset, tmp_path, config, kills):
         if out.exists():          # killed after the output was written: it is whole
             assert _arrays(out).keys() == expected.keys()
         resumed = subprocess.run(_argv(dataset, out, config, "--checkpoint-dir", ck, "--resume"),
-                                 env=ENV, capture_output=True, text=True)
+                                 env=ENV, capture_output=True, text=True, cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
         assert "resuming from" in resumed.stdout
         got = _arrays(out)

@@ -194,7 +194,7 @@ def test_a_kill_mid_write_leaves_the_previous_file(tmp_path):
         f"cnnfast.save(nn.Linear(40, 50), {str(target)!r})\n"
     )
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnfast.__file__)))
-    proc = subprocess.run([sys.executable, "-c", script], env=env)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path)   # not the source tree
     assert proc.returncode == -9
     assert target.read_bytes() == old
     assert any(n.startswith(".w.npz.") and n.endswith(".tmp") for n in _files(tmp_path))
