@@ -110,42 +110,30 @@ def _extensions():
         "initializedcheck": debug,
         "cdivision": True,
     }
-    # Each extension's kernel headers (rebuild when one changes).
-    kernels = "cnnfast/_ext/kernels"
-    headers = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
-                     if name.endswith(".h"))
-    elementwise = ("norm_", "activation_", "optim_", "elementwise_")
-    depthwise = [h for h in headers if os.path.basename(h).startswith("conv_depthwise")]
-    conv = [h for h in headers if h not in depthwise
-            and not os.path.basename(h).startswith(("pool_", "layout_", "conv_nhwc", "nhwc_")
-                                                   + elementwise)]
-    pool = [h for h in headers
-            if not os.path.basename(h).startswith(("conv_", "gemm_", "layout_") + elementwise)]
-    ew = [h for h in headers if os.path.basename(h).startswith(elementwise + ("cf_",))]
+    # The C kernels live in csrc/, one folder per kernel family; every
+    # extension sees csrc/common (ISA dispatch, vectors, geometry) and the
+    # folders of the families it drives, and rebuilds when one of their
+    # headers changes.
+    def family(*names):
+        dirs = [os.path.join("csrc", name) for name in ("common",) + names]
+        headers = sorted(os.path.join(d, h) for d in dirs for h in os.listdir(d)
+                         if h.endswith(".h"))
+        return {"include_dirs": dirs, "depends": headers}
+
+    def ext(name, *families, pxd=()):
+        kw = family(*families)
+        kw["depends"] += ["cnnfast/_ext/" + p for p in pxd]
+        return Extension("cnnfast._ext." + name, ["cnnfast/_ext/%s.pyx" % name], **kw)
+
     exts = [
-        Extension("cnnfast._ext._conv", ["cnnfast/_ext/_conv.pyx"], include_dirs=[kernels],
-                  depends=conv + ["cnnfast/_ext/conv_kernels.pxd", "cnnfast/_ext/conv_geom.pxd",
-                                  "cnnfast/_ext/_blas.pxd"]),
-        Extension("cnnfast._ext._depthwise", ["cnnfast/_ext/_depthwise.pyx"],
-                  include_dirs=[kernels],
-                  depends=conv + depthwise + ["cnnfast/_ext/depthwise_kernels.pxd",
-                                                "cnnfast/_ext/conv_geom.pxd"]),
-        Extension("cnnfast._ext._pool", ["cnnfast/_ext/_pool.pyx"], include_dirs=[kernels],
-                  depends=pool + ["cnnfast/_ext/pool_kernels.pxd"]),
-        Extension("cnnfast._ext._dense", ["cnnfast/_ext/_dense.pyx"],
-                  depends=["cnnfast/_ext/_blas.pxd"]),
-        Extension("cnnfast._ext._elementwise", ["cnnfast/_ext/_elementwise.pyx"],
-                  include_dirs=[kernels],
-                  depends=ew + ["cnnfast/_ext/elementwise_kernels.pxd"]),
-        Extension("cnnfast._ext._layout", ["cnnfast/_ext/_layout.pyx"], include_dirs=[kernels],
-                  depends=[os.path.join(kernels, "layout_swap.h")]),
-        Extension("cnnfast._ext._conv_nhwc", ["cnnfast/_ext/_conv_nhwc.pyx"],
-                  include_dirs=[kernels],
-                  depends=[h for h in headers if os.path.basename(h).startswith(
-                      ("cf_", "conv_nhwc", "nhwc_", "conv_geom", "winograd_"))]
-                  + ["cnnfast/_ext/conv_geom.pxd"]),
-        Extension("cnnfast._ext._runtime", ["cnnfast/_ext/_runtime.pyx"],
-                  include_dirs=[kernels]),
+        ext("_conv", "conv", pxd=["conv_kernels.pxd", "conv_geom.pxd", "_blas.pxd"]),
+        ext("_depthwise", "depthwise", pxd=["depthwise_kernels.pxd", "conv_geom.pxd"]),
+        ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd"]),
+        ext("_pool", "pool", pxd=["pool_kernels.pxd"]),
+        ext("_elementwise", "elementwise", pxd=["elementwise_kernels.pxd"]),
+        ext("_layout", "layout"),
+        ext("_dense", pxd=["_blas.pxd"]),
+        ext("_runtime"),
     ]
     return cythonize(exts, compiler_directives=directives, build_dir="build/cython")
 

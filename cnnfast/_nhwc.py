@@ -3,7 +3,7 @@
 any kernel size, stride, dilation, groups and zero padding in any form, a
 tap outside the input reading zeros), its weight packing and its run.
 
-Kernel: kernels/conv_nhwc.h (register tile of output-channel vectors x
+Kernel: conv_nhwc.h (register tile of output-channel vectors x
 output pixels, onnxruntime MLAS's NCHWc tile on NHWC); driver:
 _ext/_conv_nhwc.pyx. It reads and writes (N, *spatial, C) arrays directly, so
 a channels-last model keeps its activations in that layout from its first
@@ -145,7 +145,7 @@ def forward(cfg: NhwcConfig, geom: V.ConvGeometry, x, weight, bias, residual=Non
 
 
 # ------------------------------------------------------------------ Winograd
-# F(4x4, 3x3) on the same layout (kernels/conv_nhwc_winograd.h): for layers
+# F(4x4, 3x3) on the same layout (csrc/nhwc/conv_nhwc_winograd.h): for layers
 # whose weights are transformed once and kept (a fused layer), since the
 # transformed weights are 4x the layer's (36 / 9 positions).
 

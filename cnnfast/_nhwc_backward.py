@@ -9,12 +9,12 @@ r + s*q of phase r receive grad_out[q + (r + p - t*d) / s] * w[t] from the
 taps t whose offset is a whole number: a stride-1 convolution of grad_out
 with those taps reversed (dilation d / gcd(s, d)), the weights transposed
 (K <-> C), padding (t_max*d - r - p) / s (negative where the phase starts
-inside). Each phase runs on the forward kernel (kernels/conv_nhwc.h): at
+inside). Each phase runs on the forward kernel (csrc/nhwc/conv_nhwc.h): at
 stride 1 the single phase is the whole plane; otherwise a work item is one
 output row of a phase, its pixels stride*C apart, written in place (no
 col2im, no scatter). A phase without taps is zeros.
 
-Weight gradient ("nhwc_weight"): kernels/conv_nhwc_backward.h, oneDNN's
+Weight gradient ("nhwc_weight"): conv_nhwc_backward.h, oneDNN's
 register tile (kw x input-channel step accumulators, one vector of output
 channels each). Work items split output-channel vectors and input-channel
 blocks; only when those leave threads idle are the output rows cut into

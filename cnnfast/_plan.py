@@ -579,7 +579,7 @@ def _batch_in_tile(s: _Shape, dtype) -> bool:
     tiles waste nothing where 24-position tiles compute 1.44 per output;
     Inception 5x5 at 14x14, 8 images: 1.0 vs 1.14), with other strides (no
     position tiling) from BATCH_IN_TILE_MIN images. The waste of each tiling
-    is the kernel family's own count (kernels/conv_direct_lanes.h)."""
+    is the kernel family's own count (csrc/conv/conv_direct_lanes.h)."""
     P, R = math.prod(s.out_size), s.C * math.prod(s.kernel)
     if not (CHANNELS_IN_LANES_MIN <= s.K <= BATCH_IN_TILE_CHANNELS and P <= BATCH_IN_TILE_PLANE):
         return False

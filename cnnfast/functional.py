@@ -864,7 +864,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
 
 
 def _max_pool_nhwc(geom, x):
-    """Channels-last 1-D/2-D max pooling without indices (kernels/pool_nhwc.h)."""
+    """Channels-last 1-D/2-D max pooling without indices (csrc/nhwc/pool_nhwc.h)."""
     x3 = V.kernel_array(x, geom.dtype)
     out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
     two = lambda t, fill: ((fill,) * (2 - geom.nd) + tuple(t))   # noqa: E731

@@ -396,7 +396,7 @@ def test_direct_input_gradient_with_infinite_weight_matches_reference(rng, chann
 
 
 # Rows for the stride-2 column copies and adds of im2col
-# (kernels/conv_im2col.h: cf_gather_even, col2vol_stride2), vectors and
+# (csrc/conv/conv_im2col.h: cf_gather_even, col2vol_stride2), vectors and
 # their scalar heads and tails: odd widths, padding that puts a tap's first
 # read before the row (offset < 0), dilation, 1-D and 3-D rows.
 WIDE_STRIDE_2 = [

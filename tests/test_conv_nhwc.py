@@ -1,4 +1,4 @@
-"""The channels-last direct convolution (cnnfast/_nhwc.py, kernels/conv_nhwc.h).
+"""The channels-last direct convolution (cnnfast/_nhwc.py, conv_nhwc.h).
 
 Checked through the public channels-last calls, which the plan sends to it
 (explain_conv says so), against cnnfast.reference on the channels-first
@@ -372,7 +372,7 @@ def test_fused_resnet_uses_winograd_and_matches():
 
 # ------------------------------------------------------------------ pooling
 # Channels-last max pooling without indices and the global average run on
-# kernels/pool_nhwc.h: equal to the channels-first ops bit for bit.
+# pool_nhwc.h: equal to the channels-first ops bit for bit.
 
 POOL_CASES = [   # (x shape channels-first, pooling arguments)
     ((2, 64, 15, 16), dict(kernel_size=3, stride=2, padding=1)),

@@ -1,6 +1,6 @@
 """The backward passes of channels-last convolutions on the NHWC layout
 (cnnfast/_nhwc_backward.py: the input gradient per stride phase on the
-forward kernel, the weight gradient on kernels/conv_nhwc_backward.h).
+forward kernel, the weight gradient on conv_nhwc_backward.h).
 
 Checked through the public channels-last calls, which the plan sends to
 them (explain_conv says so), against cnnfast.reference on the channels-first

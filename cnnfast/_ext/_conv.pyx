@@ -64,7 +64,7 @@ cdef object _dtype_of(floating dummy):
 
 
 cdef inline const cf_conv_kernels *_kernels(floating dummy) noexcept nogil:
-    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    """The kernel table of this dtype for the running CPU (csrc/common/cf_isa.h)."""
     if floating is float:
         return cf_conv_kernels_for(0)
     else:
@@ -689,7 +689,7 @@ cdef void _packed_backward_input(const floating[:, :, :, :, ::1] grad_out,
 
 
 # ---------------------------------------------------------------- winograd
-# F(4x4, 3x3) for 2-D 3x3 kernels, stride 1, dilation 1 (kernels/conv_winograd.h).
+# F(4x4, 3x3) for 2-D 3x3 kernels, stride 1, dilation 1 (csrc/conv/conv_winograd.h).
 
 def winograd_split(Py_ssize_t K, Py_ssize_t groups, Py_ssize_t tiles, int nthreads,
                    Py_ssize_t nr, Py_ssize_t mr):
@@ -875,7 +875,7 @@ def lanes_waste(dtype, Py_ssize_t K, Py_ssize_t N, tuple reach, tuple out_size, 
     """Positions the channels-in-lanes forward computes per output for K
     channels, tiling positions of the padded plane (extent `reach`, stride 1)
     or, with batch, the N images: the kernel family's own count
-    (kernels/conv_direct_lanes.h), for the planner's choice between them."""
+    (csrc/conv/conv_direct_lanes.h), for the planner's choice between them."""
     cdef const cf_conv_kernels *k = cf_conv_kernels_for(np.dtype(dtype) == np.float64)
     cdef cf_geom g = _geometry(0, reach[0], reach[1], reach[2], K, out_size[0], out_size[1],
                                out_size[2], kernel, (1, 1, 1), (0, 0, 0), dilation)

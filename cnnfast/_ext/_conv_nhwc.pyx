@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Channels-last convolution driver: the direct NHWC kernel (kernels/conv_nhwc.h).
+"""Channels-last convolution driver: the direct NHWC kernel (csrc/nhwc/conv_nhwc.h).
 
 Arrays arrive flat, C-contiguous and native-endian, validated and allocated
 by cnnfast.functional, with the configuration the plan computed
@@ -67,7 +67,7 @@ def tiles(dtype):
 def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
          Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride):
     """Pack weights (K, C // groups, *kernel) (flat) into dst: group g's blocks
-    at g * group_stride (kernels/conv_nhwc.h nhwc_pack). Returns False when a
+    at g * group_stride (csrc/nhwc/conv_nhwc.h nhwc_pack). Returns False when a
     weight is NaN or infinite."""
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g
     cdef int finite = 1
@@ -144,7 +144,7 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
 
 def winograd_pack(const floating[::1] w, floating[::1] u, Py_ssize_t K, Py_ssize_t C,
                   Py_ssize_t pos_stride, Py_ssize_t m=4):
-    """Transformed weights (kernels/conv_nhwc_winograd.h nhwc_wino_pack) of w
+    """Transformed weights (csrc/nhwc/conv_nhwc_winograd.h nhwc_wino_pack) of w
     (K, C, 3, 3), flat, into u ((m + 2)**2 positions, pos_stride apart; m = 4:
     F(4x4, 3x3), m = 2: F(2x2, 3x3)). False when a
     transformed weight is not finite."""
@@ -268,7 +268,7 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
 
 def max_pool(const floating[::1] x, tuple x_shape, floating[::1] out, tuple out_shape,
              tuple kernel, tuple stride, tuple padding, tuple dilation, int nthreads):
-    """out (N, OH, OW, C) = max pooling of x (N, H, W, C) (kernels/pool_nhwc.h);
+    """out (N, OH, OW, C) = max pooling of x (N, H, W, C) (csrc/nhwc/pool_nhwc.h);
     2-tuples of window arguments, padding before. Items: (image, output row)."""
     cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
     cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2]
@@ -310,7 +310,7 @@ def global_avg(const floating[::1] x, Py_ssize_t N, Py_ssize_t P, Py_ssize_t C,
 # ------------------------------------------------------------ backward
 # The backward passes on the same layout (cnnfast._nhwc_backward): the input
 # gradient's stride phases on the forward kernel, the weight gradient on
-# kernels/conv_nhwc_backward.h.
+# conv_nhwc_backward.h.
 
 cdef void _geom(cf_geom *g, tuple in_shape, tuple out_shape, tuple kernel, tuple stride,
                 tuple padding, tuple dilation, Py_ssize_t groups):

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Depthwise convolution (groups == C, K = C*M outputs): forward, input and
 weight gradient, channels-first and channels-last, on the kernels of
-kernels/conv_depthwise.h.
+csrc/depthwise/conv_depthwise.h.
 
 Arrays arrive 5-D, C-contiguous, native-endian, validated and allocated by
 cnnfast.functional: channels-first (N, C, D, H, W), channels-last (N, D, H,
@@ -33,7 +33,7 @@ from ._workspace import work_array
 
 
 cdef inline const cf_depthwise_kernels *_kernels(floating dummy) noexcept nogil:
-    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    """The kernel table of this dtype for the running CPU (csrc/common/cf_isa.h)."""
     if floating is float:
         return cf_depthwise_kernels_for(0)
     else:

@@ -21,7 +21,7 @@ cdef Py_ssize_t SPAN = 1 << 15
 
 
 cdef inline const cf_elementwise_kernels *_kernels(floating dummy) noexcept nogil:
-    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    """The kernel table of this dtype for the running CPU (csrc/common/cf_isa.h)."""
     if floating is float:
         return cf_elementwise_kernels_for(0)
     else:
@@ -220,7 +220,7 @@ def sgd_update(floating[::1] p,                 # IN/OUT the parameter
                floating[::1] buf,               # IN/OUT momentum buffer, or None
                double lr, double momentum, double dampening, double weight_decay,
                bint nesterov, bint first, int nthreads):
-    """torch.optim.SGD's update of one parameter in one pass (kernels/optim_sgd.h),
+    """torch.optim.SGD's update of one parameter in one pass (csrc/elementwise/optim_sgd.h),
     spans of SPAN elements per thread."""
     cdef Py_ssize_t n = p.shape[0], i, lo, spans = (n + SPAN - 1) // SPAN
     if n == 0:

@@ -6,7 +6,7 @@
 into the channels-last one, (N, S, C) -> (N, C, S) back. A plain NumPy
 transposing copy walks one side with a large stride for every element; this
 copy goes in square blocks that stay in L1 on both sides
-(kernels/layout_swap.h), and the blocks are shared among the OpenMP threads
+(csrc/layout/layout_swap.h), and the blocks are shared among the OpenMP threads
 (each block is written by one thread: no races).
 """
 from cython.parallel cimport prange

@@ -27,7 +27,7 @@ cdef object _dtype_of(floating dummy):
 
 
 cdef inline const cf_pool_kernels *_kernels(floating dummy) noexcept nogil:
-    """The kernel table of this dtype for the running CPU (kernels/cf_isa.h)."""
+    """The kernel table of this dtype for the running CPU (csrc/common/cf_isa.h)."""
     if floating is float:
         return cf_pool_kernels_for(0)
     else:

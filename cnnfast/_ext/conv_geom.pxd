@@ -1,4 +1,4 @@
-# One group's view of a convolution (kernels/conv_geom.h), shared by the
+# One group's view of a convolution (csrc/common/conv_geom.h), shared by the
 # convolution drivers and their kernel tables.
 
 cdef extern from "conv_geom.h" nogil:

@@ -1,4 +1,4 @@
-# The convolution kernel table (kernels/conv_kernels.h): one per ISA level and
+# The convolution kernel table (csrc/conv/conv_kernels.h): one per ISA level and
 # dtype, looked up with cf_conv_kernels_for(is_double). Data pointers are
 # void * and hold elements of the table's dtype.
 

@@ -1,4 +1,4 @@
-# The depthwise kernel table (kernels/conv_depthwise_kernels.h): one per ISA
+# The depthwise kernel table (csrc/depthwise/conv_depthwise_kernels.h): one per ISA
 # level and dtype, looked up with cf_depthwise_kernels_for(is_double). Data
 # pointers are void * and hold elements of the table's dtype.
 

@@ -1,4 +1,4 @@
-# The elementwise kernel table (kernels/elementwise_kernels.h): one per ISA
+# The elementwise kernel table (csrc/elementwise/elementwise_kernels.h): one per ISA
 # level and dtype, looked up with cf_elementwise_kernels_for(is_double). Data
 # pointers are void * and hold elements of the table's dtype.
 

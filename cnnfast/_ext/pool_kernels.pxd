@@ -1,4 +1,4 @@
-# The pooling kernel table (kernels/pool_kernels.h): one per ISA level and
+# The pooling kernel table (csrc/pool/pool_kernels.h): one per ISA level and
 # dtype, looked up with cf_pool_kernels_for(is_double). Data pointers are
 # void * and hold elements of the table's dtype.
 from libc.stdint cimport int64_t
