@@ -29,7 +29,8 @@ DTYPES = [np.float32, np.float64]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 1000, 512), (37, 53, 19), (256, 84, 120),
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 1000, 512), (1, 37, 5), (1, 4, 0),
+                                   (37, 53, 19), (256, 84, 120),
                                    (300, 200, 100), (5, 7, 0), (0, 4, 3), (4, 0, 3)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_dense_matmul_equals_numpy(dtype, trans_a, trans_b, m, n, k, threads):
