@@ -252,13 +252,15 @@ class Adam(Optimizer):
     def step(self):
         beta1, beta2 = self.betas
         for p, g, state in self._with_grads():
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
             if not state:
                 state["step"] = 0
                 state["exp_avg"] = np.zeros_like(p.data)
                 state["exp_avg_sq"] = np.zeros_like(p.data)
             state["step"] += 1
+            if self._step_in_c(p, g, state):
+                continue
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
             m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
             m += (1 - beta1) * (g - m)           # torch: exp_avg.lerp_(grad, 1 - beta1)
             v *= beta2
@@ -266,6 +268,27 @@ class Adam(Optimizer):
             step_size = self.lr / (1 - beta1 ** t)
             denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + p.data.dtype.type(self.eps)
             p.data -= step_size * (m / denom)
+
+    def _step_in_c(self, p, g, state) -> bool:
+        """The update in one C pass over p, g and both moments (NumPy's
+        expressions make about ten passes and four temporaries), for the
+        arrays the kernel can write in place (see SGD._step_in_c); moments
+        loaded from a state dict qualify when they match the parameter."""
+        data = p.data
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if (data.dtype not in _KERNEL_DTYPES or g.shape != data.shape or g.dtype != data.dtype
+                or not all(a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
+                           and a.dtype == data.dtype and a.shape == data.shape
+                           for a in (data, m, v))):
+            return False
+        g = np.require(g, requirements=("C_CONTIGUOUS", "ALIGNED"))
+        beta1, beta2 = self.betas
+        t = state["step"]
+        _elementwise.adam_update(data.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                 beta1, beta2, self.eps, self.weight_decay,
+                                 self.lr / (1 - beta1 ** t), math.sqrt(1 - beta2 ** t),
+                                 _plan.elementwise_threads(data.size))
+        return True
 
 
 def _plain(value):

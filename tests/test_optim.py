@@ -115,6 +115,17 @@ def test_bad_arguments(build, arg):
         SGD([np.zeros(2)], 0.1)
 
 
+def _step_both(params, opts, g):
+    """One step of each optimizer on its parameter, with gradient g, on two threads."""
+    import cnnfast
+
+    for p, opt in zip(params, opts):
+        opt.zero_grad()
+        p.accumulate(g.copy())
+        with cnnfast.num_threads(2):
+            opt.step()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kwargs", SGD_CASES, ids=str)
 def test_sgd_c_update_matches_numpy_rule(rng, kwargs, dtype):
@@ -132,11 +143,39 @@ def test_sgd_c_update_matches_numpy_rule(rng, kwargs, dtype):
     opts = SGD([fast], lr, **rest), SGD([slow], lr, **rest)
     for step in range(3):
         g = rng.standard_normal(init.shape).astype(dtype)
-        for p, opt in zip((fast, slow), opts):
-            opt.zero_grad()
-            p.accumulate(g.copy())
-            with cnnfast.num_threads(2):
-                opt.step()
+        _step_both((fast, slow), opts, g)
         assert fast.data.flags.c_contiguous and fast.data.dtype == dtype
         tol = 1e-6 if dtype == np.float32 else 1e-14
         np.testing.assert_allclose(fast.data, slow.data, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", ADAM_CASES, ids=str)
+def test_adam_c_update_matches_numpy_rule(rng, kwargs, dtype):
+    """Adam's one-pass C update (spans over two threads) against the NumPy
+    expressions of the same rule (a Fortran-ordered parameter takes them),
+    including a step after loading the optimizer's state dict."""
+    init = rng.standard_normal((300, 257)).astype(dtype)   # > one span of the kernel
+    fast = Parameter(init.copy())
+    slow = Parameter(init.copy())
+    slow.data = np.asfortranarray(slow.data)               # the NumPy path
+    opts = [Adam([fast], **kwargs), Adam([slow], **kwargs)]
+    for step in range(4):
+        if step == 2:   # moments from a state dict: fresh C-ordered copies
+            opts[0] = Adam([fast], **kwargs)
+            opts[0].load_state_dict(opts[1].state_dict())
+        g = rng.standard_normal(init.shape).astype(dtype)
+        g[0, :3] = [0.0, 1e-30, -1e30 if dtype == np.float64 else -1e18]   # tiny, huge
+        _step_both((fast, slow), opts, g)
+        assert fast.data.flags.c_contiguous and fast.data.dtype == dtype
+        assert opts[0].state_dict()["state"][0]["step"] == step + 1
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(fast.data, slow.data, rtol=tol, atol=tol)
+
+
+def test_adam_c_update_propagates_nan():
+    p = Parameter(np.array([1.0, 2.0, 3.0], np.float32))
+    opt = Adam([p], lr=0.1)
+    p.accumulate(np.array([np.nan, 1.0, np.inf], np.float32))
+    opt.step()
+    assert np.isnan(p.data[0]) and np.isfinite(p.data[1]) and np.isnan(p.data[2])

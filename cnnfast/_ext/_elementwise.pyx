@@ -236,3 +236,27 @@ def sgd_update(floating[::1] p,                 # IN/OUT the parameter
         else:
             _kernels(<floating> 0).sgd_update(&p[0], &g[0], bp, n, lr, momentum, dampening,
                                               weight_decay, nesterov, first)
+
+
+def adam_update(floating[::1] p,                # IN/OUT the parameter
+                const floating[::1] g,          # IN     its gradient
+                floating[::1] m,                # IN/OUT first moment (exp_avg)
+                floating[::1] v,                # IN/OUT second moment (exp_avg_sq)
+                double beta1, double beta2, double eps, double weight_decay,
+                double step_size, double bc2_sqrt, int nthreads):
+    """torch.optim.Adam's update of one parameter in one pass
+    (csrc/elementwise/optim_adam.h), spans of SPAN elements per thread;
+    step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t)."""
+    cdef Py_ssize_t n = p.shape[0], i, lo, spans = (n + SPAN - 1) // SPAN
+    if n == 0:
+        return
+    with nogil:
+        if nthreads > 1 and spans > 1:
+            for i in prange(spans, num_threads=nthreads, schedule='guided'):
+                lo = i * SPAN
+                _kernels(<floating> 0).adam_update(&p[lo], &g[lo], &m[lo], &v[lo],
+                                                   min(SPAN, n - lo), beta1, beta2, eps,
+                                                   weight_decay, step_size, bc2_sqrt)
+        else:
+            _kernels(<floating> 0).adam_update(&p[0], &g[0], &m[0], &v[0], n, beta1, beta2,
+                                               eps, weight_decay, step_size, bc2_sqrt)

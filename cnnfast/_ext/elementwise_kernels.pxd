@@ -26,5 +26,8 @@ cdef extern from "elementwise_kernels.h" nogil:
         void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr,
                            double momentum, double dampening, double weight_decay,
                            int nesterov, int first) noexcept nogil
+        void (*adam_update)(void *p, const void *g, void *m, void *v, cf_idx n,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            double step_size, double bc2_sqrt) noexcept nogil
 
     const cf_elementwise_kernels *cf_elementwise_kernels_for(int is_double)

@@ -5,6 +5,7 @@
 #include "norm_batch.h"
 #include "activation_relu.h"
 #include "optim_sgd.h"
+#include "optim_adam.h"
 
 static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .isa = CF_LEVEL,
@@ -18,6 +19,7 @@ static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .relu_backward = FN(relu_backward),
     .add_relu = FN(add_relu),
     .sgd_update = FN(sgd_update),
+    .adam_update = FN(adam_update),
 };
 
 #include "cf_family_end.h"

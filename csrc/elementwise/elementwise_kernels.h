@@ -32,6 +32,10 @@ typedef struct {
     /* optim_sgd.h */
     void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr, double momentum,
                        double dampening, double weight_decay, int nesterov, int first);
+    /* optim_adam.h */
+    void (*adam_update)(void *p, const void *g, void *m, void *v, cf_idx n, double beta1,
+                        double beta2, double eps, double weight_decay, double step_size,
+                        double bc2_sqrt);
 } cf_elementwise_kernels;
 
 #define CF_FAMILY "elementwise_family.h"
