@@ -92,6 +92,64 @@ def test_resnet18_twin_fuses_channels_last_on_its_own(rng):
     assert g.shape == x.shape and len(ours.named_grads()) == len(ours.parameters())
 
 
+def test_mobilenet_v2_fuses_channels_last_on_its_own():
+    """Depthwise convolutions (one input channel per group) have their own
+    channels-last kernels: torchvision's MobileNetV2 (its ONNX export) runs
+    NHWC inside, as cnnfast's own fused MobileNetV2 does, converting only its
+    input (the classifier reads the 1x1 pooled map: a free conversion)."""
+    from cnnfast.bench.models import ModelCase, _batch, cnnfast_call, onnx_export
+
+    case = ModelCase("mobilenet_v2", "inference", 2, 32, 3, 10)
+    model, _ = cnnfast_call(case)
+    data = onnx_export(torch, case, model)
+    x, _ = _batch(case)
+    fused = connx.load(data).fuse()
+    assert fused.layout == "channels_last" and fused.module.layout_reason == ""
+    convs = [op.fused for op in fused.module._ops if hasattr(op, "fused")]
+    assert sum(c.groups > 1 and c.groups == c.weight.data.shape[0] for c in convs) == 17
+    assert all(c.data_format == "channels_last" for c in convs)
+    # ReLU6 (Clip(0, 6)) runs in the convolutions' store pass, with its bound
+    assert sum(c.clamp == (0.0, 6.0) for c in convs) == 35
+    np.testing.assert_allclose(fused(x), _ort(data, {"x": x})[0], rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(fused(x), model.eval()(x), rtol=1e-4, atol=2e-5)
+    big = x * 50   # activations past 6 (clamped by both)
+    np.testing.assert_allclose(fused(big), _ort(data, {"x": big})[0], rtol=1e-4, atol=1e-4)
+    copies = [c for c in fused.module.layout_conversions if c[3] == "copy"]
+    assert [c[1:3] for c in copies] == [("x", "NCHW->NHWC")], copies
+
+
+class _BroadcastAdd(torch.nn.Module):
+    """relu(bn(conv(x)) + s) with s (N, 16, 1, 1) from another branch: an Add
+    that fuse() takes as a residual but that broadcasts at run time."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.side = torch.nn.Conv2d(3, 16, 1)
+
+    def forward(self, x):
+        s = self.side(x).mean((2, 3), keepdim=True)
+        return torch.relu(self.bn(self.conv(x)) + s)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_fused_residual_that_broadcasts_runs_after_the_conv(rng, forced, data_format):
+    torch.manual_seed(0)
+    net = _BroadcastAdd().eval()
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    data = _export(torch, net, torch.from_numpy(x), 17, False)
+    fused = connx.load(data, data_format=data_format).fuse()
+    with_residual = [op for op, args in zip(fused.module._ops, fused.module._args)
+                     if type(op).__name__ == "FusedConv" and len(args) == 2]
+    assert len(with_residual) == 1
+    expected = _ort(data, {"x": x})[0]
+    if data_format == "channels_first":
+        np.testing.assert_allclose(fused(x), expected, rtol=1e-4, atol=2e-5)
+    else:
+        np.testing.assert_allclose(fused(_nhwc(x)), _nhwc(expected), rtol=1e-4, atol=2e-5)
+
+
 def test_small_channel_graphs_stay_channels_first_and_say_why(rng):
     x = rng.standard_normal(TWINS["lenet5"][1]).astype(np.float32)
     data = _export(torch, _twin(torch, "lenet5"), torch.from_numpy(x), 17, False)

@@ -28,7 +28,7 @@ OnnxModel.layout_conversions (node, value, direction, copy or free).
 Whether a model runs channels-last is the rule of cnnfast's own fused
 models (cnnfast.nn.fuse._runs_channels_last): every convolution is 2-D
 with a channels-last kernel (_plan.nhwc_layer_ok: enough output channels
-per group) and none is transposed (its channels-last call copies to NCHW
+per group, or depthwise: one input channel per group) and none is transposed (its channels-last call copies to NCHW
 and back). channels_last_pays() says why not, for the model's
 layout_reason.
 """
@@ -59,7 +59,8 @@ def channels_last_pays(ops):
             groups = (op.fused if type(op) is L.FusedConv else op).groups
             if w.ndim != 4:
                 return False, f"Conv node {op._node!r} is not 2-D"
-            if not _plan.nhwc_layer_ok(w.shape[0] // groups, "zeros", w.dtype):
+            depthwise = groups > 1 and w.shape[1] == 1   # groups == C_in: its NHWC kernels
+            if not depthwise and not _plan.nhwc_layer_ok(w.shape[0] // groups, "zeros", w.dtype):
                 return False, (f"Conv node {op._node!r} has {w.shape[0] // groups} output "
                                f"channel(s) per group: too few for the channels-last kernel")
             convs += 1

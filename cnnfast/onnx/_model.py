@@ -5,7 +5,7 @@ of named values, dropping each value after its last use; backward walks
 them in reverse, summing the gradients of values used more than once (a
 fan-out). State-dict keys are the initializers' names (cnnfast.onnx._build).
 fuse() folds Conv -> BatchNormalization (-> Relu / Clip(0, 6) / residual
-Add -> Relu) into cnnfast's fused convolutions (cnnfast.nn.fuse).
+Add (-> Relu)) into cnnfast's fused convolutions (cnnfast.nn.fuse).
 """
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ class OnnxModel(Module):
     # --------------------------------------------------------------- fuse
     def _fused(self):
         """Module.fuse()'s rewrite of this private copy: Conv (2-D, padding
-        fixed) -> BatchNormalization -> Relu | Clip(0, hi) | Add -> Relu
+        fixed) -> BatchNormalization -> Relu | Clip(0, hi) | Add (-> Relu)
         chains become FusedConv operators (cnnfast.nn.fuse.FusedConv2d);
         then, when every convolution has a channels-last kernel, the layout
         pass (cnnfast.onnx._layout): the graph runs NHWC inside."""
@@ -289,12 +289,17 @@ class OnnxModel(Module):
             if j is not None and type(self._ops[j]) is L.BatchNorm:
                 bn, chain, out = self._ops[j], chain + [j], self._outs[j][0]
                 j = only_user(out)
-            if j is not None and type(self._ops[j]) is O.Binary and self._ops[j].kind == "Add":
+            if (j is not None and j not in dropped and type(self._ops[j]) is O.Binary
+                    and self._ops[j].kind == "Add"):   # (not one another chain took)
                 other = [n for n in self._args[j] if n != out]
                 k = only_user(self._outs[j][0])
-                if len(other) == 1 and k is not None and _is_relu(self._ops[k]):
+                if len(other) != 1 or other[0] in self._consts:
+                    pass   # x + x, or a constant bias: not a residual
+                elif k is not None and _is_relu(self._ops[k]):
                     residual, relu = other[0], True
                     chain, out = chain + [j, k], self._outs[k][0]
+                else:   # a linear bottleneck's shortcut (MobileNetV2): no activation
+                    residual, chain, out = other[0], chain + [j], self._outs[j][0]
             elif j is not None and _is_relu(self._ops[j]):
                 relu, chain, out = True, chain + [j], self._outs[j][0]
             elif j is not None and _is_relu6(self._ops[j]):
