@@ -16,8 +16,14 @@ import numpy as np
 
 from . import _plan as P
 from . import _validation as V
-from . import functional as F
 from ._explain import DryArray, DryRunError, numpy_pass
+from ._ops.activation import elementwise_args, epilogue_clamp
+from ._ops.batch_norm import batch_norm_args
+from ._ops.conv_validation import (
+    conv_algorithm, conv_geometry, conv_residual, conv_transpose_geometry,
+)
+from ._ops.data_format import _first_view, _shape_first, _shape_last
+from ._ops.pool_validation import adaptive_geometry, avg_pool_divisors, pool_geometry
 from .nn import fuse as _fuse
 from .nn import layers as L
 from .nn.module import Module
@@ -32,12 +38,12 @@ def _ghost(x):
 
 
 def _first(g, last):
-    return F._first_view(g) if last else g
+    return _first_view(g) if last else g
 
 
 def _out(t, shape, dtype, last):
     """The output stand-in of a channels-first result shape."""
-    return t.new(F._shape_last(shape) if last and len(shape) >= 3 else shape, dtype)
+    return t.new(_shape_last(shape) if last and len(shape) >= 3 else shape, dtype)
 
 
 def _layout_of(t, m):
@@ -63,7 +69,7 @@ def _pointwise(threads, flops, kernel="pointwise_rows"):
 
 def _native_pointwise(passes, geom, transposed):
     """The passes a channels-last 1x1 convolution runs as one GEMM over its
-    pixel rows (functional._pointwise_rows; not the channels-first plan)."""
+    pixel rows (_ops.pointwise._pointwise_rows; not the channels-first plan)."""
     threads = P.conv_threads(P.conv_macs(geom))
     flops = 2 * P.conv_macs(geom)
     out = {}
@@ -130,10 +136,10 @@ def _record_conv(t, m, x, geom, out_shape, passes, last, extra=(), transposed=Fa
 def conv_rule(t, m, x):
     last = V.channels_last(m.data_format)
     bias = None if m.bias is None else m.bias.data
-    geom = V.conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias, m.stride,
-                           m.padding, m.dilation, m.groups, padding_mode=m.padding_mode)
+    geom = conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias, m.stride,
+                         m.padding, m.dilation, m.groups, padding_mode=m.padding_mode)
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(geom, V.conv_algorithm("auto", geom), need, last)
+    passes = conv_passes(geom, conv_algorithm("auto", geom), need, last)
     return _record_conv(t, m, x, geom, geom.out_shape, passes, last)
 
 
@@ -141,23 +147,23 @@ def conv_transpose_rule(t, m, x, output_size=None):
     args = m._args(m._output_padding(_ghost(x), output_size))
     last = V.channels_last(args.pop("data_format"))
     bias = None if m.bias is None else m.bias.data
-    tg = V.conv_transpose_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias,
-                                   args["stride"], args["padding"], args["output_padding"],
-                                   args["groups"], args["dilation"])
+    tg = conv_transpose_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias,
+                                 args["stride"], args["padding"], args["output_padding"],
+                                 args["groups"], args["dilation"])
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(tg.conv, V.conv_algorithm("auto", tg.conv), need, last,
+    passes = conv_passes(tg.conv, conv_algorithm("auto", tg.conv), need, last,
                          transposed=True)
     return _record_conv(t, m, x, tg.conv, tg.out_shape, passes, last, transposed=True)
 
 
 def fused_conv_rule(t, m, x, residual=None):
-    """FusedConv2d: functional._conv_forward_fused(_last)."""
+    """FusedConv2d: _ops.conv._conv_forward_fused(_last)."""
     last = m.data_format == "channels_last"
-    geom = V.conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, m.bias.data,
-                           m.stride, m.padding, m.dilation, m.groups,
-                           padding_mode=m.padding_mode)
-    V.conv_residual(None if residual is None else _first(_ghost(residual), last), geom)
-    V.epilogue_clamp(m.clamp)
+    geom = conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, m.bias.data,
+                         m.stride, m.padding, m.dilation, m.groups,
+                         padding_mode=m.padding_mode)
+    conv_residual(None if residual is None else _first(_ghost(residual), last), geom)
+    epilogue_clamp(m.clamp)
     # channels-last, the layer keeps its packed (Winograd: transformed) weights
     kept = {"channels_last": True, "kept_weights": True} if last else {}
     passes = dict(P.plan_conv(geom, "auto", ("forward",), **kept).passes)
@@ -251,7 +257,7 @@ def _after_batch_norm(t, m, x):
 
 
 def relu_rule(t, m, x):
-    dtype = V.elementwise_args("relu", x=_ghost(x))
+    dtype = elementwise_args("relu", x=_ghost(x))
     fused = m.training and type(m) is L.ReLU and _after_batch_norm(t, m, x)
     y = _elementwise(t, m, [x], "relu", 1, "relu_backward", 1, out_dtype=dtype)
     if fused:   # its mask is applied inside the batch norm's backward passes
@@ -262,17 +268,17 @@ def relu_rule(t, m, x):
 
 def relu_sum_rule(t, m, a, b):
     """ReLU.forward_sum: relu(a + b) in one pass (a residual block's end)."""
-    dtype = V.elementwise_args("add_relu", a=_ghost(a), b=_ghost(b))
+    dtype = elementwise_args("add_relu", a=_ghost(a), b=_ghost(b))
     return _elementwise(t, m, [a, b], "add_relu", 2, "relu_backward", 1, out_dtype=dtype)
 
 
 def hardtanh_rule(t, m, x):
-    dtype = V.elementwise_args("hardtanh", x=_ghost(x))
+    dtype = elementwise_args("hardtanh", x=_ghost(x))
     return _elementwise(t, m, [x], "clamp", 1, "clamp_backward", 1, out_dtype=dtype)
 
 
 def leaky_relu_rule(t, m, x):
-    dtype = V.elementwise_args("LeakyReLU.forward", x=_ghost(x))
+    dtype = elementwise_args("LeakyReLU.forward", x=_ghost(x))
     return _elementwise(t, m, [x], "numpy_where_mul", 2, "numpy_mul", 1, threads=1,
                         out_dtype=dtype)
 
@@ -303,10 +309,10 @@ def batch_norm_rule(t, m, x):
     use_batch = m.training or not m.track_running_stats
     update = m.training and m.track_running_stats
     g = _first(g, last)
-    V.batch_norm_args(g, m.running_mean if update or not use_batch else None,
-                      m.running_var if update or not use_batch else None,
-                      m.weight.data if m.affine else None,
-                      None if m.bias is None else m.bias.data, use_batch, 0.0, m.eps)
+    batch_norm_args(g, m.running_mean if update or not use_batch else None,
+                    m.running_var if update or not use_batch else None,
+                    m.weight.data if m.affine else None,
+                    None if m.bias is None else m.bias.data, use_batch, 0.0, m.eps)
     return _batch_norm_row(t, m, x, use_batch, last,
                            m.affine and m._needs_grad(m.weight), m._needs_grad(m.bias))
 
@@ -365,8 +371,8 @@ _POOL_WHY = {**{cls: f"fewer than {P.POOL_CHANNELS_LAST_MIN} channels"
 
 def max_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    geom = V.pool_geometry(m._nd, "max", _first(_ghost(x), last), m.kernel_size, m.stride,
-                           m.padding, m.dilation, m.ceil_mode)
+    geom = pool_geometry(m._nd, "max", _first(_ghost(x), last), m.kernel_size, m.stride,
+                         m.padding, m.dilation, m.ceil_mode)
     outputs = math.prod(geom.out_shape)
     # without indices (inference) a channels-last 1-D/2-D pool runs on the NHWC kernel
     nhwc = last and m._nd <= 2 and not (m.training or m.return_indices)
@@ -379,9 +385,9 @@ def max_pool_rule(t, m, x):
 
 def avg_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    geom = V.pool_geometry(m._nd, "avg", _first(_ghost(x), last), m.kernel_size, m.stride,
-                           m.padding, 1, m.ceil_mode)
-    V.avg_pool_divisors(geom, m.count_include_pad, m.divisor_override)
+    geom = pool_geometry(m._nd, "avg", _first(_ghost(x), last), m.kernel_size, m.stride,
+                         m.padding, 1, m.ceil_mode)
+    avg_pool_divisors(geom, m.count_include_pad, m.divisor_override)
     flops = math.prod(geom.out_shape) * math.prod(geom.kernel)
     return _pool_row(t, m, x, geom.out_shape, geom.dtype, last,
                      P.pool_channels_last_native(m._nd, geom.channels), "pool_avg", flops,
@@ -393,7 +399,7 @@ def adaptive_rule(t, m, x):
     last = V.channels_last(m.data_format)
     is_max = isinstance(m, L._AdaptiveMax)
     op = f"adaptive_{'max' if is_max else 'avg'}_pool{m._nd}d"
-    dtype, out_size = V.adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
+    dtype, out_size = adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
     shape = (x.shape[0], x.shape[-1] if last else x.shape[1]) + tuple(out_size)
     # channels-last, an average to one value per channel is the NHWC global average
     nhwc = last and not is_max and all(o == 1 for o in out_size) and x.size > 0
@@ -407,7 +413,7 @@ def adaptive_rule(t, m, x):
 def global_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
     kind = "max" if isinstance(m, L.GlobalMaxPool2d) else "avg"
-    dtype, _ = V.adaptive_geometry(_first(_ghost(x), last), 1, f"global_{kind}_pool2d")
+    dtype, _ = adaptive_geometry(_first(_ghost(x), last), 1, f"global_{kind}_pool2d")
     V.flag(m.keepdims, "keepdims")
     n, c = x.shape[0], (x.shape[-1] if last else x.shape[1])
     shape = (n, c, 1, 1) if m.keepdims else (n, c)
@@ -427,7 +433,7 @@ def inference_model_rule(t, m, *args, **kwargs):
     convert = (isinstance(x, DryArray) and x.ndim >= 3 and x.dtype.kind == "f"
                and x.dtype.itemsize in (4, 8))
     if convert:
-        inner = t.new(F._shape_last(x.shape), x.dtype)
+        inner = t.new(_shape_last(x.shape), x.dtype)
         _copy_row(t, m, "to_channels_last", x, inner, x.shape, x.shape, "channels_last")
         x = inner
     t.push_layout("channels_last")
@@ -436,7 +442,7 @@ def inference_model_rule(t, m, *args, **kwargs):
     finally:
         t.pop_layout()
     if isinstance(out, DryArray) and out.ndim >= 3:
-        first = t.new(F._shape_first(out.shape), out.dtype)
+        first = t.new(_shape_first(out.shape), out.dtype)
         _copy_row(t, m, "to_channels_first", out, first, first.shape, first.shape,
                   "channels_last")
         out = first

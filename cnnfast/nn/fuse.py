@@ -26,8 +26,9 @@ import copy
 
 import numpy as np
 
-from .. import _validation as V
-from .. import functional as F
+from .._ops.activation import epilogue_clamp
+from .._ops.conv import _conv_forward_fused, _conv_forward_fused_last
+from .._ops.data_format import _to_first, _to_last
 from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, Hardtanh
 from .layers import Identity, ReLU, ReLU6, Sequential
 from .module import Module, Parameter
@@ -101,7 +102,7 @@ class FusedConv2d(Module):
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
         self._nd = conv.weight.data.ndim - 2   # any conv with torch's weight layout
-        self.clamp = V.epilogue_clamp(relu if clamp is None else clamp)
+        self.clamp = epilogue_clamp(relu if clamp is None else clamp)
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
         self._folded = ((type(bn).__name__ if bn is not None else "")
@@ -111,13 +112,13 @@ class FusedConv2d(Module):
         if self.data_format == "channels_last":
             # the NHWC kernel with weights packed once (the arrays are
             # read-only: an in-place edit cannot leave a stale packed copy)
-            return F._conv_forward_fused_last(
+            return _conv_forward_fused_last(
                 self._nd, x, self.weight.data, self.bias.data, self.stride, self.padding,
                 self.dilation, self.groups, self.clamp, residual, self.padding_mode,
                 self._packed)
-        return F._conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
-                                     self.padding, self.dilation, self.groups, self.clamp,
-                                     residual, self.padding_mode)
+        return _conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
+                                   self.padding, self.dilation, self.groups, self.clamp,
+                                   residual, self.padding_mode)
 
     def backward(self, grad_out):
         raise _inference_error(type(self).__name__)
@@ -327,7 +328,7 @@ def _to_last_in(x):
     model runs on (anything else is passed on for the layers to judge)."""
     if (isinstance(x, np.ndarray) and x.ndim >= 3 and x.dtype.kind == "f"
             and x.dtype.itemsize in (4, 8)):
-        return F._to_last(np.require(x, x.dtype.newbyteorder("="), ("C_CONTIGUOUS", "ALIGNED")))
+        return _to_last(np.require(x, x.dtype.newbyteorder("="), ("C_CONTIGUOUS", "ALIGNED")))
     return x
 
 
@@ -337,4 +338,4 @@ def _to_first_out(y):
     if isinstance(y, tuple):
         return type(y)(*map(_to_first_out, y)) if hasattr(y, "_fields") else tuple(
             map(_to_first_out, y))
-    return F._to_first(y) if isinstance(y, np.ndarray) and y.ndim >= 3 else y
+    return _to_first(y) if isinstance(y, np.ndarray) and y.ndim >= 3 else y

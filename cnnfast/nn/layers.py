@@ -15,6 +15,14 @@ from scipy.special import expit
 
 from .. import _validation as V
 from .. import functional as F
+from .._ops.activation import _add_relu, _real, clamp_bounds, elementwise_args
+from .._ops.batch_norm import _batch_norm, _batch_norm_backward
+from .._ops.conv_validation import (
+    _transpose_padding, conv_padding_arg, padding_mode_arg, transpose_output_padding,
+)
+from .._ops.data_format import _to_first, _to_last
+from .._ops.dense import _dense_matmul
+from .._ops.pool_validation import divisor_override_arg, pool_padding_arg
 from . import init
 from .module import TRACE, Module, Parameter
 
@@ -115,12 +123,12 @@ class _ConvNd(Module):
         self.stride = V.ntuple(stride, nd, "stride", minimum=1)
         self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
         # ints, pairs, "valid", "same" (and "causal" for Conv1d), as the functional ops
-        self.padding = V.conv_padding_arg(padding, nd)
+        self.padding = conv_padding_arg(padding, nd)
         self.groups = V.positive_int(groups, "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
-        self.padding_mode = V.padding_mode_arg(padding_mode)
+        self.padding_mode = padding_mode_arg(padding_mode)
         dtype = float_dtype(dtype)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(init.kaiming_uniform(shape, dtype))
@@ -189,7 +197,7 @@ class _ConvTransposeNd(Module):
         self.kernel_size = V.ntuple(kernel_size, nd, "kernel_size", minimum=1)
         self.stride = V.ntuple(stride, nd, "stride", minimum=1)
         self.dilation = V.ntuple(dilation, nd, "dilation", minimum=1)
-        before, after = V._transpose_padding(padding, nd)
+        before, after = _transpose_padding(padding, nd)
         self.padding = before if before == after else tuple(zip(before, after))
         self.output_padding = V.ntuple(output_padding, nd, "output_padding", minimum=0)
         for r, s, d in zip(self.output_padding, self.stride, self.dilation):
@@ -230,7 +238,7 @@ class _ConvTransposeNd(Module):
         if (self.data_format == "channels_last" and isinstance(output_size, (tuple, list))
                 and len(output_size) == self._nd + 2):
             output_size = tuple(output_size)[1:-1]   # a full (N, *spatial, C) shape
-        return V.transpose_output_padding(
+        return transpose_output_padding(
             output_size, self._nd, _spatial(x, self.data_format), self.kernel_size,
             self.stride, self.padding, self.dilation, f"{type(self).__name__}.forward")
 
@@ -299,7 +307,7 @@ class Linear(Module):
         _check_input(x, "Linear", (1,), self.in_features, axis=-1)
         _same_dtype(x, self.weight, "Linear")
         x2 = x.reshape(-1, self.in_features)
-        y = F._dense_matmul(x2, self.weight.data, trans_b=True)
+        y = _dense_matmul(x2, self.weight.data, trans_b=True)
         if self.bias is not None:
             y += self.bias.data
         y = y.reshape(x.shape[:-1] + (self.out_features,))
@@ -312,8 +320,8 @@ class Linear(Module):
         g2 = grad_out.reshape(-1, self.out_features)
         if self._needs_grad(self.weight):
             self.weight.accumulate(
-                F._dense_matmul(g2, x.reshape(-1, self.in_features), trans_a=True))
-        grad_x = (F._dense_matmul(g2, self.weight.data).reshape(x.shape)
+                _dense_matmul(g2, x.reshape(-1, self.in_features), trans_a=True))
+        grad_x = (_dense_matmul(g2, self.weight.data).reshape(x.shape)
                   if self._input_grad else None)
         if self._needs_grad(self.bias):
             self.bias.accumulate(g2.sum(axis=0))
@@ -397,7 +405,7 @@ class ReLU(Module):
         (backward as for forward: the gradient reaches both a and b)."""
         if TRACE.tracer is not None:   # a dry run (cnnfast.explain_model)
             return TRACE.tracer.call(self, (a, b), {}, "forward_sum")
-        y = F._add_relu(a, b)
+        y = _add_relu(a, b)
         if self.training:
             self._cache = y
         return y
@@ -415,7 +423,7 @@ class Hardtanh(Module):
 
     def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
         super().__init__()
-        self.min_val, self.max_val = V.clamp_bounds(min_val, max_val)
+        self.min_val, self.max_val = clamp_bounds(min_val, max_val)
         self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
 
     def forward(self, x):
@@ -448,12 +456,12 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = V._real(negative_slope, "negative_slope")
+        self.negative_slope = _real(negative_slope, "negative_slope")
         self.inplace = inplace   # accepted for torch compatibility; inputs are never modified
 
     def _slope(self, x, what):
         """The per-element slope (1 or negative_slope) given the input x."""
-        dtype = V.elementwise_args(f"LeakyReLU.{what}", x=x)
+        dtype = elementwise_args(f"LeakyReLU.{what}", x=x)
         x = V.kernel_array(x, dtype)
         return np.where(x > 0, dtype.type(1), dtype.type(self.negative_slope))
 
@@ -465,7 +473,7 @@ class LeakyReLU(Module):
 
     def backward(self, grad_out):
         slope = self._saved()
-        V.elementwise_args("LeakyReLU.backward", grad_out=grad_out, x=slope)
+        elementwise_args("LeakyReLU.backward", grad_out=grad_out, x=slope)
         return slope * grad_out
 
     def extra_repr(self):
@@ -577,7 +585,7 @@ class _BatchNorm(Module):
         self._validate(x)
         last = self.data_format == "channels_last" and x.ndim > 2
         if last:   # the kernels reduce over channels-first planes
-            x = F._to_first(x)
+            x = _to_first(x)
         # training: batch statistics, and the running ones updated if tracked;
         # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats
@@ -585,7 +593,7 @@ class _BatchNorm(Module):
         momentum = 0.0
         if update:
             momentum = (1 / (self._batches_seen + 1)) if self.momentum is None else self.momentum
-        y, mean, invstd = F._batch_norm(
+        y, mean, invstd = _batch_norm(
             x, self.running_mean if update or not use_batch else None,
             self.running_var if update or not use_batch else None,
             self.weight.data if self.affine else None,
@@ -595,7 +603,7 @@ class _BatchNorm(Module):
             self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
         if self.training:
             self._cache = (x, mean, invstd)
-        return F._to_last(y) if last else y
+        return _to_last(y) if last else y
 
     def backward(self, grad_out, relu=None):
         """relu: the ReLU this layer's output went through (grad_out is then
@@ -605,15 +613,15 @@ class _BatchNorm(Module):
         last = self.data_format == "channels_last" and x.ndim > 2
         relu_out = None if relu is None else relu._saved()
         if last:   # the kernels reduce over channels-first planes
-            grad_out = F._to_first(grad_out)
-            relu_out = None if relu_out is None else F._to_first(relu_out)
-        grad_x, g_gamma, g_beta = F._batch_norm_backward(
+            grad_out = _to_first(grad_out)
+            relu_out = None if relu_out is None else _to_first(relu_out)
+        grad_x, g_gamma, g_beta = _batch_norm_backward(
             grad_out, x, self.weight.data if self.affine else None, mean, invstd, relu_out)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
         if self.bias is not None:
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
-        return F._to_last(grad_x) if last else grad_x
+        return _to_last(grad_x) if last else grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -648,7 +656,7 @@ class _Pool(Module):
         self.stride = (self.kernel_size if stride is None
                        else V.ntuple(stride, nd, "stride", minimum=1))
         # ints (at most half the kernel), (before, after) pairs, "valid", "same"
-        self.padding = V.pool_padding_arg(padding, nd, self.kernel_size, type(self).__name__)
+        self.padding = pool_padding_arg(padding, nd, self.kernel_size, type(self).__name__)
 
     def _op(self, suffix=""):
         return getattr(F, f"{self._kind}_pool{self._nd}d{suffix}")
@@ -694,7 +702,7 @@ class _AvgPool(_Pool):
         self.data_format = _data_format(data_format)
         self._window(kernel_size, stride, padding)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        self.divisor_override = V.divisor_override_arg(divisor_override)
+        self.divisor_override = divisor_override_arg(divisor_override)
 
     def _args(self):
         return (self.kernel_size, self.stride, self.padding, self.ceil_mode,
