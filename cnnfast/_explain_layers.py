@@ -25,8 +25,20 @@ from ._ops.conv_validation import (
 from ._ops.data_format import _first_view, _shape_first, _shape_last
 from ._ops.pool_validation import adaptive_geometry, avg_pool_divisors, pool_geometry
 from .nn import fuse as _fuse
-from .nn import layers as L
+from .nn._checks import _check_input, _same_dtype
+from .nn.activation import Hardtanh, LeakyReLU, ReLU, Sigmoid, Tanh
+from .nn.container import Chain, Sequential
+from .nn.conv import _ConvNd, _ConvTransposeNd
+from .nn.dropout import Dropout
+from .nn.linear import Flatten, Identity, Linear
 from .nn.module import Module
+from .nn.normalization import _BatchNorm
+from .nn.pooling import (
+    AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d, AdaptiveMaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d, GlobalAvgPool2d,
+    GlobalMaxPool2d, MaxPool1d, MaxPool2d, MaxPool3d, _AdaptiveAvg, _AdaptiveMax, _AvgPool,
+    _MaxPool,
+)
 
 ELEMENTWISE_LAYOUT = {"channels_last": "channels_last", "channels_first": "images"}
 
@@ -174,8 +186,8 @@ def fused_conv_rule(t, m, x, residual=None):
 # ------------------------------------------------------------ dense, shape
 
 def linear_rule(t, m, x):
-    L._check_input(_ghost(x), "Linear", (1,), m.in_features, axis=-1)
-    L._same_dtype(x, m.weight, "Linear")
+    _check_input(_ghost(x), "Linear", (1,), m.in_features, axis=-1)
+    _same_dtype(x, m.weight, "Linear")
     rows = math.prod(x.shape[:-1])
     macs = rows * m.out_features * m.in_features
     threads = P.dense_threads(macs)
@@ -202,10 +214,10 @@ def view_rule(t, m, x, *args, **kwargs):
         out = m.forward(_ghost(x), *args, **kwargs)
     finally:
         m._cache = cache
-    copies = (isinstance(m, L.Flatten) and m.data_format == "channels_last"
+    copies = (isinstance(m, Flatten) and m.data_format == "channels_last"
               and getattr(x, "ndim", 0) >= 3 and x.shape[-1] > 1
               and math.prod(x.shape[1:-1]) > 1)
-    kernel = "numpy_copy" if copies else ("reshape" if isinstance(m, L.Flatten) else "identity")
+    kernel = "numpy_copy" if copies else ("reshape" if isinstance(m, Flatten) else "identity")
     passes = {"forward": numpy_pass(kernel, 0)}
     if m.training:
         passes["x"] = numpy_pass(kernel, 0)
@@ -236,20 +248,19 @@ def _after_batch_norm(t, m, x):
     is that batch norm's output and the container's backward pairs the two:
     adjacent stages of a chain (layers.backward_chain) or an inner stage of a
     residual block."""
-    from .models._common import Chain
     from .models.resnet import _ResidualBlock
     if not t.rows or t.producers.get(id(x)) != len(t.rows) - 1:
         return False
     scope = t.scope_modules[-2]
     bn = t.modules.get(t.rows[-1].name)
     backward = getattr(type(scope), "backward", None)
-    if not isinstance(bn, L._BatchNorm):
+    if not isinstance(bn, _BatchNorm):
         return False
     if isinstance(scope, _ResidualBlock) and backward is _ResidualBlock.backward:
         return any(b is bn and r is m for _, b, r in scope._stages()[:-1])
     if isinstance(scope, Chain) and backward is Chain.backward:
         stages = scope._stages()
-    elif isinstance(scope, L.Sequential) and backward is L.Sequential.backward:
+    elif isinstance(scope, Sequential) and backward is Sequential.backward:
         stages = scope.children()
     else:
         return False
@@ -258,7 +269,7 @@ def _after_batch_norm(t, m, x):
 
 def relu_rule(t, m, x):
     dtype = elementwise_args("relu", x=_ghost(x))
-    fused = m.training and type(m) is L.ReLU and _after_batch_norm(t, m, x)
+    fused = m.training and type(m) is ReLU and _after_batch_norm(t, m, x)
     y = _elementwise(t, m, [x], "relu", 1, "relu_backward", 1, out_dtype=dtype)
     if fused:   # its mask is applied inside the batch norm's backward passes
         t.rows[-1].passes["x"] = numpy_pass("in_batch_norm_backward", 0,
@@ -362,11 +373,11 @@ def _pool_row(t, m, x, out_shape, dtype, last, native, forward, fwd_flops, backw
 
 # why a channels-last pooling layer is not native (P.pool_channels_last_native)
 _POOL_WHY = {**{cls: f"fewer than {P.POOL_CHANNELS_LAST_MIN} channels"
-                for cls in (L.MaxPool1d, L.MaxPool2d, L.AvgPool1d, L.AvgPool2d)},
-             L.MaxPool3d: "3-D pooling", L.AvgPool3d: "3-D pooling",
+                for cls in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)},
+             MaxPool3d: "3-D pooling", AvgPool3d: "3-D pooling",
              **{cls: "adaptive pooling" for cls in (
-                 L.AdaptiveAvgPool1d, L.AdaptiveAvgPool2d, L.AdaptiveAvgPool3d,
-                 L.AdaptiveMaxPool1d, L.AdaptiveMaxPool2d, L.AdaptiveMaxPool3d)}}
+                 AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d,
+                 AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d)}}
 
 
 def max_pool_rule(t, m, x):
@@ -397,7 +408,7 @@ def avg_pool_rule(t, m, x):
 def adaptive_rule(t, m, x):
     size = m._size(_ghost(x))
     last = V.channels_last(m.data_format)
-    is_max = isinstance(m, L._AdaptiveMax)
+    is_max = isinstance(m, _AdaptiveMax)
     op = f"adaptive_{'max' if is_max else 'avg'}_pool{m._nd}d"
     dtype, out_size = adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
     shape = (x.shape[0], x.shape[-1] if last else x.shape[1]) + tuple(out_size)
@@ -412,7 +423,7 @@ def adaptive_rule(t, m, x):
 
 def global_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    kind = "max" if isinstance(m, L.GlobalMaxPool2d) else "avg"
+    kind = "max" if isinstance(m, GlobalMaxPool2d) else "avg"
     dtype, _ = adaptive_geometry(_first(_ghost(x), last), 1, f"global_{kind}_pool2d")
     V.flag(m.keepdims, "keepdims")
     n, c = x.shape[0], (x.shape[-1] if last else x.shape[1])
@@ -461,26 +472,26 @@ def _copy_row(t, m, what, x, y, in_shape, out_shape, layout):
 # ------------------------------------------------------------------ table
 
 RULES = {
-    (L._ConvNd, "forward"): conv_rule,
-    (L._ConvTransposeNd, "forward"): conv_transpose_rule,
+    (_ConvNd, "forward"): conv_rule,
+    (_ConvTransposeNd, "forward"): conv_transpose_rule,
     (_fuse.FusedConv2d, "forward"): fused_conv_rule,
-    (L.Linear, "forward"): linear_rule,
-    (L.Flatten, "forward"): view_rule,
-    (L.Identity, "forward"): view_rule,
-    (L.ReLU, "forward"): relu_rule,
-    (L.ReLU, "forward_sum"): relu_sum_rule,
-    (L.Hardtanh, "forward"): hardtanh_rule,
-    (L.LeakyReLU, "forward"): leaky_relu_rule,
-    (L.Tanh, "forward"): numpy_activation_rule("numpy_tanh"),
-    (L.Sigmoid, "forward"): numpy_activation_rule("scipy_expit"),
-    (L.Dropout, "forward"): dropout_rule,
-    (L._BatchNorm, "forward"): batch_norm_rule,
-    (L._MaxPool, "forward"): max_pool_rule,
-    (L._AvgPool, "forward"): avg_pool_rule,
-    (L._AdaptiveAvg, "forward"): adaptive_rule,
-    (L._AdaptiveMax, "forward"): adaptive_rule,
-    (L.GlobalAvgPool2d, "forward"): global_pool_rule,
-    (L.GlobalMaxPool2d, "forward"): global_pool_rule,
+    (Linear, "forward"): linear_rule,
+    (Flatten, "forward"): view_rule,
+    (Identity, "forward"): view_rule,
+    (ReLU, "forward"): relu_rule,
+    (ReLU, "forward_sum"): relu_sum_rule,
+    (Hardtanh, "forward"): hardtanh_rule,
+    (LeakyReLU, "forward"): leaky_relu_rule,
+    (Tanh, "forward"): numpy_activation_rule("numpy_tanh"),
+    (Sigmoid, "forward"): numpy_activation_rule("scipy_expit"),
+    (Dropout, "forward"): dropout_rule,
+    (_BatchNorm, "forward"): batch_norm_rule,
+    (_MaxPool, "forward"): max_pool_rule,
+    (_AvgPool, "forward"): avg_pool_rule,
+    (_AdaptiveAvg, "forward"): adaptive_rule,
+    (_AdaptiveMax, "forward"): adaptive_rule,
+    (GlobalAvgPool2d, "forward"): global_pool_rule,
+    (GlobalMaxPool2d, "forward"): global_pool_rule,
     (_fuse.InferenceModel, "forward"): inference_model_rule,
 }
 

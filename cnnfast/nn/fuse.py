@@ -29,8 +29,11 @@ import numpy as np
 from .._ops.activation import epilogue_clamp
 from .._ops.conv import _conv_forward_fused, _conv_forward_fused_last
 from .._ops.data_format import _to_first, _to_last
-from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, Hardtanh
-from .layers import Identity, ReLU, ReLU6, Sequential
+from .activation import Hardtanh, ReLU, ReLU6
+from .container import Chain, Sequential, set_data_format
+from .conv import Conv1d, Conv2d, Conv3d
+from .linear import Identity
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .module import Module, Parameter
 
 _INFERENCE_ONLY = ("{what} is part of a fused inference model (Module.fuse()): it has no "
@@ -152,7 +155,6 @@ def is_chain(module) -> bool:
     the models' Chain), where a child's output feeds only the next child. A
     subclass that overrides forward (or Chain's _stages) may use its
     children otherwise, so it is not one (its children are still fused)."""
-    from ..models._common import Chain   # models build on nn, not the reverse at import
     cls = type(module)
     if isinstance(module, Sequential):
         return cls.forward is Sequential.forward
@@ -292,7 +294,6 @@ def fuse(model: Module) -> InferenceModel:
         return InferenceModel(fused, fused.layout, fused.data_format, converts=False)
     layout = data_format = _data_format(fused)
     if data_format == "channels_first" and _runs_channels_last(fused):
-        from ..models._common import set_data_format
         set_data_format(fused, "channels_last")
         layout = "channels_last"
     return InferenceModel(fused, layout, data_format or "channels_first")
