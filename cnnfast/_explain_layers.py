@@ -16,11 +16,29 @@ import numpy as np
 
 from . import _plan as P
 from . import _validation as V
-from . import functional as F
 from ._explain import DryArray, DryRunError, numpy_pass
+from ._ops.activation import elementwise_args, epilogue_clamp
+from ._ops.batch_norm import batch_norm_args
+from ._ops.conv_validation import (
+    conv_algorithm, conv_geometry, conv_residual, conv_transpose_geometry,
+)
+from ._ops.data_format import _first_view, _shape_first, _shape_last
+from ._ops.pool_validation import adaptive_geometry, avg_pool_divisors, pool_geometry
 from .nn import fuse as _fuse
-from .nn import layers as L
+from .nn._checks import _check_input, _same_dtype
+from .nn.activation import Hardtanh, LeakyReLU, ReLU, Sigmoid, Tanh
+from .nn.container import Chain, Sequential
+from .nn.conv import _ConvNd, _ConvTransposeNd
+from .nn.dropout import Dropout
+from .nn.linear import Flatten, Identity, Linear
 from .nn.module import Module
+from .nn.normalization import _BatchNorm
+from .nn.pooling import (
+    AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d, AdaptiveMaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d, GlobalAvgPool2d,
+    GlobalMaxPool2d, MaxPool1d, MaxPool2d, MaxPool3d, _AdaptiveAvg, _AdaptiveMax, _AvgPool,
+    _MaxPool,
+)
 
 ELEMENTWISE_LAYOUT = {"channels_last": "channels_last", "channels_first": "images"}
 
@@ -32,12 +50,12 @@ def _ghost(x):
 
 
 def _first(g, last):
-    return F._first_view(g) if last else g
+    return _first_view(g) if last else g
 
 
 def _out(t, shape, dtype, last):
     """The output stand-in of a channels-first result shape."""
-    return t.new(F._shape_last(shape) if last and len(shape) >= 3 else shape, dtype)
+    return t.new(_shape_last(shape) if last and len(shape) >= 3 else shape, dtype)
 
 
 def _layout_of(t, m):
@@ -63,7 +81,7 @@ def _pointwise(threads, flops, kernel="pointwise_rows"):
 
 def _native_pointwise(passes, geom, transposed):
     """The passes a channels-last 1x1 convolution runs as one GEMM over its
-    pixel rows (functional._pointwise_rows; not the channels-first plan)."""
+    pixel rows (_ops.pointwise._pointwise_rows; not the channels-first plan)."""
     threads = P.conv_threads(P.conv_macs(geom))
     flops = 2 * P.conv_macs(geom)
     out = {}
@@ -130,10 +148,10 @@ def _record_conv(t, m, x, geom, out_shape, passes, last, extra=(), transposed=Fa
 def conv_rule(t, m, x):
     last = V.channels_last(m.data_format)
     bias = None if m.bias is None else m.bias.data
-    geom = V.conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias, m.stride,
-                           m.padding, m.dilation, m.groups, padding_mode=m.padding_mode)
+    geom = conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias, m.stride,
+                         m.padding, m.dilation, m.groups, padding_mode=m.padding_mode)
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(geom, V.conv_algorithm("auto", geom), need, last)
+    passes = conv_passes(geom, conv_algorithm("auto", geom), need, last)
     return _record_conv(t, m, x, geom, geom.out_shape, passes, last)
 
 
@@ -141,23 +159,23 @@ def conv_transpose_rule(t, m, x, output_size=None):
     args = m._args(m._output_padding(_ghost(x), output_size))
     last = V.channels_last(args.pop("data_format"))
     bias = None if m.bias is None else m.bias.data
-    tg = V.conv_transpose_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias,
-                                   args["stride"], args["padding"], args["output_padding"],
-                                   args["groups"], args["dilation"])
+    tg = conv_transpose_geometry(m._nd, _first(_ghost(x), last), m.weight.data, bias,
+                                 args["stride"], args["padding"], args["output_padding"],
+                                 args["groups"], args["dilation"])
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(tg.conv, V.conv_algorithm("auto", tg.conv), need, last,
+    passes = conv_passes(tg.conv, conv_algorithm("auto", tg.conv), need, last,
                          transposed=True)
     return _record_conv(t, m, x, tg.conv, tg.out_shape, passes, last, transposed=True)
 
 
 def fused_conv_rule(t, m, x, residual=None):
-    """FusedConv2d: functional._conv_forward_fused(_last)."""
+    """FusedConv2d: _ops.conv._conv_forward_fused(_last)."""
     last = m.data_format == "channels_last"
-    geom = V.conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, m.bias.data,
-                           m.stride, m.padding, m.dilation, m.groups,
-                           padding_mode=m.padding_mode)
-    V.conv_residual(None if residual is None else _first(_ghost(residual), last), geom)
-    V.epilogue_clamp(m.clamp)
+    geom = conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, m.bias.data,
+                         m.stride, m.padding, m.dilation, m.groups,
+                         padding_mode=m.padding_mode)
+    conv_residual(None if residual is None else _first(_ghost(residual), last), geom)
+    epilogue_clamp(m.clamp)
     # channels-last, the layer keeps its packed (Winograd: transformed) weights
     kept = {"channels_last": True, "kept_weights": True} if last else {}
     passes = dict(P.plan_conv(geom, "auto", ("forward",), **kept).passes)
@@ -168,8 +186,8 @@ def fused_conv_rule(t, m, x, residual=None):
 # ------------------------------------------------------------ dense, shape
 
 def linear_rule(t, m, x):
-    L._check_input(_ghost(x), "Linear", (1,), m.in_features, axis=-1)
-    L._same_dtype(x, m.weight, "Linear")
+    _check_input(_ghost(x), "Linear", (1,), m.in_features, axis=-1)
+    _same_dtype(x, m.weight, "Linear")
     rows = math.prod(x.shape[:-1])
     macs = rows * m.out_features * m.in_features
     threads = P.dense_threads(macs)
@@ -196,10 +214,10 @@ def view_rule(t, m, x, *args, **kwargs):
         out = m.forward(_ghost(x), *args, **kwargs)
     finally:
         m._cache = cache
-    copies = (isinstance(m, L.Flatten) and m.data_format == "channels_last"
+    copies = (isinstance(m, Flatten) and m.data_format == "channels_last"
               and getattr(x, "ndim", 0) >= 3 and x.shape[-1] > 1
               and math.prod(x.shape[1:-1]) > 1)
-    kernel = "numpy_copy" if copies else ("reshape" if isinstance(m, L.Flatten) else "identity")
+    kernel = "numpy_copy" if copies else ("reshape" if isinstance(m, Flatten) else "identity")
     passes = {"forward": numpy_pass(kernel, 0)}
     if m.training:
         passes["x"] = numpy_pass(kernel, 0)
@@ -230,20 +248,19 @@ def _after_batch_norm(t, m, x):
     is that batch norm's output and the container's backward pairs the two:
     adjacent stages of a chain (layers.backward_chain) or an inner stage of a
     residual block."""
-    from .models._common import Chain
     from .models.resnet import _ResidualBlock
     if not t.rows or t.producers.get(id(x)) != len(t.rows) - 1:
         return False
     scope = t.scope_modules[-2]
     bn = t.modules.get(t.rows[-1].name)
     backward = getattr(type(scope), "backward", None)
-    if not isinstance(bn, L._BatchNorm):
+    if not isinstance(bn, _BatchNorm):
         return False
     if isinstance(scope, _ResidualBlock) and backward is _ResidualBlock.backward:
         return any(b is bn and r is m for _, b, r in scope._stages()[:-1])
     if isinstance(scope, Chain) and backward is Chain.backward:
         stages = scope._stages()
-    elif isinstance(scope, L.Sequential) and backward is L.Sequential.backward:
+    elif isinstance(scope, Sequential) and backward is Sequential.backward:
         stages = scope.children()
     else:
         return False
@@ -251,8 +268,8 @@ def _after_batch_norm(t, m, x):
 
 
 def relu_rule(t, m, x):
-    dtype = V.elementwise_args("relu", x=_ghost(x))
-    fused = m.training and type(m) is L.ReLU and _after_batch_norm(t, m, x)
+    dtype = elementwise_args("relu", x=_ghost(x))
+    fused = m.training and type(m) is ReLU and _after_batch_norm(t, m, x)
     y = _elementwise(t, m, [x], "relu", 1, "relu_backward", 1, out_dtype=dtype)
     if fused:   # its mask is applied inside the batch norm's backward passes
         t.rows[-1].passes["x"] = numpy_pass("in_batch_norm_backward", 0,
@@ -262,17 +279,17 @@ def relu_rule(t, m, x):
 
 def relu_sum_rule(t, m, a, b):
     """ReLU.forward_sum: relu(a + b) in one pass (a residual block's end)."""
-    dtype = V.elementwise_args("add_relu", a=_ghost(a), b=_ghost(b))
+    dtype = elementwise_args("add_relu", a=_ghost(a), b=_ghost(b))
     return _elementwise(t, m, [a, b], "add_relu", 2, "relu_backward", 1, out_dtype=dtype)
 
 
 def hardtanh_rule(t, m, x):
-    dtype = V.elementwise_args("hardtanh", x=_ghost(x))
+    dtype = elementwise_args("hardtanh", x=_ghost(x))
     return _elementwise(t, m, [x], "clamp", 1, "clamp_backward", 1, out_dtype=dtype)
 
 
 def leaky_relu_rule(t, m, x):
-    dtype = V.elementwise_args("LeakyReLU.forward", x=_ghost(x))
+    dtype = elementwise_args("LeakyReLU.forward", x=_ghost(x))
     return _elementwise(t, m, [x], "numpy_where_mul", 2, "numpy_mul", 1, threads=1,
                         out_dtype=dtype)
 
@@ -303,10 +320,10 @@ def batch_norm_rule(t, m, x):
     use_batch = m.training or not m.track_running_stats
     update = m.training and m.track_running_stats
     g = _first(g, last)
-    V.batch_norm_args(g, m.running_mean if update or not use_batch else None,
-                      m.running_var if update or not use_batch else None,
-                      m.weight.data if m.affine else None,
-                      None if m.bias is None else m.bias.data, use_batch, 0.0, m.eps)
+    batch_norm_args(g, m.running_mean if update or not use_batch else None,
+                    m.running_var if update or not use_batch else None,
+                    m.weight.data if m.affine else None,
+                    None if m.bias is None else m.bias.data, use_batch, 0.0, m.eps)
     return _batch_norm_row(t, m, x, use_batch, last,
                            m.affine and m._needs_grad(m.weight), m._needs_grad(m.bias))
 
@@ -356,17 +373,17 @@ def _pool_row(t, m, x, out_shape, dtype, last, native, forward, fwd_flops, backw
 
 # why a channels-last pooling layer is not native (P.pool_channels_last_native)
 _POOL_WHY = {**{cls: f"fewer than {P.POOL_CHANNELS_LAST_MIN} channels"
-                for cls in (L.MaxPool1d, L.MaxPool2d, L.AvgPool1d, L.AvgPool2d)},
-             L.MaxPool3d: "3-D pooling", L.AvgPool3d: "3-D pooling",
+                for cls in (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d)},
+             MaxPool3d: "3-D pooling", AvgPool3d: "3-D pooling",
              **{cls: "adaptive pooling" for cls in (
-                 L.AdaptiveAvgPool1d, L.AdaptiveAvgPool2d, L.AdaptiveAvgPool3d,
-                 L.AdaptiveMaxPool1d, L.AdaptiveMaxPool2d, L.AdaptiveMaxPool3d)}}
+                 AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d,
+                 AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d)}}
 
 
 def max_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    geom = V.pool_geometry(m._nd, "max", _first(_ghost(x), last), m.kernel_size, m.stride,
-                           m.padding, m.dilation, m.ceil_mode)
+    geom = pool_geometry(m._nd, "max", _first(_ghost(x), last), m.kernel_size, m.stride,
+                         m.padding, m.dilation, m.ceil_mode)
     outputs = math.prod(geom.out_shape)
     # without indices (inference) a channels-last 1-D/2-D pool runs on the NHWC kernel
     nhwc = last and m._nd <= 2 and not (m.training or m.return_indices)
@@ -379,9 +396,9 @@ def max_pool_rule(t, m, x):
 
 def avg_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    geom = V.pool_geometry(m._nd, "avg", _first(_ghost(x), last), m.kernel_size, m.stride,
-                           m.padding, 1, m.ceil_mode)
-    V.avg_pool_divisors(geom, m.count_include_pad, m.divisor_override)
+    geom = pool_geometry(m._nd, "avg", _first(_ghost(x), last), m.kernel_size, m.stride,
+                         m.padding, 1, m.ceil_mode)
+    avg_pool_divisors(geom, m.count_include_pad, m.divisor_override)
     flops = math.prod(geom.out_shape) * math.prod(geom.kernel)
     return _pool_row(t, m, x, geom.out_shape, geom.dtype, last,
                      P.pool_channels_last_native(m._nd, geom.channels), "pool_avg", flops,
@@ -391,9 +408,9 @@ def avg_pool_rule(t, m, x):
 def adaptive_rule(t, m, x):
     size = m._size(_ghost(x))
     last = V.channels_last(m.data_format)
-    is_max = isinstance(m, L._AdaptiveMax)
+    is_max = isinstance(m, _AdaptiveMax)
     op = f"adaptive_{'max' if is_max else 'avg'}_pool{m._nd}d"
-    dtype, out_size = V.adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
+    dtype, out_size = adaptive_geometry(_first(_ghost(x), last), size, op, m._nd)
     shape = (x.shape[0], x.shape[-1] if last else x.shape[1]) + tuple(out_size)
     # channels-last, an average to one value per channel is the NHWC global average
     nhwc = last and not is_max and all(o == 1 for o in out_size) and x.size > 0
@@ -406,8 +423,8 @@ def adaptive_rule(t, m, x):
 
 def global_pool_rule(t, m, x):
     last = V.channels_last(m.data_format)
-    kind = "max" if isinstance(m, L.GlobalMaxPool2d) else "avg"
-    dtype, _ = V.adaptive_geometry(_first(_ghost(x), last), 1, f"global_{kind}_pool2d")
+    kind = "max" if isinstance(m, GlobalMaxPool2d) else "avg"
+    dtype, _ = adaptive_geometry(_first(_ghost(x), last), 1, f"global_{kind}_pool2d")
     V.flag(m.keepdims, "keepdims")
     n, c = x.shape[0], (x.shape[-1] if last else x.shape[1])
     shape = (n, c, 1, 1) if m.keepdims else (n, c)
@@ -427,7 +444,7 @@ def inference_model_rule(t, m, *args, **kwargs):
     convert = (isinstance(x, DryArray) and x.ndim >= 3 and x.dtype.kind == "f"
                and x.dtype.itemsize in (4, 8))
     if convert:
-        inner = t.new(F._shape_last(x.shape), x.dtype)
+        inner = t.new(_shape_last(x.shape), x.dtype)
         _copy_row(t, m, "to_channels_last", x, inner, x.shape, x.shape, "channels_last")
         x = inner
     t.push_layout("channels_last")
@@ -436,7 +453,7 @@ def inference_model_rule(t, m, *args, **kwargs):
     finally:
         t.pop_layout()
     if isinstance(out, DryArray) and out.ndim >= 3:
-        first = t.new(F._shape_first(out.shape), out.dtype)
+        first = t.new(_shape_first(out.shape), out.dtype)
         _copy_row(t, m, "to_channels_first", out, first, first.shape, first.shape,
                   "channels_last")
         out = first
@@ -455,26 +472,26 @@ def _copy_row(t, m, what, x, y, in_shape, out_shape, layout):
 # ------------------------------------------------------------------ table
 
 RULES = {
-    (L._ConvNd, "forward"): conv_rule,
-    (L._ConvTransposeNd, "forward"): conv_transpose_rule,
+    (_ConvNd, "forward"): conv_rule,
+    (_ConvTransposeNd, "forward"): conv_transpose_rule,
     (_fuse.FusedConv2d, "forward"): fused_conv_rule,
-    (L.Linear, "forward"): linear_rule,
-    (L.Flatten, "forward"): view_rule,
-    (L.Identity, "forward"): view_rule,
-    (L.ReLU, "forward"): relu_rule,
-    (L.ReLU, "forward_sum"): relu_sum_rule,
-    (L.Hardtanh, "forward"): hardtanh_rule,
-    (L.LeakyReLU, "forward"): leaky_relu_rule,
-    (L.Tanh, "forward"): numpy_activation_rule("numpy_tanh"),
-    (L.Sigmoid, "forward"): numpy_activation_rule("scipy_expit"),
-    (L.Dropout, "forward"): dropout_rule,
-    (L._BatchNorm, "forward"): batch_norm_rule,
-    (L._MaxPool, "forward"): max_pool_rule,
-    (L._AvgPool, "forward"): avg_pool_rule,
-    (L._AdaptiveAvg, "forward"): adaptive_rule,
-    (L._AdaptiveMax, "forward"): adaptive_rule,
-    (L.GlobalAvgPool2d, "forward"): global_pool_rule,
-    (L.GlobalMaxPool2d, "forward"): global_pool_rule,
+    (Linear, "forward"): linear_rule,
+    (Flatten, "forward"): view_rule,
+    (Identity, "forward"): view_rule,
+    (ReLU, "forward"): relu_rule,
+    (ReLU, "forward_sum"): relu_sum_rule,
+    (Hardtanh, "forward"): hardtanh_rule,
+    (LeakyReLU, "forward"): leaky_relu_rule,
+    (Tanh, "forward"): numpy_activation_rule("numpy_tanh"),
+    (Sigmoid, "forward"): numpy_activation_rule("scipy_expit"),
+    (Dropout, "forward"): dropout_rule,
+    (_BatchNorm, "forward"): batch_norm_rule,
+    (_MaxPool, "forward"): max_pool_rule,
+    (_AvgPool, "forward"): avg_pool_rule,
+    (_AdaptiveAvg, "forward"): adaptive_rule,
+    (_AdaptiveMax, "forward"): adaptive_rule,
+    (GlobalAvgPool2d, "forward"): global_pool_rule,
+    (GlobalMaxPool2d, "forward"): global_pool_rule,
     (_fuse.InferenceModel, "forward"): inference_model_rule,
 }
 

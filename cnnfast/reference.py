@@ -13,6 +13,13 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _validation as V
+from ._ops.activation import clamp_bounds, elementwise_args
+from ._ops.batch_norm import batch_norm_args, batch_norm_backward_args
+from ._ops.conv_validation import conv_algorithm, conv_geometry, conv_need, conv_transpose_geometry
+from ._ops.pool_validation import (
+    adaptive_geometry, adaptive_windows, check_indices, divisor_override_arg, input_shape_arg,
+    max_pool_indices, pool_geometry, pooled_grad,
+)
 
 
 # ------------------------------------------------------------ convolution
@@ -68,9 +75,9 @@ def _grouped_weight(weight, geom):
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
           padding_mode="zeros"):
-    geom = V.conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
-                           padding_mode=padding_mode)
-    V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
+    geom = conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
+                         padding_mode=padding_mode)
+    conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     cols = _columns(x, geom)                                   # N G P R
     w = _grouped_weight(weight, geom)                          # G Kg R
     out = cols @ w.transpose(0, 2, 1)                          # N G P Kg
@@ -100,10 +107,10 @@ def _col2im(grad_cols, geom):
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
                    algorithm, padding_mode="zeros"):
-    geom = V.conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                           grad_out=grad_out, padding_mode=padding_mode)
-    need = V.conv_need(need)
-    V.conv_algorithm(algorithm, geom)  # same argument checks as the kernels
+    geom = conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
+                         grad_out=grad_out, padding_mode=padding_mode)
+    need = conv_need(need)
+    conv_algorithm(algorithm, geom)  # same argument checks as the kernels
     G, N = geom.groups, geom.batch
     P = int(np.prod(geom.out_size))
     go = np.asarray(grad_out, dtype=geom.dtype).reshape(N, G, geom.out_channels // G, P)
@@ -189,10 +196,10 @@ def _crop(tg):
 
 def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups, dilation,
                     algorithm):
-    tg = V.conv_transpose_geometry(nd, x, weight, bias, stride, padding, output_padding,
-                                   groups, dilation)
+    tg = conv_transpose_geometry(nd, x, weight, bias, stride, padding, output_padding,
+                                 groups, dilation)
     conv = tg.conv
-    V.conv_algorithm(algorithm, conv)  # same argument checks as the kernels
+    conv_algorithm(algorithm, conv)  # same argument checks as the kernels
     G, N = groups, conv.batch
     C_in, C_out = conv.out_channels, conv.in_channels
     xg = np.asarray(x, dtype=conv.dtype).reshape((N, G, C_in // G) + tuple(conv.out_size))
@@ -211,11 +218,11 @@ def _conv_transpose(nd, x, weight, bias, stride, padding, output_padding, groups
 
 def _conv_transpose_backward(nd, grad_out, x, weight, stride, padding, output_padding, groups,
                              dilation, need, algorithm):
-    tg = V.conv_transpose_geometry(nd, x, weight, None, stride, padding, output_padding,
-                                   groups, dilation, grad_out=grad_out)
+    tg = conv_transpose_geometry(nd, x, weight, None, stride, padding, output_padding,
+                                 groups, dilation, grad_out=grad_out)
     conv = tg.conv
-    need = V.conv_need(need)
-    V.conv_algorithm(algorithm, conv)
+    need = conv_need(need)
+    conv_algorithm(algorithm, conv)
     G, N = groups, conv.batch
     C_in, C_out = conv.out_channels, conv.in_channels
     full = np.zeros((N, C_out) + _full_transpose_size(tg), dtype=conv.dtype)
@@ -333,7 +340,7 @@ def _torch_argmax(values, taps):
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    geom = V.pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+    geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=geom.dtype)
     taps = _windows(x, geom, -np.inf).reshape(geom.out_shape + (_volume(geom.kernel),))
@@ -361,7 +368,7 @@ def _scatter_max(grad_out, indices, input_shape, dtype):
 
 def _max_pool_backward(nd, grad_out, indices, input_shape):
     op = f"max_pool{nd}d_backward"
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd, op)
+    dtype, input_shape = max_pool_indices(grad_out, indices, input_shape, nd, op)
     return _scatter_max(grad_out, indices, input_shape, dtype)
 
 
@@ -381,9 +388,9 @@ def _avg_divisor(geom, count_include_pad, divisor_override):
 
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
-    geom = V.pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
+    geom = pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
     divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
-                           V.divisor_override_arg(divisor_override))
+                           divisor_override_arg(divisor_override))
     x = np.asarray(x, dtype=geom.dtype)
     sums = _windows(x, geom, 0).reshape(geom.out_shape + (_volume(geom.kernel),)).sum(axis=-1)
     # every window holds an input element (validated): its divisor is nonzero
@@ -395,12 +402,12 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
     op = f"avg_pool{nd}d_backward"
     V.check_array(grad_out, "grad_out")
     dtype = V.common_float_dtype(grad_out=grad_out)
-    input_shape = V.input_shape_arg(input_shape, nd + 2, op)
-    geom = V.pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
-                           input_shape=input_shape, dtype=dtype)
+    input_shape = input_shape_arg(input_shape, nd + 2, op)
+    geom = pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
+                         input_shape=input_shape, dtype=dtype)
     V.expect_shape(grad_out, geom.out_shape, "grad_out", f"the output shape of avg_pool{nd}d")
     divisor = _avg_divisor(geom, V.flag(count_include_pad, "count_include_pad"),
-                           V.divisor_override_arg(divisor_override))
+                           divisor_override_arg(divisor_override))
     share = np.asarray(grad_out, dtype=dtype) / divisor
     # every output adds its share to each tap of its window, one tap at a time
     extent = [max((o - 1) * s + k, n + p) + p for n, o, k, s, p in zip(
@@ -481,13 +488,13 @@ def _adaptive_cells(in_size, out_size):
     """(output cell, window slices) for torch's adaptive windows, any number
     of dims. Windows differ in size, so the loop runs over output cells (few:
     7x7 for VGG's head), each vectorised over the batch and channels."""
-    windows = [V.adaptive_windows(n, o) for n, o in zip(in_size, out_size)]
+    windows = [adaptive_windows(n, o) for n, o in zip(in_size, out_size)]
     for cell in itertools.product(*(range(o) for o in out_size)):
         yield cell, tuple(slice(int(s[i]), int(e[i])) for (s, e), i in zip(windows, cell))
 
 
 def _adaptive_avg_pool(nd, x, output_size):
-    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
+    dtype, out_size = adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
     x = np.asarray(x, dtype=dtype)
     out = np.empty(x.shape[:2] + out_size, dtype=dtype)
     for cell, window in _adaptive_cells(x.shape[2:], out_size):
@@ -496,7 +503,7 @@ def _adaptive_avg_pool(nd, x, output_size):
 
 
 def _adaptive_max_pool(nd, x, output_size, return_indices):
-    dtype, out_size = V.adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
+    dtype, out_size = adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
     return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
     N, C = x.shape[:2]
@@ -512,8 +519,8 @@ def _adaptive_max_pool(nd, x, output_size, return_indices):
 
 
 def _adaptive_avg_pool_backward(nd, grad_out, input_shape):
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape,
-                                       f"adaptive_avg_pool{nd}d_backward", nd=nd)
+    dtype, input_shape = pooled_grad(grad_out, input_shape,
+                                     f"adaptive_avg_pool{nd}d_backward", nd=nd)
     grad_out = np.asarray(grad_out, dtype=dtype)
     grad_x = np.zeros(input_shape, dtype=dtype)
     for cell, window in _adaptive_cells(input_shape[2:], grad_out.shape[2:]):
@@ -524,8 +531,8 @@ def _adaptive_avg_pool_backward(nd, grad_out, input_shape):
 
 
 def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape):
-    dtype, input_shape = V.max_pool_indices(grad_out, indices, input_shape, nd,
-                                            f"adaptive_max_pool{nd}d_backward")
+    dtype, input_shape = max_pool_indices(grad_out, indices, input_shape, nd,
+                                          f"adaptive_max_pool{nd}d_backward")
     return _scatter_max(grad_out, indices, input_shape, dtype)
 
 
@@ -578,21 +585,21 @@ def adaptive_max_pool3d_backward(grad_out, indices, input_shape):
 
 
 def global_avg_pool2d(x, keepdims=False):
-    dtype, _ = V.adaptive_geometry(x, 1, "global_avg_pool2d")
+    dtype, _ = adaptive_geometry(x, 1, "global_avg_pool2d")
     out = np.asarray(x, dtype=dtype).mean(axis=(2, 3), keepdims=V.flag(keepdims, "keepdims"))
     return out.astype(dtype)
 
 
 def global_avg_pool2d_backward(grad_out, input_shape):
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, "global_avg_pool2d_backward",
-                                       keepdims_ok=True)
+    dtype, input_shape = pooled_grad(grad_out, input_shape, "global_avg_pool2d_backward",
+                                     keepdims_ok=True)
     N, C, H, W = input_shape
     share = np.asarray(grad_out, dtype=dtype).reshape(N, C, 1, 1) / (H * W)
     return np.ascontiguousarray(np.broadcast_to(share, input_shape))
 
 
 def global_max_pool2d(x, keepdims=False, return_indices=False):
-    dtype, _ = V.adaptive_geometry(x, 1, "global_max_pool2d")
+    dtype, _ = adaptive_geometry(x, 1, "global_max_pool2d")
     keepdims = V.flag(keepdims, "keepdims")
     return_indices = V.flag(return_indices, "return_indices")
     x = np.asarray(x, dtype=dtype)
@@ -606,8 +613,8 @@ def global_max_pool2d(x, keepdims=False, return_indices=False):
 
 def global_max_pool2d_backward(grad_out, indices, input_shape):
     op = "global_max_pool2d_backward"
-    dtype, input_shape = V.pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
-    V.check_indices(indices, grad_out, input_shape, op)
+    dtype, input_shape = pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
+    check_indices(indices, grad_out, input_shape, op)
     return _scatter_max(grad_out, indices, input_shape, dtype)
 
 
@@ -620,8 +627,8 @@ def _channel_view(a, shape):
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
-    shape, training, momentum, eps = V.batch_norm_args(x, running_mean, running_var, weight,
-                                                       bias, training, momentum, eps)
+    shape, training, momentum, eps = batch_norm_args(x, running_mean, running_var, weight,
+                                                     bias, training, momentum, eps)
     axes = (0,) + tuple(range(2, x.ndim))
     x64 = np.asarray(x, dtype=np.float64)
     if training:
@@ -646,7 +653,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 def batch_norm_backward(grad_out, x, weight, mean, invstd):
-    shape = V.batch_norm_backward_args(grad_out, x, weight, mean, invstd)
+    shape = batch_norm_backward_args(grad_out, x, weight, mean, invstd)
     axes = (0,) + tuple(range(2, x.ndim))
     g = np.asarray(grad_out, dtype=np.float64)
     xhat = ((np.asarray(x, dtype=np.float64) - _channel_view(np.asarray(mean, np.float64),
@@ -664,20 +671,20 @@ def batch_norm_backward(grad_out, x, weight, mean, invstd):
 
 
 def relu(x):
-    dtype = V.elementwise_args("relu", x=x)
+    dtype = elementwise_args("relu", x=x)
     x = np.asarray(x, dtype=dtype)
     return np.where(x <= 0, dtype.type(0), x)
 
 
 def relu_backward(grad_out, y):
-    dtype = V.elementwise_args("relu_backward", grad_out=grad_out, y=y)
+    dtype = elementwise_args("relu_backward", grad_out=grad_out, y=y)
     return np.where(np.asarray(y) <= 0, dtype.type(0), np.asarray(grad_out, dtype=dtype))
 
 
 
 def hardtanh(x, min_val=-1.0, max_val=1.0):
-    lo, hi = V.clamp_bounds(min_val, max_val)
-    dtype = V.elementwise_args("hardtanh", x=x)
+    lo, hi = clamp_bounds(min_val, max_val)
+    dtype = elementwise_args("hardtanh", x=x)
     x = np.asarray(x, dtype=dtype)
     # where() rather than np.clip: the bounds are compared in x's dtype, NaN kept
     lo, hi = dtype.type(lo), dtype.type(hi)
@@ -685,8 +692,8 @@ def hardtanh(x, min_val=-1.0, max_val=1.0):
 
 
 def hardtanh_backward(grad_out, x, min_val=-1.0, max_val=1.0):
-    lo, hi = V.clamp_bounds(min_val, max_val)
-    dtype = V.elementwise_args("hardtanh_backward", grad_out=grad_out, x=x)
+    lo, hi = clamp_bounds(min_val, max_val)
+    dtype = elementwise_args("hardtanh_backward", grad_out=grad_out, x=x)
     x = np.asarray(x, dtype=dtype)
     inside = (x > dtype.type(lo)) & (x < dtype.type(hi))   # False at NaN
     return np.where(inside, np.asarray(grad_out, dtype=dtype), dtype.type(0))

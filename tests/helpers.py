@@ -31,3 +31,15 @@ def to_last(a):
 def to_first(a):
     """A channels-last array as a channels-first view (None passes through)."""
     return None if a is None else np.moveaxis(a, -1, 1)
+
+
+def op_modules():
+    """The modules of cnnfast._ops (each binds the drivers and layout
+    helpers it calls under its own names: a test that stands in for one
+    patches it in every module that has it)."""
+    import importlib
+    import pkgutil
+
+    import cnnfast._ops
+    return [importlib.import_module(f"cnnfast._ops.{m.name}")
+            for m in pkgutil.iter_modules(cnnfast._ops.__path__)]

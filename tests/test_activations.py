@@ -9,7 +9,7 @@ import pytest
 import cnnfast
 import cnnfast.nn as nn
 from cnnfast import reference
-from cnnfast.functional import _conv_forward_fused
+from cnnfast._ops.conv import _conv_forward_fused
 from helpers import numeric_gradient
 from layouts import LAYOUTS, check_unmodified, relayout, snapshot
 

@@ -7,8 +7,9 @@ import pytest
 
 import cnnfast
 from cnnfast import _cache, _plan
-from cnnfast import _validation as V
 from cnnfast import functional as F
+from cnnfast._ops.conv_validation import conv_geometry
+from cnnfast._ops.pool_validation import adaptive_windows3, pool_geometry
 
 
 def _error(fn):
@@ -90,9 +91,9 @@ def test_batch_norm_in_training_needs_writeable_statistics_cached_or_not():
 def test_repeated_calls_hit_the_cache_and_give_the_same_results():
     _cache.clear()
     first = F.conv2d(X, W, B, padding=1)
-    before = V.conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
+    before = conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
     again = F.conv2d(X, W, B, padding=1)
-    after = V.conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
+    after = conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
     assert after[0] > before[0] and after[1] > before[1]
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, cnnfast.reference.conv2d(X, W, B, padding=1),
@@ -118,7 +119,7 @@ def test_the_caches_are_bounded():
         x = np.ones((1, 1, 4, width), np.float32)
         F.max_pool2d(x, 2)
         F.conv2d(x, np.ones((1, 1, 1, 1), np.float32))
-    for fn in (V.pool_geometry, V.conv_geometry, _plan.plan_conv):
+    for fn in (pool_geometry, conv_geometry, _plan.plan_conv):
         info = fn.cache_info()
         assert info.maxsize == _cache.MAXSIZE and info.currsize == _cache.MAXSIZE
 
@@ -144,5 +145,5 @@ def test_cached_plans_and_windows_cannot_be_modified():
     plan = cnnfast.explain_conv((1, 3, 8, 8), (4, 3, 3, 3))
     with pytest.raises(TypeError):
         plan.passes["forward"] = None
-    for window in V.adaptive_windows3((8, 8), (3, 3)):
+    for window in adaptive_windows3((8, 8), (3, 3)):
         assert not window.flags.writeable

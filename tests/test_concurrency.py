@@ -111,7 +111,7 @@ def _calls(dtype, seed=0):
                   dict(grad_out=gb, x=xb, weight=r(6), mean=cb, invstd=rv)))
     calls.append(("relu", cnnfast.relu, dict(x=xb)))
     calls.append(("relu_backward", cnnfast.relu_backward, dict(grad_out=gb, y=xb)))
-    calls.append(("conv2d-fused", cnnfast.functional._conv_forward_fused,
+    calls.append(("conv2d-fused", cnnfast._ops.conv._conv_forward_fused,
                   dict(nd=2, x=x2, weight=r(16, 6, 3, 3), bias=r(16), stride=1, padding=1,
                        dilation=1, groups=1, clamp=True, residual=r(2, 16, 13, 12))))
     return calls

@@ -367,7 +367,7 @@ def test_same_padding_entirely_after_the_input(nd, x_shape, kernel, stride, dila
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((3, x_shape[1]) + kernel).astype(dtype)
     args = dict(stride=stride, padding="same", dilation=dilation)
-    geom = cnnfast._validation.conv_geometry(nd, x, w, None, **args)
+    geom = cnnfast._ops.conv_validation.conv_geometry(nd, x, w, None, **args)
     assert not any(geom.pad_before) and any(geom.pad_after)
     expected = REF_FORWARD[nd](x, w, **args)
     got = FORWARD[nd](x, w, **args, algorithm=algorithm)

@@ -13,9 +13,9 @@ import pytest
 
 import cnnfast
 from cnnfast import _nhwc, _plan
-from cnnfast import functional as F
 from cnnfast import reference as R
-from cnnfast import _validation as V
+from cnnfast._ops.conv import _conv_forward_fused_last
+from cnnfast._ops.conv_validation import conv_geometry
 from layouts import LAYOUTS, relayout
 
 DTYPES = [np.float32, np.float64]
@@ -138,14 +138,14 @@ def test_fused_epilogue(dtype, clamp, with_residual):
         expected = np.clip(expected, *clamp)
     cache = {}
     for _ in range(2):   # the second call reuses the packed weights
-        got = F._conv_forward_fused_last(2, _last(x), w, b, 1, kw["padding"], 1, 1, clamp,
-                                         residual, packed=cache)
+        got = _conv_forward_fused_last(2, _last(x), w, b, 1, kw["padding"], 1, 1, clamp,
+                                       residual, packed=cache)
         _close(_first(got), expected, dtype)
     assert len(cache) == 1
     # a new weight array is packed anew, not served from the cache
     w2 = w * 2
-    got = F._conv_forward_fused_last(2, _last(x), w2, b, 1, kw["padding"], 1, 1, None, None,
-                                     packed=cache)
+    got = _conv_forward_fused_last(2, _last(x), w2, b, 1, kw["padding"], 1, 1, None, None,
+                                   packed=cache)
     _close(_first(got), _expected(x, w2, b, kw), dtype)
 
 
@@ -180,8 +180,8 @@ def test_plan_choices():
 
 
 def test_configuration():
-    geom = V.conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
-                           np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
+    geom = conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
+                         np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
     for threads in (1, 2, 4):
         cfg = _nhwc.configure(geom, threads)
         assert cfg.span % cfg.tile == 0 and cfg.cchunk <= 512
@@ -267,12 +267,12 @@ WINOGRAD_CASES = [   # (x shape channels-first, K, padding)
 
 
 def _fused_last(x, w, b, padding, cache, clamp=None, residual=None):
-    return F._conv_forward_fused_last(2, _last(x), w, b, 1, padding, 1, 1, clamp, residual,
-                                      packed=cache)
+    return _conv_forward_fused_last(2, _last(x), w, b, 1, padding, 1, 1, clamp, residual,
+                                    packed=cache)
 
 
 def _winograd_plan(x, w, padding):
-    geom = V.conv_geometry(2, x, w, None, 1, padding, 1, 1)
+    geom = conv_geometry(2, x, w, None, 1, padding, 1, 1)
     return _plan.plan_conv(geom, "auto", ("forward",), channels_last=True,
                            kept_weights=True).passes["forward"]
 
@@ -343,21 +343,21 @@ def test_winograd_only_where_planned():
     w = np.empty((32, 32, 3, 3), np.float32)
     with cnnfast.conv_policy(winograd=False):
         assert _winograd_plan(x, w, 1).kernel == "nhwc_direct"
-    geom = V.conv_geometry(2, x, w, None, 1, 1, 1, 1)
+    geom = conv_geometry(2, x, w, None, 1, 1, 1, 1)
     # a call that does not keep its weights would transform them every time
     plain = _plan.plan_conv(geom, "auto", ("forward",), channels_last=True)
     assert plain.passes["forward"].kernel == "nhwc_direct"
     # shapes it does not take: stride 2, dilation, channels not a whole vector
     for args in (dict(stride=2), dict(dilation=2)):
-        g = V.conv_geometry(2, x, w, None, args.get("stride", 1), 1, args.get("dilation", 1), 1)
+        g = conv_geometry(2, x, w, None, args.get("stride", 1), 1, args.get("dilation", 1), 1)
         assert not _plan.nhwc_winograd_wins(g, "auto")
-    g = V.conv_geometry(2, np.empty((1, 40, 8, 8), np.float32),
-                        np.empty((32, 40, 3, 3), np.float32), None, 1, 1, 1, 1)
+    g = conv_geometry(2, np.empty((1, 40, 8, 8), np.float32),
+                      np.empty((32, 40, 3, 3), np.float32), None, 1, 1, 1, 1)
     assert not _plan.nhwc_winograd_wins(g, "auto")
     # too few outputs (2x2 at batch 1), or tiles mostly outside the plane (5x5)
     for shape in [(1, 64, 2, 2), (4, 64, 5, 5)]:
-        g = V.conv_geometry(2, np.empty(shape, np.float32),
-                            np.empty((64, 64, 3, 3), np.float32), None, 1, 1, 1, 1)
+        g = conv_geometry(2, np.empty(shape, np.float32),
+                          np.empty((64, 64, 3, 3), np.float32), None, 1, 1, 1, 1)
         assert not _plan.nhwc_winograd_wins(g, "auto")
 
 
@@ -424,12 +424,12 @@ def test_global_average(shape, dtype):
 
 def test_winograd_tile_choice():
     # ResNet's last stage at batch 1: 512 channels on 7x7, F(4,3) weights of 37.7 MB
-    big = V.conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
-                          np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
+    big = conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
+                        np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
     assert _nhwc.winograd_tile(big, 2) == 2
     assert _nhwc.winograd_tile(big, 1) == 4   # one thread is not bound by memory there
     # larger planes, or weights that stay in cache: F(4,3)
     for shape, k in [((1, 512, 14, 14), 512), ((1, 64, 7, 7), 64)]:
-        g = V.conv_geometry(2, np.empty(shape, np.float32),
-                            np.empty((k, shape[1], 3, 3), np.float32), None, 1, 1, 1, 1)
+        g = conv_geometry(2, np.empty(shape, np.float32),
+                          np.empty((k, shape[1], 3, 3), np.float32), None, 1, 1, 1, 1)
         assert _nhwc.winograd_tile(g, 2) == 4

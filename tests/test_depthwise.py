@@ -12,7 +12,7 @@ import pytest
 import cnnfast
 from cnnfast import _plan, reference
 from cnnfast._ext import _depthwise, _workspace
-from cnnfast.functional import _conv_forward_fused
+from cnnfast._ops.conv import _conv_forward_fused
 from helpers import numeric_gradient, tolerance
 from layouts import native_copy, relayout
 
@@ -223,7 +223,7 @@ def test_the_plan_sizes_the_work_arrays_the_driver_asks_for(rng, monkeypatch, da
 
     monkeypatch.setattr(_depthwise, "work_array", record)
     last = data_format == "channels_last"
-    geom = cnnfast._validation.conv_geometry(3, x, w, None, **args)
+    geom = cnnfast._ops.conv_validation.conv_geometry(3, x, w, None, **args)
     x_in = _last(x) if last else x
     with cnnfast.num_threads(2):
         plan = _plan.plan_conv(geom, "auto", ("forward", "x", "weight"), channels_last=last)
@@ -254,9 +254,9 @@ def test_a_fused_layer_adds_the_residual_and_applies_relu(rng, data_format):
     if data_format == "channels_first":
         got = _conv_forward_fused(2, x, w, b, 1, 1, 1, 5, clamp=True, residual=res)
     else:   # the NHWC epilogue, through the driver
-        geom = cnnfast._validation.conv_geometry(2, x, w, b, **args)
+        geom = cnnfast._ops.conv_validation.conv_geometry(2, x, w, b, **args)
         plan = _plan.plan_conv(geom, "auto", ("forward",), channels_last=True)
-        got = _first(cnnfast.functional._depthwise_forward(
+        got = _first(cnnfast._ops.depthwise._depthwise_forward(
             geom, plan.passes["forward"], _last(x), w, b, (0.0, np.inf), _last(res), last=True))
     np.testing.assert_allclose(got, want, atol=1e-5)
 

@@ -8,6 +8,8 @@ import pytest
 
 import cnnfast
 from cnnfast import reference
+from cnnfast._ops.activation import _add_relu
+from cnnfast._ops.batch_norm import _batch_norm, _batch_norm_backward
 from helpers import numeric_gradient
 from layouts import LAYOUTS, check_unmodified, relayout, snapshot
 
@@ -68,7 +70,7 @@ def test_batch_norm_matches_torch(rng, shape, dtype):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_batch_norm_backward_matches_reference_and_torch(rng, shape, dtype):
     x, rm, rv, w, b = _bn_inputs(rng, shape, dtype, offset=1.0)
-    y, mean, invstd = cnnfast.functional._batch_norm(x, None, None, w, b, training=True)
+    y, mean, invstd = _batch_norm(x, None, None, w, b, training=True)
     g = rng.standard_normal(shape).astype(dtype)
     got = cnnfast.batch_norm_backward(g, x, w, mean, invstd)
     want = reference.batch_norm_backward(g, x, w, mean, invstd)
@@ -93,16 +95,16 @@ def test_batch_norm_relu_backward_is_both_backwards(rng, shape, dtype):
     """The fused BatchNorm + ReLU backward (the ReLU's mask inside the batch
     norm's passes) equals relu_backward followed by batch_norm_backward."""
     x, _, _, w, b = _bn_inputs(rng, shape, dtype)
-    y, mean, invstd = cnnfast.functional._batch_norm(x, None, None, w, b, training=True)
+    y, mean, invstd = _batch_norm(x, None, None, w, b, training=True)
     r = cnnfast.relu(y)
     r.flat[::5] = np.nan   # NaN outputs pass the gradient (threshold_backward)
     g = rng.standard_normal(shape).astype(dtype)
-    fused = cnnfast.functional._batch_norm_backward(g, x, w, mean, invstd, relu_out=r)
+    fused = _batch_norm_backward(g, x, w, mean, invstd, relu_out=r)
     want = reference.batch_norm_backward(reference.relu_backward(g, r), x, w, mean, invstd)
     for a, e in zip(fused, want):
         np.testing.assert_allclose(a, e, **_tol(dtype))
     with pytest.raises(ValueError, match="relu_out has shape"):
-        cnnfast.functional._batch_norm_backward(g, x, w, mean, invstd, relu_out=r[..., :1])
+        _batch_norm_backward(g, x, w, mean, invstd, relu_out=r[..., :1])
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5), (2, 2, 3, 3), (2, 2, 2, 2, 3)], ids=str)
@@ -115,7 +117,7 @@ def test_batch_norm_backward_finite_differences(rng, shape, affine):
     def loss():
         return float(np.sum(cnnfast.batch_norm(x, None, None, *wb, training=True) * weights))
 
-    _, mean, invstd = cnnfast.functional._batch_norm(x, None, None, *wb, training=True)
+    _, mean, invstd = _batch_norm(x, None, None, *wb, training=True)
     gx, gw, gb = cnnfast.batch_norm_backward(weights, x, wb[0], mean, invstd)
     np.testing.assert_allclose(gx, numeric_gradient(loss, x), rtol=1e-5, atol=1e-7)
     if affine:
@@ -138,7 +140,7 @@ def test_batch_norm_layouts(rng, layout, files):
     x, rm, rv, w, b = _bn_inputs(rng, (2, 3, 5, 6), np.float64)
     g = rng.standard_normal(x.shape)
     want = reference.batch_norm(x, rm, rv, w, b)
-    _, mean, invstd = cnnfast.functional._batch_norm(x, None, None, w, b, training=True)
+    _, mean, invstd = _batch_norm(x, None, None, w, b, training=True)
     want_grad = reference.batch_norm_backward(g, x, w, mean, invstd)
     if layout == "broadcast":
         x = relayout(x, layout, files())
@@ -188,7 +190,7 @@ def test_batch_norm_threads_give_identical_results(rng):
     outs = []
     for n in (1, 2):
         with cnnfast.num_threads(n):
-            y, mean, invstd = cnnfast.functional._batch_norm(x, None, None, w, b, training=True)
+            y, mean, invstd = _batch_norm(x, None, None, w, b, training=True)
             outs.append((y, *cnnfast.batch_norm_backward(g, x, w, mean, invstd)))
     for a, b_ in zip(*outs):
         np.testing.assert_array_equal(a, b_)
@@ -252,7 +254,7 @@ def test_add_relu_is_relu_of_the_sum(rng):
     a = rng.standard_normal((3, 70001)).astype(np.float32)
     b = rng.standard_normal(a.shape).astype(np.float32)
     a[0, 0] = np.nan
-    np.testing.assert_array_equal(cnnfast.functional._add_relu(a, b), reference.relu(a + b))
+    np.testing.assert_array_equal(_add_relu(a, b), reference.relu(a + b))
 
 
 # ------------------------------------------------------------- bad input

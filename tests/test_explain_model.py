@@ -13,7 +13,7 @@ import cnnfast
 from cnnfast import models, nn
 from cnnfast._explain import DryRunError
 from cnnfast._threads import kernel_threads
-from cnnfast.functional import _shape_first, _shape_last
+from cnnfast._ops.data_format import _shape_first, _shape_last
 from cnnfast.nn.module import Module
 
 
@@ -297,7 +297,7 @@ def test_fused_rows_name_the_kernels_the_run_executes(monkeypatch, rng):
     Winograd (weights kept by the layer), NHWC direct or a channels-first
     driver kernel, in the order the rows give."""
     from cnnfast import _nhwc
-    from cnnfast import functional as F
+    from cnnfast._ext import _conv
     nn.manual_seed(0)
     fused = models.resnet18(num_classes=5).eval().fuse()
     ran = []
@@ -307,12 +307,12 @@ def test_fused_rows_name_the_kernels_the_run_executes(monkeypatch, rng):
             ran.append(_kernel)
             return _real(*args, **kwargs)
         monkeypatch.setattr(module, name, record)
-    real_forward = F._conv.conv_forward
+    real_forward = _conv.conv_forward
 
     def record_forward(*args):
         ran.append(args[8])   # the driver kernel of the plan entry
         return real_forward(*args)
-    monkeypatch.setattr(F._conv, "conv_forward", record_forward)
+    monkeypatch.setattr(_conv, "conv_forward", record_forward)
     plan = cnnfast.explain_model(fused, (2, 3, 64, 64))
     fused(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
     planned = [r.passes["forward"].kernel for r in plan.rows if r.op == "FusedConv2d"]
@@ -325,7 +325,7 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
     backward runs in reverse order)."""
     from collections import Counter
 
-    from cnnfast import functional as F
+    from cnnfast._ext import _conv
     nn.manual_seed(0)
     model = models.resnet18(num_classes=5).train().skip_input_grad()
     ran = {"forward": [], "x": [], "weight": []}
@@ -333,10 +333,10 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
     for name, gradient, at in (("conv_forward", "forward", 8),
                                ("conv_backward_input", "x", 7),
                                ("conv_backward_weight", "weight", 7)):
-        def record(*args, _real=getattr(F._conv, name), _gradient=gradient, _at=at):
+        def record(*args, _real=getattr(_conv, name), _gradient=gradient, _at=at):
             ran[_gradient].append(args[_at])
             return _real(*args)
-        monkeypatch.setattr(F._conv, name, record)
+        monkeypatch.setattr(_conv, name, record)
     plan = cnnfast.explain_model(model, (2, 3, 32, 32))
     y = model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
     model.backward(np.ones_like(y))

@@ -9,7 +9,7 @@ import pytest
 import cnnfast
 import cnnfast.nn as nn
 from cnnfast import models, reference
-from cnnfast.functional import _conv_forward_fused
+from cnnfast._ops.conv import _conv_forward_fused
 from cnnfast.nn.fuse import FusedConv2d, InferenceModel
 
 SMALL_INPUTS = {"lenet5": 32, "alexnet": 64, "vgg11": 32, "vgg16": 32, "googlenet": 32,

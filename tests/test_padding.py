@@ -12,7 +12,7 @@ import pytest
 
 import cnnfast
 from cnnfast import functional as F, nn, reference as R
-from cnnfast import _validation as V
+from cnnfast._ops.conv_validation import conv_geometry
 from helpers import numeric_gradient, tolerance
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
@@ -34,7 +34,7 @@ def _arrays(nd, n, c, k, groups, dtype, seed=0, kernel=3):
 
 
 def _pads(nd, x, w, stride, padding, dilation=1):
-    geom = V.conv_geometry(nd, x, w, None, stride, padding, dilation)
+    geom = conv_geometry(nd, x, w, None, stride, padding, dilation)
     return geom.pad_before, geom.pad_after
 
 
@@ -103,8 +103,8 @@ def test_plan_routes_non_zero_modes_through_padded_copies():
     assert plan.passes["forward"].kernel != "direct_lanes_batch"
     assert plan.out_shape == zeros.out_shape == (64, 16, 10, 10)
     # no padding at all: every mode is zero padding
-    assert V.conv_geometry(2, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), None, 1, 0, 1,
-                           padding_mode="circular").pad_mode == "zeros"
+    assert conv_geometry(2, np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), None, 1, 0, 1,
+                         padding_mode="circular").pad_mode == "zeros"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -76,7 +76,7 @@ def test_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng, case, dt
     with cnnfast.num_threads(threads):
         plan = cnnfast.explain_conv(x_shape, w_shape, **args, algorithm=algorithm,
                                     dtype=dtype)
-        geom = cnnfast._validation.conv_geometry(nd, x, w, None, **args)
+        geom = cnnfast._ops.conv_validation.conv_geometry(nd, x, w, None, **args)
         tiles = _conv.kernel_tiles(dtype)
         grad_out = np.ones_like(forward(x, w, **args))
         for gradient, p in plan.passes.items():

@@ -11,11 +11,11 @@ import pytest
 
 import cnnfast
 from cnnfast import _plan as P
-from cnnfast import functional as F
+from cnnfast._ops.dense import _dense_matmul
 from cnnfast import models, nn
 from cnnfast._ext import _runtime
 
-from helpers import tolerance
+from helpers import op_modules, tolerance
 
 # Child processes import the cnnfast this run tests (installed or built in place), from a
 # neutral directory: from the repo root an installed run would import the unbuilt sources.
@@ -39,8 +39,8 @@ def test_dense_matmul_equals_numpy(dtype, trans_a, trans_b, m, n, k, threads):
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     expect = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
     with cnnfast.num_threads(threads):
-        got = F._dense_matmul(a, b, trans_a=trans_a, trans_b=trans_b)
-        again = F._dense_matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+        got = _dense_matmul(a, b, trans_a=trans_a, trans_b=trans_b)
+        again = _dense_matmul(a, b, trans_a=trans_a, trans_b=trans_b)
     assert got.shape == (m, n) and got.dtype == dtype and got.flags.c_contiguous
     np.testing.assert_allclose(got, expect, rtol=0, atol=tolerance(dtype, k) * 4)
     np.testing.assert_array_equal(got, again)
@@ -50,7 +50,7 @@ def test_dense_matmul_reads_non_contiguous_inputs():
     rng = np.random.default_rng(0)
     a = np.asfortranarray(rng.standard_normal((64, 48)))
     b = rng.standard_normal((96, 48))[::2]
-    np.testing.assert_allclose(F._dense_matmul(a, b, trans_b=True), a @ b.T, rtol=1e-12)
+    np.testing.assert_allclose(_dense_matmul(a, b, trans_b=True), a @ b.T, rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -94,8 +94,10 @@ class _Recorder:
 
 def test_each_kernel_in_a_model_gets_the_configured_threads(monkeypatch):
     seen = []
-    for name in ("_conv", "_pool", "_dense", "_elementwise"):
-        monkeypatch.setattr(F, name, _Recorder(getattr(F, name), seen))
+    for module in op_modules():
+        for name in ("_conv", "_pool", "_dense", "_elementwise"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, _Recorder(getattr(module, name), seen))
     nn.manual_seed(0)
     model = models.resnet18(num_classes=10).train()
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)

@@ -7,43 +7,7 @@ import numpy as np
 
 from .. import _validation as V
 from ..io import read_state_dict
-from ..nn import init
-from ..nn.layers import BatchNorm2d, Conv2d, Linear, backward_chain
-from ..nn.module import Module
-
-
-class Chain(Module):
-    """Runs its child modules in the order they were assigned; backward in
-    reverse. Models whose graph is a straight line subclass this and only
-    declare their layers."""
-
-    def _stages(self):
-        return self.children()
-
-    def forward(self, x):
-        for m in self._stages():
-            x = m(x)
-        return x
-
-    def backward(self, grad_out):
-        return backward_chain(self._stages(), grad_out)
-
-    def _first_layer(self):
-        stages = self._stages()
-        return stages[0]._first_layer() if stages else None
-
-
-def set_data_format(model, data_format):
-    """Lay a freshly built model out in data_format: every layer that has a
-    data_format (convs, pools, BatchNorm, Flatten, concatenations) gets it.
-    Weights keep their layout in both, and a channels-last model flattens in
-    channels-first order (nn.Flatten), so the same state dict (torchvision's)
-    loads into either and gives the same outputs on transposed inputs."""
-    V.channels_last(data_format)
-    for m in model.modules():
-        if hasattr(m, "data_format"):
-            m.data_format = data_format
-    return model
+from ..nn import BatchNorm2d, Conv2d, Linear, init
 
 
 def check_model_args(num_classes, in_channels):

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
-from ..nn.layers import Sequential
-from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
+from ..nn import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from ..nn.container import Chain, set_data_format
+from ._common import Transfer, check_model_args, load_weights
 
 
 class AlexNet(Transfer, Chain):

@@ -8,11 +8,13 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
-from ..nn.layers import MaxPool2d, ReLU, Sequential
+from ..nn import (
+    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU,
+    Sequential,
+)
+from ..nn.container import Chain, set_data_format
 from ..nn.module import Module
-from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
-from ._common import torchvision_init
+from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 
 class GoogLeNetOutputs(NamedTuple):

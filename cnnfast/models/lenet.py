@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.layers import AvgPool2d, Conv2d, Flatten, Linear, Tanh
-from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
+from ..nn import AvgPool2d, Conv2d, Flatten, Linear, Tanh
+from ..nn.container import Chain, set_data_format
+from ._common import Transfer, check_model_args, load_weights
 
 
 class LeNet5(Transfer, Chain):

@@ -7,12 +7,13 @@ import math
 
 import numpy as np
 
+from ..nn import (
+    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU6, Sequential,
+)
+from ..nn.container import Chain, set_data_format
 from ..nn.fuse import FusedConv2d, fuse_tree
-from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear
-from ..nn.layers import ReLU6, Sequential
 from ..nn.module import Module
-from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
-from ._common import torchvision_init
+from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 # torchvision's table: expansion t, output channels c, repeats n, first stride s
 INVERTED_RESIDUAL_SETTING = [

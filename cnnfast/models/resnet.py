@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d
-from ..nn.layers import ReLU, Sequential
+from ..nn import (
+    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+)
+from ..nn.container import Chain, set_data_format
 from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree
 from ..nn.module import Module
-from ._common import Chain, Transfer, check_model_args, load_weights, set_data_format
-from ._common import torchvision_init
+from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 
 class _ResidualBlock(Module):

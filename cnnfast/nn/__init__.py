@@ -9,45 +9,20 @@
     model.backward(loss.backward())   # adds into each Parameter's .grad
 """
 from . import init
+from .activation import Hardtanh, LeakyReLU, ReLU, ReLU6, Sigmoid, Tanh
+from .container import Sequential
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .dropout import Dropout
 from .init import manual_seed
-from .layers import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    AdaptiveAvgPool3d,
-    AdaptiveMaxPool1d,
-    AdaptiveMaxPool2d,
-    AdaptiveMaxPool3d,
-    AvgPool1d,
-    AvgPool2d,
-    AvgPool3d,
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    Conv1d,
-    Conv2d,
-    Conv3d,
-    ConvTranspose1d,
-    ConvTranspose2d,
-    ConvTranspose3d,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2d,
-    GlobalMaxPool2d,
-    Hardtanh,
-    Identity,
-    LeakyReLU,
-    Linear,
-    MaxPool1d,
-    MaxPool2d,
-    MaxPool3d,
-    ReLU,
-    ReLU6,
-    Sequential,
-    Sigmoid,
-    Tanh,
-)
+from .linear import Flatten, Identity, Linear
 from .loss import CrossEntropyLoss
 from .module import Module, Parameter
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .pooling import (
+    AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d, AdaptiveMaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d, GlobalAvgPool2d,
+    GlobalMaxPool2d, MaxPool1d, MaxPool2d, MaxPool3d,
+)
 
 __all__ = [
     "Module", "Parameter", "manual_seed", "init",

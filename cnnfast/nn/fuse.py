@@ -26,10 +26,14 @@ import copy
 
 import numpy as np
 
-from .. import _validation as V
-from .. import functional as F
-from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv1d, Conv2d, Conv3d, Hardtanh
-from .layers import Identity, ReLU, ReLU6, Sequential
+from .._ops.activation import epilogue_clamp
+from .._ops.conv import _conv_forward_fused, _conv_forward_fused_last
+from .._ops.data_format import _to_first, _to_last
+from .activation import Hardtanh, ReLU, ReLU6
+from .container import Chain, Sequential, set_data_format
+from .conv import Conv1d, Conv2d, Conv3d
+from .linear import Identity
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .module import Module, Parameter
 
 _INFERENCE_ONLY = ("{what} is part of a fused inference model (Module.fuse()): it has no "
@@ -101,7 +105,7 @@ class FusedConv2d(Module):
         self.padding_mode = conv.padding_mode
         self.dilation, self.groups = conv.dilation, conv.groups
         self._nd = conv.weight.data.ndim - 2   # any conv with torch's weight layout
-        self.clamp = V.epilogue_clamp(relu if clamp is None else clamp)
+        self.clamp = epilogue_clamp(relu if clamp is None else clamp)
         self.data_format = getattr(conv, "data_format", "channels_first")
         self.training = False
         self._folded = ((type(bn).__name__ if bn is not None else "")
@@ -111,13 +115,13 @@ class FusedConv2d(Module):
         if self.data_format == "channels_last":
             # the NHWC kernel with weights packed once (the arrays are
             # read-only: an in-place edit cannot leave a stale packed copy)
-            return F._conv_forward_fused_last(
+            return _conv_forward_fused_last(
                 self._nd, x, self.weight.data, self.bias.data, self.stride, self.padding,
                 self.dilation, self.groups, self.clamp, residual, self.padding_mode,
                 self._packed)
-        return F._conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
-                                     self.padding, self.dilation, self.groups, self.clamp,
-                                     residual, self.padding_mode)
+        return _conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
+                                   self.padding, self.dilation, self.groups, self.clamp,
+                                   residual, self.padding_mode)
 
     def backward(self, grad_out):
         raise _inference_error(type(self).__name__)
@@ -151,7 +155,6 @@ def is_chain(module) -> bool:
     the models' Chain), where a child's output feeds only the next child. A
     subclass that overrides forward (or Chain's _stages) may use its
     children otherwise, so it is not one (its children are still fused)."""
-    from ..models._common import Chain   # models build on nn, not the reverse at import
     cls = type(module)
     if isinstance(module, Sequential):
         return cls.forward is Sequential.forward
@@ -291,7 +294,6 @@ def fuse(model: Module) -> InferenceModel:
         return InferenceModel(fused, fused.layout, fused.data_format, converts=False)
     layout = data_format = _data_format(fused)
     if data_format == "channels_first" and _runs_channels_last(fused):
-        from ..models._common import set_data_format
         set_data_format(fused, "channels_last")
         layout = "channels_last"
     return InferenceModel(fused, layout, data_format or "channels_first")
@@ -327,7 +329,7 @@ def _to_last_in(x):
     model runs on (anything else is passed on for the layers to judge)."""
     if (isinstance(x, np.ndarray) and x.ndim >= 3 and x.dtype.kind == "f"
             and x.dtype.itemsize in (4, 8)):
-        return F._to_last(np.require(x, x.dtype.newbyteorder("="), ("C_CONTIGUOUS", "ALIGNED")))
+        return _to_last(np.require(x, x.dtype.newbyteorder("="), ("C_CONTIGUOUS", "ALIGNED")))
     return x
 
 
@@ -337,4 +339,4 @@ def _to_first_out(y):
     if isinstance(y, tuple):
         return type(y)(*map(_to_first_out, y)) if hasattr(y, "_fields") else tuple(
             map(_to_first_out, y))
-    return F._to_first(y) if isinstance(y, np.ndarray) and y.ndim >= 3 else y
+    return _to_first(y) if isinstance(y, np.ndarray) and y.ndim >= 3 else y

@@ -50,7 +50,7 @@ def load(f, *, dtype=np.float32, data_format="channels_first"):
     named) and for hostile or broken files (truncated, empty, oversize
     dims, custom domains, external data outside the folder)."""
     _import_onnx()
-    from ..nn.layers import float_dtype
+    from ..nn._checks import float_dtype
     from ._build import Builder
     from ._model import OnnxModel
     from ._read import read_model

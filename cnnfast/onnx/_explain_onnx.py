@@ -13,10 +13,14 @@ import numpy as np
 
 from .. import _plan as P
 from .. import _validation as V
-from .. import functional as F
 from .._explain import DryArray, DryRunError, numpy_pass
 from .._explain_layers import _batch_norm_row, _conv_need, _copy_row, _elementwise
 from .._explain_layers import _dry_inputs, _ghost, _pool_row, _record_conv, conv_passes
+from .._ops.activation import elementwise_args
+from .._ops.batch_norm import batch_norm_args
+from .._ops.conv_validation import conv_algorithm, conv_geometry, conv_transpose_geometry
+from .._ops.data_format import _shape_first, _shape_last
+from .._ops.pool_validation import adaptive_geometry, avg_pool_divisors, pool_geometry
 from . import _layers as L
 from . import _ops as O
 from ._model import OnnxModel, _op_label
@@ -30,7 +34,7 @@ def model_rule(t, m, *inputs):
     env = dict(m._consts)
     for name, x in zip(m._input_names, inputs):
         if m._check_input(name, _ghost(x), m._input_shapes.get(name)):
-            first = t.new(F._shape_first(x.shape), x.dtype)
+            first = t.new(_shape_first(x.shape), x.dtype)
             _copy_row(t, m, "to_channels_first", x, first, x.shape, x.shape, "channels_first")
             x = first
         env[name] = x
@@ -50,7 +54,7 @@ def model_rule(t, m, *inputs):
     for name in m._output_names:
         y = env[name]
         if m.data_format == "channels_last" and isinstance(y, DryArray) and y.ndim in (4, 5):
-            last = t.new(F._shape_last(y.shape), y.dtype)
+            last = t.new(_shape_last(y.shape), y.dtype)
             _copy_row(t, m, "to_channels_last", y, last, last.shape, last.shape,
                       "channels_first")
             y = last
@@ -61,10 +65,10 @@ def model_rule(t, m, *inputs):
 def conv_rule(t, m, x, w=None, b=None):
     g = _ghost(x)
     bias = None if m.bias is None else m.bias.data
-    geom = V.conv_geometry(m.nd, g, m.weight.data, bias, m.stride, m._pads(g), m.dilation,
-                           m.groups)
+    geom = conv_geometry(m.nd, g, m.weight.data, bias, m.stride, m._pads(g), m.dilation,
+                         m.groups)
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(geom, V.conv_algorithm("auto", geom), need, False)
+    passes = conv_passes(geom, conv_algorithm("auto", geom), need, False)
     return (_record_conv(t, m, x, geom, geom.out_shape, passes, False),)
 
 
@@ -72,18 +76,18 @@ def conv_transpose_rule(t, m, x, w=None, b=None):
     g = _ghost(x)
     args = m._args(g)
     bias = None if m.bias is None else m.bias.data
-    tg = V.conv_transpose_geometry(m.nd, g, m.weight.data, bias, args["stride"],
-                                   args["padding"], args["output_padding"], args["groups"],
-                                   args["dilation"])
+    tg = conv_transpose_geometry(m.nd, g, m.weight.data, bias, args["stride"],
+                                 args["padding"], args["output_padding"], args["groups"],
+                                 args["dilation"])
     need = _conv_need(m) if m.training else ()
-    passes = conv_passes(tg.conv, V.conv_algorithm("auto", tg.conv), need, False,
+    passes = conv_passes(tg.conv, conv_algorithm("auto", tg.conv), need, False,
                          transposed=True)
     return (_record_conv(t, m, x, tg.conv, tg.out_shape, passes, False, transposed=True),)
 
 
 def batch_norm_rule(t, m, x, *unused):
-    V.batch_norm_args(_ghost(x), m.running_mean, m.running_var, m.weight.data, m.bias.data,
-                      m.training, m.momentum, m.eps)
+    batch_norm_args(_ghost(x), m.running_mean, m.running_var, m.weight.data, m.bias.data,
+                    m.training, m.momentum, m.eps)
     return (_batch_norm_row(t, m, x, m.training, False, m._needs_grad(m.weight),
                             m._needs_grad(m.bias)),)
 
@@ -92,11 +96,11 @@ def pool_rule(t, m, x):
     g = _ghost(x)
     pads = m._pads(g)
     if m.kind == "max":
-        geom = V.pool_geometry(m.nd, "max", g, m.kernel_size, m.stride, pads, m.dilation,
-                               m.ceil_mode)
+        geom = pool_geometry(m.nd, "max", g, m.kernel_size, m.stride, pads, m.dilation,
+                             m.ceil_mode)
     else:
-        geom = V.pool_geometry(m.nd, "avg", g, m.kernel_size, m.stride, pads, 1, m.ceil_mode)
-        V.avg_pool_divisors(geom, V.flag(m.count_include_pad, "count_include_pad"), None)
+        geom = pool_geometry(m.nd, "avg", g, m.kernel_size, m.stride, pads, 1, m.ceil_mode)
+        avg_pool_divisors(geom, V.flag(m.count_include_pad, "count_include_pad"), None)
     outputs = math.prod(geom.out_shape)
     taps = outputs * math.prod(geom.kernel)
     return (_pool_row(t, m, x, geom.out_shape, geom.dtype, False, False, f"pool_{m.kind}",
@@ -106,7 +110,7 @@ def pool_rule(t, m, x):
 def global_pool_rule(t, m, x):
     g = _ghost(x)
     if getattr(x, "ndim", 0) == 4:
-        dtype, _ = V.adaptive_geometry(g, 1, f"global_{m.kind}_pool2d")
+        dtype, _ = adaptive_geometry(g, 1, f"global_{m.kind}_pool2d")
         kernel = f"pool_global_{m.kind}"
     else:
         V.check_array(g, "x")
@@ -147,7 +151,7 @@ def gemm_rule(t, m, a, b=None, c=None):
 
 def activation_rule(t, m, x):
     if m.kind == "Relu" and x.dtype.kind == "f":
-        V.elementwise_args("relu", x=_ghost(x))
+        elementwise_args("relu", x=_ghost(x))
         return (_elementwise(t, m, [x], "relu", 1, "relu_backward", 1),)
     return (_elementwise(t, m, [x], f"numpy_{m.kind.lower()}", 2, "numpy_backward", 3,
                          threads=1),)

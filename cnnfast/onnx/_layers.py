@@ -13,6 +13,8 @@ import math
 import numpy as np
 
 from .. import functional as F
+from .._ops.batch_norm import _batch_norm, _batch_norm_backward
+from .._ops.dense import _dense_matmul
 from ..nn.fuse import FusedConv2d
 from ._ops import Op, check_size, ints, is_float, unbroadcast
 
@@ -152,7 +154,7 @@ class BatchNorm(Op):
         self.eps, self.momentum = float(eps), float(momentum)
 
     def forward(self, x, *unused):
-        y, mean, invstd = F._batch_norm(
+        y, mean, invstd = _batch_norm(
             x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
             training=self.training, momentum=self.momentum, eps=self.eps)
         self._keep((x, mean, invstd))
@@ -160,7 +162,7 @@ class BatchNorm(Op):
 
     def backward(self, g):
         x, mean, invstd = self._saved()
-        gx, gw, gb = F._batch_norm_backward(g, x, self.weight.data, mean, invstd)
+        gx, gw, gb = _batch_norm_backward(g, x, self.weight.data, mean, invstd)
         self.weight.accumulate(gw if self._needs_grad(self.weight) else None)
         self.bias.accumulate(gb if self._needs_grad(self.bias) else None)
         return (gx, None, None, None, None)
@@ -246,7 +248,7 @@ class GlobalPool(Op):
 
 
 def _mm(a, b, trans_a=False, trans_b=False):
-    return F._dense_matmul(a, b, trans_a, trans_b)
+    return _dense_matmul(a, b, trans_a, trans_b)
 
 
 class Gemm(Op):

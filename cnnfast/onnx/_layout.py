@@ -41,6 +41,7 @@ import numpy as np
 
 from .. import _plan
 from .. import functional as F
+from .._ops.data_format import _first_view, _shape_first, _to_first, _to_last
 from . import _layers as L
 from . import _ops as O
 
@@ -92,7 +93,7 @@ class _Fallback(Exception):
 # ------------------------------------------------------------- native rules
 
 def _conv(op, x, *unused):
-    pads = op._pads(F._first_view(x))
+    pads = op._pads(_first_view(x))
     return (getattr(F, f"conv{op.nd}d")(x, op.weight.data,
                                         None if op.bias is None else op.bias.data, op.stride,
                                         pads, op.dilation, op.groups,
@@ -102,11 +103,11 @@ def _conv(op, x, *unused):
 def _conv_transpose(op, x, *unused):
     return (getattr(F, f"conv_transpose{op.nd}d")(
         x, op.weight.data, None if op.bias is None else op.bias.data,
-        **op._args(F._first_view(x)), data_format="channels_last"),)
+        **op._args(_first_view(x)), data_format="channels_last"),)
 
 
 def _pool(op, x):
-    pads = op._pads(F._first_view(x))
+    pads = op._pads(_first_view(x))
     if op.kind == "max":
         return (getattr(F, f"max_pool{op.nd}d")(x, op.kernel_size, op.stride, pads, op.dilation,
                                                 op.ceil_mode, data_format="channels_last"),)
@@ -194,10 +195,10 @@ class LayoutPlan:
         channels = x.shape[-1] if not to_last else x.shape[1]
         free = math.prod(spatial) == 1 or channels == 1
         if to_last:
-            env[name] = F._to_last(np.ascontiguousarray(x))
+            env[name] = _to_last(np.ascontiguousarray(x))
             last.add(name)
         else:
-            env[name] = F._to_first(x)
+            env[name] = _to_first(x)
             last.discard(name)
         self.conversions.append((node, name, TO_LAST if to_last else TO_FIRST,
                                  "free" if free else "copy"))
@@ -366,14 +367,14 @@ class LayoutPlan:
         perm = tuple(p % rank for p in op.perm)
         to_first = (0, rank - 1) + tuple(range(1, rank - 1))
         if args[0] in last:
-            y = F._first_view(x).transpose(perm)
+            y = _first_view(x).transpose(perm)
             return (y if y.flags.c_contiguous else np.ascontiguousarray(y),), [False]
         if perm == to_first and _is_spatial(x):
             return (x,), [True]
         raise _Fallback
 
     def _shape(self, op, args, env, last):
-        shape = F._shape_first(env[args[0]].shape)
+        shape = _shape_first(env[args[0]].shape)
         return (np.array(shape[op.start:op.end], dtype=np.int64),), [False]
 
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import functional as F
+from .._ops.data_format import _shape_first, _shape_last, _to_first, _to_last
 from ..nn.module import Module, Parameter
 from . import _layers as L
 from . import _layout
@@ -156,19 +156,19 @@ class OnnxModel(Module):
                             f"{self._dtype}; convert one of them (model.to(dtype) or "
                             f"x.astype(...))")
         last = self.data_format == "channels_last" and x.ndim in (4, 5)
-        first_shape = F._shape_first(x.shape) if last else x.shape
+        first_shape = _shape_first(x.shape) if last else x.shape
         if shape is not None and (len(shape) != x.ndim or any(
                 isinstance(d, int) and d != n for d, n in zip(shape, first_shape))):
             want = tuple(d if isinstance(d, int) else "?" for d in shape)
             if last:
-                want = F._shape_last(want)
+                want = _shape_last(want)
             raise ValueError(f"input {name!r} must have shape {want} (? any size), got "
                              f"{x.shape}")
         return x, last
 
     def _take_input(self, name, x, shape):
         x, last = self._checked_input(name, x, shape)
-        return F._to_first(x) if last else x
+        return _to_first(x) if last else x
 
     def _check_input(self, name, x, shape) -> bool:
         """Validate input `name` (explain_model's dry run); True if it is
@@ -214,7 +214,7 @@ class OnnxModel(Module):
         for name in self._output_names:
             y = env[name]
             if self.data_format == "channels_last" and y.ndim in (4, 5):
-                y = F._to_last(np.ascontiguousarray(y))
+                y = _to_last(np.ascontiguousarray(y))
             outputs.append(y)
         if self.training:
             self._cache = [env[n].shape if n in env else None for n in self._output_names]
@@ -232,7 +232,7 @@ class OnnxModel(Module):
                 continue
             g = np.asarray(g)
             if self.data_format == "channels_last" and g.ndim in (4, 5):
-                g = F._to_first(g)
+                g = _to_first(g)
             table[name] = g.astype(self._dtype, copy=False)
         for op, args, outs in zip(reversed(self._ops), reversed(self._args),
                                   reversed(self._outs)):
@@ -252,7 +252,7 @@ class OnnxModel(Module):
         for name in self._input_names:
             g = table.get(name)
             if g is not None and self.data_format == "channels_last" and g.ndim in (4, 5):
-                g = F._to_last(np.ascontiguousarray(g))
+                g = _to_last(np.ascontiguousarray(g))
             result.append(g)
         del shapes
         return result[0] if len(result) == 1 else tuple(result)

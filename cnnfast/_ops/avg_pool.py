@@ -1,0 +1,120 @@
+"""avg_pool{1,2,3}d and their backward on the plane kernels
+(cnnfast._ext._pool), channels-last in place for 1-D and 2-D; the divisors
+follow torch's count_include_pad and divisor_override rules
+(pool_validation.avg_pool_divisors)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _plan as P
+from .. import _validation as V
+from .._ext import _pool
+from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
+from .pool_validation import (
+    avg_pool_divisors, divisor_override_arg, input_shape_arg, pool_geometry,
+)
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override, data_format="channels_first"):
+    last = V.channels_last(data_format)
+    geom = pool_geometry(nd, "avg", _first_view(x) if last else x, kernel_size, stride,
+                         padding, 1, ceil_mode)
+    divisors = avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
+                                 divisor_override_arg(divisor_override))
+    if last and P.pool_channels_last_native(nd, geom.channels):
+        x4 = V.kernel_array(x, geom.dtype).reshape(geom.last_planes_shape)
+        out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
+        kernel, stride3, padding3, _ = geom.last_kernel_args
+        _pool.avg_pool_forward(x4, out.reshape(geom.last_out_planes_shape), kernel, stride3,
+                               padding3, geom.last_divisors(divisors), P.pool_threads(x4.size))
+        return out
+    if last:
+        return _to_last(_avg_pool(nd, _to_first(x), kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad, divisor_override))
+    x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
+    out = np.empty(geom.out_shape, dtype=geom.dtype)
+    kernel, stride3, padding3, _ = geom.kernel_args
+    _pool.avg_pool_forward(x4, out.reshape(geom.out_planes_shape), kernel, stride3, padding3,
+                           tuple(divisors), P.pool_threads(x4.size))
+    return out
+
+
+def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, data_format="channels_first"):
+    op = f"avg_pool{nd}d_backward"
+    last = V.channels_last(data_format)
+    V.check_array(grad_out, "grad_out")
+    dtype = V.common_float_dtype(grad_out=grad_out)
+    input_shape = input_shape_arg(input_shape, nd + 2, op)
+    geom = pool_geometry(nd, "avg", None, kernel_size, stride, padding, 1, ceil_mode,
+                         input_shape=_shape_first(input_shape) if last else input_shape,
+                         dtype=dtype)
+    V.expect_shape(grad_out, _shape_last(geom.out_shape) if last else geom.out_shape,
+                   "grad_out", f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
+    divisors = avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
+                                 divisor_override_arg(divisor_override))
+    if last and P.pool_channels_last_native(nd, geom.channels):
+        grad_x = np.empty(input_shape, dtype=dtype)
+        kernel, stride3, padding3, _ = geom.last_kernel_args
+        _pool.avg_pool_backward(
+            V.kernel_array(grad_out, dtype).reshape(geom.last_out_planes_shape),
+            grad_x.reshape(geom.last_planes_shape), kernel, stride3, padding3,
+            geom.last_divisors(divisors), P.pool_threads(grad_x.size))
+        return grad_x
+    if last:
+        return _to_last(_avg_pool_backward(nd, _to_first(grad_out), _shape_first(input_shape),
+                                           kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override))
+    grad_x = np.empty(input_shape, dtype=dtype)
+    kernel, stride3, padding3, _ = geom.kernel_args
+    _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(geom.out_planes_shape),
+                            grad_x.reshape(geom.planes_shape), kernel, stride3, padding3,
+                            tuple(divisors), P.pool_threads(grad_x.size))
+    return grad_x
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
+    """Average pooling of x (N, C, L)."""
+    return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, data_format)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
+    """Average pooling of x (N, C, H, W) as torch.nn.functional.avg_pool2d."""
+    return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, data_format)
+
+
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, data_format="channels_first"):
+    """Average pooling of x (N, C, D, H, W)."""
+    return _avg_pool(3, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, data_format)
+
+
+def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
+    """Gradient of avg_pool1d wrt x."""
+    return _avg_pool_backward(1, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override, data_format)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
+    """Gradient of avg_pool2d wrt x: each output's gradient spread evenly
+    (same divisor as forward) over its window; overlaps sum."""
+    return _avg_pool_backward(2, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override, data_format)
+
+
+def avg_pool3d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        data_format="channels_first"):
+    """Gradient of avg_pool3d wrt x."""
+    return _avg_pool_backward(3, grad_out, input_shape, kernel_size, stride, padding,
+                              ceil_mode, count_include_pad, divisor_override, data_format)
