@@ -381,6 +381,10 @@ POOL_CASES = [   # (x shape channels-first, pooling arguments)
     ((1, 17, 8, 8), dict(kernel_size=2)),
     ((2, 16, 7, 10), dict(kernel_size=3, stride=2, ceil_mode=True, padding=(1, 0))),
     ((0, 8, 4, 4), dict(kernel_size=2)),
+    # the ring of row maxima: dilated rows (5 slots), windows wider than the stride
+    ((2, 19, 13, 11), dict(kernel_size=(3, 2), stride=1, dilation=(2, 3), padding=1)),
+    ((1, 33, 20, 9), dict(kernel_size=5, stride=3, padding=2, ceil_mode=True)),
+    ((1, 5, 6, 5), dict(kernel_size=(6, 1))),
 ]
 
 
@@ -398,6 +402,19 @@ def test_max_pool_equals_channels_first(case, dtype):
     assert got.dtype == dtype and got.flags.c_contiguous
     np.testing.assert_array_equal(np.signbit(_first(got)), np.signbit(expected))
     np.testing.assert_array_equal(_first(got), expected)
+
+
+@pytest.mark.parametrize("case", POOL_CASES[:3] + POOL_CASES[-3:], ids=str)
+def test_max_pool_threads_split_rows_alike(case):
+    """Items are blocks of output rows, each thread with its own ring of row
+    maxima: any thread count gives the same result."""
+    xs, kw = case
+    x = np.random.default_rng(19).standard_normal((3,) + xs[1:]).astype(np.float32)
+    expected = cnnfast.max_pool2d(x, **kw)
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            got = cnnfast.max_pool2d(_last(x), **kw, data_format="channels_last")
+        np.testing.assert_array_equal(_first(got), expected)
 
 
 def test_max_pool_1d_and_threads():

@@ -40,7 +40,8 @@ cdef extern from "nhwc_kernels.h" nogil:
                            double hi, int m) noexcept nogil
         void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                          cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
-                         cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1) noexcept nogil
+                         cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1, void *ring,
+                         cf_idx *tags) noexcept nogil
         void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0,
                            cf_idx c1) noexcept nogil
         void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
@@ -269,24 +270,39 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
 def max_pool(const floating[::1] x, tuple x_shape, floating[::1] out, tuple out_shape,
              tuple kernel, tuple stride, tuple padding, tuple dilation, int nthreads):
     """out (N, OH, OW, C) = max pooling of x (N, H, W, C) (csrc/nhwc/pool_nhwc.h);
-    2-tuples of window arguments, padding before. Items: (image, output row)."""
+    2-tuples of window arguments, padding before. Items: (image, block of
+    output rows), so that a thread's ring of row maxima serves the window
+    rows its output rows share; each thread has its own ring and tap table."""
     cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
     cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2]
     cdef Py_ssize_t kh = kernel[0], kw = kernel[1], sh = stride[0], sw = stride[1]
     cdef Py_ssize_t ph = padding[0], pw = padding[1], dh = dilation[0], dw = dilation[1]
-    cdef Py_ssize_t items = N * OH, i, n, oh
-    if items == 0 or OW == 0 or C == 0:
+    if N == 0 or OH == 0 or OW == 0 or C == 0:
         return
+    cdef Py_ssize_t R = (kh - 1) * dh + 1, ring_size = R * OW * C
+    # rows per item: about four items per thread (guided hands them out)
+    cdef Py_ssize_t rows = OH if nthreads <= 1 else max(1, -(-(N * OH) // (4 * nthreads)))
+    rows = min(rows, OH)
+    cdef Py_ssize_t blocks = (OH + rows - 1) // rows, items = N * blocks, i, n, t
+    cdef int team = nthreads if nthreads > 1 and items > 1 else 1
+    rings_arr = np.empty(team * ring_size, dtype=np.asarray(out).dtype)
+    tags_arr = np.empty(team * (R + 2 * OW), dtype=np.intp)
+    cdef floating[::1] rings = rings_arr
+    cdef cf_idx[::1] tags = tags_arr
     cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
     with nogil:
-        if nthreads > 1 and items > 1:
-            for i in prange(items, num_threads=nthreads, schedule='guided'):
-                kt.max_pool(&x[0] + i // OH * H * W * C, &out[0] + i // OH * OH * OW * C,
-                            C, H, W, OW, kh, kw, sh, sw, ph, pw, dh, dw, i % OH, i % OH + 1)
+        if team > 1:
+            for i in prange(items, num_threads=team, schedule='guided'):
+                t = cf_thread_num()
+                n = i // blocks
+                kt.max_pool(&x[0] + n * H * W * C, &out[0] + n * OH * OW * C, C, H, W, OW,
+                            kh, kw, sh, sw, ph, pw, dh, dw, i % blocks * rows,
+                            min(OH, i % blocks * rows + rows), &rings[t * ring_size],
+                            &tags[t * (R + 2 * OW)])
         else:
             for n in range(N):
                 kt.max_pool(&x[0] + n * H * W * C, &out[0] + n * OH * OW * C, C, H, W, OW,
-                            kh, kw, sh, sw, ph, pw, dh, dw, 0, OH)
+                            kh, kw, sh, sw, ph, pw, dh, dw, 0, OH, &rings[0], &tags[0])
 
 
 def global_avg(const floating[::1] x, Py_ssize_t N, Py_ssize_t P, Py_ssize_t C,

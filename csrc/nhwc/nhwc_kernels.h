@@ -30,7 +30,7 @@ typedef struct {
     /* pool_nhwc.h */
     void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                      cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
-                     cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1);
+                     cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1, void *ring, cf_idx *tags);
     void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0, cf_idx c1);
     /* conv_nhwc_backward.h */
     void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
