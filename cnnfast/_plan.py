@@ -405,6 +405,17 @@ def depthwise_split(s: _Shape, gradient: str, threads: int, vw: int, last: bool)
     return (_blocks(rows, N * (C * s.K if gradient == "forward" else C), target),)
 
 
+def _depthwise_edges(s: _Shape) -> int:
+    """Outputs of a row whose windows cross the input's width edges (the
+    channels-last forward's pointer tables): outside the interior that
+    cf_out_range (csrc/common/cf_base.h) gives."""
+    W, OW, KW = s.in_size[2], s.out_size[2], s.kernel[2]
+    sw, pw, dw = s.stride[2], s.pad[2], s.dilation[2]
+    lo = min(max(0, -(-pw // sw)), OW)
+    hi = max(min(OW, (W - (KW - 1) * dw - 1 + pw) // sw + 1), lo)
+    return OW - (hi - lo)
+
+
 def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info: dict,
                      last: bool) -> dict:
     """The depthwise driver's work arrays, name -> (elements, kind), as
@@ -428,9 +439,10 @@ def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info:
             return dict([taps])
         return dict([zero, ("dw_acc", (threads * KV * (vw + 1), "f")),
                      ("dw_partial", (split[0] * C * M * KV if split[0] > 1 else 0, "f"))])
-    if gradient == "forward":
+    if gradient == "forward":   # tap rows (pointer, step) and the edge outputs' taps
+        rows = math.prod(s.kernel[:2])
         return {"dw_wpk": (M * (KV + 1) * Cp, "f"), "dw_zero": (Cp, "f"),
-                "dw_px": (threads * 2 * KV, "i")}
+                "dw_px": (threads * (2 * rows + KV * _depthwise_edges(s)), "i")}
     if gradient == "x":
         return {"dw_wpk": (M * KV * Cp + Cp, "f"), "dw_px": (threads * 4 * KV, "i")}
     return {"dw_zero": (Cp, "f"), "dw_partial": (split[0] * M * KV * Cp, "f"),

@@ -332,20 +332,14 @@ cdef inline void _channel_block(Py_ssize_t C, Py_ssize_t vw, Py_ssize_t b, Py_ss
 
 cdef void _forward_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,
                              floating dummy) noexcept nogil:
-    """Item (image and output row, block of channels)."""
+    """Item (image and output row, block of channels); the kernel applies the
+    epilogue before its stores."""
     cdef Py_ssize_t blk = i % j.blocks, r = i // j.blocks, c0, c1
     _channel_block(g.C, j.vw, blk, j.blocks, &c0, &c1)
-    if c0 >= c1:
-        return
-    _kernels(<floating> 0).forward_last(j.a, j.b, j.bias, j.out, r, c0, c1, j.M, g, j.zero,
-                                        j.work + cf_thread_num() * j.stride)
-    cdef Py_ssize_t at = r * g.OW * g.K + c0 * j.M
-    cdef const floating *res = NULL
-    if j.epilogue:   # the row's pixels, channels c0*M .. c1*M of each
-        if j.res != NULL:
-            res = (<const floating *> j.res) + at
-        _kernels(<floating> 0).epilogue((<floating *> j.out) + at, res, g.OW, g.K,
-                                        (c1 - c0) * j.M, j.clamp, j.lo, j.hi)
+    if c0 < c1:
+        _kernels(<floating> 0).forward_last(j.a, j.b, j.bias, j.out, r, c0, c1, j.M, g, j.zero,
+                                            j.work + cf_thread_num() * j.stride, j.res,
+                                            j.clamp, j.lo, j.hi)
 
 
 cdef void _input_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,

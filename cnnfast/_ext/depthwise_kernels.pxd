@@ -20,7 +20,8 @@ cdef extern from "conv_depthwise_kernels.h" nogil:
                                        void *acc) noexcept nogil
         void (*forward_last)(const void *x, const void *wpk, const void *bpk, void *out,
                              cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
-                             const void *zero, void *px) noexcept nogil
+                             const void *zero, void *work, const void *res, int clamp,
+                             double lo, double hi) noexcept nogil
         void (*backward_input_last)(const void *go, const void *wpk, const void *bpk,
                                     void *gx, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
                                     const cf_geom *g, void *work) noexcept nogil
