@@ -351,9 +351,16 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
 # ------------------------------------------------------------- depthwise
 
 # Items a depthwise weight gradient is cut into at least (channels x blocks of
-# batch rows), whatever the thread count: its partial sums are then added in
+# batch rows; channels-last: blocks of batch rows, all channels each),
+# whatever the thread count: its partial sums are then added in
 # the same order on 1, 2 or 3 threads, so the result is bit-identical.
 DEPTHWISE_WEIGHT_ITEMS = 16
+# ...but with channels-last (every item all channels) a block holds at least
+# this many output pixels, and there are at least 2 blocks: each block's
+# partial sums (KV x C) are zeroed and added up afterwards, which at 14x14
+# with 14 blocks cost as much as the sums themselves (384 channels: 0.084
+# ms against PyTorch's 0.069).
+DEPTHWISE_WEIGHT_BLOCK_PIXELS = 256
 # Items per thread the forward and input gradient aim for (planes, or rows
 # with channels-last), so a batch of one image with few channels still shares
 # evenly: blocks of rows (channel blocks) are added until there are as many.
@@ -392,13 +399,18 @@ def _blocks(parts: int, items: int, target: int) -> int:
 def depthwise_split(s: _Shape, gradient: str, threads: int, vw: int, last: bool) -> tuple:
     """The depthwise driver's partition: (blocks,) of rows per plane
     (channels-first forward and input gradient), of channels per row
-    (channels-last forward and input gradient) or of batch rows per channel
-    (weight gradient, on the shape alone: DEPTHWISE_WEIGHT_ITEMS)."""
+    (channels-last forward and input gradient) or of batch rows (weight
+    gradient: per channel, channels-last all channels at once; on the shape
+    alone: DEPTHWISE_WEIGHT_ITEMS, DEPTHWISE_WEIGHT_BLOCK_PIXELS)."""
     C, N = s.groups, s.N
     nvec = -(-C // vw)
     rows = math.prod(s.out_size[:2]) if gradient != "x" else math.prod(s.in_size[:2])
+    if gradient == "weight" and last:
+        pixels = N * math.prod(s.out_size)
+        return (min(N * rows, DEPTHWISE_WEIGHT_ITEMS,
+                    max(2, pixels // DEPTHWISE_WEIGHT_BLOCK_PIXELS)),)
     if gradient == "weight":
-        return (_blocks(N * rows, nvec if last else C * s.K, DEPTHWISE_WEIGHT_ITEMS),)
+        return (_blocks(N * rows, C * s.K, DEPTHWISE_WEIGHT_ITEMS),)
     target = DEPTHWISE_ITEMS_PER_THREAD * threads if threads > 1 else 1
     if last:
         return (_blocks(nvec, N * rows, target),)
@@ -446,7 +458,7 @@ def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info:
     if gradient == "x":
         return {"dw_wpk": (M * KV * Cp + Cp, "f"), "dw_px": (threads * 4 * KV, "i")}
     return {"dw_zero": (Cp, "f"), "dw_partial": (split[0] * M * KV * Cp, "f"),
-            "dw_acc": (threads * M * KV * vw, "f"), "dw_px": (threads * 2 * KV, "i")}
+            "dw_px": (threads * 2 * (KV + math.prod(s.kernel[:2])), "i")}
 
 
 # --------------------------------------------------------------- the plan

@@ -385,3 +385,28 @@ def test_the_channels_last_forward_takes_any_tap_rows_and_wide_padding(rng, dtyp
     y = _first(cnnfast.conv2d(_last(x), w, **args, data_format="channels_last"))
     np.testing.assert_allclose(y, reference.conv2d(x, w, **args), atol=tolerance(dtype, 9),
                                rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 20, 48])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_channels_last_weight_gradient_tiles_match_the_reference(rng, dtype, channels,
+                                                                     stride):
+    """The NHWC weight gradient's row tiles (pixels side by side, the rest
+    one by one, padded rows read as zeros) and its edge pixels, for rows of
+    1..14 outputs and channel counts that are part of a vector or end in
+    one; 1 and 3 threads agree to the bit (blocks of rows by shape)."""
+    for width in (1, 2, 3, 5, 7, 8, 13, 14):
+        x = rng.standard_normal((2, channels, 4, width)).astype(dtype)
+        w = rng.standard_normal((channels, 1, 3, 3)).astype(dtype)
+        args = dict(stride=stride, padding=1, groups=channels)
+        go = rng.standard_normal(reference.conv2d(x, w, **args).shape).astype(dtype)
+        want = reference.conv2d_backward(go, x, w, **args)[1]
+        got = []
+        for threads in (1, 3):
+            with cnnfast.num_threads(threads):
+                got.append(cnnfast.conv2d_backward(_last(go), _last(x), w, **args,
+                                                   need=("weight",),
+                                                   data_format="channels_last")[1])
+        np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, go[:, :1].size), rtol=0)
+        np.testing.assert_array_equal(got[0], got[1])

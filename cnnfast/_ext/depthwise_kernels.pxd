@@ -26,8 +26,8 @@ cdef extern from "conv_depthwise_kernels.h" nogil:
                                     void *gx, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
                                     const cf_geom *g, void *work) noexcept nogil
         void (*backward_weight_last)(const void *x, const void *go, void *part, cf_idx r0,
-                                     cf_idx r1, cf_idx c, cf_idx M, const cf_geom *g,
-                                     const void *zero, void *acc, void *px) noexcept nogil
+                                     cf_idx r1, cf_idx M, const cf_geom *g, const void *zero,
+                                     void *px) noexcept nogil
         void (*epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
                          cf_idx len, int clamp, double lo, double hi) noexcept nogil
 
