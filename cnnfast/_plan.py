@@ -351,9 +351,16 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
 # ------------------------------------------------------------- depthwise
 
 # Items a depthwise weight gradient is cut into at least (channels x blocks of
-# batch rows), whatever the thread count: its partial sums are then added in
+# batch rows; channels-last: blocks of batch rows, all channels each),
+# whatever the thread count: its partial sums are then added in
 # the same order on 1, 2 or 3 threads, so the result is bit-identical.
 DEPTHWISE_WEIGHT_ITEMS = 16
+# ...but with channels-last (every item all channels) a block holds at least
+# this many output pixels, and there are at least 2 blocks: each block's
+# partial sums (KV x C) are zeroed and added up afterwards, which at 14x14
+# with 14 blocks cost as much as the sums themselves (384 channels: 0.084
+# ms against PyTorch's 0.069).
+DEPTHWISE_WEIGHT_BLOCK_PIXELS = 256
 # Items per thread the forward and input gradient aim for (planes, or rows
 # with channels-last), so a batch of one image with few channels still shares
 # evenly: blocks of rows (channel blocks) are added until there are as many.
@@ -392,17 +399,33 @@ def _blocks(parts: int, items: int, target: int) -> int:
 def depthwise_split(s: _Shape, gradient: str, threads: int, vw: int, last: bool) -> tuple:
     """The depthwise driver's partition: (blocks,) of rows per plane
     (channels-first forward and input gradient), of channels per row
-    (channels-last forward and input gradient) or of batch rows per channel
-    (weight gradient, on the shape alone: DEPTHWISE_WEIGHT_ITEMS)."""
+    (channels-last forward and input gradient) or of batch rows (weight
+    gradient: per channel, channels-last all channels at once; on the shape
+    alone: DEPTHWISE_WEIGHT_ITEMS, DEPTHWISE_WEIGHT_BLOCK_PIXELS)."""
     C, N = s.groups, s.N
     nvec = -(-C // vw)
     rows = math.prod(s.out_size[:2]) if gradient != "x" else math.prod(s.in_size[:2])
+    if gradient == "weight" and last:
+        pixels = N * math.prod(s.out_size)
+        return (min(N * rows, DEPTHWISE_WEIGHT_ITEMS,
+                    max(2, pixels // DEPTHWISE_WEIGHT_BLOCK_PIXELS)),)
     if gradient == "weight":
-        return (_blocks(N * rows, nvec if last else C * s.K, DEPTHWISE_WEIGHT_ITEMS),)
+        return (_blocks(N * rows, C * s.K, DEPTHWISE_WEIGHT_ITEMS),)
     target = DEPTHWISE_ITEMS_PER_THREAD * threads if threads > 1 else 1
     if last:
         return (_blocks(nvec, N * rows, target),)
     return (_blocks(rows, N * (C * s.K if gradient == "forward" else C), target),)
+
+
+def _depthwise_edges(s: _Shape) -> int:
+    """Outputs of a row whose windows cross the input's width edges (the
+    channels-last forward's pointer tables): outside the interior that
+    cf_out_range (csrc/common/cf_base.h) gives."""
+    W, OW, KW = s.in_size[2], s.out_size[2], s.kernel[2]
+    sw, pw, dw = s.stride[2], s.pad[2], s.dilation[2]
+    lo = min(max(0, -(-pw // sw)), OW)
+    hi = max(min(OW, (W - (KW - 1) * dw - 1 + pw) // sw + 1), lo)
+    return OW - (hi - lo)
 
 
 def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info: dict,
@@ -428,13 +451,14 @@ def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info:
             return dict([taps])
         return dict([zero, ("dw_acc", (threads * KV * (vw + 1), "f")),
                      ("dw_partial", (split[0] * C * M * KV if split[0] > 1 else 0, "f"))])
-    if gradient == "forward":
+    if gradient == "forward":   # tap rows (pointer, step) and the edge outputs' taps
+        rows = math.prod(s.kernel[:2])
         return {"dw_wpk": (M * (KV + 1) * Cp, "f"), "dw_zero": (Cp, "f"),
-                "dw_px": (threads * 2 * KV, "i")}
+                "dw_px": (threads * (2 * rows + KV * _depthwise_edges(s)), "i")}
     if gradient == "x":
         return {"dw_wpk": (M * KV * Cp + Cp, "f"), "dw_px": (threads * 4 * KV, "i")}
     return {"dw_zero": (Cp, "f"), "dw_partial": (split[0] * M * KV * Cp, "f"),
-            "dw_acc": (threads * M * KV * vw, "f"), "dw_px": (threads * 2 * KV, "i")}
+            "dw_px": (threads * 2 * (KV + math.prod(s.kernel[:2])), "i")}
 
 
 # --------------------------------------------------------------- the plan

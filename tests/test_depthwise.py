@@ -326,3 +326,87 @@ def test_the_plan_splits_batch_one_over_threads_and_routes_narrow_rows():
     weight = cnnfast.explain_conv((1, 2, 9, 70), (2, 1, 3, 3), padding=1, groups=2,
                                   need=("weight",), threads=1).passes["weight"]
     assert 2 * weight.split[0] >= _plan.DEPTHWISE_WEIGHT_ITEMS   # any thread count
+
+
+def _buffer_at(a, offset):
+    """A C-contiguous copy of a starting `offset` elements into a fresh buffer
+    (the kernels' vector loads then meet every 64-byte alignment phase)."""
+    buf = np.empty(a.size + 16, a.dtype)
+    view = buf[offset:offset + a.size].reshape(a.shape)
+    view[...] = a
+    return view
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 20, 48, 50, 64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_channels_last_forward_tiles_match_the_reference(rng, dtype, channels, stride):
+    """The NHWC forward kernel's tile edges: rows of 1..27 outputs (edge
+    pairs, interior tiles of 6, 4, 2 and 1 pixels, rows with no interior),
+    channel counts that are part of a vector, end in an overlapping vector
+    or take the aligned-vector phase (48, 64), inputs at every alignment,
+    the fused residual and ReLU6 (NaN kept), bias; 1 and 3 threads agree to
+    the bit (channel blocks)."""
+    for width, offset in zip((1, 2, 3, 4, 5, 7, 8, 13, 14, 27), range(99)):
+        x = rng.standard_normal((2, channels, 3, width)).astype(dtype)
+        x[0, 0, 1, 0] = np.nan
+        w = rng.standard_normal((channels, 1, 3, 3)).astype(dtype)
+        b = rng.standard_normal(channels).astype(dtype)
+        args = dict(stride=stride, padding=1, groups=channels)
+        y = reference.conv2d(x, w, b, **args)
+        res = rng.standard_normal(y.shape).astype(dtype)
+        want = np.clip(y + res, 0, 6)
+        geom = cnnfast._validation.conv_geometry(2, x, w, b, **args)
+        got = []
+        for threads in (1, 3):
+            with cnnfast.num_threads(threads):
+                plan = _plan.plan_conv(geom, "auto", ("forward",), channels_last=True)
+                got.append(_first(cnnfast.functional._depthwise_forward(
+                    geom, plan.passes["forward"], _buffer_at(_last(x), offset % 8), w, b,
+                    (0.0, 6.0), _buffer_at(_last(res), offset % 5), last=True)))
+        np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, 9), rtol=0)
+        assert np.isnan(got[0][0, 0, 0, 0]) and np.isnan(want[0, 0, 0, 0])
+        np.testing.assert_array_equal(got[0], got[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_channels_last_forward_takes_any_tap_rows_and_wide_padding(rng, dtype):
+    """Three tap rows from two dims (a 3x1x3 kernel: the 3x3 tile), and
+    padding wider than the row (no output's window inside it)."""
+    x = rng.standard_normal((1, 20, 4, 5, 9)).astype(dtype)
+    w = rng.standard_normal((20, 1, 3, 1, 3)).astype(dtype)
+    for args in (dict(padding=1), dict(padding=(1, 0, 1), stride=(1, 1, 2))):
+        y = _first(cnnfast.conv3d(_last(x), w, **args, groups=20, data_format="channels_last"))
+        np.testing.assert_allclose(y, reference.conv3d(x, w, **args, groups=20),
+                                   atol=tolerance(dtype, 9), rtol=0)
+    x = rng.standard_normal((2, 18, 3, 1)).astype(dtype)
+    w = rng.standard_normal((18, 1, 3, 3)).astype(dtype)
+    args = dict(padding=((1, 1), (4, 0)), groups=18)
+    y = _first(cnnfast.conv2d(_last(x), w, **args, data_format="channels_last"))
+    np.testing.assert_allclose(y, reference.conv2d(x, w, **args), atol=tolerance(dtype, 9),
+                               rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 20, 48])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_channels_last_weight_gradient_tiles_match_the_reference(rng, dtype, channels,
+                                                                     stride):
+    """The NHWC weight gradient's row tiles (pixels side by side, the rest
+    one by one, padded rows read as zeros) and its edge pixels, for rows of
+    1..14 outputs and channel counts that are part of a vector or end in
+    one; 1 and 3 threads agree to the bit (blocks of rows by shape)."""
+    for width in (1, 2, 3, 5, 7, 8, 13, 14):
+        x = rng.standard_normal((2, channels, 4, width)).astype(dtype)
+        w = rng.standard_normal((channels, 1, 3, 3)).astype(dtype)
+        args = dict(stride=stride, padding=1, groups=channels)
+        go = rng.standard_normal(reference.conv2d(x, w, **args).shape).astype(dtype)
+        want = reference.conv2d_backward(go, x, w, **args)[1]
+        got = []
+        for threads in (1, 3):
+            with cnnfast.num_threads(threads):
+                got.append(cnnfast.conv2d_backward(_last(go), _last(x), w, **args,
+                                                   need=("weight",),
+                                                   data_format="channels_last")[1])
+        np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, go[:, :1].size), rtol=0)
+        np.testing.assert_array_equal(got[0], got[1])

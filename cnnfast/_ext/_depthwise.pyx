@@ -12,7 +12,8 @@ kind)); this module computes, with the GIL released.
 Items own disjoint outputs: channels-first (image, plane, block of rows),
 channels-last (image and row, block of channels), so a batch of one image
 keeps every thread busy. The weight gradient's items (channel, block of
-batch rows) write partial sums to their own slots, added in block order
+batch rows; channels-last: block of batch rows, every channel) write partial
+sums to their own slots, added in block order
 afterwards; the blocks depend on the shape alone. No result depends on
 which thread runs an item, so the items are handed out `guided`, as in
 _conv.pyx (a descheduled thread takes fewer: on the loaded 2-core machine
@@ -90,8 +91,7 @@ cdef struct _job:
     void *out                # the result, or the weight gradient's partial sums
     const void *zero         # a row (channels-first) or pixel (channels-last) of zeros
     char *work               # per-thread work, `stride` bytes apart
-    char *px                 # channels-last weight gradient: per-thread tap pointers
-    Py_ssize_t stride, px_stride, blocks, rows, M, vw, pstride
+    Py_ssize_t stride, blocks, rows, M, vw, pstride
     const void *res          # fused residual (laid out as out) or NULL
     bint clamp, epilogue     # clamp to [lo, hi] (a fused activation); any epilogue at all
     double lo, hi
@@ -332,20 +332,14 @@ cdef inline void _channel_block(Py_ssize_t C, Py_ssize_t vw, Py_ssize_t b, Py_ss
 
 cdef void _forward_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,
                              floating dummy) noexcept nogil:
-    """Item (image and output row, block of channels)."""
+    """Item (image and output row, block of channels); the kernel applies the
+    epilogue before its stores."""
     cdef Py_ssize_t blk = i % j.blocks, r = i // j.blocks, c0, c1
     _channel_block(g.C, j.vw, blk, j.blocks, &c0, &c1)
-    if c0 >= c1:
-        return
-    _kernels(<floating> 0).forward_last(j.a, j.b, j.bias, j.out, r, c0, c1, j.M, g, j.zero,
-                                        j.work + cf_thread_num() * j.stride)
-    cdef Py_ssize_t at = r * g.OW * g.K + c0 * j.M
-    cdef const floating *res = NULL
-    if j.epilogue:   # the row's pixels, channels c0*M .. c1*M of each
-        if j.res != NULL:
-            res = (<const floating *> j.res) + at
-        _kernels(<floating> 0).epilogue((<floating *> j.out) + at, res, g.OW, g.K,
-                                        (c1 - c0) * j.M, j.clamp, j.lo, j.hi)
+    if c0 < c1:
+        _kernels(<floating> 0).forward_last(j.a, j.b, j.bias, j.out, r, c0, c1, j.M, g, j.zero,
+                                            j.work + cf_thread_num() * j.stride, j.res,
+                                            j.clamp, j.lo, j.hi)
 
 
 cdef void _input_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,
@@ -360,13 +354,10 @@ cdef void _input_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,
 
 cdef void _weight_last_item(Py_ssize_t i, const _job *j, const cf_geom *g,
                             floating dummy) noexcept nogil:
-    """Item (vector of channels, block of batch rows): its partial sums."""
-    cdef Py_ssize_t blk = i % j.blocks, v = i // j.blocks
-    cdef int tid = cf_thread_num()
+    """Item (block of batch rows, all channels): its partial sums."""
     _kernels(<floating> 0).backward_weight_last(
-        j.a, j.b, (<floating *> j.out) + blk * j.pstride, _part(j.rows, blk, j.blocks),
-        _part(j.rows, blk + 1, j.blocks), v * j.vw, j.M, g, j.zero,
-        j.work + tid * j.stride, j.px + tid * j.px_stride)
+        j.a, j.b, (<floating *> j.out) + i * j.pstride, _part(j.rows, i, j.blocks),
+        _part(j.rows, i + 1, j.blocks), j.M, g, j.zero, j.work + cf_thread_num() * j.stride)
 
 
 cdef Py_ssize_t _padded_channels(Py_ssize_t C, floating dummy) noexcept nogil:
@@ -446,15 +437,12 @@ def weight_last(const floating[:, :, :, :, ::1] go, const floating[:, :, :, :, :
     cdef floating[::1] zero = _work(arrays, "dw_zero", <floating> 0)
     cdef floating[::1] part = _work(arrays, "dw_partial", <floating> 0)
     zero[:] = 0
-    _set_work(&j, _work(arrays, "dw_acc", <floating> 0), nthreads)
-    px = _work(arrays, "dw_px", <floating> 0)
-    j.px = <char *> <Py_ssize_t> px.ctypes.data
-    j.px_stride = px.nbytes // nthreads
+    _set_work(&j, _work(arrays, "dw_px", <floating> 0), nthreads)
     j.pstride = M * KV * Cp
     j.a = &x[0, 0, 0, 0, 0]
     j.b = &go[0, 0, 0, 0, 0]
     j.out = &part[0]
     j.zero = &zero[0]
     with nogil:
-        _run(WEIGHT_LAST, Cp // j.vw * j.blocks, &j, &g, nthreads, <floating> 0)
+        _run(WEIGHT_LAST, j.blocks, &j, &g, nthreads, <floating> 0)
         _sum_blocks(&part[0], &gw[0, 0, 0, 0, 0], g.C, M, KV, Cp, j.blocks, True, nthreads)

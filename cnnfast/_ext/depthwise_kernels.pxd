@@ -20,13 +20,14 @@ cdef extern from "conv_depthwise_kernels.h" nogil:
                                        void *acc) noexcept nogil
         void (*forward_last)(const void *x, const void *wpk, const void *bpk, void *out,
                              cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
-                             const void *zero, void *px) noexcept nogil
+                             const void *zero, void *work, const void *res, int clamp,
+                             double lo, double hi) noexcept nogil
         void (*backward_input_last)(const void *go, const void *wpk, const void *bpk,
                                     void *gx, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
                                     const cf_geom *g, void *work) noexcept nogil
         void (*backward_weight_last)(const void *x, const void *go, void *part, cf_idx r0,
-                                     cf_idx r1, cf_idx c, cf_idx M, const cf_geom *g,
-                                     const void *zero, void *acc, void *px) noexcept nogil
+                                     cf_idx r1, cf_idx M, const cf_geom *g, const void *zero,
+                                     void *px) noexcept nogil
         void (*epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride,
                          cf_idx len, int clamp, double lo, double hi) noexcept nogil
 

@@ -12,3 +12,4 @@
 #undef CF_LANES_NVMAX
 #undef CF_LANES_PIXELS
 #undef CF_LANES_IMAGES
+#undef CF_DW_PIXELS

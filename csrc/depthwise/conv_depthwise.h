@@ -377,132 +377,267 @@ CF_INLINE void FN(dw_tap_pixels)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh, 
     }
 }
 
-/* NCH vectors of channels from c of one output pixel, multiplier index m. */
-CF_INLINE void FN(dw_last_chunk)(const CF_T *const *px, cf_idx KVOL, const CF_T *wpk,
-                                 const CF_T *bpk, cf_idx Cp, cf_idx c, cf_idx cnt, CF_T *o,
-                                 cf_idx M, const int NCH) {
-    CF_V acc[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < NCH; q++) memcpy(&acc[q], bpk + c + q * CF_VW, sizeof(CF_V));
-    for (cf_idx t = 0; t < KVOL; t++) {
-        const CF_T *wt = wpk + t * Cp + c;
-#pragma GCC unroll 4
-        for (int q = 0; q < NCH; q++) {
-            CF_V wv;
-            memcpy(&wv, wt + q * CF_VW, sizeof wv);
-            acc[q] += FN(dw_load_lanes)(px[t] + c + q * CF_VW, 1, cnt) * wv;
+/* ------------------------------------------------ channels-last forward
+ * One output row per call. Its KD*KH tap rows are found once (dw_rows_last):
+ * a row of the input with a pixel step of C, or a row of zero padding as the
+ * `zero` pixel with step 0, so padded rows need no test in the loops. The
+ * outputs whose windows lie inside the input's width (the interior) read
+ * tap row + column * step directly; the few whose windows cross the width's
+ * edges read a table of one pointer per tap (XNNPACK's indirection buffer:
+ * `zero` for the padding), built once per row. Then, for each vector of
+ * channels, the bias (and for the edges the 3x3 weights) loaded once, the
+ * row's pixels run in tiles of CF_DW_PIXELS side by side (independent
+ * accumulator chains): a 3x3 tile loads each input column of a tap row once
+ * and adds it to every pixel whose window holds it (stride 1: PX + 2 loads
+ * for 3*PX FMAs per tap row, stride 2: 2*PX + 1; the one-pixel-at-a-time
+ * kernel before it loaded a vector per FMA and ran 1.3-1.7x slower). The
+ * fused epilogue (residual, clamp) runs on the accumulators before the only
+ * store. Every output sums bias + its taps in (kd, kh, kw) order, as the
+ * reference lays out its columns. */
+
+/* What the tiles of one output row read and write. */
+typedef struct {
+    const CF_T *const *rp; /* tap rows: pixel 0 of each (dw_rows_last) */
+    const cf_idx *ps;      /* ...and the step between their pixels: C, or 0 */
+    const CF_T *const *edge; /* KVOL pointers per edge output (dw_edge_pointers) */
+    const CF_T *wpk, *bpk;   /* packed weights [M][KVOL][Cp], bias [M][Cp] */
+    CF_T *out;               /* the row's output pixel 0, [OW][K] */
+    const CF_T *res;         /* the residual laid out as out, or NULL */
+    cf_idx KW, KVOL, Cp, K, M, sw, pw, dw;
+    cf_idx lo, hi, OW;       /* the interior outputs [lo, hi) of [0, OW) */
+    int clamp;
+    CF_T clo, chi;
+    CF_V clov, chiv;         /* clo and chi in every lane */
+} FN(dw_row_last);
+
+/* The KD*KH tap rows of output row (n, od, oh): rp[r] the input row's pixel
+ * 0 (the row itself, or the one a non-zero padding mode copies) and ps[r] =
+ * C, or for a row of zero padding rp[r] = zero and ps[r] = 0. */
+CF_INLINE void FN(dw_rows_last)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh, const cf_geom *g,
+                                const CF_T *zero, const CF_T **rp, cf_idx *ps) {
+    const CF_T *img = x + n * g->D * g->H * g->W * g->C;
+    cf_idx r = 0;
+    for (cf_idx kd = 0; kd < g->KD; kd++) {
+        const cf_idx id = FN(dw_source)(od * g->sd - g->pd + kd * g->dd, g->D, g->pad_mode);
+        for (cf_idx kh = 0; kh < g->KH; kh++, r++) {
+            const cf_idx ih = FN(dw_source)(oh * g->sh - g->ph + kh * g->dh, g->H, g->pad_mode);
+            const int pad = id < 0 || ih < 0;
+            rp[r] = pad ? zero : img + (id * g->H + ih) * g->W * g->C;
+            ps[r] = pad ? 0 : g->C;
         }
     }
-#pragma GCC unroll 4
-    for (int q = 0; q < NCH; q++)
-        FN(dw_store_lanes)(o + (c + q * CF_VW) * M, M, cnt, acc[q]);
 }
 
-/* The channels [c0, c1) of one pixel: vectors four at a time, then one, the
- * last ending at c1 (recomputing a few lanes, the same values) when c1 - c0
- * is not a multiple of VW; fewer than VW channels: part of one vector. */
-CF_INLINE void FN(dw_last_channels)(const CF_T *const *px, cf_idx KVOL, const CF_T *wpk,
-                                    const CF_T *bpk, cf_idx Cp, cf_idx c0, cf_idx c1, CF_T *o,
-                                    cf_idx M) {
-    if (c1 - c0 < CF_VW) {
-        FN(dw_last_chunk)(px, KVOL, wpk, bpk, Cp, c0, c1 - c0, o, M, 1);
-        return;
+/* Output e of the row's edges: [0, lo), then [hi, OW). */
+CF_INLINE cf_idx FN(dw_edge_output)(const FN(dw_row_last) *rl, cf_idx e) {
+    return e < rl->lo ? e : rl->hi + (e - rl->lo);
+}
+
+/* The tap pointers of each edge output (KVOL per output, to channel 0):
+ * the input pixel, the one a non-zero padding mode copies, or `zero`. */
+CF_INLINE void FN(dw_edge_pointers)(const FN(dw_row_last) *rl, const cf_geom *g,
+                                    const CF_T *zero, const CF_T **edge) {
+    const cf_idx nr = g->KD * g->KH, nedge = rl->OW - (rl->hi - rl->lo);
+    for (cf_idx e = 0; e < nedge; e++) {
+        const cf_idx w0 = FN(dw_edge_output)(rl, e) * g->sw - g->pw;
+        for (cf_idx r = 0; r < nr; r++)
+            for (cf_idx kw = 0; kw < g->KW; kw++) {
+                const cf_idx iw = FN(dw_source)(w0 + kw * g->dw, g->W, g->pad_mode);
+                *edge++ = (rl->ps[r] == 0 || iw < 0) ? zero : rl->rp[r] + iw * g->C;
+            }
     }
-    cf_idx c = c0;
-    for (; c + 4 * CF_VW <= c1; c += 4 * CF_VW)
-        FN(dw_last_chunk)(px, KVOL, wpk, bpk, Cp, c, CF_VW, o, M, 4);
-    for (; c + CF_VW <= c1; c += CF_VW)
-        FN(dw_last_chunk)(px, KVOL, wpk, bpk, Cp, c, CF_VW, o, M, 1);
-    if (c < c1) FN(dw_last_chunk)(px, KVOL, wpk, bpk, Cp, c1 - CF_VW, CF_VW, o, M, 1);
 }
 
-/* PX output pixels side by side, all windows inside the input (pixel j's
- * window starts at base + j*pstep), the vector of channels from c (a full
- * one, or cnt lanes): PX independent accumulator chains share each weight
- * load (one pixel's nine taps would be one dependent chain, bound by the
- * FMA latency). */
-CF_INLINE void FN(dw_last_pixels)(const CF_T *base, cf_idx pstep, const cf_idx *toff,
-                                  cf_idx KVOL, const CF_T *wpk, const CF_T *bpk, cf_idx Cp,
-                                  cf_idx c, cf_idx cnt, CF_T *o, cf_idx ostep, cf_idx M,
-                                  const int PX) {
-    CF_V acc[4], b;
-    memcpy(&b, bpk + c, sizeof b);
-#pragma GCC unroll 4
-    for (int j = 0; j < PX; j++) acc[j] = b;
-    const CF_T *xc = base + c;
+/* Output pixel ow, the cnt lanes of channels from c (multiplier index m)
+ * of y: the residual added and the clamp applied as conv_epilogue does
+ * (`<= lo ? lo : >= hi ? hi`, NaN kept), then stored. ONE: M == 1. */
+CF_INLINE void FN(dw_put_last)(const FN(dw_row_last) *rl, cf_idx ow, cf_idx c, cf_idx cnt,
+                               cf_idx m, CF_V y, const int ONE) {
+    const cf_idx M = ONE ? 1 : rl->M, at = ow * rl->K + c * M + m;
+    if (rl->res) y += FN(dw_load_lanes)(rl->res + at, M, cnt);
+    if (rl->clamp) {
+        /* two selects: lo <= hi (clamp_bounds), so the second can only
+         * replace a lo by an equal hi */
+        const CF_M below = (CF_M)(y <= rl->clo);
+        y = (CF_V)(((CF_M)y & ~below) | ((CF_M)rl->clov & below));
+        const CF_M above = (CF_M)(y >= rl->chi);
+        y = (CF_V)(((CF_M)y & ~above) | ((CF_M)rl->chiv & above));
+    }
+    FN(dw_store_lanes)(rl->out + at, M, cnt, y);
+}
+
+/* Tap t's weight vector: held in registers (wr, KV taps) or loaded. */
+#define DW_WEIGHT(t) (KV ? wr[t] : FN(dw_load_lanes)(w + (t) * rl->Cp, 1, CF_VW))
+
+/* NPX edge outputs from e through their pointer tables. */
+CF_INLINE void FN(dw_edge_tile)(const FN(dw_row_last) *rl, cf_idx e, cf_idx c, cf_idx cnt,
+                                cf_idx m, const CF_T *w, const CF_V *wr, CF_V b, const int KV,
+                                const int ONE, const int NPX) {
+    const cf_idx KVOL = KV ? KV : rl->KVOL;
+    const CF_T *const *p = rl->edge + e * KVOL;
+    CF_V acc[2];
+    for (int j = 0; j < NPX; j++) acc[j] = b;
     for (cf_idx t = 0; t < KVOL; t++) {
-        CF_V wv;
-        memcpy(&wv, wpk + t * Cp + c, sizeof wv);
-        const CF_T *xt = xc + toff[t];
-#pragma GCC unroll 4
-        for (int j = 0; j < PX; j++) acc[j] += FN(dw_load_lanes)(xt + j * pstep, 1, cnt) * wv;
+        const CF_V wt = DW_WEIGHT(t);
+#pragma GCC unroll 2
+        for (int j = 0; j < NPX; j++)
+            acc[j] += FN(dw_load_lanes)(p[j * KVOL + t] + c, 1, cnt) * wt;
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < PX; j++) FN(dw_store_lanes)(o + j * ostep + c * M, M, cnt, acc[j]);
+#pragma GCC unroll 2
+    for (int j = 0; j < NPX; j++)
+        FN(dw_put_last)(rl, FN(dw_edge_output)(rl, e + j), c, cnt, m, acc[j], ONE);
 }
 
-/* PX pixels over the channels [c0, c1): whole vectors, the last ending at
- * c1 (fewer than VW channels: part of one). */
-CF_INLINE void FN(dw_last_pixels_channels)(const CF_T *base, cf_idx pstep, const cf_idx *toff,
-                                           cf_idx KVOL, const CF_T *wpk, const CF_T *bpk,
-                                           cf_idx Cp, cf_idx c0, cf_idx c1, CF_T *o,
-                                           cf_idx ostep, cf_idx M, const int PX) {
-    if (c1 - c0 < CF_VW) {
-        FN(dw_last_pixels)(base, pstep, toff, KVOL, wpk, bpk, Cp, c0, c1 - c0, o, ostep, M, PX);
-        return;
+/* NPX interior outputs from ow0. KV == 9 (3 tap rows of 3, dilation 1,
+ * stride S): the columns of each tap row loaded once, its 3 weights with
+ * them (holding all 9 across tiles ran no faster). KV == 0: any kernel,
+ * tap by tap, each weight loaded once. */
+CF_INLINE void FN(dw_inner_tile)(const FN(dw_row_last) *rl, cf_idx ow0, cf_idx c, cf_idx cnt,
+                                 cf_idx m, const CF_T *w, const CF_V *wr, CF_V b, const int KV,
+                                 const int S, const int ONE, const int NPX) {
+    CF_V acc[CF_DW_PIXELS];
+#pragma GCC unroll 16
+    for (int j = 0; j < NPX; j++) acc[j] = b;
+    if (KV) {
+#pragma GCC unroll 3
+        for (int r = 0; r < 3; r++) {
+            const cf_idx step = rl->ps[r];
+            const CF_T *p = rl->rp[r] + (ow0 * S - rl->pw) * step + c;
+            CF_V w0, w1, w2;
+            memcpy(&w0, w + (r * 3) * rl->Cp, sizeof w0);
+            memcpy(&w1, w + (r * 3 + 1) * rl->Cp, sizeof w0);
+            memcpy(&w2, w + (r * 3 + 2) * rl->Cp, sizeof w0);
+#pragma GCC unroll 40
+            for (int col = 0; col < (NPX - 1) * S + 3; col++) {
+                CF_V v;
+                memcpy(&v, p + col * step, sizeof v);
+#if CF_LEVEL >= 4
+                /* keep the column in a register: GCC otherwise folds the
+                 * load into each of its (up to 3) FMAs, and the load port
+                 * bounds the tile (16 x 112 x 112: 58.7 -> 52.4 us) */
+                __asm__("" : "+v"(v));
+#endif
+#pragma GCC unroll 16
+                for (int j = 0; j < NPX; j++) {
+                    const int kw = col - j * S;
+                    if (kw >= 0 && kw < 3) acc[j] += v * (kw == 0 ? w0 : kw == 1 ? w1 : w2);
+                }
+            }
+        }
+    } else {
+        const cf_idx nr = rl->KVOL / rl->KW;
+        for (cf_idx r = 0, t = 0; r < nr; r++) {
+            const cf_idx step = rl->ps[r], pstep = rl->sw * step;
+            for (cf_idx kw = 0; kw < rl->KW; kw++, t++) {
+                const CF_V wt = DW_WEIGHT(t);
+                const CF_T *p = rl->rp[r] + (ow0 * rl->sw - rl->pw + kw * rl->dw) * step + c;
+#pragma GCC unroll 16
+                for (int j = 0; j < NPX; j++)
+                    acc[j] += FN(dw_load_lanes)(p + j * pstep, 1, cnt) * wt;
+            }
+        }
     }
-    for (cf_idx c = c0; c < c1; c += CF_VW)
-        FN(dw_last_pixels)(base, pstep, toff, KVOL, wpk, bpk, Cp, cf_min(c, c1 - CF_VW), CF_VW,
-                           o, ostep, M, PX);
+#pragma GCC unroll 16
+    for (int j = 0; j < NPX; j++) FN(dw_put_last)(rl, ow0 + j, c, cnt, m, acc[j], ONE);
 }
 
-/* The outputs [*lo, *hi) of output row (n, od, oh) whose windows lie inside
- * the input (channels-last), and the address output 0's window would start
- * at: output ow's window starts ow*sw*C further. */
-CF_INLINE const CF_T *FN(dw_inside_run)(const CF_T *x, cf_idx n, cf_idx od, cf_idx oh,
-                                        const cf_geom *g, cf_idx *lo, cf_idx *hi) {
-    const cf_idx d0 = od * g->sd - g->pd, h0 = oh * g->sh - g->ph;
-    *lo = *hi = 0;
-    if (!(d0 >= 0 && d0 + (g->KD - 1) * g->dd < g->D && h0 >= 0
-          && h0 + (g->KH - 1) * g->dh < g->H))
-        return x; /* no window of the row is inside */
-    cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, lo, hi);
-    /* the pixel before x's row start when pw > 0: only ever offset forward */
-    return x + (((n * g->D + d0) * g->H + h0) * g->W - g->pw) * g->C;
+/* The interior outputs [lo, hi) in tiles of PX, the rest in tiles of 4, 2
+ * and 1 (no output computed twice: MobileNetV2's 14x14 rows have 12
+ * interior outputs, 7x7 rows 5). */
+CF_INLINE void FN(dw_inner_run)(const FN(dw_row_last) *rl, cf_idx c, cf_idx cnt, cf_idx m,
+                                const CF_T *w, const CF_V *wr, CF_V b, const int KV,
+                                const int S, const int ONE) {
+    const int PX = CF_DW_PIXELS;
+    cf_idx ow = rl->lo;
+#define DW_INNER(npx) FN(dw_inner_tile)(rl, ow, c, cnt, m, w, wr, b, KV, S, ONE, npx)
+    for (; ow + PX <= rl->hi; ow += PX) DW_INNER(PX);
+    if (PX > 4 && ow + 4 <= rl->hi) {
+        DW_INNER(4);
+        ow += 4;
+    }
+    if (ow + 2 <= rl->hi) {
+        DW_INNER(2);
+        ow += 2;
+    }
+    if (ow < rl->hi) DW_INNER(1);
+#undef DW_INNER
 }
+
+/* The whole row for the vector of channels from c (cnt lanes), multiplier
+ * index m: bias and weights loaded once, the edge outputs in pairs, then
+ * the interior. */
+CF_INLINE void FN(dw_row_vector_last)(const FN(dw_row_last) *rl, cf_idx c, cf_idx cnt, cf_idx m,
+                                      const int KV, const int S, const int ONE) {
+    const cf_idx Cp = rl->Cp, KVOL = KV ? KV : rl->KVOL;
+    const CF_T *w = rl->wpk + m * KVOL * Cp + c;
+    CF_V b, wr[9];
+    memcpy(&b, rl->bpk + m * Cp + c, sizeof b);
+#pragma GCC unroll 9
+    for (int t = 0; t < KV; t++) memcpy(&wr[t], w + t * Cp, sizeof(CF_V));
+    const cf_idx nedge = rl->OW - (rl->hi - rl->lo);
+    cf_idx e = 0;
+    for (; e + 2 <= nedge; e += 2) FN(dw_edge_tile)(rl, e, c, cnt, m, w, wr, b, KV, ONE, 2);
+    if (e < nedge) FN(dw_edge_tile)(rl, e, c, cnt, m, w, wr, b, KV, ONE, 1);
+    FN(dw_inner_run)(rl, c, cnt, m, w, wr, b, KV, S, ONE);
+}
+#undef DW_WEIGHT
 
 /* Forward of output row r (r = (n*OD + od)*OH + oh), channels [c0, c1) of
- * the input (all their M outputs each). x: [N][D][H][W][C]; wpk: packed
- * weights [M][KVOL][Cp] (Cp: C rounded up to whole vectors); bpk: packed
- * bias [M][Cp] (zeros without a bias); out: [N][OD][OH][OW][C*M]; zero: Cp
- * zeros; px: 2*KVOL pointers of work. */
+ * the input (all their M outputs each), with a fused layer's epilogue: res
+ * (laid out as out, or NULL) added, then clamped to [lo, hi] when clamp.
+ * x: [N][D][H][W][C]; wpk: packed weights [M][KVOL][Cp] (Cp: C rounded up
+ * to whole vectors); bpk: packed bias [M][Cp] (zeros without a bias); out:
+ * [N][OD][OH][OW][C*M]; zero: Cp zeros; work: 2*KD*KH + KVOL*(edge
+ * outputs) pointers (_plan.depthwise_arrays). Channels run a vector at a
+ * time, the last ending at c1 (recomputing lanes, the same values) unless
+ * [c0, c1) is narrower than a vector. */
 static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bpk_, void *out_,
                                 cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
-                                const void *zero, void *px_) {
-    const CF_T *x = (const CF_T *)x_, *wpk = (const CF_T *)wpk_, *bpk = (const CF_T *)bpk_;
-    const CF_T **px = (const CF_T **)px_;
-    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
-    const cf_idx rows = g->OD * g->OH, n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
-    CF_T *orow = (CF_T *)out_ + r * g->OW * g->C * M;
-    cf_idx *toff = (cf_idx *)(px + KVOL);
-    FN(dw_tap_offsets)(g, toff);
-    /* the outputs whose windows lie inside the input: four at a time */
-    cf_idx lo, hi;
-    const CF_T *base = FN(dw_inside_run)(x, n, od, oh, g, &lo, &hi);
-    const cf_idx pstep = g->sw * g->C, ostep = g->C * M;
-    for (cf_idx ow = lo; ow + 4 <= hi; ow += 4)
-        for (cf_idx m = 0; m < M; m++)
-            FN(dw_last_pixels_channels)(base + ow * pstep, pstep, toff, KVOL,
-                                        wpk + m * KVOL * Cp, bpk + m * Cp, Cp, c0, c1,
-                                        orow + ow * ostep + m, ostep, M, 4);
-    const cf_idx done = lo + (hi - lo) / 4 * 4;
-    for (cf_idx ow = 0; ow < g->OW; ow++) {
-        if (ow >= lo && ow < done) continue;
-        FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, toff, px);
-        for (cf_idx m = 0; m < M; m++)
-            FN(dw_last_channels)(px, KVOL, wpk + m * KVOL * Cp, bpk + m * Cp, Cp, c0, c1,
-                                 orow + ow * g->C * M + m, M);
+                                const void *zero_, void *work, const void *res_, int clamp,
+                                double lo, double hi) {
+    const CF_T *zero = (const CF_T *)zero_;
+    const cf_idx rows = g->OD * g->OH, nr = g->KD * g->KH, K = g->C * M;
+    const CF_T **rp = (const CF_T **)work;
+    cf_idx *ps = (cf_idx *)(rp + nr);
+    const CF_T **edge = (const CF_T **)(ps + nr);
+    FN(dw_rows_last)((const CF_T *)x_, r / rows, r % rows / g->OH, r % g->OH, g, zero, rp, ps);
+    FN(dw_row_last) rl = {
+        .rp = rp, .ps = ps, .edge = edge, .wpk = (const CF_T *)wpk_,
+        .bpk = (const CF_T *)bpk_, .out = (CF_T *)out_ + r * g->OW * K,
+        .res = res_ ? (const CF_T *)res_ + r * g->OW * K : NULL,
+        .KW = g->KW, .KVOL = nr * g->KW, .Cp = cf_ceil_div(g->C, CF_VW) * CF_VW, .K = K, .M = M,
+        .sw = g->sw, .pw = g->pw, .dw = g->dw, .OW = g->OW, .clamp = clamp,
+        .clo = (CF_T)lo, .chi = (CF_T)hi, .clov = FN(cf_splat)((CF_T)lo),
+        .chiv = FN(cf_splat)((CF_T)hi)};
+    cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, &rl.lo, &rl.hi);
+    rl.lo = cf_min(rl.lo, g->OW); /* padding wider than the row: lo may pass OW */
+    rl.hi = cf_max(cf_min(rl.hi, g->OW), rl.lo);
+    FN(dw_edge_pointers)(&rl, g, zero, edge);
+    if (c1 - c0 < CF_VW) { /* part of one vector */
+        for (cf_idx m = 0; m < M; m++) FN(dw_row_vector_last)(&rl, c0, c1 - c0, m, 0, 0, 0);
+        return;
     }
+    /* NumPy aligns arrays to 16 bytes, so a vector load of x mostly
+     * straddles two cache lines. When every pixel starts at the same
+     * 64-byte phase (C*sizeof(T) a multiple of 64), the vectors start
+     * where x's loads are aligned, after one vector at c0 (overlapping the
+     * next), if there are 3 vectors or more (the extra one costs what
+     * alignment saves on 2): at a 16-byte offset 960 x 7 x 7 took 23 -> 17
+     * us, 96 x 112 x 112 stride 2 215 -> 145 us. */
+    cf_idx phase = 0;
+    if (g->C * (cf_idx)sizeof(CF_T) % (cf_idx)sizeof(CF_V) == 0) {
+        const cf_idx at = (cf_idx)((uintptr_t)((const CF_T *)x_ + c0) % sizeof(CF_V));
+        if (at % (cf_idx)sizeof(CF_T) == 0) phase = (CF_VW - at / (cf_idx)sizeof(CF_T)) % CF_VW;
+        if (c1 - c0 < 3 * CF_VW) phase = 0;
+    }
+    const int three = nr == 3 && g->KW == 3 && g->dw == 1 && M == 1;
+    for (cf_idx m = 0; m < M; m++)
+        for (cf_idx c = c0; c < c1; c = c == c0 && phase ? c0 + phase : c + CF_VW) {
+            const cf_idx cs = cf_min(c, c1 - CF_VW);
+            if (three && g->sw == 1) FN(dw_row_vector_last)(&rl, cs, CF_VW, 0, 9, 1, 1);
+            else if (three && g->sw == 2) FN(dw_row_vector_last)(&rl, cs, CF_VW, 0, 9, 2, 1);
+            else FN(dw_row_vector_last)(&rl, cs, CF_VW, m, 0, 0, 0);
+        }
 }
 
 /* Input gradient of input row r (r = (n*D + id)*H + ih), channels [c0,
@@ -613,71 +748,138 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
     }
 }
 
-/* Partial weight gradient of the input channels [c, c + VW) (lanes past C
- * held at zero) over the output rows [r0, r1) (r = (n*OD + od)*OH + oh):
- * part[(m*KVOL + t)*Cp + c + j] = the sum over those pixels of
- * go[pixel][(c+j)*M + m] * (padded input under tap t)[c+j], written (not
- * added). acc: M*KVOL vectors of work; px: 2*KVOL pointers; zero: Cp zeros.
- * Pixels in order, taps in order: the same sums for any thread count. */
-CF_INLINE void FN(dw_weight_last_rows)(const CF_T *x, const CF_T *go, cf_idx r0, cf_idx r1,
-                                       cf_idx c, cf_idx M, const cf_geom *g, const CF_T *zero,
-                                       FN(dw_vu) *acc, const CF_T **px, const int KV,
-                                       const int FULL) {
-    const cf_idx KVOL = KV ? KV : g->KD * g->KH * g->KW;
-    /* FULL: a whole vector of channels, loads without a lane count */
-    const cf_idx cnt = FULL ? CF_VW : cf_min(CF_VW, g->C - c), K = g->C * M;
-    const cf_idx rows = g->OD * g->OH;
-    CF_V a[9]; /* KV == 9 (3x3, multiplier 1): the accumulators stay in registers */
-    for (int t = 0; t < KV; t++) a[t] = FN(cf_splat)(0);
-    for (cf_idx t = 0; t < M * KVOL; t++) acc[t] = FN(cf_splat)(0);
+/* The channels-last weight gradient: an item is a block of output rows,
+ * all channels; each pixel's channels are read as they lie (consecutive),
+ * and its partial sums, part[(m*KVOL + t)*Cp + c] for all taps and
+ * channels (a few KB, cache-resident), are the item's own. Going a vector
+ * of channels at a time over the whole image instead (the kernel before
+ * this one) read x and grad_out at a stride of C elements and ran 2-3x
+ * slower than PyTorch on MobileNetV2 (144 x 56 x 56: 0.52 vs 0.23 ms).
+ * Every partial sums its pixels in order (rows, then ow ascending), taps in
+ * order: the same sums for any thread count. */
+
+/* NPX pixels from ow0 of one row whose windows lie inside the row's width,
+ * a 3x3 kernel of dilation 1 along the row, multiplier 1, stride S; the 3
+ * tap rows as dw_rows_last gives them (rp, ps: a row of zero padding reads
+ * `zero` at step 0). For each vector of channels the nine partial sums stay
+ * in registers across the pixels, and each input column of a tap row is
+ * loaded once for the (up to 3) pixels whose windows hold it, as in the
+ * forward. FULL: C a multiple of the vector width. */
+CF_INLINE void FN(dw_weight_last_tile)(const CF_T *const *rp, const cf_idx *ps, cf_idx ow0,
+                                       cf_idx pw, const CF_T *grow, cf_idx C, cf_idx Cp,
+                                       CF_T *part, const int S, const int FULL, const int NPX) {
+    for (cf_idx c = 0; c < C; c += CF_VW) {
+        const cf_idx cnt = FULL ? CF_VW : cf_min(CF_VW, C - c);
+        CF_V a[9], gv[CF_DW_PIXELS];
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) memcpy(&a[t], part + t * Cp + c, sizeof(CF_V));
+#pragma GCC unroll 8
+        for (int j = 0; j < NPX; j++) gv[j] = FN(dw_load_lanes)(grow + j * C + c, 1, cnt);
+#pragma GCC unroll 3
+        for (int r = 0; r < 3; r++) {
+            const cf_idx step = ps[r];
+            const CF_T *xr = rp[r] + (ow0 * S - pw) * step + c;
+#pragma GCC unroll 20
+            for (int col = 0; col < (NPX - 1) * S + 3; col++) {
+                CF_V v = FN(dw_load_lanes)(xr + col * step, 1, cnt);
+#if CF_LEVEL >= 4
+                __asm__("" : "+v"(v)); /* one load per column (dw_inner_tile) */
+#endif
+#pragma GCC unroll 8
+                for (int j = 0; j < NPX; j++) {
+                    const int kw = col - j * S;
+                    if (kw >= 0 && kw < 3) a[3 * r + kw] += gv[j] * v;
+                }
+            }
+        }
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++) memcpy(part + t * Cp + c, &a[t], sizeof(CF_V));
+    }
+}
+
+/* The tiles of the row's inside outputs [lo, hi): CF_DW_PIXELS at a time,
+ * then one by one (pixels in order). */
+CF_INLINE void FN(dw_weight_last_run)(const CF_T *const *rp, const cf_idx *ps, cf_idx pw,
+                                      const CF_T *grow, cf_idx lo, cf_idx hi, cf_idx C,
+                                      cf_idx Cp, CF_T *part, const int S, const int FULL) {
+    const int PX = CF_DW_PIXELS;
+    cf_idx ow = lo;
+    for (; ow + PX <= hi; ow += PX)
+        FN(dw_weight_last_tile)(rp, ps, ow, pw, grow + ow * C, C, Cp, part, S, FULL, PX);
+    for (; ow < hi; ow++)
+        FN(dw_weight_last_tile)(rp, ps, ow, pw, grow + ow * C, C, Cp, part, S, FULL, 1);
+}
+
+/* One pixel through its tap pointers px (any kernel, multiplier, padding):
+ * part[(m*KVOL + t)*Cp + c] += go[pixel][c*M + m] * (input under tap t)[c]. */
+CF_INLINE void FN(dw_weight_last_pixel)(const CF_T *const *px, const CF_T *gp, cf_idx KVOL,
+                                        cf_idx C, cf_idx Cp, cf_idx M, CF_T *part) {
+    for (cf_idx m = 0; m < M; m++)
+        for (cf_idx c = 0; c < C; c += CF_VW) {
+            const cf_idx cnt = cf_min(CF_VW, C - c);
+            const CF_V gv = FN(dw_load_lanes)(gp + c * M + m, M, cnt);
+            CF_T *pm = part + m * KVOL * Cp + c;
+            for (cf_idx t = 0; t < KVOL; t++) {
+                CF_V a;
+                memcpy(&a, pm + t * Cp, sizeof a);
+                a += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
+                memcpy(pm + t * Cp, &a, sizeof a);
+            }
+        }
+}
+
+/* Partial weight gradient over the output rows [r0, r1) (r = (n*OD + od)*OH
+ * + oh), all channels: part[(m*KVOL + t)*Cp + c] = the sum over those
+ * pixels of go[pixel][c*M + m] * (padded input under tap t)[c], written
+ * (not added); lanes past C hold whatever (the caller reads c < C). px:
+ * 2*KVOL + 2*KD*KH pointers of work; zero: Cp zeros. */
+static void FN(dw_backward_weight_last)(const void *x_, const void *go_, void *part_,
+                                        cf_idx r0, cf_idx r1, cf_idx M, const cf_geom *g,
+                                        const void *zero, void *px_) {
+    const CF_T *x = (const CF_T *)x_, *go = (const CF_T *)go_;
+    const CF_T **px = (const CF_T **)px_;
+    CF_T *part = (CF_T *)part_;
+    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
+    const cf_idx C = g->C, K = C * M, rows = g->OD * g->OH;
+    memset(part, 0, (size_t)(M * KVOL * Cp) * sizeof(CF_T));
     cf_idx *toff = (cf_idx *)(px + KVOL);
     FN(dw_tap_offsets)(g, toff);
+    const cf_idx nr = g->KD * g->KH;
+    const CF_T **rp = px + 2 * KVOL; /* work: px, toff, then the tap rows */
+    cf_idx *ps = (cf_idx *)(rp + nr);
+    const int three = nr == 3 && g->KW == 3 && g->dw == 1 && M == 1
+                      && (g->sw == 1 || g->sw == 2);
+    const int full = C % CF_VW == 0;
+    /* the outputs whose windows lie inside the row's width (zero padding
+     * rows included: they read `zero`) */
+    cf_idx lo = 0, hi = 0;
+    if (three) {
+        cf_out_range(0, g->sw, g->pw, 1, g->OW, g->W - (g->KW - 1) * g->dw, &lo, &hi);
+        lo = cf_min(lo, g->OW); /* padding wider than the row: lo may pass OW */
+        hi = cf_max(cf_min(hi, g->OW), lo);
+    }
     for (cf_idx r = r0; r < r1; r++) {
         const cf_idx n = r / rows, od = r % rows / g->OH, oh = r % g->OH;
         const CF_T *grow = go + r * g->OW * K;
-        cf_idx lo, hi;
-        const CF_T *base = FN(dw_inside_run)(x, n, od, oh, g, &lo, &hi);
-        for (cf_idx ow = 0; ow < g->OW; ow++) {
-            if (KV && ow >= lo && ow < hi) {
-                /* a window inside the input: its taps at base + toff */
-                const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c, 1, cnt);
-                const CF_T *xb = base + ow * g->sw * g->C + c;
-#pragma GCC unroll 9
-                for (int t = 0; t < KV; t++) a[t] += gv * FN(dw_load_lanes)(xb + toff[t], 1, cnt);
-                continue;
-            }
-            FN(dw_tap_pixels)(x, n, od, oh, ow, g, zero, toff, px);
-            for (cf_idx m = 0; m < M; m++) {
-                const CF_V gv = FN(dw_load_lanes)(grow + ow * K + c * M + m, M, cnt);
-                if (KV) {
-#pragma GCC unroll 9
-                    for (int t = 0; t < KV; t++) a[t] += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
-                    continue;
-                }
-                FN(dw_vu) *am = acc + m * KVOL;
-                for (cf_idx t = 0; t < KVOL; t++)
-                    am[t] += gv * FN(dw_load_lanes)(px[t] + c, 1, cnt);
-            }
+        /* pixels in order: the edge before, the inside run, the edge after */
+        for (cf_idx ow = 0; ow < lo; ow++) {
+            FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, toff, px);
+            FN(dw_weight_last_pixel)(px, grow + ow * K, KVOL, C, Cp, M, part);
+        }
+        if (lo < hi) {
+            FN(dw_rows_last)(x, n, od, oh, g, (const CF_T *)zero, rp, ps);
+            if (g->sw == 1 && full)
+                FN(dw_weight_last_run)(rp, ps, g->pw, grow, lo, hi, C, Cp, part, 1, 1);
+            else if (g->sw == 1)
+                FN(dw_weight_last_run)(rp, ps, g->pw, grow, lo, hi, C, Cp, part, 1, 0);
+            else if (full)
+                FN(dw_weight_last_run)(rp, ps, g->pw, grow, lo, hi, C, Cp, part, 2, 1);
+            else
+                FN(dw_weight_last_run)(rp, ps, g->pw, grow, lo, hi, C, Cp, part, 2, 0);
+        }
+        for (cf_idx ow = hi; ow < g->OW; ow++) {
+            FN(dw_tap_pixels)(x, n, od, oh, ow, g, (const CF_T *)zero, toff, px);
+            FN(dw_weight_last_pixel)(px, grow + ow * K, KVOL, C, Cp, M, part);
         }
     }
-    for (int t = 0; t < KV; t++) acc[t] = a[t];
-}
-
-static void FN(dw_backward_weight_last)(const void *x_, const void *go_, void *part_,
-                                        cf_idx r0, cf_idx r1, cf_idx c, cf_idx M,
-                                        const cf_geom *g, const void *zero, void *acc_,
-                                        void *px_) {
-    const CF_T *x = (const CF_T *)x_, *go = (const CF_T *)go_;
-    const CF_T **px = (const CF_T **)px_;
-    FN(dw_vu) *acc = (FN(dw_vu) *)acc_;
-    CF_T *part = (CF_T *)part_;
-    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
-    const CF_T *z = (const CF_T *)zero;
-    if (KVOL == 9 && M == 1 && c + CF_VW <= g->C)
-        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 9, 1);
-    else if (KVOL == 9 && M == 1)
-        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 9, 0);
-    else
-        FN(dw_weight_last_rows)(x, go, r0, r1, c, M, g, z, acc, px, 0, 0);
-    for (cf_idx t = 0; t < M * KVOL; t++) memcpy(part + t * Cp + c, &acc[t], sizeof(CF_V));
 }

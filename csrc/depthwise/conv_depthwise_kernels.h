@@ -7,6 +7,8 @@
 #ifndef CNNFAST_CONV_DEPTHWISE_KERNELS_H
 #define CNNFAST_CONV_DEPTHWISE_KERNELS_H
 
+#include <stdint.h>
+
 #include "cf_base.h"
 #include "cf_isa.h"
 #include "conv_geom.h"
@@ -26,13 +28,13 @@ typedef struct {
                                    const cf_geom *g, const void *zero, void *acc);
     void (*forward_last)(const void *x, const void *wpk, const void *bpk, void *out, cf_idx r,
                          cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g, const void *zero,
-                         void *px);
+                         void *work, const void *res, int clamp, double lo, double hi);
     void (*backward_input_last)(const void *go, const void *wpk, const void *bpk, void *gx,
                                 cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
                                 void *work);
     void (*backward_weight_last)(const void *x, const void *go, void *part, cf_idx r0,
-                                 cf_idx r1, cf_idx c, cf_idx M, const cf_geom *g,
-                                 const void *zero, void *acc, void *px);
+                                 cf_idx r1, cf_idx M, const cf_geom *g, const void *zero,
+                                 void *px);
     /* conv_epilogue.h: a fused layer's residual add and clamp (ReLU, ReLU6, Hardtanh) */
     void (*epilogue)(void *out, const void *res, cf_idx rows, cf_idx row_stride, cf_idx len,
                      int clamp, double lo, double hi);
