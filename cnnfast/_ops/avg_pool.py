@@ -20,8 +20,9 @@ from .pool_validation import (
 
 
 class AvgPoolCall(NamedTuple):
-    """A channels-first average pooling or its backward, all but its array:
-    the shapes and kernel arguments a repeated call reuses."""
+    """An average pooling or its backward, all but its array: the shapes and
+    kernel arguments a repeated call reuses (channels-first; a channels-last
+    backward's on the plane view)."""
     dtype: np.dtype
     in_shape: tuple           # x's, or the backward's grad_x
     planes_shape: tuple
@@ -98,10 +99,11 @@ def _prepared_avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, 
         return input_shape, call
     if not P.pool_channels_last_native(nd, geom.channels):
         return input_shape, None
-    divisors = call.window[3]
-    return input_shape, call._replace(in_shape=input_shape, planes_shape=geom.last_planes_shape,
-                         out_planes_shape=geom.last_out_planes_shape,
-                         window=geom.last_kernel_args[:3] + (geom.last_divisors(divisors),))
+    last_call = call._replace(
+        in_shape=input_shape, planes_shape=geom.last_planes_shape,
+        out_planes_shape=geom.last_out_planes_shape,
+        window=geom.last_kernel_args[:3] + (geom.last_divisors(call.window[3]),))
+    return input_shape, last_call
 
 
 def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
@@ -111,9 +113,8 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
         divisor_override, data_format)
     if call is None:   # channels-last, between layout copies
         return _to_last(_avg_pool_backward(nd, _to_first(grad_out), _shape_first(input_shape),
-                                           kernel_size,
-                                           stride, padding, ceil_mode, count_include_pad,
-                                           divisor_override))
+                                           kernel_size, stride, padding, ceil_mode,
+                                           count_include_pad, divisor_override))
     grad_x = np.empty(call.in_shape, dtype=call.dtype)
     _pool.avg_pool_backward(
         V.kernel_array(grad_out, call.dtype).reshape(call.out_planes_shape),
