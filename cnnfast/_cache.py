@@ -26,36 +26,42 @@ MAXSIZE = 512   # entries per cached function (a ResNet's layers need ~40)
 
 _PLAIN = frozenset({int, str, bool, type(None), object})  # object: argument sentinels
 _GEOMETRIES: set = set()   # NamedTuple types of validated geometries (hashable, immutable)
+_ARRAY = np.ndarray
 
 
 def call_key(args: tuple, kwargs: dict):
-    """A flat tuple that equals another call's only when validation treats
-    the two calls alike, or None when the call cannot be cached. Each value
-    is preceded by its type, which also says how many entries follow: an
-    array (type, shape, dtype, writeable: batch_norm updates its running
-    statistics in place); a plain value or a tuple of ints and strs (type,
-    value: 2, 2.0 and True are equal in a dict, only the int is valid; a
-    float by its bits); a dtype or a validated geometry (type, value)."""
+    """A tuple that equals another call's only when validation treats the
+    two calls alike, or None when the call cannot be cached. One entry per
+    value, told apart by its first item: an array (shape, dtype, writeable:
+    batch_norm updates its running statistics in place; a subclass also by
+    its type); a plain value or a tuple of ints and strs (type, value: 2,
+    2.0 and True are equal in a dict, only the int is valid; a float by its
+    bits); a dtype or a validated geometry (type, value). One entry a value
+    rather than a flat run of items: a third cheaper (1.5 against 2.2 us for
+    conv2d's eleven arguments, machine under load)."""
     key = []
+    add = key.append
     for v in (*args, *kwargs.values()) if kwargs else args:
         t = type(v)
-        if t is np.ndarray or (t not in _PLAIN and isinstance(v, np.ndarray)):
-            key += (t, v.shape, v.dtype, v.flags.writeable)
+        if t is _ARRAY:
+            add((v.shape, v.dtype, v.flags.writeable))
+        elif t in _PLAIN:
+            add((t, v))
         elif t is float:   # by its bits: 0.0 == -0.0 in a dict, not in a running mean
-            key += (t, v.hex())
-        elif t in _PLAIN or t in _GEOMETRIES:
-            key += (t, v)
+            add((t, v.hex()))
         elif t is tuple or t is list:
             for e in v:
                 if type(e) is not int and type(e) is not str:
                     return None
-            key += (t, tuple(v))
-        elif isinstance(v, np.dtype):
-            key += (t, v)
+            add((t, tuple(v)))
+        elif isinstance(v, _ARRAY):
+            add((t, v.shape, v.dtype, v.flags.writeable))
+        elif t in _GEOMETRIES or isinstance(v, np.dtype):
+            add((t, v))
         else:
             return None
     if kwargs:
-        key.append(tuple(kwargs))
+        add(tuple(kwargs))
     return tuple(key)
 
 

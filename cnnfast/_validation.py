@@ -117,6 +117,7 @@ def check_result_size(shape: tuple, what: str) -> None:
 
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE_FLOATS = frozenset(_NATIVE_FLOATS)   # the kernel dtypes, for a fast membership test
 
 
 def common_float_dtype(**arrays) -> np.dtype:

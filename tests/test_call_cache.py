@@ -8,7 +8,11 @@ import pytest
 import cnnfast
 from cnnfast import _cache, _plan
 from cnnfast import functional as F
+from cnnfast._ops.adaptive_pool import _prepared_adaptive
+from cnnfast._ops.avg_pool import _prepared_avg_pool, _prepared_avg_pool_backward
+from cnnfast._ops.conv import _prepared_backward, _prepared_forward
 from cnnfast._ops.conv_validation import conv_geometry
+from cnnfast._ops.max_pool import _prepared_max_pool, _prepared_max_pool_backward
 from cnnfast._ops.pool_validation import adaptive_windows3, pool_geometry
 
 
@@ -89,12 +93,15 @@ def test_batch_norm_in_training_needs_writeable_statistics_cached_or_not():
 
 
 def test_repeated_calls_hit_the_cache_and_give_the_same_results():
+    """The first call validates (conv_geometry) and plans (plan_conv) into
+    its prepared call; a repeat is one lookup of that and nothing else."""
     _cache.clear()
     first = F.conv2d(X, W, B, padding=1)
-    before = conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
+    assert conv_geometry.cache_info().misses == 1 and _plan.plan_conv.cache_info().misses == 1
+    before = _prepared_forward.cache_info().hits
     again = F.conv2d(X, W, B, padding=1)
-    after = conv_geometry.cache_info().hits, _plan.plan_conv.cache_info().hits
-    assert after[0] > before[0] and after[1] > before[1]
+    assert _prepared_forward.cache_info().hits == before + 1
+    assert conv_geometry.cache_info().hits == 0 and _plan.plan_conv.cache_info().hits == 0
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, cnnfast.reference.conv2d(X, W, B, padding=1),
                                rtol=1e-5, atol=1e-5)
@@ -147,3 +154,103 @@ def test_cached_plans_and_windows_cannot_be_modified():
         plan.passes["forward"] = None
     for window in adaptive_windows3((8, 8), (3, 3)):
         assert not window.flags.writeable
+
+
+# ------------------------------------------------- prepared calls (one lookup a call)
+
+PREPARED = (_prepared_forward, _prepared_backward, _prepared_max_pool,
+            _prepared_max_pool_backward, _prepared_avg_pool, _prepared_avg_pool_backward,
+            _prepared_adaptive)
+
+
+def _every_op(x, w, go, pooled, indices):
+    """Each op with a prepared call, on arrays of X's shapes."""
+    return [
+        F.conv2d(x, w, padding=1), *F.conv2d_backward(go, x, w, padding=1)[:2],
+        *F.max_pool2d(x, 2, return_indices=True), F.max_pool2d_backward(pooled, indices, x.shape),
+        F.avg_pool2d(x, 2), F.avg_pool2d_backward(pooled, x.shape, 2),
+        F.adaptive_avg_pool2d(x, 3), F.adaptive_max_pool2d(x, 3),
+        F.global_avg_pool2d(x), F.global_max_pool2d(x, keepdims=True),
+        F.adaptive_max_pool2d_backward(pooled, indices, x.shape),
+        F.batch_norm(x, MEAN.astype(x.dtype), VAR.astype(x.dtype)), F.relu(x),
+    ]
+
+
+def test_prepared_calls_take_each_calls_own_arrays():
+    """A prepared call keeps shapes and arguments, never arrays: the same
+    shapes with other values, strides (a transposed copy's view) or memory
+    order give that call's own results."""
+    _cache.clear()
+    _every_op(X, W, GO, POOLED, INDICES)   # fills the caches
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(X.shape[::-1]).astype(np.float32).T   # same shape, not C-contiguous
+    w = rng.standard_normal(W.shape).astype(np.float32)
+    go = np.asfortranarray(rng.standard_normal(GO.shape).astype(np.float32))
+    pooled, indices = F.max_pool2d(x, 2, return_indices=True)
+    hits = [fn.cache_info().hits for fn in PREPARED]
+    cached = _every_op(x, w, go, pooled, indices)
+    assert all(fn.cache_info().hits > h for fn, h in zip(PREPARED, hits))
+    _cache.clear()
+    fresh = _every_op(np.ascontiguousarray(x), w, np.ascontiguousarray(go), pooled, indices)
+    assert len(cached) == len(fresh)
+    for a, b in zip(cached, fresh):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prepared_calls_are_keyed_on_dtype_and_flags():
+    """float64 arrays of the same shapes get float64 results (their own
+    prepared calls); a read-only input is valid for these ops and works."""
+    _cache.clear()
+    _every_op(X, W, GO, POOLED, INDICES)
+    x64, w64, go64 = X.astype(np.float64), W.astype(np.float64), GO.astype(np.float64)
+    pooled64, indices64 = F.max_pool2d(x64, 2, return_indices=True)
+    for r in _every_op(x64, w64, go64, pooled64, indices64):
+        if r.dtype != np.int64:
+            assert r.dtype == np.float64
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    for a, b in zip(_every_op(frozen, W, GO, POOLED, INDICES), _every_op(X, W, GO, POOLED, INDICES)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prepared_calls_follow_the_thread_count_and_thresholds(monkeypatch):
+    """A prepared call holds its thread count: another num_threads, or a
+    changed grain, gets its own entry."""
+    _cache.clear()
+    x = np.zeros((2, 4, 128, 128), np.float32)   # 2**17 elements: at POOL_GRAIN
+    args = (2, x, 2, None, 0, 1, False, False, "channels_first")
+    with cnnfast.num_threads(1):
+        assert _prepared_max_pool(*args).threads == 1
+        F.max_pool2d(x, 2)
+    with cnnfast.num_threads(2):
+        assert _prepared_max_pool(*args).threads == 2
+        monkeypatch.setattr(_plan, "POOL_GRAIN", x.size + 1)
+        assert _prepared_max_pool(*args).threads == 1
+    monkeypatch.undo()
+    with cnnfast.num_threads(2):
+        assert _prepared_max_pool(*args).threads == 2
+
+
+def test_prepared_conv_follows_the_policy():
+    shape_x, shape_w = (8, 64, 28, 28), (64, 64, 3, 3)
+    x, w = np.zeros(shape_x, np.float32), np.zeros(shape_w, np.float32)
+    args = (2, x, w, None, 1, 1, 1, 1, "auto", "zeros", "channels_first")
+    with cnnfast.num_threads(1):
+        assert _prepared_forward(*args)[1].algorithm == "winograd"
+        with cnnfast.conv_policy(winograd=False):
+            assert _prepared_forward(*args)[1].algorithm != "winograd"
+        assert _prepared_forward(*args)[1].algorithm == "winograd"
+
+
+def test_a_layout_switch_takes_the_general_path():
+    """channels_last calls of the same shapes are prepared as None (the
+    general path) and give the channels-first results transposed."""
+    _cache.clear()
+    last = np.ascontiguousarray(X.transpose(0, 2, 3, 1))
+    for op, args in ((F.max_pool2d, (2,)), (F.avg_pool2d, (2,)), (F.adaptive_avg_pool2d, (3,)),
+                     (F.global_max_pool2d, ())):
+        first = op(X, *args)
+        np.testing.assert_array_equal(
+            op(last, *args, data_format="channels_last"),
+            first if first.ndim == 2 else first.transpose(0, 2, 3, 1))

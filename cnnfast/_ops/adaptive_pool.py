@@ -4,33 +4,82 @@ backward: pooling to a fixed output size over torch's adaptive windows
 (H*W, C) plane in place)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import _plan as P
 from .. import _validation as V
+from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _to_first, _to_last
-from .max_pool import _max_pool_backward_last, _scatter_max
+from .max_pool import _max_pool_backward, _max_pool_backward_last, _scatter_max
 from .pool_validation import (
     adaptive_geometry, adaptive_windows3, check_indices, input_shape_arg, max_pool_indices,
     pooled_grad,
 )
 
 
-def _adaptive(is_max, x, out_size, return_indices):
-    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
+class AdaptiveCall(NamedTuple):
+    """A channels-first adaptive (or global) pooling, all but its input: the
+    shapes, windows and flags a repeated call reuses."""
+    is_max: bool
+    dtype: np.dtype
+    out_shape: tuple
+    planes_shape: tuple        # x as (N*C, D, H, W)
+    out_planes_shape: tuple
+    windows: tuple
+    threads: int
+    return_indices: bool
+    result_shape: tuple        # out_shape, or (N, C) for global pooling without keepdims
+
+
+def _adaptive_call(is_max, x, out_size, return_indices, keepdims=True) -> AdaptiveCall:
     dtype = V.common_float_dtype(x=x)
     nd = x.ndim - 2
-    out = np.empty(x.shape[:2] + tuple(out_size), dtype=dtype)   # before the (as long) windows
-    windows = adaptive_windows3(x.shape[2:], out_size)
-    indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
+    out_shape = x.shape[:2] + tuple(out_size)
+    # a result too large to allocate fails here, before its (as long) windows
+    np.empty(out_shape, dtype=dtype)
     planes = (x.shape[0] * x.shape[1],)
-    in3, out3 = (1,) * (3 - nd) + x.shape[2:], (1,) * (3 - nd) + tuple(out_size)
-    _pool.adaptive_pool_forward(is_max, V.kernel_array(x, dtype).reshape(planes + in3),
-                                out.reshape(planes + out3),
-                                None if indices is None else indices.reshape(planes + out3),
-                                windows, P.pool_threads(x.size))
+    return AdaptiveCall(is_max, dtype, out_shape, planes + (1,) * (3 - nd) + x.shape[2:],
+                        planes + (1,) * (3 - nd) + tuple(out_size),
+                        adaptive_windows3(x.shape[2:], out_size), P.pool_threads(x.size),
+                        return_indices, out_shape if keepdims else x.shape[:2])
+
+
+def _run_adaptive(call: AdaptiveCall, x):
+    """Pooled x (and its indices with call.return_indices, else None)."""
+    out = np.empty(call.out_shape, dtype=call.dtype)
+    indices = np.empty(call.out_shape, dtype=np.int64) if call.return_indices else None
+    _pool.adaptive_pool_forward(call.is_max,
+                                V.kernel_array(x, call.dtype).reshape(call.planes_shape),
+                                out.reshape(call.out_planes_shape),
+                                None if indices is None else indices.reshape(
+                                    call.out_planes_shape),
+                                call.windows, call.threads)
+    if call.result_shape is not call.out_shape:
+        out = out.reshape(call.result_shape)
+        indices = None if indices is None else indices.reshape(call.result_shape)
     return out, indices
+
+
+def _adaptive(is_max, x, out_size, return_indices):
+    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
+    return _run_adaptive(_adaptive_call(is_max, x, out_size, return_indices), x)
+
+
+@memoized(state=P.planning_state)
+def _prepared_adaptive(op, nd, is_max, x, output_size, keepdims, return_indices, data_format):
+    """An adaptive or global pooling call validated once (one cache lookup
+    when repeated): its AdaptiveCall, or None channels-last (the op's
+    general path). keepdims: global pooling's (adaptive pooling passes
+    True)."""
+    if V.channels_last(data_format):
+        return None
+    _, out_size = adaptive_geometry(x, output_size, op, nd)
+    keepdims = V.flag(keepdims, "keepdims")
+    return _adaptive_call(is_max, x, out_size, V.flag(return_indices, "return_indices"),
+                          keepdims)
 
 
 def _adaptive_last(nd, x, output_size, return_indices, is_max):
@@ -45,29 +94,30 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 
 
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
-    if V.channels_last(data_format):
-        dtype, out_size = adaptive_geometry(_first_view(x), output_size,
-                                            f"adaptive_avg_pool{nd}d", nd)
-        if all(o == 1 for o in out_size) and x.size:   # the global average, NHWC kernel
-            x3 = V.kernel_array(x, dtype)
-            n, c = x3.shape[0], x3.shape[-1]
-            out = np.empty((n,) + (1,) * nd + (c,), dtype)
-            _conv_nhwc.global_avg(x3.reshape(-1), n, x3.size // max(n * c, 1), c,
-                                  out.reshape(-1), P.pool_threads(x3.size))
-            return out
-        return _adaptive_last(nd, x, output_size, False, False)
-    _, out_size = adaptive_geometry(x, output_size, f"adaptive_avg_pool{nd}d", nd)
-    return _adaptive(False, x, out_size, False)[0]
+    call = _prepared_adaptive(f"adaptive_avg_pool{nd}d", nd, False, x, output_size, True,
+                              False, data_format)
+    if call is not None:
+        return _run_adaptive(call, x)[0]
+    # channels-last
+    dtype, out_size = adaptive_geometry(_first_view(x), output_size,
+                                        f"adaptive_avg_pool{nd}d", nd)
+    if all(o == 1 for o in out_size) and x.size:   # the global average, NHWC kernel
+        x3 = V.kernel_array(x, dtype)
+        n, c = x3.shape[0], x3.shape[-1]
+        out = np.empty((n,) + (1,) * nd + (c,), dtype)
+        _conv_nhwc.global_avg(x3.reshape(-1), n, x3.size // max(n * c, 1), c,
+                              out.reshape(-1), P.pool_threads(x3.size))
+        return out
+    return _adaptive_last(nd, x, output_size, False, False)
 
 
 def _adaptive_max_pool(nd, x, output_size, return_indices, data_format="channels_first"):
-    if V.channels_last(data_format):
-        return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"),
-                              True)
-    _, out_size = adaptive_geometry(x, output_size, f"adaptive_max_pool{nd}d", nd)
-    return_indices = V.flag(return_indices, "return_indices")
-    out, indices = _adaptive(True, x, out_size, return_indices)
-    return (out, indices) if return_indices else out
+    call = _prepared_adaptive(f"adaptive_max_pool{nd}d", nd, True, x, output_size, True,
+                              return_indices, data_format)
+    if call is not None:
+        out, indices = _run_adaptive(call, x)
+        return (out, indices) if call.return_indices else out
+    return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"), True)
 
 
 def _adaptive_avg_pool_backward(nd, grad_out, input_shape, data_format="channels_first"):
@@ -96,12 +146,8 @@ def _adaptive_avg_backward(grad_out, input_shape, dtype):
 
 def _adaptive_max_pool_backward(nd, grad_out, indices, input_shape,
                                 data_format="channels_first"):
-    op = f"adaptive_max_pool{nd}d_backward"
-    if V.channels_last(data_format):
-        return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
-    dtype, input_shape = max_pool_indices(grad_out, indices, input_shape, nd, op,
-                                          check_range=False)
-    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+    return _max_pool_backward(nd, grad_out, indices, input_shape,
+                              f"adaptive_max_pool{nd}d_backward", data_format)
 
 
 def adaptive_avg_pool1d(x, output_size, *,
@@ -202,17 +248,17 @@ def _global_window(hw):
 def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):
     """Mean over each (H, W) plane -> (N, C), or (N, C, 1, 1) with keepdims
     ((N, 1, 1, C) channels-last)."""
-    if V.channels_last(data_format):
-        dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
-        V.flag(keepdims, "keepdims")
-        out = np.empty((n, 1, 1, c), dtype=dtype)
-        _pool.avg_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out,
-                               *_global_window(hw), ((1,), (hw,), (1,) * c),
-                               P.pool_threads(x.size))
-        return _keepdims(out, keepdims, last=True)
-    adaptive_geometry(x, 1, "global_avg_pool2d")
+    call = _prepared_adaptive("global_avg_pool2d", 2, False, x, 1, keepdims, False,
+                              data_format)
+    if call is not None:
+        return _run_adaptive(call, x)[0]
+    # channels-last
+    dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
     V.flag(keepdims, "keepdims")
-    return _keepdims(_adaptive(False, x, (1, 1), False)[0], keepdims)
+    out = np.empty((n, 1, 1, c), dtype=dtype)
+    _pool.avg_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out,
+                           *_global_window(hw), ((1,), (hw,), (1,) * c), P.pool_threads(x.size))
+    return _keepdims(out, keepdims, last=True)
 
 
 def global_avg_pool2d_backward(grad_out, input_shape, *, data_format="channels_first"):
@@ -237,25 +283,23 @@ def global_max_pool2d(x, keepdims=False, return_indices=False, *,
                       data_format="channels_first"):
     """Max over each (H, W) plane -> (N, C) (or (N, C, 1, 1)), with int64 flat
     plane indices on request."""
-    last = V.channels_last(data_format)
-    if last:
-        dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
-    else:
-        adaptive_geometry(x, 1, "global_max_pool2d")
+    call = _prepared_adaptive("global_max_pool2d", 2, True, x, 1, keepdims, return_indices,
+                              data_format)
+    if call is not None:
+        out, indices = _run_adaptive(call, x)
+        return (out, indices) if call.return_indices else out
+    # channels-last
+    dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
     V.flag(keepdims, "keepdims")
     return_indices = V.flag(return_indices, "return_indices")
-    if last:
-        out = np.empty((n, 1, 1, c), dtype=dtype)
-        indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
-        _pool.max_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out, indices,
-                               *_global_window(hw), (1, 1, 1), P.pool_threads(x.size))
-        if indices is not None:  # (H*W, C) positions -> plane positions
-            np.floor_divide(indices, c, out=indices)
-    else:
-        out, indices = _adaptive(True, x, (1, 1), return_indices)
-    if return_indices:
-        return _keepdims(out, keepdims, last), _keepdims(indices, keepdims, last)
-    return _keepdims(out, keepdims, last)
+    out = np.empty((n, 1, 1, c), dtype=dtype)
+    indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
+    _pool.max_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out, indices,
+                           *_global_window(hw), (1, 1, 1), P.pool_threads(x.size))
+    if indices is None:
+        return _keepdims(out, keepdims, last=True)
+    np.floor_divide(indices, c, out=indices)   # (H*W, C) positions -> plane positions
+    return _keepdims(out, keepdims, last=True), _keepdims(indices, keepdims, last=True)
 
 
 def global_max_pool2d_backward(grad_out, indices, input_shape, *,

@@ -4,10 +4,14 @@ follow torch's count_include_pad and divisor_override rules
 (pool_validation.avg_pool_divisors)."""
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import _plan as P
 from .. import _validation as V
+from .._cache import memoized
 from .._ext import _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .pool_validation import (
@@ -15,33 +19,71 @@ from .pool_validation import (
 )
 
 
-def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override, data_format="channels_first"):
-    last = V.channels_last(data_format)
-    geom = pool_geometry(nd, "avg", _first_view(x) if last else x, kernel_size, stride,
-                         padding, 1, ceil_mode)
+class AvgPoolCall(NamedTuple):
+    """An average pooling or its backward, all but its array: the shapes and
+    kernel arguments a repeated call reuses (channels-first; a channels-last
+    backward's on the plane view)."""
+    dtype: np.dtype
+    in_shape: tuple           # x's, or the backward's grad_x
+    planes_shape: tuple
+    out_shape: tuple
+    out_planes_shape: tuple
+    window: tuple             # kernel, stride, padding (3-D), divisors
+    threads: int
+
+
+def _avg_pool_call(geom, count_include_pad, divisor_override) -> AvgPoolCall:
     divisors = avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
                                  divisor_override_arg(divisor_override))
-    if last and P.pool_channels_last_native(nd, geom.channels):
+    kernel, stride3, padding3, _ = geom.kernel_args
+    return AvgPoolCall(geom.dtype, geom.in_shape, geom.planes_shape, geom.out_shape,
+                       geom.out_planes_shape, (kernel, stride3, padding3, tuple(divisors)),
+                       P.pool_threads(math.prod(geom.in_shape)))
+
+
+@memoized(state=P.planning_state)
+def _prepared_avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override, data_format):
+    """An avg_pool{nd}d call validated once (one cache lookup when repeated):
+    its AvgPoolCall, or None channels-last (_avg_pool's general path)."""
+    if V.channels_last(data_format):
+        return None
+    geom = pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
+    return _avg_pool_call(geom, count_include_pad, divisor_override)
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override, data_format="channels_first"):
+    call = _prepared_avg_pool(nd, x, kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override, data_format)
+    if call is not None:
+        x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
+        out = np.empty(call.out_shape, dtype=call.dtype)
+        _pool.avg_pool_forward(x4, out.reshape(call.out_planes_shape), *call.window,
+                               call.threads)
+        return out
+    # channels-last
+    geom = pool_geometry(nd, "avg", _first_view(x), kernel_size, stride, padding, 1,
+                         ceil_mode)
+    divisors = avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
+                                 divisor_override_arg(divisor_override))
+    if P.pool_channels_last_native(nd, geom.channels):
         x4 = V.kernel_array(x, geom.dtype).reshape(geom.last_planes_shape)
         out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
         kernel, stride3, padding3, _ = geom.last_kernel_args
         _pool.avg_pool_forward(x4, out.reshape(geom.last_out_planes_shape), kernel, stride3,
                                padding3, geom.last_divisors(divisors), P.pool_threads(x4.size))
         return out
-    if last:
-        return _to_last(_avg_pool(nd, _to_first(x), kernel_size, stride, padding, ceil_mode,
-                                  count_include_pad, divisor_override))
-    x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
-    out = np.empty(geom.out_shape, dtype=geom.dtype)
-    kernel, stride3, padding3, _ = geom.kernel_args
-    _pool.avg_pool_forward(x4, out.reshape(geom.out_planes_shape), kernel, stride3, padding3,
-                           tuple(divisors), P.pool_threads(x4.size))
-    return out
+    return _to_last(_avg_pool(nd, _to_first(x), kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override))
 
 
-def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override, data_format="channels_first"):
+@memoized(state=P.planning_state)
+def _prepared_avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding,
+                                ceil_mode, count_include_pad, divisor_override, data_format):
+    """An avg_pool{nd}d_backward call validated once: (the validated
+    input_shape, its AvgPoolCall; channels-last on the plane view, or None
+    when it runs between layout copies)."""
     op = f"avg_pool{nd}d_backward"
     last = V.channels_last(data_format)
     V.check_array(grad_out, "grad_out")
@@ -52,25 +94,31 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
                          dtype=dtype)
     V.expect_shape(grad_out, _shape_last(geom.out_shape) if last else geom.out_shape,
                    "grad_out", f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
-    divisors = avg_pool_divisors(geom, V.flag(count_include_pad, "count_include_pad"),
-                                 divisor_override_arg(divisor_override))
-    if last and P.pool_channels_last_native(nd, geom.channels):
-        grad_x = np.empty(input_shape, dtype=dtype)
-        kernel, stride3, padding3, _ = geom.last_kernel_args
-        _pool.avg_pool_backward(
-            V.kernel_array(grad_out, dtype).reshape(geom.last_out_planes_shape),
-            grad_x.reshape(geom.last_planes_shape), kernel, stride3, padding3,
-            geom.last_divisors(divisors), P.pool_threads(grad_x.size))
-        return grad_x
-    if last:
+    call = _avg_pool_call(geom, count_include_pad, divisor_override)
+    if not last:
+        return input_shape, call
+    if not P.pool_channels_last_native(nd, geom.channels):
+        return input_shape, None
+    last_call = call._replace(
+        in_shape=input_shape, planes_shape=geom.last_planes_shape,
+        out_planes_shape=geom.last_out_planes_shape,
+        window=geom.last_kernel_args[:3] + (geom.last_divisors(call.window[3]),))
+    return input_shape, last_call
+
+
+def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, data_format="channels_first"):
+    input_shape, call = _prepared_avg_pool_backward(
+        nd, grad_out, input_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override, data_format)
+    if call is None:   # channels-last, between layout copies
         return _to_last(_avg_pool_backward(nd, _to_first(grad_out), _shape_first(input_shape),
                                            kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override))
-    grad_x = np.empty(input_shape, dtype=dtype)
-    kernel, stride3, padding3, _ = geom.kernel_args
-    _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(geom.out_planes_shape),
-                            grad_x.reshape(geom.planes_shape), kernel, stride3, padding3,
-                            tuple(divisors), P.pool_threads(grad_x.size))
+    grad_x = np.empty(call.in_shape, dtype=call.dtype)
+    _pool.avg_pool_backward(
+        V.kernel_array(grad_out, call.dtype).reshape(call.out_planes_shape),
+        grad_x.reshape(call.planes_shape), *call.window, call.threads)
     return grad_x
 
 

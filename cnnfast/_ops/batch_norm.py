@@ -47,11 +47,13 @@ class NormShape(NamedTuple):
     dtype: np.dtype
     shape: tuple
     count: int      # values per channel, N * S
+    as3d: tuple     # (N, C, S)
 
-    @property
-    def as3d(self):
-        n, c = self.shape[:2]
-        return (n, c, math.prod(self.shape[2:]))
+
+def _norm_shape(dtype, x) -> NormShape:
+    n, c = x.shape[:2]
+    s = math.prod(x.shape[2:])
+    return NormShape(dtype, tuple(x.shape), n * s, (n, c, s))
 
 
 @memoized
@@ -84,7 +86,7 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
     if training and count == 1:
         raise ValueError(f"batch_norm with training=True needs more than one value per "
                          f"channel to compute batch statistics, got x of shape {x.shape}")
-    return NormShape(dtype, tuple(x.shape), count), training, momentum, eps
+    return _norm_shape(dtype, x), training, momentum, eps
 
 
 @memoized
@@ -105,7 +107,7 @@ def batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out=None) -
                         f"invstd={type(invstd).__name__}")
     dtype = common_float_dtype(grad_out=grad_out, x=x, weight=weight, mean=mean, invstd=invstd,
                                relu_out=relu_out)
-    return NormShape(dtype, tuple(x.shape), x.shape[0] * math.prod(x.shape[2:]))
+    return _norm_shape(dtype, x)
 
 
 def _batch_stats(x3, threads):
@@ -122,6 +124,13 @@ def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=F
     mean, invstd), mean and invstd in x's dtype (the batch's when training,
     the running ones' otherwise), what batch_norm_backward takes. The layer
     (nn.BatchNorm2d) calls this to keep them for its backward."""
+    y, mean, invstd = _normalise(x, running_mean, running_var, weight, bias, training,
+                                 momentum, eps)
+    return y, mean.astype(y.dtype), invstd.astype(y.dtype)
+
+
+def _normalise(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """(y, mean, invstd) of batch_norm, the statistics in float64."""
     shape, training, momentum, eps = batch_norm_args(x, running_mean, running_var, weight,
                                                      bias, training, momentum, eps)
     dtype = shape.dtype
@@ -145,7 +154,7 @@ def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=F
     y = np.empty(shape.shape, dtype=dtype)
     _elementwise.channel_affine(x3, np.ascontiguousarray(scale), np.ascontiguousarray(shift),
                                 y.reshape(shape.as3d), threads)
-    return y, mean.astype(dtype), invstd.astype(dtype)
+    return y, mean, invstd
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -157,7 +166,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     place: r = (1 - momentum) * r + momentum * batch (unbiased variance);
     training=False normalises with the running statistics. Statistics are
     accumulated in float64."""
-    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+    return _normalise(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
 
 
 def batch_norm_backward(grad_out, x, weight, mean, invstd):

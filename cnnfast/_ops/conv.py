@@ -12,11 +12,12 @@ from .. import _nhwc
 from .. import _nhwc_backward
 from .. import _plan as P
 from .. import _validation as V
+from .._cache import memoized
 from .._threads import num_threads
 from .activation import epilogue_clamp
 from .conv_passes import (
     _bias_array, _bias_grad, _depth_stack, _merge_first, _run_forward, _run_input_grad,
-    _run_input_grad_folded, _run_weight_grad,
+    _run_input_grad_folded, _run_weight_grad, forward_call, run_forward_call,
 )
 from .conv_validation import conv_algorithm, conv_geometry, conv_need, conv_residual
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
@@ -26,13 +27,29 @@ from .pointwise import _channel_sums, _pixel_rows, _pointwise_backward_last, _po
 
 def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
                   padding_mode="zeros", data_format="channels_first"):
-    if V.channels_last(data_format):
+    prepared = _prepared_forward(nd, x, weight, bias, stride, padding, dilation, groups,
+                                 algorithm, padding_mode, data_format)
+    if prepared is None:
         return _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups,
                                   algorithm, padding_mode)
+    geom, p, call = prepared
+    if call is not None:
+        return run_forward_call(call, x, weight, _bias_array(bias, geom.dtype))
+    return _run_forward(geom, p, x, weight, _bias_array(bias, geom.dtype))
+
+
+@memoized(state=P.planning_state)
+def _prepared_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+                      padding_mode, data_format):
+    """A conv{nd}d call validated and planned once (one cache lookup for a
+    repeated call): (geometry, forward plan entry, its conv_passes.ForwardCall
+    or None when another kernel runs it), or None channels-last."""
+    if V.channels_last(data_format):
+        return None
     geom = conv_geometry(nd, x, weight, bias, stride, padding, dilation, groups,
                          padding_mode=padding_mode)
-    plan = P.plan_conv(geom, conv_algorithm(algorithm, geom), ("forward",))
-    return _run_forward(geom, plan.passes["forward"], x, weight, _bias_array(bias, geom.dtype))
+    p = P.plan_conv(geom, conv_algorithm(algorithm, geom), ("forward",)).passes["forward"]
+    return geom, p, forward_call(geom, p)
 
 
 def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, clamp=None,
@@ -158,16 +175,13 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
                    algorithm, padding_mode="zeros", data_format="channels_first"):
-    if V.channels_last(data_format):
+    prepared = _prepared_backward(nd, grad_out, x, weight, stride, padding, dilation, groups,
+                                  need, algorithm, padding_mode, data_format)
+    if prepared is None:
         return _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups,
                                    need, algorithm, padding_mode)
-    geom = conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
-                         grad_out=grad_out, padding_mode=padding_mode)
-    need = conv_need(need)
-    plan = P.plan_conv(geom, conv_algorithm(algorithm, geom),
-                       [p for p in ("x", "weight", "bias") if p in need])
+    geom, passes = prepared
     go5 = V.kernel_array(grad_out, geom.dtype).reshape(geom.out5_shape)
-    passes = plan.passes
     # both gradients stacked: stack grad_out once
     go_stacked = (_depth_stack(go5) if all(passes.get(g) and passes[g].layout == "depth_stacked"
                                            for g in ("x", "weight")) else None)
@@ -181,6 +195,22 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     if "bias" in passes:
         grad_b = _bias_grad(go5, geom.out_channels, passes["bias"].threads, geom.dtype)
     return grad_x, grad_w, grad_b
+
+
+@memoized(state=P.planning_state)
+def _prepared_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
+                       algorithm, padding_mode, data_format):
+    """A conv{nd}d_backward call validated and planned once (one cache
+    lookup when repeated): (geometry, planned passes), or None
+    channels-last."""
+    if V.channels_last(data_format):
+        return None
+    geom = conv_geometry(nd, x, weight, None, stride, padding, dilation, groups,
+                         grad_out=grad_out, padding_mode=padding_mode)
+    need = conv_need(need)
+    plan = P.plan_conv(geom, conv_algorithm(algorithm, geom),
+                       [p for p in ("x", "weight", "bias") if p in need])
+    return geom, plan.passes
 
 
 def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,

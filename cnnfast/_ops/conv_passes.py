@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,20 +94,59 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
             _conv.conv_forward(x5, w5, bias, out5, *_UNIT3, 1, *_kernel_args(p),
                                _ZERO_PADDING, p.threads, clamp, res5)
         return _pixels_as_batch(out5, geom.out_shape)
-    x5 = V.kernel_array(x, geom.dtype).reshape(geom.x5_shape)
-    w5 = V.kernel_array(weight, geom.dtype).reshape(geom.w5_shape)
+    return run_forward_call(forward_call(geom, p), x, weight, bias, clamp, residual)
+
+
+class ForwardCall(NamedTuple):
+    """A forward pass on the per-image or depth-stacked drivers, all but its
+    arrays: what a repeated call (same geometry and plan entry) reuses
+    instead of deriving the 5-D shapes and driver arguments again."""
+    dtype: np.dtype
+    x5_shape: tuple
+    w5_shape: tuple
+    y5_shape: tuple       # the output as 5-D (N, K, *out)
+    out5_shape: tuple     # what the driver writes: y5_shape, depth-stacked (1, K, N, ...)
+    out_shape: tuple
+    stacked: bool
+    driver_args: tuple    # stride, padding, dilation (3-D), groups, kernel, GEMM tiling,
+                          # padding mode, threads
+    blas: bool            # the kernel calls BLAS: pin its threads
+
+
+def forward_call(geom, p) -> ForwardCall | None:
+    """The ForwardCall of plan entry p, None when it runs elsewhere
+    (depthwise, NHWC or batch-as-pixels kernels: _run_forward)."""
+    if p.kernel in ("depthwise", "nhwc_direct") or p.layout == "batch_as_pixels":
+        return None
     stacked = p.layout == "depth_stacked"
-    out5 = np.empty(((1, geom.out_channels, geom.batch) + geom.out5_shape[3:]) if stacked
-                    else geom.out5_shape, dtype=geom.dtype)
+    y5 = geom.out5_shape
+    return ForwardCall(geom.dtype, geom.x5_shape, geom.w5_shape, y5,
+                       (1, geom.out_channels, geom.batch) + y5[3:] if stacked else y5,
+                       geom.out_shape, stacked,
+                       (*geom.kernel_args, geom.groups, *_kernel_args(p), geom.pad_mode_code,
+                        p.threads),
+                       p.kernel == "gemm_blas")
+
+
+def run_forward_call(call: ForwardCall, x, weight, bias, clamp=None, residual=None):
+    """conv(x, weight) + bias (then residual and clamp, as _run_forward) by
+    the prepared call: a new (N, K, *out) array."""
+    dtype = call.dtype
+    x5 = V.kernel_array(x, dtype).reshape(call.x5_shape)
+    w5 = V.kernel_array(weight, dtype).reshape(call.w5_shape)
+    out5 = np.empty(call.out5_shape, dtype=dtype)
     res5 = None
     if residual is not None:
-        res5 = V.kernel_array(residual, geom.dtype).reshape(geom.out5_shape)
-        res5 = _depth_stack(res5) if stacked else res5
-    with _pin(p):
-        _conv.conv_forward(_depth_stack(x5) if stacked else x5, w5, bias, out5,
-                           *geom.kernel_args, geom.groups, *_kernel_args(p),
-                           geom.pad_mode_code, p.threads, clamp, res5)
-    return _depth_unstack(out5, geom.out_shape) if stacked else out5.reshape(geom.out_shape)
+        res5 = V.kernel_array(residual, dtype).reshape(call.y5_shape)
+        res5 = _depth_stack(res5) if call.stacked else res5
+    if call.stacked:
+        x5 = _depth_stack(x5)
+    if call.blas:
+        with blas_pinned:
+            _conv.conv_forward(x5, w5, bias, out5, *call.driver_args, clamp, res5)
+    else:   # reading and setting OpenBLAS's thread count costs a tiny call's kernel time
+        _conv.conv_forward(x5, w5, bias, out5, *call.driver_args, clamp, res5)
+    return _depth_unstack(out5, call.out_shape) if call.stacked else out5.reshape(call.out_shape)
 
 
 def _run_input_grad(geom, p, go5, weight, go_stacked=None, bias=None):
@@ -187,7 +227,9 @@ def _bias_grad(go5, channels, threads, dtype):
 
 
 def _bias_array(bias, dtype):
-    return np.empty(0, dtype) if bias is None else V.kernel_array(bias, dtype)
+    """The drivers' bias: kernel dtype, empty for none (a shared read-only
+    empty array: the drivers only read it)."""
+    return V._NO_ELEMENTS[dtype] if bias is None else V.kernel_array(bias, dtype)
 
 
 def _merge_first(grad, rest, first):

@@ -3,10 +3,14 @@ in either layout, the NHWC kernel for channels-last inference, and the
 range-checked index scatter that adaptive and global max pooling share."""
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import _plan as P
 from .. import _validation as V
+from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .pool_validation import (
@@ -15,27 +19,62 @@ from .pool_validation import (
 )
 
 
+class MaxPoolCall(NamedTuple):
+    """A channels-first max pooling, all but its input: the kernel's shapes
+    and arguments, reused by a repeated call."""
+    dtype: np.dtype
+    planes_shape: tuple
+    out_shape: tuple
+    out_planes_shape: tuple
+    kernel_args: tuple
+    threads: int
+    return_indices: bool
+
+
+@memoized(state=P.planning_state)
+def _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+                       return_indices, data_format):
+    """A max_pool{nd}d call validated once (one cache lookup when repeated):
+    its MaxPoolCall, or None channels-last (_max_pool's general path)."""
+    if V.channels_last(data_format):
+        return None
+    geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return MaxPoolCall(geom.dtype, geom.planes_shape, geom.out_shape, geom.out_planes_shape,
+                       geom.kernel_args, P.pool_threads(x.size),
+                       V.flag(return_indices, "return_indices"))
+
+
+def _run_max_pool(call: MaxPoolCall, x):
+    x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
+    out = np.empty(call.out_shape, dtype=call.dtype)
+    if not call.return_indices:
+        _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape), None,
+                               *call.kernel_args, call.threads)
+        return out
+    indices = np.empty(call.out_shape, dtype=np.int64)
+    _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape),
+                           indices.reshape(call.out_planes_shape), *call.kernel_args,
+                           call.threads)
+    return out, indices
+
+
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
               data_format="channels_first"):
-    last = V.channels_last(data_format)
-    geom = pool_geometry(nd, "max", _first_view(x) if last else x, kernel_size, stride,
-                         padding, dilation, ceil_mode)
+    call = _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+                              return_indices, data_format)
+    if call is not None:
+        return _run_max_pool(call, x)
+    # channels-last
+    geom = pool_geometry(nd, "max", _first_view(x), kernel_size, stride, padding, dilation,
+                         ceil_mode)
     return_indices = V.flag(return_indices, "return_indices")
-    if last:
-        if nd <= 2 and not return_indices:   # inference: the NHWC kernel, no padded copy
-            return _max_pool_nhwc(geom, x)
-        if P.pool_channels_last_native(nd, geom.channels):
-            return _max_pool_last(geom, x, return_indices)
-        result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation,
-                           ceil_mode, return_indices)
-        return tuple(map(_to_last, result)) if return_indices else _to_last(result)
-    x4 = V.kernel_array(x, geom.dtype).reshape(geom.planes_shape)
-    out = np.empty(geom.out_shape, dtype=geom.dtype)
-    indices = np.empty(geom.out_shape, dtype=np.int64) if return_indices else None
-    _pool.max_pool_forward(x4, out.reshape(geom.out_planes_shape),
-                           None if indices is None else indices.reshape(geom.out_planes_shape),
-                           *geom.kernel_args, P.pool_threads(x4.size))
-    return (out, indices) if return_indices else out
+    if nd <= 2 and not return_indices:   # inference: the NHWC kernel, no padded copy
+        return _max_pool_nhwc(geom, x)
+    if P.pool_channels_last_native(nd, geom.channels):
+        return _max_pool_last(geom, x, return_indices)
+    result = _max_pool(nd, _to_first(x), kernel_size, stride, padding, dilation, ceil_mode,
+                       return_indices)
+    return tuple(map(_to_last, result)) if return_indices else _to_last(result)
 
 
 def _max_pool_nhwc(geom, x):
@@ -68,13 +107,40 @@ def _max_pool_last(geom, x, return_indices):
     return out, indices
 
 
-def _max_pool_backward(nd, grad_out, indices, input_shape, op,
-                       data_format="channels_first"):
+class ScatterCall(NamedTuple):
+    """A channels-first max-pooling backward, all but its arrays: grad_out
+    and indices as (planes, outputs) rows scattered into grad_x's planes."""
+    dtype: np.dtype
+    input_shape: tuple
+    rows_shape: tuple
+    planes_shape: tuple
+    threads: int
+
+
+def scatter_call(grad_out, input_shape, dtype) -> ScatterCall:
+    planes = input_shape[0] * input_shape[1]
+    size = math.prod(input_shape)
+    return ScatterCall(dtype, input_shape, (planes, grad_out.size // planes if planes else 0),
+                       (planes, size // planes if planes else 0), P.pool_threads(size))
+
+
+@memoized(state=P.planning_state)
+def _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format):
+    """A max-pooling backward validated once (one cache lookup when
+    repeated): its ScatterCall, or None channels-last."""
     if V.channels_last(data_format):
-        return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
+        return None
     dtype, input_shape = max_pool_indices(grad_out, indices, input_shape, nd, op,
                                           check_range=False)
-    return _scatter_max(grad_out, indices, input_shape, dtype, op)
+    return scatter_call(grad_out, input_shape, dtype)
+
+
+def _max_pool_backward(nd, grad_out, indices, input_shape, op,
+                       data_format="channels_first"):
+    call = _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format)
+    if call is None:
+        return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
+    return _run_scatter(call, grad_out, indices, op)
 
 
 def _max_pool_backward_last(nd, grad_out, indices, input_shape, op, keepdims_ok=False):
@@ -112,18 +178,19 @@ def _scatter_max_last(grad_out, indices, input_shape, dtype, op):
 
 
 def _scatter_max(grad_out, indices, input_shape, dtype, op):
-    """grad_x from grad_out scattered through indices; the kernel range-checks
-    every index as it uses it and reports the first bad one."""
-    planes = input_shape[0] * input_shape[1]
-    outputs = grad_out.size // planes if planes else 0
-    grad_x = np.empty(input_shape, dtype=dtype)
-    flat_indices = V.kernel_array(indices, np.int64).reshape(planes, outputs)
-    bad = _pool.max_pool_backward(V.kernel_array(grad_out, dtype).reshape(planes, outputs),
-                                  flat_indices,
-                                  grad_x.reshape(planes, grad_x.size // planes if planes else 0),
-                                  P.pool_threads(grad_x.size))
-    if bad >= 0:
-        raise index_out_of_range(int(flat_indices.flat[bad]), input_shape, op)
+    """grad_x from grad_out scattered through indices (validated but for the
+    range: the kernel checks every index as it uses it)."""
+    return _run_scatter(scatter_call(grad_out, input_shape, dtype), grad_out, indices, op)
+
+
+def _run_scatter(call: ScatterCall, grad_out, indices, op):
+    grad_x = np.empty(call.input_shape, dtype=call.dtype)
+    flat_indices = V.kernel_array(indices, np.int64).reshape(call.rows_shape)
+    bad = _pool.max_pool_backward(V.kernel_array(grad_out, call.dtype).reshape(call.rows_shape),
+                                  flat_indices, grad_x.reshape(call.planes_shape),
+                                  call.threads)
+    if bad >= 0:   # the first index outside its plane
+        raise index_out_of_range(int(flat_indices.flat[bad]), call.input_shape, op)
     return grad_x
 
 
