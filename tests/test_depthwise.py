@@ -356,12 +356,12 @@ def test_the_channels_last_forward_tiles_match_the_reference(rng, dtype, channel
         y = reference.conv2d(x, w, b, **args)
         res = rng.standard_normal(y.shape).astype(dtype)
         want = np.clip(y + res, 0, 6)
-        geom = cnnfast._validation.conv_geometry(2, x, w, b, **args)
+        geom = cnnfast._ops.conv_validation.conv_geometry(2, x, w, b, **args)
         got = []
         for threads in (1, 3):
             with cnnfast.num_threads(threads):
                 plan = _plan.plan_conv(geom, "auto", ("forward",), channels_last=True)
-                got.append(_first(cnnfast.functional._depthwise_forward(
+                got.append(_first(cnnfast._ops.depthwise._depthwise_forward(
                     geom, plan.passes["forward"], _buffer_at(_last(x), offset % 8), w, b,
                     (0.0, 6.0), _buffer_at(_last(res), offset % 5), last=True)))
         np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, 9), rtol=0)
