@@ -8,6 +8,7 @@ backward returns None there (their gradients go into Parameter.grad).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -558,7 +559,6 @@ class FusedConv(Op):
         super().__init__(node)
         clamp = None if clip_max is None else (0.0, float(clip_max))
         self.fused = FusedConv2d(conv, bn, relu, clamp)
-        self._parts = (conv, bn)
         self._plain = None   # conv + bias alone, for a residual that broadcasts
         self._shape_for = (None, None)
         self.training = False
@@ -584,9 +584,9 @@ class FusedConv(Op):
     def _broadcast_residual(self, x, residual):
         """An Add whose other operand broadcasts (a per-channel value) cannot
         run in the store pass: conv + bias, then the add and the activation."""
-        if self._plain is None:
-            self._plain = FusedConv2d(*self._parts)
-            self._plain.data_format = self.fused.data_format
+        if self._plain is None:   # the same folded weights, without the clamp
+            self._plain = copy.copy(self.fused)
+            self._plain.clamp = None
         y = self._plain(x)
         y = (y + residual).astype(y.dtype, copy=False)
         if self.fused.clamp is not None:
