@@ -1,0 +1,204 @@
+"""Recorded runs of fused models (cnnfast._replay): a replay gives the
+normal run's output bit for bit, and anything that could make it stale (a
+new input signature, replaced weights, a thread count, a non-finite input,
+a layer computing outside the drivers) sends the call the normal way."""
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import cnnfast
+from cnnfast import _replay, models, nn
+from cnnfast.nn.fuse import _REFUSED, _SEEN
+
+
+def _normal(fused, x, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setenv("CNNFAST_REPLAY", "0")
+        return fused(x)
+
+
+def _entries(fused):
+    return [e if isinstance(e, str) else "recording" for e in fused._replays.values()]
+
+
+def _input(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+MODELS = {
+    "resnet18": lambda dt: models.resnet18(num_classes=10, dtype=dt),
+    "mobilenet_v2": lambda dt: models.mobilenet_v2(num_classes=10, dtype=dt),
+    "googlenet": lambda dt: models.googlenet(num_classes=10, dtype=dt),
+    "lenet5": lambda dt: models.lenet5(dtype=dt),
+}
+SHAPES = {"resnet18": (2, 3, 40, 36), "mobilenet_v2": (1, 3, 33, 32),
+          "googlenet": (1, 3, 96, 80), "lenet5": (3, 1, 32, 32)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_replay_matches_the_normal_run(name, dtype, monkeypatch):
+    fused = MODELS[name](dtype).eval().fuse()
+    shape = SHAPES[name]
+    outs = [fused(_input(shape, dtype, seed)) for seed in range(4)]
+    assert _entries(fused) == ["recording"]
+    for seed, y in enumerate(outs):
+        expected = _normal(fused, _input(shape, dtype, seed), monkeypatch)
+        assert y.dtype == expected.dtype and y.shape == expected.shape
+        assert y.tobytes() == expected.tobytes()
+    # each call returns its own array: later calls do not overwrite it
+    assert not np.shares_memory(outs[2], outs[3])
+
+
+def test_each_signature_and_thread_count_has_its_recording(monkeypatch):
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    for threads in (1, 2):
+        with cnnfast.num_threads(threads):
+            for shape in [(1, 3, 32, 32), (2, 3, 32, 32), (1, 3, 40, 32)]:
+                for seed in range(3):
+                    x = _input(shape, seed=seed)
+                    assert fused(x).tobytes() == _normal(fused, x, monkeypatch).tobytes()
+    assert len(fused._replays) <= _replay.MAX_RECORDINGS
+    assert "recording" in _entries(fused)
+
+
+def test_replaced_weights_are_seen(monkeypatch):
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    x = _input((1, 3, 32, 32))
+    for _ in range(3):
+        before = fused(x)
+    other = models.resnet18(num_classes=10).eval().fuse()
+    fused.load_state_dict(other.state_dict())
+    after = fused(x)
+    assert after.tobytes() == other(x).tobytes()
+    assert after.tobytes() != before.tobytes()
+    fused.fc.bias.data = np.ones_like(fused.fc.bias.data)   # a parameter's array replaced
+    assert fused(x).tobytes() == _normal(fused, x, monkeypatch).tobytes()
+    fused.module.fc = nn.Identity()                        # a module replaced
+    y = fused(x)
+    assert y.shape == (1, 512)
+    assert y.tobytes() == _normal(fused, x, monkeypatch).tobytes()
+
+
+def test_fused_arrays_are_read_only():
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    with pytest.raises(ValueError, match="read-only"):
+        fused.fc.bias.data[0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        fused.module.conv1.weight.data[...] = 0.0
+
+
+def test_non_finite_input_after_recording(monkeypatch):
+    # Winograd refuses a non-finite input and its caller runs the direct
+    # kernel: the replay must notice and run the normal way
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    for seed in range(3):
+        fused(_input((1, 3, 64, 64), seed=seed))
+    x = _input((1, 3, 64, 64), seed=7)
+    x[0, 1, 30, 30] = np.nan
+    x[0, 2, 3, 3] = np.inf
+    y = fused(x)
+    expected = _normal(fused, x, monkeypatch)
+    assert np.array_equal(y, expected, equal_nan=True)
+
+
+def test_inputs_the_layers_would_convert_run_the_normal_way(monkeypatch):
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    base = _input((1, 3, 32, 64))
+    views = [base[:, :, :, ::2], np.asfortranarray(base[:, :, :, :32]),
+             base[:, :, :, :32].astype(">f4")]
+    for v in views:
+        for _ in range(3):
+            y = fused(v)
+        assert y.tobytes() == _normal(fused, v, monkeypatch).tobytes()
+    assert "recording" not in _entries(fused)
+
+
+class _Scale(nn.Module):
+    """A user layer computing in NumPy, outside cnnfast's drivers."""
+
+    def __init__(self):
+        super().__init__()
+        self.factor = 2.0
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def test_computation_outside_the_drivers_is_refused(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Scale(), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3)).eval()
+    fused = model.fuse()
+    for seed in range(4):
+        x = _input((2, 3, 9, 9), seed=seed)
+        assert fused(x).tobytes() == _normal(fused, x, monkeypatch).tobytes()
+    assert _entries(fused) == [_REFUSED]
+
+
+def test_concurrent_calls_from_threads(monkeypatch):
+    fused = models.mobilenet_v2(num_classes=10).eval().fuse()
+    xs = [_input((1, 3, 32, 32), seed=s) for s in range(6)]
+    expected = [_normal(fused, x, monkeypatch) for x in xs]
+    fused(xs[0])
+    fused(xs[0])   # recorded
+    errors = []
+
+    def work(i):
+        for _ in range(5):
+            for x, e in zip(xs, expected):
+                if fused(x).tobytes() != e.tobytes():
+                    errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_copies_and_pickles_record_again(monkeypatch):
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    x = _input((1, 3, 32, 32))
+    for _ in range(3):
+        y = fused(x)
+    for twin in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        assert _entries(twin) in ([], [_SEEN]) or None in twin._replays.values()
+        for _ in range(3):
+            assert twin(x).tobytes() == y.tobytes()
+
+
+def test_replay_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("CNNFAST_REPLAY", "0")
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    for _ in range(3):
+        fused(_input((1, 3, 32, 32)))
+    assert fused._replays == {}
+
+
+def test_explain_and_layer_timing_trace_the_normal_run():
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    x = _input((1, 3, 32, 32))
+    for _ in range(3):
+        fused(x)
+    report = cnnfast.explain_model(fused, x.shape)
+    assert any(r.name == "module.conv1" for r in report.rows)
+
+
+def test_activations_share_buffers_by_live_range():
+    allocated = {i: np.empty(n, np.uint8) for i, n in enumerate([100, 200, 100, 50, 300])}
+    live = {0: (0, 1), 1: (1, 2), 2: (2, 3), 3: (3, 4), 4: (2, 2)}
+    buffers = _replay._share_buffers(live, allocated)
+    for a in live:
+        assert buffers[a].nbytes >= allocated[a].nbytes
+        for b in live:
+            overlap = not (live[a][1] < live[b][0] or live[b][1] < live[a][0])
+            if a != b and overlap:
+                assert buffers[a] is not buffers[b]
+    assert buffers[2] is buffers[0]   # 0 ends at call 1, 2 starts at call 2
+    assert len({id(b) for b in buffers.values()}) < len(live)
