@@ -202,3 +202,28 @@ def test_activations_share_buffers_by_live_range():
                 assert buffers[a] is not buffers[b]
     assert buffers[2] is buffers[0]   # 0 ends at call 1, 2 starts at call 2
     assert len({id(b) for b in buffers.values()}) < len(live)
+
+
+def test_onnx_models_replay(monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import cnnfast.onnx as connx
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in [("w", (16, 3, 3, 3)), ("b", (16,)), ("fw", (5, 16)), ("fb", (5,))]]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    fused = connx.load(model.SerializeToString()).fuse()
+    outs = [fused(_input((2, 3, 12, 12), seed=s)) for s in range(4)]
+    assert _entries(fused) == ["recording"]
+    for s, y in enumerate(outs):
+        assert y.tobytes() == _normal(fused, _input((2, 3, 12, 12), seed=s), monkeypatch).tobytes()
