@@ -55,6 +55,12 @@ _record_lock = threading.Lock()   # one recording at a time: it patches module a
 _recording = None                 # the _Recorder of the run being recorded, if any
 
 
+def recorder():
+    """The recorder of the run being recorded in this thread, if any."""
+    rec = _recording
+    return rec if rec is not None and rec.thread == threading.get_ident() else None
+
+
 def step(fn, *args):
     """fn(*args) as a step of a recorded run: for layers computing in NumPy
     outside the drivers (Tanh: np.tanh(x, out)), with their output array
@@ -79,9 +85,11 @@ class _Recorder:
     def __init__(self):
         self.thread = threading.get_ident()
         self.calls = []
+        self.owners = []        # per call: self.owner when it was made
         self.depth = 0          # drivers calling drivers: only the outermost call counts
         self.allocated = {}     # id -> array: what np.empty gave out during the run
         self.refused = None
+        self.owner = None       # who makes the calls now: set by the owner's tracer
 
     def wrap(self, fn):
         def recorded(*args, **kwargs):
@@ -95,6 +103,7 @@ class _Recorder:
             if kwargs:
                 self.refused = self.refused or f"{fn.__name__} called with keywords"
             self.calls.append((fn, args, result))
+            self.owners.append(self.owner)
             return result
         return recorded
 
@@ -223,6 +232,7 @@ class Recording:
             calls.append((fn, new_args, tuple(inputs), result, returns_arg))
             self.checks.append(checks)
         self.calls = calls
+        self.owners = rec.owners
         self.output = y   # y_root is never shared: it is what the last calls write
 
     def verify(self, rec, x) -> bool:
@@ -268,6 +278,26 @@ class Recording:
         try:
             with blas_pinned:   # as the ops that call BLAS from a driver run it
                 return self._run(x)
+        finally:
+            self.lock.release()
+
+    def timed_run(self, x, clock):
+        """Seconds (by clock()) of each recorded call of a replay on x, or
+        None when it cannot replay now (as run)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            times = []
+            with blas_pinned:
+                for fn, args, inputs, _, _ in self.calls:
+                    if inputs:
+                        args = list(args)
+                        for k, view in inputs:
+                            args[k] = view.on(x)
+                    t0 = clock()
+                    fn(*args)
+                    times.append(clock() - t0)
+            return times
         finally:
             self.lock.release()
 

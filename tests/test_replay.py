@@ -227,3 +227,19 @@ def test_onnx_models_replay(monkeypatch):
     assert _entries(fused) == ["recording"]
     for s, y in enumerate(outs):
         assert y.tobytes() == _normal(fused, _input((2, 3, 12, 12), seed=s), monkeypatch).tobytes()
+
+
+def test_recorded_calls_know_their_layers():
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    x = _input((1, 3, 32, 32))
+    fused(x)
+    fused(x)
+    rec = fused.recording(x)
+    assert rec is not None
+    names = {id(m): n for n, m in fused.named_modules()}
+    owners = [None if o is None else (names[id(o[0])], o[1]) for o in rec.owners]
+    assert owners[0] is None                      # the input's layout conversion
+    assert ("module.conv1", 0) in owners and ("module.fc", 0) in owners
+    assert all(o is None or o[0].startswith("module.") for o in owners)
+    times = rec.timed_run(x, __import__("time").perf_counter)
+    assert len(times) == len(rec.calls) and all(t >= 0 for t in times)

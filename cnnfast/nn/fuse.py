@@ -242,6 +242,16 @@ class InferenceModel(Module):
             return self.module(x, *args, **kwargs)
         return _to_first_out(self.module(_to_last_in(x), *args, **kwargs))
 
+    def recording(self, x):
+        """The recorded run this model replays for inputs like x, or None
+        (cnnfast._replay; for the per-layer benchmark)."""
+        entry = self._replays.get(self._signature(x)) if type(x) is np.ndarray else None
+        return entry if isinstance(entry, _replay.Recording) else None
+
+    @staticmethod
+    def _signature(x):
+        return (x.shape, x.dtype.char, x.flags.writeable, _plan.planning_state())
+
     def _replayed(self, x):
         """The model's output for x from its recorded run (cnnfast._replay),
         recording it at the second call with x's signature; None: run it the
@@ -249,7 +259,7 @@ class InferenceModel(Module):
         if (x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or not x.dtype.isnative
                 or not x.flags.c_contiguous or not x.flags.aligned):
             return None   # the layers would convert it first, outside the drivers
-        key = (x.shape, x.dtype.char, x.flags.writeable, _plan.planning_state())
+        key = self._signature(x)
         entry = self._replays.get(key)
         if entry is None:   # first call: it packs weights and fills the plan caches
             self._remember(key, _SEEN)
@@ -266,7 +276,11 @@ class InferenceModel(Module):
         return entry.run(x)
 
     def _record(self, key, x):
-        out, rec = _replay.record(self._forward, x)
+        TRACE.tracer = _CallOwners()
+        try:
+            out, rec = _replay.record(self._forward, x)
+        finally:
+            TRACE.tracer = None
         y = out.copy() if type(out) is np.ndarray else out   # the recording reuses `out`
         try:
             recording = _replay.Recording(rec, x, out)
@@ -315,6 +329,31 @@ class InferenceModel(Module):
 
 
 _SEEN, _REFUSED = "seen", "refused"   # _replays entries besides recordings
+
+
+class _CallOwners:
+    """The tracer at Module.__call__ while a run is recorded: tags each
+    kernel call with the leaf module that makes it and which of its calls
+    it is (the per-layer benchmark times a replay by those tags)."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def call(self, module, args, kwargs, method="forward"):
+        if module.named_children():
+            return getattr(module, method)(*args, **kwargs)
+        rec = _replay.recorder()
+        if rec is None:
+            return getattr(module, method)(*args, **kwargs)
+        k = self.counts[id(module)] = self.counts.get(id(module), -1) + 1
+        before = rec.owner
+        rec.owner = (module, k)
+        TRACE.tracer = None   # a leaf's own calls (ReLU.forward_sum asks the hook again)
+        try:
+            return getattr(module, method)(*args, **kwargs)
+        finally:
+            TRACE.tracer = self
+            rec.owner = before
 
 
 def _model_state(model) -> list:
