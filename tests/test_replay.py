@@ -243,3 +243,49 @@ def test_recorded_calls_know_their_layers():
     assert all(o is None or o[0].startswith("module.") for o in owners)
     times = rec.timed_run(x, __import__("time").perf_counter)
     assert len(times) == len(rec.calls) and all(t >= 0 for t in times)
+
+
+def test_thread_choice_follows_the_load():
+    choice = _replay.ThreadChoice()
+    choice.twin = object()
+    picks = []
+
+    def call(many_s, twin_s):
+        twin = choice.wants_twin()
+        picks.append(twin)
+        choice.report(twin, twin_s if twin else many_s)
+
+    for _ in range(50):              # quiet: the many-thread run, never the twin
+        call(0.010, 0.020)
+    assert not any(picks)
+    picks.clear()
+    for _ in range(64):              # loaded: two threads slower than one
+        call(0.030, 0.020)
+    assert picks[:3] == [False] * 3 and picks[3]   # three slow runs, then the twin
+    assert sum(picks[8:]) >= 52      # mostly the twin, the other every 16th call
+    assert not all(picks[8:])
+    picks.clear()
+    for _ in range(80):              # quiet again: back to many threads
+        call(0.010, 0.020)
+    assert not any(picks[-30:])
+
+
+def test_thread_choice_without_a_twin_stays():
+    choice = _replay.ThreadChoice()
+    choice.twin = False
+    for _ in range(20):
+        assert not choice.wants_twin()
+        choice.report(False, 1.0 if _ % 2 else 0.1)
+
+
+def test_one_thread_twin_gives_the_same_output(monkeypatch):
+    monkeypatch.setattr(_replay.ThreadChoice, "wants_twin", lambda self: True)
+    for name, shape in [("mobilenet_v2", (1, 3, 32, 32)), ("resnet18", (2, 3, 32, 32))]:
+        fused = MODELS[name](np.float32).eval().fuse()
+        with cnnfast.num_threads(2):
+            for seed in range(4):
+                x = _input(shape, seed=seed)
+                assert fused(x).tobytes() == _normal(fused, x, monkeypatch).tobytes()
+            (rec,) = [e for e in fused._replays.values() if not isinstance(e, str)]
+            # a twin is kept only where its output is the many-thread one's
+            assert rec.choice.twin is False or isinstance(rec.choice.twin, _replay.Recording)
