@@ -126,7 +126,8 @@ def _extensions():
         return Extension("cnnfast._ext." + name, ["cnnfast/_ext/%s.pyx" % name], **kw)
 
     exts = [
-        ext("_conv", "conv", pxd=["conv_kernels.pxd", "conv_geom.pxd", "_blas.pxd"]),
+        ext("_conv", "conv", pxd=["conv_kernels.pxd", "conv_geom.pxd", "_blas.pxd"]
+            + sorted("conv/" + f for f in os.listdir("cnnfast/_ext/conv") if f.endswith(".pxi"))),
         ext("_depthwise", "depthwise", pxd=["depthwise_kernels.pxd", "conv_geom.pxd"]),
         ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd"]),
         ext("_pool", "pool", pxd=["pool_kernels.pxd"]),

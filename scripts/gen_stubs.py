@@ -67,8 +67,17 @@ def _split_params(params: str) -> list:
     return out
 
 
+def _with_includes(pyx: Path) -> list:
+    """pyx's lines with its `include "file.pxi"` lines replaced by the files'."""
+    out = []
+    for line in pyx.read_text().splitlines():
+        m = re.match(r'\s*include\s+"([^"]+)"', line)
+        out += _with_includes(pyx.parent / m.group(1)) if m else [line]
+    return out
+
+
 def cython_stub(pyx: Path) -> str:
-    source = "\n".join(line.split("#", 1)[0] for line in pyx.read_text().splitlines())
+    source = "\n".join(line.split("#", 1)[0] for line in _with_includes(pyx))
     lines = [HEADER.format(source=pyx.relative_to(ROOT).as_posix()),
              "from typing import Any\n", "from numpy.typing import NDArray\n\n"]
     for match in re.finditer(r"^(?:def|cpdef)\s+(?:\w+\s+)?(\w+)\s*\((.*?)\)\s*:", source,
