@@ -23,15 +23,24 @@ def _dw5(shape, last):
     return shape[:lead] + (1,) * (5 - len(shape)) + shape[lead:]
 
 
+# Results of at least this many bytes start at a 64-byte boundary
+# (_empty_aligned); smaller ones stay in L2 (2 MB a core here), where a store
+# straddling two lines costs little, and skip finding the address (~1-3 us).
+ALIGN_BYTES = 1 << 20
+
+
 def _empty_aligned(shape, dtype):
-    """np.empty(shape, dtype) starting at a 64-byte boundary (NumPy aligns
-    to 16 bytes). The channels-last kernels store whole 64-byte vectors at
-    pixel starts: with C * itemsize a multiple of 64 every store then fills
-    one cache line instead of straddling two (the input gradient, 1 thread:
-    144 x 56 x 56 stride 2, batch 8, 1.17-1.26 -> 0.88-0.99 ms; 96 x 112 x
-    112 stride 2 0.38-0.42 -> 0.30-0.32 ms)."""
+    """np.empty(shape, dtype), starting at a 64-byte boundary when it has
+    ALIGN_BYTES or more (NumPy aligns to 16 bytes). The channels-last
+    kernels store whole 64-byte vectors at pixel starts: with C * itemsize a
+    multiple of 64 every store then fills one cache line instead of
+    straddling two (the input gradient's kernel, 1 thread, aligned against
+    16-byte-offset results: 144 x 56 x 56 stride 2, batch 8, 0.88-0.99 vs
+    1.17-1.26 ms; 96 x 112 x 112 stride 2, 0.30-0.32 vs 0.38-0.42 ms)."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < ALIGN_BYTES:
+        return np.empty(shape, dtype)
     buf = np.empty(nbytes + 64, np.uint8)
     at = -buf.ctypes.data % 64
     return buf[at:at + nbytes].view(dtype).reshape(shape)
