@@ -410,3 +410,94 @@ def test_the_channels_last_weight_gradient_tiles_match_the_reference(rng, dtype,
                                                    data_format="channels_last")[1])
         np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, go[:, :1].size), rtol=0)
         np.testing.assert_array_equal(got[0], got[1])
+
+
+# The input gradient's cases: stride, padding, dilation, channel multiplier,
+# batch. 19 channels are a float32 vector and an overlapping one (float64:
+# two and an overlap); rows of 23 pixels hold interior tiles of every width
+# and peeled edges at both ends; NHWC and NCHW (narrow rows: the NHWC kernel).
+INPUT_GRAD_CASES = [(s, p, d, m, n) for s in (1, 2) for p in (0, 1, 2) for d in (1, 2)
+                    for m in (1, 2) for n in (0, 1, 3)]
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride,pad,dilation,mult,batch", INPUT_GRAD_CASES, ids=str)
+def test_the_input_gradient_matches_the_reference(rng, stride, pad, dilation, mult, batch,
+                                                  dtype, data_format):
+    C, kernel = 19, (3, 3) if dilation == 1 else (3, 5)
+    x = rng.standard_normal((batch, C, 9, 23)).astype(dtype)
+    w = rng.standard_normal((C * mult, 1) + kernel).astype(dtype)
+    args = dict(stride=stride, padding=pad, dilation=dilation, groups=C)
+    go = rng.standard_normal(reference.conv2d(x, w, **args).shape).astype(dtype)
+    want = reference.conv2d_backward(go, x, w, **args)[0]
+    got = _run(2, x, w, None, go, args, data_format, need=("x",))[1]
+    assert got.shape == x.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, want, atol=tolerance(dtype, 3 * mult * w[0].size), rtol=0)
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("stride,pad,dilation", [(s, p, d) for s in (1, 2) for p in (0, 1, 2)
+                                                 for d in (1, 2)], ids=str)
+def test_the_input_gradient_matches_finite_differences(rng, stride, pad, dilation,
+                                                       data_format):
+    x = rng.standard_normal((1, 17, 5, 15))
+    w = rng.standard_normal((17, 1, 3, 3))
+    args = dict(stride=stride, padding=pad, dilation=dilation, groups=17)
+    r = rng.standard_normal(cnnfast.conv2d(x, w, **args).shape)
+
+    def loss():
+        return float(np.sum(cnnfast.conv2d(x, w, **args) * r))
+
+    gx = _run(2, x, w, None, r, args, data_format, need=("x",))[1]
+    np.testing.assert_allclose(gx, numeric_gradient(loss, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 20, 48, 64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_channels_last_input_gradient_tiles_match_the_reference(rng, dtype, channels,
+                                                                    stride):
+    """The NHWC input gradient's interior tiles (6, 4, 2, 1 pixels, both
+    parities at stride 2) and peeled edges, for rows of 1..27 pixels, at
+    every alignment; a NaN weight stays out of the pixels its taps reach
+    only through padding; 1 and 3 threads agree to the bit."""
+    for width, offset in zip((1, 2, 3, 4, 5, 7, 8, 13, 14, 27), range(99)):
+        x = rng.standard_normal((2, channels, 5, width)).astype(dtype)
+        w = rng.standard_normal((channels, 1, 3, 3)).astype(dtype)
+        w[0, 0, 0, 0] = np.nan
+        args = dict(stride=stride, padding=1, groups=channels)
+        go = rng.standard_normal(reference.conv2d(x, w, **args).shape).astype(dtype)
+        want = reference.conv2d_backward(go, x, w, **args)[0]
+        got = []
+        for threads in (1, 3):
+            with cnnfast.num_threads(threads):
+                got.append(_first(cnnfast.conv2d_backward(
+                    _buffer_at(_last(go), offset % 8), _last(x), w, **args, need=("x",),
+                    data_format="channels_last")[0]))
+        np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want))
+        np.testing.assert_allclose(got[0], want, atol=tolerance(dtype, 9), rtol=0)
+        np.testing.assert_array_equal(got[0], got[1])
+
+
+def test_a_fused_channels_last_layer_packs_its_weights_once(rng, monkeypatch):
+    """A fused depthwise layer (channels-last) packs weight and bias on its
+    first call and reuses them; a replaced weight (load_state_dict) packs
+    anew; the result equals the unfused layer's."""
+    conv = cnnfast.nn.Conv2d(20, 20, 3, padding=1, groups=20, data_format="channels_last")
+    layer = cnnfast.nn.fuse.FusedConv2d(conv, None, clamp=(0.0, 6.0))
+    x = rng.standard_normal((2, 9, 11, 20)).astype(np.float32)
+    packs = []
+    pack = cnnfast._ops.conv._depthwise_pack
+    monkeypatch.setattr(cnnfast._ops.conv, "_depthwise_pack",
+                        lambda *a: packs.append(1) or pack(*a))
+    want = np.clip(conv(x), 0, 6)
+    for _ in range(3):
+        np.testing.assert_allclose(layer(x), want, atol=1e-5)
+    assert len(packs) == 1 and [k[0] for k in layer._packed] == ["depthwise"]
+    w = rng.standard_normal(layer.weight.shape).astype(np.float32)
+    w.flags.writeable = False
+    layer.weight.data = w
+    conv.weight.data = w.copy()
+    np.testing.assert_allclose(layer(x), np.clip(conv(x), 0, 6), atol=1e-5)
+    assert len(packs) == 2

@@ -365,25 +365,51 @@ cdef Py_ssize_t _padded_channels(Py_ssize_t C, floating dummy) noexcept nogil:
     return (C + vw - 1) // vw * vw
 
 
+cdef floating[::1] _pack_new(const floating[:, :, :, :, ::1] w, const floating[::1] bias,
+                             Py_ssize_t C, Py_ssize_t M, Py_ssize_t KV, Py_ssize_t Cp,
+                             object into):
+    """w and bias packed (_pack_last) into the array `into` (of w's dtype)."""
+    cdef floating[::1] wpk = into
+    with nogil:
+        _pack_last(&w[0, 0, 0, 0, 0], &bias[0] if bias.shape[0] > 0 else NULL, C, M, KV, Cp,
+                   &wpk[0], &wpk[M * KV * Cp], M)
+    return wpk
+
+
+def pack_last(const floating[:, :, :, :, ::1] w, const floating[::1] bias, Py_ssize_t C):
+    """The channels-last forward's packed weights of w (K, 1, KD, KH, KW), C
+    input channels, and bias (empty: none): one new array, [M][KVOL][Cp]
+    then [M][Cp] (forward_last's `packed`: a fused layer packs once)."""
+    cdef Py_ssize_t KV = w.shape[2] * w.shape[3] * w.shape[4], M = w.shape[0] // C
+    cdef Py_ssize_t Cp = _padded_channels(C, <floating> 0)
+    return np.asarray(_pack_new(w, bias, C, M, KV, Cp, np.empty(
+        M * (KV + 1) * Cp, np.float32 if floating is float else np.float64)))
+
+
 def forward_last(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out, tuple stride,
                  tuple padding, tuple dilation, int pad_mode, tuple split, dict arrays,
                  int nthreads, clamp=None,
-                 const floating[:, :, :, :, ::1] residual=None):
+                 const floating[:, :, :, :, ::1] residual=None,
+                 const floating[::1] packed=None):
     """out (N, OD, OH, OW, K) = depthwise conv of x (N, D, H, W, C) + bias,
-    channels in the vector lanes; epilogue as forward_first."""
+    channels in the vector lanes; epilogue as forward_first. packed: w and
+    bias as pack_last gives them (then not packed again), or None."""
     cdef cf_geom g = _geometry(x, out, w, True, stride, padding, dilation, pad_mode)
     cdef Py_ssize_t KV = g.KD * g.KH * g.KW, M = g.K // g.C
     cdef Py_ssize_t Cp = _padded_channels(g.C, <floating> 0)
     if x.shape[0] == 0:
         return
     cdef _job j = _new_job(split, M, 0, <floating> 0)
-    cdef floating[::1] wpk = _work(arrays, "dw_wpk", <floating> 0)
+    cdef const floating[::1] wpk
     cdef floating[::1] zero = _work(arrays, "dw_zero", <floating> 0)
     zero[:] = 0
-    with nogil:
-        _pack_last(&w[0, 0, 0, 0, 0], &bias[0] if bias.shape[0] > 0 else NULL, g.C, M, KV, Cp,
-                   &wpk[0], &wpk[M * KV * Cp], M)
+    if packed is not None:
+        if packed.shape[0] != M * (KV + 1) * Cp:
+            raise ValueError("packed depthwise weights of another shape")
+        wpk = packed
+    else:
+        wpk = _pack_new(w, bias, g.C, M, KV, Cp, _work(arrays, "dw_wpk", <floating> 0))
     _set_work(&j, _work(arrays, "dw_px", <floating> 0), nthreads)
     j.a = &x[0, 0, 0, 0, 0]
     j.b = &wpk[0]

@@ -21,7 +21,7 @@ from .conv_passes import (
 )
 from .conv_validation import conv_algorithm, conv_geometry, conv_need, conv_residual
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
-from .depthwise import _depthwise_backward_last, _depthwise_forward
+from .depthwise import _depthwise_backward_last, _depthwise_forward, _depthwise_pack
 from .pointwise import _channel_sums, _pixel_rows, _pointwise_backward_last, _pointwise_rows
 
 
@@ -82,8 +82,11 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
     p = P.plan_conv(geom, "auto", ("forward",), channels_last=True,
                     kept_weights=packed is not None).passes["forward"]
     if P.depthwise_native_last(geom, "auto"):
-        return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), clamp,
-                                  residual, last=True)
+        b = _bias_array(bias, geom.dtype)
+        wpk = None if packed is None else _packed(
+            packed, ("depthwise",), weight, bias, lambda: _depthwise_pack(geom, weight, b))
+        return _depthwise_forward(geom, p, x, weight, b, clamp, residual, last=True,
+                                  packed=wpk)
     if p.kernel == "nhwc_winograd":
         direct = _nhwc.configure(geom, p.config.threads)   # its bias layout, and the fallback
         u, finite, b = _packed(packed, ("winograd", p.config.m, p.config.pos_stride), weight,

@@ -640,49 +640,28 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
         }
 }
 
-/* Input gradient of input row r (r = (n*D + id)*H + ih), channels [c0,
- * c1): gx[pixel][c] = bias[c] + the sum over m < M and the taps that reach
- * the pixel from an output (i + p - t*d divisible by s, inside the output)
- * of go[output][c*M + m] * w[c*M + m][t]. wpk: [M][KVOL][Cp]; bpk: [Cp]
- * (zeros: no bias); go: [N][OD][OH][OW][C*M]; gx: [N][D][H][W][C]; work:
- * 4*KVOL pointers. Zero padding only. Taps are summed in (kw, kd, kh)
- * order. */
-/* PX input pixels side by side of a stride-1 multiplier-1 input gradient,
- * each reached by the same nt taps (pointers pg[t] + shift for pixel 0,
- * pstep further per pixel), channels from c (cnt lanes): PX independent
- * chains share each weight load. */
-CF_INLINE void FN(dw_input_last_pixels)(const CF_T *const *pg, const cf_idx *tap, cf_idx nt,
-                                        cf_idx shift, cf_idx pstep, const CF_T *wpk,
-                                        const CF_T *bpk, cf_idx Cp, cf_idx c, cf_idx cnt,
-                                        CF_T *o, const int PX) {
-    CF_V acc[4], b;
-    memcpy(&b, bpk + c, sizeof b);
-#pragma GCC unroll 4
-    for (int j = 0; j < PX; j++) acc[j] = b;
-    for (cf_idx t = 0; t < nt; t++) {
-        CF_V wv;
-        memcpy(&wv, wpk + tap[t] * Cp + c, sizeof wv);
-        const CF_T *xt = pg[t] + shift + c;
-#pragma GCC unroll 4
-        for (int j = 0; j < PX; j++) acc[j] += FN(dw_load_lanes)(xt + j * pstep, 1, cnt) * wv;
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < PX; j++) FN(dw_store_lanes)(o + j * pstep + c, 1, cnt, acc[j]);
-}
+/* ------------------------------------------- channels-last input gradient
+ * One input row per call, channels [c0, c1): gx[pixel][c] = bias[c] + the
+ * sum over m < M and the taps that reach the pixel from an output (i + p -
+ * t*d divisible by s, inside the output) of go[output][c*M + m] *
+ * w[c*M + m][t]; taps that reach no output add nothing (the reference's
+ * col2im forms no product there, so a NaN weight stays out of the border).
+ * Along depth and height the output rows the taps reach are found once per
+ * row (dw_input_rows). A 3-wide kernel of dilation 1, multiplier 1, stride
+ * 1 or 2 (MobileNetV2's) runs its interior in tiles (dw_input_tile): for
+ * stride 1 this is the forward's tile with the kernel flipped, for stride 2
+ * its polyphase transpose (an input pixel of one parity takes the middle
+ * tap from one output, of the other the outer two from two), with no
+ * scatter: every pixel is one sum, written once. Other kernels, and the
+ * pixels near the row's ends, run pixel by pixel through a tap list. */
 
-static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const void *bpk_,
-                                       void *gx_, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
-                                       const cf_geom *g, void *work) {
-    const CF_T *go = (const CF_T *)go_, *wpk = (const CF_T *)wpk_, *bpk = (const CF_T *)bpk_;
-    const CF_T **pg = (const CF_T **)work;
-    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
-    cf_idx *tap = (cf_idx *)(pg + KVOL);
-    const cf_idx n = r / (g->D * g->H), id = r / g->H % g->D, ih = r % g->H, K = g->C * M;
-    CF_T *grow = (CF_T *)gx_ + r * g->W * g->C;
-    /* the output rows the (kd, kh) taps reach this input row from: once per row */
+/* The output rows the (kd, kh) taps reach input row r from (r = (n*D +
+ * id)*H + ih): prow[i] their pixel 0 in go, trow[i] the packed index of
+ * their tap (kd, kh, 0); returns how many. */
+CF_INLINE cf_idx FN(dw_input_rows)(const CF_T *go, cf_idx r, const cf_geom *g, cf_idx K,
+                                   const CF_T **prow, cf_idx *trow) {
+    const cf_idx n = r / (g->D * g->H), id = r / g->H % g->D, ih = r % g->H;
     cf_idx nrow = 0;
-    const CF_T **prow = pg + 2 * KVOL; /* work: pg, tap, prow, trow; KVOL each */
-    cf_idx *trow = tap + 2 * KVOL;
     for (cf_idx kd = 0; kd < g->KD; kd++) {
         const cf_idx od = FN(dw_tap_output)(id, kd, g->sd, g->pd, g->dd, g->OD);
         if (od < 0) continue;
@@ -693,59 +672,192 @@ static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const 
             trow[nrow++] = (kd * g->KH + kh) * g->KW;
         }
     }
-    /* stride 1, multiplier 1: the pixels every kw tap reaches from inside
-     * the output share one tap list (shifted a pixel each), four at a time */
-    cf_idx lo = 0, done = 0;
-    if (g->sw == 1 && M == 1) {
-        lo = cf_max(0, (g->KW - 1) * g->dw - g->pw);
-        const cf_idx hi = cf_min(g->W, g->OW - g->pw);
-        cf_idx nt = 0;
-        for (cf_idx kw = 0; kw < g->KW; kw++)
-            for (cf_idx r = 0; r < nrow; r++) {
-                pg[nt] = prow[r] + (lo + g->pw - kw * g->dw) * K;
-                tap[nt++] = trow[r] + kw;
-            }
-        for (done = lo; done + 4 <= hi; done += 4) {
-            CF_T *o = grow + done * g->C;
-            if (c1 - c0 < CF_VW) {
-                FN(dw_input_last_pixels)(pg, tap, nt, (done - lo) * K, K, wpk, bpk, Cp, c0,
-                                         c1 - c0, o, 4);
+    return nrow;
+}
+
+/* NPX input pixels from iw0 ((iw0 + pw) % S == 0), multiplier 1, stride
+ * S, every tap inside the output, channels [c0, c1): pixel j takes tap kw
+ * of each tap row from output column (iw0 + pw + j - kw*dw) / S when S
+ * divides j - kw*dw. prow[r] + ow0*K: the tile's first output column of
+ * tap row r, `back` columns before the first pixel's (iw0 + pw) / S;
+ * trow[r]: the packed index of its first tap. KW3 (a 3-wide kernel,
+ * dilation 1, back = 3 - S): each output column is loaded once and added
+ * to every pixel it reaches (stride 1: NPX + 2 loads for 3*NPX FMAs per
+ * tap row, the forward's tile with the kernel flipped; stride 2: NPX/2 + 2
+ * for 3*NPX/2, its polyphase transpose), kw descending. Otherwise (stride
+ * 1, back = (KW-1)*dw): tap by tap, each weight loaded once for the NPX
+ * pixels, kw ascending. Each pixel sums bias, then tap rows in order.
+ * Channels innermost: the tile's pixels are read and written as they lie
+ * (a vector of channels at a time along the whole row instead, reading and
+ * writing at a stride of C, ran 144 x 56 x 56, batch 8, at 1.75 against
+ * 1.24-1.32 ms; blocks of 4 or 8 vectors along the row ran within 5% of
+ * this on every MobileNetV2 shape). FULL: [c0, c1)
+ * is a vector or more (the last ending at c1, recomputing lanes), else
+ * part of one. */
+CF_INLINE void FN(dw_input_tile)(const CF_T *const *prow, const cf_idx *trow, cf_idx nrow,
+                                 cf_idx ow0, cf_idx KW, cf_idx dw, cf_idx back, cf_idx K,
+                                 cf_idx Cp, const CF_T *wpk, const CF_T *bpk, CF_T *o,
+                                 cf_idx C, cf_idx c0, cf_idx c1, const int FULL,
+                                 const int KW3, const int S, const int NPX) {
+    const cf_idx cnt = FULL ? CF_VW : c1 - c0;
+    for (cf_idx c = c0; c < c1; c += CF_VW) {
+        const cf_idx cs = FULL ? cf_min(c, c1 - CF_VW) : c;
+        CF_V acc[CF_DW_PIXELS], b;
+        memcpy(&b, bpk + cs, sizeof b);
+#pragma GCC unroll 16
+        for (int j = 0; j < NPX; j++) acc[j] = b;
+        for (cf_idx r = 0; r < nrow; r++) {
+            const CF_T *p = prow[r] + ow0 * K + cs, *w = wpk + trow[r] * Cp + cs;
+            if (!KW3) {
+                for (cf_idx kw = 0; kw < KW; kw++) {
+                    CF_V wv;
+                    memcpy(&wv, w + kw * Cp, sizeof wv);
+                    const CF_T *pk = p + (back - kw * dw) * K;
+#pragma GCC unroll 16
+                    for (int j = 0; j < NPX; j++)
+                        acc[j] += FN(dw_load_lanes)(pk + j * K, 1, cnt) * wv;
+                }
                 continue;
             }
-            for (cf_idx c = c0; c < c1; c += CF_VW)
-                FN(dw_input_last_pixels)(pg, tap, nt, (done - lo) * K, K, wpk, bpk, Cp,
-                                         cf_min(c, c1 - CF_VW), CF_VW, o, 4);
-        }
-    }
-    for (cf_idx iw = 0; iw < g->W; iw++) {
-        if (iw >= lo && iw < done) continue;
-        cf_idx nt = 0;
-        for (cf_idx kw = 0; kw < g->KW; kw++) {
-            const cf_idx ow = FN(dw_tap_output)(iw, kw, g->sw, g->pw, g->dw, g->OW);
-            if (ow < 0) continue;
-            for (cf_idx r = 0; r < nrow; r++) {
-                pg[nt] = prow[r] + ow * K;
-                tap[nt++] = trow[r] + kw;
+            CF_V w0, w1, w2;
+            memcpy(&w0, w, sizeof w0);
+            memcpy(&w1, w + Cp, sizeof w1);
+            memcpy(&w2, w + 2 * Cp, sizeof w2);
+            const int BACK = 3 - S;
+#pragma GCC unroll 16
+            for (int col = 0; col < (NPX - 1) / S + BACK + 1; col++) {
+                CF_V v = FN(dw_load_lanes)(p + col * K, 1, cnt);
+#if CF_LEVEL >= 4
+                __asm__("" : "+v"(v)); /* one load per column (dw_inner_tile) */
+#endif
+#pragma GCC unroll 16
+                for (int j = 0; j < NPX; j++) {
+                    const int kw = j - S * (col - BACK);
+                    if (kw >= 0 && kw < 3) acc[j] += v * (kw == 0 ? w0 : kw == 1 ? w1 : w2);
+                }
             }
         }
-        CF_T *o = grow + iw * g->C;
-        const cf_idx span = c1 - c0;
-        for (cf_idx c = c0; c < c1; c += CF_VW) {
-            /* the last vector ends at c1 (recomputing lanes) unless the span
-             * is shorter than a vector */
-            const cf_idx cs = span >= CF_VW ? cf_min(c, c1 - CF_VW) : c;
-            const cf_idx cnt = cf_min(CF_VW, c1 - cs);
-            CF_V acc;
-            memcpy(&acc, bpk + cs, sizeof acc);
-            for (cf_idx m = 0; m < M; m++)
-                for (cf_idx t = 0; t < nt; t++) {
-                    CF_V wv;
-                    memcpy(&wv, wpk + (m * KVOL + tap[t]) * Cp + cs, sizeof wv);
-                    acc += FN(dw_load_lanes)(pg[t] + cs * M + m, M, cnt) * wv;
-                }
-            FN(dw_store_lanes)(o + cs, 1, cnt, acc);
+#pragma GCC unroll 16
+        for (int j = 0; j < NPX; j++) FN(dw_store_lanes)(o + j * C + cs, 1, cnt, acc[j]);
+    }
+}
+
+/* The tiles of one input row from lo ((lo + pw) % S == 0) while their
+ * output columns lie inside [0, OW) and their pixels inside [0, W):
+ * CF_DW_PIXELS at a time, then 4, 2 (stride 1: and 1), so a tile keeps
+ * the parity. Returns the end of the pixels done. */
+CF_INLINE cf_idx FN(dw_input_run)(const CF_T *const *prow, const cf_idx *trow, cf_idx nrow,
+                                  cf_idx lo, const cf_geom *g, cf_idx back, cf_idx K,
+                                  cf_idx Cp, const CF_T *wpk, const CF_T *bpk, CF_T *grow,
+                                  cf_idx c0, cf_idx c1, const int FULL, const int KW3,
+                                  const int S) {
+    const int PX = CF_DW_PIXELS;
+    const cf_idx C = g->C, pw = g->pw;
+    cf_idx iw = lo;
+#define DW_FITS(npx) \
+    (iw + (npx) <= g->W && (iw + pw) / S + ((npx) - 1) / S < g->OW)
+#define DW_TILE(npx)                                                                       \
+    FN(dw_input_tile)(prow, trow, nrow, (iw + pw) / S - back, g->KW, g->dw, back, K, Cp,   \
+                      wpk, bpk, grow + iw * C, C, c0, c1, FULL, KW3, S, npx)
+    for (; DW_FITS(PX); iw += PX) DW_TILE(PX);
+    if (PX > 4 && DW_FITS(4)) {
+        DW_TILE(4);
+        iw += 4;
+    }
+    if (DW_FITS(2)) {
+        DW_TILE(2);
+        iw += 2;
+    }
+    if (S == 1 && DW_FITS(1)) {
+        DW_TILE(1);
+        iw += 1;
+    }
+#undef DW_TILE
+#undef DW_FITS
+    return iw;
+}
+
+/* Input pixel iw through its tap list (any kernel, stride, multiplier):
+ * channels [c0, c1) a vector at a time, the last ending at c1 unless the
+ * span is shorter than a vector. Taps summed in (kw, kd, kh) order. */
+CF_INLINE void FN(dw_input_pixel)(const CF_T *const *prow, const cf_idx *trow, cf_idx nrow,
+                                  cf_idx iw, const cf_geom *g, cf_idx M, const CF_T *wpk,
+                                  const CF_T *bpk, cf_idx c0, cf_idx c1, CF_T *o,
+                                  const CF_T **pg, cf_idx *tap) {
+    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
+    const cf_idx K = g->C * M;
+    cf_idx nt = 0;
+    for (cf_idx kw = 0; kw < g->KW; kw++) {
+        const cf_idx ow = FN(dw_tap_output)(iw, kw, g->sw, g->pw, g->dw, g->OW);
+        if (ow < 0) continue;
+        for (cf_idx i = 0; i < nrow; i++) {
+            pg[nt] = prow[i] + ow * K;
+            tap[nt++] = trow[i] + kw;
         }
     }
+    const cf_idx span = c1 - c0;
+    for (cf_idx c = c0; c < c1; c += CF_VW) {
+        const cf_idx cs = span >= CF_VW ? cf_min(c, c1 - CF_VW) : c;
+        const cf_idx cnt = cf_min(CF_VW, c1 - cs);
+        CF_V acc;
+        memcpy(&acc, bpk + cs, sizeof acc);
+        for (cf_idx m = 0; m < M; m++)
+            for (cf_idx t = 0; t < nt; t++) {
+                CF_V wv;
+                memcpy(&wv, wpk + (m * KVOL + tap[t]) * Cp + cs, sizeof wv);
+                acc += FN(dw_load_lanes)(pg[t] + cs * M + m, M, cnt) * wv;
+            }
+        FN(dw_store_lanes)(o + cs, 1, cnt, acc);
+    }
+}
+
+/* Input gradient of input row r (r = (n*D + id)*H + ih), channels [c0,
+ * c1). wpk: [M][KVOL][Cp]; bpk: [Cp] (zeros: no bias); go:
+ * [N][OD][OH][OW][C*M]; gx: [N][D][H][W][C]; work: 4*KVOL pointers. Zero
+ * padding only. */
+static void FN(dw_backward_input_last)(const void *go_, const void *wpk_, const void *bpk_,
+                                       void *gx_, cf_idx r, cf_idx c0, cf_idx c1, cf_idx M,
+                                       const cf_geom *g, void *work) {
+    const CF_T *wpk = (const CF_T *)wpk_, *bpk = (const CF_T *)bpk_;
+    const cf_idx KVOL = g->KD * g->KH * g->KW, Cp = cf_ceil_div(g->C, CF_VW) * CF_VW;
+    const cf_idx C = g->C, K = C * M;
+    /* work: pg, tap (a pixel's taps), prow, trow (the row's tap rows); KVOL each */
+    const CF_T **pg = (const CF_T **)work, **prow = pg + 2 * KVOL;
+    cf_idx *tap = (cf_idx *)(pg + KVOL), *trow = tap + 2 * KVOL;
+    CF_T *grow = (CF_T *)gx_ + r * g->W * C;
+    const cf_idx nrow = FN(dw_input_rows)((const CF_T *)go_, r, g, K, prow, trow);
+    /* the tiled interior [lo, hi): pixels whose every tap lands inside the
+     * output (the first, at `back` output columns before the pixel's own,
+     * inside: lo >= S*back - pw; the last checked per tile), multiplier 1,
+     * a 3-wide kernel of dilation 1 at stride 1 or 2, or any kernel at
+     * stride 1 */
+    const cf_idx S = g->sw;
+    const int kw3 = g->KW == 3 && g->dw == 1 && (S == 1 || S == 2);
+    cf_idx lo = 0, hi = 0;
+    if (M == 1 && (kw3 || S == 1)) {
+        const cf_idx back = kw3 ? 3 - S : (g->KW - 1) * g->dw;
+        lo = cf_max(0, S * back - g->pw);
+        lo += (lo + g->pw) % S;
+        hi = lo;
+        const int full = c1 - c0 >= CF_VW;
+        const CF_T *const *pr = prow;
+#define DW_RUN(F, KW3, S_) \
+    FN(dw_input_run)(pr, trow, nrow, lo, g, back, K, Cp, wpk, bpk, grow, c0, c1, F, KW3, S_)
+        if (full) {
+            if (kw3 && S == 1) hi = DW_RUN(1, 1, 1);
+            else if (kw3) hi = DW_RUN(1, 1, 2);
+            else hi = DW_RUN(1, 0, 1);
+        } else {
+            if (kw3 && S == 1) hi = DW_RUN(0, 1, 1);
+            else if (kw3) hi = DW_RUN(0, 1, 2);
+            else hi = DW_RUN(0, 0, 1);
+        }
+#undef DW_RUN
+    }
+    for (cf_idx iw = 0; iw < g->W; iw++)
+        if (iw < lo || iw >= hi)
+            FN(dw_input_pixel)(prow, trow, nrow, iw, g, M, wpk, bpk, c0, c1, grow + iw * C,
+                               pg, tap);
 }
 
 /* The channels-last weight gradient: an item is a block of output rows,
