@@ -331,21 +331,19 @@ def batch_norm_rule(t, m, x):
 def _batch_norm_row(t, m, x, use_batch, last, grad_weight, grad_bias):
     size = x.size
     threads = P.elementwise_threads(size)
-    # a channels-last input is copied to channels-first planes and back
-    copies = 2 * size * x.dtype.itemsize if last else 0
+    # a channels-last input runs on the channels-last kernels, no layout copies
+    layout = "channels_last" if last else "images"
     passes = {"forward": numpy_pass("batch_norm", (5 if use_batch else 2) * size, threads,
-                                    "images", copies)}
+                                    layout)}
     if m.training:
-        passes["x"] = numpy_pass("batch_norm_backward", 8 * size, threads, "images", copies)
+        passes["x"] = numpy_pass("batch_norm_backward", 8 * size, threads, layout)
         # gamma's and beta's gradients are the sums of the input gradient's first pass
         if grad_weight:
             passes["weight"] = numpy_pass("batch_norm_grad_sums", 0, threads)
         if grad_bias:
             passes["bias"] = numpy_pass("batch_norm_grad_sums", 0, threads)
     y = t.new(x.shape, x.dtype)
-    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], [y], _layout_of(t, m), passes,
-             note="channels-first kernels between layout copies: batch statistics per "
-                  "channel plane" if last else "")
+    t.record(t.name_of(m), type(m).__name__, [t.dry(x)], [y], _layout_of(t, m), passes)
     return y
 
 

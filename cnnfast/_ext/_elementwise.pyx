@@ -260,3 +260,189 @@ def adam_update(floating[::1] p,                # IN/OUT the parameter
         else:
             _kernels(<floating> 0).adam_update(&p[0], &g[0], &m[0], &v[0], n, beta1, beta2,
                                                eps, weight_decay, step_size, bc2_sqrt)
+
+
+# ------------------------------------------------ batch norm, channels last
+# x (N, *spatial, C) seen as (rows, C), rows = N * prod(spatial): the kernels
+# of csrc/elementwise/norm_batch_last.h run along whole rows, the channels in
+# the vector lanes, so channels-last activations need no layout copies. A
+# parallel item is a block of rows; a reduction's block writes its own slot
+# of per-channel sums, and the slots are added in block order: the block
+# size depends on the shape only, so results do not depend on the thread
+# count either.
+
+from libc.stdlib cimport free, malloc
+
+# elements per block of rows (a block of a 50176 x 144 MobileNetV2 batch is
+# 228 rows, 128 KB of float32: it stays in L2 while the kernel sweeps it)
+cdef Py_ssize_t LAST_BLOCK = 1 << 15
+# reduction blocks at most: bounds the partial sums to 2 * 64 * C doubles
+# (a (16, 56, 56, 144) batch has 64 blocks of 784 rows)
+cdef Py_ssize_t LAST_MAX_BLOCKS = 64
+
+
+cdef inline Py_ssize_t _last_block_rows(Py_ssize_t rows, Py_ssize_t C,
+                                        Py_ssize_t max_blocks) noexcept nogil:
+    """Rows per block: LAST_BLOCK elements' worth, at most max_blocks blocks."""
+    cdef Py_ssize_t per = max(1, LAST_BLOCK // max(C, 1))
+    if (rows + per - 1) // per > max_blocks:
+        per = (rows + max_blocks - 1) // max_blocks
+    return per
+
+
+cdef inline void _last_block_sums(Py_ssize_t b, Py_ssize_t per, Py_ssize_t rows, Py_ssize_t C,
+                                  const floating *x, const floating *go, const floating *ry,
+                                  const double *center, double *part) noexcept nogil:
+    """Block b's per-channel sums into part[b] (2 x C): the statistics' (go
+    NULL, center = shift) or the gradient's (center = mean)."""
+    cdef Py_ssize_t r0 = b * per, n = min(per, rows - r0)
+    cdef double *s = part + b * 2 * C
+    if go == NULL:
+        _kernels(<floating> 0).bnl_stats_rows(x + r0 * C, n, C, center, s, s + C)
+    else:
+        _kernels(<floating> 0).bnl_grad_sums_rows(go + r0 * C, ry + r0 * C if ry else NULL,
+                                                  x + r0 * C, n, C, center, s, s + C)
+
+
+cdef int _last_sums(const floating *x, const floating *go, const floating *ry,
+                    const double *center, Py_ssize_t rows, Py_ssize_t C, double *out1,
+                    double *out2, int nthreads) except -1:
+    """Per-channel sums over rows >= 1 (_last_block_sums per block), the
+    blocks' partial sums added in block order."""
+    cdef Py_ssize_t per = _last_block_rows(rows, C, LAST_MAX_BLOCKS)
+    cdef Py_ssize_t blocks = (rows + per - 1) // per, b, c
+    cdef double *part = <double *> malloc(blocks * 2 * C * sizeof(double))
+    cdef double *s
+    if part == NULL:
+        raise MemoryError()
+    with nogil:
+        if nthreads > 1 and blocks > 1:
+            for b in prange(blocks, num_threads=nthreads, schedule='guided'):
+                _last_block_sums(b, per, rows, C, x, go, ry, center, part)
+        else:
+            for b in range(blocks):
+                _last_block_sums(b, per, rows, C, x, go, ry, center, part)
+        for c in range(C):
+            out1[c] = part[c]
+            out2[c] = part[C + c]
+        for b in range(1, blocks):
+            s = part + b * 2 * C
+            for c in range(C):
+                out1[c] += s[c]
+                out2[c] += s[C + c]
+    free(part)
+    return 0
+
+
+def batch_norm_stats_last(const floating[:, ::1] x,   # IN  (rows, C)
+                          double[::1] mean,             # OUT (C,)
+                          double[::1] var,              # OUT (C,) biased variance
+                          int nthreads):
+    """Per-channel mean and biased variance of channels-last x, as
+    batch_norm_stats: sums of x - x[0, c] in double, NaN or infinity
+    in a channel makes its statistics NaN; no rows: mean 0, var 1."""
+    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1], c
+    cdef double dm, v
+    if rows == 0 or C == 0:
+        for c in range(C):
+            mean[c] = 0.0
+            var[c] = 1.0
+        return
+    cdef double *shift = <double *> malloc(C * sizeof(double))
+    if shift == NULL:
+        raise MemoryError()
+    try:
+        for c in range(C):
+            shift[c] = x[0, c]
+        _last_sums(&x[0, 0], <const floating *> NULL, NULL, shift, rows, C, &mean[0], &var[0],
+                   nthreads)
+        for c in range(C):
+            dm = mean[c] / rows
+            v = var[c] / rows - dm * dm
+            if v < 0:
+                v = 0   # rounding; NaN stays NaN
+            mean[c] = shift[c] + dm
+            var[c] = v
+    finally:
+        free(shift)
+
+
+cdef inline void _last_rows(Py_ssize_t b, Py_ssize_t per, Py_ssize_t rows, Py_ssize_t C,
+                            const floating *x, const floating *go, const floating *ry,
+                            const floating *coef, const floating *shift,
+                            floating *out) noexcept nogil:
+    """Block b of rows of an elementwise pass: the affine map (go NULL,
+    coef = scale) or the input gradient (coef = a, b, c, mean)."""
+    cdef Py_ssize_t r0 = b * per, n = min(per, rows - r0)
+    if go == NULL:
+        _kernels(<floating> 0).bnl_affine_rows(x + r0 * C, out + r0 * C, n, C, coef, shift)
+    else:
+        _kernels(<floating> 0).bnl_grad_input_rows(go + r0 * C, ry + r0 * C if ry else NULL,
+                                                   x + r0 * C, out + r0 * C, n, C, coef)
+
+
+cdef void _last_pass(const floating *x, const floating *go, const floating *ry,
+                     const floating *coef, const floating *shift, floating *out,
+                     Py_ssize_t rows, Py_ssize_t C, int nthreads) noexcept nogil:
+    cdef Py_ssize_t per = _last_block_rows(rows, C, rows), b
+    cdef Py_ssize_t blocks = (rows + per - 1) // per
+    if nthreads > 1 and blocks > 1:
+        for b in prange(blocks, num_threads=nthreads, schedule='guided'):
+            _last_rows(b, per, rows, C, x, go, ry, coef, shift, out)
+    else:
+        for b in range(blocks):
+            _last_rows(b, per, rows, C, x, go, ry, coef, shift, out)
+
+
+def channel_affine_last(const floating[:, ::1] x,     # IN  (rows, C)
+                        const floating[::1] scale,      # IN  (C,)
+                        const floating[::1] shift,      # IN  (C,)
+                        floating[:, ::1] y,             # OUT (rows, C)
+                        int nthreads):
+    """y[r, c] = x[r, c] * scale[c] + shift[c] (scale and shift rounded to
+    x's dtype by the caller, as channel_affine rounds them)."""
+    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1]
+    if rows * C == 0:
+        return
+    with nogil:
+        _last_pass(&x[0, 0], <const floating *> NULL, NULL, &scale[0], &shift[0], &y[0, 0],
+                   rows, C, nthreads)
+
+
+cdef inline const floating *_or_null_rows(const floating[:, ::1] a) noexcept:
+    return &a[0, 0] if a is not None and a.shape[0] * a.shape[1] > 0 else NULL
+
+
+def batch_norm_grad_sums_last(const floating[:, ::1] grad_out,   # IN  (rows, C)
+                              const floating[:, ::1] relu_y,     # IN  (rows, C) or None
+                              const floating[:, ::1] x,          # IN  (rows, C)
+                              const double[::1] mean,            # IN  (C,)
+                              double[::1] sum_go,                # OUT (C,)
+                              double[::1] sum_gox,               # OUT (C,)
+                              int nthreads):
+    """batch_norm_grad_sums of channels-last arrays."""
+    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1], c
+    if rows == 0 or C == 0:
+        for c in range(C):
+            sum_go[c] = 0.0
+            sum_gox[c] = 0.0
+        return
+    _last_sums(&x[0, 0], &grad_out[0, 0], _or_null_rows(relu_y), &mean[0], rows, C, &sum_go[0],
+               &sum_gox[0], nthreads)
+
+
+def batch_norm_grad_input_last(const floating[:, ::1] grad_out,  # IN  (rows, C)
+                               const floating[:, ::1] relu_y,    # IN  (rows, C) or None
+                               const floating[:, ::1] x,         # IN  (rows, C)
+                               const floating[:, ::1] coef,      # IN  (4, C): a, b, c, mean
+                               floating[:, ::1] grad_x,          # OUT (rows, C)
+                               int nthreads):
+    """batch_norm_grad_input of channels-last arrays, coef rounded to x's
+    dtype by the caller (as bn_grad_input_plane rounds it)."""
+    cdef Py_ssize_t rows = x.shape[0], C = x.shape[1]
+    if rows * C == 0:
+        return
+    cdef const floating *ry = _or_null_rows(relu_y)
+    with nogil:
+        _last_pass(&x[0, 0], &grad_out[0, 0], ry, &coef[0, 0], NULL, &grad_x[0, 0], rows, C,
+                   nthreads)

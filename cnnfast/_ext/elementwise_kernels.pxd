@@ -29,5 +29,15 @@ cdef extern from "elementwise_kernels.h" nogil:
         void (*adam_update)(void *p, const void *g, void *m, void *v, cf_idx n,
                             double beta1, double beta2, double eps, double weight_decay,
                             double step_size, double bc2_sqrt) noexcept nogil
+        void (*bnl_stats_rows)(const void *x, cf_idx rows, cf_idx C, const double *shift,
+                               double *s1, double *s2) noexcept nogil
+        void (*bnl_affine_rows)(const void *x, void *y, cf_idx rows, cf_idx C,
+                                const void *scale, const void *shift) noexcept nogil
+        void (*bnl_grad_sums_rows)(const void *go, const void *relu_y, const void *x,
+                                   cf_idx rows, cf_idx C, const double *mean, double *s1,
+                                   double *s2) noexcept nogil
+        void (*bnl_grad_input_rows)(const void *go, const void *relu_y, const void *x,
+                                    void *gx, cf_idx rows, cf_idx C,
+                                    const void *coef) noexcept nogil
 
     const cf_elementwise_kernels *cf_elementwise_kernels_for(int is_double)

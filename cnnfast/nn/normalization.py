@@ -1,12 +1,13 @@
 """BatchNorm1d/2d/3d on cnnfast.functional's batch_norm kernels (channels-last
-inputs through layout copies); backward can fold in a following ReLU's."""
+inputs on the channels-last ones, _ops/batch_norm_last.py, without layout
+copies); backward can fold in a following ReLU's."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _validation as V
 from .._ops.batch_norm import _batch_norm, _batch_norm_backward
-from .._ops.data_format import _to_first, _to_last
+from .._ops.batch_norm_last import _batch_norm_backward_last, _batch_norm_last
 from ._checks import _check_input, _data_format, _format_repr, _same_dtype, float_dtype
 from .module import Module, Parameter
 
@@ -59,8 +60,6 @@ class _BatchNorm(Module):
     def forward(self, x):
         self._validate(x)
         last = self.data_format == "channels_last" and x.ndim > 2
-        if last:   # the kernels reduce over channels-first planes
-            x = _to_first(x)
         # training: batch statistics, and the running ones updated if tracked;
         # eval: the running statistics, or the batch's when none are tracked
         use_batch = self.training or not self.track_running_stats
@@ -68,7 +67,7 @@ class _BatchNorm(Module):
         momentum = 0.0
         if update:
             momentum = (1 / (self._batches_seen + 1)) if self.momentum is None else self.momentum
-        y, mean, invstd = _batch_norm(
+        y, mean, invstd = (_batch_norm_last if last else _batch_norm)(
             x, self.running_mean if update or not use_batch else None,
             self.running_var if update or not use_batch else None,
             self.weight.data if self.affine else None,
@@ -78,7 +77,7 @@ class _BatchNorm(Module):
             self._batches_seen += 1   # torch counts empty batches too (num_batches_tracked)
         if self.training:
             self._cache = (x, mean, invstd)
-        return _to_last(y) if last else y
+        return y
 
     def backward(self, grad_out, relu=None):
         """relu: the ReLU this layer's output went through (grad_out is then
@@ -87,16 +86,13 @@ class _BatchNorm(Module):
         x, mean, invstd = self._saved()
         last = self.data_format == "channels_last" and x.ndim > 2
         relu_out = None if relu is None else relu._saved()
-        if last:   # the kernels reduce over channels-first planes
-            grad_out = _to_first(grad_out)
-            relu_out = None if relu_out is None else _to_first(relu_out)
-        grad_x, g_gamma, g_beta = _batch_norm_backward(
+        grad_x, g_gamma, g_beta = (_batch_norm_backward_last if last else _batch_norm_backward)(
             grad_out, x, self.weight.data if self.affine else None, mean, invstd, relu_out)
         if self.affine:
             self.weight.accumulate(g_gamma if self._needs_grad(self.weight) else None)
         if self.bias is not None:
             self.bias.accumulate(g_beta if self._needs_grad(self.bias) else None)
-        return _to_last(grad_x) if last else grad_x
+        return grad_x
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

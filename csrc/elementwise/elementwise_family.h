@@ -6,6 +6,7 @@
 #include "activation_relu.h"
 #include "optim_sgd.h"
 #include "optim_adam.h"
+#include "norm_batch_last.h"
 
 static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .isa = CF_LEVEL,
@@ -20,6 +21,10 @@ static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .add_relu = FN(add_relu),
     .sgd_update = FN(sgd_update),
     .adam_update = FN(adam_update),
+    .bnl_stats_rows = FN(bnl_stats_rows),
+    .bnl_affine_rows = FN(bnl_affine_rows),
+    .bnl_grad_sums_rows = FN(bnl_grad_sums_rows),
+    .bnl_grad_input_rows = FN(bnl_grad_input_rows),
 };
 
 #include "cf_family_end.h"

@@ -36,6 +36,16 @@ typedef struct {
     void (*adam_update)(void *p, const void *g, void *m, void *v, cf_idx n, double beta1,
                         double beta2, double eps, double weight_decay, double step_size,
                         double bc2_sqrt);
+    /* norm_batch_last.h: channels-last x seen as (rows, C); the reductions
+     * write one block's per-channel sums (double) to s1 and s2 */
+    void (*bnl_stats_rows)(const void *x, cf_idx rows, cf_idx C, const double *shift,
+                           double *s1, double *s2);
+    void (*bnl_affine_rows)(const void *x, void *y, cf_idx rows, cf_idx C, const void *scale,
+                            const void *shift);
+    void (*bnl_grad_sums_rows)(const void *go, const void *relu_y, const void *x, cf_idx rows,
+                               cf_idx C, const double *mean, double *s1, double *s2);
+    void (*bnl_grad_input_rows)(const void *go, const void *relu_y, const void *x, void *gx,
+                                cf_idx rows, cf_idx C, const void *coef);
 } cf_elementwise_kernels;
 
 #define CF_FAMILY "elementwise_family.h"
