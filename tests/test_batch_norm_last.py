@@ -309,3 +309,12 @@ def test_layers_match_channels_first(monkeypatch, rng, cls, shape, dtype, kw):
     y = last(x)
     monkeypatch.undo()
     np.testing.assert_allclose(y, _last(first(_first(x))), **_tol(dtype))
+
+
+def test_explain_reports_the_channels_last_kernels():
+    model = nn.Sequential(nn.BatchNorm2d(8, data_format="channels_last")).train()
+    (row,) = cnnfast.explain_model(model, (2, 5, 5, 8)).rows
+    assert row.note == ""
+    for name in ("forward", "x"):
+        assert row.passes[name].layout == "channels_last"
+        assert row.passes[name].workspace_bytes == 0   # no layout copies
