@@ -152,8 +152,12 @@ def test_cached_plans_and_windows_cannot_be_modified():
     plan = cnnfast.explain_conv((1, 3, 8, 8), (4, 3, 3, 3))
     with pytest.raises(TypeError):
         plan.passes["forward"] = None
-    for window in adaptive_windows3((8, 8), (3, 3)):
-        assert not window.flags.writeable
+    assert not adaptive_windows3((8, 8), (3, 3)).flags.writeable
+    x = np.ones((1, 1, 8, 8), np.float32)
+    for prepared in (_prepared_avg_pool(x, 2, 3, 2, 1, False, False, None, "channels_first"),
+                     _prepared_avg_pool_backward(F.avg_pool2d(x, 3, 2, 1), 2, x.shape, 3, 2, 1,
+                                                 False, True, None, "channels_first")[1]):
+        assert not prepared.args[3].flags.writeable   # the divisors
 
 
 # ------------------------------------------------- prepared calls (one lookup a call)
@@ -219,7 +223,7 @@ def test_prepared_calls_follow_the_thread_count_and_thresholds(monkeypatch):
     changed grain, gets its own entry."""
     _cache.clear()
     x = np.zeros((2, 4, 128, 128), np.float32)   # 2**17 elements: at POOL_GRAIN
-    args = (2, x, 2, None, 0, 1, False, False, "channels_first")
+    args = (x, 2, 2, None, 0, 1, False, False, "channels_first")
     with cnnfast.num_threads(1):
         assert _prepared_max_pool(*args).threads == 1
         F.max_pool2d(x, 2)

@@ -14,16 +14,13 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._omp cimport cf_thread_num
 from .pool_kernels cimport *
 
 import numpy as np
-
-
-cdef object _dtype_of(floating dummy):
-    return np.float32 if floating is float else np.float64
 
 
 cdef inline const cf_pool_kernels *_kernels(floating dummy) noexcept nogil:
@@ -57,10 +54,25 @@ cdef cf_pool_geom _geometry(tuple in_size, tuple out_size, tuple kernel, tuple s
     return g
 
 
-cdef object _padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g, double fill):
-    """One padded plane per thread, its border filled once with `fill`."""
-    bufs = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=_dtype_of(dummy))
-    bufs.fill(fill)
+# A call's scratch memory (padded planes, window taps) comes from malloc, not
+# NumPy: np.empty, fill and a memoryview cost ~0.8 us a call, a tiny
+# pooling's whole kernel time.
+
+cdef void *_scratch(Py_ssize_t n, size_t itemsize) except NULL:
+    """n items of uninitialised scratch memory (free() it)."""
+    cdef void *p = malloc(max(n, 1) * itemsize)
+    if p == NULL:
+        raise MemoryError(f"pooling scratch memory of {n * itemsize} bytes")
+    return p
+
+
+cdef floating *_padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g,
+                               double fill) except NULL:
+    """One padded plane per thread, its border filled once with `fill` (free() it)."""
+    cdef Py_ssize_t n = nthreads * g.Dp * g.Hp * g.Wp, i
+    cdef floating *bufs = <floating *> _scratch(n, sizeof(floating))
+    for i in range(n):
+        bufs[i] = <floating> fill
     return bufs
 
 
@@ -108,30 +120,33 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     nthreads = max(1, min(nthreads, P))
     cdef Py_ssize_t lo, hi
     cdef floating *bp = NULL
-    cdef floating[:, ::1] b
-    if not _interior_span(&g, _vector_width(<floating> 0), &lo, &hi):
-        b = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
-        bp = &b[0, 0]
-    # flat plane offset of each window tap, in row-major window order
-    cdef int64_t[::1] taps = np.empty(g.KD * g.KH * g.KW, dtype=np.int64)
-    cdef Py_ssize_t a, i, j, t = 0
-    for a in range(g.KD):
-        for i in range(g.KH):
-            for j in range(g.KW):
-                taps[t] = (a * g.dd * g.H + i * g.dh) * g.W + j * g.dw
-                t += 1
+    cdef int64_t *taps = NULL
     cdef int64_t *ip = NULL
     if indices is not None:
         ip = &indices[0, 0, 0, 0]
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef floating *op = &out[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
-        else:
-            for p in range(P):
-                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
+    cdef Py_ssize_t a, i, j, t = 0
+    try:
+        if not _interior_span(&g, _vector_width(<floating> 0), &lo, &hi):
+            bp = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
+        # flat plane offset of each window tap, in row-major window order
+        taps = <int64_t *> _scratch(g.KD * g.KH * g.KW, sizeof(int64_t))
+        for a in range(g.KD):
+            for i in range(g.KH):
+                for j in range(g.KW):
+                    taps[t] = (a * g.dd * g.H + i * g.dh) * g.W + j * g.dw
+                    t += 1
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _max_plane(p, xp, op, ip, bp, taps, lo, hi, &g)
+            else:
+                for p in range(P):
+                    _max_plane(p, xp, op, ip, bp, taps, lo, hi, &g)
+    finally:
+        free(bp)
+        free(taps)
 
 
 cdef void _scatter_image_last(Py_ssize_t p, const floating *go, const int64_t *idx,
@@ -181,35 +196,57 @@ def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per p
     cdef Py_ssize_t plane = grad_x.shape[1], p, C = channels_last
     if P == 0:
         return -1
-    cdef int64_t[::1] bad = np.empty(P, dtype=np.int64)
     cdef const floating *gop = &grad_out[0, 0]
     cdef const int64_t *ip = &indices[0, 0]
     cdef floating *gxp = &grad_x[0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
-        else:
-            for p in range(P):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
-    for p in range(P):
-        if bad[p] >= 0:
-            return p * n_out + bad[p]
-    return -1
+    cdef int64_t *bad = <int64_t *> _scratch(P, sizeof(int64_t))
+    try:
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _scatter_plane(p, gop, ip, gxp, n_out, plane, C, bad)
+            else:
+                for p in range(P):
+                    _scatter_plane(p, gop, ip, gxp, n_out, plane, C, bad)
+        for p in range(P):
+            if bad[p] >= 0:
+                return p * n_out + bad[p]
+        return -1
+    finally:
+        free(bad)
 
 
 # --------------------------------------------------------------- average
 
-cdef object _divisor_arrays(floating dummy, tuple divisors, Py_ssize_t vw):
-    """The per-dim divisor factors as arrays; the last padded with ones to a
-    whole number of vectors (the kernel loads it a vector at a time)."""
-    dtype = _dtype_of(dummy)
-    dcount = np.asarray(divisors[0], dtype=dtype)
-    hcount = np.asarray(divisors[1], dtype=dtype)
-    n = len(divisors[2])
-    wcount = np.ones((n + vw - 1) // vw * vw, dtype=dtype)
-    wcount[:n] = divisors[2]
-    return dcount, hcount, wcount
+cdef inline Py_ssize_t _whole_vectors(Py_ssize_t n, Py_ssize_t vw) noexcept nogil:
+    return (n + vw - 1) // vw * vw
+
+
+def divisor_array(dtype, tuple divisors):
+    """avg_pool_forward's and avg_pool_backward's `divisors`: the per-dim
+    divisor factors (D, H, W) in dtype, one read-only array [D | H | W], W
+    padded with ones to a whole number of vectors (the kernels load it a
+    vector at a time). Built once per prepared call: converting the factors
+    on every call cost a tiny average pooling ~5 us, 3x its kernel."""
+    dtype = np.dtype(dtype)
+    cdef Py_ssize_t vw = _vector_width(<float> 0) if dtype == np.float32 else \
+        _vector_width(<double> 0)
+    cdef Py_ssize_t od = len(divisors[0]), oh = len(divisors[1]), ow = len(divisors[2])
+    packed = np.ones(od + oh + _whole_vectors(ow, vw), dtype=dtype)
+    packed[:od] = divisors[0]
+    packed[od:od + oh] = divisors[1]
+    packed[od + oh:od + oh + ow] = divisors[2]
+    packed.flags.writeable = False
+    return packed
+
+
+cdef const floating *_divisors(const floating[::1] divisors, const cf_pool_geom *g,
+                               Py_ssize_t vw) except NULL:
+    """divisor_array's data, checked to cover the kernels' reads."""
+    if divisors.shape[0] < g.OD + g.OH + _whole_vectors(g.OW, vw):
+        raise ValueError(f"divisors has {divisors.shape[0]} elements, expected "
+                         f"{g.OD + g.OH + _whole_vectors(g.OW, vw)} (divisor_array)")
+    return &divisors[0]
 
 
 cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *bufs,
@@ -230,7 +267,7 @@ cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *b
 def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                      floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
                      tuple kernel, tuple stride, tuple padding,
-                     tuple divisors,                    # per-dim divisor factors
+                     const floating[::1] divisors,      # divisor_array
                      int nthreads):
     cdef Py_ssize_t P = x.shape[0], p
     if P == 0:
@@ -238,24 +275,26 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
     cdef Py_ssize_t vw = _vector_width(<floating> 0)
     cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
                                     stride, padding, (1, 1, 1), vw)
+    cdef const floating *dc = _divisors(divisors, &g, vw)
+    cdef const floating *hc = dc + g.OD
+    cdef const floating *wc = hc + g.OH
     nthreads = max(1, min(nthreads, P))
     cdef Py_ssize_t lo, hi
     cdef floating *bp = NULL
-    cdef floating[:, ::1] b
-    if not _interior_span(&g, vw, &lo, &hi):
-        b = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
-        bp = &b[0, 0]
-    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
-    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef floating *op = &out[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
-        else:
-            for p in range(P):
-                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
+    try:
+        if not _interior_span(&g, vw, &lo, &hi):
+            bp = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _avg_plane(p, xp, op, bp, dc, hc, wc, lo, hi, &g)
+            else:
+                for p in range(P):
+                    _avg_plane(p, xp, op, bp, dc, hc, wc, lo, hi, &g)
+    finally:
+        free(bp)
 
 
 cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
@@ -272,7 +311,8 @@ cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
 
 def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
                       floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
-                      tuple kernel, tuple stride, tuple padding, tuple divisors,
+                      tuple kernel, tuple stride, tuple padding,
+                      const floating[::1] divisors,            # divisor_array
                       int nthreads):
     cdef Py_ssize_t P = grad_out.shape[0], p
     if P == 0:
@@ -280,23 +320,27 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH,
     cdef Py_ssize_t vw = _vector_width(<floating> 0)
     cdef cf_pool_geom g = _geometry((grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]), (grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]),
                                     kernel, stride, padding, (1, 1, 1), vw)
+    cdef const floating *dc = _divisors(divisors, &g, vw)
+    cdef const floating *hc = dc + g.OD
+    cdef const floating *wc = hc + g.OH
     nthreads = max(1, min(nthreads, P))
-    dtype = _dtype_of(<floating> 0)
-    cdef floating[:, ::1] b = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=dtype)
-    cdef floating[:, ::1] s = np.empty((nthreads, g.OW * g.sw), dtype=dtype)   # spread rows
-    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
-    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
+    cdef floating *b = NULL
+    cdef floating *s = NULL
     cdef const floating *gop = &grad_out[0, 0, 0, 0]
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
-                                    &g)
-        else:
-            for p in range(P):
-                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
-                                    &g)
+    try:
+        b = <floating *> _scratch(nthreads * g.Dp * g.Hp * g.Wp, sizeof(floating))
+        s = <floating *> _scratch(nthreads * g.OW * g.sw, sizeof(floating))   # spread rows
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _avg_backward_plane(p, gop, gxp, b, s, dc, hc, wc, &g)
+            else:
+                for p in range(P):
+                    _avg_backward_plane(p, gop, gxp, b, s, dc, hc, wc, &g)
+    finally:
+        free(b)
+        free(s)
 
 
 # -------------------------------------------------------------- adaptive
@@ -329,12 +373,21 @@ cdef void _adaptive_plane(Py_ssize_t p, bint is_max, const floating *x, floating
                                                   win.hs, win.he, win.ws, win.we)
 
 
-cdef _windows _window_pointers(tuple windows):
-    """windows: (ds, de, hs, he, ws, we) int64 arrays (kept alive by the caller)."""
-    cdef const int64_t[::1] ds = windows[0], de = windows[1], hs = windows[2]
-    cdef const int64_t[::1] he = windows[3], ws = windows[4], we = windows[5]
+cdef _windows _window_pointers(const int64_t[::1] windows, Py_ssize_t OD, Py_ssize_t OH,
+                               Py_ssize_t OW) except *:
+    """windows: one int64 array [ds | de | hs | he | ws | we] of 2 * (OD +
+    OH + OW) (kept alive by the caller). One array, not six: each
+    memoryview costs a tiny call ~0.15 us."""
+    if windows.shape[0] != 2 * (OD + OH + OW):
+        raise ValueError(f"windows has {windows.shape[0]} elements, expected "
+                         f"{2 * (OD + OH + OW)} (adaptive_windows3)")
     cdef _windows w
-    w.ds, w.de, w.hs, w.he, w.ws, w.we = &ds[0], &de[0], &hs[0], &he[0], &ws[0], &we[0]
+    w.ds = &windows[0]
+    w.de = w.ds + OD
+    w.hs = w.de + OD
+    w.he = w.hs + OH
+    w.ws = w.he + OH
+    w.we = w.ws + OW
     return w
 
 
@@ -342,14 +395,14 @@ def adaptive_pool_forward(bint is_max,
                           const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                           floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
                           int64_t[:, :, :, ::1] indices,     # OUT like out, or None (max)
-                          tuple windows,                     # (ds, de, hs, he, ws, we)
+                          const int64_t[::1] windows,        # [ds|de|hs|he|ws|we]
                           int nthreads):
     """Adaptive (and, with a 1x1x1 output, global) max or average pooling."""
     cdef Py_ssize_t P = x.shape[0], D = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3], p
     if P == 0:
         return
-    cdef _windows win = _window_pointers(windows)
+    cdef _windows win = _window_pointers(windows, OD, OH, OW)
     cdef int64_t *ip = NULL
     if indices is not None:
         ip = &indices[0, 0, 0, 0]
@@ -375,14 +428,14 @@ cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floatin
 
 def adaptive_avg_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
                           floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
-                          tuple windows,                           # (ds, de, hs, he, ws, we)
+                          const int64_t[::1] windows,              # [ds|de|hs|he|ws|we]
                           int nthreads):
     cdef Py_ssize_t P = grad_out.shape[0], OD = grad_out.shape[1]
     cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
     cdef Py_ssize_t D = grad_x.shape[1], H = grad_x.shape[2], W = grad_x.shape[3], p
     if P == 0:
         return
-    cdef _windows win = _window_pointers(windows)
+    cdef _windows win = _window_pointers(windows, OD, OH, OW)
     cdef const floating *gop = &grad_out[0, 0, 0, 0]
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
     with nogil:

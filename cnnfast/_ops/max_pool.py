@@ -11,7 +11,7 @@ import numpy as np
 from .. import _plan as P
 from .. import _validation as V
 from .._cache import memoized
-from .._ext import _conv_nhwc, _pool
+from .._ext import _conv_nhwc, _pool, specialised
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .pool_validation import (
     check_indices, index_out_of_range, input_shape_arg, max_pool_indices, pool_geometry,
@@ -20,27 +20,32 @@ from .pool_validation import (
 
 
 class MaxPoolCall(NamedTuple):
-    """A channels-first max pooling, all but its input: the kernel's shapes
-    and arguments, reused by a repeated call."""
+    """A channels-first max pooling, all but its input: the driver (of its
+    dtype), the kernel's shapes and arguments, reused by a repeated call."""
+    driver: object
     dtype: np.dtype
     planes_shape: tuple
     out_shape: tuple
     out_planes_shape: tuple
-    kernel_args: tuple
-    threads: int
+    args: tuple               # kernel, stride, padding, dilation (3-D), threads
     return_indices: bool
 
+    @property
+    def threads(self):
+        return self.args[-1]
 
-@memoized(state=P.planning_state)
-def _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+
+@memoized(arrays=1, state=P.planning_state)
+def _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices, data_format):
     """A max_pool{nd}d call validated once (one cache lookup when repeated):
     its MaxPoolCall, or None channels-last (_max_pool's general path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
-    return MaxPoolCall(geom.dtype, geom.planes_shape, geom.out_shape, geom.out_planes_shape,
-                       geom.kernel_args, P.pool_threads(x.size),
+    return MaxPoolCall(specialised(_pool.max_pool_forward, geom.dtype), geom.dtype,
+                       geom.planes_shape, geom.out_shape, geom.out_planes_shape,
+                       geom.kernel_args + (P.pool_threads(x.size),),
                        V.flag(return_indices, "return_indices"))
 
 
@@ -48,19 +53,17 @@ def _run_max_pool(call: MaxPoolCall, x):
     x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
     out = np.empty(call.out_shape, dtype=call.dtype)
     if not call.return_indices:
-        _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape), None,
-                               *call.kernel_args, call.threads)
+        call.driver(x4, out.reshape(call.out_planes_shape), None, *call.args)
         return out
     indices = np.empty(call.out_shape, dtype=np.int64)
-    _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape),
-                           indices.reshape(call.out_planes_shape), *call.kernel_args,
-                           call.threads)
+    call.driver(x4, out.reshape(call.out_planes_shape), indices.reshape(call.out_planes_shape),
+                *call.args)
     return out, indices
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
               data_format="channels_first"):
-    call = _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+    call = _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                               return_indices, data_format)
     if call is not None:
         return _run_max_pool(call, x)
@@ -109,7 +112,9 @@ def _max_pool_last(geom, x, return_indices):
 
 class ScatterCall(NamedTuple):
     """A channels-first max-pooling backward, all but its arrays: grad_out
-    and indices as (planes, outputs) rows scattered into grad_x's planes."""
+    and indices as (planes, outputs) rows scattered into grad_x's planes by
+    the driver (of its dtype)."""
+    driver: object
     dtype: np.dtype
     input_shape: tuple
     rows_shape: tuple
@@ -120,12 +125,13 @@ class ScatterCall(NamedTuple):
 def scatter_call(grad_out, input_shape, dtype) -> ScatterCall:
     planes = input_shape[0] * input_shape[1]
     size = math.prod(input_shape)
-    return ScatterCall(dtype, input_shape, (planes, grad_out.size // planes if planes else 0),
+    return ScatterCall(specialised(_pool.max_pool_backward, dtype), dtype, input_shape,
+                       (planes, grad_out.size // planes if planes else 0),
                        (planes, size // planes if planes else 0), P.pool_threads(size))
 
 
-@memoized(state=P.planning_state)
-def _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format):
+@memoized(arrays=2, state=P.planning_state)
+def _prepared_max_pool_backward(grad_out, indices, nd, input_shape, op, data_format):
     """A max-pooling backward validated once (one cache lookup when
     repeated): its ScatterCall, or None channels-last."""
     if V.channels_last(data_format):
@@ -137,7 +143,7 @@ def _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_for
 
 def _max_pool_backward(nd, grad_out, indices, input_shape, op,
                        data_format="channels_first"):
-    call = _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format)
+    call = _prepared_max_pool_backward(grad_out, indices, nd, input_shape, op, data_format)
     if call is None:
         return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
     return _run_scatter(call, grad_out, indices, op)
@@ -186,9 +192,8 @@ def _scatter_max(grad_out, indices, input_shape, dtype, op):
 def _run_scatter(call: ScatterCall, grad_out, indices, op):
     grad_x = np.empty(call.input_shape, dtype=call.dtype)
     flat_indices = V.kernel_array(indices, np.int64).reshape(call.rows_shape)
-    bad = _pool.max_pool_backward(V.kernel_array(grad_out, call.dtype).reshape(call.rows_shape),
-                                  flat_indices, grad_x.reshape(call.planes_shape),
-                                  call.threads)
+    bad = call.driver(V.kernel_array(grad_out, call.dtype).reshape(call.rows_shape),
+                      flat_indices, grad_x.reshape(call.planes_shape), call.threads)
     if bad >= 0:   # the first index outside its plane
         raise index_out_of_range(int(flat_indices.flat[bad]), call.input_shape, op)
     return grad_x

@@ -376,14 +376,14 @@ def adaptive_windows(n: int, o: int):
 
 
 @memoized
-def adaptive_windows3(in_size: tuple, out_size: tuple) -> tuple:
-    """The kernels' (ds, de, hs, he, ws, we): each dim's windows, 1-D and 2-D
-    padded to 3-D with one window [0, 1) per unit dim; read-only (cached)."""
+def adaptive_windows3(in_size: tuple, out_size: tuple) -> np.ndarray:
+    """The kernels' windows, one int64 array [ds | de | hs | he | ws | we]:
+    each dim's window starts and ends, 1-D and 2-D padded to 3-D with one
+    window [0, 1) per unit dim; read-only (cached)."""
     lead = ((1, 1),) * (3 - len(in_size))
-    windows = tuple(a for n, o in lead + tuple(zip(in_size, out_size))
-                    for a in adaptive_windows(n, o))
-    for a in windows:
-        a.flags.writeable = False
+    windows = np.concatenate([a for n, o in lead + tuple(zip(in_size, out_size))
+                              for a in adaptive_windows(n, o)])
+    windows.flags.writeable = False
     return windows
 
 
