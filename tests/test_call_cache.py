@@ -7,6 +7,7 @@ import pytest
 
 import cnnfast
 from cnnfast import _cache, _plan
+from cnnfast._ext import _pool
 from cnnfast import functional as F
 from cnnfast._ops.adaptive_pool import _prepared_adaptive
 from cnnfast._ops.avg_pool import _prepared_avg_pool, _prepared_avg_pool_backward
@@ -153,11 +154,11 @@ def test_cached_plans_and_windows_cannot_be_modified():
     with pytest.raises(TypeError):
         plan.passes["forward"] = None
     assert not adaptive_windows3((8, 8), (3, 3)).flags.writeable
+    assert not _pool.divisor_array(np.float32, ((1,), (2, 2), (2, 2))).flags.writeable
     x = np.ones((1, 1, 8, 8), np.float32)
-    for prepared in (_prepared_avg_pool(x, 2, 3, 2, 1, False, False, None, "channels_first"),
-                     _prepared_avg_pool_backward(F.avg_pool2d(x, 3, 2, 1), 2, x.shape, 3, 2, 1,
-                                                 False, True, None, "channels_first")[1]):
-        assert not prepared.args[3].flags.writeable   # the divisors
+    backward = _prepared_avg_pool_backward(F.avg_pool2d(x, 3, 2, 1), 2, x.shape, 3, 2, 1, False,
+                                           True, None, "channels_first")[1]
+    assert not backward.args[3].flags.writeable   # its divisors
 
 
 # ------------------------------------------------- prepared calls (one lookup a call)

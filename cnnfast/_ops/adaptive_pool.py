@@ -4,14 +4,12 @@ backward: pooling to a fixed output size over torch's adaptive windows
 (H*W, C) plane in place)."""
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from .. import _plan as P
 from .. import _validation as V
 from .._cache import memoized
-from .._ext import _conv_nhwc, _pool, specialised
+from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _to_first, _to_last
 from .max_pool import _max_pool_backward, _max_pool_backward_last, _scatter_max
 from .pool_validation import (
@@ -20,65 +18,29 @@ from .pool_validation import (
 )
 
 
-class AdaptiveCall(NamedTuple):
-    """A channels-first adaptive (or global) pooling, all but its input: the
-    driver (of its dtype), shapes, windows and flags a repeated call reuses."""
-    driver: object
-    is_max: bool
-    dtype: np.dtype
-    out_shape: tuple           # (N, C, *out_size), or (N, C) for global pooling without keepdims
-    planes_shape: tuple        # x as (N*C, D, H, W)
-    out_planes_shape: tuple
-    windows: np.ndarray        # adaptive_windows3
-    threads: int
-    return_indices: bool
-
-
-def _adaptive_call(is_max, x, out_size, return_indices, keepdims=True) -> AdaptiveCall:
-    dtype = V.common_float_dtype(x=x)
-    nd = x.ndim - 2
-    out_shape = x.shape[:2] + tuple(out_size)
-    # a result too large to allocate fails here, before its (as long) windows
-    np.empty(out_shape, dtype=dtype)
-    planes = (x.shape[0] * x.shape[1],)
-    return AdaptiveCall(specialised(_pool.adaptive_pool_forward, dtype), is_max, dtype,
-                        out_shape if keepdims else x.shape[:2],
-                        planes + (1,) * (3 - nd) + x.shape[2:],
-                        planes + (1,) * (3 - nd) + tuple(out_size),
-                        adaptive_windows3(x.shape[2:], out_size), P.pool_threads(x.size),
-                        return_indices)
-
-
-def _run_adaptive(call: AdaptiveCall, x):
-    """Pooled x (and its indices with call.return_indices, else None)."""
-    out = np.empty(call.out_shape, dtype=call.dtype)
-    indices = np.empty(call.out_shape, dtype=np.int64) if call.return_indices else None
-    call.driver(call.is_max, V.kernel_array(x, call.dtype).reshape(call.planes_shape),
-                out.reshape(call.out_planes_shape),
-                None if indices is None else indices.reshape(call.out_planes_shape),
-                call.windows, call.threads)
-    return out, indices
-
-
-def _adaptive(is_max, x, out_size, return_indices):
-    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
-    return _run_adaptive(_adaptive_call(is_max, x, out_size, return_indices), x)
-
-
 @memoized(arrays=1, state=P.planning_state)
 def _prepared_adaptive(x, kind, nd, is_max, output_size, keepdims, return_indices,
                        data_format):
     """An adaptive or global (kind) pooling call validated once (one cache
-    lookup when repeated): its AdaptiveCall, or None channels-last (the
-    op's general path). keepdims: global pooling's (adaptive pooling passes
-    True)."""
+    lookup when repeated): its _pool.PlanesForward, or None channels-last
+    (the op's general path). keepdims: global pooling's (adaptive pooling
+    passes True)."""
     if V.channels_last(data_format):
         return None
     op = f"{kind}_{'max' if is_max else 'avg'}_pool{nd}d"
-    _, out_size = adaptive_geometry(x, output_size, op, nd)
+    dtype, out_size = adaptive_geometry(x, output_size, op, nd)
     keepdims = V.flag(keepdims, "keepdims")
-    return _adaptive_call(is_max, x, out_size, V.flag(return_indices, "return_indices"),
-                          keepdims)
+    return_indices = V.flag(return_indices, "return_indices")
+    out_shape = x.shape[:2] + tuple(out_size)
+    # a result too large to allocate fails here, before its (as long) windows
+    np.empty(out_shape, dtype=dtype)
+    planes = (x.shape[0] * x.shape[1],)
+    return _pool.PlanesForward("adaptive_max" if is_max else "adaptive_avg", dtype,
+                               planes + (1,) * (3 - nd) + x.shape[2:],
+                               planes + (1,) * (3 - nd) + tuple(out_size),
+                               out_shape if keepdims else x.shape[:2], None,
+                               adaptive_windows3(x.shape[2:], out_size), P.pool_threads(x.size),
+                               return_indices)
 
 
 def _adaptive_last(nd, x, output_size, return_indices, is_max):
@@ -95,7 +57,7 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
     call = _prepared_adaptive(x, "adaptive", nd, False, output_size, True, False, data_format)
     if call is not None:
-        return _run_adaptive(call, x)[0]
+        return call(x)
     # channels-last
     dtype, out_size = adaptive_geometry(_first_view(x), output_size,
                                         f"adaptive_avg_pool{nd}d", nd)
@@ -113,8 +75,7 @@ def _adaptive_max_pool(nd, x, output_size, return_indices, data_format="channels
     call = _prepared_adaptive(x, "adaptive", nd, True, output_size, True, return_indices,
                               data_format)
     if call is not None:
-        out, indices = _run_adaptive(call, x)
-        return (out, indices) if call.return_indices else out
+        return call(x)
     return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"), True)
 
 
@@ -253,7 +214,7 @@ def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):
     ((N, 1, 1, C) channels-last)."""
     call = _prepared_adaptive(x, "global", 2, False, 1, keepdims, False, data_format)
     if call is not None:
-        return _run_adaptive(call, x)[0]
+        return call(x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
     V.flag(keepdims, "keepdims")
@@ -288,8 +249,7 @@ def global_max_pool2d(x, keepdims=False, return_indices=False, *,
     plane indices on request."""
     call = _prepared_adaptive(x, "global", 2, True, 1, keepdims, return_indices, data_format)
     if call is not None:
-        out, indices = _run_adaptive(call, x)
-        return (out, indices) if call.return_indices else out
+        return call(x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
     V.flag(keepdims, "keepdims")

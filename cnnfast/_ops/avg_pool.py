@@ -20,16 +20,14 @@ from .pool_validation import (
 
 
 class AvgPoolCall(NamedTuple):
-    """An average pooling or its backward, all but its array: the driver (of
-    its dtype and direction), the shapes and kernel arguments a repeated
-    call reuses (channels-first; a channels-last backward's on the plane
-    view)."""
+    """An average pooling's backward, all but its array: the driver (of its
+    dtype), the shapes and kernel arguments a repeated call reuses
+    (channels-first, or a channels-last backward's on the plane view)."""
     driver: object
     dtype: np.dtype
-    in_shape: tuple           # x's, or the backward's grad_x
-    planes_shape: tuple
-    out_shape: tuple
-    out_planes_shape: tuple
+    in_shape: tuple           # grad_x's
+    planes_shape: tuple       # grad_x's planes
+    out_planes_shape: tuple   # grad_out's planes
     args: tuple               # kernel, stride, padding (3-D), divisor_array, threads
 
 
@@ -38,12 +36,11 @@ def _divisors(geom, count_include_pad, divisor_override):
                              divisor_override_arg(divisor_override))
 
 
-def _avg_pool_call(driver, geom, divisors) -> AvgPoolCall:
-    """The call of driver (_pool.avg_pool_forward or _backward) on geom's
-    planes, its divisor arrays made once (per call they cost ~5 us)."""
+def _backward_call(geom, divisors) -> AvgPoolCall:
+    """_pool.avg_pool_backward on geom's planes, its divisor arrays made once."""
     kernel, stride3, padding3, _ = geom.kernel_args
-    return AvgPoolCall(specialised(driver, geom.dtype), geom.dtype, geom.in_shape,
-                       geom.planes_shape, geom.out_shape, geom.out_planes_shape,
+    return AvgPoolCall(specialised(_pool.avg_pool_backward, geom.dtype), geom.dtype,
+                       geom.in_shape, geom.planes_shape, geom.out_planes_shape,
                        (kernel, stride3, padding3, _pool.divisor_array(geom.dtype, divisors),
                         P.pool_threads(math.prod(geom.in_shape))))
 
@@ -52,12 +49,16 @@ def _avg_pool_call(driver, geom, divisors) -> AvgPoolCall:
 def _prepared_avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override, data_format):
     """An avg_pool{nd}d call validated once (one cache lookup when repeated):
-    its AvgPoolCall, or None channels-last (_avg_pool's general path)."""
+    its _pool.PlanesForward (divisors made once: per call they cost ~5 us),
+    or None channels-last (_avg_pool's general path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
-    return _avg_pool_call(_pool.avg_pool_forward, geom,
-                          _divisors(geom, count_include_pad, divisor_override))
+    divisors = _divisors(geom, count_include_pad, divisor_override)
+    return _pool.PlanesForward("avg", geom.dtype, geom.planes_shape, geom.out_planes_shape,
+                               geom.out_shape, geom.kernel_args,
+                               _pool.divisor_array(geom.dtype, divisors),
+                               P.pool_threads(x.size))
 
 
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -65,10 +66,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     call = _prepared_avg_pool(x, nd, kernel_size, stride, padding, ceil_mode,
                               count_include_pad, divisor_override, data_format)
     if call is not None:
-        x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
-        out = np.empty(call.out_shape, dtype=call.dtype)
-        call.driver(x4, out.reshape(call.out_planes_shape), *call.args)
-        return out
+        return call(x)
     # channels-last
     geom = pool_geometry(nd, "avg", _first_view(x), kernel_size, stride, padding, 1,
                          ceil_mode)
@@ -103,7 +101,7 @@ def _prepared_avg_pool_backward(grad_out, nd, input_shape, kernel_size, stride, 
     V.expect_shape(grad_out, _shape_last(geom.out_shape) if last else geom.out_shape,
                    "grad_out", f"the output shape of avg_pool{nd}d for input_shape {input_shape}")
     divisors = _divisors(geom, count_include_pad, divisor_override)
-    call = _avg_pool_call(_pool.avg_pool_backward, geom, divisors)
+    call = _backward_call(geom, divisors)
     if not last:
         return input_shape, call
     if not P.pool_channels_last_native(nd, geom.channels):

@@ -19,46 +19,18 @@ from .pool_validation import (
 )
 
 
-class MaxPoolCall(NamedTuple):
-    """A channels-first max pooling, all but its input: the driver (of its
-    dtype), the kernel's shapes and arguments, reused by a repeated call."""
-    driver: object
-    dtype: np.dtype
-    planes_shape: tuple
-    out_shape: tuple
-    out_planes_shape: tuple
-    args: tuple               # kernel, stride, padding, dilation (3-D), threads
-    return_indices: bool
-
-    @property
-    def threads(self):
-        return self.args[-1]
-
-
 @memoized(arrays=1, state=P.planning_state)
 def _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices, data_format):
     """A max_pool{nd}d call validated once (one cache lookup when repeated):
-    its MaxPoolCall, or None channels-last (_max_pool's general path)."""
+    its _pool.PlanesForward, or None channels-last (_max_pool's general
+    path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
-    return MaxPoolCall(specialised(_pool.max_pool_forward, geom.dtype), geom.dtype,
-                       geom.planes_shape, geom.out_shape, geom.out_planes_shape,
-                       geom.kernel_args + (P.pool_threads(x.size),),
-                       V.flag(return_indices, "return_indices"))
-
-
-def _run_max_pool(call: MaxPoolCall, x):
-    x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
-    out = np.empty(call.out_shape, dtype=call.dtype)
-    if not call.return_indices:
-        call.driver(x4, out.reshape(call.out_planes_shape), None, *call.args)
-        return out
-    indices = np.empty(call.out_shape, dtype=np.int64)
-    call.driver(x4, out.reshape(call.out_planes_shape), indices.reshape(call.out_planes_shape),
-                *call.args)
-    return out, indices
+    return _pool.PlanesForward("max", geom.dtype, geom.planes_shape, geom.out_planes_shape,
+                               geom.out_shape, geom.kernel_args, None, P.pool_threads(x.size),
+                               V.flag(return_indices, "return_indices"))
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
@@ -66,7 +38,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     call = _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                               return_indices, data_format)
     if call is not None:
-        return _run_max_pool(call, x)
+        return call(x)
     # channels-last
     geom = pool_geometry(nd, "max", _first_view(x), kernel_size, stride, padding, dilation,
                          ceil_mode)
