@@ -240,7 +240,7 @@ def test_prepared_calls_follow_the_thread_count_and_thresholds(monkeypatch):
 def test_prepared_conv_follows_the_policy():
     shape_x, shape_w = (8, 64, 28, 28), (64, 64, 3, 3)
     x, w = np.zeros(shape_x, np.float32), np.zeros(shape_w, np.float32)
-    args = (2, x, w, None, 1, 1, 1, 1, "auto", "zeros", "channels_first")
+    args = (x, w, None, 2, 1, 1, 1, 1, "auto", "zeros", "channels_first")
     with cnnfast.num_threads(1):
         assert _prepared_forward(*args)[1].algorithm == "winograd"
         with cnnfast.conv_policy(winograd=False):
