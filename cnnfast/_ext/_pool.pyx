@@ -4,7 +4,9 @@ and backward.
 
 Arrays arrive as planes, (P, D, H, W) with P = N*C -- 1-D and 2-D pooling use
 unit D/H -- C-contiguous and native-endian, validated and allocated by
-cnnfast.functional. Each plane is owned by one thread (prange over planes,
+cnnfast.functional; or, for a prepared channels-first forward
+(PlanesForward, at the end), as the op's own x, checked and its result
+allocated here. Each plane is owned by one thread (prange over planes,
 guided as in _conv.pyx), so the backward scatters of overlapping windows
 never race. Sliding-window
 kernels read a per-thread padded copy of their plane (pad value -inf for max,

@@ -15,7 +15,7 @@ import numpy as np
 from .. import _nhwc
 from .. import _plan as P
 from .. import _validation as V
-from .._ext import _conv, specialised
+from .._ext import _conv
 from .._threads import blas_pinned
 from .activation import epilogue_clamp
 from .data_format import _to_first, _to_last
@@ -101,7 +101,6 @@ class ForwardCall(NamedTuple):
     """A forward pass on the per-image or depth-stacked drivers, all but its
     arrays: what a repeated call (same geometry and plan entry) reuses
     instead of deriving the 5-D shapes and driver arguments again."""
-    driver: object        # _conv.conv_forward of the dtype (no fused dispatch per call)
     dtype: np.dtype
     x5_shape: tuple
     w5_shape: tuple
@@ -121,8 +120,7 @@ def forward_call(geom, p) -> ForwardCall | None:
         return None
     stacked = p.layout == "depth_stacked"
     y5 = geom.out5_shape
-    return ForwardCall(specialised(_conv.conv_forward, geom.dtype), geom.dtype, geom.x5_shape,
-                       geom.w5_shape, y5,
+    return ForwardCall(geom.dtype, geom.x5_shape, geom.w5_shape, y5,
                        (1, geom.out_channels, geom.batch) + y5[3:] if stacked else y5,
                        geom.out_shape, stacked,
                        (*geom.kernel_args, geom.groups, *_kernel_args(p), geom.pad_mode_code,
@@ -145,9 +143,9 @@ def run_forward_call(call: ForwardCall, x, weight, bias, clamp=None, residual=No
         x5 = _depth_stack(x5)
     if call.blas:
         with blas_pinned:
-            call.driver(x5, w5, bias, out5, *call.driver_args, clamp, res5)
+            _conv.conv_forward(x5, w5, bias, out5, *call.driver_args, clamp, res5)
     else:   # reading and setting OpenBLAS's thread count costs a tiny call's kernel time
-        call.driver(x5, w5, bias, out5, *call.driver_args, clamp, res5)
+        _conv.conv_forward(x5, w5, bias, out5, *call.driver_args, clamp, res5)
     return _depth_unstack(out5, call.out_shape) if call.stacked else out5.reshape(call.out_shape)
 
 
