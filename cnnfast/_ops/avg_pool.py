@@ -12,7 +12,7 @@ import numpy as np
 from .. import _plan as P
 from .. import _validation as V
 from .._cache import memoized
-from .._ext import _pool, specialised
+from .._ext import _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .pool_validation import (
     avg_pool_divisors, divisor_override_arg, input_shape_arg, pool_geometry,
@@ -20,10 +20,9 @@ from .pool_validation import (
 
 
 class AvgPoolCall(NamedTuple):
-    """An average pooling's backward, all but its array: the driver (of its
-    dtype), the shapes and kernel arguments a repeated call reuses
-    (channels-first, or a channels-last backward's on the plane view)."""
-    driver: object
+    """An average pooling's backward, all but its array: the shapes and
+    kernel arguments a repeated call reuses (channels-first, or a
+    channels-last backward's on the plane view)."""
     dtype: np.dtype
     in_shape: tuple           # grad_x's
     planes_shape: tuple       # grad_x's planes
@@ -39,8 +38,7 @@ def _divisors(geom, count_include_pad, divisor_override):
 def _backward_call(geom, divisors) -> AvgPoolCall:
     """_pool.avg_pool_backward on geom's planes, its divisor arrays made once."""
     kernel, stride3, padding3, _ = geom.kernel_args
-    return AvgPoolCall(specialised(_pool.avg_pool_backward, geom.dtype), geom.dtype,
-                       geom.in_shape, geom.planes_shape, geom.out_planes_shape,
+    return AvgPoolCall(geom.dtype, geom.in_shape, geom.planes_shape, geom.out_planes_shape,
                        (kernel, stride3, padding3, _pool.divisor_array(geom.dtype, divisors),
                         P.pool_threads(math.prod(geom.in_shape))))
 
@@ -124,8 +122,8 @@ def _avg_pool_backward(nd, grad_out, input_shape, kernel_size, stride, padding, 
                                            kernel_size, stride, padding, ceil_mode,
                                            count_include_pad, divisor_override))
     grad_x = np.empty(call.in_shape, dtype=call.dtype)
-    call.driver(V.kernel_array(grad_out, call.dtype).reshape(call.out_planes_shape),
-                grad_x.reshape(call.planes_shape), *call.args)
+    _pool.avg_pool_backward(V.kernel_array(grad_out, call.dtype).reshape(call.out_planes_shape),
+                            grad_x.reshape(call.planes_shape), *call.args)
     return grad_x
 
 

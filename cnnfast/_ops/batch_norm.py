@@ -12,7 +12,7 @@ import numpy as np
 from .. import _plan as P
 from .. import _validation as V
 from .._cache import memoized
-from .._ext import _elementwise, specialised
+from .._ext import _elementwise
 from .._validation import check_array, common_float_dtype, expect_shape, flag
 
 
@@ -62,8 +62,8 @@ class NormArgs(NamedTuple):
     training: bool
     momentum: float
     eps: float
-    eval_driver: object   # _elementwise.batch_norm_eval of the dtype, or None: training, or
-                          # statistics in another byte order (the NumPy path converts them)
+    native_eval: bool     # inference on statistics of x's dtype in native byte order (one
+                          # batch_norm_eval call; else the NumPy path converts them)
 
 
 @memoized(arrays=5)
@@ -98,9 +98,7 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
                          f"channel to compute batch statistics, got x of shape {x.shape}")
     native = all(a is None or a.dtype == dtype
                  for a in (running_mean, running_var, weight, bias))
-    return NormArgs(_norm_shape(dtype, x), training, momentum, eps,
-                    specialised(_elementwise.batch_norm_eval, dtype)
-                    if native and not training else None)
+    return NormArgs(_norm_shape(dtype, x), training, momentum, eps, native and not training)
 
 
 @memoized(arrays=6)
@@ -180,13 +178,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training=False normalises with the running statistics. Statistics are
     accumulated in float64."""
     args = batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    if args.eval_driver is None:
+    if not args.native_eval:
         return _normalise(args, x, running_mean, running_var, weight, bias)[0]
     shape = args.shape   # inference: one driver call computes the per-channel map too
     y = np.empty(shape.shape, dtype=shape.dtype)
-    args.eval_driver(V.kernel_array(x, shape.dtype).reshape(shape.as3d), running_mean,
-                     running_var, weight, bias, args.eps, y.reshape(shape.as3d),
-                     P.elementwise_threads(y.size))
+    _elementwise.batch_norm_eval(V.kernel_array(x, shape.dtype).reshape(shape.as3d),
+                                 running_mean, running_var, weight, bias, args.eps,
+                                 y.reshape(shape.as3d), P.elementwise_threads(y.size))
     return y
 
 

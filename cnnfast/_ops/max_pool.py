@@ -11,7 +11,7 @@ import numpy as np
 from .. import _plan as P
 from .. import _validation as V
 from .._cache import memoized
-from .._ext import _conv_nhwc, _pool, specialised
+from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .pool_validation import (
     check_indices, index_out_of_range, input_shape_arg, max_pool_indices, pool_geometry,
@@ -84,9 +84,7 @@ def _max_pool_last(geom, x, return_indices):
 
 class ScatterCall(NamedTuple):
     """A channels-first max-pooling backward, all but its arrays: grad_out
-    and indices as (planes, outputs) rows scattered into grad_x's planes by
-    the driver (of its dtype)."""
-    driver: object
+    and indices as (planes, outputs) rows scattered into grad_x's planes."""
     dtype: np.dtype
     input_shape: tuple
     rows_shape: tuple
@@ -97,8 +95,7 @@ class ScatterCall(NamedTuple):
 def scatter_call(grad_out, input_shape, dtype) -> ScatterCall:
     planes = input_shape[0] * input_shape[1]
     size = math.prod(input_shape)
-    return ScatterCall(specialised(_pool.max_pool_backward, dtype), dtype, input_shape,
-                       (planes, grad_out.size // planes if planes else 0),
+    return ScatterCall(dtype, input_shape, (planes, grad_out.size // planes if planes else 0),
                        (planes, size // planes if planes else 0), P.pool_threads(size))
 
 
@@ -164,8 +161,9 @@ def _scatter_max(grad_out, indices, input_shape, dtype, op):
 def _run_scatter(call: ScatterCall, grad_out, indices, op):
     grad_x = np.empty(call.input_shape, dtype=call.dtype)
     flat_indices = V.kernel_array(indices, np.int64).reshape(call.rows_shape)
-    bad = call.driver(V.kernel_array(grad_out, call.dtype).reshape(call.rows_shape),
-                      flat_indices, grad_x.reshape(call.planes_shape), call.threads)
+    bad = _pool.max_pool_backward(V.kernel_array(grad_out, call.dtype).reshape(call.rows_shape),
+                                  flat_indices, grad_x.reshape(call.planes_shape),
+                                  call.threads)
     if bad >= 0:   # the first index outside its plane
         raise index_out_of_range(int(flat_indices.flat[bad]), call.input_shape, op)
     return grad_x
