@@ -506,8 +506,9 @@ cdef class PlanesForward:
     indices, a pair, when prepared with return_indices), allocated here.
 
     One C call for what took kernel_array, two reshapes, np.empty and a
-    driver call whose every array became a memoryview (~0.2 us each): a tiny
-    average pooling's driver call went from 1.2 to ~0.4 us."""
+    driver call whose every array became a memoryview (~0.2 us each): on a
+    tiny average pooling (1, 4, 8, 8) 0.6 us against 1.9 (one thread, best
+    of 100 runs)."""
     cdef _forward f
     cdef bint is_double, with_indices
     cdef int typenum, out_nd
