@@ -4,9 +4,8 @@ and backward.
 
 Arrays arrive as planes, (P, D, H, W) with P = N*C -- 1-D and 2-D pooling use
 unit D/H -- C-contiguous and native-endian, validated and allocated by
-cnnfast.functional; or, for a prepared channels-first forward
-(PlanesForward, at the end), as the op's own x, checked and its result
-allocated here. Each plane is owned by one thread (prange over planes,
+cnnfast.functional; a prepared channels-first forward (PlanesForward and
+pool_planes, at the end) takes them at any shape of the planes' sizes. Each plane is owned by one thread (prange over planes,
 guided as in _conv.pyx), so the backward scatters of overlapping windows
 never race. Sliding-window
 kernels read a per-thread padded copy of their plane (pad value -inf for max,
@@ -502,19 +501,16 @@ cdef int _forward_once(int kind, const floating[:, :, :, ::1] x, floating[:, :, 
 cdef class PlanesForward:
     """A channels-first pooling forward prepared once (cnnfast._ops keeps one
     per prepared call): its planes' geometry, taps, divisors or windows and
-    thread count. Calling it on x returns the pooled result (with its int64
-    indices, a pair, when prepared with return_indices), allocated here.
-
-    One C call for what took kernel_array, two reshapes, np.empty and a
-    driver call whose every array became a memoryview (~0.2 us each): on a
-    tiny average pooling (1, 4, 8, 8) 0.6 us against 1.9 (one thread, best
-    of 100 runs)."""
+    thread count, run by pool_planes. kind: max, avg, adaptive_max or
+    adaptive_avg; x (any shape of in_planes' size) pools to out_shape
+    (out_planes' size); window and extra as _forward_init's."""
     cdef _forward f
-    cdef bint is_double, with_indices
-    cdef int typenum, out_nd
-    cdef Py_ssize_t in_size
-    cdef cnp.npy_intp out_dims[8]
-    cdef object dtype, keep
+    cdef bint is_double
+    cdef int typenum
+    cdef Py_ssize_t in_size, out_size
+    cdef object keep
+    cdef readonly object dtype, out_shape
+    cdef readonly bint return_indices
     cdef readonly int threads
 
     def __cinit__(self):
@@ -522,10 +518,6 @@ cdef class PlanesForward:
 
     def __init__(self, str kind, dtype, tuple in_planes, tuple out_planes, tuple out_shape,
                  tuple window, extra, int nthreads, bint return_indices=False):
-        """kind: max, avg, adaptive_max or adaptive_avg; x (any shape of
-        in_planes' size) pools to out_shape (out_planes' size); window and
-        extra as _forward_init's."""
-        cdef Py_ssize_t i, size = 1
         cdef int k = _KINDS[kind]
         cdef _forward *f = &self.f
         self.dtype = np.dtype(dtype)
@@ -533,14 +525,10 @@ cdef class PlanesForward:
         self.typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         self.keep = extra
         self.threads = nthreads
-        self.with_indices = return_indices
-        if len(out_shape) > 8:
-            raise ValueError(f"out_shape {out_shape}: at most 8 dims")
-        self.out_nd = len(out_shape)
-        for i in range(self.out_nd):
-            self.out_dims[i] = out_shape[i]
-            size *= out_shape[i]
-        if size != in_planes[0] * _volume(out_planes[1:]):
+        self.return_indices = return_indices
+        self.out_shape = out_shape
+        self.out_size = _volume(out_shape)
+        if self.out_size != in_planes[0] * _volume(out_planes[1:]):
             raise ValueError(f"out_shape {out_shape} does not hold out_planes {out_planes}")
         self.in_size = in_planes[0] * _volume(in_planes[1:])
         if self.is_double:
@@ -551,27 +539,45 @@ cdef class PlanesForward:
     def __dealloc__(self):
         free(self.f.taps)
 
-    def __call__(self, x):
-        if not (cnp.PyArray_Check(x) and cnp.PyArray_ISCARRAY_RO(x)
-                and cnp.PyArray_TYPE(x) == self.typenum and cnp.PyArray_ISNOTSWAPPED(x)):
-            x = np.require(x, self.dtype, ("C_CONTIGUOUS", "ALIGNED"))   # kernel_array's rule
-        cdef cnp.ndarray a = x
-        if cnp.PyArray_SIZE(a) != self.in_size:
-            raise ValueError(f"x has {cnp.PyArray_SIZE(a)} elements, the prepared pooling "
-                             f"{self.in_size}")
-        cdef cnp.ndarray out = cnp.PyArray_EMPTY(self.out_nd, self.out_dims, self.typenum, 0)
-        cdef cnp.ndarray indices = None
-        cdef int64_t *ip = NULL
-        if self.with_indices:
-            indices = cnp.PyArray_EMPTY(self.out_nd, self.out_dims, cnp.NPY_INT64, 0)
-            ip = <int64_t *> cnp.PyArray_DATA(indices)
-        if self.is_double:
-            _forward_run(&self.f, <const double *> cnp.PyArray_DATA(a),
-                         <double *> cnp.PyArray_DATA(out), ip)
-        else:
-            _forward_run(&self.f, <const float *> cnp.PyArray_DATA(a),
-                         <float *> cnp.PyArray_DATA(out), ip)
-        return (out, indices) if self.with_indices else out
+
+cdef bint _kernel_ready(object a, int typenum, Py_ssize_t size, bint writeable):
+    """a: an ndarray the kernels may use through its data pointer, of typenum
+    and size elements."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = a
+    return (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_TYPE(arr) == typenum
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_SIZE(arr) == size
+            and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
+
+
+def pool_planes(PlanesForward plan, x, out, indices):
+    """Run a prepared forward: x (any shape of the plan's input size) pooled
+    into out and, for max kinds, indices (int64, or None), C-contiguous
+    arrays of the plan's output size. The arrays are checked through
+    NumPy's C API, not taken as memoryviews (~0.2 us each, and reshaped
+    to planes first: a tiny pooling's driver call cost 1.9 us, now 0.6);
+    x is copied first when not C-contiguous, aligned and native (the
+    kernel_array rule)."""
+    if not _kernel_ready(x, plan.typenum, plan.in_size, False):
+        x = np.require(x, plan.dtype, ("C_CONTIGUOUS", "ALIGNED"))
+        if cnp.PyArray_SIZE(<cnp.ndarray> x) != plan.in_size:
+            raise ValueError(f"x has {x.size} elements, the prepared pooling {plan.in_size}")
+    if not _kernel_ready(out, plan.typenum, plan.out_size, True):
+        raise ValueError(f"out must be a C-contiguous writeable {plan.dtype} array of "
+                         f"{plan.out_size} elements")
+    cdef int64_t *ip = NULL
+    if indices is not None:
+        if not _kernel_ready(indices, cnp.NPY_INT64, plan.out_size, True):
+            raise ValueError(f"indices must be a C-contiguous writeable int64 array of "
+                             f"{plan.out_size} elements")
+        ip = <int64_t *> cnp.PyArray_DATA(<cnp.ndarray> indices)
+    cdef void *xp = cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef void *op = cnp.PyArray_DATA(<cnp.ndarray> out)
+    if plan.is_double:
+        _forward_run(&plan.f, <const double *> xp, <double *> op, ip)
+    else:
+        _forward_run(&plan.f, <const float *> xp, <float *> op, ip)
 
 
 cdef Py_ssize_t _volume(tuple sizes) except -1:

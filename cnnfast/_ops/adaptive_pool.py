@@ -12,6 +12,7 @@ from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _to_first, _to_last
 from .max_pool import _max_pool_backward, _max_pool_backward_last, _scatter_max
+from .planes import run_planes
 from .pool_validation import (
     adaptive_geometry, adaptive_windows3, check_indices, input_shape_arg, max_pool_indices,
     pooled_grad,
@@ -22,9 +23,9 @@ from .pool_validation import (
 def _prepared_adaptive(x, kind, nd, is_max, output_size, keepdims, return_indices,
                        data_format):
     """An adaptive or global (kind) pooling call validated once (one cache
-    lookup when repeated): its _pool.PlanesForward, or None channels-last
-    (the op's general path). keepdims: global pooling's (adaptive pooling
-    passes True)."""
+    lookup when repeated): its _pool.PlanesForward (planes.run_planes runs
+    it), or None channels-last (the op's general path). keepdims: global
+    pooling's (adaptive pooling passes True)."""
     if V.channels_last(data_format):
         return None
     op = f"{kind}_{'max' if is_max else 'avg'}_pool{nd}d"
@@ -57,7 +58,7 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
     call = _prepared_adaptive(x, "adaptive", nd, False, output_size, True, False, data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     # channels-last
     dtype, out_size = adaptive_geometry(_first_view(x), output_size,
                                         f"adaptive_avg_pool{nd}d", nd)
@@ -75,7 +76,7 @@ def _adaptive_max_pool(nd, x, output_size, return_indices, data_format="channels
     call = _prepared_adaptive(x, "adaptive", nd, True, output_size, True, return_indices,
                               data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"), True)
 
 
@@ -214,7 +215,7 @@ def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):
     ((N, 1, 1, C) channels-last)."""
     call = _prepared_adaptive(x, "global", 2, False, 1, keepdims, False, data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
     V.flag(keepdims, "keepdims")
@@ -249,7 +250,7 @@ def global_max_pool2d(x, keepdims=False, return_indices=False, *,
     plane indices on request."""
     call = _prepared_adaptive(x, "global", 2, True, 1, keepdims, return_indices, data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
     V.flag(keepdims, "keepdims")

@@ -14,6 +14,7 @@ from .. import _validation as V
 from .._cache import memoized
 from .._ext import _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
+from .planes import run_planes
 from .pool_validation import (
     avg_pool_divisors, divisor_override_arg, input_shape_arg, pool_geometry,
 )
@@ -47,8 +48,9 @@ def _backward_call(geom, divisors) -> AvgPoolCall:
 def _prepared_avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override, data_format):
     """An avg_pool{nd}d call validated once (one cache lookup when repeated):
-    its _pool.PlanesForward (divisors made once: per call they cost ~5 us),
-    or None channels-last (_avg_pool's general path)."""
+    its _pool.PlanesForward (planes.run_planes runs it; its divisors made
+    once: per call they cost ~5 us), or None channels-last (_avg_pool's
+    general path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "avg", x, kernel_size, stride, padding, 1, ceil_mode)
@@ -64,7 +66,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
     call = _prepared_avg_pool(x, nd, kernel_size, stride, padding, ceil_mode,
                               count_include_pad, divisor_override, data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     # channels-last
     geom = pool_geometry(nd, "avg", _first_view(x), kernel_size, stride, padding, 1,
                          ceil_mode)

@@ -13,6 +13,7 @@ from .. import _validation as V
 from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
+from .planes import run_planes
 from .pool_validation import (
     check_indices, index_out_of_range, input_shape_arg, max_pool_indices, pool_geometry,
     pooled_grad,
@@ -23,8 +24,8 @@ from .pool_validation import (
 def _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices, data_format):
     """A max_pool{nd}d call validated once (one cache lookup when repeated):
-    its _pool.PlanesForward, or None channels-last (_max_pool's general
-    path)."""
+    its _pool.PlanesForward (planes.run_planes runs it), or None
+    channels-last (_max_pool's general path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -38,7 +39,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_i
     call = _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                               return_indices, data_format)
     if call is not None:
-        return call(x)
+        return run_planes(call, x)
     # channels-last
     geom = pool_geometry(nd, "max", _first_view(x), kernel_size, stride, padding, dilation,
                          ceil_mode)
