@@ -20,7 +20,10 @@ def test_every_convolution_pairs_with_its_onnxruntime_node(report):
     rows = report["rows"]
     ours = [r for r in rows if r["layer"]]
     assert ours[0]["layer"] == "(to_channels_last)" and ours[0]["kernel"] == "layout_copy"
-    assert all(r["ms"] > 0 for r in ours)
+    # the replayed run's kernel calls, summed per layer: a layer without a
+    # kernel (a folded BatchNorm, a flatten) takes no time
+    assert all(r["ms"] is not None and r["ms"] >= 0 for r in ours)
+    assert all(r["ms"] > 0 for r in ours if "Conv" in r["op"] or "Pool" in r["op"])
     convs = [r for r in ours if "Conv" in r["op"]]
     assert len(convs) == 20   # stem, 16 3x3 in the blocks, 3 downsamples
     assert all(r["ort_op"] in ("Conv", "FusedConv") and r["ort_ms"] > 0 for r in convs)

@@ -11,6 +11,7 @@ copy goes in square blocks that stay in L1 on both sides
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 cdef extern from "layout_swap.h":
     int CF_SWAP_BLOCK
@@ -60,3 +61,24 @@ def swap_axes(const item[:, :, ::1] src,   # IN  (N, A, B)
         else:
             for i in range(N * na * nb):
                 _block(s, d, i, A, B, na, nb)
+
+
+def copy_rows(const item[:, ::1] src,   # IN  (R, W)
+              item[:, ::1] dst,         # OUT (R, D), D >= start + W
+              Py_ssize_t start, int nthreads):
+    """dst[r, start:start + W] = src[r, :]: one part of a concatenation along
+    an inner axis (cnnfast._ops.data_format._concat), row by row."""
+    cdef Py_ssize_t R = src.shape[0], W = src.shape[1], D = dst.shape[1], r
+    if dst.shape[0] != R or start < 0 or start + W > D:
+        raise ValueError("copy_rows: dst must have src's rows and room for its columns")
+    if R == 0 or W == 0:
+        return
+    cdef const item *s = &src[0, 0]
+    cdef item *d = &dst[0, 0] + start
+    with nogil:
+        if nthreads > 1 and R > 1:
+            for r in prange(R, num_threads=nthreads, schedule='static'):
+                memcpy(d + r * D, s + r * W, W * sizeof(item))
+        else:
+            for r in range(R):
+                memcpy(d + r * D, s + r * W, W * sizeof(item))

@@ -14,8 +14,9 @@ import numpy as np
 
 from .. import _nhwc
 from .. import _plan as P
+from .. import _replay
 from .. import _validation as V
-from .._ext import _conv
+from .._ext import _conv, _layout
 from .._threads import blas_pinned
 from .activation import epilogue_clamp
 from .data_format import _to_first, _to_last
@@ -28,27 +29,50 @@ def _kernel_args(p):
     return p.kernel, (p.tile, p.weights_in_place, P.REDUCTION_CHUNK)
 
 
+def _contiguous(view):
+    """np.ascontiguousarray(view): a copy (as a step that a fused model's
+    recorded run replays, cnnfast._replay) unless view already is one."""
+    if view.flags.c_contiguous:
+        return view
+    out = np.empty(view.shape, view.dtype)
+    _replay.step(np.copyto, out, view)
+    return out
+
+
+def _transposed(a2):
+    """A new C-contiguous copy of the C-contiguous 2-D a2's transpose: the
+    blocked copy of the layout conversions, on cnnfast's threads (NumPy's
+    transposing copy is one thread, a strided walk: LeNet's batch-as-pixels
+    copies did not scale)."""
+    if a2.shape[0] == 1 or a2.shape[1] == 1:
+        return a2.reshape(a2.shape[::-1])
+    out = np.empty(a2.shape[::-1], a2.dtype)
+    _layout.swap_axes(a2.reshape((1,) + a2.shape), out.reshape((1,) + out.shape),
+                      P.copy_threads(a2.size))
+    return out
+
+
 def _batch_as_pixels(a, rows):
     """(N, rows...) -> (1, rows, 1, 1, N): C-contiguous copy, batch last."""
     n = a.shape[0]
-    return np.ascontiguousarray(a.reshape(n, rows).T).reshape(1, rows, 1, 1, n)
+    return _transposed(V.kernel_array(a, a.dtype).reshape(n, rows)).reshape(1, rows, 1, 1, n)
 
 
 def _pixels_as_batch(a5, shape):
     """Inverse of _batch_as_pixels: (1, rows, 1, 1, N) -> new C-contiguous `shape`."""
-    return np.ascontiguousarray(a5.reshape(a5.shape[1], a5.shape[4]).T).reshape(shape)
+    return _transposed(a5.reshape(a5.shape[1], a5.shape[4])).reshape(shape)
 
 
 def _depth_stack(a5):
     """(N, C, 1, H, W) -> new C-contiguous (1, C, N, H, W)."""
     n, c = a5.shape[:2]
-    return np.ascontiguousarray(a5.transpose(1, 0, 2, 3, 4)).reshape((1, c, n) + a5.shape[3:])
+    return _contiguous(a5.transpose(1, 0, 2, 3, 4)).reshape((1, c, n) + a5.shape[3:])
 
 
 def _depth_unstack(a5, shape):
     """(1, C, N, H, W) -> new C-contiguous array of `shape` (N, C, ...)."""
     c, n = a5.shape[1:3]
-    return np.ascontiguousarray(a5.reshape((c, n) + a5.shape[3:]).swapaxes(0, 1)).reshape(shape)
+    return _contiguous(a5.reshape((c, n) + a5.shape[3:]).swapaxes(0, 1)).reshape(shape)
 
 
 # The kernels' code of zero padding (the batch-as-pixels view has no padding).

@@ -11,6 +11,7 @@ from .._ext import _layout
 
 
 _SWAPPABLE = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+_FLOATS = _SWAPPABLE[:2]
 
 
 def _first_view(a):
@@ -55,4 +56,35 @@ def _to_last(a):
     out = np.empty(_shape_last(a.shape), a.dtype)
     if a.size:
         _layout.swap_axes(a.reshape(n, c, -1), out.reshape(n, -1, c), P.copy_threads(a.size))
+    return out
+
+
+def _concat(parts, axis: int):
+    """np.concatenate(parts, axis) of activations, e.g. GoogLeNet's branches
+    on channels: for C-contiguous float32/float64 arrays one row copy per part
+    (_layout.copy_rows, on cnnfast's threads, and a driver call that a
+    fused model's recorded run replays, cnnfast._replay); anything else, or
+    mismatched parts, goes to NumPy (and its errors)."""
+    first = parts[0] if parts else None
+    if (not isinstance(first, np.ndarray) or first.dtype not in _FLOATS
+            or not -first.ndim <= axis < first.ndim
+            or not all(type(p) is np.ndarray and p.flags.c_contiguous and p.dtype == first.dtype
+                       and p.ndim == first.ndim
+                       and p.shape[:axis % p.ndim] == first.shape[:axis % p.ndim]
+                       and p.shape[axis % p.ndim + 1:] == first.shape[axis % p.ndim + 1:]
+                       for p in parts)):
+        return np.concatenate(parts, axis=axis)
+    axis %= first.ndim
+    shape = list(first.shape)
+    shape[axis] = sum(p.shape[axis] for p in parts)
+    out = np.empty(shape, first.dtype)
+    rows = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    if out.size:
+        flat = out.reshape(rows, -1)
+        start = 0
+        for p in parts:
+            width = p.shape[axis] * inner
+            _layout.copy_rows(p.reshape(rows, width), flat, start, P.copy_threads(p.size))
+            start += width
     return out

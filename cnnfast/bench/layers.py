@@ -2,10 +2,13 @@
 (python -m cnnfast.bench --only layers): ResNet-18 batch 1 at 224x224
 (--quick: 64x64), both holding the same weights.
 
-cnnfast: `model.fuse()`, every leaf layer call timed (median over the runs)
-by a timer standing where explain_model's tracer stands (Module.__call__'s
-hook), named and given its kernel by `cnnfast.explain_model`; the fused
-model's input layout conversion is a row of its own. onnxruntime: the
+cnnfast: `model.fuse()`, run as it runs after its first call: its recorded
+run (cnnfast._replay) replayed with each kernel call timed, the calls of
+each layer summed (median over the runs), as onnxruntime's profiler times
+its nodes' kernels; named and given its kernel by `cnnfast.explain_model`;
+the fused model's input layout conversion is a row of its own. (A model
+that cannot replay is timed layer by layer by a timer standing where
+explain_model's tracer stands, Module.__call__'s hook, Python included.) onnxruntime: the
 PyTorch twin exported to ONNX (bench.models) run with its profiler on, the
 median "dur" of each node's kernel event. onnxruntime fuses Conv+BN+ReLU(+Add)
 into one node, often named after the ReLU's output, and may add NCHWc
@@ -91,11 +94,14 @@ def cnnfast_layer_rows(fused, x, repeat, warmup=2):
     out_shape, weight_shape (convolutions), ms (median over `repeat` runs)."""
     import cnnfast
 
-    for _ in range(warmup):
+    for _ in range(max(warmup, 2)):   # the second call records the run
         fused(x)
-    runs = [_timed_run(fused, x) for _ in range(repeat)]
     modules = dict(fused.named_modules())
     names = {id(m): name for name, m in modules.items()}
+    recording = fused.recording(x)
+    if recording is not None:
+        return _replayed_rows(cnnfast, fused, x, recording, names, modules, repeat)
+    runs = [_timed_run(fused, x) for _ in range(repeat)]
     # the k-th call of a layer has its k-th row: medians by name, in call order
     medians: dict[str, list[float]] = {}
     for i, (module, _) in enumerate(runs[0].leaves):
@@ -107,6 +113,35 @@ def cnnfast_layer_rows(fused, x, repeat, warmup=2):
             ms = statistics.median(run.outer_own for run in runs) * 1e3
         else:
             ms = medians[r.name].pop(0) if medians.get(r.name) else None
+        weight = getattr(modules.get(r.name), "weight", None)
+        rows.append(dict(name=r.name, op=r.op, kernel=r.passes["forward"].kernel,
+                         out_shape=tuple(r.out_shape), ms=ms,
+                         weight_shape=(tuple(weight.data.shape)
+                                       if weight is not None and "Conv" in r.op else None)))
+    return rows
+
+
+def _replayed_rows(cnnfast, fused, x, recording, names, modules, repeat):
+    """cnnfast_layer_rows from the model's recorded run (what its calls
+    execute, cnnfast._replay): each layer's kernel calls timed one by one,
+    medians over `repeat` replays; calls made outside any layer (the input's
+    layout conversion) form the (to_channels_last) row."""
+    runs = [recording.timed_run(x, time.perf_counter) for _ in range(repeat)]
+    if any(r is None for r in runs):
+        raise RuntimeError("the recorded run is busy in another thread")
+    per_call = [statistics.median(r[i] for r in runs) * 1e3 for i in range(len(runs[0]))]
+    by_layer: dict = {}
+    for owner, ms in zip(recording.owners, per_call):
+        key = None if owner is None else (names[id(owner[0])], owner[1])
+        by_layer[key] = by_layer.get(key, 0.0) + ms
+    calls: dict[str, int] = {}
+    rows = []
+    for r in cnnfast.explain_model(fused, x.shape).rows:
+        if r.name == "(to_channels_last)":
+            ms = by_layer.get(None)
+        else:
+            k = calls[r.name] = calls.get(r.name, -1) + 1
+            ms = by_layer.get((r.name, k), 0.0 if r.name in modules else None)
         weight = getattr(modules.get(r.name), "weight", None)
         rows.append(dict(name=r.name, op=r.op, kernel=r.passes["forward"].kernel,
                          out_shape=tuple(r.out_shape), ms=ms,

@@ -13,6 +13,7 @@ from ..nn import (
     Sequential,
 )
 from ..nn.container import Chain, set_data_format
+from .._ops.data_format import _concat
 from ..nn.module import Module
 from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
@@ -57,7 +58,7 @@ class Inception(Module):
         return -1 if self.data_format == "channels_last" else 1
 
     def forward(self, x):
-        return np.concatenate([b(x) for b in self._branches()], axis=self._axis())
+        return _concat([b(x) for b in self._branches()], self._axis())
 
     def backward(self, grad_out):
         splits = np.cumsum(self._widths)[:-1]

@@ -32,9 +32,8 @@ class Linear(Module):
         _check_input(x, "Linear", (1,), self.in_features, axis=-1)
         _same_dtype(x, self.weight, "Linear")
         x2 = x.reshape(-1, self.in_features)
-        y = _dense_matmul(x2, self.weight.data, trans_b=True)
-        if self.bias is not None:
-            y += self.bias.data
+        y = _dense_matmul(x2, self.weight.data, trans_b=True,
+                          bias=None if self.bias is None else self.bias.data)
         y = y.reshape(x.shape[:-1] + (self.out_features,))
         if self.training:
             self._cache = x

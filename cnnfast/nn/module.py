@@ -35,12 +35,22 @@ class Parameter:
     backward pass adds into it). `requires_grad=False` (set by `freeze()`)
     means backward computes no gradient for it and optimizers skip it."""
 
-    __slots__ = ("data", "grad", "requires_grad")
+    __slots__ = ("_data", "grad", "requires_grad")
 
     def __init__(self, data, requires_grad=True):
         self.data = np.ascontiguousarray(data)
         self.grad = None
         self.requires_grad = bool(requires_grad)
+
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        global mutations
+        mutations += 1
+        self._data = value
 
     @property
     def shape(self):
@@ -70,9 +80,21 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list
 
 
+# Counts replacements of a Parameter's array and of modules' public
+# attributes (parameters, children, settings), anywhere: a fused model's
+# recorded run (cnnfast._replay) checks its model again when it moved.
+mutations = 0
+
+
 class Module:
     """Base class: subclasses set attributes in __init__ and define
     forward(x) and backward(grad_out)."""
+
+    def __setattr__(self, name, value):
+        if name[:1] != "_":
+            global mutations
+            mutations += 1
+        object.__setattr__(self, name, value)
 
     _input_grad = True   # backward computes the input gradient (see skip_input_grad)
 
