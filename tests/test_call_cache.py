@@ -7,14 +7,13 @@ import pytest
 
 import cnnfast
 from cnnfast import _cache, _plan
-from cnnfast._ext import _pool
 from cnnfast import functional as F
 from cnnfast._ops.adaptive_pool import _prepared_adaptive
 from cnnfast._ops.avg_pool import _prepared_avg_pool, _prepared_avg_pool_backward
 from cnnfast._ops.conv import _prepared_backward, _prepared_forward
 from cnnfast._ops.conv_validation import conv_geometry
 from cnnfast._ops.max_pool import _prepared_max_pool, _prepared_max_pool_backward
-from cnnfast._ops.pool_validation import adaptive_windows3, pool_geometry
+from cnnfast._ops.pool_validation import adaptive_windows3, divisor_array, pool_geometry
 
 
 def _error(fn):
@@ -154,7 +153,7 @@ def test_cached_plans_and_windows_cannot_be_modified():
     with pytest.raises(TypeError):
         plan.passes["forward"] = None
     assert not adaptive_windows3((8, 8), (3, 3)).flags.writeable
-    assert not _pool.divisor_array(np.float32, ((1,), (2, 2), (2, 2))).flags.writeable
+    assert not divisor_array(np.dtype(np.float32), ((1,), (2, 2), (2, 2))).flags.writeable
     x = np.ones((1, 1, 8, 8), np.float32)
     backward = _prepared_avg_pool_backward(F.avg_pool2d(x, 3, 2, 1), 2, x.shape, 3, 2, 1, False,
                                            True, None, "channels_first")[1]

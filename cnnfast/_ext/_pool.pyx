@@ -196,30 +196,18 @@ cdef inline Py_ssize_t _whole_vectors(Py_ssize_t n, Py_ssize_t vw) noexcept nogi
     return (n + vw - 1) // vw * vw
 
 
-def divisor_array(dtype, tuple divisors):
-    """avg_pool_forward's and avg_pool_backward's `divisors`: the per-dim
-    divisor factors (D, H, W) in dtype, one read-only array [D | H | W], W
-    padded with ones to a whole number of vectors (the kernels load it a
-    vector at a time). Built once per prepared call: converting the factors
-    on every call cost a tiny average pooling ~5 us, 3x its kernel."""
-    dtype = np.dtype(dtype)
-    cdef Py_ssize_t vw = _vector_width(<float> 0) if dtype == np.float32 else \
-        _vector_width(<double> 0)
-    cdef Py_ssize_t od = len(divisors[0]), oh = len(divisors[1]), ow = len(divisors[2])
-    packed = np.ones(od + oh + _whole_vectors(ow, vw), dtype=dtype)
-    packed[:od] = divisors[0]
-    packed[od:od + oh] = divisors[1]
-    packed[od + oh:od + oh + ow] = divisors[2]
-    packed.flags.writeable = False
-    return packed
+# The kernels' vector width by dtype char on this CPU: avg pooling's divisor
+# arrays are padded to whole vectors of it (pool_validation.divisor_array).
+VECTOR_WIDTH = {"f": _vector_width(<float> 0), "d": _vector_width(<double> 0)}
 
 
 cdef const floating *_divisors(const floating[::1] divisors, const cf_pool_geom *g,
                                Py_ssize_t vw) except NULL:
-    """divisor_array's data, checked to cover the kernels' reads."""
+    """pool_validation.divisor_array's data, checked to cover the kernels' reads."""
     if divisors.shape[0] < g.OD + g.OH + _whole_vectors(g.OW, vw):
         raise ValueError(f"divisors has {divisors.shape[0]} elements, expected "
-                         f"{g.OD + g.OH + _whole_vectors(g.OW, vw)} (divisor_array)")
+                         f"{g.OD + g.OH + _whole_vectors(g.OW, vw)} (pool_validation."
+                         f"divisor_array)")
     return &divisors[0]
 
 
@@ -241,7 +229,7 @@ cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *b
 def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                      floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
                      tuple kernel, tuple stride, tuple padding,
-                     const floating[::1] divisors,      # divisor_array
+                     const floating[::1] divisors,      # pool_validation.divisor_array
                      int nthreads):
     _forward_once(_AVG, x, out, NULL, (kernel, stride, padding, (1, 1, 1)), divisors.base,
                   nthreads)
@@ -262,7 +250,7 @@ cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
 def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
                       floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
                       tuple kernel, tuple stride, tuple padding,
-                      const floating[::1] divisors,            # divisor_array
+                      const floating[::1] divisors,            # pool_validation.divisor_array
                       int nthreads):
     cdef Py_ssize_t P = grad_out.shape[0], p
     if P == 0:

@@ -4,6 +4,8 @@ backward: pooling to a fixed output size over torch's adaptive windows
 (H*W, C) plane in place)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import _plan as P
@@ -14,8 +16,8 @@ from .data_format import _first_view, _shape_first, _to_first, _to_last
 from .max_pool import _max_pool_backward, _max_pool_backward_last, _scatter_max
 from .planes import run_planes
 from .pool_validation import (
-    adaptive_geometry, adaptive_windows3, check_indices, input_shape_arg, max_pool_indices,
-    pooled_grad,
+    adaptive_geometry, adaptive_windows3, check_indices, divisor_array, input_shape_arg,
+    max_pool_indices, pooled_grad,
 )
 
 
@@ -205,9 +207,11 @@ def _global_window(hw):
     return (1, hw, 1), (1, 1, 1), (0, 0, 0)
 
 
+@functools.lru_cache(maxsize=256)
 def _global_divisors(dtype, hw, c):
-    """The window's divisor: all hw rows (per-dim factors 1, hw, 1 per channel)."""
-    return _pool.divisor_array(dtype, ((1,), (hw,), (1,) * c))
+    """The window's divisor: all hw rows (per-dim factors 1, hw, 1 per
+    channel); cached by (dtype, hw, c), not by its c-long factors."""
+    return divisor_array(dtype, ((1,), (hw,), (1,) * c))
 
 
 def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):

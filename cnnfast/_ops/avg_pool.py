@@ -16,7 +16,7 @@ from .._ext import _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
 from .planes import run_planes
 from .pool_validation import (
-    avg_pool_divisors, divisor_override_arg, input_shape_arg, pool_geometry,
+    avg_pool_divisors, divisor_array, divisor_override_arg, input_shape_arg, pool_geometry,
 )
 
 
@@ -40,7 +40,7 @@ def _backward_call(geom, divisors) -> AvgPoolCall:
     """_pool.avg_pool_backward on geom's planes, its divisor arrays made once."""
     kernel, stride3, padding3, _ = geom.kernel_args
     return AvgPoolCall(geom.dtype, geom.in_shape, geom.planes_shape, geom.out_planes_shape,
-                       (kernel, stride3, padding3, _pool.divisor_array(geom.dtype, divisors),
+                       (kernel, stride3, padding3, divisor_array(geom.dtype, divisors),
                         P.pool_threads(math.prod(geom.in_shape))))
 
 
@@ -57,7 +57,7 @@ def _prepared_avg_pool(x, nd, kernel_size, stride, padding, ceil_mode, count_inc
     divisors = _divisors(geom, count_include_pad, divisor_override)
     return _pool.PlanesForward("avg", geom.dtype, geom.planes_shape, geom.out_planes_shape,
                                geom.out_shape, geom.kernel_args,
-                               _pool.divisor_array(geom.dtype, divisors),
+                               divisor_array(geom.dtype, divisors),
                                P.pool_threads(x.size))
 
 
@@ -76,7 +76,7 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
         out = np.empty(_shape_last(geom.out_shape), dtype=geom.dtype)
         kernel, stride3, padding3, _ = geom.last_kernel_args
         _pool.avg_pool_forward(x4, out.reshape(geom.last_out_planes_shape), kernel, stride3,
-                               padding3, _pool.divisor_array(geom.dtype,
+                               padding3, divisor_array(geom.dtype,
                                                              geom.last_divisors(divisors)),
                                P.pool_threads(x4.size))
         return out
@@ -110,7 +110,7 @@ def _prepared_avg_pool_backward(grad_out, nd, input_shape, kernel_size, stride, 
         in_shape=input_shape, planes_shape=geom.last_planes_shape,
         out_planes_shape=geom.last_out_planes_shape,
         args=geom.last_kernel_args[:3] + (
-            _pool.divisor_array(dtype, geom.last_divisors(divisors)), call.args[-1]))
+            divisor_array(dtype, geom.last_divisors(divisors)), call.args[-1]))
     return input_shape, last_call
 
 

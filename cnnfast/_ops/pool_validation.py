@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._cache import geometry, memoized
+from .._ext import _pool
 from .._validation import (
     ARRAY_MAX, POOL_BUFFER_MAX, POOL_SIZE_MAX, _SPATIAL, _is_int, _padding_pairs, check_array,
     check_result_size, common_float_dtype, expect_shape, flag, ntuple, same_padding,
@@ -316,6 +317,23 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
             dim.append(count if count > 0 and inside > 0 else 1)
         factors.append(tuple(dim))
     return tuple(factors)
+
+
+@functools.lru_cache(maxsize=256)
+def divisor_array(dtype: np.dtype, divisors: tuple) -> np.ndarray:
+    """The kernels' form of avg_pool_divisors' per-dim factors (D, H, W): one
+    read-only array [D | H | W] in dtype, W padded with ones to a whole
+    number of vectors (the kernels load it a vector at a time). Cached:
+    converting the factors on every call cost a tiny average pooling ~5 us,
+    three times its kernel."""
+    vw = _pool.VECTOR_WIDTH[np.dtype(dtype).char]
+    od, oh, ow = map(len, divisors)
+    packed = np.ones(od + oh + -(-ow // vw) * vw, dtype=dtype)
+    packed[:od] = divisors[0]
+    packed[od:od + oh] = divisors[1]
+    packed[od + oh:od + oh + ow] = divisors[2]
+    packed.flags.writeable = False
+    return packed
 
 
 def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range=True):
