@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 
-import numpy  # noqa: F401  (build requirement; keeps the build env honest)
+import numpy  # build requirement: its C API's headers (_pool)
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -120,9 +120,12 @@ def _extensions():
                          if h.endswith(".h"))
         return {"include_dirs": dirs, "depends": headers}
 
-    def ext(name, *families, pxd=()):
+    def ext(name, *families, pxd=(), numpy_api=False):
         kw = family(*families)
         kw["depends"] += ["cnnfast/_ext/" + p for p in pxd]
+        if numpy_api:   # cimport numpy: its C API (arrays checked and made without Python calls)
+            kw["include_dirs"] = kw["include_dirs"] + [numpy.get_include()]
+            kw["define_macros"] = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         return Extension("cnnfast._ext." + name, ["cnnfast/_ext/%s.pyx" % name], **kw)
 
     exts = [
@@ -130,7 +133,7 @@ def _extensions():
             + sorted("conv/" + f for f in os.listdir("cnnfast/_ext/conv") if f.endswith(".pxi"))),
         ext("_depthwise", "depthwise", pxd=["depthwise_kernels.pxd", "conv_geom.pxd"]),
         ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd"]),
-        ext("_pool", "pool", pxd=["pool_kernels.pxd"]),
+        ext("_pool", "pool", pxd=["pool_kernels.pxd"], numpy_api=True),
         ext("_elementwise", "elementwise", pxd=["elementwise_kernels.pxd"]),
         ext("_layout", "layout"),
         ext("_dense", pxd=["_blas.pxd"]),

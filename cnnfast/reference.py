@@ -627,8 +627,8 @@ def _channel_view(a, shape):
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
-    shape, training, momentum, eps = batch_norm_args(x, running_mean, running_var, weight,
-                                                     bias, training, momentum, eps)
+    shape, training, momentum, eps, _ = batch_norm_args(x, running_mean, running_var, weight,
+                                                        bias, training, momentum, eps)
     axes = (0,) + tuple(range(2, x.ndim))
     x64 = np.asarray(x, dtype=np.float64)
     if training:

@@ -13,7 +13,7 @@ from cnnfast._ops.avg_pool import _prepared_avg_pool, _prepared_avg_pool_backwar
 from cnnfast._ops.conv import _prepared_backward, _prepared_forward
 from cnnfast._ops.conv_validation import conv_geometry
 from cnnfast._ops.max_pool import _prepared_max_pool, _prepared_max_pool_backward
-from cnnfast._ops.pool_validation import adaptive_windows3, pool_geometry
+from cnnfast._ops.pool_validation import adaptive_windows3, divisor_array, pool_geometry
 
 
 def _error(fn):
@@ -152,8 +152,12 @@ def test_cached_plans_and_windows_cannot_be_modified():
     plan = cnnfast.explain_conv((1, 3, 8, 8), (4, 3, 3, 3))
     with pytest.raises(TypeError):
         plan.passes["forward"] = None
-    for window in adaptive_windows3((8, 8), (3, 3)):
-        assert not window.flags.writeable
+    assert not adaptive_windows3((8, 8), (3, 3)).flags.writeable
+    assert not divisor_array(np.dtype(np.float32), ((1,), (2, 2), (2, 2))).flags.writeable
+    x = np.ones((1, 1, 8, 8), np.float32)
+    backward = _prepared_avg_pool_backward(F.avg_pool2d(x, 3, 2, 1), 2, x.shape, 3, 2, 1, False,
+                                           True, None, "channels_first")[1]
+    assert not backward.args[3].flags.writeable   # its divisors
 
 
 # ------------------------------------------------- prepared calls (one lookup a call)
@@ -219,7 +223,7 @@ def test_prepared_calls_follow_the_thread_count_and_thresholds(monkeypatch):
     changed grain, gets its own entry."""
     _cache.clear()
     x = np.zeros((2, 4, 128, 128), np.float32)   # 2**17 elements: at POOL_GRAIN
-    args = (2, x, 2, None, 0, 1, False, False, "channels_first")
+    args = (x, 2, 2, None, 0, 1, False, False, "channels_first")
     with cnnfast.num_threads(1):
         assert _prepared_max_pool(*args).threads == 1
         F.max_pool2d(x, 2)
@@ -235,7 +239,7 @@ def test_prepared_calls_follow_the_thread_count_and_thresholds(monkeypatch):
 def test_prepared_conv_follows_the_policy():
     shape_x, shape_w = (8, 64, 28, 28), (64, 64, 3, 3)
     x, w = np.zeros(shape_x, np.float32), np.zeros(shape_w, np.float32)
-    args = (2, x, w, None, 1, 1, 1, 1, "auto", "zeros", "channels_first")
+    args = (x, w, None, 2, 1, 1, 1, 1, "auto", "zeros", "channels_first")
     with cnnfast.num_threads(1):
         assert _prepared_forward(*args)[1].algorithm == "winograd"
         with cnnfast.conv_policy(winograd=False):

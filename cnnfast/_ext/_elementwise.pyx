@@ -12,6 +12,8 @@ depend on the thread count. With one thread no OpenMP region is entered.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 
 from .elementwise_kernels cimport *
 
@@ -92,6 +94,53 @@ def channel_affine(const floating[:, :, ::1] x,      # IN  (N, C, S)
             for i in range(N * C):
                 _kernels(<floating> 0).channel_affine(xp + i * S, yp + i * S, S, scale[i % C],
                                                       shift[i % C])
+
+
+def batch_norm_eval(const floating[:, :, ::1] x,     # IN  (N, C, S)
+                    const floating[:] mean,             # IN  (C,) running mean
+                    const floating[:] var,              # IN  (C,) running variance
+                    const floating[:] weight,           # IN  (C,), or None (ones)
+                    const floating[:] bias,             # IN  (C,), or None (zeros)
+                    double eps,
+                    floating[:, :, ::1] y,              # OUT (N, C, S)
+                    int nthreads):
+    """Inference batch norm: channel_affine with scale = invstd * weight and
+    shift = -mean * scale + bias, invstd = 1 / sqrt(var + eps), each in
+    float64 in that order (NumPy's, which computed them before: its ten
+    small operations cost a tiny batch norm 2.7 us)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c, i
+    if (mean.shape[0] != C or var.shape[0] != C or (weight is not None and weight.shape[0] != C)
+            or (bias is not None and bias.shape[0] != C)):
+        raise ValueError(f"batch_norm_eval: statistics of another channel count than x's {C}")
+    cdef double *scale = <double *> malloc(2 * max(C, 1) * sizeof(double))
+    if scale == NULL:
+        raise MemoryError()
+    cdef double *shift = scale + C
+    cdef const floating *xp
+    cdef floating *yp
+    try:
+        for c in range(C):
+            scale[c] = 1.0 / sqrt(<double> var[c] + eps)
+            if weight is not None:
+                scale[c] = scale[c] * <double> weight[c]
+            shift[c] = -(<double> mean[c]) * scale[c]
+            if bias is not None:
+                shift[c] = shift[c] + <double> bias[c]
+        if N * C * S == 0:
+            return
+        xp = &x[0, 0, 0]
+        yp = &y[0, 0, 0]
+        with nogil:
+            if nthreads > 1:
+                for i in prange(N * C, num_threads=nthreads, schedule='guided'):
+                    _kernels(<floating> 0).channel_affine(xp + i * S, yp + i * S, S,
+                                                          scale[i % C], shift[i % C])
+            else:
+                for i in range(N * C):
+                    _kernels(<floating> 0).channel_affine(xp + i * S, yp + i * S, S,
+                                                          scale[i % C], shift[i % C])
+    finally:
+        free(scale)
 
 
 cdef inline const floating *_or_null(const floating[:, :, ::1] a) noexcept:

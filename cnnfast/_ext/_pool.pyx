@@ -4,7 +4,8 @@ and backward.
 
 Arrays arrive as planes, (P, D, H, W) with P = N*C -- 1-D and 2-D pooling use
 unit D/H -- C-contiguous and native-endian, validated and allocated by
-cnnfast.functional. Each plane is owned by one thread (prange over planes,
+cnnfast.functional; a prepared channels-first forward (PlanesForward and
+pool_planes, at the end) takes them at any shape of the planes' sizes. Each plane is owned by one thread (prange over planes,
 guided as in _conv.pyx), so the backward scatters of overlapping windows
 never race. Sliding-window
 kernels read a per-thread padded copy of their plane (pad value -inf for max,
@@ -14,16 +15,17 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+cimport numpy as cnp
 
 from ._omp cimport cf_thread_num
 from .pool_kernels cimport *
 
 import numpy as np
 
-
-cdef object _dtype_of(floating dummy):
-    return np.float32 if floating is float else np.float64
+cnp.import_array()
 
 
 cdef inline const cf_pool_kernels *_kernels(floating dummy) noexcept nogil:
@@ -57,10 +59,25 @@ cdef cf_pool_geom _geometry(tuple in_size, tuple out_size, tuple kernel, tuple s
     return g
 
 
-cdef object _padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g, double fill):
-    """One padded plane per thread, its border filled once with `fill`."""
-    bufs = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=_dtype_of(dummy))
-    bufs.fill(fill)
+# A call's scratch memory (padded planes, window taps) comes from malloc, not
+# NumPy: np.empty, fill and a memoryview cost ~0.8 us a call, a tiny
+# pooling's whole kernel time.
+
+cdef void *_scratch(Py_ssize_t n, size_t itemsize) except NULL:
+    """n items of uninitialised scratch memory (free() it)."""
+    cdef void *p = malloc(max(n, 1) * itemsize)
+    if p == NULL:
+        raise MemoryError(f"pooling scratch memory of {n * itemsize} bytes")
+    return p
+
+
+cdef floating *_padded_buffers(floating dummy, int nthreads, const cf_pool_geom *g,
+                               double fill) except NULL:
+    """One padded plane per thread, its border filled once with `fill` (free() it)."""
+    cdef Py_ssize_t n = nthreads * g.Dp * g.Hp * g.Wp, i
+    cdef floating *bufs = <floating *> _scratch(n, sizeof(floating))
+    for i in range(n):
+        bufs[i] = <floating> fill
     return bufs
 
 
@@ -100,38 +117,10 @@ def max_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                      int64_t[:, :, :, ::1] indices,     # OUT like out, or None
                      tuple kernel, tuple stride, tuple padding, tuple dilation,
                      int nthreads):
-    cdef Py_ssize_t P = x.shape[0], p
-    if P == 0:
-        return
-    cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
-                                    stride, padding, dilation, _vector_width(<floating> 0))
-    nthreads = max(1, min(nthreads, P))
-    cdef Py_ssize_t lo, hi
-    cdef floating *bp = NULL
-    cdef floating[:, ::1] b
-    if not _interior_span(&g, _vector_width(<floating> 0), &lo, &hi):
-        b = _padded_buffers(<floating> 0, nthreads, &g, -INFINITY)
-        bp = &b[0, 0]
-    # flat plane offset of each window tap, in row-major window order
-    cdef int64_t[::1] taps = np.empty(g.KD * g.KH * g.KW, dtype=np.int64)
-    cdef Py_ssize_t a, i, j, t = 0
-    for a in range(g.KD):
-        for i in range(g.KH):
-            for j in range(g.KW):
-                taps[t] = (a * g.dd * g.H + i * g.dh) * g.W + j * g.dw
-                t += 1
     cdef int64_t *ip = NULL
     if indices is not None:
         ip = &indices[0, 0, 0, 0]
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *op = &out[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
-        else:
-            for p in range(P):
-                _max_plane(p, xp, op, ip, bp, &taps[0], lo, hi, &g)
+    _forward_once(_MAX, x, out, ip, (kernel, stride, padding, dilation), None, nthreads)
 
 
 cdef void _scatter_image_last(Py_ssize_t p, const floating *go, const int64_t *idx,
@@ -181,35 +170,45 @@ def max_pool_backward(const floating[:, ::1] grad_out,   # IN  (P, outputs per p
     cdef Py_ssize_t plane = grad_x.shape[1], p, C = channels_last
     if P == 0:
         return -1
-    cdef int64_t[::1] bad = np.empty(P, dtype=np.int64)
     cdef const floating *gop = &grad_out[0, 0]
     cdef const int64_t *ip = &indices[0, 0]
     cdef floating *gxp = &grad_x[0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
-        else:
-            for p in range(P):
-                _scatter_plane(p, gop, ip, gxp, n_out, plane, C, &bad[0])
-    for p in range(P):
-        if bad[p] >= 0:
-            return p * n_out + bad[p]
-    return -1
+    cdef int64_t *bad = <int64_t *> _scratch(P, sizeof(int64_t))
+    try:
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _scatter_plane(p, gop, ip, gxp, n_out, plane, C, bad)
+            else:
+                for p in range(P):
+                    _scatter_plane(p, gop, ip, gxp, n_out, plane, C, bad)
+        for p in range(P):
+            if bad[p] >= 0:
+                return p * n_out + bad[p]
+        return -1
+    finally:
+        free(bad)
 
 
 # --------------------------------------------------------------- average
 
-cdef object _divisor_arrays(floating dummy, tuple divisors, Py_ssize_t vw):
-    """The per-dim divisor factors as arrays; the last padded with ones to a
-    whole number of vectors (the kernel loads it a vector at a time)."""
-    dtype = _dtype_of(dummy)
-    dcount = np.asarray(divisors[0], dtype=dtype)
-    hcount = np.asarray(divisors[1], dtype=dtype)
-    n = len(divisors[2])
-    wcount = np.ones((n + vw - 1) // vw * vw, dtype=dtype)
-    wcount[:n] = divisors[2]
-    return dcount, hcount, wcount
+cdef inline Py_ssize_t _whole_vectors(Py_ssize_t n, Py_ssize_t vw) noexcept nogil:
+    return (n + vw - 1) // vw * vw
+
+
+# The kernels' vector width by dtype char on this CPU: avg pooling's divisor
+# arrays are padded to whole vectors of it (pool_validation.divisor_array).
+VECTOR_WIDTH = {"f": _vector_width(<float> 0), "d": _vector_width(<double> 0)}
+
+
+cdef const floating *_divisors(const floating[::1] divisors, const cf_pool_geom *g,
+                               Py_ssize_t vw) except NULL:
+    """pool_validation.divisor_array's data, checked to cover the kernels' reads."""
+    if divisors.shape[0] < g.OD + g.OH + _whole_vectors(g.OW, vw):
+        raise ValueError(f"divisors has {divisors.shape[0]} elements, expected "
+                         f"{g.OD + g.OH + _whole_vectors(g.OW, vw)} (pool_validation."
+                         f"divisor_array)")
+    return &divisors[0]
 
 
 cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *bufs,
@@ -230,32 +229,10 @@ cdef void _avg_plane(Py_ssize_t p, const floating *x, floating *out, floating *b
 def avg_pool_forward(const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                      floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
                      tuple kernel, tuple stride, tuple padding,
-                     tuple divisors,                    # per-dim divisor factors
+                     const floating[::1] divisors,      # pool_validation.divisor_array
                      int nthreads):
-    cdef Py_ssize_t P = x.shape[0], p
-    if P == 0:
-        return
-    cdef Py_ssize_t vw = _vector_width(<floating> 0)
-    cdef cf_pool_geom g = _geometry((x.shape[1], x.shape[2], x.shape[3]), (out.shape[1], out.shape[2], out.shape[3]), kernel,
-                                    stride, padding, (1, 1, 1), vw)
-    nthreads = max(1, min(nthreads, P))
-    cdef Py_ssize_t lo, hi
-    cdef floating *bp = NULL
-    cdef floating[:, ::1] b
-    if not _interior_span(&g, vw, &lo, &hi):
-        b = _padded_buffers(<floating> 0, nthreads, &g, 0.0)
-        bp = &b[0, 0]
-    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
-    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *op = &out[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
-        else:
-            for p in range(P):
-                _avg_plane(p, xp, op, bp, &dc[0], &hc[0], &wc[0], lo, hi, &g)
+    _forward_once(_AVG, x, out, NULL, (kernel, stride, padding, (1, 1, 1)), divisors.base,
+                  nthreads)
 
 
 cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
@@ -272,7 +249,8 @@ cdef void _avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
 
 def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
                       floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
-                      tuple kernel, tuple stride, tuple padding, tuple divisors,
+                      tuple kernel, tuple stride, tuple padding,
+                      const floating[::1] divisors,            # pool_validation.divisor_array
                       int nthreads):
     cdef Py_ssize_t P = grad_out.shape[0], p
     if P == 0:
@@ -280,23 +258,27 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH,
     cdef Py_ssize_t vw = _vector_width(<floating> 0)
     cdef cf_pool_geom g = _geometry((grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]), (grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]),
                                     kernel, stride, padding, (1, 1, 1), vw)
+    cdef const floating *dc = _divisors(divisors, &g, vw)
+    cdef const floating *hc = dc + g.OD
+    cdef const floating *wc = hc + g.OH
     nthreads = max(1, min(nthreads, P))
-    dtype = _dtype_of(<floating> 0)
-    cdef floating[:, ::1] b = np.empty((nthreads, g.Dp * g.Hp * g.Wp), dtype=dtype)
-    cdef floating[:, ::1] s = np.empty((nthreads, g.OW * g.sw), dtype=dtype)   # spread rows
-    dcount, hcount, wcount = _divisor_arrays(<floating> 0, divisors, vw)
-    cdef floating[::1] dc = dcount, hc = hcount, wc = wcount
+    cdef floating *b = NULL
+    cdef floating *s = NULL
     cdef const floating *gop = &grad_out[0, 0, 0, 0]
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
-                                    &g)
-        else:
-            for p in range(P):
-                _avg_backward_plane(p, gop, gxp, &b[0, 0], &s[0, 0], &dc[0], &hc[0], &wc[0],
-                                    &g)
+    try:
+        b = <floating *> _scratch(nthreads * g.Dp * g.Hp * g.Wp, sizeof(floating))
+        s = <floating *> _scratch(nthreads * g.OW * g.sw, sizeof(floating))   # spread rows
+        with nogil:
+            if nthreads > 1:
+                for p in prange(P, num_threads=nthreads, schedule='guided'):
+                    _avg_backward_plane(p, gop, gxp, b, s, dc, hc, wc, &g)
+            else:
+                for p in range(P):
+                    _avg_backward_plane(p, gop, gxp, b, s, dc, hc, wc, &g)
+    finally:
+        free(b)
+        free(s)
 
 
 # -------------------------------------------------------------- adaptive
@@ -329,12 +311,21 @@ cdef void _adaptive_plane(Py_ssize_t p, bint is_max, const floating *x, floating
                                                   win.hs, win.he, win.ws, win.we)
 
 
-cdef _windows _window_pointers(tuple windows):
-    """windows: (ds, de, hs, he, ws, we) int64 arrays (kept alive by the caller)."""
-    cdef const int64_t[::1] ds = windows[0], de = windows[1], hs = windows[2]
-    cdef const int64_t[::1] he = windows[3], ws = windows[4], we = windows[5]
+cdef _windows _window_pointers(const int64_t[::1] windows, Py_ssize_t OD, Py_ssize_t OH,
+                               Py_ssize_t OW) except *:
+    """windows: one int64 array [ds | de | hs | he | ws | we] of 2 * (OD +
+    OH + OW) (kept alive by the caller). One array, not six: each
+    memoryview costs a tiny call ~0.15 us."""
+    if windows.shape[0] != 2 * (OD + OH + OW):
+        raise ValueError(f"windows has {windows.shape[0]} elements, expected "
+                         f"{2 * (OD + OH + OW)} (adaptive_windows3)")
     cdef _windows w
-    w.ds, w.de, w.hs, w.he, w.ws, w.we = &ds[0], &de[0], &hs[0], &he[0], &ws[0], &we[0]
+    w.ds = &windows[0]
+    w.de = w.ds + OD
+    w.hs = w.de + OD
+    w.he = w.hs + OH
+    w.ws = w.he + OH
+    w.we = w.ws + OW
     return w
 
 
@@ -342,26 +333,14 @@ def adaptive_pool_forward(bint is_max,
                           const floating[:, :, :, ::1] x,    # IN  (P, D, H, W)
                           floating[:, :, :, ::1] out,        # OUT (P, OD, OH, OW)
                           int64_t[:, :, :, ::1] indices,     # OUT like out, or None (max)
-                          tuple windows,                     # (ds, de, hs, he, ws, we)
+                          const int64_t[::1] windows,        # [ds|de|hs|he|ws|we]
                           int nthreads):
     """Adaptive (and, with a 1x1x1 output, global) max or average pooling."""
-    cdef Py_ssize_t P = x.shape[0], D = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3], p
-    if P == 0:
-        return
-    cdef _windows win = _window_pointers(windows)
     cdef int64_t *ip = NULL
     if indices is not None:
         ip = &indices[0, 0, 0, 0]
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *op = &out[0, 0, 0, 0]
-    with nogil:
-        if nthreads > 1:
-            for p in prange(P, num_threads=nthreads, schedule='guided'):
-                _adaptive_plane(p, is_max, xp, op, ip, D, H, W, OD, OH, OW, &win)
-        else:
-            for p in range(P):
-                _adaptive_plane(p, is_max, xp, op, ip, D, H, W, OD, OH, OW, &win)
+    _forward_once(_ADAPTIVE_MAX if is_max else _ADAPTIVE_AVG, x, out, ip, None, windows.base,
+                  nthreads)
 
 
 cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floating *gx,
@@ -375,14 +354,14 @@ cdef void _adaptive_avg_backward_plane(Py_ssize_t p, const floating *go, floatin
 
 def adaptive_avg_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD, OH, OW)
                           floating[:, :, :, ::1] grad_x,           # OUT (P, D, H, W)
-                          tuple windows,                           # (ds, de, hs, he, ws, we)
+                          const int64_t[::1] windows,              # [ds|de|hs|he|ws|we]
                           int nthreads):
     cdef Py_ssize_t P = grad_out.shape[0], OD = grad_out.shape[1]
     cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
     cdef Py_ssize_t D = grad_x.shape[1], H = grad_x.shape[2], W = grad_x.shape[3], p
     if P == 0:
         return
-    cdef _windows win = _window_pointers(windows)
+    cdef _windows win = _window_pointers(windows, OD, OH, OW)
     cdef const floating *gop = &grad_out[0, 0, 0, 0]
     cdef floating *gxp = &grad_x[0, 0, 0, 0]
     with nogil:
@@ -392,3 +371,205 @@ def adaptive_avg_backward(const floating[:, :, :, ::1] grad_out,   # IN  (P, OD,
         else:
             for p in range(P):
                 _adaptive_avg_backward_plane(p, gop, gxp, D, H, W, OD, OH, OW, &win)
+
+
+# ------------------------------------------------ forward: one core, two entries
+
+cdef enum:
+    _MAX = 0
+    _AVG = 1
+    _ADAPTIVE_MAX = 2
+    _ADAPTIVE_AVG = 3
+
+_KINDS = {"max": _MAX, "avg": _AVG, "adaptive_max": _ADAPTIVE_MAX,
+          "adaptive_avg": _ADAPTIVE_AVG}
+
+
+cdef struct _forward:
+    # a forward pooling over P planes, everything but its arrays
+    int kind
+    cf_pool_geom g              # adaptive: the sizes only
+    Py_ssize_t P, lo, hi        # lo, hi: _interior_span's
+    bint padded                 # sliding windows through per-thread padded planes
+    int nthreads
+    int64_t *taps               # max: flat plane offset of each window tap (owned)
+    const void *divisors        # avg: divisor_array's data (its owner keeps it alive)
+    _windows win                # adaptive (its owner keeps the array alive)
+
+
+cdef int _forward_init(floating dummy, _forward *f, int kind, tuple in_planes,
+                       tuple out_planes, tuple window, extra, int nthreads) except -1:
+    """f for planes of in_planes (P, D, H, W) pooled to out_planes; window:
+    (kernel, stride, padding, dilation) of max and avg; extra: avg's
+    divisor_array or adaptive's windows. f.taps is malloc'd (free it)."""
+    cdef Py_ssize_t vw = _vector_width(<floating> 0), a, i, j, t = 0
+    cdef const floating[::1] divisors
+    f.kind = kind
+    f.taps = NULL
+    f.divisors = NULL
+    f.padded = False
+    f.P = in_planes[0]
+    if out_planes[0] != f.P:
+        raise ValueError(f"{out_planes[0]} output planes for {f.P} input planes")
+    if kind == _MAX or kind == _AVG:
+        kernel, stride, padding, dilation = window
+        f.g = _geometry(in_planes[1:], out_planes[1:], kernel, stride, padding, dilation, vw)
+        f.padded = not _interior_span(&f.g, vw, &f.lo, &f.hi)
+    else:
+        f.g.D, f.g.H, f.g.W = in_planes[1:]
+        f.g.OD, f.g.OH, f.g.OW = out_planes[1:]
+        f.win = _window_pointers(extra, f.g.OD, f.g.OH, f.g.OW)
+    if kind == _AVG:
+        divisors = extra
+        f.divisors = _divisors(divisors, &f.g, vw)
+    f.nthreads = max(1, min(nthreads, f.P))
+    if kind == _MAX:
+        f.taps = <int64_t *> _scratch(f.g.KD * f.g.KH * f.g.KW, sizeof(int64_t))
+        for a in range(f.g.KD):
+            for i in range(f.g.KH):
+                for j in range(f.g.KW):
+                    f.taps[t] = (a * f.g.dd * f.g.H + i * f.g.dh) * f.g.W + j * f.g.dw
+                    t += 1
+    return 0
+
+
+cdef inline void _forward_plane(Py_ssize_t p, const _forward *f, const floating *x,
+                                floating *out, int64_t *idx, floating *bufs) noexcept nogil:
+    cdef const floating *dc
+    if f.kind == _MAX:
+        _max_plane(p, x, out, idx, bufs, f.taps, f.lo, f.hi, &f.g)
+    elif f.kind == _AVG:
+        dc = <const floating *> f.divisors
+        _avg_plane(p, x, out, bufs, dc, dc + f.g.OD, dc + f.g.OD + f.g.OH, f.lo, f.hi, &f.g)
+    else:
+        _adaptive_plane(p, f.kind == _ADAPTIVE_MAX, x, out, idx, f.g.D, f.g.H, f.g.W, f.g.OD,
+                        f.g.OH, f.g.OW, &f.win)
+
+
+cdef int _forward_run(const _forward *f, const floating *x, floating *out,
+                      int64_t *idx) except -1:
+    """Every plane of x pooled into out (and idx, NULL or max's indices)."""
+    cdef floating *bufs = NULL
+    cdef Py_ssize_t p
+    cdef int nthreads = f.nthreads
+    if f.P == 0:
+        return 0
+    if f.padded:
+        bufs = _padded_buffers(<floating> 0, nthreads, &f.g,
+                               -INFINITY if f.kind == _MAX else 0.0)
+    try:
+        with nogil:
+            if nthreads > 1:
+                for p in prange(f.P, num_threads=nthreads, schedule='guided'):
+                    _forward_plane(p, f, x, out, idx, bufs)
+            else:
+                for p in range(f.P):
+                    _forward_plane(p, f, x, out, idx, bufs)
+    finally:
+        free(bufs)
+    return 0
+
+
+cdef int _forward_once(int kind, const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                       int64_t *idx, tuple window, extra, int nthreads) except -1:
+    """The def drivers' forward: planned and run on the arrays' own shapes."""
+    cdef _forward f
+    if x.shape[0] == 0:
+        return 0
+    _forward_init(<floating> 0, &f, kind, (x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+                  (out.shape[0], out.shape[1], out.shape[2], out.shape[3]), window, extra,
+                  nthreads)
+    try:
+        _forward_run(&f, &x[0, 0, 0, 0], &out[0, 0, 0, 0], idx)
+    finally:
+        free(f.taps)
+    return 0
+
+
+cdef class PlanesForward:
+    """A channels-first pooling forward prepared once (cnnfast._ops keeps one
+    per prepared call): its planes' geometry, taps, divisors or windows and
+    thread count, run by pool_planes. kind: max, avg, adaptive_max or
+    adaptive_avg; x (any shape of in_planes' size) pools to out_shape
+    (out_planes' size); window and extra as _forward_init's."""
+    cdef _forward f
+    cdef bint is_double
+    cdef int typenum
+    cdef Py_ssize_t in_size, out_size
+    cdef object keep
+    cdef readonly object dtype, out_shape
+    cdef readonly bint return_indices
+    cdef readonly int threads
+
+    def __cinit__(self):
+        self.f.taps = NULL
+
+    def __init__(self, str kind, dtype, tuple in_planes, tuple out_planes, tuple out_shape,
+                 tuple window, extra, int nthreads, bint return_indices=False):
+        cdef int k = _KINDS[kind]
+        cdef _forward *f = &self.f
+        self.dtype = np.dtype(dtype)
+        self.is_double = self.dtype == np.float64
+        self.typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
+        self.keep = extra
+        self.threads = nthreads
+        self.return_indices = return_indices
+        self.out_shape = out_shape
+        self.out_size = _volume(out_shape)
+        if self.out_size != in_planes[0] * _volume(out_planes[1:]):
+            raise ValueError(f"out_shape {out_shape} does not hold out_planes {out_planes}")
+        self.in_size = in_planes[0] * _volume(in_planes[1:])
+        if self.is_double:
+            _forward_init(<double> 0, f, k, in_planes, out_planes, window, extra, nthreads)
+        else:
+            _forward_init(<float> 0, f, k, in_planes, out_planes, window, extra, nthreads)
+
+    def __dealloc__(self):
+        free(self.f.taps)
+
+
+cdef bint _kernel_ready(object a, int typenum, Py_ssize_t size, bint writeable):
+    """a: an ndarray the kernels may use through its data pointer, of typenum
+    and size elements."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = a
+    return (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_TYPE(arr) == typenum
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_SIZE(arr) == size
+            and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
+
+
+def pool_planes(PlanesForward plan, x, out, indices):
+    """Run a prepared forward: x (any shape of the plan's input size) pooled
+    into out and, for max kinds, indices (int64, or None), C-contiguous
+    arrays of the plan's output size. The arrays are checked through
+    NumPy's C API, not taken as memoryviews (~0.2 us each, and reshaped
+    to planes first: a tiny pooling's driver call cost 1.9 us, now 0.6);
+    x is copied first when not C-contiguous, aligned and native (the
+    kernel_array rule)."""
+    if not _kernel_ready(x, plan.typenum, plan.in_size, False):
+        x = np.require(x, plan.dtype, ("C_CONTIGUOUS", "ALIGNED"))
+        if cnp.PyArray_SIZE(<cnp.ndarray> x) != plan.in_size:
+            raise ValueError(f"x has {x.size} elements, the prepared pooling {plan.in_size}")
+    if not _kernel_ready(out, plan.typenum, plan.out_size, True):
+        raise ValueError(f"out must be a C-contiguous writeable {plan.dtype} array of "
+                         f"{plan.out_size} elements")
+    cdef int64_t *ip = NULL
+    if indices is not None:
+        if not _kernel_ready(indices, cnp.NPY_INT64, plan.out_size, True):
+            raise ValueError(f"indices must be a C-contiguous writeable int64 array of "
+                             f"{plan.out_size} elements")
+        ip = <int64_t *> cnp.PyArray_DATA(<cnp.ndarray> indices)
+    cdef void *xp = cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef void *op = cnp.PyArray_DATA(<cnp.ndarray> out)
+    if plan.is_double:
+        _forward_run(&plan.f, <const double *> xp, <double *> op, ip)
+    else:
+        _forward_run(&plan.f, <const float *> xp, <float *> op, ip)
+
+
+cdef Py_ssize_t _volume(tuple sizes) except -1:
+    cdef Py_ssize_t v = 1
+    for n in sizes:
+        v *= <Py_ssize_t> n
+    return v

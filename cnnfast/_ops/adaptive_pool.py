@@ -4,7 +4,7 @@ backward: pooling to a fixed output size over torch's adaptive windows
 (H*W, C) plane in place)."""
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
 
 import numpy as np
 
@@ -14,72 +14,36 @@ from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _to_first, _to_last
 from .max_pool import _max_pool_backward, _max_pool_backward_last, _scatter_max
+from .planes import run_planes
 from .pool_validation import (
-    adaptive_geometry, adaptive_windows3, check_indices, input_shape_arg, max_pool_indices,
-    pooled_grad,
+    adaptive_geometry, adaptive_windows3, check_indices, divisor_array, input_shape_arg,
+    max_pool_indices, pooled_grad,
 )
 
 
-class AdaptiveCall(NamedTuple):
-    """A channels-first adaptive (or global) pooling, all but its input: the
-    shapes, windows and flags a repeated call reuses."""
-    is_max: bool
-    dtype: np.dtype
-    out_shape: tuple
-    planes_shape: tuple        # x as (N*C, D, H, W)
-    out_planes_shape: tuple
-    windows: tuple
-    threads: int
-    return_indices: bool
-    result_shape: tuple        # out_shape, or (N, C) for global pooling without keepdims
-
-
-def _adaptive_call(is_max, x, out_size, return_indices, keepdims=True) -> AdaptiveCall:
-    dtype = V.common_float_dtype(x=x)
-    nd = x.ndim - 2
+@memoized(arrays=1, state=P.planning_state)
+def _prepared_adaptive(x, kind, nd, is_max, output_size, keepdims, return_indices,
+                       data_format):
+    """An adaptive or global (kind) pooling call validated once (one cache
+    lookup when repeated): its _pool.PlanesForward (planes.run_planes runs
+    it), or None channels-last (the op's general path). keepdims: global
+    pooling's (adaptive pooling passes True)."""
+    if V.channels_last(data_format):
+        return None
+    op = f"{kind}_{'max' if is_max else 'avg'}_pool{nd}d"
+    dtype, out_size = adaptive_geometry(x, output_size, op, nd)
+    keepdims = V.flag(keepdims, "keepdims")
+    return_indices = V.flag(return_indices, "return_indices")
     out_shape = x.shape[:2] + tuple(out_size)
     # a result too large to allocate fails here, before its (as long) windows
     np.empty(out_shape, dtype=dtype)
     planes = (x.shape[0] * x.shape[1],)
-    return AdaptiveCall(is_max, dtype, out_shape, planes + (1,) * (3 - nd) + x.shape[2:],
-                        planes + (1,) * (3 - nd) + tuple(out_size),
-                        adaptive_windows3(x.shape[2:], out_size), P.pool_threads(x.size),
-                        return_indices, out_shape if keepdims else x.shape[:2])
-
-
-def _run_adaptive(call: AdaptiveCall, x):
-    """Pooled x (and its indices with call.return_indices, else None)."""
-    out = np.empty(call.out_shape, dtype=call.dtype)
-    indices = np.empty(call.out_shape, dtype=np.int64) if call.return_indices else None
-    _pool.adaptive_pool_forward(call.is_max,
-                                V.kernel_array(x, call.dtype).reshape(call.planes_shape),
-                                out.reshape(call.out_planes_shape),
-                                None if indices is None else indices.reshape(
-                                    call.out_planes_shape),
-                                call.windows, call.threads)
-    if call.result_shape is not call.out_shape:
-        out = out.reshape(call.result_shape)
-        indices = None if indices is None else indices.reshape(call.result_shape)
-    return out, indices
-
-
-def _adaptive(is_max, x, out_size, return_indices):
-    """Adaptive (or global: out_size all ones) pooling of x (N, C, *spatial)."""
-    return _run_adaptive(_adaptive_call(is_max, x, out_size, return_indices), x)
-
-
-@memoized(state=P.planning_state)
-def _prepared_adaptive(op, nd, is_max, x, output_size, keepdims, return_indices, data_format):
-    """An adaptive or global pooling call validated once (one cache lookup
-    when repeated): its AdaptiveCall, or None channels-last (the op's
-    general path). keepdims: global pooling's (adaptive pooling passes
-    True)."""
-    if V.channels_last(data_format):
-        return None
-    _, out_size = adaptive_geometry(x, output_size, op, nd)
-    keepdims = V.flag(keepdims, "keepdims")
-    return _adaptive_call(is_max, x, out_size, V.flag(return_indices, "return_indices"),
-                          keepdims)
+    return _pool.PlanesForward("adaptive_max" if is_max else "adaptive_avg", dtype,
+                               planes + (1,) * (3 - nd) + x.shape[2:],
+                               planes + (1,) * (3 - nd) + tuple(out_size),
+                               out_shape if keepdims else x.shape[:2], None,
+                               adaptive_windows3(x.shape[2:], out_size), P.pool_threads(x.size),
+                               return_indices)
 
 
 def _adaptive_last(nd, x, output_size, return_indices, is_max):
@@ -94,10 +58,9 @@ def _adaptive_last(nd, x, output_size, return_indices, is_max):
 
 
 def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
-    call = _prepared_adaptive(f"adaptive_avg_pool{nd}d", nd, False, x, output_size, True,
-                              False, data_format)
+    call = _prepared_adaptive(x, "adaptive", nd, False, output_size, True, False, data_format)
     if call is not None:
-        return _run_adaptive(call, x)[0]
+        return run_planes(call, x)
     # channels-last
     dtype, out_size = adaptive_geometry(_first_view(x), output_size,
                                         f"adaptive_avg_pool{nd}d", nd)
@@ -112,11 +75,10 @@ def _adaptive_avg_pool(nd, x, output_size, data_format="channels_first"):
 
 
 def _adaptive_max_pool(nd, x, output_size, return_indices, data_format="channels_first"):
-    call = _prepared_adaptive(f"adaptive_max_pool{nd}d", nd, True, x, output_size, True,
-                              return_indices, data_format)
+    call = _prepared_adaptive(x, "adaptive", nd, True, output_size, True, return_indices,
+                              data_format)
     if call is not None:
-        out, indices = _run_adaptive(call, x)
-        return (out, indices) if call.return_indices else out
+        return run_planes(call, x)
     return _adaptive_last(nd, x, output_size, V.flag(return_indices, "return_indices"), True)
 
 
@@ -245,19 +207,26 @@ def _global_window(hw):
     return (1, hw, 1), (1, 1, 1), (0, 0, 0)
 
 
+@functools.lru_cache(maxsize=256)
+def _global_divisors(dtype, hw, c):
+    """The window's divisor: all hw rows (per-dim factors 1, hw, 1 per
+    channel); cached by (dtype, hw, c), not by its c-long factors."""
+    return divisor_array(dtype, ((1,), (hw,), (1,) * c))
+
+
 def global_avg_pool2d(x, keepdims=False, *, data_format="channels_first"):
     """Mean over each (H, W) plane -> (N, C), or (N, C, 1, 1) with keepdims
     ((N, 1, 1, C) channels-last)."""
-    call = _prepared_adaptive("global_avg_pool2d", 2, False, x, 1, keepdims, False,
-                              data_format)
+    call = _prepared_adaptive(x, "global", 2, False, 1, keepdims, False, data_format)
     if call is not None:
-        return _run_adaptive(call, x)[0]
+        return run_planes(call, x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_avg_pool2d")
     V.flag(keepdims, "keepdims")
     out = np.empty((n, 1, 1, c), dtype=dtype)
     _pool.avg_pool_forward(V.kernel_array(x, dtype).reshape(n, 1, hw, c), out,
-                           *_global_window(hw), ((1,), (hw,), (1,) * c), P.pool_threads(x.size))
+                           *_global_window(hw), _global_divisors(dtype, hw, c),
+                           P.pool_threads(x.size))
     return _keepdims(out, keepdims, last=True)
 
 
@@ -273,7 +242,7 @@ def global_avg_pool2d_backward(grad_out, input_shape, *, data_format="channels_f
         grad_x = np.empty(shape, dtype=dtype)
         _pool.avg_pool_backward(V.kernel_array(grad_out, dtype).reshape(n, 1, 1, c),
                                 grad_x.reshape(n, 1, hw, c), *_global_window(hw),
-                                ((1,), (hw,), (1,) * c), P.pool_threads(grad_x.size))
+                                _global_divisors(dtype, hw, c), P.pool_threads(grad_x.size))
         return grad_x
     dtype, input_shape = pooled_grad(grad_out, input_shape, op, keepdims_ok=True)
     return _adaptive_avg_backward(grad_out, input_shape, dtype)
@@ -283,11 +252,9 @@ def global_max_pool2d(x, keepdims=False, return_indices=False, *,
                       data_format="channels_first"):
     """Max over each (H, W) plane -> (N, C) (or (N, C, 1, 1)), with int64 flat
     plane indices on request."""
-    call = _prepared_adaptive("global_max_pool2d", 2, True, x, 1, keepdims, return_indices,
-                              data_format)
+    call = _prepared_adaptive(x, "global", 2, True, 1, keepdims, return_indices, data_format)
     if call is not None:
-        out, indices = _run_adaptive(call, x)
-        return (out, indices) if call.return_indices else out
+        return run_planes(call, x)
     # channels-last
     dtype, n, hw, c = _global_geometry(x, "global_max_pool2d")
     V.flag(keepdims, "keepdims")

@@ -56,9 +56,19 @@ def _norm_shape(dtype, x) -> NormShape:
     return NormShape(dtype, tuple(x.shape), n * s, (n, c, s))
 
 
-@memoized
-def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps):
-    """cnnfast.batch_norm's arguments -> (NormShape, training, momentum, eps)."""
+class NormArgs(NamedTuple):
+    """cnnfast.batch_norm's validated arguments."""
+    shape: NormShape
+    training: bool
+    momentum: float
+    eps: float
+    native_eval: bool     # inference on statistics of x's dtype in native byte order (one
+                          # batch_norm_eval call; else the NumPy path converts them)
+
+
+@memoized(arrays=5)
+def batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum,
+                    eps) -> NormArgs:
     op = "batch_norm"
     _channels_input(x, op)
     training = flag(training, "training")
@@ -86,10 +96,12 @@ def batch_norm_args(x, running_mean, running_var, weight, bias, training, moment
     if training and count == 1:
         raise ValueError(f"batch_norm with training=True needs more than one value per "
                          f"channel to compute batch statistics, got x of shape {x.shape}")
-    return _norm_shape(dtype, x), training, momentum, eps
+    native = all(a is None or a.dtype == dtype
+                 for a in (running_mean, running_var, weight, bias))
+    return NormArgs(_norm_shape(dtype, x), training, momentum, eps, native and not training)
 
 
-@memoized
+@memoized(arrays=6)
 def batch_norm_backward_args(grad_out, x, weight, mean, invstd, relu_out=None) -> NormShape:
     op = "batch_norm_backward"
     check_array(grad_out, "grad_out")
@@ -124,15 +136,14 @@ def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=F
     mean, invstd), mean and invstd in x's dtype (the batch's when training,
     the running ones' otherwise), what batch_norm_backward takes. The layer
     (nn.BatchNorm2d) calls this to keep them for its backward."""
-    y, mean, invstd = _normalise(x, running_mean, running_var, weight, bias, training,
-                                 momentum, eps)
+    args = batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y, mean, invstd = _normalise(args, x, running_mean, running_var, weight, bias)
     return y, mean.astype(y.dtype), invstd.astype(y.dtype)
 
 
-def _normalise(x, running_mean, running_var, weight, bias, training, momentum, eps):
+def _normalise(args: NormArgs, x, running_mean, running_var, weight, bias):
     """(y, mean, invstd) of batch_norm, the statistics in float64."""
-    shape, training, momentum, eps = batch_norm_args(x, running_mean, running_var, weight,
-                                                     bias, training, momentum, eps)
+    shape, training, momentum, eps, _ = args
     dtype = shape.dtype
     x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
     threads = P.elementwise_threads(x3.size)
@@ -166,7 +177,15 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     place: r = (1 - momentum) * r + momentum * batch (unbiased variance);
     training=False normalises with the running statistics. Statistics are
     accumulated in float64."""
-    return _normalise(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+    args = batch_norm_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if not args.native_eval:
+        return _normalise(args, x, running_mean, running_var, weight, bias)[0]
+    shape = args.shape   # inference: one driver call computes the per-channel map too
+    y = np.empty(shape.shape, dtype=shape.dtype)
+    _elementwise.batch_norm_eval(V.kernel_array(x, shape.dtype).reshape(shape.as3d),
+                                 running_mean, running_var, weight, bias, args.eps,
+                                 y.reshape(shape.as3d), P.elementwise_threads(y.size))
+    return y
 
 
 def batch_norm_backward(grad_out, x, weight, mean, invstd):

@@ -27,7 +27,7 @@ from .pointwise import _channel_sums, _pixel_rows, _pointwise_backward_last, _po
 
 def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
                   padding_mode="zeros", data_format="channels_first"):
-    prepared = _prepared_forward(nd, x, weight, bias, stride, padding, dilation, groups,
+    prepared = _prepared_forward(x, weight, bias, nd, stride, padding, dilation, groups,
                                  algorithm, padding_mode, data_format)
     if prepared is None:
         return _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups,
@@ -38,8 +38,8 @@ def _conv_forward(nd, x, weight, bias, stride, padding, dilation, groups, algori
     return _run_forward(geom, p, x, weight, _bias_array(bias, geom.dtype))
 
 
-@memoized(state=P.planning_state)
-def _prepared_forward(nd, x, weight, bias, stride, padding, dilation, groups, algorithm,
+@memoized(arrays=3, state=P.planning_state)
+def _prepared_forward(x, weight, bias, nd, stride, padding, dilation, groups, algorithm,
                       padding_mode, data_format):
     """A conv{nd}d call validated and planned once (one cache lookup for a
     repeated call): (geometry, forward plan entry, its conv_passes.ForwardCall
@@ -178,7 +178,7 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
 
 def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
                    algorithm, padding_mode="zeros", data_format="channels_first"):
-    prepared = _prepared_backward(nd, grad_out, x, weight, stride, padding, dilation, groups,
+    prepared = _prepared_backward(grad_out, x, weight, nd, stride, padding, dilation, groups,
                                   need, algorithm, padding_mode, data_format)
     if prepared is None:
         return _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, groups,
@@ -200,8 +200,8 @@ def _conv_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, n
     return grad_x, grad_w, grad_b
 
 
-@memoized(state=P.planning_state)
-def _prepared_backward(nd, grad_out, x, weight, stride, padding, dilation, groups, need,
+@memoized(arrays=3, state=P.planning_state)
+def _prepared_backward(grad_out, x, weight, nd, stride, padding, dilation, groups, need,
                        algorithm, padding_mode, data_format):
     """A conv{nd}d_backward call validated and planned once (one cache
     lookup when repeated): (geometry, planned passes), or None

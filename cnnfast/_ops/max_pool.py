@@ -13,57 +13,33 @@ from .. import _validation as V
 from .._cache import memoized
 from .._ext import _conv_nhwc, _pool
 from .data_format import _first_view, _shape_first, _shape_last, _to_first, _to_last
+from .planes import run_planes
 from .pool_validation import (
     check_indices, index_out_of_range, input_shape_arg, max_pool_indices, pool_geometry,
     pooled_grad,
 )
 
 
-class MaxPoolCall(NamedTuple):
-    """A channels-first max pooling, all but its input: the kernel's shapes
-    and arguments, reused by a repeated call."""
-    dtype: np.dtype
-    planes_shape: tuple
-    out_shape: tuple
-    out_planes_shape: tuple
-    kernel_args: tuple
-    threads: int
-    return_indices: bool
-
-
-@memoized(state=P.planning_state)
-def _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+@memoized(arrays=1, state=P.planning_state)
+def _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices, data_format):
     """A max_pool{nd}d call validated once (one cache lookup when repeated):
-    its MaxPoolCall, or None channels-last (_max_pool's general path)."""
+    its _pool.PlanesForward (planes.run_planes runs it), or None
+    channels-last (_max_pool's general path)."""
     if V.channels_last(data_format):
         return None
     geom = pool_geometry(nd, "max", x, kernel_size, stride, padding, dilation, ceil_mode)
-    return MaxPoolCall(geom.dtype, geom.planes_shape, geom.out_shape, geom.out_planes_shape,
-                       geom.kernel_args, P.pool_threads(x.size),
-                       V.flag(return_indices, "return_indices"))
-
-
-def _run_max_pool(call: MaxPoolCall, x):
-    x4 = V.kernel_array(x, call.dtype).reshape(call.planes_shape)
-    out = np.empty(call.out_shape, dtype=call.dtype)
-    if not call.return_indices:
-        _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape), None,
-                               *call.kernel_args, call.threads)
-        return out
-    indices = np.empty(call.out_shape, dtype=np.int64)
-    _pool.max_pool_forward(x4, out.reshape(call.out_planes_shape),
-                           indices.reshape(call.out_planes_shape), *call.kernel_args,
-                           call.threads)
-    return out, indices
+    return _pool.PlanesForward("max", geom.dtype, geom.planes_shape, geom.out_planes_shape,
+                               geom.out_shape, geom.kernel_args, None, P.pool_threads(x.size),
+                               V.flag(return_indices, "return_indices"))
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
               data_format="channels_first"):
-    call = _prepared_max_pool(nd, x, kernel_size, stride, padding, dilation, ceil_mode,
+    call = _prepared_max_pool(x, nd, kernel_size, stride, padding, dilation, ceil_mode,
                               return_indices, data_format)
     if call is not None:
-        return _run_max_pool(call, x)
+        return run_planes(call, x)
     # channels-last
     geom = pool_geometry(nd, "max", _first_view(x), kernel_size, stride, padding, dilation,
                          ceil_mode)
@@ -124,8 +100,8 @@ def scatter_call(grad_out, input_shape, dtype) -> ScatterCall:
                        (planes, size // planes if planes else 0), P.pool_threads(size))
 
 
-@memoized(state=P.planning_state)
-def _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format):
+@memoized(arrays=2, state=P.planning_state)
+def _prepared_max_pool_backward(grad_out, indices, nd, input_shape, op, data_format):
     """A max-pooling backward validated once (one cache lookup when
     repeated): its ScatterCall, or None channels-last."""
     if V.channels_last(data_format):
@@ -137,7 +113,7 @@ def _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_for
 
 def _max_pool_backward(nd, grad_out, indices, input_shape, op,
                        data_format="channels_first"):
-    call = _prepared_max_pool_backward(nd, grad_out, indices, input_shape, op, data_format)
+    call = _prepared_max_pool_backward(grad_out, indices, nd, input_shape, op, data_format)
     if call is None:
         return _max_pool_backward_last(nd, grad_out, indices, input_shape, op)
     return _run_scatter(call, grad_out, indices, op)

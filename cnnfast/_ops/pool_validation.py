@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._cache import geometry, memoized
+from .._ext import _pool
 from .._validation import (
     ARRAY_MAX, POOL_BUFFER_MAX, POOL_SIZE_MAX, _SPATIAL, _is_int, _padding_pairs, check_array,
     check_result_size, common_float_dtype, expect_shape, flag, ntuple, same_padding,
@@ -318,6 +319,23 @@ def avg_pool_divisors(geom: PoolGeometry, count_include_pad: bool, divisor_overr
     return tuple(factors)
 
 
+@functools.lru_cache(maxsize=256)
+def divisor_array(dtype: np.dtype, divisors: tuple) -> np.ndarray:
+    """The kernels' form of avg_pool_divisors' per-dim factors (D, H, W): one
+    read-only array [D | H | W] in dtype, W padded with ones to a whole
+    number of vectors (the kernels load it a vector at a time). Cached:
+    converting the factors on every call cost a tiny average pooling ~5 us,
+    three times its kernel."""
+    vw = _pool.VECTOR_WIDTH[np.dtype(dtype).char]
+    od, oh, ow = map(len, divisors)
+    packed = np.ones(od + oh + -(-ow // vw) * vw, dtype=dtype)
+    packed[:od] = divisors[0]
+    packed[od:od + oh] = divisors[1]
+    packed[od + oh:od + oh + ow] = divisors[2]
+    packed.flags.writeable = False
+    return packed
+
+
 def max_pool_indices(grad_out, indices, input_shape, nd: int, op: str, check_range=True):
     """Validate (grad_out, indices, input_shape) of a max-pooling backward:
     indices are int64, shaped like grad_out, inside [0, plane size) -- an
@@ -376,14 +394,14 @@ def adaptive_windows(n: int, o: int):
 
 
 @memoized
-def adaptive_windows3(in_size: tuple, out_size: tuple) -> tuple:
-    """The kernels' (ds, de, hs, he, ws, we): each dim's windows, 1-D and 2-D
-    padded to 3-D with one window [0, 1) per unit dim; read-only (cached)."""
+def adaptive_windows3(in_size: tuple, out_size: tuple) -> np.ndarray:
+    """The kernels' windows, one int64 array [ds | de | hs | he | ws | we]:
+    each dim's window starts and ends, 1-D and 2-D padded to 3-D with one
+    window [0, 1) per unit dim; read-only (cached)."""
     lead = ((1, 1),) * (3 - len(in_size))
-    windows = tuple(a for n, o in lead + tuple(zip(in_size, out_size))
-                    for a in adaptive_windows(n, o))
-    for a in windows:
-        a.flags.writeable = False
+    windows = np.concatenate([a for n, o in lead + tuple(zip(in_size, out_size))
+                              for a in adaptive_windows(n, o)])
+    windows.flags.writeable = False
     return windows
 
 
