@@ -320,8 +320,6 @@ def adam_update(floating[::1] p,                # IN/OUT the parameter
 # size depends on the shape only, so results do not depend on the thread
 # count either.
 
-from libc.stdlib cimport free, malloc
-
 # elements per block of rows (a block of a 50176 x 144 MobileNetV2 batch is
 # 228 rows, 128 KB of float32: it stays in L2 while the kernel sweeps it)
 cdef Py_ssize_t LAST_BLOCK = 1 << 15
