@@ -270,6 +270,19 @@ def test_thread_choice_follows_the_load():
     assert not any(picks[-30:])
 
 
+def test_thread_choice_sees_starved_threads():
+    # a model that starts under load: its best many-thread time is a loaded
+    # one, but its threads get half the CPU
+    choice = _replay.ThreadChoice()
+    choice.twin = object()
+    picks = []
+    for _ in range(20):
+        twin = choice.wants_twin()
+        picks.append(twin)
+        choice.report(twin, 0.020 if twin else 0.060, 1.0 if twin else 0.45)
+    assert picks[:3] == [False] * 3 and picks[3] and sum(picks) >= 15
+
+
 def test_thread_choice_without_a_twin_stays():
     choice = _replay.ThreadChoice()
     choice.twin = False
