@@ -267,6 +267,23 @@ class Recording:
                         return False
         return True
 
+    def single_threaded(self):
+        """This recording with every driver's thread count (its `nthreads`
+        or `threads` argument) set to 1: the same configuration (tiles,
+        chunks, so the same sums in the same order) on one thread. It shares
+        this recording's buffers, and so its lock."""
+        twin = object.__new__(Recording)   # (copy.copy would meet __reduce__)
+        twin.__dict__.update(self.__dict__)
+        twin.calls = []
+        for fn, args, inputs, expected, returns_arg in self.calls:
+            code = getattr(fn, "__code__", None)
+            names = code.co_varnames[:code.co_argcount] if code is not None else ()
+            args = [1 if k < len(names) and names[k] in ("nthreads", "threads")
+                    and type(a) is int else a for k, a in enumerate(args)]
+            twin.calls.append((fn, args, inputs, expected, returns_arg))
+        twin.choice = None
+        return twin
+
     def __reduce__(self):   # a copied or pickled model records its runs again
         return (_forgotten, ())
 
@@ -323,15 +340,22 @@ class ThreadChoice:
     With another process busy on a core, every parallel region waits at its
     end for the thread the OS descheduled: ResNet-18 at batch 1 took 48 ms on
     two threads against 40 on one under the same load (issue 23). So each
-    replay is timed. While the many-thread run keeps within SLOWER of its
-    best time nothing else runs (a quiet machine pays nothing); after STREAK
-    slower runs in a row the twin is tried, then the faster of the two by
-    moving averages runs and the other is tried every PROBE-th call, so the
-    choice follows the load both ways. A twin is used only where it gives
-    the same output bit for bit (checked on the verification input), so
-    which one ran never shows."""
+    replay is timed, and its threads' use of the CPU measured (process CPU
+    time over wall time x threads: busy or spinning threads count, a thread
+    waiting for a core does not). While the many-thread run keeps within
+    SLOWER of its best time and its threads on the CPU nothing else runs (a
+    quiet machine pays nothing); after STREAK runs in a row that are slower
+    or starved the twin is tried, then the faster of the two by moving
+    averages runs and the other is tried every PROBE-th call, so the choice
+    follows the load both ways. The CPU share catches a model that started
+    under load, whose best time is a loaded one (ResNet-18 batch 1 on two
+    threads with one other process busy: 66 ms at a share of 0.49, one
+    thread about 25). A twin is used only where it gives the same output bit
+    for bit (checked on the verification input), so which one ran never
+    shows."""
 
     SLOWER = 1.3   # slower than the best many-thread time by this: loaded
+    STARVED = 0.7  # a CPU share below this: threads waiting for a core
     STREAK = 3     # that many runs in a row before the twin is tried
     PROBE = 16     # the slower variant runs every PROBE-th call
     AVERAGE = 0.3  # weight of a new time in the moving averages
@@ -355,13 +379,15 @@ class ThreadChoice:
             return not probe
         return self.streak >= self.STREAK and probe
 
-    def report(self, twin: bool, seconds: float) -> None:
+    def report(self, twin: bool, seconds: float, share: float = 1.0) -> None:
+        """A replay's wall time and, for the many-thread one, its CPU share."""
         old = self.average[twin]
         self.average[twin] = seconds if old is None else (
             (1 - self.AVERAGE) * old + self.AVERAGE * seconds)
         if not twin:
             self.best = min(self.best, seconds)
-            self.streak = self.streak + 1 if seconds > self.SLOWER * self.best else 0
+            loaded = seconds > self.SLOWER * self.best or share < self.STARVED
+            self.streak = self.streak + 1 if loaded else 0
 
 
 def _forgotten():

@@ -74,33 +74,11 @@ def kernel_threads() -> int:
     torch shares cnnfast's OpenMP runtime. scikit-learn's rule (the smaller
     of its own setting and OpenMP's limit); a limit left at its default does
     not cap, so set_num_threads(n) above the core count still runs n."""
-    n = _this_thread.threads or get_num_threads()
+    n = get_num_threads()
     if n == 1:
         return 1
     limit = _runtime.max_threads()
     return min(n, limit) if limit < _OPENMP_DEFAULT else n
-
-
-class _ThisThread(threading.local):
-    # a class default, not getattr(local, "threads", None): that raised and
-    # caught an AttributeError on every call, 0.4 us of each planned op
-    threads = None
-
-
-_this_thread = _ThisThread()
-
-
-@contextlib.contextmanager
-def threads_here(n):
-    """Context manager: the kernels this Python thread calls run n threads
-    (a fused model records its one-thread twin so, cnnfast._replay; other
-    threads keep the process-wide count)."""
-    saved = _this_thread.threads
-    _this_thread.threads = thread_count(n)
-    try:
-        yield
-    finally:
-        _this_thread.threads = saved
 
 
 @contextlib.contextmanager

@@ -270,6 +270,19 @@ def test_thread_choice_follows_the_load():
     assert not any(picks[-30:])
 
 
+def test_thread_choice_sees_starved_threads():
+    # a model that starts under load: its best many-thread time is a loaded
+    # one, but its threads get half the CPU
+    choice = _replay.ThreadChoice()
+    choice.twin = object()
+    picks = []
+    for _ in range(20):
+        twin = choice.wants_twin()
+        picks.append(twin)
+        choice.report(twin, 0.020 if twin else 0.060, 1.0 if twin else 0.45)
+    assert picks[:3] == [False] * 3 and picks[3] and sum(picks) >= 15
+
+
 def test_thread_choice_without_a_twin_stays():
     choice = _replay.ThreadChoice()
     choice.twin = False
@@ -289,3 +302,15 @@ def test_one_thread_twin_gives_the_same_output(monkeypatch):
             (rec,) = [e for e in fused._replays.values() if not isinstance(e, str)]
             # a twin is kept only where its output is the many-thread one's
             assert rec.choice.twin is False or isinstance(rec.choice.twin, _replay.Recording)
+
+
+def test_empty_batches_views_and_bad_dtypes(monkeypatch):
+    fused = models.resnet18(num_classes=10).eval().fuse()
+    for _ in range(3):
+        assert fused(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
+    big = _input((3, 3, 32, 32))
+    outs = [fused(big[1:2]) for _ in range(3)]   # a C-contiguous view into a larger array
+    assert outs[-1].tobytes() == _normal(fused, big[1:2], monkeypatch).tobytes()
+    for _ in range(3):   # the same error as the normal run, at every call
+        with pytest.raises(TypeError, match="dtype"):
+            fused(big.astype(np.float64))

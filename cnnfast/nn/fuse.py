@@ -32,7 +32,7 @@ from .. import _plan, _replay
 from .._ops.activation import epilogue_clamp
 from .._ops.conv import _conv_forward_fused, _conv_forward_fused_last
 from .._ops.data_format import _to_first, _to_last
-from .._threads import kernel_threads, threads_here
+from .._threads import kernel_threads
 from .activation import Hardtanh, ReLU, ReLU6
 from .container import Chain, Sequential, set_data_format
 from .conv import Conv1d, Conv2d, Conv3d
@@ -275,14 +275,16 @@ class InferenceModel(Module):
                 self._replays.clear()
                 return None
             entry.mutations = _module.mutations
-        if kernel_threads() == 1:
+        threads = kernel_threads()
+        if threads == 1:
             return entry.run(x)
         choice = entry.choice   # many threads, or the one-thread twin under load
         twin = choice.wants_twin() and (choice.twin or self._one_thread_twin(entry, x))
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         y = (twin or entry).run(x)
         if y is not None:
-            choice.report(bool(twin), time.perf_counter() - start)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            choice.report(bool(twin), wall, cpu / (wall * threads) if wall > 0 else 1.0)
         return y
 
     def _record(self, key, x):
@@ -317,16 +319,16 @@ class InferenceModel(Module):
         return y, recording
 
     def _one_thread_twin(self, entry, x):
-        """entry's run recorded at one thread (ThreadChoice), or None when
-        it cannot serve: not recordable, or not the same output bit for bit."""
-        with threads_here(1):
-            self._forward(x)   # its plans and packed weights, as a first call
-            _, twin = self._recording_of(x)
-        if twin is not None:
-            x2 = _check_input(x)
-            many, single = entry.run(x2), twin.run(x2)
-            if many is None or single is None or many.tobytes() != single.tobytes():
-                twin = None
+        """entry's calls on one thread (ThreadChoice), or None when that does
+        not give the same output bit for bit (a kernel whose sums follow its
+        thread split)."""
+        twin = entry.single_threaded()
+        x2 = _check_input(x)
+        many = entry.run(x2)
+        many = None if many is None else many.tobytes()
+        single = twin.run(x2)
+        if many is None or single is None or single.tobytes() != many:
+            twin = None
         entry.choice.twin = twin or False
         return twin
 
