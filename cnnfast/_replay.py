@@ -346,8 +346,9 @@ class ThreadChoice:
     SLOWER of its best time and its threads on the CPU nothing else runs (a
     quiet machine pays nothing); after STREAK runs in a row that are slower
     or starved the twin is tried, then the faster of the two by moving
-    averages runs and the other is tried every PROBE-th call, so the choice
-    follows the load both ways. The CPU share catches a model that started
+    averages runs and the other is tried every PROBE-th call (every
+    QUIET_PROBE-th while the many-thread run wins, about 1% of a quiet run's
+    time), so the choice follows the load both ways. The CPU share catches a model that started
     under load, whose best time is a loaded one (ResNet-18 batch 1 on two
     threads with one other process busy: 66 ms at a share of 0.49, one
     thread about 25). A twin is used only where it gives the same output bit
@@ -357,6 +358,10 @@ class ThreadChoice:
     SLOWER = 1.3   # slower than the best many-thread time by this: loaded
     STARVED = 0.7  # a CPU share below this: threads waiting for a core
     STREAK = 3     # that many runs in a row before the twin is tried
+    FIRST = 3      # the twin's first try, in any case: a model started under a steady
+                   # load has a loaded best time and its threads' share may look normal
+                   # (one process spinning: ResNet-18 b1, two threads, 65 ms; one, 23)
+    QUIET_PROBE = 64   # while the many-thread run wins, the twin is re-tried this rarely
     PROBE = 16     # the slower variant runs every PROBE-th call
     AVERAGE = 0.3  # weight of a new time in the moving averages
 
@@ -372,12 +377,12 @@ class ThreadChoice:
             return False
         self.calls += 1
         many, twin = self.average[False], self.average[True]
-        if twin is None:   # not tried yet: once the many-thread run slowed down
-            return self.streak >= self.STREAK
+        if twin is None:   # tried once early, or as soon as the many-thread run slows down
+            return self.calls >= self.FIRST or self.streak >= self.STREAK
         probe = self.calls % self.PROBE == 0
         if many is not None and twin < many:
             return not probe
-        return self.streak >= self.STREAK and probe
+        return probe and (self.streak >= self.STREAK or self.calls % self.QUIET_PROBE == 0)
 
     def report(self, twin: bool, seconds: float, share: float = 1.0) -> None:
         """A replay's wall time and, for the many-thread one, its CPU share."""

@@ -255,19 +255,19 @@ def test_thread_choice_follows_the_load():
         picks.append(twin)
         choice.report(twin, twin_s if twin else many_s)
 
-    for _ in range(50):              # quiet: the many-thread run, never the twin
+    for _ in range(50):              # quiet: the many-thread run; the twin tried once early
         call(0.010, 0.020)
-    assert not any(picks)
+    assert picks[2] and sum(picks) == 1
     picks.clear()
     for _ in range(64):              # loaded: two threads slower than one
         call(0.030, 0.020)
-    assert picks[:3] == [False] * 3 and picks[3]   # three slow runs, then the twin
+    assert picks.index(True) <= 3    # three slow runs (or sooner a probe), then the twin
     assert sum(picks[8:]) >= 52      # mostly the twin, the other every 16th call
     assert not all(picks[8:])
     picks.clear()
     for _ in range(80):              # quiet again: back to many threads
         call(0.010, 0.020)
-    assert not any(picks[-30:])
+    assert sum(picks[-25:]) <= 1     # back on many threads; the twin at its rare re-try
 
 
 def test_thread_choice_sees_starved_threads():
@@ -280,7 +280,7 @@ def test_thread_choice_sees_starved_threads():
         twin = choice.wants_twin()
         picks.append(twin)
         choice.report(twin, 0.020 if twin else 0.060, 1.0 if twin else 0.45)
-    assert picks[:3] == [False] * 3 and picks[3] and sum(picks) >= 15
+    assert picks[:2] == [False] * 2 and picks[2] and sum(picks) >= 15
 
 
 def test_thread_choice_without_a_twin_stays():
