@@ -141,14 +141,14 @@ def _batch_norm(x, running_mean, running_var, weight=None, bias=None, training=F
     return y, mean.astype(y.dtype), invstd.astype(y.dtype)
 
 
-def _normalise(args: NormArgs, x, running_mean, running_var, weight, bias):
-    """(y, mean, invstd) of batch_norm, the statistics in float64."""
+def _channel_map(args: NormArgs, batch_stats, running_mean, running_var, weight, bias):
+    """(mean, invstd, scale, shift) per channel in float64, y = x * scale +
+    shift: training, the batch's statistics (batch_stats() -> mean, biased
+    var) with the running statistics updated in place; else the running ones.
+    Shared by both layouts (batch_norm_last.py)."""
     shape, training, momentum, eps, _ = args
-    dtype = shape.dtype
-    x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
-    threads = P.elementwise_threads(x3.size)
     if training:
-        mean, var = _batch_stats(x3, threads)
+        mean, var = batch_stats()
         if running_mean is not None and shape.count > 0:
             # torch: an empty batch leaves the running statistics as they are
             unbiased = var * (shape.count / (shape.count - 1))
@@ -162,6 +162,17 @@ def _normalise(args: NormArgs, x, running_mean, running_var, weight, bias):
     shift = -mean * scale
     if bias is not None:
         shift = shift + np.asarray(bias, dtype=np.float64)
+    return mean, invstd, scale, shift
+
+
+def _normalise(args: NormArgs, x, running_mean, running_var, weight, bias):
+    """(y, mean, invstd) of batch_norm, the statistics in float64."""
+    shape = args[0]
+    dtype = shape.dtype
+    x3 = V.kernel_array(x, dtype).reshape(shape.as3d)
+    threads = P.elementwise_threads(x3.size)
+    mean, invstd, scale, shift = _channel_map(args, lambda: _batch_stats(x3, threads),
+                                              running_mean, running_var, weight, bias)
     y = np.empty(shape.shape, dtype=dtype)
     _elementwise.channel_affine(x3, np.ascontiguousarray(scale), np.ascontiguousarray(shift),
                                 y.reshape(shape.as3d), threads)

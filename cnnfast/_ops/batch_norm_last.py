@@ -15,7 +15,7 @@ import numpy as np
 from .. import _plan as P
 from .. import _validation as V
 from .._ext import _elementwise
-from .batch_norm import batch_norm_args, batch_norm_backward_args
+from .batch_norm import _channel_map, batch_norm_args, batch_norm_backward_args
 from .data_format import _first_view
 
 
@@ -29,27 +29,19 @@ def _batch_norm_last(x, running_mean, running_var, weight=None, bias=None, train
     """_batch_norm of channels-last x: (y, mean, invstd), y channels-last,
     mean and invstd in x's dtype; the running statistics updated in place
     as batch_norm updates them."""
-    shape, training, momentum, eps = batch_norm_args(_first_view(x), running_mean, running_var,
-                                                     weight, bias, training, momentum, eps)[:4]
-    dtype, C, count = shape.dtype, shape.shape[1], shape.count
+    args = batch_norm_args(_first_view(x), running_mean, running_var, weight, bias, training,
+                           momentum, eps)
+    shape = args[0]
+    dtype, C = shape.dtype, shape.shape[1]
     x2 = _rows(x, shape)
     threads = P.elementwise_threads(x2.size)
-    if training:
+
+    def batch_stats():
         mean, var = np.empty(C), np.empty(C)
         _elementwise.batch_norm_stats_last(x2, mean, var, threads)
-        if running_mean is not None and count > 0:
-            # torch: an empty batch leaves the running statistics as they are
-            unbiased = var * (count / (count - 1))
-            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
-    else:
-        mean = np.asarray(running_mean, dtype=np.float64)
-        var = np.asarray(running_var, dtype=np.float64)
-    invstd = 1 / np.sqrt(var + eps)
-    scale = invstd if weight is None else invstd * np.asarray(weight, dtype=np.float64)
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + np.asarray(bias, dtype=np.float64)
+        return mean, var
+    mean, invstd, scale, shift = _channel_map(args, batch_stats, running_mean, running_var,
+                                              weight, bias)
     y = np.empty(x.shape, dtype=dtype)
     _elementwise.channel_affine_last(x2, scale.astype(dtype), shift.astype(dtype),
                                      y.reshape(x2.shape), threads)
