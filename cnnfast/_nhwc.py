@@ -90,7 +90,8 @@ def configure(geom: V.ConvGeometry, threads: int) -> NhwcConfig:
 
 def pack_weights(weight, geom: V.ConvGeometry, cfg: NhwcConfig):
     """(packed weights, finite): weight (K, C // groups, *kernel) in blocks
-    of cfg.block output channels, [tap][channel][block lanes] per block.
+    of cfg.block output channels, each in chunks of cfg.cchunk input
+    channels, [tap][channel][block lanes] per chunk.
     geom is the call's geometry (not its kernel_view)."""
     w = V.kernel_array(weight, geom.dtype)
     if full_window(geom):   # (K, C, *kernel) -> (K, *kernel, C): NHWC row order
@@ -99,7 +100,7 @@ def pack_weights(weight, geom: V.ConvGeometry, cfg: NhwcConfig):
     w = w.reshape(-1)
     packed = np.empty(geom.groups * cfg.group_stride, dtype=geom.dtype)
     finite = _conv_nhwc.pack(w, packed, geom.out_channels, geom.in_channels,
-                             math.prod(geom.kernel), geom.groups, cfg.group_stride)
+                             math.prod(geom.kernel), geom.groups, cfg.group_stride, cfg.cchunk)
     return packed, finite
 
 
@@ -184,15 +185,15 @@ def winograd_shape(geom: V.ConvGeometry) -> bool:
 
 
 def winograd_tile(geom: V.ConvGeometry, threads: int) -> int:
-    """F(4x4, 3x3), or F(2x2, 3x3) on several threads for planes of at most
-    WINOGRAD_SMALL_PLANE outputs with large weights, whose F(4,3) transforms
-    (36 positions) are streamed from memory at every call and bind two
-    threads to the memory's speed. In the fused ResNet-18 at batch 1, its
-    7x7x512 layers: 2 threads 0.90-0.94 ms with F(2,3) against 1.19-1.29
-    with F(4,3); 1 thread 1.52-1.57 against 1.42-1.48 (F(4,3) kept)."""
+    """F(4x4, 3x3), or F(2x2, 3x3) for planes of at most WINOGRAD_SMALL_PLANE
+    outputs with large weights, whose F(4,3) transforms (36 positions) come
+    from memory at every call inside a model and bind the layer to the
+    memory's speed. ResNet-18's 7x7x512 layer, weights evicted before each
+    call (as inside the model; next weights prefetched), one thread: F(2,3)
+    1.46 ms, F(4,3) 2.45, direct 1.54 (in cache: 1.07, 1.37, 1.36)."""
     big = 36 * geom.in_channels * geom.out_channels * np.dtype(geom.dtype).itemsize
     small = math.prod(geom.out_size) <= WINOGRAD_SMALL_PLANE
-    return 2 if threads > 1 and small and big > WINOGRAD_STREAMED_BYTES else 4
+    return 2 if small and big > WINOGRAD_STREAMED_BYTES else 4
 
 
 def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:

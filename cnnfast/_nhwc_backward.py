@@ -125,7 +125,7 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
         sub = np.ascontiguousarray(sub.transpose(0, 2, 1, 3, 4, 5)).reshape(-1)
         packed = np.empty(G * ph.config.group_stride, dtype)
         if not _conv_nhwc.pack(sub, packed, C, K, math.prod(map(len, ph.taps)), G,
-                               ph.config.group_stride):
+                               ph.config.group_stride, ph.config.cchunk):
             return None
         packs.append(packed)
     go = V.kernel_array(grad_out, dtype).reshape(-1)

@@ -27,8 +27,9 @@ cdef extern from "nhwc_kernels.h" nogil:
         void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                         cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
-                        const cf_geom *g) noexcept nogil
-        int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst) noexcept nogil
+                        const void *next, cf_idx next_bytes, const cf_geom *g) noexcept nogil
+        int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk,
+                    void *dst) noexcept nogil
         int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
                          int m) noexcept nogil
         int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
@@ -66,16 +67,19 @@ def tiles(dtype):
 
 
 def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
-         Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride):
+         Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride, Py_ssize_t cchunk):
     """Pack weights (K, C // groups, *kernel) (flat) into dst: group g's blocks
-    at g * group_stride (csrc/nhwc/conv_nhwc.h nhwc_pack). Returns False when a
-    weight is NaN or infinite."""
+    at g * group_stride, input channels in chunks of cchunk, the forward's
+    (csrc/nhwc/conv_nhwc.h nhwc_pack). Returns False when a weight is NaN or
+    infinite."""
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g
     cdef int finite = 1
+    if cchunk < 1:
+        raise ValueError(f"cchunk must be at least 1, got {cchunk}")
     with nogil:
         for g in range(groups):
             finite &= _kernels(<floating> 0).pack(&w[g * Kg * Cg * kvol], Kg, Cg, kvol,
-                                                    &dst[g * group_stride])
+                                                    cchunk, &dst[g * group_stride])
     return bool(finite)
 
 
@@ -134,11 +138,21 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
     cdef Py_ssize_t p0 = s * span, p1 = min(P, p0 + span)
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
     cdef Py_ssize_t ooff = n * P * K + grp * g.K + k0
+    # the weights item i + 1 reads first (its block's first chunk), prefetched
+    # while this one computes (the next item is usually this thread's next)
+    cdef Py_ssize_t nxt = (i + 1) // nspan, kb1 = nxt % nkb, grp1 = nxt // nkb % groups
+    cdef Py_ssize_t nk1 = min(kt.block, g.K - kb1 * kt.block)
+    cdef Py_ssize_t vw = kt.vector_width
+    cdef const floating *w1 = NULL
+    cdef Py_ssize_t w1_bytes = 0
+    if i + 1 < N * groups * nkb * nspan:
+        w1 = packed + grp1 * group_stride + kb1 * kt.block * g.C * kvol
+        w1_bytes = min(cchunk, g.C) * kvol * ((nk1 + vw - 1) // vw * vw) * sizeof(floating)
     kt.forward(x + n * HWin * C + grp * g.C, C,
                packed + grp * group_stride + k0 * g.C * kvol,
                bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
                out + ooff, K, res + ooff if res != NULL else NULL, p0, p1, nk, cchunk,
-               clamp, lo, hi, zeros, g)
+               clamp, lo, hi, zeros, w1, w1_bytes, g)
 
 
 # ------------------------------------------------------------------ Winograd
@@ -256,9 +270,22 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
     cdef Py_ssize_t npos = (m + 2) * (m + 2)
     cdef floating *mt = m_work + cf_thread_num() * npos * T * block
     cdef const floating *vb = v + ib * npos * T * C
+    # the next position's weights (after the last, the next item's first),
+    # prefetched while one position's products run: inside a model they come
+    # from memory (7x7x512 at batch 1: 16 tiles per 128 KB of weights)
+    cdef Py_ssize_t vw = kt.vector_width, kb1 = (i + 1) % nkb
+    cdef Py_ssize_t nk1 = min(block, K - kb1 * block)
+    cdef const floating *nxt
+    cdef Py_ssize_t nxt_bytes
     for p in range(npos):
+        if p + 1 < npos:
+            nxt = u + (p + 1) * pos_stride + k0 * C
+            nxt_bytes = C * ((nk + vw - 1) // vw * vw) * sizeof(floating)
+        else:
+            nxt = u + kb1 * block * C
+            nxt_bytes = C * ((nk1 + vw - 1) // vw * vw) * sizeof(floating)
         kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
-                   block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, g1)
+                   block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, nxt, nxt_bytes, g1)
     cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
     return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
                           bias + k0 if bias != NULL else NULL, out + ooff, K,
@@ -410,7 +437,7 @@ cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
                packed + grp * group_stride + k0 * g.C * kvol,
                bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
                out + pos * Ctot + grp * g.K + k0, geo[8] * Ctot, NULL, 0, g.OW, nk, cchunk,
-               0, 0.0, 0.0, zeros, &gl)
+               0, 0.0, 0.0, zeros, NULL, 0, &gl)
 
 
 def weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x, tuple x_shape,

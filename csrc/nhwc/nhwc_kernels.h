@@ -17,8 +17,8 @@ typedef struct {
     void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                     cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                     cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
-                    const cf_geom *g);
-    int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, void *dst);
+                    const void *next, cf_idx next_bytes, const cf_geom *g);
+    int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk, void *dst);
     /* conv_nhwc_winograd.h; m: the output tile, 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)) */
     int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride, int m);
     int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
