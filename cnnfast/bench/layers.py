@@ -27,7 +27,8 @@ import tempfile
 import time
 
 from ..nn.module import TRACE
-from .models import ModelCase, _batch, _times_ms, cnnfast_call, onnx_export, ort_session_options
+from .models import (ModelCase, _batch, _interleaved_ms, cnnfast_call, onnx_export,
+                     ort_session_options)
 from cnnfast.bench._threads import cnnfast_threads
 
 LAYER_CASE = ModelCase("resnet18", "inference", 1, 224, 3, 1000)
@@ -273,10 +274,13 @@ def layer_report(threads, repeat, quick=False):
     exported = onnx_export(torch, case, model)
     with cnnfast_threads(threads):
         ours = cnnfast_layer_rows(fused, x, repeat)
-        wall = _times_ms(lambda: fused(x), repeat, warmup=2)
     theirs = ort_node_rows(exported, x, threads, repeat)
-    # wall time without the profiler (it adds its own cost per node)
-    ort_wall = _times_ms(onnxruntime_call(case, exported, threads), repeat, warmup=2)
+    # wall times without the profiler (it adds its own cost per node), in rounds
+    with cnnfast_threads(threads):
+        walls = _interleaved_ms({"ours": (lambda: fused(x), None),
+                                 "ort": (onnxruntime_call(case, exported, threads), None)},
+                                repeat, warmup=2)
+    wall, ort_wall = walls["ours"], walls["ort"]
     rows = merge_rows(ours, theirs)
     return dict(model=case.name, threads=threads, rows=rows, totals=totals(rows),
                 cnnfast_wall_ms=wall, onnxruntime_wall_ms=ort_wall)

@@ -12,7 +12,9 @@ NumPy matmul (at NumPy's own thread count) just before each call; "fused"
 times the `fuse()`d inference copy of the model; "onnx fused" times
 `cnnfast.onnx.load(...).fuse()` on the twin's ONNX export (the bytes
 onnxruntime runs), and "onnx/fused" is its time over the "fused" one (the
-ONNX path runs the same kernels: <= 1.05 is within 5%).
+ONNX path runs the same kernels: <= 1.05 is within 5%). The columns of a
+row are timed in the same rounds (`_interleaved_ms`), so the VM's drifts in
+speed fall on all of them alike.
 """
 from __future__ import annotations
 
@@ -67,21 +69,6 @@ _TWINS = {"resnet50": torch_resnet50, "mobilenet_v2": torch_mobilenet_v2,
           "vgg11": torch_vgg11, "googlenet": torch_googlenet}
 # rows timed with fewer repeats (a call takes 50 ms or more)
 _BIG = ("resnet18", "resnet50", "mobilenet_v2", "vgg11", "googlenet")
-
-
-def _times_ms(fn, repeat, warmup, before=None):
-    for _ in range(warmup):
-        if before:
-            before()
-        fn()
-    times = []
-    for _ in range(repeat):
-        if before:
-            before()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _batch(case, seed=0):
@@ -218,11 +205,35 @@ class _NoLoad:
         return None
 
 
-def model_rows(threads, repeat, progress, quick=False, under_load=False):
-    """One row per case at `threads`: cnnfast ms (alone and with a user matmul
-    before each call), torch ms, onnxruntime ms (inference)."""
-    import cnnfast
+def _interleaved_ms(calls, repeat, warmup, burst=2):
+    """Median ms of each call of `calls` (name -> (fn, before)), timed in
+    rounds: per round and call, one untimed call (its threads awake, its
+    weights back in cache) then `burst` timed ones, each after `before` when
+    given. This VM's speed drifts by up to 1.5x over tens of seconds, and
+    timing one implementation after the other put that drift into the
+    ratios; in rounds it falls on every column alike."""
+    for fn, before in calls.values():
+        for _ in range(warmup):
+            if before:
+                before()
+            fn()
+    times = {name: [] for name in calls}
+    for _ in range(-(-repeat // burst)):
+        for name, (fn, before) in calls.items():
+            fn()
+            for _ in range(burst):
+                if before:
+                    before()
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
+
+def model_rows(threads, repeat, progress, quick=False, under_load=False):
+    """One row per case at `threads`: cnnfast ms (alone, with a user matmul
+    before each call and fused), torch ms, onnxruntime ms and the ONNX
+    import's fused ms (inference), all timed in the same rounds."""
     try:
         import torch
     except ImportError:
@@ -231,30 +242,31 @@ def model_rows(threads, repeat, progress, quick=False, under_load=False):
     rows = []
     for case in progress(QUICK_CASES if quick else MODEL_CASES):
         big = case.model in _BIG
-        rep = max(3, repeat // 2) if big else repeat
+        rep = max(4, repeat // 2) if big else repeat
         model, call = cnnfast_call(case)
-        with (_Spinner() if under_load else _NoLoad()), cnnfast_threads(threads):
-            ms = _times_ms(call, rep, warmup=2)
-            ms_matmul = _times_ms(call, rep, warmup=1, before=matmul)
-            fms = None
-            if case.mode == "inference":
-                fused, (x, _) = model.fuse(), _batch(case)
-                fms = _times_ms(lambda: fused(x), rep, warmup=2)
-        tms = oms = lms = None
+        calls = {"ms": (call, None)}
+        if case.mode == "inference":
+            fused, (x, _) = model.fuse(), _batch(case)
+            calls["fused_ms"] = (lambda: fused(x), None)
         if torch is not None:
             torch.set_num_threads(threads)
-            tcall = torch_call(torch, case, model)
+            # the twin copies the model's weights before any step changes them
+            calls["torch_ms"] = (torch_call(torch, case, model), None)
             exported = onnx_export(torch, case, model) if case.mode == "inference" else None
-            ocall = onnxruntime_call(case, exported, threads) if exported else None
-            with (_Spinner() if under_load else _NoLoad()):
-                tms = _times_ms(tcall, rep, warmup=2)
-                oms = _times_ms(ocall, rep, warmup=2) if ocall else None
             if exported:
-                lcall = onnx_loaded_call(case, exported)
-                with (_Spinner() if under_load else _NoLoad()), cnnfast_threads(threads):
-                    lms = _times_ms(lcall, rep, warmup=2)
+                ocall = onnxruntime_call(case, exported, threads)
+                if ocall:
+                    calls["onnxruntime_ms"] = (ocall, None)
+                calls["onnx_fused_ms"] = (onnx_loaded_call(case, exported), None)
+        with (_Spinner() if under_load else _NoLoad()), cnnfast_threads(threads):
+            t = _interleaved_ms(calls, rep, warmup=2)
+            # on its own after the rounds: NumPy's BLAS threads spin for about
+            # 0.1 s after each matmul and would slow whichever call came next
+            t.update(_interleaved_ms({"ms_with_matmul": (call, matmul)}, rep, warmup=1))
+        ms, fms = t["ms"], t.get("fused_ms")
+        tms, oms, lms = t.get("torch_ms"), t.get("onnxruntime_ms"), t.get("onnx_fused_ms")
         rows.append(dict(shape=case.name, algorithm="auto", passage=case.mode, ms=ms,
-                         ms_with_matmul=ms_matmul, fused_ms=fms, torch_ms=tms,
+                         ms_with_matmul=t["ms_with_matmul"], fused_ms=fms, torch_ms=tms,
                          onnxruntime_ms=oms, onnx_fused_ms=lms,
                          onnx_fused_over_fused=(lms / fms) if lms and fms else None,
                          vs_torch=(tms / ms) if tms else None,
