@@ -11,5 +11,6 @@
 #undef CF_GEMM_NR
 #undef CF_LANES_NVMAX
 #undef CF_LANES_PIXELS
+#undef CF_NHWC_PIXELS
 #undef CF_LANES_IMAGES
 #undef CF_DW_PIXELS

@@ -43,8 +43,9 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
                                 cf_idx pix, cf_idx nk, cf_idx c0, cf_idx c1, int first,
                                 int last, int clamp, CF_T lo, CF_T hi, const CF_T *zeros,
                                 cf_prefetch *pf, const cf_geom *g, const int NV,
-                                const int NC) {
+                                const int NC, const int SIMPLE) {
     CF_V acc[24]; /* NV*NC <= 24 */
+    if (SIMPLE) first = last = 1;   /* and nk covers the NV vectors */
     cf_idx base[24], id0[24], ih0[24], iw0[24];
     int inside = 1;
     if (g->KD == 1 && g->KH == 1 && g->KW == 1 && g->sd == 1 && g->sh == 1 && g->sw == 1
@@ -78,7 +79,7 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
             }
         }
     }
-    const int full = (cf_idx)NV * CF_VW <= nk;
+    const int full = SIMPLE || (cf_idx)NV * CF_VW <= nk;
     if (first && pf->out)
 #pragma GCC unroll 24
         for (int i = 0; i < NC; i++)
@@ -201,16 +202,47 @@ CF_INLINE void FN(cf_nhwc_span)(const CF_T *x, cf_idx xs, const CF_T *w, const C
                                 cf_prefetch *pf, const cf_geom *g, const int NV,
                                 const int NC) {
     const cf_idx wstride = (c1 - c0) * NV * CF_VW;
-#define CF_NHWC_TILE(NCT)                                                              \
+#define CF_NHWC_TILE(NCT, SIMPLE)                                                      \
     FN(cf_nhwc_tile)(x, xs, w, wstride, bias, out, os, res, p, nk, c0, c1, first, last,   \
-                     clamp, lo, hi, zeros, pf, g, NV, NCT)
+                     clamp, lo, hi, zeros, pf, g, NV, NCT, SIMPLE)
+#define CF_NHWC_TILES(SIMPLE)                                                          \
+    for (; p + NC <= p1; p += NC) CF_NHWC_TILE(NC, SIMPLE);                            \
+    if (NC > 4) for (; p + 4 <= p1; p += 4) CF_NHWC_TILE(4 < NC ? 4 : NC, SIMPLE);     \
+    for (; p + 2 <= p1; p += 2) CF_NHWC_TILE(2, SIMPLE);                              \
+    for (; p < p1; p++) CF_NHWC_TILE(1, SIMPLE);
     cf_idx p = p0;
-    for (; p + NC <= p1; p += NC) CF_NHWC_TILE(NC);
-    if (NC > 4) for (; p + 4 <= p1; p += 4) CF_NHWC_TILE(4 < NC ? 4 : NC);
-    for (; p + 2 <= p1; p += 2) CF_NHWC_TILE(2);
-    for (; p < p1; p++) CF_NHWC_TILE(1);
+    /* One pass over all channels into whole vectors (most layers): a tile
+     * body with no partial-vector copies and no partial sums to reload.
+     * In-process A/B, one thread: 1x1 convolutions over 16-64 channels
+     * 13-20% faster (16 -> 96 at 112x112 584 -> 473 us), 3x3 unchanged. */
+    if (first && last && (cf_idx)NV * CF_VW <= nk) {
+        CF_NHWC_TILES(1)
+    } else {
+        CF_NHWC_TILES(0)
+    }
+#undef CF_NHWC_TILES
 #undef CF_NHWC_TILE
 }
+
+/* One function per block width NV: each gets its own register allocation
+ * (inlined into one body with the others, GCC spilled accumulators inside
+ * the inner loops of some widths whenever another path changed). */
+#define CF_NHWC_SPAN_NV(NV)                                                             \
+    static __attribute__((noinline)) void FN(cf_nhwc_span_nv##NV)(                       \
+        const CF_T *x, cf_idx xs, const CF_T *w, const CF_T *bias, CF_T *out, cf_idx os,  \
+        const CF_T *res, cf_idx p0, cf_idx p1, cf_idx nk, cf_idx c0, cf_idx c1, int first,\
+        int last, int clamp, CF_T lo, CF_T hi, const CF_T *zeros, cf_prefetch *pf,        \
+        const cf_geom *g) {                                                               \
+        FN(cf_nhwc_span)(x, xs, w, bias, out, os, res, p0, p1, nk, c0, c1, first, last,   \
+                         clamp, lo, hi, zeros, pf, g, NV, CF_NHWC_PIXELS(NV));           \
+    }
+CF_NHWC_SPAN_NV(1)
+CF_NHWC_SPAN_NV(2)
+#if CF_LANES_NVMAX > 2
+CF_NHWC_SPAN_NV(3)
+CF_NHWC_SPAN_NV(4)
+#endif
+#undef CF_NHWC_SPAN_NV
 
 /* Forward of one work item: output positions [p0, p1) of one image and
  * group, output channels [k0, k0 + nk) of the group (one block of at most
@@ -252,11 +284,10 @@ static void FN(nhwc_forward)(const void *x_, cf_idx xs, const void *w_, const vo
         }
 #define CF_NHWC_NV(NV)                                                                 \
         {                                                                              \
-            const cf_idx tiles = (p1 - p0 + CF_LANES_PIXELS(NV) - 1) / CF_LANES_PIXELS(NV); \
+            const cf_idx tiles = (p1 - p0 + CF_NHWC_PIXELS(NV) - 1) / CF_NHWC_PIXELS(NV); \
             pf.quota = (pf.lines + tiles - 1) / (tiles > 0 ? tiles : 1);               \
-            FN(cf_nhwc_span)(x, xs, wk, bias, out, os, res, p0, p1, nk, c0, c1, first,   \
-                             last, clamp, (CF_T)lo, (CF_T)hi, zeros, &pf, g, NV,       \
-                             CF_LANES_PIXELS(NV));                                    \
+            FN(cf_nhwc_span_nv##NV)(x, xs, wk, bias, out, os, res, p0, p1, nk, c0, c1,   \
+                                    first, last, clamp, (CF_T)lo, (CF_T)hi, zeros, &pf, g); \
         }
         if (nv == 1) CF_NHWC_NV(1)
 #if CF_LANES_NVMAX > 2
