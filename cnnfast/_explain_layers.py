@@ -126,6 +126,8 @@ def _conv_note(geom, passes, last, transposed):
     kernel = passes["forward"].kernel
     if not last or kernel in ("nhwc_direct", "nhwc_winograd", "pointwise_rows"):
         return ""
+    if kernel == "depthwise" and not transposed and P.depthwise_native_last(geom, "auto"):
+        return ""   # the channels-last depthwise kernel (_ops/conv.py)
     if transposed:
         why = "a transposed convolution other than 1x1 stride 1"
     elif geom.pad_mode != "zeros":

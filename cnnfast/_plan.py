@@ -83,9 +83,11 @@ def conv_channels_last_native(geom: V.ConvGeometry, algorithm: str,
     channels) matrix, so forward, input gradient and weight gradient are each
     one GEMM over pixel rows (_conv.pointwise_rows): 1x1 (8, 256, 28, 28) ->
     64, forward 5.9 -> 2.3 ms against channels-first.
-    Every other convolution copies its arrays to channels-first (the blocked
-    copies of _ext/_layout.pyx: 2-25% of a 3x3 conv) and runs the
-    channels-first plan: all algorithms, strides, dilations and groups.
+    The other native channels-last paths are the NHWC direct kernel
+    (nhwc_direct_wins), its Winograd (nhwc_winograd_wins) and the depthwise
+    kernel (depthwise_native_last); every other convolution copies its arrays
+    to channels-first (the blocked copies of _ext/_layout.pyx: 2-25% of a 3x3
+    conv) and runs the channels-first plan.
     """
     return (algorithm in ("auto", "1x1") and geom.is_pointwise and geom.groups == 1
             and not any(geom.pad_before) and not any(geom.pad_after)

@@ -380,6 +380,15 @@ def test_rows_say_why_a_channels_last_layer_runs_channels_first():
     assert "(channels-first kernels" in str(cnnfast.explain_model(model, (2, 32, 32, 1)))
 
 
+def test_channels_last_depthwise_rows_have_no_copies_note():
+    # the depthwise kernel runs channels-last natively (_ops/conv.py): no layout copies
+    nn.manual_seed(0)
+    model = models.mobilenet_v2(num_classes=10).eval().fuse()
+    rows = [r for r in cnnfast.explain_model(model, (1, 3, 64, 64)).rows
+            if r.passes and r.passes["forward"].kernel == "depthwise"]
+    assert rows and all(r.layout == "channels_last" and r.note == "" for r in rows)
+
+
 class Twice(nn.Sequential):
     """The same convolution applied twice (weights shared)."""
 
