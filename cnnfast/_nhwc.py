@@ -184,7 +184,7 @@ def winograd_shape(geom: V.ConvGeometry) -> bool:
             and geom.pad_mode == "zeros" and geom.in_channels % vw == 0)
 
 
-def winograd_tile(geom: V.ConvGeometry, threads: int) -> int:
+def winograd_tile(geom: V.ConvGeometry) -> int:
     """F(4x4, 3x3), or F(2x2, 3x3) for planes of at most WINOGRAD_SMALL_PLANE
     outputs with large weights, whose F(4,3) transforms (36 positions) come
     from memory at every call inside a model and bind the layer to the
@@ -199,7 +199,7 @@ def winograd_tile(geom: V.ConvGeometry, threads: int) -> int:
 def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
     block, _ = _conv_nhwc.tiles(geom.dtype)
     itemsize = np.dtype(geom.dtype).itemsize
-    m = winograd_tile(geom, threads)
+    m = winograd_tile(geom)
     positions = (m + 2) ** 2
     oh, ow = geom.out_size
     per_image = -(-oh // m) * -(-ow // m)

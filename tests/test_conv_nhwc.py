@@ -281,7 +281,7 @@ def _winograd_plan(x, w, padding):
 def winograd_tile(request, monkeypatch):
     """Each Winograd test for both tiles: F(2,3) forced on every shape."""
     if request.param == 2:
-        monkeypatch.setattr(_nhwc, "winograd_tile", lambda geom, threads: 2)
+        monkeypatch.setattr(_nhwc, "winograd_tile", lambda geom: 2)
     cnnfast._cache.clear()   # plans made under the other tile
     yield request.param
     cnnfast._cache.clear()
@@ -443,10 +443,9 @@ def test_winograd_tile_choice():
     # ResNet's last stage at batch 1: 512 channels on 7x7, F(4,3) weights of 37.7 MB
     big = conv_geometry(2, np.empty((1, 512, 7, 7), np.float32),
                         np.empty((512, 512, 3, 3), np.float32), None, 1, 1, 1, 1)
-    assert _nhwc.winograd_tile(big, 2) == 2
-    assert _nhwc.winograd_tile(big, 1) == 2   # one thread waits for memory there too
+    assert _nhwc.winograd_tile(big) == 2   # on one thread too: it waits for memory there
     # larger planes, or weights that stay in cache: F(4,3)
     for shape, k in [((1, 512, 14, 14), 512), ((1, 64, 7, 7), 64)]:
         g = conv_geometry(2, np.empty(shape, np.float32),
                           np.empty((k, shape[1], 3, 3), np.float32), None, 1, 1, 1, 1)
-        assert _nhwc.winograd_tile(g, 2) == 4
+        assert _nhwc.winograd_tile(g) == 4
