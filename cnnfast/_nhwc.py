@@ -67,7 +67,34 @@ def kernel_view(geom: V.ConvGeometry) -> V.ConvGeometry:
                          pad_before=(0,), pad_after=(0,), out_size=(geom.batch,))
 
 
+def batch_folded(geom: V.ConvGeometry) -> V.ConvGeometry:
+    """A 1-D or 2-D convolution (or 3-D with unit depth) over N images as a
+    3-D one over one volume of depth N with a kernel depth of 1: the same
+    outputs, and the kernel's spans of output pixels then run across images.
+    With one span per small image (4x4 or 7x7), every work item streamed its
+    block's weights (up to 1.2 MB) for 16-49 pixels: ResNet-18's 512 -> 512
+    3x3 layer at batch 16 on 4x4 planes read 151 MB of weights per call.
+    One thread, packed weights: that layer 10.6 -> 6.6 ms (113 -> 183
+    GFLOP/s), 256 -> 256 on 7x7 6.5 -> 5.0 ms."""
+    kd, (d, od) = geom.as3d(geom.kernel, 1)[0], (geom.as3d(geom.in_size, 1)[0],
+                                                 geom.as3d(geom.out_size, 1)[0])
+    if (geom.batch <= 1 or kd != 1 or d != 1 or od != 1
+            or geom.as3d(geom.pad_before, 0)[0] or geom.as3d(geom.pad_after, 0)[0]):
+        return geom
+    n = geom.batch
+    return geom._replace(nd=3, batch=1, in_size=(n,) + geom.as3d(geom.in_size, 1)[1:],
+                         out_size=(n,) + geom.as3d(geom.out_size, 1)[1:],
+                         kernel=geom.as3d(geom.kernel, 1),
+                         stride=(1,) + geom.as3d(geom.stride, 1)[1:],
+                         dilation=(1,) + geom.as3d(geom.dilation, 1)[1:],
+                         pad_before=geom.as3d(geom.pad_before, 0),
+                         pad_after=geom.as3d(geom.pad_after, 0))
+
+
 def configure(geom: V.ConvGeometry, threads: int) -> NhwcConfig:
+    """The kernel's configuration for geom (the call's kernel_view), its
+    images folded into one volume (batch_folded)."""
+    geom = batch_folded(geom)
     block, tile = _conv_nhwc.tiles(geom.dtype)
     itemsize = np.dtype(geom.dtype).itemsize
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
@@ -124,7 +151,7 @@ def run(cfg: NhwcConfig, geom: V.ConvGeometry, x, packed, bias_packed, residual=
     geom is the call's geometry; packed and cfg are for its kernel_view."""
     x3 = V.kernel_array(x, geom.dtype)
     out = np.empty((geom.batch,) + tuple(geom.out_size) + (geom.out_channels,), geom.dtype)
-    geom = kernel_view(geom)
+    geom = batch_folded(kernel_view(geom))
     in5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (geom.in_channels,)
     out5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (geom.out_channels,)
     res = None if residual is None else V.kernel_array(residual, geom.dtype).reshape(-1)

@@ -40,6 +40,10 @@ CASES = {
     "full_window": ((5, 16, 5, 5), (120, 16, 5, 5), dict()),
     "batch1_7x7": ((1, 64, 7, 7), (130, 64, 3, 3), dict(padding=1)),
     "chunked_channels": ((1, 600, 4, 5), (20, 600, 3, 3), dict(padding=1)),
+    # small planes at batch > 1: spans of output pixels run across images
+    # (_nhwc.batch_folded), with chunked channels and several weight blocks
+    "batch3_4x4_chunked": ((3, 200, 4, 4), (130, 200, 3, 3), dict(padding=1)),
+    "batch4_stride2_1d": ((4, 16, 9), (20, 16, 3), dict(stride=2, padding=1)),
     "empty_batch": ((0, 8, 6, 6), (16, 8, 3, 3), dict(padding=1)),
     "1d": ((2, 9, 31), (18, 9, 5), dict(stride=2, padding=2, dilation=2)),
     "3d": ((1, 4, 5, 6, 7), (16, 4, 3, 2, 3), dict(stride=(1, 2, 1), padding=1)),

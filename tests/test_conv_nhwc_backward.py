@@ -43,6 +43,10 @@ CASES = {
     "dilation2_stride2": ((1, 16, 15, 14), (16, 16, 3, 3), dict(stride=2, dilation=2,
                                                                  padding=2)),
     "batch1_7x7": ((1, 64, 7, 7), (130, 64, 3, 3), dict(padding=1)),
+    # batch > 1 on small planes: images folded into one volume for the input
+    # gradient, the padded copy of x walked across rows and images for the
+    # weight gradient (4 + 2 + 1 vectors of output channels: 7 x 16 = 112)
+    "batch3_4x4": ((3, 96, 4, 4), (112, 96, 3, 3), dict(padding=1)),
     "full_window": ((5, 16, 5, 5), (32, 16, 5, 5), dict()),
     "empty_batch": ((0, 16, 6, 6), (16, 16, 3, 3), dict(padding=1)),
     "1d": ((2, 16, 31), (18, 16, 5), dict(stride=2, padding=2, dilation=2)),

@@ -23,13 +23,16 @@ from .conv_geom cimport cf_geom, cf_idx
 cdef extern from "nhwc_kernels.h" nogil:
     ctypedef struct cf_nhwc_kernels:
         int isa
-        cf_idx vector_width, block, tile_pixels
+        cf_idx vector_width, block, tile_pixels, wg_vectors
         void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                         cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
                         const void *next, cf_idx next_bytes, const cf_geom *g) noexcept nogil
         int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk,
                     void *dst) noexcept nogil
+        int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL,
+                            const cf_idx *taps, cf_idx ntaps, cf_idx cchunk,
+                            void *dst) noexcept nogil
         int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
                          int m) noexcept nogil
         int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
@@ -46,9 +49,9 @@ cdef extern from "nhwc_kernels.h" nogil:
         void (*global_avg)(const void *x, void *out, cf_idx C, cf_idx P, cf_idx c0,
                            cf_idx c1) noexcept nogil
         void (*weight_grad)(const void *go, cf_idx gs, const void *go_end, const void *x,
-                            cf_idx xs, void *acc, cf_idx r0, cf_idx r1, cf_idx c0, cf_idx c1,
-                            cf_idx rows_per_block, const void *zeros,
-                            const cf_geom *g) noexcept nogil
+                            cf_idx xs, void *acc, cf_idx vstride, cf_idx nv, cf_idx r0,
+                            cf_idx r1, cf_idx c0, cf_idx c1, cf_idx rows_per_block,
+                            const void *zeros, const cf_geom *g) noexcept nogil
     const cf_nhwc_kernels *cf_nhwc_kernels_for(int is_double)
 
 
@@ -66,6 +69,12 @@ def tiles(dtype):
     return k.block, k.tile_pixels
 
 
+def weight_grad_vectors(dtype):
+    """Vectors of output channels the running CPU's weight-gradient tile
+    holds (4 on AVX-512, 1 below): a work item takes at most that many."""
+    return cf_nhwc_kernels_for(np.dtype(dtype) == np.float64).wg_vectors
+
+
 def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
          Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride, Py_ssize_t cchunk):
     """Pack weights (K, C // groups, *kernel) (flat) into dst: group g's blocks
@@ -80,6 +89,33 @@ def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
         for g in range(groups):
             finite &= _kernels(<floating> 0).pack(&w[g * Kg * Cg * kvol], Kg, Cg, kvol,
                                                     cchunk, &dst[g * group_stride])
+    return bool(finite)
+
+
+def pack_flipped(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
+                 Py_ssize_t kvol, tuple taps, Py_ssize_t groups, Py_ssize_t group_stride,
+                 Py_ssize_t cchunk):
+    """Pack the weights of an input-gradient phase into dst as pack() packs
+    a convolution's: from the convolution's weights w (K, C // groups,
+    *kernel) (flat), the sub-convolution with input and output channels
+    swapped per group and the kernel taps `taps` (flat indices into the
+    kernel, in the sub-kernel's order). Returns False when a weight read is
+    NaN or infinite."""
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g, t, n = len(taps)
+    cdef int finite = 1
+    if cchunk < 1:
+        raise ValueError(f"cchunk must be at least 1, got {cchunk}")
+    tap_arr = np.asarray(taps, dtype=np.intp)
+    if n == 0 or tap_arr.min() < 0 or tap_arr.max() >= kvol:
+        raise ValueError(f"taps must be 1 to kvol={kvol} indices in [0, {kvol}), got {taps}")
+    if w.shape[0] < K * Cg * kvol or dst.shape[0] < groups * group_stride:
+        raise ValueError("pack_flipped: w or dst too small for the weights")
+    cdef const Py_ssize_t[::1] tp = tap_arr
+    with nogil:
+        for g in range(groups):
+            finite &= _kernels(<floating> 0).pack_flipped(&w[g * Kg * Cg * kvol], Kg, Cg, kvol,
+                                                            <const cf_idx *> &tp[0], n, cchunk,
+                                                            &dst[g * group_stride])
     return bool(finite)
 
 
@@ -441,29 +477,36 @@ cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
 
 
 def weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x, tuple x_shape,
-                floating[::1] parts, floating[::1] grad_w, tuple kernel, tuple stride,
-                tuple padding, tuple dilation, Py_ssize_t groups, Py_ssize_t cblock,
-                Py_ssize_t chunks, Py_ssize_t rows_per_block, int nthreads):
-    """grad_w (K, C // groups, *kernel) of the conv x (N, D, H, W, C) ->
-    go (N, OD, OH, OW, K). A work item is (row chunk, group, vector of
-    output channels, block of cblock input channels); the rows of the
-    flattened (N, OD, OH) are cut into `chunks` (1 unless the other splits
-    leave threads idle), each summing into its own copy of the partial sums
-    `parts` (zeros, chunks x groups x vectors x C/groups x taps x
-    vector_width), added in chunk order at the end: the same partition gives
-    the same bits whichever thread ran what."""
+                floating[::1] parts, tuple kernel, tuple stride, tuple padding, tuple dilation,
+                Py_ssize_t groups, Py_ssize_t vectors, Py_ssize_t cblock, Py_ssize_t chunks,
+                Py_ssize_t rows_per_block, int nthreads):
+    """The partial sums of grad_w of the conv x (N, D, H, W, C) -> go (N, OD,
+    OH, OW, K), added into `parts` (zeros, chunks x groups x vectors x
+    C/groups x taps x vector_width: the caller adds the chunks in order and
+    moves the vector lanes to grad_w's rows). A work item is (row chunk,
+    group, `vectors` vectors of output channels, block of cblock input
+    channels); the rows of the flattened (N, OD, OH) are cut into `chunks`
+    (1 unless the other splits leave threads idle), each summing into its
+    own copy of the partial sums: the same partition gives the same bits
+    whichever thread ran what."""
     cdef cf_geom g
     _geom(&g, x_shape, go_shape, kernel, stride, padding, dilation, groups)
     cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
     cdef Py_ssize_t VW = kt.vector_width, kvol = g.KD * g.KH * g.KW
+    if vectors < 1 or vectors > kt.wg_vectors:
+        raise ValueError(f"vectors must be in [1, {kt.wg_vectors}], got {vectors}")
     cdef Py_ssize_t nkv = (g.K + VW - 1) // VW, ncb = (g.C + cblock - 1) // cblock
+    cdef Py_ssize_t nkg = (nkv + vectors - 1) // vectors
     cdef Py_ssize_t R = go_shape[0] * g.OD * g.OH, Ktot = go_shape[4], Ctot = x_shape[4]
     cdef Py_ssize_t part = groups * nkv * g.C * kvol * VW
-    cdef Py_ssize_t items = chunks * groups * nkv * ncb, i
-    zeros_arr = np.zeros(max(Ctot, 1), dtype=np.asarray(grad_w).dtype)
+    cdef Py_ssize_t items = chunks * groups * nkg * ncb, i
+    if parts.shape[0] < chunks * part:
+        raise ValueError(f"parts holds {parts.shape[0]} elements, needs {chunks * part}")
+    zeros_arr = np.zeros(max(Ctot, 1), dtype=np.asarray(parts).dtype)
     cdef const floating[::1] zeros = zeros_arr
-    cdef Py_ssize_t sizes[5]
+    cdef Py_ssize_t sizes[7]
     sizes[0], sizes[1], sizes[2], sizes[3], sizes[4] = ncb, nkv, chunks, R, part
+    sizes[5], sizes[6] = nkg, vectors
     if R > 0 and g.OW > 0 and g.C > 0:
         with nogil:
             if nthreads > 1 and items > 1:
@@ -474,16 +517,6 @@ def weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x, t
                 for i in range(items):
                     _weight_item(i, &go[0], go.shape[0], &x[0], &parts[0], &zeros[0], groups,
                                  cblock, rows_per_block, Ktot, Ctot, sizes, &g, kt)
-    cdef Py_ssize_t rows_out = groups * nkv * g.C
-    if rows_out == 0:
-        return
-    with nogil:
-        if nthreads > 1:
-            for i in prange(rows_out, num_threads=nthreads, schedule='static'):
-                _weight_sum(i, &parts[0], &grad_w[0], chunks, part, nkv, kvol, VW, &g)
-        else:
-            for i in range(rows_out):
-                _weight_sum(i, &parts[0], &grad_w[0], chunks, part, nkv, kvol, VW, &g)
 
 
 cdef void _weight_item(Py_ssize_t i, const floating *go, Py_ssize_t go_len, const floating *x,
@@ -491,32 +524,19 @@ cdef void _weight_item(Py_ssize_t i, const floating *go, Py_ssize_t go_len, cons
                        Py_ssize_t cblock, Py_ssize_t rows_per_block, Py_ssize_t Ktot,
                        Py_ssize_t Ctot, const Py_ssize_t *sizes, const cf_geom *g,
                        const cf_nhwc_kernels *kt) noexcept nogil:
-    # i = ((chunk * groups + group) * nkv + kv) * ncb + cb; sizes: ncb, nkv,
-    # chunks, rows, elements of one chunk's partial sums
+    # i = ((chunk * groups + group) * nkg + kg) * ncb + cb; sizes: ncb, nkv,
+    # chunks, rows, elements of one chunk's partial sums, nkg (vector groups),
+    # vectors per group
     cdef Py_ssize_t ncb = sizes[0], nkv = sizes[1], chunks = sizes[2], R = sizes[3]
+    cdef Py_ssize_t nkg = sizes[5], vectors = sizes[6]
     cdef Py_ssize_t cb = i % ncb, rest = i // ncb
-    cdef Py_ssize_t kv = rest % nkv, rest2 = rest // nkv
+    cdef Py_ssize_t kg = rest % nkg, rest2 = rest // nkg
     cdef Py_ssize_t grp = rest2 % groups, j = rest2 // groups
     cdef Py_ssize_t VW = kt.vector_width, kvol = g.KD * g.KH * g.KW
+    cdef Py_ssize_t kv = kg * vectors, nv = min(vectors, nkv - kv)
     cdef floating *acc = parts + j * sizes[4] + (grp * nkv + kv) * g.C * kvol * VW
     kt.weight_grad(go + grp * g.K + kv * VW, Ktot, go + go_len, x + grp * g.C, Ctot, acc,
-                   j * R // chunks, (j + 1) * R // chunks, cb * cblock,
+                   g.C * kvol * VW, nv, j * R // chunks, (j + 1) * R // chunks, cb * cblock,
                    min(g.C, (cb + 1) * cblock), rows_per_block, zeros, g)
 
 
-cdef void _weight_sum(Py_ssize_t i, const floating *parts, floating *grad_w,
-                      Py_ssize_t chunks, Py_ssize_t part, Py_ssize_t nkv, Py_ssize_t kvol,
-                      Py_ssize_t VW, const cf_geom *g) noexcept nogil:
-    # i = (group * nkv + kv) * C + c: the chunks' partial sums of that
-    # (channel, vector), added in chunk order, stored as dW rows
-    cdef Py_ssize_t c = i % g.C, gk = i // g.C
-    cdef Py_ssize_t kv = gk % nkv, grp = gk // nkv
-    cdef Py_ssize_t nl = min(VW, g.K - kv * VW), t, l, j
-    cdef const floating *src = parts + i * kvol * VW
-    cdef floating s
-    for l in range(nl):
-        for t in range(kvol):
-            s = src[t * VW + l]
-            for j in range(1, chunks):
-                s = s + src[j * part + t * VW + l]
-            grad_w[((grp * g.K + kv * VW + l) * g.C + c) * kvol + t] = s

@@ -12,8 +12,10 @@ static const cf_nhwc_kernels FN(cf_nhwc_table) = {
     .vector_width = CF_VW,
     .block = CF_LANES_NVMAX * CF_VW,
     .tile_pixels = CF_NHWC_PIXELS(CF_LANES_NVMAX),
+    .wg_vectors = CF_LEVEL >= 4 ? 4 : 1, /* conv_nhwc_backward.h's CF_WG_NV */
     .forward = FN(nhwc_forward),
     .pack = FN(nhwc_pack),
+    .pack_flipped = FN(nhwc_pack_flipped),
     .wino_pack = FN(nhwc_wino_pack),
     .wino_input = FN(nhwc_wino_input),
     .wino_output = FN(nhwc_wino_output),
