@@ -301,6 +301,20 @@ static void FN(nhwc_forward)(const void *x_, cf_idx xs, const void *w_, const vo
     }
 }
 
+/* row[k] = src[k * stride] for k < nk, zeros up to width; 0 when a value
+ * is NaN or infinite. */
+CF_INLINE int FN(cf_pack_row)(CF_T *row, const CF_T *src, cf_idx stride, cf_idx nk,
+                              cf_idx width) {
+    CF_T bad = 0;
+    for (cf_idx k = 0; k < nk; k++) {
+        const CF_T v = src[k * stride];
+        bad += v - v;   /* NaN once any v is NaN or infinite */
+        row[k] = v;
+    }
+    for (cf_idx k = nk; k < width; k++) row[k] = 0;
+    return bad == 0;
+}
+
 /* Pack one group's weights [K][C][KD][KH][KW] (rows C*KVOL apart, group
  * offset applied by the caller) into output-channel blocks of CF_LANES_NVMAX
  * vectors: block b at dst + b*NVMAX*VW*C*KVOL holds the input channels in
@@ -327,15 +341,8 @@ static int FN(nhwc_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx
                 for (cf_idx t = 0; t < KVOL; t++) {
                     const cf_idx h0 = c / cchunk * cchunk, hn = cf_min(cchunk, C - h0);
                     CF_T *row = d + h0 * KVOL * width + (t * hn + c - h0) * width;
-                    const CF_T *src = w + (k0 * C + c) * KVOL + t;
-                    CF_T bad = 0;
-                    for (cf_idx k = 0; k < nk; k++) {
-                        const CF_T v = src[k * C * KVOL];
-                        bad += v - v;   /* NaN once any v is NaN or infinite */
-                        row[k] = v;
-                    }
-                    for (cf_idx k = nk; k < width; k++) row[k] = 0;
-                    finite &= bad == 0;
+                    finite &= FN(cf_pack_row)(row, w + (k0 * C + c) * KVOL + t, C * KVOL, nk,
+                                              width);
                 }
         }
     }
@@ -366,15 +373,7 @@ static int FN(nhwc_pack_flipped)(const void *w_, cf_idx Kw, cf_idx Cw, cf_idx KV
             const CF_T *src = w + (i * Cw + o0) * KVOL;
             for (cf_idx t = 0; t < ntaps; t++) {
                 CF_T *row = d + h0 * ntaps * width + (t * hn + i - h0) * width;
-                const CF_T *s = src + taps[t];
-                CF_T bad = 0;
-                for (cf_idx k = 0; k < nk; k++) {
-                    const CF_T v = s[k * KVOL];
-                    bad += v - v;   /* NaN once any v is NaN or infinite */
-                    row[k] = v;
-                }
-                for (cf_idx k = nk; k < width; k++) row[k] = 0;
-                finite &= bad == 0;
+                finite &= FN(cf_pack_row)(row, src + taps[t], KVOL, nk, width);
             }
         }
     }

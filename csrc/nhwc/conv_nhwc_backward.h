@@ -61,6 +61,24 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
 #pragma GCC unroll 8
             for (int j = 0; j < CS; j++) memcpy(&CF_WG_A(v, t, j), CF_WG_ACC(v, t, j), sizeof(CF_V));
     const cf_idx pstep = g->sw * xs;
+/* `count` pixels from gpx with every tap's pointer xq[t] inside x, stepped
+ * by pstep, and whole grad_out vectors (both walks below) */
+#define CF_WG_WALK(count)                                                              \
+    for (cf_idx ow_ = 0; ow_ < (count); ow_++, gpx += gs) {                            \
+        CF_V gv[4];                                                                    \
+        _Pragma("GCC unroll 4")                                                        \
+        for (int v = 0; v < NV; v++) memcpy(&gv[v], gpx + v * CF_VW, sizeof(CF_V));    \
+        _Pragma("GCC unroll 8")                                                        \
+        for (int t = 0; t < KWB; t++) {                                                \
+            _Pragma("GCC unroll 8")                                                    \
+            for (int j = 0; j < CS; j++) {                                             \
+                const CF_T xv = xq[t][j];                                              \
+                _Pragma("GCC unroll 4")                                                \
+                for (int v = 0; v < NV; v++) CF_WG_A(v, t, j) += gv[v] * xv;           \
+            }                                                                          \
+            xq[t] += pstep;                                                            \
+        }                                                                              \
+    }
     /* Every tap of every pixel inside x (no padding: the driver pads x for
      * this) and whole grad_out vectors to the last pixel: rows are walked
      * without a division or an edge test each. On 4x4 planes a row is 4
@@ -78,21 +96,7 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
             const CF_T *xq[CF_WG_KWMAX];
 #pragma GCC unroll 8
             for (int t = 0; t < KWB; t++) xq[t] = xrow + (kw0 + t) * g->dw * xs;
-            for (cf_idx ow = 0; ow < g->OW; ow++, gpx += gs) {
-                CF_V gv[4];
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) memcpy(&gv[v], gpx + v * CF_VW, sizeof(CF_V));
-#pragma GCC unroll 8
-                for (int t = 0; t < KWB; t++) {
-#pragma GCC unroll 8
-                    for (int j = 0; j < CS; j++) {
-                        const CF_T xv = xq[t][j];
-#pragma GCC unroll 4
-                        for (int v = 0; v < NV; v++) CF_WG_A(v, t, j) += gv[v] * xv;
-                    }
-                    xq[t] += pstep;
-                }
-            }
+            CF_WG_WALK(g->OW);
             if (++oh == g->OH) {
                 oh = 0;
                 if (++od == g->OD) { od = 0; n++; }
@@ -149,21 +153,7 @@ CF_INLINE void FN(cf_wg_tile)(const CF_T *go, cf_idx gs, const CF_T *go_end, con
         for (int t = 0; t < KWB; t++)
             xq[t] = xrow + (rlo * g->sw - g->pw + (kw0 + t) * g->dw) * xs;
         const CF_T *gpx = gp + rlo * gs;
-        for (cf_idx ow = rlo; ow < rhi; ow++, gpx += gs) {
-            CF_V gv[4];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) memcpy(&gv[v], gpx + v * CF_VW, sizeof(CF_V));
-#pragma GCC unroll 8
-            for (int t = 0; t < KWB; t++) {
-#pragma GCC unroll 8
-                for (int j = 0; j < CS; j++) {
-                    const CF_T xv = xq[t][j];
-#pragma GCC unroll 4
-                    for (int v = 0; v < NV; v++) CF_WG_A(v, t, j) += gv[v] * xv;
-                }
-                xq[t] += pstep;
-            }
-        }
+        CF_WG_WALK(rhi - rlo);
     }
 store:
 #pragma GCC unroll 4
@@ -174,6 +164,7 @@ store:
             for (int j = 0; j < CS; j++) memcpy(CF_WG_ACC(v, t, j), &CF_WG_A(v, t, j), sizeof(CF_V));
 #undef CF_WG_A
 #undef CF_WG_ACC
+#undef CF_WG_WALK
 }
 
 /* Weight gradient of one work item: the output rows [r0, r1) of the
