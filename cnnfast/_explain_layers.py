@@ -75,27 +75,6 @@ def _conv_need(m):
             + (("bias",) if m._needs_grad(m.bias) else ()))
 
 
-def _pointwise(threads, flops, kernel="pointwise_rows"):
-    return P.PassPlan("1x1", kernel, "channels_last", threads, 0, False, 0, flops)
-
-
-def _native_pointwise(passes, geom, transposed):
-    """The passes a channels-last 1x1 convolution runs as one GEMM over its
-    pixel rows (_ops.pointwise._pointwise_rows; not the channels-first plan)."""
-    threads = P.conv_threads(P.conv_macs(geom))
-    flops = 2 * P.conv_macs(geom)
-    out = {}
-    for name, p in passes.items():
-        if name == "bias":   # channel sums of the output gradient
-            out[name] = _pointwise(1, math.prod(geom.x5_shape if transposed
-                                                else geom.out5_shape), "channel_sums_last")
-        elif name == "forward" and p.kernel == "nhwc_direct":
-            out[name] = p
-        else:
-            out[name] = _pointwise(threads, flops)
-    return out
-
-
 def conv_passes(geom, algorithm, need, last, transposed=False):
     """{pass: PassPlan} of a convolution layer's forward and the gradients
     in `need`, as functional's conv paths run them. transposed: geom is the
@@ -116,7 +95,7 @@ def conv_passes(geom, algorithm, need, last, transposed=False):
         passes = dict(P.plan_conv(geom, algorithm, ("forward",) + tuple(need),
                                   channels_last=last).passes)
     if last and P.conv_channels_last_native(geom, algorithm, transposed=transposed):
-        passes = _native_pointwise(passes, geom, transposed)
+        passes = P.native_pointwise_passes(passes, geom, transposed)
     return passes
 
 
@@ -245,6 +224,16 @@ def _elementwise(t, m, inputs, kernel, flops_per, backward, back_flops_per, thre
     return y
 
 
+def _own_backward(cls):
+    """cls.backward, looking past the channels-last training mixin (whose
+    backward runs the container's)."""
+    from .nn.train_layout import ChannelsLastTraining
+    for c in cls.__mro__:
+        if c is not ChannelsLastTraining and "backward" in c.__dict__:
+            return c.__dict__["backward"]
+    return None
+
+
 def _after_batch_norm(t, m, x):
     """Does ReLU m's backward run inside the batch norm's before it? When x
     is that batch norm's output and the container's backward pairs the two:
@@ -255,7 +244,7 @@ def _after_batch_norm(t, m, x):
         return False
     scope = t.scope_modules[-2]
     bn = t.modules.get(t.rows[-1].name)
-    backward = getattr(type(scope), "backward", None)
+    backward = _own_backward(type(scope))
     if not isinstance(bn, _BatchNorm):
         return False
     if isinstance(scope, _ResidualBlock) and backward is _ResidualBlock.backward:
@@ -440,7 +429,13 @@ def inference_model_rule(t, m, *args, **kwargs):
     input once and an output with spatial dims back once (rows for both)."""
     if not m._converts():
         return m.module(*args, **kwargs)
-    x = args[0]
+    return channels_last_inside(t, m, lambda x: m.module(x, *args[1:], **kwargs), args[0])
+
+
+def channels_last_inside(t, m, run, x):
+    """The rows of run(x) on a model m that runs channels-last inside: x
+    converted once (when it is a float image batch), run under that layout,
+    an output with spatial dims converted back."""
     convert = (isinstance(x, DryArray) and x.ndim >= 3 and x.dtype.kind == "f"
                and x.dtype.itemsize in (4, 8))
     if convert:
@@ -449,7 +444,7 @@ def inference_model_rule(t, m, *args, **kwargs):
         x = inner
     t.push_layout("channels_last")
     try:
-        out = m.module(x, *args[1:], **kwargs)
+        out = run(x)
     finally:
         t.pop_layout()
     if isinstance(out, DryArray) and out.ndim >= 3:

@@ -963,6 +963,27 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
                     dtype.name, MappingProxyType(plans))   # read-only: plans are cached
 
 
+def native_pointwise_passes(passes: dict, geom: V.ConvGeometry, transposed=False) -> dict:
+    """The passes a channels-last 1x1 convolution (conv_channels_last_native)
+    runs as one GEMM over its pixel rows (_ops.pointwise) instead of
+    plan_conv's channels-first plan: what explain_conv and explain_model
+    show. transposed: geom is the convolution a transposed one's input
+    gradient is."""
+    threads = conv_threads(conv_macs(geom))
+    flops = 2 * conv_macs(geom)
+    out = {}
+    for name, p in passes.items():
+        if name == "bias":   # channel sums of the output gradient
+            out[name] = PassPlan("1x1", "channel_sums_last", "channels_last", 1, 0, False, 0,
+                                 math.prod(geom.x5_shape if transposed else geom.out5_shape))
+        elif name == "forward" and p.kernel == "nhwc_direct":
+            out[name] = p
+        else:
+            out[name] = PassPlan("1x1", "pointwise_rows", "channels_last", threads, 0, False, 0,
+                                 flops)
+    return out
+
+
 # ------------------------------------------------- channels-last backward
 
 def nhwc_backward_wins(geom: V.ConvGeometry, algorithm: str, gradient: str) -> bool:

@@ -214,8 +214,13 @@ def test_conv_passes_are_explain_convs(zoo):
     for r in convs:
         m = modules[r.name]
         need = tuple(r.passes)
-        want = cnnfast.explain_conv(r.in_shape, m.weight.shape, m.stride, m.padding,
-                                    m.dilation, m.groups, need=need)
+        # a training ResNet runs channels-last inside (nn.train_layout); rows
+        # give shapes in the model's data_format
+        assert r.layout == "channels_last"
+        shape = (r.in_shape[0],) + tuple(r.in_shape[2:]) + (r.in_shape[1],)
+        want = cnnfast.explain_conv(shape, m.weight.shape, m.stride, m.padding,
+                                    m.dilation, m.groups, need=need,
+                                    data_format="channels_last")
         assert r.passes == want.passes
         assert r.out_shape == want.out_shape
         n, k, c, taps = r.in_shape[0], m.out_channels, m.in_channels // m.groups, \
@@ -325,6 +330,7 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
     backward runs in reverse order)."""
     from collections import Counter
 
+    from cnnfast import _nhwc, _nhwc_backward
     from cnnfast._ext import _conv
     nn.manual_seed(0)
     model = models.resnet18(num_classes=5).train().skip_input_grad()
@@ -337,6 +343,30 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
             ran[_gradient].append(args[_at])
             return _real(*args)
         monkeypatch.setattr(_conv, name, record)
+    # the NHWC kernels (the model trains channels-last inside): one call of
+    # each pass's entry point per convolution
+    for module, name, gradient, kernel in ((_nhwc, "run", "forward", "nhwc_direct"),
+                                           (_nhwc_backward, "input_grad", "x", "nhwc_direct_x"),
+                                           (_nhwc_backward, "weight_grad", "weight",
+                                            "nhwc_weight")):
+        def record_nhwc(*args, _real=getattr(module, name), _gradient=gradient, _k=kernel):
+            ran[_gradient].append(_k)
+            return _real(*args)
+        monkeypatch.setattr(module, name, record_nhwc)
+    # the 1x1 downsamples: GEMMs over pixel rows (forward, and each gradient asked for)
+    from cnnfast._ops import conv as conv_op
+
+    def rows_forward(*args, _real=conv_op._pointwise_rows):
+        ran["forward"].append("pointwise_rows")
+        return _real(*args)
+
+    def rows_backward(geom, grad_out, x, weight, need, _real=conv_op._pointwise_backward_last):
+        for gradient in ("x", "weight"):
+            if gradient in need:
+                ran[gradient].append("pointwise_rows")
+        return _real(geom, grad_out, x, weight, need)
+    monkeypatch.setattr(conv_op, "_pointwise_rows", rows_forward)
+    monkeypatch.setattr(conv_op, "_pointwise_backward_last", rows_backward)
     plan = cnnfast.explain_model(model, (2, 3, 32, 32))
     y = model(rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
     model.backward(np.ones_like(y))
@@ -553,7 +583,10 @@ def test_dry_run_changes_nothing_and_allocates_nothing():
         tracemalloc.stop()
     # one activation would be 64 * 64 * 224 * 224 * 4 bytes = 822 MB
     assert peak < 500_000
-    assert plan.rows[0].out_shape == (64, 64, 224, 224)
+    # training runs channels-last inside (nn.train_layout): the input's
+    # conversion first
+    assert plan.rows[0].op == "to_channels_last"
+    assert plan.rows[1].out_shape == (64, 64, 224, 224)
     assert plan.flops > 3 * 2 * 15.4e9 * 64 * 0.9   # forward + 2 gradients, 15.4 GMAC/image
     assert all(m._cache is None for m in model.modules())
     for k, v in state.items():

@@ -210,7 +210,11 @@ def test_matches_torch_twin(rng, name):
     ograds = ours.named_grads()
     assert set(ograds) == set(tgrads)
     for k in ograds:
-        np.testing.assert_allclose(ograds[k], tgrads[k], rtol=1e-8, atol=1e-10, err_msg=k)
+        # summed in another order than torch's (cancellation in small
+        # elements): the error bound scales with the gradient's magnitude
+        scale = max(1.0, float(np.abs(tgrads[k]).max()))
+        np.testing.assert_allclose(ograds[k], tgrads[k], rtol=1e-8, atol=1e-10 * scale,
+                                   err_msg=k)
     # running statistics moved identically; eval mode then agrees too
     for k, v in ours.state_dict().items():
         np.testing.assert_allclose(v, theirs.state_dict()[k].numpy(), rtol=1e-10, atol=1e-12)

@@ -76,6 +76,11 @@ class _Recorder:
     (every driver takes it as its last int argument; the conv forward's
     epilogue arguments follow it), then calls through."""
 
+    # drivers whose thread count is not their last int argument
+    THREADS_AT = {"max_pool_backward": 3}   # then channels_last=C
+    # weight packing (one thread; its last int is a chunk size)
+    UNTHREADED = {"pack", "pack_flipped", "winograd_pack"}
+
     def __init__(self, module, seen):
         self._module, self._seen = module, seen
 
@@ -86,7 +91,11 @@ class _Recorder:
 
         def call(*args):
             ints = [a for a in args if type(a) is int]
-            if ints:
+            if name in self.UNTHREADED:
+                pass
+            elif name in self.THREADS_AT:
+                self._seen.append((name, args[self.THREADS_AT[name]]))
+            elif ints:
                 self._seen.append((name, ints[-1]))
             return fn(*args)
         return call
@@ -95,9 +104,12 @@ class _Recorder:
 def test_each_kernel_in_a_model_gets_the_configured_threads(monkeypatch):
     seen = []
     for module in op_modules():
-        for name in ("_conv", "_pool", "_dense", "_elementwise"):
+        for name in ("_conv", "_conv_nhwc", "_pool", "_dense", "_elementwise"):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, _Recorder(getattr(module, name), seen))
+    from cnnfast import _nhwc, _nhwc_backward   # the NHWC kernels' records bind it too
+    for module in (_nhwc, _nhwc_backward):
+        monkeypatch.setattr(module, "_conv_nhwc", _Recorder(module._conv_nhwc, seen))
     nn.manual_seed(0)
     model = models.resnet18(num_classes=10).train()
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
@@ -109,7 +121,8 @@ def test_each_kernel_in_a_model_gets_the_configured_threads(monkeypatch):
     counts = {t for _, t in seen}
     assert counts <= {1, 2}, seen
     # every convolution of ResNet-18 at 64x64 is above the threading grain
-    conv_calls = [t for name, t in seen if name.startswith("conv_forward")]
+    # (it trains channels-last inside: the NHWC driver's forward)
+    conv_calls = [t for name, t in seen if name.startswith("conv_forward") or name == "forward"]
     assert conv_calls and all(t == 2 for t in conv_calls), seen
 
 

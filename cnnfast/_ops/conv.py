@@ -6,6 +6,8 @@ NHWC kernels (cnnfast._nhwc, _nhwc_backward), the 1x1 pixel-row GEMMs
 the channels-first plan for the rest."""
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from .. import _nhwc
@@ -252,9 +254,20 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
         raise ValueError(f"need must name passes from {P.PASSES}, got {tuple(need)!r}")
     algorithm = conv_algorithm(algorithm, geom)
     if threads is None:
-        return P.plan_conv(geom, algorithm, need, channels_last=last)
+        return _explained(geom, algorithm, need, last)
     with num_threads(threads):
-        return P.plan_conv(geom, algorithm, need, channels_last=last)
+        return _explained(geom, algorithm, need, last)
+
+
+def _explained(geom, algorithm, need, last):
+    """explain_conv's plan: plan_conv's, with the passes a channels-last 1x1
+    convolution runs as GEMMs over its pixel rows (as explain_model shows
+    them: the plan the call executes)."""
+    plan = P.plan_conv(geom, algorithm, need, channels_last=last)
+    if last and P.conv_channels_last_native(geom, algorithm):
+        plan = plan._replace(passes=MappingProxyType(
+            P.native_pointwise_passes(dict(plan.passes), geom)))
+    return plan
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,

@@ -13,6 +13,7 @@ from ..nn import (
 from ..nn.container import Chain, set_data_format
 from ..nn.fuse import FusedConv2d, fuse_tree
 from ..nn.module import Module
+from ..nn.train_layout import ChannelsLastTraining
 from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 # torchvision's table: expansion t, output channels c, repeats n, first stride s
@@ -111,7 +112,7 @@ class FusedInvertedResidual(Module):
         return self.conv.backward(grad_out)   # raises: inference only
 
 
-class MobileNetV2(Transfer, Chain):
+class MobileNetV2(ChannelsLastTraining, Transfer, Chain):
     """torchvision's MobileNetV2: `features` (a stem conv, 17 inverted
     residual blocks, a 1x1 conv to last_channel), global average pool,
     `classifier` (Dropout, Linear). Base and head (see Transfer): the head

@@ -9,6 +9,7 @@ from ..nn import (
 from ..nn.container import Chain, set_data_format
 from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree
 from ..nn.module import Module
+from ..nn.train_layout import ChannelsLastTraining
 from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 
@@ -135,7 +136,7 @@ def downsample(inplanes, planes, stride, dtype):
                       BatchNorm2d(planes, dtype=dtype))
 
 
-class ResNet(Transfer, Chain):
+class ResNet(ChannelsLastTraining, Transfer, Chain):
     """torchvision's ResNet. Base and head (see Transfer): the head is `fc`;
     the base is conv1 ... layer4 and the global average pool, and
     forward_features(x) returns its (N, 512 * block.expansion) output (512

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential
 from ..nn.container import Chain, set_data_format
+from ..nn.train_layout import ChannelsLastTraining
 from ._common import Transfer, check_model_args, load_weights, torchvision_init
 
 # Output channels of each 3x3 conv; "M" is a 2x2 max pool.
@@ -26,7 +27,7 @@ def make_features(config, in_channels, dtype):
     return Sequential(*layers)
 
 
-class VGG(Transfer, Chain):
+class VGG(ChannelsLastTraining, Transfer, Chain):
     """torchvision's VGG: `features` is the convolutional base (3x3 convs and
     max pools), then a 7x7 adaptive average pool and `classifier`, the
     three-layer MLP. Base and head (see Transfer): the head is the last
