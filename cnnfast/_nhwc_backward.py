@@ -132,7 +132,8 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
         taps = tuple((a * k3[1] + b) * k3[2] + c for a in td for b in th for c in tw)
         packed = np.empty(G * ph.config.group_stride, dtype)
         if not _conv_nhwc.pack_flipped(w, packed, K, C, kvol, taps, G,
-                                       ph.config.group_stride, ph.config.cchunk):
+                                       ph.config.group_stride, ph.config.cchunk,
+                                       _nhwc._pack_threads(packed.size, cfg.threads)):
             return None
         packs.append(packed)
     go = V.kernel_array(grad_out, dtype).reshape(-1)

@@ -32,7 +32,7 @@ cdef extern from "nhwc_kernels.h" nogil:
                     void *dst) noexcept nogil
         int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL,
                             const cf_idx *taps, cf_idx ntaps, cf_idx cchunk,
-                            void *dst) noexcept nogil
+                            void *dst, cf_idx b0, cf_idx b1) noexcept nogil
         int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
                          int m) noexcept nogil
         int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
@@ -76,33 +76,45 @@ def weight_grad_vectors(dtype):
 
 
 def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
-         Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride, Py_ssize_t cchunk):
+         Py_ssize_t kvol, Py_ssize_t groups, Py_ssize_t group_stride, Py_ssize_t cchunk,
+         int nthreads=1):
     """Pack weights (K, C // groups, *kernel) (flat) into dst: group g's blocks
     at g * group_stride, input channels in chunks of cchunk, the forward's
-    (csrc/nhwc/conv_nhwc.h nhwc_pack). Returns False when a weight is NaN or
+    (csrc/nhwc/conv_nhwc.h nhwc_pack), one item per (group, block of output
+    channels) over nthreads. Returns False when a weight is NaN or
     infinite."""
-    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g
-    cdef int finite = 1
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, i, g, k0
+    cdef Py_ssize_t kb = _kernels(<floating> 0).block
+    cdef Py_ssize_t blocks = (Kg + kb - 1) // kb
+    cdef Py_ssize_t bad = 0
     if cchunk < 1:
         raise ValueError(f"cchunk must be at least 1, got {cchunk}")
+    if w.shape[0] < K * Cg * kvol or dst.shape[0] < groups * group_stride:
+        raise ValueError("pack: w or dst too small for the weights")
     with nogil:
-        for g in range(groups):
-            finite &= _kernels(<floating> 0).pack(&w[g * Kg * Cg * kvol], Kg, Cg, kvol,
-                                                    cchunk, &dst[g * group_stride])
-    return bool(finite)
+        for i in prange(groups * blocks, num_threads=max(1, nthreads), schedule='static'):
+            g = i // blocks
+            k0 = i % blocks * kb
+            bad += 1 - _kernels(<floating> 0).pack(&w[(g * Kg + k0) * Cg * kvol],
+                                                     min(kb, Kg - k0), Cg, kvol, cchunk,
+                                                     &dst[g * group_stride + k0 * Cg * kvol])
+    return bad == 0
 
 
 def pack_flipped(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
                  Py_ssize_t kvol, tuple taps, Py_ssize_t groups, Py_ssize_t group_stride,
-                 Py_ssize_t cchunk):
+                 Py_ssize_t cchunk, int nthreads=1):
     """Pack the weights of an input-gradient phase into dst as pack() packs
     a convolution's: from the convolution's weights w (K, C // groups,
     *kernel) (flat), the sub-convolution with input and output channels
     swapped per group and the kernel taps `taps` (flat indices into the
-    kernel, in the sub-kernel's order). Returns False when a weight read is
-    NaN or infinite."""
-    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g, t, n = len(taps)
-    cdef int finite = 1
+    kernel, in the sub-kernel's order); one item per (group, block of the
+    sub-convolution's output channels) over nthreads. Returns False when a
+    weight read is NaN or infinite."""
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, g, i, n = len(taps)
+    cdef Py_ssize_t kb = _kernels(<floating> 0).block
+    cdef Py_ssize_t blocks = (Cg + kb - 1) // kb
+    cdef Py_ssize_t bad = 0
     if cchunk < 1:
         raise ValueError(f"cchunk must be at least 1, got {cchunk}")
     tap_arr = np.asarray(taps, dtype=np.intp)
@@ -112,11 +124,12 @@ def pack_flipped(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssiz
         raise ValueError("pack_flipped: w or dst too small for the weights")
     cdef const Py_ssize_t[::1] tp = tap_arr
     with nogil:
-        for g in range(groups):
-            finite &= _kernels(<floating> 0).pack_flipped(&w[g * Kg * Cg * kvol], Kg, Cg, kvol,
-                                                            <const cf_idx *> &tp[0], n, cchunk,
-                                                            &dst[g * group_stride])
-    return bool(finite)
+        for i in prange(groups * blocks, num_threads=max(1, nthreads), schedule='static'):
+            g = i // blocks
+            bad += 1 - _kernels(<floating> 0).pack_flipped(
+                &w[g * Kg * Cg * kvol], Kg, Cg, kvol, <const cf_idx *> &tp[0], n, cchunk,
+                &dst[g * group_stride], i % blocks, i % blocks + 1)
+    return bad == 0
 
 
 def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,

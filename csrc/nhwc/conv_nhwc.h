@@ -349,7 +349,8 @@ static int FN(nhwc_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx
     return finite;
 }
 
-/* The input gradient's weights, packed as nhwc_pack packs a convolution's:
+/* The input gradient's weights, packed as nhwc_pack packs a convolution's
+ * (the output-channel blocks [b0, b1) of them):
  * the sub-convolution of a stride phase has weights sub[o][i][t] =
  * w[i][o][taps[t]] (input and output channels swapped, the phase's taps in
  * its own order, flipped by the caller's choice of taps), w being one
@@ -359,13 +360,15 @@ static int FN(nhwc_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx
  * before nhwc_pack took 19 ms. Returns 0 when a weight read is NaN or
  * infinite. */
 static int FN(nhwc_pack_flipped)(const void *w_, cf_idx Kw, cf_idx Cw, cf_idx KVOL,
-                                 const cf_idx *taps, cf_idx ntaps, cf_idx cchunk, void *dst_) {
+                                 const cf_idx *taps, cf_idx ntaps, cf_idx cchunk, void *dst_,
+                                 cf_idx b0, cf_idx b1) {
     const CF_T *w = (const CF_T *)w_;
     CF_T *dst = (CF_T *)dst_;
     const cf_idx kb = CF_LANES_NVMAX * CF_VW;
     int finite = 1;
-    /* the sub-convolution: K' = Cw outputs (o), C' = Kw inputs (i) */
-    for (cf_idx o0 = 0; o0 < Cw; o0 += kb) {
+    /* the sub-convolution: K' = Cw outputs (o), C' = Kw inputs (i); its
+     * output-channel blocks [b0, b1) (callers split them over threads) */
+    for (cf_idx o0 = b0 * kb; o0 < Cw && o0 < b1 * kb; o0 += kb) {
         const cf_idx nk = cf_min(kb, Cw - o0), width = (nk + CF_VW - 1) / CF_VW * CF_VW;
         CF_T *d = dst + o0 * Kw * ntaps;
         for (cf_idx i = 0; i < Kw; i++) {

@@ -21,7 +21,7 @@ typedef struct {
                     const void *next, cf_idx next_bytes, const cf_geom *g);
     int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk, void *dst);
     int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL, const cf_idx *taps,
-                        cf_idx ntaps, cf_idx cchunk, void *dst);
+                        cf_idx ntaps, cf_idx cchunk, void *dst, cf_idx b0, cf_idx b1);
     /* conv_nhwc_winograd.h; m: the output tile, 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)) */
     int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride, int m);
     int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
