@@ -86,7 +86,8 @@ def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, i, g, k0
     cdef Py_ssize_t kb = _kernels(<floating> 0).block
     cdef Py_ssize_t blocks = (Kg + kb - 1) // kb
-    cdef Py_ssize_t bad = 0
+    cdef Py_ssize_t bad = 0, oom = 0
+    cdef int r
     if cchunk < 1:
         raise ValueError(f"cchunk must be at least 1, got {cchunk}")
     if w.shape[0] < K * Cg * kvol or dst.shape[0] < groups * group_stride:
@@ -95,9 +96,13 @@ def pack(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssize_t C,
         for i in prange(groups * blocks, num_threads=max(1, nthreads), schedule='static'):
             g = i // blocks
             k0 = i % blocks * kb
-            bad += 1 - _kernels(<floating> 0).pack(&w[(g * Kg + k0) * Cg * kvol],
-                                                     min(kb, Kg - k0), Cg, kvol, cchunk,
-                                                     &dst[g * group_stride + k0 * Cg * kvol])
+            r = _kernels(<floating> 0).pack(&w[(g * Kg + k0) * Cg * kvol], min(kb, Kg - k0),
+                                            Cg, kvol, cchunk,
+                                            &dst[g * group_stride + k0 * Cg * kvol])
+            oom += r < 0   # its tile buffer could not be allocated
+            bad += r == 0
+    if oom:
+        raise MemoryError("pack: no memory for the weight tile buffer")
     return bad == 0
 
 
