@@ -128,7 +128,7 @@ def pack_weights(weight, geom: V.ConvGeometry, cfg: NhwcConfig):
     packed = np.empty(geom.groups * cfg.group_stride, dtype=geom.dtype)
     finite = _conv_nhwc.pack(w, packed, geom.out_channels, geom.in_channels,
                              math.prod(geom.kernel), geom.groups, cfg.group_stride, cfg.cchunk,
-                             _pack_threads(packed.size, cfg.threads))
+                             pack_threads(packed.size, cfg.threads))
     return packed, finite
 
 
@@ -139,7 +139,7 @@ def pack_weights(weight, geom: V.ConvGeometry, cfg: NhwcConfig):
 PACK_THREADS_ELEMENTS = 1 << 16
 
 
-def _pack_threads(elements: int, threads: int) -> int:
+def pack_threads(elements: int, threads: int) -> int:
     return threads if elements >= PACK_THREADS_ELEMENTS else 1
 
 

@@ -133,7 +133,7 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
         packed = np.empty(G * ph.config.group_stride, dtype)
         if not _conv_nhwc.pack_flipped(w, packed, K, C, kvol, taps, G,
                                        ph.config.group_stride, ph.config.cchunk,
-                                       _nhwc._pack_threads(packed.size, cfg.threads)):
+                                       _nhwc.pack_threads(packed.size, cfg.threads)):
             return None
         packs.append(packed)
     go = V.kernel_array(grad_out, dtype).reshape(-1)
@@ -189,34 +189,22 @@ def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:
     # 30.1 -> 11.1, 256 on 7x7 16.5 -> 7.4, 128 on 14x14 10.6 -> 6.7, 64 on
     # 28x28 7.8 -> 6.2, the 7x7 stride-2 RGB stem at 112x112 8.2 -> 7.1.
     padded = any(geom.pad_before) or any(geom.pad_after)
-    copy = (math.prod(_padded_size(geom)) * geom.batch * geom.in_channels
+    copy = (math.prod(geom.padded_input.in_size) * geom.batch * geom.in_channels
             if padded else 0)
     return NhwcWeightConfig(vw, vectors, cblock, padded, chunks, rows_per_block,
                             items * chunks, threads, (chunks * part + copy) * itemsize)
 
 
-def _padded_size(geom: V.ConvGeometry) -> tuple:
-    return tuple(n + b + a for n, b, a in zip(geom.as3d(geom.in_size, 1),
-                                              geom.as3d(geom.pad_before, 0),
-                                              geom.as3d(geom.pad_after, 0)))
-
-
-def _pad_into(out, x5, before, keep):
-    out.fill(0)
-    out[:, before[0]:before[0] + keep[0], before[1]:before[1] + keep[1],
-        before[2]:before[2] + keep[2]] = x5[:, :keep[0], :keep[1], :keep[2]]
-
-
 def _pad_last(x, geom: V.ConvGeometry):
-    """A zero-padded copy (N, D', H', W', C) of channels-last x; a negative
-    padding after (a transposed convolution's output padding) crops rows
-    that no tap reads."""
+    """A zero-padded copy (N, D', H', W', C) of channels-last x, the input
+    of geom.padded_input; a negative padding after (a transposed
+    convolution's output padding) crops rows that no tap reads."""
     x5 = x.reshape((geom.batch,) + geom.as3d(geom.in_size, 1) + (geom.in_channels,))
-    size = _padded_size(geom)
-    out = np.empty((geom.batch,) + size + (geom.in_channels,), x.dtype)
-    before = geom.as3d(geom.pad_before, 0)
-    keep = tuple(min(n, p - b) for n, p, b in zip(x5.shape[1:4], size, before))
-    _pad_into(out, x5, before, keep)
+    size = geom.padded_input.as3d(geom.padded_input.in_size, 1)
+    out = np.zeros((geom.batch,) + size + (geom.in_channels,), x.dtype)
+    b = geom.as3d(geom.pad_before, 0)
+    k = tuple(min(n, p - before) for n, p, before in zip(x5.shape[1:4], size, b))
+    out[:, b[0]:b[0] + k[0], b[1]:b[1] + k[1], b[2]:b[2] + k[2]] = x5[:, :k[0], :k[1], :k[2]]
     return out
 
 
