@@ -146,6 +146,7 @@ def _extensions():
             + sorted("conv/" + f for f in os.listdir("cnnfast/_ext/conv") if f.endswith(".pxi"))),
         ext("_depthwise", "depthwise", pxd=["depthwise_kernels.pxd", "conv_geom.pxd"]),
         ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd"]),
+        ext("_block", "nhwc", "depthwise", pxd=["conv_geom.pxd"]),
         ext("_pool", "pool", pxd=["pool_kernels.pxd"], numpy_api=True),
         ext("_elementwise", "elementwise", pxd=["elementwise_kernels.pxd"]),
         ext("_layout", "layout"),

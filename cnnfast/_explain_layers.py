@@ -23,6 +23,7 @@ from ._ops.conv_validation import (
     conv_algorithm, conv_geometry, conv_residual, conv_transpose_geometry,
 )
 from ._ops.data_format import _first_view, _shape_first, _shape_last
+from ._ops.inverted_residual import block_plan
 from ._ops.pool_validation import adaptive_geometry, avg_pool_divisors, pool_geometry
 from .nn import fuse as _fuse
 from .nn._checks import _check_input, _same_dtype
@@ -162,6 +163,37 @@ def fused_conv_rule(t, m, x, residual=None):
     passes = dict(P.plan_conv(geom, "auto", ("forward",), **kept).passes)
     return _record_conv(t, m, x, geom, geom.out_shape, passes, last,
                         () if residual is None else (residual,))
+
+
+def inverted_residual_rule(t, m, x):
+    """models.mobilenet.FusedInvertedResidual: its layers' rows (each
+    validated as it would be), and when the block runs as one driver call
+    (_ops.inverted_residual.block_plan), its three convolutions' forward
+    passes are that call's: kernel inverted_residual_block, its threads and
+    work array (the workspace on the expansion's row), each its own FLOPs."""
+    start = len(t.rows)
+    *stages, project, _ = m.conv.children()
+    y = x
+    for stage in stages:
+        y = stage(y)
+    out = project(y, residual=x if m.use_res_connect else None)
+    layers = m._block_layers()
+    plan = (block_plan(x.ghost(), *layers, m.use_res_connect)
+            if layers is not None and isinstance(x, DryArray) else None)
+    if plan is not None:
+        cfg = plan[1]
+        convs = [i for i in range(start, len(t.rows)) if t.rows[i].op == "FusedConv2d"]
+        for k, i in enumerate(convs):
+            row = t.rows[i]
+            fwd = row.passes["forward"]
+            fwd = P.PassPlan("direct", "inverted_residual_block", "channels_last", cfg.threads,
+                             0, False, cfg.workspace_bytes if k == 0 else 0, fwd.flops,
+                             config=cfg)
+            t.rows[i] = row._replace(
+                passes=dict(row.passes, forward=fwd),
+                note="one driver call with the block's other convolutions: "
+                     "expanded rows kept in cache (cnnfast._inverted_residual)")
+    return out
 
 
 # ------------------------------------------------------------ dense, shape

@@ -44,10 +44,10 @@ import threading
 
 import numpy as np
 
-from ._ext import _conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool
+from ._ext import _block, _conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool
 from ._threads import blas_pinned
 
-_DRIVER_MODULES = (_conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool)
+_DRIVER_MODULES = (_block, _conv, _conv_nhwc, _dense, _depthwise, _elementwise, _layout, _pool)
 MAX_RECORDINGS = 4   # input signatures kept per model
 _RESULT_TYPES = (type(None), bool, int, float)   # results a replay can compare
 

@@ -11,6 +11,7 @@ which thread ran it (bit-identical for any thread count). Items are handed
 out `guided`: a thread slowed by another process on its core takes fewer
 items instead of holding the others at the end of the region.
 """
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -67,6 +68,14 @@ def tiles(dtype):
     running CPU's kernels for dtype."""
     cdef const cf_nhwc_kernels *k = cf_nhwc_kernels_for(np.dtype(dtype) == np.float64)
     return k.block, k.tile_pixels
+
+
+def kernel_table(dtype):
+    """The running CPU's kernel table for dtype, as a capsule named
+    "cf_nhwc_kernels": how a driver of another module (the inverted-residual
+    block, _block.pyx) calls these kernels without compiling them again."""
+    return PyCapsule_New(<void *> cf_nhwc_kernels_for(np.dtype(dtype) == np.float64),
+                         "cf_nhwc_kernels", NULL)
 
 
 def weight_grad_vectors(dtype):

@@ -21,6 +21,7 @@ a `static` split of (1, 32, 112, 112) at 2 threads took 2-7 ms against
 0.3 ms), and every result is bit-identical for any thread count. With one
 thread no OpenMP region is entered (safe in a forked child).
 """
+from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
@@ -39,6 +40,14 @@ cdef inline const cf_depthwise_kernels *_kernels(floating dummy) noexcept nogil:
         return cf_depthwise_kernels_for(0)
     else:
         return cf_depthwise_kernels_for(1)
+
+
+def kernel_table(dtype):
+    """The running CPU's kernel table for dtype, as a capsule named
+    "cf_depthwise_kernels": how a driver of another module (the inverted-residual
+    block, _block.pyx) calls these kernels without compiling them again."""
+    return PyCapsule_New(<void *> cf_depthwise_kernels_for(np.dtype(dtype) == np.float64),
+                         "cf_depthwise_kernels", NULL)
 
 
 def kernel_info(dtype):

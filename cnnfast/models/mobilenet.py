@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from .. import _plan
+from .._ops.inverted_residual import block_forward_last, block_plan
 from ..nn import (
     AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU6, Sequential,
 )
@@ -82,34 +84,68 @@ class InvertedResidual(Module):
         return g
 
     def _fused(self):
-        """Module.fuse()'s replacement: the stages fused as in any chain and,
-        with the residual, the projection's convolution adding x in its store
-        pass."""
+        """Module.fuse()'s replacement: the stages fused as in any chain, then
+        (with an expansion, or a residual the projection adds in its store
+        pass) a FusedInvertedResidual running them."""
         self.conv = fuse_tree(self.conv)
-        if self.use_res_connect and isinstance(self.conv[-2], FusedConv2d):
+        if isinstance(self.conv[-2], FusedConv2d) and (self.use_res_connect
+                                                       or len(self.conv) == 4):
             return FusedInvertedResidual(self)
         return self
 
 
 class FusedInvertedResidual(Module):
-    """An InvertedResidual with a residual after Module.fuse(): conv[:-2] then
-    the fused projection conv[-2](., residual=x) (conv[-1] is its folded
-    BatchNorm). Inference only."""
+    """An InvertedResidual after Module.fuse(): conv[:-2] then the fused
+    projection conv[-2](., residual=x when the block adds x; conv[-1] is
+    its folded BatchNorm). Channels-last with an expansion, the three
+    convolutions run as one driver call when the plan says so
+    (cnnfast._inverted_residual: the expanded activation stays in cache).
+    Inference only."""
 
     def __init__(self, block):
         super().__init__()
         self.conv = block.conv
+        self.use_res_connect = block.use_res_connect
         self.training = False
+        self._plans = {}   # (shape, dtype, planning state) -> block plan or None
+
+    def _block_layers(self):
+        """(expand, depthwise, project) FusedConv2d of a channels-last block
+        with an expansion, else None."""
+        if len(self.conv) != 4:
+            return None
+        layers = (self.conv[0][0], self.conv[1][0], self.conv[2])
+        ok = all(isinstance(m, FusedConv2d) and m.data_format == "channels_last"
+                 for m in layers)
+        return layers if ok else None
+
+    def _block_plan(self, x):
+        layers = self._block_layers()
+        if layers is None or not isinstance(x, np.ndarray):
+            return None, None
+        key = (x.shape, x.dtype.str, _plan.planning_state())
+        if key not in self._plans:
+            if len(self._plans) >= 16:   # a model called on many shapes
+                self._plans.clear()
+            self._plans[key] = block_plan(x, *layers, self.use_res_connect)
+        return layers, self._plans[key]
 
     def forward(self, x):
+        layers, plan = self._block_plan(x)
+        if plan is not None:
+            return block_forward_last(x, *layers, self.use_res_connect, plan)
         *stages, project, _ = self.conv.children()
         y = x
         for m in stages:
             y = m(y)
-        return project(y, residual=x)
+        return project(y, residual=x if self.use_res_connect else None)
 
     def backward(self, grad_out):
         return self.conv.backward(grad_out)   # raises: inference only
+
+    def _explain(self, tracer, x):
+        from .._explain_layers import inverted_residual_rule
+        return inverted_residual_rule(tracer, self, x)
 
 
 class MobileNetV2(ChannelsLastTraining, Transfer, Chain):

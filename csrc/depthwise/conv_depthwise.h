@@ -582,29 +582,37 @@ CF_INLINE void FN(dw_row_vector_last)(const FN(dw_row_last) *rl, cf_idx c, cf_id
 }
 #undef DW_WEIGHT
 
-/* Forward of output row r (r = (n*OD + od)*OH + oh), channels [c0, c1) of
+/* Forward of one output row from its KD*KH tap rows, channels [c0, c1) of
  * the input (all their M outputs each), with a fused layer's epilogue: res
- * (laid out as out, or NULL) added, then clamped to [lo, hi] when clamp.
- * x: [N][D][H][W][C]; wpk: packed weights [M][KVOL][Cp] (Cp: C rounded up
- * to whole vectors); bpk: packed bias [M][Cp] (zeros without a bias); out:
- * [N][OD][OH][OW][C*M]; zero: Cp zeros; work: 2*KD*KH + KVOL*(edge
- * outputs) pointers (_plan.depthwise_arrays). Channels run a vector at a
- * time, the last ending at c1 (recomputing lanes, the same values) unless
- * [c0, c1) is narrower than a vector. */
-static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bpk_, void *out_,
-                                cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
-                                const void *zero_, void *work, const void *res_, int clamp,
-                                double lo, double hi) {
+ * (the row's residual, laid out as out, or NULL) added, then clamped to
+ * [lo, hi] when clamp. work: the tap rows as dw_rows_last gives them,
+ * rp[KD*KH] (pixel 0 of tap row kd*KH + kh, or `zero` for a row of zero
+ * padding) then ps[KD*KH] (the step between their pixels: C, or 0), then
+ * room for KVOL*(edge outputs) pointers (_plan.depthwise_arrays): a caller
+ * holding the input rows anywhere (the inverted-residual block's ring of
+ * expanded rows) fills rp and ps itself. wpk: packed weights [M][KVOL][Cp]
+ * (Cp: C rounded up to whole vectors); bpk: packed bias [M][Cp] (zeros
+ * without a bias); out: the row's output pixel 0, [OW][C*M]; zero: Cp
+ * zeros. Of g only C, W, OW, KD*KH and the kernel, stride, padding and
+ * dilation along W are read. Channels run a vector at a time, the last
+ * ending at c1 (recomputing lanes, the same values) unless [c0, c1) is
+ * narrower than a vector. */
+static void FN(dw_forward_last_rows)(void *work, const void *wpk_, const void *bpk_, void *out_,
+                                     const void *res_, cf_idx c0, cf_idx c1, cf_idx M,
+                                     const cf_geom *g, const void *zero_, int clamp, double lo,
+                                     double hi) {
     const CF_T *zero = (const CF_T *)zero_;
-    const cf_idx rows = g->OD * g->OH, nr = g->KD * g->KH, K = g->C * M;
+    const cf_idx nr = g->KD * g->KH, K = g->C * M;
     const CF_T **rp = (const CF_T **)work;
     cf_idx *ps = (cf_idx *)(rp + nr);
     const CF_T **edge = (const CF_T **)(ps + nr);
-    FN(dw_rows_last)((const CF_T *)x_, r / rows, r % rows / g->OH, r % g->OH, g, zero, rp, ps);
+    const CF_T *inside = NULL;   /* a row of the input, for the alignment phase */
+    for (cf_idx r = 0; r < nr && !inside; r++)
+        if (ps[r]) inside = rp[r];
     FN(dw_row_last) rl = {
         .rp = rp, .ps = ps, .edge = edge, .wpk = (const CF_T *)wpk_,
-        .bpk = (const CF_T *)bpk_, .out = (CF_T *)out_ + r * g->OW * K,
-        .res = res_ ? (const CF_T *)res_ + r * g->OW * K : NULL,
+        .bpk = (const CF_T *)bpk_, .out = (CF_T *)out_,
+        .res = (const CF_T *)res_,
         .KW = g->KW, .KVOL = nr * g->KW, .Cp = cf_ceil_div(g->C, CF_VW) * CF_VW, .K = K, .M = M,
         .sw = g->sw, .pw = g->pw, .dw = g->dw, .OW = g->OW, .clamp = clamp,
         .clo = (CF_T)lo, .chi = (CF_T)hi, .clov = FN(cf_splat)((CF_T)lo),
@@ -625,8 +633,8 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
      * alignment saves on 2): at a 16-byte offset 960 x 7 x 7 took 23 -> 17
      * us, 96 x 112 x 112 stride 2 215 -> 145 us. */
     cf_idx phase = 0;
-    if (g->C * (cf_idx)sizeof(CF_T) % (cf_idx)sizeof(CF_V) == 0) {
-        const cf_idx at = (cf_idx)((uintptr_t)((const CF_T *)x_ + c0) % sizeof(CF_V));
+    if (inside && g->C * (cf_idx)sizeof(CF_T) % (cf_idx)sizeof(CF_V) == 0) {
+        const cf_idx at = (cf_idx)((uintptr_t)(inside + c0) % sizeof(CF_V));
         if (at % (cf_idx)sizeof(CF_T) == 0) phase = (CF_VW - at / (cf_idx)sizeof(CF_T)) % CF_VW;
         if (c1 - c0 < 3 * CF_VW) phase = 0;
     }
@@ -638,6 +646,22 @@ static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bp
             else if (three && g->sw == 2) FN(dw_row_vector_last)(&rl, cs, CF_VW, 0, 9, 2, 1);
             else FN(dw_row_vector_last)(&rl, cs, CF_VW, m, 0, 0, 0);
         }
+}
+
+/* Forward of output row r (r = (n*OD + od)*OH + oh) of x [N][D][H][W][C]
+ * into out [N][OD][OH][OW][C*M] (res laid out as out, or NULL): its tap
+ * rows found in x (dw_rows_last), then dw_forward_last_rows. */
+static void FN(dw_forward_last)(const void *x_, const void *wpk_, const void *bpk_, void *out_,
+                                cf_idx r, cf_idx c0, cf_idx c1, cf_idx M, const cf_geom *g,
+                                const void *zero_, void *work, const void *res_, int clamp,
+                                double lo, double hi) {
+    const cf_idx rows = g->OD * g->OH, nr = g->KD * g->KH, K = g->C * M;
+    const CF_T **rp = (const CF_T **)work;
+    FN(dw_rows_last)((const CF_T *)x_, r / rows, r % rows / g->OH, r % g->OH, g,
+                     (const CF_T *)zero_, rp, (cf_idx *)(rp + nr));
+    FN(dw_forward_last_rows)(work, wpk_, bpk_, (CF_T *)out_ + r * g->OW * K,
+                             res_ ? (const CF_T *)res_ + r * g->OW * K : NULL, c0, c1, M, g,
+                             zero_, clamp, lo, hi);
 }
 
 /* ------------------------------------------- channels-last input gradient

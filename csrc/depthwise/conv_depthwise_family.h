@@ -14,6 +14,7 @@ static const cf_depthwise_kernels FN(cf_depthwise_table) = {
     .backward_input_planes = FN(dw_backward_input_planes),
     .backward_weight_planes = FN(dw_backward_weight_planes),
     .forward_last = FN(dw_forward_last),
+    .forward_last_rows = FN(dw_forward_last_rows),
     .backward_input_last = FN(dw_backward_input_last),
     .backward_weight_last = FN(dw_backward_weight_last),
     .epilogue = FN(conv_epilogue),
