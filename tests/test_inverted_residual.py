@@ -53,6 +53,8 @@ CASES = [
     (10, 16, 1, 3, 8, 6),      # 30 expanded channels: part of a vector
     (16, 32, 2, 6, 6, 9),      # stride 2, even height
     (16, 16, 1, 2, 1, 1),      # one pixel
+    (32, 16, 1, 1, 10, 7),     # no expansion (MobileNetV2's first block)
+    (16, 16, 2, 1, 7, 9),      # no expansion, stride 2
 ]
 
 
@@ -148,7 +150,7 @@ def test_channels_last_block_and_bad_input(rng):
 
 
 def test_mobilenet_runs_its_blocks_as_one_call(monkeypatch):
-    """Every block with an expansion is one call; explain_model says so,
+    """Every block is one call; explain_model says so,
     with the call's threads and work array."""
     nn.manual_seed(0)
     model = models.mobilenet_v2(num_classes=10).eval()
@@ -156,9 +158,9 @@ def test_mobilenet_runs_its_blocks_as_one_call(monkeypatch):
     x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
     seen = _calls(monkeypatch)
     got = fused(x)
-    assert len(seen) == 16   # features.2 to features.17
+    assert len(seen) == 17   # features.1 to features.17
     plan = cnnfast.explain_model(fused, x.shape)
     rows = [r for r in plan.rows if r.passes["forward"].kernel == "inverted_residual_block"]
-    assert len(rows) == 48 and all("one driver call" in r.note for r in rows)
+    assert len(rows) == 2 + 16 * 3 and all("one driver call" in r.note for r in rows)
     assert rows[0].workspace_bytes > 0
     np.testing.assert_allclose(got, model(x), rtol=2e-4, atol=2e-4 * np.abs(got).max())

@@ -85,7 +85,7 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] we,
             Py_ssize_t per_thread, int nthreads, bint residual, tuple clamps):
     """out (N, OH, OW, K) = project(depthwise(expand(x))) (+ x when
     residual), x (N, H, W, C), flat and C-contiguous. we, be: the expansion's
-    packed weights and bias (cnnfast._nhwc.pack_weights / pack_bias, input
+    packed weights and bias (None, None: a block without one, E == C) (cnnfast._nhwc.pack_weights / pack_bias, input
     channels in chunks of cchunk_e); wd: the depthwise weights and bias
     packed by _depthwise.pack_last (E channels, multiplier 1, kernel (KH,
     KW), stride, zero padding (ph, pw)); wp, bp: the projection's, chunks of
@@ -105,16 +105,18 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] we,
     cdef int t = 1 if floating is double else 0
     if b.N == 0 or b.OH == 0 or b.OW == 0:
         return
-    if (band < 1 or rows_per_item < 1 or ring < (band - 1) * b.sh + b.KH
+    if (band < 1 or rows_per_item < 1
+            or (we is not None and ring < (band - 1) * b.sh + b.KH)
             or x.shape[0] < b.N * b.H * b.W * b.C or out.shape[0] < b.N * b.OH * b.OW * b.K
             or work.shape[0] < max(1, nthreads) * per_thread
-            or (residual and (b.OH != b.H or b.OW != b.W or b.K != b.C))):
+            or (residual and (b.OH != b.H or b.OW != b.W or b.K != b.C))
+            or (we is None and E != b.C)):
         raise ValueError("inverted residual block: arrays or configuration do not match")
     b.ebs_e = _pw[t].block * b.C
     b.ebs_p = _pw[t].block * E
     b.x = &x[0]
-    b.we = &we[0]
-    b.be = &be[0] if be.shape[0] else NULL
+    b.we = &we[0] if we is not None else NULL
+    b.be = &be[0] if we is not None and be.shape[0] else NULL
     b.wd = &wd[0]
     # the depthwise bias follows its weights (pack_last: [KH*KW][Cp] then [Cp])
     cdef Py_ssize_t vw = _dw[t].vector_width, cp = (E + vw - 1) // vw * vw
@@ -237,7 +239,7 @@ cdef void _item(Py_ssize_t n, Py_ssize_t r0, const _block *b, floating *work,
     while b0 < r1:
         b1 = min(r1, b0 + b.band)
         need = min(b.H, (b1 - 1) * b.sh - b.ph + b.KH)   # input rows [.., need) for the band
-        while next_row < need:
+        while b.we != NULL and next_row < need:
             slot = next_row % b.ring
             run = min(need - next_row, b.ring - slot)
             _pointwise(pw, x + next_row * W * C, C, <const floating *> b.we, b.ebs_e,
@@ -248,7 +250,8 @@ cdef void _item(Py_ssize_t n, Py_ssize_t r0, const _block *b, floating *work,
             for kh in range(b.KH):
                 ih = oh * b.sh - b.ph + kh
                 if 0 <= ih < b.H:
-                    rp[kh] = ring + ih % b.ring * W * E
+                    # without an expansion the depthwise layer reads x's rows
+                    rp[kh] = ring + ih % b.ring * W * E if b.we != NULL else x + ih * W * C
                     ps[kh] = E
                 else:
                     rp[kh] = zeros

@@ -22,10 +22,13 @@ def _ghost(shape, dtype):
 
 
 def block_geometries(x, expand, depthwise, project):
-    """The three layers' geometries on channels-last x (each validated as
-    the layer validates its input)."""
+    """The layers' geometries on channels-last x (each validated as the
+    layer validates its input); expand None (no expansion): None for it."""
     geoms, a = [], _first_view(x)
     for m in (expand, depthwise, project):
+        if m is None:
+            geoms.append(None)
+            continue
         g = conv_geometry(2, a, m.weight.data, m.bias.data, m.stride, m.padding, m.dilation,
                           m.groups, padding_mode=m.padding_mode)
         geoms.append(g)
@@ -48,8 +51,9 @@ def block_plan(x, expand, depthwise, project, residual):
 
 
 def block_forward_last(x, expand, depthwise, project, residual, plan):
-    """project(depthwise(expand(x))) (+ x when residual), with each layer's
-    folded bias and clamp, as the three layers compute it (bit for bit)."""
+    """project(depthwise(expand(x))) (+ x when residual; expand None: no
+    expansion), with each layer's folded bias and clamp, as the layers
+    compute it (bit for bit)."""
     (ge, gd, gp), cfg = plan
 
     def pointwise(m, geom, c):
@@ -57,11 +61,12 @@ def block_forward_last(x, expand, depthwise, project, residual, plan):
                        m.bias.data, lambda: (*_nhwc.pack_weights(m.weight.data, geom, c),
                                              _nhwc.pack_bias(m.bias.data, geom, c)))
 
-    we, _, be = pointwise(expand, ge, cfg.expand)
+    e = None if expand is None else pointwise(expand, ge, cfg.expand)
     wp, _, bp = pointwise(project, gp, cfg.project)
     wd = _packed(depthwise._packed, ("depthwise", np.dtype(gd.dtype).str),
                  depthwise.weight.data, depthwise.bias.data,
                  lambda: _depthwise_pack(gd, depthwise.weight.data,
                                          _bias_array(depthwise.bias.data, gd.dtype)))
-    return IR.run(cfg, ge, gd, gp, x, (we, be), wd, (wp, bp), residual,
-                  (expand.clamp, depthwise.clamp, project.clamp))
+    return IR.run(cfg, ge, gd, gp, x, None if e is None else (e[0], e[2]), wd, (wp, bp),
+                  residual, (None if expand is None else expand.clamp, depthwise.clamp,
+                             project.clamp))

@@ -88,8 +88,7 @@ class InvertedResidual(Module):
         (with an expansion, or a residual the projection adds in its store
         pass) a FusedInvertedResidual running them."""
         self.conv = fuse_tree(self.conv)
-        if isinstance(self.conv[-2], FusedConv2d) and (self.use_res_connect
-                                                       or len(self.conv) == 4):
+        if isinstance(self.conv[-2], FusedConv2d):
             return FusedInvertedResidual(self)
         return self
 
@@ -97,8 +96,8 @@ class InvertedResidual(Module):
 class FusedInvertedResidual(Module):
     """An InvertedResidual after Module.fuse(): conv[:-2] then the fused
     projection conv[-2](., residual=x when the block adds x; conv[-1] is
-    its folded BatchNorm). Channels-last with an expansion, the three
-    convolutions run as one driver call when the plan says so
+    its folded BatchNorm). Channels-last, the convolutions run as one
+    driver call when the plan says so
     (cnnfast._inverted_residual: the expanded activation stays in cache).
     Inference only."""
 
@@ -111,12 +110,16 @@ class FusedInvertedResidual(Module):
 
     def _block_layers(self):
         """(expand, depthwise, project) FusedConv2d of a channels-last block
-        with an expansion, else None."""
-        if len(self.conv) != 4:
+        (expand None without an expansion), else None."""
+        c = self.conv
+        if len(c) == 4:
+            layers = (c[0][0], c[1][0], c[2])
+        elif len(c) == 3:
+            layers = (None, c[0][0], c[1])
+        else:
             return None
-        layers = (self.conv[0][0], self.conv[1][0], self.conv[2])
         ok = all(isinstance(m, FusedConv2d) and m.data_format == "channels_last"
-                 for m in layers)
+                 for m in layers if m is not None)
         return layers if ok else None
 
     def _block_plan(self, x):
