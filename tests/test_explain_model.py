@@ -412,11 +412,12 @@ def test_rows_say_why_a_channels_last_layer_runs_channels_first():
 
 def test_channels_last_depthwise_rows_have_no_copies_note():
     # the depthwise kernel runs channels-last natively (_ops/conv.py): no layout copies
+    # (fused, its blocks run as one call each: tests/test_inverted_residual.py)
     nn.manual_seed(0)
-    model = models.mobilenet_v2(num_classes=10).eval().fuse()
-    rows = [r for r in cnnfast.explain_model(model, (1, 3, 64, 64)).rows
+    model = models.mobilenet_v2(num_classes=10, data_format="channels_last").eval()
+    rows = [r for r in cnnfast.explain_model(model, (1, 64, 64, 3)).rows
             if r.passes and r.passes["forward"].kernel == "depthwise"]
-    assert rows and all(r.layout == "channels_last" and r.note == "" for r in rows)
+    assert len(rows) == 17 and all(r.layout == "channels_last" and r.note == "" for r in rows)
 
 
 class Twice(nn.Sequential):
