@@ -251,7 +251,8 @@ cdef void _item(Py_ssize_t n, Py_ssize_t r0, const _block *b, floating *work,
                 ih = oh * b.sh - b.ph + kh
                 if 0 <= ih < b.H:
                     # without an expansion the depthwise layer reads x's rows
-                    rp[kh] = ring + ih % b.ring * W * E if b.we != NULL else x + ih * W * C
+                    rp[kh] = (<const floating *> ring) + ih % b.ring * W * E if b.we != NULL \
+                        else x + ih * W * C
                     ps[kh] = E
                 else:
                     rp[kh] = zeros

@@ -93,11 +93,9 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
             if (!first) {
                 if (full || (v + 1) * CF_VW <= nk)
                     memcpy(&acc[i * NV + v], out + (pix + i) * os + v * CF_VW, sizeof(CF_V));
-                else {
-                    acc[i * NV + v] = FN(cf_splat)(0);
-                    memcpy(&acc[i * NV + v], out + (pix + i) * os + v * CF_VW,
-                           (size_t)(nk - v * CF_VW) * sizeof(CF_T));
-                }
+                else
+                    acc[i * NV + v] = FN(cf_load_lanes)(out + (pix + i) * os + v * CF_VW,
+                                                        nk - v * CF_VW);
             } else if (bias)
                 memcpy(&acc[i * NV + v], bias + v * CF_VW, sizeof(CF_V));
             else
@@ -162,12 +160,11 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
             for (int v = 0; v < NV; v++) {
                 CF_V a = acc[i * NV + v];
                 if (res) {
-                    CF_V r = FN(cf_splat)(0);
+                    CF_V r;
                     if (full || (v + 1) * CF_VW <= nk)   /* constant size: one load */
                         memcpy(&r, res + (pix + i) * os + v * CF_VW, sizeof r);
                     else
-                        memcpy(&r, res + (pix + i) * os + v * CF_VW,
-                               (size_t)(nk - v * CF_VW) * sizeof(CF_T));
+                        r = FN(cf_load_lanes)(res + (pix + i) * os + v * CF_VW, nk - v * CF_VW);
                     a += r;
                 }
                 if (clamp) {
@@ -187,7 +184,7 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
             if (full || (v + 1) * CF_VW <= nk)
                 memcpy(o, &acc[i * NV + v], sizeof(CF_V));
             else
-                memcpy(o, &acc[i * NV + v], (size_t)(nk - v * CF_VW) * sizeof(CF_T));
+                FN(cf_store_lanes)(o, acc[i * NV + v], nk - v * CF_VW);
         }
 }
 
