@@ -203,7 +203,7 @@ def linear_rule(t, m, x):
     _same_dtype(x, m.weight, "Linear")
     rows = math.prod(x.shape[:-1])
     macs = rows * m.out_features * m.in_features
-    threads = P.dense_threads(macs)
+    threads = P.dense_threads(macs, m.out_features * m.in_features)
     passes = {"forward": numpy_pass("dense_matmul", 2 * macs + (
         rows * m.out_features if m.bias is not None else 0), threads)}
     if m.training:

@@ -24,5 +24,5 @@ def _dense_matmul(a, b, trans_a=False, trans_b=False, bias=None):
     if bias is not None:
         bias = V.kernel_array(bias.reshape(-1), dtype)
     with blas_pinned:
-        _dense.matmul(a, b, out, trans_a, trans_b, P.dense_threads(m * n * k), bias)
+        _dense.matmul(a, b, out, trans_a, trans_b, P.dense_threads(m * n * k, n * k), bias)
     return out

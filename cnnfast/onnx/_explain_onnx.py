@@ -134,7 +134,7 @@ def gemm_rule(t, m, a, b=None, c=None):
         np.broadcast_shapes(np.shape(bias) if not isinstance(bias, DryArray) else bias.shape,
                             (M, N))
     macs = M * N * K
-    threads = P.dense_threads(macs)
+    threads = P.dense_threads(macs, K * N)
     passes = {"forward": numpy_pass("dense_matmul", 2 * macs + (M * N if bias is not None
                                                                  else 0), threads)}
     if m.training:
@@ -183,7 +183,7 @@ def matmul_rule(t, m, a, b=None):
         raise ValueError(f"MatMul {m._node!r}: shapes {a.shape} and {sb} do not multiply")
     rows = math.prod(a.shape[:-1])
     macs = rows * sb[0] * sb[1]
-    threads = P.dense_threads(macs)
+    threads = P.dense_threads(macs, sb[0] * sb[1])
     passes = {"forward": numpy_pass("dense_matmul", 2 * macs, threads)}
     if m.training:
         passes["x"] = numpy_pass("numpy_matmul", 2 * macs)
