@@ -167,12 +167,7 @@ CF_INLINE void FN(cf_nhwc_tile)(const CF_T *x, cf_idx xs, const CF_T *w, cf_idx 
                         r = FN(cf_load_lanes)(res + (pix + i) * os + v * CF_VW, nk - v * CF_VW);
                     a += r;
                 }
-                if (clamp) {
-                    /* a < lo ? lo : a > hi ? hi : a, NaN kept (both compares false) */
-                    const CF_M below = (CF_M)(a < lov), above = (CF_M)(a > hiv);
-                    a = (CF_V)(((CF_M)a & ~(below | above)) | ((CF_M)lov & below)
-                               | ((CF_M)hiv & above));
-                }
+                if (clamp) a = FN(cf_clamp)(a, lov, hiv);   /* NaN kept */
                 acc[i * NV + v] = a;
             }
     }

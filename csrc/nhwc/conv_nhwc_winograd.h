@@ -194,11 +194,7 @@ CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_id
                         else memcpy(&r, res + at, len);
                         y += r;
                     }
-                    if (clamp) {
-                        const CF_M below = (CF_M)(y < lov), above = (CF_M)(y > hiv);
-                        y = (CF_V)(((CF_M)y & ~(below | above)) | ((CF_M)lov & below)
-                                   | ((CF_M)hiv & above));
-                    }
+                    if (clamp) y = FN(cf_clamp)(y, lov, hiv);
                     if (whole) memcpy(out + at, &y, sizeof y);
                     else memcpy(out + at, &y, len);
                 }
