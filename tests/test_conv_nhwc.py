@@ -165,6 +165,36 @@ def test_nan_and_inf_propagate():
     _close(got[finite], expected[finite], np.float32)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clamp", [(0.0, 6.0), (-1.0, 1.0), (0.0, np.inf)])
+def test_fused_clamp_keeps_nan_and_signed_zero(dtype, clamp):
+    """The epilogue's clamp (one max and one min at AVX-512) is np.clip's:
+    NaN stays NaN, inf is clamped, an output of -0.0 inside [lo, hi] keeps
+    its sign, as the compares it replaced did."""
+    x, w, b, kw = _inputs("3x3_k40_c70", dtype, seed=6)
+    x[0, 3, 2, 4] = np.nan
+    x[0, 5, 5, 1] = np.inf
+    b = np.zeros_like(b)
+    x_last = _last(x)
+    got = _first(_conv_forward_fused_last(2, x_last, w, b, 1, kw["padding"], 1, 1, clamp,
+                                          None))
+    expected = np.clip(_expected(x, w, b, kw), *clamp)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).any()
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[~np.isnan(expected)] == np.inf,
+                                  expected[~np.isnan(expected)] == np.inf)
+    _close(got[finite], expected[finite], dtype)
+    # an exact -0.0 sum: a bias of -0.0 plus products of negative zeros
+    xz = np.full((1, 70, 3, 3), -0.0, dtype)
+    wz = np.zeros((40, 70, 1, 1), dtype)
+    wz[:, 0] = 1.0
+    out = _conv_forward_fused_last(2, _last(xz), wz, np.full(40, -0.0, dtype), 1, 0, 1, 1,
+                                   (-1.0, 1.0), None)
+    want = np.clip(np.full((1, 3, 3, 40), -0.0, dtype), -1.0, 1.0)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(want))
+
+
 def test_plan_choices():
     # too few output channels per group for a vector: the channels-first kernels
     plan = cnnfast.explain_conv((8, 32, 32, 1), (6, 1, 5, 5), need="forward",
