@@ -17,10 +17,15 @@
 #define CF_LANES_NVMAX 4
 #define CF_LANES_PIXELS(nv) ((nv) == 1 ? 24 : (nv) == 2 ? 12 : (nv) == 3 ? 8 : 6)
 /* The channels-last kernel reads each pixel of a tile through its own
- * pointer: 24 of them for one vector of output channels spilled the
- * general registers inside the loop (12 ran 1x1 32 -> 16 at 112x112 16%
- * faster, in-process A/B); 12 accumulators still cover the FMA latency. */
-#define CF_NHWC_PIXELS(nv) ((nv) == 1 ? 12 : CF_LANES_PIXELS(nv))
+ * pointer, and the pointers (with the weight and prefetch cursors) must
+ * stay in the general registers inside the channel loop. In-process A/B of
+ * two builds, one thread: one vector of output channels, 12 pixels ran 1x1
+ * 32 -> 16 at 112x112 16% faster than 24 and 4-8% faster than 8; two
+ * vectors, 8 pixels ran every 32-channel layer 1.5-1.95x faster than 12
+ * (MobileNetV2's 3x3/2 stem 56 -> 87 GFLOP/s, 96 -> 32 1x1 84 -> 160; 6
+ * pixels: the same within 4%); three vectors, 6 pixels 1.22-1.56x faster
+ * than 8 (48-channel layers). */
+#define CF_NHWC_PIXELS(nv) ((nv) == 1 ? 12 : (nv) == 2 ? 8 : (nv) == 3 ? 6 : CF_LANES_PIXELS(nv))
 /* ...and, with the batch in the tile, the candidate tile widths in images
  * (i = 0, 1, 2): the widest first, the one recomputing fewest images runs. */
 #define CF_LANES_IMAGES(nv, i)                                                         \
