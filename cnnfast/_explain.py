@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _plan as P
 from . import _validation as V
+from ._validation import ghost
 from ._threads import num_threads
 from .nn import module as _module
 
@@ -116,12 +117,6 @@ def numpy_pass(kernel, flops, threads=1, layout="images", workspace=0):
 
 
 # ------------------------------------------------------------- stand-ins
-
-def ghost(shape, dtype):
-    """A zero-stride array of shape and dtype (one element of memory): what
-    the validation functions see in place of an activation."""
-    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), tuple(shape), (0,) * len(shape))
-
 
 def _shape_only(shape):
     """An array of shape whose elements take no bytes (a field-less

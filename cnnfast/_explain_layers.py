@@ -172,11 +172,7 @@ def inverted_residual_rule(t, m, x):
     passes are that call's: kernel inverted_residual_block, its threads and
     work array (the workspace on the expansion's row), each its own FLOPs."""
     start = len(t.rows)
-    *stages, project, _ = m.conv.children()
-    y = x
-    for stage in stages:
-        y = stage(y)
-    out = project(y, residual=x if m.use_res_connect else None)
+    out = m._layers_forward(x)
     layers = m._block_layers()
     plan = (block_plan(x.ghost(), *layers, m.use_res_connect)
             if layers is not None and isinstance(x, DryArray) else None)

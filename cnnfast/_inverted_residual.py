@@ -70,7 +70,7 @@ def applies(ge: V.ConvGeometry | None, gd: V.ConvGeometry, gp: V.ConvGeometry) -
 def configure(ge: V.ConvGeometry | None, gd: V.ConvGeometry, gp: V.ConvGeometry,
               threads: int) -> BlockConfig:
     itemsize = np.dtype(gd.dtype).itemsize
-    (H, W), (OH, OW) = gd.in_size, gd.out_size
+    (_, W), (OH, OW) = gd.in_size, gd.out_size
     (KH, KW), (sh, _) = gd.kernel, gd.stride
     E = gd.in_channels
     C = ge.in_channels if ge is not None else E
@@ -105,7 +105,9 @@ def run(cfg: BlockConfig, ge: V.ConvGeometry, gd: V.ConvGeometry, gp: V.ConvGeom
     x = V.kernel_array(x, gd.dtype)
     out = np.empty((gp.batch,) + tuple(gp.out_size) + (gp.out_channels,), gd.dtype)
     itemsize = np.dtype(gd.dtype).itemsize
-    # the work 64-byte aligned: each thread's slice is a multiple of 64 bytes
+    # the work 64-byte aligned (each thread's slice is a multiple of 64
+    # bytes); a fresh array, not a kept _workspace one: a recorded run
+    # (cnnfast._replay) then owns it, as it owns the activations
     raw = np.empty(cfg.threads * cfg.work_elements + 64 // itemsize, gd.dtype)
     skip = (-raw.ctypes.data % 64) // itemsize
     work = raw[skip:skip + cfg.threads * cfg.work_elements]

@@ -157,6 +157,13 @@ def kernel_array(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.require(a, dtype=dtype, requirements=("C_CONTIGUOUS", "ALIGNED"))
 
 
+def ghost(shape, dtype) -> np.ndarray:
+    """A zero-stride array of shape and dtype (one element of memory): what
+    the validation functions see in place of an activation (explain_model's
+    dry run, an intermediate the fused inverted-residual block never makes)."""
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), tuple(shape), (0,) * len(shape))
+
+
 def expect_shape(a: np.ndarray, shape: tuple, name: str, what: str) -> None:
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(shape)} ({what})")

@@ -61,7 +61,7 @@ ctypedef struct _block:
     # shapes: input (N, H, W, C), expanded E channels, output (N, OH, OW, K)
     Py_ssize_t N, H, W, C, E, OH, OW, K
     Py_ssize_t KH, KW, sh, sw, ph, pw
-    Py_ssize_t band, ring, rows_per_item, per_thread   # per_thread: elements of work
+    Py_ssize_t band, ring, rows_per_item
     Py_ssize_t cchunk_e, cchunk_p, ebs_e, ebs_p        # ebs: elements of a packed weight block
     const void *x
     const void *we
@@ -100,7 +100,7 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] we,
     b.KH, b.KW = kernel
     b.sh, b.sw = stride
     b.ph, b.pw = padding
-    b.band, b.ring, b.rows_per_item, b.per_thread = band, ring, rows_per_item, per_thread
+    b.band, b.ring, b.rows_per_item = band, ring, rows_per_item
     b.cchunk_e, b.cchunk_p = cchunk_e, cchunk_p
     cdef int t = 1 if floating is double else 0
     if b.N == 0 or b.OH == 0 or b.OW == 0:

@@ -8,17 +8,12 @@ import numpy as np
 from .. import _inverted_residual as IR
 from .. import _nhwc
 from .. import _plan as P
+from .._validation import ghost
 from .conv import _packed
 from .conv_passes import _bias_array
 from .conv_validation import conv_geometry, conv_residual
 from .data_format import _first_view
 from .depthwise import _depthwise_pack
-
-
-def _ghost(shape, dtype):
-    """A zero-stride stand-in for an intermediate activation (channels-first
-    view): what the next layer's validation sees."""
-    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), tuple(shape), (0,) * len(shape))
 
 
 def block_geometries(x, expand, depthwise, project):
@@ -32,7 +27,8 @@ def block_geometries(x, expand, depthwise, project):
         g = conv_geometry(2, a, m.weight.data, m.bias.data, m.stride, m.padding, m.dilation,
                           m.groups, padding_mode=m.padding_mode)
         geoms.append(g)
-        a = _ghost((g.batch, g.out_channels) + tuple(g.out_size), g.dtype)
+        # what the next layer's validation sees: a zero-stride stand-in
+        a = ghost((g.batch, g.out_channels) + tuple(g.out_size), g.dtype)
     return tuple(geoms)
 
 

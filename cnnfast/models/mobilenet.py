@@ -137,6 +137,10 @@ class FusedInvertedResidual(Module):
         layers, plan = self._block_plan(x)
         if plan is not None:
             return block_forward_last(x, *layers, self.use_res_connect, plan)
+        return self._layers_forward(x)
+
+    def _layers_forward(self, x):
+        """The block layer by layer (explain_model's rule traces this too)."""
         *stages, project, _ = self.conv.children()
         y = x
         for m in stages:
