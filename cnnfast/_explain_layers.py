@@ -150,8 +150,9 @@ def conv_transpose_rule(t, m, x, output_size=None):
     return _record_conv(t, m, x, tg.conv, tg.out_shape, passes, last, transposed=True)
 
 
-def fused_conv_rule(t, m, x, residual=None):
-    """FusedConv2d: _ops.conv._conv_forward_fused(_last)."""
+def fused_conv_rule(t, m, x, residual=None, into_residual=False):
+    """FusedConv2d: _ops.conv._conv_forward_fused(_last). (into_residual
+    changes where the output goes, not the kernel or the bytes it moves.)"""
     last = m.data_format == "channels_last"
     geom = conv_geometry(m._nd, _first(_ghost(x), last), m.weight.data, m.bias.data,
                          m.stride, m.padding, m.dilation, m.groups,

@@ -155,14 +155,34 @@ def pack_bias(bias, geom: V.ConvGeometry, cfg: NhwcConfig):
     return out.reshape(-1)
 
 
+def writes_into_residual(cfg: NhwcConfig, geom: V.ConvGeometry, x, residual) -> bool:
+    """Whether run(x, ..., into_residual=True) may store the output over
+    residual: one pass over the input channels (a later chunk would read
+    back a partial sum where the residual was), residual an array of the
+    output's shape, dtype and layout that the kernel can write, apart from x."""
+    view = kernel_view(geom)
+    shape = (geom.batch,) + tuple(geom.out_size) + (geom.out_channels,)
+    return (cfg.cchunk >= view.in_channels // view.groups and type(residual) is np.ndarray
+            and residual.shape == shape and residual.dtype == geom.dtype
+            and residual.flags.c_contiguous and residual.flags.writeable
+            and not np.may_share_memory(residual, x))
+
+
 def run(cfg: NhwcConfig, geom: V.ConvGeometry, x, packed, bias_packed, residual=None,
-        clamp=None):
+        clamp=None, into_residual=False):
     """conv(x) + bias on channels-last x (N, *in, C): a new (N, *out, K)
     array. residual (out's shape) is added and the result clamped to
     clamp = (lo, hi) in each tile's store (a fused layer's epilogue).
+    into_residual: the output is stored over residual (the caller's scratch,
+    checked by writes_into_residual) and residual returned. Each tile reads
+    its pixels' residual before it stores them, and no other tile reads
+    those: 1x1 64 -> 256 at 56x56 with the residual, one thread, 1.07 ->
+    0.79 ms (no new output to fetch into the cache before it is written;
+    128 -> 512 at 28x28 0.90 -> 0.75).
     geom is the call's geometry; packed and cfg are for its kernel_view."""
     x3 = V.kernel_array(x, geom.dtype)
-    out = np.empty((geom.batch,) + tuple(geom.out_size) + (geom.out_channels,), geom.dtype)
+    out = (residual if into_residual else
+           np.empty((geom.batch,) + tuple(geom.out_size) + (geom.out_channels,), geom.dtype))
     geom = batch_folded(kernel_view(geom))
     in5 = (geom.batch,) + geom.as3d(geom.in_size, 1) + (geom.in_channels,)
     out5 = (geom.batch,) + geom.as3d(geom.out_size, 1) + (geom.out_channels,)

@@ -71,12 +71,15 @@ def _conv_forward_fused(nd, x, weight, bias, stride, padding, dilation, groups, 
 
 
 def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, groups,
-                             clamp=None, residual=None, padding_mode="zeros", packed=None):
+                             clamp=None, residual=None, padding_mode="zeros", packed=None,
+                             into_residual=False):
     """_conv_forward_fused on channels-last x and residual: clamp(conv(x) + bias
     + residual), clamp as there, residual optional. On the NHWC
     direct kernel (epilogue in its store pass, weights packed once: `packed`,
     a dict the layer keeps, caches them per configuration), else on the
-    channels-first kernels between layout copies."""
+    channels-first kernels between layout copies. into_residual: residual
+    is the caller's scratch, which nobody reads after this call; the direct
+    kernel may store the result over it (_nhwc.run) and return it."""
     geom = conv_geometry(nd, _first_view(x), weight, bias, stride, padding, dilation, groups,
                          padding_mode=padding_mode)
     conv_residual(None if residual is None else _first_view(residual), geom)
@@ -107,7 +110,8 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
     w, _, b = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
                       lambda: (*_nhwc.pack_weights(weight, geom, p.config),
                                _nhwc.pack_bias(bias, geom, p.config)))
-    return _nhwc.run(p.config, geom, x, w, b, residual, clamp)
+    into_residual = into_residual and _nhwc.writes_into_residual(p.config, geom, x, residual)
+    return _nhwc.run(p.config, geom, x, w, b, residual, clamp, into_residual)
 
 
 def _packed(cache, key, weight, bias, pack):

@@ -7,7 +7,7 @@ from ..nn import (
     AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 )
 from ..nn.container import Chain, set_data_format
-from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree
+from ..nn.fuse import Folded, FusedConv2d, foldable, fuse_tree, input_is_scratch
 from ..nn.module import Module
 from ..nn.train_layout import ChannelsLastTraining
 from ._common import Transfer, check_model_args, load_weights, torchvision_init
@@ -119,13 +119,25 @@ class FusedResidualBlock(Module):
         self.downsample = None if block.downsample is None else fuse_tree(block.downsample)
         setattr(self, f"relu{self._depth}", Folded(f"conv{self._depth}"))
         self.training = False
+        # the shortcut is an array of the block's own (the downsample's
+        # fused convolution returns a new one): the last stage may store its
+        # output over it (FusedConv2d's into_residual)
+        ds = self.downsample
+        self._own_shortcut = (isinstance(ds, Sequential) and len(ds) > 0
+                              and type(ds[0]) is FusedConv2d
+                              and all(type(m) is Folded for m in list(ds)[1:]))
+        self.consumes_input = False   # set by fuse() where nothing reads x after the block
 
     def forward(self, x):
-        shortcut = x if self.downsample is None else self.downsample(x)
+        if self.downsample is None:
+            shortcut, scratch = x, input_is_scratch(self, x)
+        else:
+            shortcut, scratch = self.downsample(x), self._own_shortcut
         out = x
         for i in range(1, self._depth):
             out = getattr(self, f"conv{i}")(out)
-        return getattr(self, f"conv{self._depth}")(out, residual=shortcut)
+        return getattr(self, f"conv{self._depth}")(out, residual=shortcut,
+                                                   into_residual=scratch)
 
     def backward(self, grad_out):
         return self.conv1.backward(grad_out)   # raises: inference only

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import threading
 import time
 
 import numpy as np
@@ -116,14 +117,16 @@ class FusedConv2d(Module):
         self._folded = ((type(bn).__name__ if bn is not None else "")
                         + ("" if self.clamp is None else f" + {_clamp_name(self.clamp)}"))
 
-    def forward(self, x, residual=None):
+    def forward(self, x, residual=None, into_residual=False):
+        """into_residual: residual is the caller's scratch, dead after this
+        call, and the result may be stored over it (channels-last only)."""
         if self.data_format == "channels_last":
             # the NHWC kernel with weights packed once (the arrays are
             # read-only: an in-place edit cannot leave a stale packed copy)
             return _conv_forward_fused_last(
                 self._nd, x, self.weight.data, self.bias.data, self.stride, self.padding,
                 self.dilation, self.groups, self.clamp, residual, self.padding_mode,
-                self._packed)
+                self._packed, into_residual)
         return _conv_forward_fused(self._nd, x, self.weight.data, self.bias.data, self.stride,
                                    self.padding, self.dilation, self.groups, self.clamp,
                                    residual, self.padding_mode)
@@ -165,6 +168,38 @@ def is_chain(module) -> bool:
         return cls.forward is Sequential.forward
     return (isinstance(module, Chain) and cls.forward is Chain.forward
             and cls._stages is Chain._stages)
+
+
+class _Run(threading.local):
+    input = None   # what the InferenceModel running in this thread was called with
+
+
+_RUN = _Run()
+
+
+def input_is_scratch(module, x) -> bool:
+    """Whether a fused block may store over its input x: fuse() marked it
+    (`consumes_input`: it and every container above it are chains, so what
+    reaches it is read by nobody after it), it runs inside an
+    InferenceModel's own call (not called on its own), and x is not, and
+    does not share memory with, that call's input. (The same inside a
+    recorded run as outside it: a replay must do what the normal run does.)"""
+    run_input = _RUN.input
+    return (getattr(module, "consumes_input", False) and run_input is not None
+            and type(x) is np.ndarray and not np.may_share_memory(x, run_input))
+
+
+def _mark_chain_inputs(module):
+    """Set consumes_input on the blocks that have it (False) whose
+    containers, up to the model, are all chains: a chain's stage reads
+    what the stage before it returned (or the chain's input), and nothing
+    reads it afterwards."""
+    if not is_chain(module):
+        return
+    for child in module.children():
+        if hasattr(child, "consumes_input"):
+            child.consumes_input = True
+        _mark_chain_inputs(child)
 
 
 def _fuse_chain(module):
@@ -240,9 +275,15 @@ class InferenceModel(Module):
         return self._forward(x, *args, **kwargs)
 
     def _forward(self, x, *args, **kwargs):
-        if not self._converts():
-            return self.module(x, *args, **kwargs)
-        return _to_first_out(self.module(_to_last_in(x), *args, **kwargs))
+        # the blocks may then store over activations other than x (input_is_scratch)
+        outer = _RUN.input
+        _RUN.input = x if not args and not kwargs and type(x) is np.ndarray else None
+        try:
+            if not self._converts():
+                return self.module(x, *args, **kwargs)
+            return _to_first_out(self.module(_to_last_in(x), *args, **kwargs))
+        finally:
+            _RUN.input = outer
 
     def recording(self, x):
         """The recorded run this model replays for inputs like x, or None
@@ -444,6 +485,7 @@ def fuse(model: Module) -> InferenceModel:
             m._cache = saved[id(m)]
     twin.eval()
     fused = fuse_tree(twin)
+    _mark_chain_inputs(fused)
     for m in fused.modules():
         for _, p in m._own_parameters():
             p.grad = None
