@@ -14,6 +14,12 @@ stride 1 the single phase is the whole plane; otherwise a work item is one
 output row of a phase, its pixels stride*C apart, written in place (no
 col2im, no scatter). A phase without taps is zeros.
 
+Input gradient on Winograd ("nhwc_winograd_x"): for a 3x3 stride-1
+convolution that single phase is itself a 3x3 stride-1 convolution (grad_out
+with the weights flipped and transposed, padding 2 - p), which the NHWC
+Winograd forward runs with its weights transformed per call where that wins
+(_plan.nhwc_winograd_fresh_wins: a layer training at batch 8-16).
+
 Weight gradient ("nhwc_weight"): conv_nhwc_backward.h, oneDNN's
 register tile widened (up to 4 vectors of output channels x kw x an
 input-channel step), reading a zero-padded copy of x. Work items split
@@ -68,6 +74,14 @@ class NhwcInputGradConfig(NamedTuple):
     workspace_bytes: int
 
 
+class NhwcInputGradWinogradConfig(NamedTuple):
+    flipped: V.ConvGeometry              # grad_out -> grad_x (input_grad_geometry)
+    winograd: _nhwc.WinogradConfig
+    direct: NhwcInputGradConfig          # the fallback: a value that is not finite
+    threads: int
+    workspace_bytes: int
+
+
 class NhwcWeightConfig(NamedTuple):
     vector_width: int   # output channels per accumulator
     vectors: int        # vectors of output channels per work item (and tile)
@@ -113,6 +127,59 @@ def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradCon
         work += cfg.workspace_bytes
     dense = all(s == 1 for s in stride)
     return NhwcInputGradConfig(tuple(phases), dense, zero_fill, threads, work)
+
+
+def run_input_grad(kernel: str, cfg, geom: V.ConvGeometry, grad_out, weight, bias=None):
+    """The planned input-gradient pass (kernel "nhwc_winograd_x" or
+    "nhwc_direct_x", its config): grad_x, or None as input_grad."""
+    if kernel == "nhwc_winograd_x":
+        return input_grad_winograd(cfg, geom, grad_out, weight, bias)
+    return input_grad(cfg, geom, grad_out, weight, bias)
+
+
+def input_grad_geometry(geom: V.ConvGeometry):
+    """The input gradient of a 2-D 3x3 stride-1 convolution as a forward
+    convolution: grad_out (K channels) -> grad_x (C channels) with the
+    weights flipped and transposed, padding 2 - p (None: another shape, or
+    padding past 2)."""
+    if not (geom.nd == 2 and tuple(geom.kernel) == (3, 3) and geom.groups == 1
+            and all(s == 1 for s in geom.stride) and all(d == 1 for d in geom.dilation)
+            and geom.pad_mode == "zeros"
+            and all(p <= 2 for p in geom.pad_before + geom.pad_after)):
+        return None
+    return geom._replace(in_channels=geom.out_channels, out_channels=geom.in_channels,
+                         in_size=geom.out_size, out_size=geom.in_size,
+                         pad_before=tuple(2 - p for p in geom.pad_before),
+                         pad_after=tuple(2 - p for p in geom.pad_after))
+
+
+def configure_input_grad_winograd(geom: V.ConvGeometry, flipped: V.ConvGeometry,
+                                  threads: int) -> NhwcInputGradWinogradConfig:
+    wcfg = _nhwc.winograd_configure(flipped, threads)
+    direct = configure_input_grad(geom, threads)
+    # the transformed weights are the call's own (transformed at each call)
+    u_bytes = (wcfg.m + 2) ** 2 * wcfg.pos_stride * np.dtype(geom.dtype).itemsize
+    return NhwcInputGradWinogradConfig(flipped, wcfg, direct, threads,
+                                       wcfg.workspace_bytes + u_bytes)
+
+
+def input_grad_winograd(cfg: NhwcInputGradWinogradConfig, geom: V.ConvGeometry, grad_out,
+                        weight, bias=None):
+    """input_grad on the Winograd forward: grad_out with the flipped,
+    transposed weights (transformed here), plus bias (C,) when given. Falls
+    back to the direct phases (input_grad, with its own None) when a value
+    is not finite, as the forward does."""
+    flipped = cfg.flipped
+    w = V.kernel_array(weight, geom.dtype)
+    w_flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    u, finite = _nhwc.winograd_pack(w_flipped, flipped, cfg.winograd)
+    if finite:
+        bias_packed = (np.empty(0, geom.dtype) if bias is None else
+                       _nhwc.pack_bias(bias, flipped, _nhwc.configure(flipped, cfg.threads)))
+        out = _nhwc.winograd_run(cfg.winograd, flipped, grad_out, u, bias_packed)
+        if out is not None:
+            return out
+    return input_grad(cfg.direct, geom, grad_out, weight, bias)
 
 
 def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight, bias=None):

@@ -178,6 +178,26 @@ def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
             and oh * ow >= NHWC_WINOGRAD_MIN_USED * 16 * tiles)
 
 
+# Winograd with its weights transformed at every call (a layer training:
+# the weights change each step) needs this many tiles per call to pay for
+# the transform (36 or 16 positions x K x C). One thread, float32, NHWC
+# direct -> Winograd, the transform included: batch 16 64x28x28 4.84 ->
+# 2.38 ms (784 tiles), 128x14x14 4.97 -> 3.12 (256), 256x7x7 F(2,3) 5.28 ->
+# 5.11 (256), batch 8 64x16x16 0.82 -> 0.41 (128); losing: batch 16
+# 512x4x4 F(2,3) 7.76 -> 11.9 (64), batch 8 128x8x8 0.81 -> 0.90 (32).
+WINOGRAD_FRESH_MIN_TILES = 128
+
+
+def nhwc_winograd_fresh_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """nhwc_winograd_wins for a layer whose weights are transformed at every
+    call (not kept): with at least WINOGRAD_FRESH_MIN_TILES output tiles."""
+    if not nhwc_winograd_wins(geom, algorithm):
+        return False
+    m = _nhwc.winograd_tile(geom)
+    oh, ow = geom.out_size
+    return geom.batch * -(-oh // m) * -(-ow // m) >= WINOGRAD_FRESH_MIN_TILES
+
+
 def nhwc_layer_ok(out_per_group: int, pad_mode: str, dtype) -> bool:
     """nhwc_direct_wins for a layer, before any input shape is known."""
     lanes = NHWC_MIN_CHANNELS * 4 // np.dtype(dtype).itemsize
@@ -497,7 +517,9 @@ class PassPlan(NamedTuple):
 # What each driver kernel is, for explain_conv's readers.
 KERNELS = {
     "nhwc_direct": "direct on channels-last activations, output channels in the lanes",
-    "nhwc_winograd": "Winograd F(4x4, 3x3) on channels-last activations, weights kept",
+    "nhwc_winograd": "Winograd F(4x4, 3x3) or F(2x2, 3x3) on channels-last activations",
+    "nhwc_winograd_x": "input gradient of a 3x3 stride-1 conv as the Winograd forward of "
+                       "grad_out with the flipped weights",
     "nhwc_direct_x": "input gradient on the channels-last forward kernel, per stride phase",
     "nhwc_weight": "weight gradient on channels-last activations, kw x channel-step tile",
     "direct_rows": "direct, pixels in the vector lanes, rows of 8 output channels",
@@ -880,8 +902,9 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
     plans = {}
     base = geom
     for gradient in passes:
-        if (gradient == "forward" and channels_last and kept_weights
-                and nhwc_winograd_wins(geom, algorithm)):
+        if (gradient == "forward" and channels_last
+                and (nhwc_winograd_wins(geom, algorithm) if kept_weights
+                     else nhwc_winograd_fresh_wins(geom, algorithm))):
             cfg = _nhwc.winograd_configure(geom, threads)
             plans["forward"] = PassPlan("winograd", "nhwc_winograd", "channels_last", threads,
                                         cfg.tiles, False, cfg.workspace_bytes, 2 * macs,
@@ -894,7 +917,7 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
                                         False, cfg.workspace_bytes, 2 * macs, config=cfg)
             continue
         if channels_last and nhwc_backward_wins(base, algorithm, gradient):
-            plans[gradient] = _nhwc_backward_pass(base, gradient, threads, macs)
+            plans[gradient] = _nhwc_backward_pass(base, gradient, threads, macs, algorithm)
             continue
         # A non-zero padding mode's input gradient is that of the convolution
         # of the padded input (folded back onto the input by the caller):
@@ -1025,11 +1048,17 @@ def nhwc_backward_wins(geom: V.ConvGeometry, algorithm: str, gradient: str) -> b
 
 
 def _nhwc_backward_pass(geom: V.ConvGeometry, gradient: str, threads: int,
-                        macs: int) -> PassPlan:
+                        macs: int, algorithm: str) -> PassPlan:
     if gradient == "bias":   # _conv.channel_sums_last: one thread, sums in double
         return PassPlan("direct", "channel_sum", "channels_last", 1, 0, False, 0,
                         geom.batch * geom.out_channels * math.prod(geom.out_size))
     if gradient == "x":
+        flipped = _nhwc_backward.input_grad_geometry(geom)
+        if flipped is not None and nhwc_winograd_fresh_wins(flipped, algorithm):
+            cfg = _nhwc_backward.configure_input_grad_winograd(geom, flipped, threads)
+            return PassPlan("winograd", "nhwc_winograd_x", "channels_last", threads,
+                            cfg.winograd.tiles, False, cfg.workspace_bytes, 2 * macs,
+                            config=cfg)
         cfg = _nhwc_backward.configure_input_grad(geom, threads)
         kernel = "nhwc_direct_x"
     else:

@@ -136,6 +136,14 @@ def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, a
     p = P.plan_conv(geom, algorithm, ("forward",), channels_last=True).passes["forward"]
     if P.depthwise_native_last(geom, algorithm):
         return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), last=True)
+    if p.kernel == "nhwc_winograd":   # weights transformed for this call (a layer training)
+        u, finite = _nhwc.winograd_pack(weight, geom, p.config)
+        direct = _nhwc.configure(geom, p.config.threads)
+        if finite:
+            out = _nhwc.winograd_run(p.config, geom, x, u, _nhwc.pack_bias(bias, geom, direct))
+            if out is not None:
+                return out
+        return _nhwc.forward(direct, geom, x, weight, bias)   # a value not finite
     if p.kernel == "nhwc_direct":
         return _nhwc.forward(p.config, geom, x, weight, bias)
     if P.conv_channels_last_native(geom, algorithm):
@@ -168,7 +176,8 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
         if p.layout != "channels_last":
             continue
         if name == "x":
-            grad["x"] = _nhwc_backward.input_grad(p.config, geom, grad_out, weight)
+            grad["x"] = _nhwc_backward.run_input_grad(p.kernel, p.config, geom, grad_out,
+                                                      weight)
         elif name == "weight":
             grad["weight"] = _nhwc_backward.weight_grad(p.config, geom, grad_out, x)
         else:

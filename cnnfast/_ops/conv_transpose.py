@@ -38,7 +38,7 @@ def _conv_transpose_forward_last(nd, x, weight, bias, stride, padding, output_pa
                                P.conv_threads(P.conv_macs(conv)))
     p = P.plan_conv(conv, chosen, ("x",), channels_last=True).passes["x"]
     if p.layout == "channels_last":
-        out = _nhwc_backward.input_grad(p.config, conv, x, weight, bias)
+        out = _nhwc_backward.run_input_grad(p.kernel, p.config, conv, x, weight, bias)
         if out is not None:
             return out
     return _to_last(_conv_transpose_forward(nd, _to_first(x), weight, bias, stride, padding,
