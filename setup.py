@@ -145,7 +145,7 @@ def _extensions():
         ext("_conv", "conv", pxd=["conv_kernels.pxd", "conv_geom.pxd", "_blas.pxd"]
             + sorted("conv/" + f for f in os.listdir("cnnfast/_ext/conv") if f.endswith(".pxi"))),
         ext("_depthwise", "depthwise", pxd=["depthwise_kernels.pxd", "conv_geom.pxd"]),
-        ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd"]),
+        ext("_conv_nhwc", "nhwc", pxd=["conv_geom.pxd", "_blas.pxd"]),
         ext("_block", "nhwc", "depthwise", pxd=["conv_geom.pxd"]),
         ext("_pool", "pool", pxd=["pool_kernels.pxd"], numpy_api=True),
         ext("_elementwise", "elementwise", pxd=["elementwise_kernels.pxd"]),

@@ -196,6 +196,22 @@ def run(cfg: NhwcConfig, geom: V.ConvGeometry, x, packed, bias_packed, residual=
     return out
 
 
+def forward_pass(kernel: str, cfg, geom: V.ConvGeometry, x, weight, bias):
+    """The planned channels-last forward of a call whose layer does not keep
+    its weights: "nhwc_winograd" (cfg a WinogradConfig; the weights
+    transformed for this call, the direct kernel's result when a value is
+    not finite) or "nhwc_direct" (cfg an NhwcConfig)."""
+    if kernel == "nhwc_winograd":
+        direct = configure(kernel_view(geom), cfg.threads)
+        u, finite = winograd_pack(weight, geom, cfg)
+        if finite:
+            out = winograd_run(cfg, geom, x, u, pack_bias(bias, geom, direct))
+            if out is not None:
+                return out
+        cfg = direct
+    return forward(cfg, geom, x, weight, bias)
+
+
 def forward(cfg: NhwcConfig, geom: V.ConvGeometry, x, weight, bias, residual=None,
             clamp=None):
     """run() with the weights and bias packed for this call (a layer that

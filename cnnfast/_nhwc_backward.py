@@ -20,6 +20,13 @@ with the weights flipped and transposed, padding 2 - p), which the NHWC
 Winograd forward runs with its weights transformed per call where that wins
 (_plan.nhwc_winograd_fresh_wins: a layer training at batch 8-16).
 
+Weight gradient on Winograd ("nhwc_winograd_weight"): a 3x3 stride-1
+convolution with enough tiles (_plan.nhwc_winograd_fresh_wins) takes
+dW = G^T [sum over tiles of (A dY A^T) .* (B^T x B)] G: the input's tiles
+transformed as the forward's, grad_out's through A, per position one GEMM
+over the tiles on BLAS (csrc/nhwc/conv_nhwc_winograd.h, _conv_nhwc.pyx
+winograd_weight_grad).
+
 Weight gradient ("nhwc_weight"): conv_nhwc_backward.h, oneDNN's
 register tile widened (up to 4 vectors of output channels x kw x an
 input-channel step), reading a zero-padded copy of x. Work items split
@@ -40,6 +47,7 @@ import numpy as np
 from . import _nhwc
 from . import _validation as V
 from ._ext import _conv_nhwc, _layout
+from ._threads import blas_pinned
 
 # Output pixels a weight-gradient row block holds, for one vector of output
 # channels (a tile of v vectors takes 1/v of them): its grad_out vectors
@@ -90,6 +98,14 @@ class NhwcWeightConfig(NamedTuple):
     chunks: int         # row chunks with private partial sums (1: none)
     rows_per_block: int
     items: int
+    threads: int
+    workspace_bytes: int
+
+
+class NhwcWeightWinogradConfig(NamedTuple):
+    m: int                          # output tile: 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3))
+    tiles: int                      # tiles of the whole batch (each GEMM's depth)
+    direct: NhwcWeightConfig        # the fallback: a value that is not finite
     threads: int
     workspace_bytes: int
 
@@ -260,6 +276,57 @@ def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:
             if padded else 0)
     return NhwcWeightConfig(vw, vectors, cblock, padded, chunks, rows_per_block,
                             items * chunks, threads, (chunks * part + copy) * itemsize)
+
+
+def weight_winograd_shape(geom: V.ConvGeometry) -> bool:
+    """A weight gradient Winograd can run: the forward's shape
+    (_nhwc.winograd_shape) with the output channels whole vectors too (the
+    grad_out transform loads whole vectors)."""
+    vw = 64 // np.dtype(geom.dtype).itemsize
+    return _nhwc.winograd_shape(geom) and geom.out_channels % vw == 0
+
+
+def configure_weight_winograd(geom: V.ConvGeometry, threads: int) -> NhwcWeightWinogradConfig:
+    m = _nhwc.winograd_tile(geom)
+    oh, ow = geom.out_size
+    tiles = geom.batch * -(-oh // m) * -(-ow // m)
+    positions, K, C = (m + 2) ** 2, geom.out_channels, geom.in_channels
+    work = positions * tiles * (K + C) + positions * K * C + 9 * K * C
+    return NhwcWeightWinogradConfig(m, tiles, configure_weight(geom, threads), threads,
+                                    work * np.dtype(geom.dtype).itemsize)
+
+
+def weight_grad_winograd(cfg: NhwcWeightWinogradConfig, geom: V.ConvGeometry, grad_out, x):
+    """weight_grad on Winograd; the direct kernel's result when a value is
+    not finite."""
+    dtype, K, C = geom.dtype, geom.out_channels, geom.in_channels
+    positions = (cfg.m + 2) ** 2
+    u = np.empty(positions * cfg.tiles * K, dtype)
+    v = np.empty(positions * cfg.tiles * C, dtype)
+    sums = np.empty(positions * K * C, dtype)
+    taps = np.empty(9 * K * C, dtype)
+    go = V.kernel_array(grad_out, dtype)
+    x4 = V.kernel_array(x, dtype)
+    go_shape = (geom.batch,) + tuple(geom.out_size) + (K,)
+    x_shape = (geom.batch,) + tuple(geom.in_size) + (C,)
+    with blas_pinned:   # the driver splits the GEMMs over its threads itself
+        ok = _conv_nhwc.winograd_weight_grad(go.reshape(-1), go_shape, x4.reshape(-1), x_shape,
+                                             tuple(geom.pad_before), cfg.m, u, v, sums, taps,
+                                             cfg.threads)
+    if not ok:
+        return weight_grad(cfg.direct, geom, grad_out, x)
+    grad_w = np.empty((K, C, 3, 3), dtype)
+    _layout.swap_axes(taps.reshape(1, 9, K * C), grad_w.reshape(1, K * C, 9),
+                      cfg.threads if taps.size >= SWAP_THREADS_ELEMENTS else 1)
+    return grad_w
+
+
+def run_weight_grad(kernel: str, cfg, geom: V.ConvGeometry, grad_out, x):
+    """The planned weight-gradient pass ("nhwc_winograd_weight" or
+    "nhwc_weight", its config)."""
+    if kernel == "nhwc_winograd_weight":
+        return weight_grad_winograd(cfg, geom, grad_out, x)
+    return weight_grad(cfg, geom, grad_out, x)
 
 
 def _pad_last(x, geom: V.ConvGeometry):

@@ -116,12 +116,11 @@ def test_resnet_bits_and_the_callers_input(rng, monkeypatch, name, data_format):
         np.testing.assert_array_equal(x, kept)
     # ResNet-50's 16 blocks end in a 1x1 (one pass over its channels): each
     # stores over its shortcut in every normal run (the later runs are
-    # replays, which call the driver directly); ResNet-18's end in Winograd
-    # or chunked 3x3s, which never do
+    # replays, which call the driver directly). ResNet-18's 3x3s do where
+    # the plan gives them one pass over the channels (the AVX2 and baseline
+    # kernels' smaller blocks), not on Winograd or in chunks.
     if name == "resnet50":
         assert sum(stored_over) >= 16 and sum(stored_over) % 16 == 0
-    else:
-        assert not any(stored_over)
 
 
 def test_a_block_called_on_its_own_keeps_its_input(rng):

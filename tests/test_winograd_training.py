@@ -1,8 +1,10 @@
-"""Winograd with its weights transformed at every call: a channels-last
-3x3 stride-1 convolution's forward ("nhwc_winograd") and input gradient
-("nhwc_winograd_x": the Winograd forward of grad_out with the flipped,
-transposed weights) once a call has enough tiles to pay for the transform
-(_plan.nhwc_winograd_fresh_wins), as a layer training at batch 8-16 has.
+"""Winograd while training: a channels-last 3x3 stride-1 convolution's
+forward ("nhwc_winograd", its weights transformed at every call), input
+gradient ("nhwc_winograd_x": the Winograd forward of grad_out with the
+flipped, transposed weights) and weight gradient ("nhwc_winograd_weight":
+G^T [sum over tiles of (A dY A^T) .* (B^T x B)] G) once a call has enough
+tiles to pay for the transforms (_plan.nhwc_winograd_fresh_wins), as a
+layer training at batch 8-16 has.
 
 Checked through the public calls against cnnfast.reference on the
 channels-first arrays (both dtypes, paddings 0-2 and asymmetric, odd and
@@ -22,11 +24,11 @@ TOL = {np.float32: 2e-5, np.float64: 1e-11}
 
 # (x shape channels-first, out channels, padding): every one past the tile threshold
 CASES = {
-    "b8_32ch_16x16": ((8, 32, 16, 16), 32, 1),
-    "odd_rect": ((9, 32, 13, 18), 48, 1),
-    "pad0": ((8, 32, 20, 17), 32, 0),
-    "pad2": ((8, 48, 14, 14), 32, 2),
-    "asymmetric": ((8, 32, 15, 16), 32, ((0, 2), (1, 0))),
+    "b8_64ch_16x16": ((8, 64, 16, 16), 64, 1),
+    "odd_rect": ((9, 64, 13, 18), 80, 1),
+    "pad0": ((8, 64, 20, 17), 64, 0),
+    "pad2": ((8, 96, 14, 14), 64, 2),
+    "asymmetric": ((8, 64, 15, 16), 64, ((0, 2), (1, 0))),
     "7x7_planes": ((32, 64, 7, 7), 64, 1),
 }
 
@@ -49,7 +51,7 @@ def test_forward_and_input_gradient_match_the_reference(rng, case, dtype):
     x, w, b = _arrays(rng, shape, K, dtype)
     plan = cnnfast.explain_conv(_last(x).shape, w.shape, padding=padding,
                                 data_format="channels_last", need=("x", "weight"))
-    assert "nhwc_winograd_x" in str(plan)
+    assert "nhwc_winograd_x" in str(plan) and "nhwc_winograd_weight" in str(plan)
     y = cnnfast.conv2d(_last(x), w, b, padding=padding, data_format="channels_last")
     want = R.conv2d(x, w, b, padding=padding)
     assert _rel(_first(y), want) < TOL[dtype]
@@ -63,22 +65,38 @@ def test_forward_and_input_gradient_match_the_reference(rng, case, dtype):
 
 
 def test_the_plan_takes_winograd_only_past_the_tile_threshold():
-    def kernels(batch, C, H):
+    def kernels(batch, C, H, K=None):
+        K = K or C
         geom = conv_geometry(2, np.zeros((batch, C, H, H), np.float32),
-                             np.zeros((C, C, 3, 3), np.float32), None, 1, 1)
-        plan = _plan.plan_conv(geom, "auto", ("forward", "x"), channels_last=True)
-        return plan.passes["forward"].kernel, plan.passes["x"].kernel
+                             np.zeros((K, C, 3, 3), np.float32), None, 1, 1)
+        plan = _plan.plan_conv(geom, "auto", ("forward", "x", "weight"), channels_last=True)
+        return tuple(plan.passes[p].kernel for p in ("forward", "x", "weight"))
 
-    assert kernels(16, 64, 28) == ("nhwc_winograd", "nhwc_winograd_x")
-    assert kernels(8, 64, 16) == ("nhwc_winograd", "nhwc_winograd_x")
-    assert kernels(1, 64, 16) == ("nhwc_direct", "nhwc_direct_x")     # 16 tiles
-    assert kernels(16, 512, 4) == ("nhwc_direct", "nhwc_direct_x")    # 64 tiles of F(2,3)
-    assert kernels(16, 16, 28) == ("nhwc_direct", "nhwc_direct_x")    # too few channels
+    winograd = ("nhwc_winograd", "nhwc_winograd_x", "nhwc_winograd_weight")
+    direct = ("nhwc_direct", "nhwc_direct_x", "nhwc_weight")
+    assert kernels(16, 64, 28) == winograd
+    assert kernels(8, 64, 16) == winograd
+    assert kernels(1, 64, 16) == direct     # 16 tiles
+    assert kernels(16, 512, 4) == direct    # 64 tiles of F(2,3)
+    assert kernels(16, 16, 28) == direct    # too few channels
+    # output channels not whole vectors: the weight gradient's grad_out transform needs them
+    assert kernels(16, 64, 28, K=80 + 8)[2] == "nhwc_weight"
+    # 32 channels: Winograd for the forward and input gradient, not the weight gradient
+    assert kernels(64, 32, 28) == winograd[:2] + ("nhwc_weight",)
     # asked for direct: no Winograd
     geom = conv_geometry(2, np.zeros((16, 64, 28, 28), np.float32),
                          np.zeros((64, 64, 3, 3), np.float32), None, 1, 1)
-    plan = _plan.plan_conv(geom, "direct", ("forward", "x"), channels_last=True)
-    assert {p.kernel for p in plan.passes.values()} == {"nhwc_direct", "nhwc_direct_x"}
+    plan = _plan.plan_conv(geom, "direct", ("forward", "x", "weight"), channels_last=True)
+    assert {p.kernel for p in plan.passes.values()} == set(direct)
+
+
+def _check_central_differences(loss, a, grad, indices, eps=1e-6):
+    """grad (of loss at a) against central differences at indices."""
+    for idx in indices:
+        ap, am = a.copy(), a.copy()
+        ap[idx] += eps
+        am[idx] -= eps
+        assert abs((loss(ap) - loss(am)) / (2 * eps) - grad[idx]) < 1e-6 * max(1, abs(grad[idx]))
 
 
 def test_input_gradient_finite_differences_float64(rng):
@@ -88,14 +106,10 @@ def test_input_gradient_finite_differences_float64(rng):
     assert _plan.nhwc_winograd_fresh_wins(conv_geometry(2, x, w, None, 1, 1), "auto")
     gx, _, _ = cnnfast.conv2d_backward(g2, x2, w, padding=1, need=("x",),
                                        data_format="channels_last")
-    loss = lambda xx: float(np.sum(cnnfast.conv2d(xx, w, padding=1,
-                                                  data_format="channels_last") * g2))
-    eps = 1e-6
-    for idx in [(0, 0, 0, 0), (5, 3, 6, 31), (31, 5, 2, 17), (17, 2, 4, 8)]:
-        xp, xm = x2.copy(), x2.copy()
-        xp[idx] += eps
-        xm[idx] -= eps
-        assert abs((loss(xp) - loss(xm)) / (2 * eps) - gx[idx]) < 1e-6 * max(1, abs(gx[idx]))
+    _check_central_differences(
+        lambda xx: float(np.sum(cnnfast.conv2d(xx, w, padding=1,
+                                               data_format="channels_last") * g2)),
+        x2, gx, [(0, 0, 0, 0), (5, 3, 6, 31), (31, 5, 2, 17), (17, 2, 4, 8)])
 
 
 def test_transposed_convolution_with_bias(rng):
@@ -112,17 +126,22 @@ def test_transposed_convolution_with_bias(rng):
 @pytest.mark.parametrize("where", ["weight", "input"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_a_value_not_finite_gives_the_direct_kernels_result(rng, where, value):
-    x, w, b = _arrays(rng, (8, 32, 16, 16), 32, np.float32)
+    x, w, b = _arrays(rng, (8, 64, 16, 16), 64, np.float32)
     if where == "weight":
         w[3, 5, 1, 2] = value
     else:
         x[2, 7, 9, 4] = value
     xl = _last(x)
-    g = _last(rng.standard_normal((8, 32, 16, 16)).astype(np.float32))
+    g = _last(rng.standard_normal((8, 64, 16, 16)).astype(np.float32))
     y = cnnfast.conv2d(xl, w, b, padding=1, data_format="channels_last")
     yd = cnnfast.conv2d(xl, w, b, padding=1, data_format="channels_last", algorithm="direct")
     np.testing.assert_array_equal(y, yd)
-    if where == "input":   # the input gradient does not read x
+    if where == "input":   # the weight gradient reads x (the input gradient does not)
+        gw = cnnfast.conv2d_backward(g, xl, w, padding=1, need=("weight",),
+                                     data_format="channels_last")[1]
+        gwd = cnnfast.conv2d_backward(g, xl, w, padding=1, need=("weight",),
+                                      data_format="channels_last", algorithm="direct")[1]
+        np.testing.assert_array_equal(gw, gwd)
         return
     gx = cnnfast.conv2d_backward(g, xl, w, padding=1, need=("x",),
                                  data_format="channels_last")[0]
@@ -132,8 +151,8 @@ def test_a_value_not_finite_gives_the_direct_kernels_result(rng, where, value):
 
 
 def test_a_grad_out_not_finite_gives_the_direct_kernels_result(rng):
-    x, w, _ = _arrays(rng, (8, 32, 16, 16), 32, np.float32)
-    g = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    x, w, _ = _arrays(rng, (8, 64, 16, 16), 64, np.float32)
+    g = rng.standard_normal((8, 64, 16, 16)).astype(np.float32)
     g[1, 3, 0, 15] = np.inf
     g[4, 9, 7, 7] = np.nan
     gx = cnnfast.conv2d_backward(_last(g), _last(x), w, padding=1, need=("x",),
@@ -141,6 +160,44 @@ def test_a_grad_out_not_finite_gives_the_direct_kernels_result(rng):
     gxd = cnnfast.conv2d_backward(_last(g), _last(x), w, padding=1, need=("x",),
                                   data_format="channels_last", algorithm="direct")[0]
     np.testing.assert_array_equal(gx, gxd)
+    gw = cnnfast.conv2d_backward(_last(g), _last(x), w, padding=1, need=("weight",),
+                                 data_format="channels_last")[1]
+    gwd = cnnfast.conv2d_backward(_last(g), _last(x), w, padding=1, need=("weight",),
+                                  data_format="channels_last", algorithm="direct")[1]
+    np.testing.assert_array_equal(gw, gwd)
+
+
+def test_weight_gradient_finite_differences_float64(rng):
+    x, w, _ = _arrays(rng, (32, 64, 7, 6), 64, np.float64)   # F(4,3): 32 x 2 x 2 tiles
+    xl = _last(x)
+    g = rng.standard_normal((32, 7, 6, 64))
+    plan = cnnfast.explain_conv(xl.shape, w.shape, padding=1, dtype="float64",
+                                data_format="channels_last", need=("weight",))
+    assert "nhwc_winograd_weight" in str(plan)
+    gw = cnnfast.conv2d_backward(g, xl, w, padding=1, need=("weight",),
+                                 data_format="channels_last")[1]
+    _check_central_differences(
+        lambda ww: float(np.sum(cnnfast.conv2d(xl, ww, padding=1,
+                                               data_format="channels_last") * g)),
+        w, gw, [(0, 0, 0, 0), (63, 63, 2, 2), (7, 33, 1, 0), (49, 12, 0, 2)])
+
+
+def test_transposed_convolution_weight_gradient(rng):
+    """conv_transpose2d's weight gradient is the convolution's (grad_out as
+    its input): on Winograd too."""
+    x = rng.standard_normal((8, 64, 15, 16)).astype(np.float32)
+    w = (rng.standard_normal((64, 80, 3, 3)) / 24).astype(np.float32)
+    # its underlying convolution: y (80 channels) -> x (64), weight (64, 80, 3, 3)
+    plan = cnnfast.explain_conv((8, 15, 16, 80), w.shape, padding=1,
+                                data_format="channels_last", need=("forward", "weight"))
+    assert "nhwc_winograd " in str(plan) and "nhwc_winograd_weight" in str(plan)
+    y = R.conv_transpose2d(x, w, padding=1)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    got = cnnfast.conv_transpose2d_backward(_last(g), _last(x), w, padding=1,
+                                            data_format="channels_last")
+    want = R.conv_transpose2d_backward(g, x, w, padding=1)
+    assert _rel(_first(got[0]), want[0]) < 2e-5
+    assert _rel(got[1], want[1]) < 2e-5
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -149,9 +206,22 @@ def test_bit_identical_reruns_at_a_fixed_thread_count(rng, threads):
     g = _last(rng.standard_normal((16, 64, 14, 14)).astype(np.float32))
     xl = _last(x)
     with cnnfast.num_threads(threads):
-        runs = [(cnnfast.conv2d(xl, w, b, padding=1, data_format="channels_last"),
-                 cnnfast.conv2d_backward(g, xl, w, padding=1, need=("x",),
-                                         data_format="channels_last")[0]) for _ in range(3)]
-    for y, gx in runs[1:]:
-        np.testing.assert_array_equal(y, runs[0][0])
-        np.testing.assert_array_equal(gx, runs[0][1])
+        runs = [(cnnfast.conv2d(xl, w, b, padding=1, data_format="channels_last"),)
+                + cnnfast.conv2d_backward(g, xl, w, padding=1, need=("x", "weight"),
+                                          data_format="channels_last")[:2] for _ in range(3)]
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_weight_gradient_same_bits_on_any_thread_count(rng):
+    """No sum is split between threads (one GEMM per position, whole)."""
+    x, w, _ = _arrays(rng, (16, 64, 14, 14), 64, np.float32)
+    g = _last(rng.standard_normal((16, 64, 14, 14)).astype(np.float32))
+    got = []
+    for threads in (1, 2, 3):
+        with cnnfast.num_threads(threads):
+            got.append(cnnfast.conv2d_backward(g, _last(x), w, padding=1, need=("weight",),
+                                               data_format="channels_last")[1])
+    for gw in got[1:]:
+        np.testing.assert_array_equal(gw, got[0])

@@ -15,6 +15,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from cython cimport floating
 from cython.parallel cimport prange
 
+from ._blas cimport gemm_row_major
 from ._omp cimport cf_thread_num
 
 import numpy as np
@@ -43,6 +44,11 @@ cdef extern from "nhwc_kernels.h" nogil:
                            cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
                            void *out, cf_idx os, const void *res, int clamp, double lo,
                            double hi, int m) noexcept nogil
+        int (*wino_grad_out)(const void *go, cf_idx gs, cf_idx OH, cf_idx OW, cf_idx tw,
+                             cf_idx t0, cf_idx t1, cf_idx k0, cf_idx k1, void *u, cf_idx T,
+                             cf_idx K, int m) noexcept nogil
+        void (*wino_taps)(const void *mp, cf_idx K, cf_idx C, cf_idx k0, cf_idx k1,
+                          void *dwt, int m) noexcept nogil
         void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                          cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
                          cf_idx dh, cf_idx dw, cf_idx oh0, cf_idx oh1, void *ring,
@@ -301,6 +307,87 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
         if nbad:
             return False
     return True
+
+
+def winograd_weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x,
+                         tuple x_shape, tuple padding, Py_ssize_t m, floating[::1] u,
+                         floating[::1] v, floating[::1] sums, floating[::1] taps,
+                         int nthreads):
+    """The weight gradient of the 3x3 stride-1 convolution x (N, H, W, C) ->
+    go (N, OH, OW, K) on Winograd F(m x m, 3x3) (m = 4 or 2), both channel
+    counts multiples of the vector: taps (3, 3, K, C) (the caller moves them
+    to (K, C, 3, 3)). Every tile's input transform into v (positions, tiles,
+    C) and grad_out transform into u (positions, tiles, K), items (image,
+    block of channels); then per position one GEMM over the tiles,
+    sums[p] (K x C) = u[p]^T v[p] (BLAS at one thread, positions split over
+    the threads: no sum is split, so the bits do not depend on the thread
+    count); then each output channel's taps = G^T sums G. u, v: positions *
+    N * tiles per image * K (C) elements, sums: positions * K * C. Returns
+    False when a transformed value was not finite (taps is then incomplete:
+    the caller runs the direct kernel)."""
+    cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
+    cdef Py_ssize_t OH = go_shape[1], OW = go_shape[2], K = go_shape[3]
+    cdef Py_ssize_t ph = padding[0], pw = padding[1]
+    cdef const cf_nhwc_kernels *kt = _kernels(<floating> 0)
+    cdef Py_ssize_t VW = kt.vector_width
+    if m != 4 and m != 2:
+        raise ValueError(f"m must be 4 or 2, got {m}")
+    if C % VW or K % VW:
+        raise ValueError(f"channels must be multiples of {VW}, got C={C}, K={K}")
+    cdef Py_ssize_t tw = (OW + m - 1) // m, per_image = (OH + m - 1) // m * tw
+    cdef Py_ssize_t T = N * per_image, npos = (m + 2) * (m + 2)
+    if (u.shape[0] < npos * T * K or v.shape[0] < npos * T * C or sums.shape[0] < npos * K * C
+            or taps.shape[0] < 9 * K * C):
+        raise ValueError("winograd_weight_grad: work arrays too small")
+    if K == 0 or C == 0:
+        return True
+    if T == 0:
+        taps[:9 * K * C] = 0
+        return True
+    # channel blocks of 4 vectors per transform item
+    cdef Py_ssize_t cb = 4 * VW, ncb = (C + cb - 1) // cb, nkb = (K + cb - 1) // cb
+    cdef Py_ssize_t items = N * (ncb + nkb), i, nbad = 0
+    with nogil:
+        if nthreads > 1 and items > 1:
+            for i in prange(items, num_threads=nthreads, schedule='static'):
+                nbad += _wino_wg_transform(i, &go[0], &x[0], N, H, W, C, OH, OW, K, ph, pw,
+                                           tw, per_image, T, ncb, nkb, cb, &u[0], &v[0], kt, m)
+        else:
+            for i in range(items):
+                nbad += _wino_wg_transform(i, &go[0], &x[0], N, H, W, C, OH, OW, K, ph, pw,
+                                           tw, per_image, T, ncb, nkb, cb, &u[0], &v[0], kt, m)
+    if nbad:
+        return False
+    with nogil:
+        if nthreads > 1:
+            for i in prange(npos, num_threads=nthreads, schedule='static'):
+                gemm_row_major(True, False, K, C, T, <floating> 1, &u[0] + i * T * K, K,
+                               &v[0] + i * T * C, C, <floating> 0, &sums[0] + i * K * C, C)
+            for i in prange(K, num_threads=nthreads, schedule='static'):
+                kt.wino_taps(&sums[0], K, C, i, i + 1, &taps[0], m)
+        else:
+            for i in range(npos):
+                gemm_row_major(True, False, K, C, T, <floating> 1, &u[0] + i * T * K, K,
+                               &v[0] + i * T * C, C, <floating> 0, &sums[0] + i * K * C, C)
+            kt.wino_taps(&sums[0], K, C, 0, K, &taps[0], m)
+    return True
+
+
+cdef int _wino_wg_transform(Py_ssize_t i, const floating *go, const floating *x, Py_ssize_t N,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t OH,
+                            Py_ssize_t OW, Py_ssize_t K, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t tw, Py_ssize_t per_image, Py_ssize_t T, Py_ssize_t ncb,
+                            Py_ssize_t nkb, Py_ssize_t cb, floating *u, floating *v,
+                            const cf_nhwc_kernels *kt, Py_ssize_t m) noexcept nogil:
+    # i = n * (ncb + nkb) + j: j < ncb an input-channel block of image n, else
+    # an output-channel block of its grad_out
+    cdef Py_ssize_t n = i // (ncb + nkb), j = i % (ncb + nkb)
+    if j < ncb:
+        return kt.wino_input(x + n * H * W * C, C, H, W, ph, pw, tw, 0, per_image, j * cb,
+                             min(C, (j + 1) * cb), v + n * per_image * C, T, C, <int> m)
+    j -= ncb
+    return kt.wino_grad_out(go + n * OH * OW * K, K, OH, OW, tw, 0, per_image, j * cb,
+                            min(K, (j + 1) * cb), u + n * per_image * K, T, K, <int> m)
 
 
 cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t n0, Py_ssize_t H,

@@ -136,16 +136,8 @@ def _conv_forward_last(nd, x, weight, bias, stride, padding, dilation, groups, a
     p = P.plan_conv(geom, algorithm, ("forward",), channels_last=True).passes["forward"]
     if P.depthwise_native_last(geom, algorithm):
         return _depthwise_forward(geom, p, x, weight, _bias_array(bias, geom.dtype), last=True)
-    if p.kernel == "nhwc_winograd":   # weights transformed for this call (a layer training)
-        u, finite = _nhwc.winograd_pack(weight, geom, p.config)
-        direct = _nhwc.configure(geom, p.config.threads)
-        if finite:
-            out = _nhwc.winograd_run(p.config, geom, x, u, _nhwc.pack_bias(bias, geom, direct))
-            if out is not None:
-                return out
-        return _nhwc.forward(direct, geom, x, weight, bias)   # a value not finite
-    if p.kernel == "nhwc_direct":
-        return _nhwc.forward(p.config, geom, x, weight, bias)
+    if p.kernel in ("nhwc_direct", "nhwc_winograd"):
+        return _nhwc.forward_pass(p.kernel, p.config, geom, x, weight, bias)
     if P.conv_channels_last_native(geom, algorithm):
         return _pointwise_rows(_pixel_rows(x, geom.dtype, geom.stride),
                                weight.reshape(geom.out_channels, geom.in_channels), True,
@@ -179,7 +171,8 @@ def _conv_backward_last(nd, grad_out, x, weight, stride, padding, dilation, grou
             grad["x"] = _nhwc_backward.run_input_grad(p.kernel, p.config, geom, grad_out,
                                                       weight)
         elif name == "weight":
-            grad["weight"] = _nhwc_backward.weight_grad(p.config, geom, grad_out, x)
+            grad["weight"] = _nhwc_backward.run_weight_grad(p.kernel, p.config, geom,
+                                                            grad_out, x)
         else:
             grad["bias"] = _channel_sums(_pixel_rows(grad_out, geom.dtype))
     rest = tuple(g for g in passes if grad[g] is None)

@@ -63,9 +63,12 @@ def _conv_transpose_backward_last(nd, grad_out, x, weight, stride, padding, outp
     passes = P.plan_conv(conv, chosen, wanted, channels_last=True).passes
     grad = dict.fromkeys(("x", "weight", "bias"))
     if "x" in need and passes["forward"].layout == "channels_last":
-        grad["x"] = _nhwc.forward(passes["forward"].config, conv, grad_out, weight, None)
+        grad["x"] = _nhwc.forward_pass(passes["forward"].kernel, passes["forward"].config,
+                                       conv, grad_out, weight, None)
     if "weight" in need and passes["weight"].layout == "channels_last":
-        grad["weight"] = _nhwc_backward.weight_grad(passes["weight"].config, conv, x, grad_out)
+        grad["weight"] = _nhwc_backward.run_weight_grad(passes["weight"].kernel,
+                                                        passes["weight"].config, conv, x,
+                                                        grad_out)
     if "bias" in need:
         grad["bias"] = _channel_sums(_pixel_rows(grad_out, conv.dtype))
     rest = tuple(g for g in need if grad[g] is None)

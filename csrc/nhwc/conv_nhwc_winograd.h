@@ -204,8 +204,134 @@ CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_id
     return FN(cf_wino_any)(bad);
 }
 
+/* The weight gradient on the same transforms. The forward is
+ * Y = A^T [(G w G^T) .* (B^T d B)] A per tile, linear in U = G w G^T, so
+ * dW = G^T [ sum over tiles of (A dY A^T) .* (B^T d B) ] G: the input tiles'
+ * transform is the forward's (cf_nhwc_wino_input), grad_out's 4x4 (2x2)
+ * tiles go through A (A^T's transpose: A + 2 values from M), the sums over
+ * tiles are one GEMM per position (the driver's, on BLAS), and G^T turns
+ * each position's sums back into the 3x3 taps. */
+
+/* A g for one M-vector g: M + 2 outputs (F(4,3): A is 6 x 4). */
+CF_INLINE void FN(cf_wino_a_m)(const CF_V *g, CF_V *o, const int M) {
+    if (M == 4) {
+        const CF_T s = CF_WINO_SQRT2, h = CF_WINO_HALF_SQRT2;
+        const CF_V e12 = g[0] + g[2] * (CF_T)2, d12 = g[1] * s + g[3] * (2 * s);
+        const CF_V e34 = g[0] + g[2] * (CF_T)0.5, d34 = g[1] * h + g[3] * (h * (CF_T)0.5);
+        o[0] = g[0];
+        o[1] = e12 + d12;
+        o[2] = e12 - d12;
+        o[3] = e34 + d34;
+        o[4] = e34 - d34;
+        o[5] = g[3];
+    } else {   /* F(2,3): A is 4 x 2 */
+        o[0] = g[0];
+        o[1] = g[0] + g[1];
+        o[2] = g[0] - g[1];
+        o[3] = -g[1];
+    }
+}
+
+/* G^T m for one (M + 2)-vector m: the 3 taps. */
+CF_INLINE void FN(cf_wino_gt_m)(const CF_V *m, CF_V *o, const int M) {
+    if (M == 4) {
+        const CF_T s6 = CF_WINO_SQRT2 / 6, s3 = CF_WINO_SQRT2 / 3;
+        const CF_V p12 = m[1] + m[2], d12 = m[1] - m[2], p34 = m[3] + m[4], d34 = m[4] - m[3];
+        o[0] = m[0] + p12 * ((CF_T)1 / 6) - p34 * ((CF_T)2 / 3);
+        o[1] = d12 * s6 + d34 * s3;
+        o[2] = (p12 - p34) * ((CF_T)1 / 3) + m[5];
+    } else {
+        const CF_V p12 = (m[1] + m[2]) * (CF_T)0.5;
+        o[0] = m[0] + p12;
+        o[1] = (m[1] - m[2]) * (CF_T)0.5;
+        o[2] = p12 + m[3];
+    }
+}
+
+/* grad_out's transform for the tiles [t0, t1) of one image (tile t at row
+ * t / tw, column t % tw of M x M outputs) and the output channels [k0, k1)
+ * (multiples of the vector): U[p][t - t0][k] = (A g A^T)[p] at
+ * u + (p*T + t - t0)*K + k. go: the image's grad_out, pixels gs apart; an
+ * output outside OH x OW reads zero. Returns 1 if a value is not finite. */
+CF_INLINE int FN(cf_nhwc_wino_grad_out)(const void *go_, cf_idx gs, cf_idx OH, cf_idx OW,
+                                        cf_idx tw, cf_idx t0, cf_idx t1, cf_idx k0, cf_idx k1,
+                                        void *u_, cf_idx T, cf_idx K, const int M) {
+    const int A = M + 2;
+    const CF_T *go = (const CF_T *)go_;
+    CF_T *u = (CF_T *)u_;
+    const CF_M all = FN(cf_lane_mask)(CF_VW);
+    CF_M bad = {0};
+    for (cf_idx t = t0; t < t1; t++) {
+        const cf_idx oh0 = t / tw * M, ow0 = t % tw * M;
+        for (cf_idx k = k0; k < k1; k += CF_VW) {
+            CF_V rows[4][6];
+            for (int i = 0; i < M; i++) { /* rows: g A^T */
+                CF_V g[4];
+                for (int j = 0; j < M; j++) {
+                    if (oh0 + i < OH && ow0 + j < OW)
+                        memcpy(&g[j], go + ((oh0 + i) * OW + ow0 + j) * gs + k, sizeof g[j]);
+                    else
+                        g[j] = FN(cf_splat)(0);
+                }
+                FN(cf_wino_a_m)(g, rows[i], M);
+            }
+            for (int j = 0; j < A; j++) { /* columns: A (g A^T) */
+                CF_V col[4], o[6];
+                for (int i = 0; i < M; i++) col[i] = rows[i][j];
+                FN(cf_wino_a_m)(col, o, M);
+                for (int i = 0; i < A; i++) {
+                    FN(cf_wino_note)(o[i], all, &bad);
+                    memcpy(u + ((i * A + j) * T + t - t0) * K + k, &o[i], sizeof o[i]);
+                }
+            }
+        }
+    }
+    return FN(cf_wino_any)(bad);
+}
+
+/* The taps from the positions' sums, output channels [k0, k1):
+ * dwt[(i*3 + j)*K*C + k*C + c] = (G^T M G)[i][j] with M[p] at
+ * mp + p*K*C + k*C + c; C a multiple of the vector. */
+CF_INLINE void FN(cf_nhwc_wino_taps)(const void *mp_, cf_idx K, cf_idx C, cf_idx k0,
+                                     cf_idx k1, void *dwt_, const int M) {
+    const int A = M + 2;
+    const CF_T *mp = (const CF_T *)mp_;
+    CF_T *dwt = (CF_T *)dwt_;
+    const cf_idx KC = K * C;
+    for (cf_idx k = k0; k < k1; k++)
+        for (cf_idx c = 0; c < C; c += CF_VW) {
+            CF_V rows[6][3];
+            for (int a = 0; a < A; a++) { /* rows: M G */
+                CF_V mr[6];
+                for (int b = 0; b < A; b++)
+                    memcpy(&mr[b], mp + (a * A + b) * KC + k * C + c, sizeof mr[b]);
+                FN(cf_wino_gt_m)(mr, rows[a], M);
+            }
+            for (int j = 0; j < 3; j++) { /* columns: G^T (M G) */
+                CF_V col[6], o[3];
+                for (int a = 0; a < A; a++) col[a] = rows[a][j];
+                FN(cf_wino_gt_m)(col, o, M);
+                for (int i = 0; i < 3; i++)
+                    memcpy(dwt + (i * 3 + j) * KC + k * C + c, &o[i], sizeof o[i]);
+            }
+        }
+}
+
 /* The table's entries: m = 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)), each a
  * constant inside the body it selects. */
+static int FN(nhwc_wino_grad_out)(const void *go, cf_idx gs, cf_idx OH, cf_idx OW, cf_idx tw,
+                                  cf_idx t0, cf_idx t1, cf_idx k0, cf_idx k1, void *u,
+                                  cf_idx T, cf_idx K, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_grad_out)(go, gs, OH, OW, tw, t0, t1, k0, k1, u, T, K, 2)
+                  : FN(cf_nhwc_wino_grad_out)(go, gs, OH, OW, tw, t0, t1, k0, k1, u, T, K, 4);
+}
+
+static void FN(nhwc_wino_taps)(const void *mp, cf_idx K, cf_idx C, cf_idx k0, cf_idx k1,
+                               void *dwt, int m) {
+    if (m == 2) FN(cf_nhwc_wino_taps)(mp, K, C, k0, k1, dwt, 2);
+    else FN(cf_nhwc_wino_taps)(mp, K, C, k0, k1, dwt, 4);
+}
+
 static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
                               int m) {
     return m == 2 ? FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 2)

@@ -30,6 +30,11 @@ typedef struct {
     int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
                        cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
                        const void *res, int clamp, double lo, double hi, int m);
+    /* the Winograd weight gradient's transforms of grad_out and of the sums */
+    int (*wino_grad_out)(const void *go, cf_idx gs, cf_idx OH, cf_idx OW, cf_idx tw, cf_idx t0,
+                         cf_idx t1, cf_idx k0, cf_idx k1, void *u, cf_idx T, cf_idx K, int m);
+    void (*wino_taps)(const void *mp, cf_idx K, cf_idx C, cf_idx k0, cf_idx k1, void *dwt,
+                      int m);
     /* pool_nhwc.h */
     void (*max_pool)(const void *x, void *out, cf_idx C, cf_idx H, cf_idx W, cf_idx OW,
                      cf_idx kh, cf_idx kw, cf_idx sh, cf_idx sw, cf_idx ph, cf_idx pw,
