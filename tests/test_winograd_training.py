@@ -112,6 +112,15 @@ def test_input_gradient_finite_differences_float64(rng):
         x2, gx, [(0, 0, 0, 0), (5, 3, 6, 31), (31, 5, 2, 17), (17, 2, 4, 8)])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,C", [(64, 32), (33, 70), (96, 512), (5, 3)])
+def test_the_flipped_weights_copy(rng, dtype, K, C):
+    from cnnfast._nhwc_backward import _flipped_transposed
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    np.testing.assert_array_equal(_flipped_transposed(w),
+                                  np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
+
+
 def test_transposed_convolution_with_bias(rng):
     """conv_transpose2d stride 1 runs the convolution's input gradient: on
     Winograd with the bias added in its output transform."""
