@@ -146,10 +146,20 @@ def pack_threads(elements: int, threads: int) -> int:
 def pack_bias(bias, geom: V.ConvGeometry, cfg: NhwcConfig):
     """bias (K,) as (groups, blocks * block) with zeros past each group's
     channels (the kernel reads whole vectors); empty for no bias."""
+    return _bias_blocks(bias, geom, cfg.block)
+
+
+def winograd_bias(bias, geom: V.ConvGeometry):
+    """bias as the Winograd output transform reads it: pack_bias's layout,
+    in the running kernels' blocks (no direct configuration needed)."""
+    return _bias_blocks(bias, geom, _conv_nhwc.tiles(geom.dtype)[0])
+
+
+def _bias_blocks(bias, geom: V.ConvGeometry, block: int):
     if bias is None or len(bias) == 0:
         return np.empty(0, geom.dtype)
     kg = geom.out_channels // geom.groups
-    width = -(-kg // cfg.block) * cfg.block
+    width = -(-kg // block) * block
     out = np.zeros((geom.groups, width), geom.dtype)
     out[:, :kg] = V.kernel_array(bias, geom.dtype).reshape(geom.groups, kg)
     return out.reshape(-1)
@@ -202,13 +212,12 @@ def forward_pass(kernel: str, cfg, geom: V.ConvGeometry, x, weight, bias):
     transformed for this call, the direct kernel's result when a value is
     not finite) or "nhwc_direct" (cfg an NhwcConfig)."""
     if kernel == "nhwc_winograd":
-        direct = configure(kernel_view(geom), cfg.threads)
         u, finite = winograd_pack(weight, geom, cfg)
         if finite:
-            out = winograd_run(cfg, geom, x, u, pack_bias(bias, geom, direct))
+            out = winograd_run(cfg, geom, x, u, winograd_bias(bias, geom))
             if out is not None:
                 return out
-        cfg = direct
+        cfg = configure(kernel_view(geom), cfg.threads)
     return forward(cfg, geom, x, weight, bias)
 
 

@@ -205,9 +205,8 @@ def input_grad_winograd(cfg: NhwcInputGradWinogradConfig, geom: V.ConvGeometry, 
     w_flipped = _flipped_transposed(V.kernel_array(weight, geom.dtype))
     u, finite = _nhwc.winograd_pack(w_flipped, flipped, cfg.winograd)
     if finite:
-        bias_packed = (np.empty(0, geom.dtype) if bias is None else
-                       _nhwc.pack_bias(bias, flipped, _nhwc.configure(flipped, cfg.threads)))
-        out = _nhwc.winograd_run(cfg.winograd, flipped, grad_out, u, bias_packed)
+        out = _nhwc.winograd_run(cfg.winograd, flipped, grad_out, u,
+                                 _nhwc.winograd_bias(bias, flipped))
         if out is not None:
             return out
     return input_grad(cfg.direct, geom, grad_out, weight, bias)

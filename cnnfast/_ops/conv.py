@@ -93,16 +93,15 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
         return _depthwise_forward(geom, p, x, weight, b, clamp, residual, last=True,
                                   packed=wpk)
     if p.kernel == "nhwc_winograd":
-        direct = _nhwc.configure(geom, p.config.threads)   # its bias layout, and the fallback
         u, finite, b = _packed(packed, ("winograd", p.config.m, p.config.pos_stride), weight,
                                bias, lambda: (*_nhwc.winograd_pack(weight, geom, p.config),
-                                              _nhwc.pack_bias(bias, geom, direct)))
+                                              _nhwc.winograd_bias(bias, geom)))
         if finite:
             out = _nhwc.winograd_run(p.config, geom, x, u, b, residual, clamp)
             if out is not None:
                 return out
         # a non-finite weight or input: the direct kernel's exact result
-        p = p._replace(kernel="nhwc_direct", config=direct)
+        p = p._replace(kernel="nhwc_direct", config=_nhwc.configure(geom, p.config.threads))
     if p.kernel != "nhwc_direct":
         return _to_last(_conv_forward_fused(
             nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
