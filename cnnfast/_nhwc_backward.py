@@ -10,9 +10,12 @@ taps t whose offset is a whole number: a stride-1 convolution of grad_out
 with those taps reversed (dilation d / gcd(s, d)), the weights transposed
 (K <-> C), padding (t_max*d - r - p) / s (negative where the phase starts
 inside). Each phase runs on the forward kernel (csrc/nhwc/conv_nhwc.h): at
-stride 1 the single phase is the whole plane; otherwise a work item is one
-output row of a phase, its pixels stride*C apart, written in place (no
-col2im, no scatter). A phase without taps is zeros.
+stride 1 the single phase is the whole plane; otherwise a phase with long
+rows runs one output row per work item, its pixels stride*C apart, written
+in place (no col2im, no scatter), and a phase with short rows
+(PHASE_ROW_GATHER) runs as one forward over its whole plane into a
+contiguous array, copied to its positions after. A phase without taps is
+zeros.
 
 Input gradient on Winograd ("nhwc_winograd_x"): for a 3x3 stride-1
 convolution that single phase is itself a 3x3 stride-1 convolution (grad_out
@@ -72,6 +75,7 @@ class Phase(NamedTuple):
     padding: tuple      # of the stride-1 sub-convolution (may be negative)
     dilation: tuple     # of the sub-convolution
     config: _nhwc.NhwcConfig
+    gathered: bool      # run into a contiguous array, then copied to its positions
 
 
 class NhwcInputGradConfig(NamedTuple):
@@ -124,6 +128,17 @@ def _dim_phases(n, k, s, p, d):
     return out
 
 
+# Phase rows up to this many pixels run as one forward call over the whole
+# phase (spans across rows and images, _nhwc.batch_folded) into a contiguous
+# array, copied to the phase's positions after: a work item of one short row
+# streamed its block's weights for a few pixels. One thread, 3x3 stride 2,
+# batch 16: 256 -> 512 from 7x7 (rows of 4 and 3) 6.5 -> 3.5 ms, from 14x14
+# (7) 3.6 -> 2.8, from 28x28 (14) 3.2 -> 2.9; batch 8 from 4x4 2.6 -> 1.7;
+# DCGAN's 4x4 stride 2 at batch 64, rows of 8: 47.6 -> 25.3. Rows of 16 and
+# 28 lost (0.90-0.92x: the copy costs more than the weights' streaming).
+PHASE_ROW_GATHER = 14
+
+
 def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradConfig:
     stride, pad, dilation = geom.kernel_args
     dims = [_dim_phases(n, k, s, p, d) for n, k, s, p, d in
@@ -139,8 +154,10 @@ def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradCon
                             kernel=tuple(map(len, taps)), stride=(1, 1, 1), dilation=dil,
                             pad_before=padding, pad_after=padding)
         cfg = _nhwc.configure(sub, threads)
-        phases.append(Phase(offset, size, taps, padding, dil, cfg))
-        work += cfg.workspace_bytes
+        gathered = size[2] <= PHASE_ROW_GATHER
+        phases.append(Phase(offset, size, taps, padding, dil, cfg, gathered))
+        work += cfg.workspace_bytes + (gathered * geom.batch * math.prod(size)
+                                       * geom.in_channels * np.dtype(geom.dtype).itemsize)
     dense = all(s == 1 for s in stride)
     return NhwcInputGradConfig(tuple(phases), dense, zero_fill, threads, work)
 
@@ -252,12 +269,34 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
             _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, bias_packed, flat,
                                out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
                                ph.config.cchunk, ph.config.span, cfg.threads)
+        elif ph.gathered:
+            _phase_gathered(ph, packed, go, go5, bias_packed, out.reshape(out5), kernel,
+                            geom.kernel_args[0], G, cfg.threads)
         else:
             _conv_nhwc.forward_phase(go, go5, packed, ph.config.group_stride, bias_packed,
                                      flat, out5, ph.offset, geom.kernel_args[0], ph.size,
                                      kernel, ph.padding, ph.dilation, G, ph.config.cchunk,
                                      cfg.threads)
     return out
+
+
+def _phase_gathered(ph: Phase, packed, go, go5, bias_packed, out, kernel, stride, groups,
+                    threads):
+    """One stride phase of the input gradient as a stride-1 forward over the
+    phase's whole plane into a contiguous array, then copied to its
+    positions phase + stride * q of out (N, D, H, W, C)."""
+    n, c = out.shape[0], out.shape[-1]
+    part5 = (n,) + tuple(ph.size) + (c,)
+    part = np.empty(part5, out.dtype)
+    src5 = go5
+    if go5[1] == 1 and part5[1] == 1 and kernel[0] == 1:   # images as depth
+        src5, part5 = (1, n) + go5[2:], (1, n) + part5[2:]
+    _conv_nhwc.forward(go, src5, packed, ph.config.group_stride, bias_packed,
+                       part.reshape(-1), part5, kernel, (1, 1, 1), ph.padding, ph.dilation,
+                       groups, ph.config.cchunk, ph.config.span, threads)
+    view = out[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in
+                                      zip(ph.offset, stride, ph.size))]
+    view[...] = part.reshape(view.shape)
 
 
 def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:
