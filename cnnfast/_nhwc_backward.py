@@ -130,13 +130,15 @@ def _dim_phases(n, k, s, p, d):
 
 # Phase rows up to this many pixels run as one forward call over the whole
 # phase (spans across rows and images, _nhwc.batch_folded) into a contiguous
-# array, copied to the phase's positions after: a work item of one short row
-# streamed its block's weights for a few pixels. One thread, 3x3 stride 2,
-# batch 16: 256 -> 512 from 7x7 (rows of 4 and 3) 6.5 -> 3.5 ms, from 14x14
-# (7) 3.6 -> 2.8, from 28x28 (14) 3.2 -> 2.9; batch 8 from 4x4 2.6 -> 1.7;
-# DCGAN's 4x4 stride 2 at batch 64, rows of 8: 47.6 -> 25.3. Rows of 16 and
-# 28 lost (0.90-0.92x: the copy costs more than the weights' streaming).
-PHASE_ROW_GATHER = 14
+# array, copied to the phase's positions after (NumPy, one thread): a work
+# item of one short row streamed its block's weights for a few pixels.
+# 3x3 stride 2 at batch 16, one / two threads: 256 -> 512 from 7x7 (rows of
+# 4 and 3) 6.5 -> 3.5 / 4.7 -> 3.0 ms, from 14x14 (rows of 7) 3.6 -> 2.8 /
+# 2.9 -> 2.4; batch 8 from 4x4 2.6 -> 1.7 / 2.3 -> 1.6; DCGAN's 4x4 stride 2
+# at batch 64, rows of 8, 47.6 -> 25.3 / 23.7 -> 16.8. Rows of 14 gained on
+# one thread (1.10x) but lost on two (0.92x), rows of 16-28 lost on both
+# (0.74-0.92x): the copy then costs more than the weights' streaming.
+PHASE_ROW_GATHER = 8
 
 
 def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradConfig:
