@@ -24,7 +24,7 @@ Winograd forward runs with its weights transformed per call where that wins
 (_plan.nhwc_winograd_fresh_wins: a layer training at batch 8-16).
 
 Weight gradient on Winograd ("nhwc_winograd_weight"): a 3x3 stride-1
-convolution with enough tiles (_plan.nhwc_winograd_fresh_wins) takes
+convolution with enough output pixels (_plan.nhwc_winograd_weight_wins) takes
 dW = G^T [sum over tiles of (A dY A^T) .* (B^T x B)] G: the input's tiles
 transformed as the forward's, grad_out's through A, per position one GEMM
 over the tiles on BLAS (csrc/nhwc/conv_nhwc_winograd.h, _conv_nhwc.pyx

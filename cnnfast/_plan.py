@@ -196,6 +196,27 @@ WINOGRAD_FRESH_MIN_TILES = 128
 # channels the GEMMs are too thin for the transforms' traffic: batch 64
 # 32x28x28 8.05 -> 10.4.
 WINOGRAD_WEIGHT_MIN_CHANNELS = 64
+# The weight gradient's transforms are of the call's activations only (the
+# weights are its output), so it wins from fewer tiles than the forward:
+# from this many output pixels (batch x positions). One / two threads,
+# direct -> Winograd, 3x3 stride 1: batch 16 512x4x4 11.9 -> 8.1 / 1.46x
+# and 2.23x (64 pixels x 16 images), batch 8 128x8x8 1.10 -> 0.54 ms, 1.97x
+# on two, batch 2 256x8x8 1.30x / 1.34x; every shape from 128 pixels up
+# (C 64-512, planes 4-14, batch 1-16) 1.11-2.5x except 512x14x14 batch 1
+# (0.96-0.99x). Below 128 pixels mixed: batch 1 128x7x7 0.59x / 0.83x.
+WINOGRAD_WEIGHT_MIN_PIXELS = 128
+
+
+def nhwc_winograd_weight_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """Does a channels-last weight gradient run on Winograd
+    (_nhwc_backward "nhwc_winograd_weight")? The forward's shapes
+    (nhwc_winograd_wins), whole vectors of output channels, at least
+    WINOGRAD_WEIGHT_MIN_CHANNELS in and out and WINOGRAD_WEIGHT_MIN_PIXELS
+    output pixels."""
+    return (_nhwc_backward.weight_winograd_shape(geom)
+            and min(geom.in_channels, geom.out_channels) >= WINOGRAD_WEIGHT_MIN_CHANNELS
+            and geom.batch * math.prod(geom.out_size) >= WINOGRAD_WEIGHT_MIN_PIXELS
+            and nhwc_winograd_wins(geom, algorithm))
 
 
 def nhwc_winograd_fresh_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
@@ -1073,9 +1094,7 @@ def _nhwc_backward_pass(geom: V.ConvGeometry, gradient: str, threads: int,
                             config=cfg)
         cfg = _nhwc_backward.configure_input_grad(geom, threads)
         kernel = "nhwc_direct_x"
-    elif (_nhwc_backward.weight_winograd_shape(geom)
-          and min(geom.in_channels, geom.out_channels) >= WINOGRAD_WEIGHT_MIN_CHANNELS
-          and nhwc_winograd_fresh_wins(geom, algorithm)):
+    elif nhwc_winograd_weight_wins(geom, algorithm):
         cfg = _nhwc_backward.configure_weight_winograd(geom, threads)
         return PassPlan("winograd", "nhwc_winograd_weight", "channels_last", threads,
                         cfg.tiles, False, cfg.workspace_bytes, 2 * macs, config=cfg)

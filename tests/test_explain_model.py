@@ -348,7 +348,9 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
     for module, name, gradient, kernel in ((_nhwc, "run", "forward", "nhwc_direct"),
                                            (_nhwc_backward, "input_grad", "x", "nhwc_direct_x"),
                                            (_nhwc_backward, "weight_grad", "weight",
-                                            "nhwc_weight")):
+                                            "nhwc_weight"),
+                                           (_nhwc_backward, "weight_grad_winograd", "weight",
+                                            "nhwc_winograd_weight")):
         def record_nhwc(*args, _real=getattr(module, name), _gradient=gradient, _k=kernel):
             ran[_gradient].append(_k)
             return _real(*args)

@@ -76,8 +76,10 @@ def test_the_plan_takes_winograd_only_past_the_tile_threshold():
     direct = ("nhwc_direct", "nhwc_direct_x", "nhwc_weight")
     assert kernels(16, 64, 28) == winograd
     assert kernels(8, 64, 16) == winograd
-    assert kernels(1, 64, 16) == direct     # 16 tiles
-    assert kernels(16, 512, 4) == direct    # 64 tiles of F(2,3)
+    # 16 tiles, 64 of F(2,3): the weight gradient alone (from 128 output pixels)
+    assert kernels(1, 64, 16) == direct[:2] + ("nhwc_winograd_weight",)
+    assert kernels(16, 512, 4) == direct[:2] + ("nhwc_winograd_weight",)
+    assert kernels(1, 128, 7) == direct     # 49 output pixels
     assert kernels(16, 16, 28) == direct    # too few channels
     # output channels not whole vectors: the weight gradient's grad_out transform needs them
     assert kernels(16, 64, 28, K=80 + 8)[2] == "nhwc_weight"
@@ -88,6 +90,25 @@ def test_the_plan_takes_winograd_only_past_the_tile_threshold():
                          np.zeros((64, 64, 3, 3), np.float32), None, 1, 1)
     plan = _plan.plan_conv(geom, "direct", ("forward", "x", "weight"), channels_last=True)
     assert {p.kernel for p in plan.passes.values()} == set(direct)
+
+
+@pytest.mark.parametrize("shape,K", [((8, 64, 4, 4), 64), ((1, 64, 13, 11), 80),
+                                     ((2, 96, 8, 8), 64), ((4, 64, 6, 9), 64)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_alone_on_few_tiles(rng, shape, K, dtype):
+    """From WINOGRAD_WEIGHT_MIN_PIXELS output pixels the weight gradient runs
+    on Winograd while the forward and input gradient stay direct (few tiles,
+    odd planes, planes smaller than a tile): it matches the reference."""
+    x, w, _ = _arrays(rng, shape, K, dtype)
+    plan = cnnfast.explain_conv(_last(x).shape, w.shape, padding=1, dtype=dtype,
+                                data_format="channels_last", need=("x", "weight"))
+    assert plan.passes["weight"].kernel == "nhwc_winograd_weight"
+    assert plan.passes["x"].kernel == "nhwc_direct_x"
+    g = rng.standard_normal((shape[0], K) + shape[2:]).astype(dtype)
+    _, gw, _ = cnnfast.conv2d_backward(_last(g), _last(x), w, padding=1, need=("weight",),
+                                       data_format="channels_last")
+    rw = R.conv2d_backward(g, x, w, padding=1, need=("weight",))[1]
+    assert _rel(gw, rw) < TOL[dtype]
 
 
 def _check_central_differences(loss, a, grad, indices, eps=1e-6):
