@@ -149,6 +149,30 @@ def nhwc_copies_win(geom: V.ConvGeometry, algorithm: str, chosen: str) -> bool:
             and (chosen != "winograd" or positions < NHWC_COPIES_WINOGRAD_PLANE))
 
 
+# A channels-first weight gradient under `auto` runs on the NHWC kernels
+# (direct or Winograd, as a channels-last call would) between layout copies of
+# x and grad_out for stride-1 convolutions with a window and 6+ input
+# channels: im2col + BLAS lost to them everywhere there. One / two threads,
+# float32, ms: LeNet's c2 (64,6,14,14)->16 5x5 1.05 -> 0.39 / 0.90 -> 0.41,
+# (8,32,16,16)->32 3x3 1.05 -> 0.46 / 0.61 -> 0.34, (8,128,28,28)->128
+# 13.2 -> 5.5 / 12.3 -> 5.6, (8,512,7,7)->512 12.0 -> 9.4 / 8.7 -> 5.6,
+# (1,64,56,56)->64 2.1 -> 0.85, (1,256,14,14)->256 1.54 -> 1.77 (lost) /
+# 1.64 -> 1.27. It lost with 1-3 input channels (LeNet's c1 0.45-0.52x,
+# 3 -> 64 3x3 0.39-0.52x), at stride 2 (0.56-0.99x) and on 1x1 (0.24-0.57x);
+# a full window (a GEMM over images) keeps its own route.
+NHWC_WEIGHT_COPIES_MIN_CHANNELS = 6   # input channels per group
+
+
+def nhwc_weight_copies_win(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """Does a channels-first weight gradient run on the NHWC kernels between
+    layout copies (see the measurements above)?"""
+    return (algorithm == "auto" and geom.nd <= 3 and geom.pad_mode == "zeros"
+            and not geom.is_pointwise and all(s == 1 for s in geom.stride)
+            and not is_depthwise(geom) and not is_full_window(geom, algorithm)
+            and geom.in_channels // geom.groups >= NHWC_WEIGHT_COPIES_MIN_CHANNELS
+            and nhwc_backward_wins(geom, algorithm, "weight"))
+
+
 # NHWC Winograd needs enough outputs to amortise streaming its transformed
 # weights (ResNet-18 at 64x64, batch 1: its 2x2 and 4x4 layers on Winograd
 # made the fused model 7.8 ms against onnxruntime's 4.3: one tile per image
@@ -951,6 +975,12 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
             continue
         if channels_last and nhwc_backward_wins(base, algorithm, gradient):
             plans[gradient] = _nhwc_backward_pass(base, gradient, threads, macs, algorithm)
+            continue
+        if gradient == "weight" and not channels_last and nhwc_weight_copies_win(base, algorithm):
+            p = _nhwc_backward_pass(base, gradient, threads, macs, algorithm)
+            copies = (math.prod(base.x5_shape) + math.prod(base.out5_shape)) * dtype.itemsize
+            plans[gradient] = p._replace(layout="channels_last_copies",
+                                         workspace_bytes=p.workspace_bytes + copies)
             continue
         # A non-zero padding mode's input gradient is that of the convolution
         # of the padded input (folded back onto the input by the caller):

@@ -108,7 +108,37 @@ def test_auto_plans_winograd_where_it_wins():
     x_shape, w_shape, args = WINOGRAD_CASES["winograd_auto"]
     plan = cnnfast.explain_conv(x_shape, w_shape, **args)
     assert [plan.passes[p].kernel for p in ("forward", "x", "weight")] == [
-        "winograd", "winograd", "gemm_blas"]
+        "winograd", "winograd", "nhwc_weight"]
+    assert plan.passes["weight"].layout == "channels_last_copies"
+
+
+@pytest.mark.parametrize("x_shape,w_shape,args,copies", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), {}, True),                 # LeNet's c2
+    ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), True),
+    ((64, 1, 32, 32), (6, 1, 5, 5), {}, False),                 # LeNet's c1: 1 channel
+    ((8, 3, 64, 64), (64, 3, 3, 3), dict(padding=1), False),    # RGB
+    ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), False),
+    ((8, 192, 28, 28), (64, 192, 1, 1), {}, False),             # 1x1
+    ((8, 16, 5, 5), (120, 16, 5, 5), {}, False),                # full window
+    ((8, 32, 16, 16), (8, 32, 3, 3), dict(padding=1), False),   # 8 outputs: no NHWC kernel
+    ((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1, padding_mode="reflect"), False),
+])
+def test_channels_first_weight_gradient_on_nhwc_between_copies(x_shape, w_shape, args, copies,
+                                                               rng):
+    """Where im2col + BLAS lost to the NHWC kernels (stride 1, a window, 6+
+    input channels), a channels-first weight gradient runs on them between
+    layout copies; the result matches the reference either way."""
+    plan = cnnfast.explain_conv(x_shape, w_shape, **args, need=("weight",))
+    assert (plan.passes["weight"].layout == "channels_last_copies") == copies
+    if copies:
+        assert plan.passes["weight"].kernel in ("nhwc_weight", "nhwc_winograd_weight")
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    go = rng.standard_normal(reference.conv2d(x, w, None, **args).shape).astype(np.float32)
+    gw = cnnfast.conv2d_backward(go, x, w, **args, need=("weight",))[1]
+    want = reference.conv2d_backward(go.astype(np.float64), x.astype(np.float64),
+                             w.astype(np.float64), **args, need=("weight",))[1]
+    np.testing.assert_allclose(gw, want, rtol=0, atol=2e-5 * np.abs(want).max())
 
 
 def test_explain_conv_names_output_shape_passes_and_flops():

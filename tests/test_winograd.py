@@ -184,7 +184,9 @@ def test_auto_picks_winograd_and_the_policy_turns_it_off():
     plan = cnnfast.explain_conv(*BIG, padding=1)
     assert plan.passes["forward"].algorithm == "winograd"
     assert plan.passes["x"].algorithm == "winograd"
-    assert plan.passes["weight"].algorithm == "im2col"   # the weight gradient never
+    # the weight gradient on the NHWC Winograd kernel between layout copies
+    assert plan.passes["weight"].kernel == "nhwc_winograd_weight"
+    assert plan.passes["weight"].layout == "channels_last_copies"
     try:
         cnnfast.set_conv_policy(winograd=False)
         assert cnnfast.get_conv_policy() == {"winograd": False}

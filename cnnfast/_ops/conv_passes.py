@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _nhwc
+from .. import _nhwc_backward
 from .. import _plan as P
 from .. import _replay
 from .. import _validation as V
@@ -209,6 +210,10 @@ def _run_weight_grad(geom, p, go5, x, weight_shape, go_stacked=None):
     from go5 (N, K, *out as 5-D, kernel dtype) and the conv input x."""
     if p.kernel == "depthwise":
         return _depthwise_weight_grad(geom, p, go5, x, weight_shape)
+    if p.layout == "channels_last_copies":   # the NHWC kernels between layout copies
+        go = _to_last(go5.reshape(geom.out5_shape[:2] + tuple(geom.out_size)))
+        return _nhwc_backward.run_weight_grad(p.kernel, p.config, geom, go,
+                                              _to_last(V.kernel_array(x, geom.dtype)))
     grad_w = np.empty(weight_shape, dtype=geom.dtype)
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
