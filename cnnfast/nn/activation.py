@@ -105,6 +105,16 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}"
 
 
+def _times(grad_out, t):
+    """grad_out * t, into t (a temporary of the caller's) when the product
+    has t's dtype and shape. In-place NumPy passes: LeNet's tanh backward,
+    (64, 6, 28, 28), 0.22 -> 0.16 ms."""
+    if (isinstance(grad_out, np.ndarray) and grad_out.shape == t.shape
+            and np.result_type(grad_out, t) == t.dtype):
+        return np.multiply(grad_out, t, out=t)
+    return grad_out * t
+
+
 class Tanh(Module):
     def forward(self, x):
         if type(x) is np.ndarray and x.dtype.kind == "f" and x.dtype.isnative:
@@ -118,7 +128,9 @@ class Tanh(Module):
 
     def backward(self, grad_out):
         y = self._saved()
-        return grad_out * (1 - y * y)
+        t = y * y   # grad_out * (1 - y*y) with one temporary, not three
+        np.subtract(1, t, out=t)
+        return _times(grad_out, t)
 
 
 class Sigmoid(Module):
@@ -130,4 +142,6 @@ class Sigmoid(Module):
 
     def backward(self, grad_out):
         y = self._saved()
-        return grad_out * y * (1 - y)
+        t = 1 - y   # grad_out * y * (1 - y) with one temporary
+        np.multiply(t, y, out=t)
+        return _times(grad_out, t)
