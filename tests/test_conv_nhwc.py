@@ -483,3 +483,97 @@ def test_winograd_tile_choice():
         g = conv_geometry(2, np.empty(shape, np.float32),
                           np.empty((k, shape[1], 3, 3), np.float32), None, 1, 1, 1, 1)
         assert _nhwc.winograd_tile(g) == 4
+
+
+# (x shape channels-first, weight shape, conv arguments): small padded planes
+# in a batch, which run position-major (a tile = one position in consecutive
+# images, the taps in the padding skipped)
+POSITION_MAJOR_CASES = {
+    "4x4": ((13, 32, 4, 4), (40, 32, 3, 3), dict(padding=1)),
+    "2x2": ((9, 64, 2, 2), (64, 64, 3, 3), dict(padding=1)),
+    "odd_rect": ((7, 24, 5, 3), (20, 24, 3, 2), dict(padding=(1, 2))),
+    "asymmetric": ((11, 16, 6, 7), (33, 16, 4, 3), dict(padding=((2, 0), (1, 3)))),
+    "stride2": ((10, 16, 9, 9), (48, 16, 3, 3), dict(stride=2, padding=1)),
+    "dilated_groups": ((8, 32, 7, 6), (64, 16, 3, 3), dict(padding=2, dilation=2, groups=2)),
+    "chunked_channels": ((6, 600, 3, 3), (70, 600, 3, 3), dict(padding=1)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(POSITION_MAJOR_CASES))
+def test_position_major_tiles(case, dtype, monkeypatch):
+    """Position-major tiles with the padding's taps skipped give the
+    reference's result and the row-major order's bits (forward with bias,
+    the fused epilogue's residual and clamp, the input gradient), at 1 and
+    2 threads; the plan says which order it runs."""
+    from cnnfast import _cache
+    xs, ws, kw = POSITION_MAJOR_CASES[case]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = (rng.standard_normal(ws) / np.sqrt(np.prod(ws[1:]))).astype(dtype)   # sums of ~1
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = R.conv2d(x, w, b, **kw)
+    res = rng.standard_normal(y.shape).astype(dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    runs = {}
+    try:
+        for plane in (10 ** 6, 0):
+            monkeypatch.setattr(_nhwc, "PADDED_PLANE", plane)
+            _cache.clear()
+            geom = conv_geometry(2, x, w, b, kw.get("stride", 1), kw["padding"],
+                                 kw.get("dilation", 1), kw.get("groups", 1))
+            cfg = _nhwc.configure(_nhwc.kernel_view(geom), 1)
+            assert cfg.position_major == (plane > 0)
+            for threads in (1, 2):
+                with cnnfast.num_threads(threads):
+                    out = cnnfast.conv2d(_last(x), w, b, **kw, algorithm="direct",
+                                         data_format="channels_last")
+                    fused = _conv_forward_fused_last(
+                        2, _last(x), w, b, kw.get("stride", 1), kw["padding"],
+                        kw.get("dilation", 1), kw.get("groups", 1), (-1.0, 1.5), _last(res))
+                    gx = cnnfast.conv2d_backward(_last(go), _last(x), w, **kw, need=("x",),
+                                                 data_format="channels_last")[0]
+                runs[plane, threads] = (out, fused, gx)
+    finally:
+        monkeypatch.undo()
+        _cache.clear()
+    out, fused, gx = runs[10 ** 6, 1]
+    _close(_first(out), y, dtype)
+    _close(_first(fused), np.clip(y + res, -1.0, 1.5), dtype)
+    _close(_first(gx), R.conv2d_backward(go, x, w, **kw, need=("x",))[0], dtype)
+    for key, got in runs.items():
+        for a, e in zip(got, runs[10 ** 6, 1]):
+            np.testing.assert_array_equal(a, e, err_msg=str(key))
+
+
+def test_position_major_keeps_nan_from_infinite_weights(monkeypatch):
+    """With a weight not finite the padding's taps are not skipped: 0 * inf
+    puts NaN where the reference's zero padding does."""
+    from cnnfast import _cache
+    monkeypatch.setattr(_nhwc, "PADDED_PLANE", 10 ** 6)
+    _cache.clear()
+    try:
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((9, 16, 4, 4)).astype(np.float32)
+        w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+        w[3, 2, 0, 0] = np.inf
+        got = _first(cnnfast.conv2d(_last(x), w, padding=1, data_format="channels_last"))
+        want = R.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1)
+        assert np.isnan(want).any()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+    finally:
+        monkeypatch.undo()
+        _cache.clear()
+
+
+def test_position_major_needs_a_folded_batch():
+    from cnnfast._ext import _conv_nhwc
+    x = np.zeros(2 * 4 * 4 * 16, np.float32)
+    packed = np.zeros(16 * 16 * 9, np.float32)
+    out = np.zeros(2 * 4 * 4 * 16, np.float32)
+    with pytest.raises(ValueError, match="position-major"):
+        _conv_nhwc.forward(x, (2, 1, 4, 4, 16), packed, packed.size, np.zeros(0, np.float32),
+                           out, (2, 1, 4, 4, 16), (1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1),
+                           1, 16, 16, 1, mode=_conv_nhwc.POSITION_MAJOR)

@@ -351,9 +351,10 @@ def test_training_rows_name_the_kernels_forward_and_backward_execute(monkeypatch
                                             "nhwc_weight"),
                                            (_nhwc_backward, "weight_grad_winograd", "weight",
                                             "nhwc_winograd_weight")):
-        def record_nhwc(*args, _real=getattr(module, name), _gradient=gradient, _k=kernel):
+        def record_nhwc(*args, _real=getattr(module, name), _gradient=gradient, _k=kernel,
+                        **kwargs):
             ran[_gradient].append(_k)
-            return _real(*args)
+            return _real(*args, **kwargs)
         monkeypatch.setattr(module, name, record_nhwc)
     # the 1x1 downsamples: GEMMs over pixel rows (forward, and each gradient asked for)
     from cnnfast._ops import conv as conv_op

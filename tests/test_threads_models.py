@@ -89,7 +89,7 @@ class _Recorder:
         if not callable(fn):
             return fn
 
-        def call(*args):
+        def call(*args, **kwargs):   # keywords (the NHWC kernel's mode) are not threads
             ints = [a for a in args if type(a) is int]
             if name in self.UNTHREADED:
                 pass
@@ -97,7 +97,7 @@ class _Recorder:
                 self._seen.append((name, args[self.THREADS_AT[name]]))
             elif ints:
                 self._seen.append((name, ints[-1]))
-            return fn(*args)
+            return fn(*args, **kwargs)
         return call
 
 

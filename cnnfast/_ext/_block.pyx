@@ -37,7 +37,8 @@ cdef extern from "nhwc_table.h" nogil:
         void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                         cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
-                        const void *next, cf_idx next_bytes, const cf_geom *g) noexcept nogil
+                        const void *next, cf_idx next_bytes, int mode,
+                        const cf_geom *g) noexcept nogil
 
 cdef extern from "conv_depthwise_table.h" nogil:
     ctypedef struct cf_depthwise_kernels:
@@ -195,7 +196,7 @@ cdef void _pointwise(const cf_nhwc_kernels *kt, const floating *x, Py_ssize_t xs
             nxt_bytes = min(cchunk, xs) * ((nk1 + vw - 1) // vw * vw) * sizeof(floating)
         kt.forward(x, xs, w + kb * ebs, bias + k0 if bias != NULL else NULL,
                    out + k0, os, res + k0 if res != NULL else NULL, 0, pixels,
-                   min(block, K - k0), cchunk, clamp, lo, hi, zeros, nxt, nxt_bytes, &g)
+                   min(block, K - k0), cchunk, clamp, lo, hi, zeros, nxt, nxt_bytes, 0, &g)
         k0 += block
         kb += 1
 

@@ -29,7 +29,8 @@ cdef extern from "nhwc_kernels.h" nogil:
         void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                         cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                         cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
-                        const void *next, cf_idx next_bytes, const cf_geom *g) noexcept nogil
+                        const void *next, cf_idx next_bytes, int mode,
+                        const cf_geom *g) noexcept nogil
         int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk,
                     void *dst) noexcept nogil
         int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL,
@@ -152,21 +153,31 @@ def pack_flipped(const floating[::1] w, floating[::1] dst, Py_ssize_t K, Py_ssiz
     return bad == 0
 
 
+# nhwc_forward's modes (csrc/nhwc/conv_nhwc.h)
+POSITION_MAJOR = 1   # tiles of one position in consecutive images
+SKIP = 2             # taps in the padding for a whole tile skipped (finite weights only)
+
+
 def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,
             Py_ssize_t group_stride, const floating[::1] bias, floating[::1] out,
             tuple out_shape, tuple kernel, tuple stride, tuple padding, tuple dilation,
             Py_ssize_t groups, Py_ssize_t cchunk, Py_ssize_t span, int nthreads,
             const floating[::1] residual=None, bint clamp=False, double lo=0.0,
-            double hi=0.0):
+            double hi=0.0, int mode=0):
     """out (N, OD, OH, OW, K) = conv(x (N, D, H, W, C), packed weights) + bias
     (empty: none; else (groups, blocks * block) with zeros past each group's
     channels, so that whole vectors are read), then + residual (out's layout) and clamped to [lo, hi] when
     asked: a fused layer's epilogue, in the store of each tile. cchunk: input
     channels per pass over a span (weights of one block and chunk stay in
-    cache); span: output pixels per work item."""
+    cache); span: output pixels per work item. mode: the kernel's tile order
+    and tap skipping (csrc/nhwc/conv_nhwc.h CF_NHWC_POSITION_MAJOR, for a
+    batch folded into depth, N = 1; CF_NHWC_SKIP, for finite weights)."""
     cdef Py_ssize_t N = x_shape[0], C = x_shape[4], K = out_shape[4]
     cdef cf_geom g
     _geom(&g, x_shape, out_shape, kernel, stride, padding, dilation, groups)
+    if mode & POSITION_MAJOR and (N != 1 or g.KD != 1 or g.sd != 1 or g.pd != 0):
+        raise ValueError("position-major tiles need the batch folded into depth "
+                         f"(N = 1, unit kernel depth and depth stride, no depth padding)")
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, HWin = g.D * g.H * g.W
     if N == 0 or P == 0:
         return
@@ -184,11 +195,13 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,
         if nthreads > 1 and items > 1:
             for i in prange(items, num_threads=nthreads, schedule='guided'):
                 _item(i, &x[0], &packed[0], group_stride, bp, &out[0], rp, &zeros[0], N,
-                      groups, nkb, nspan, span, C, K, P, HWin, cchunk, clamp, lo, hi, &g, kt)
+                      groups, nkb, nspan, span, C, K, P, HWin, cchunk, clamp, lo, hi, mode,
+                      &g, kt)
         else:
             for i in range(items):
                 _item(i, &x[0], &packed[0], group_stride, bp, &out[0], rp, &zeros[0], N,
-                      groups, nkb, nspan, span, C, K, P, HWin, cchunk, clamp, lo, hi, &g, kt)
+                      groups, nkb, nspan, span, C, K, P, HWin, cchunk, clamp, lo, hi, mode,
+                      &g, kt)
 
 
 cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
@@ -196,7 +209,8 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
                 const floating *res, const floating *zeros, Py_ssize_t N, Py_ssize_t groups,
                 Py_ssize_t nkb, Py_ssize_t nspan, Py_ssize_t span, Py_ssize_t C, Py_ssize_t K,
                 Py_ssize_t P, Py_ssize_t HWin, Py_ssize_t cchunk, bint clamp, double lo,
-                double hi, const cf_geom *g, const cf_nhwc_kernels *kt) noexcept nogil:
+                double hi, int mode, const cf_geom *g,
+                const cf_nhwc_kernels *kt) noexcept nogil:
     # i = ((n * groups + group) * nkb + kb) * nspan + s: consecutive items share
     # a weight block, so a thread's run of items reuses it from cache
     cdef Py_ssize_t s = i % nspan, rest = i // nspan
@@ -221,7 +235,7 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
                packed + grp * group_stride + k0 * g.C * kvol,
                bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
                out + ooff, K, res + ooff if res != NULL else NULL, p0, p1, nk, cchunk,
-               clamp, lo, hi, zeros, w1, w1_bytes, g)
+               clamp, lo, hi, zeros, w1, w1_bytes, mode, g)
 
 
 # ------------------------------------------------------------------ Winograd
@@ -435,7 +449,7 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
             nxt = u + kb1 * block * C
             nxt_bytes = C * ((nk1 + vw - 1) // vw * vw) * sizeof(floating)
         kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
-                   block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, nxt, nxt_bytes, g1)
+                   block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, nxt, nxt_bytes, 0, g1)
     cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
     return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
                           bias + k0 if bias != NULL else NULL, out + ooff, K,
@@ -587,7 +601,7 @@ cdef void _phase_row(Py_ssize_t i, const floating *go, const floating *packed,
                packed + grp * group_stride + k0 * g.C * kvol,
                bias + grp * nkb * kt.block + k0 if bias != NULL else NULL,
                out + pos * Ctot + grp * g.K + k0, geo[8] * Ctot, NULL, 0, g.OW, nk, cchunk,
-               0, 0.0, 0.0, zeros, NULL, 0, &gl)
+               0, 0.0, 0.0, zeros, NULL, 0, 0, &gl)
 
 
 def weight_grad(const floating[::1] go, tuple go_shape, const floating[::1] x, tuple x_shape,

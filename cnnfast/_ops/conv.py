@@ -106,11 +106,11 @@ def _conv_forward_fused_last(nd, x, weight, bias, stride, padding, dilation, gro
         return _to_last(_conv_forward_fused(
             nd, _to_first(x), weight, bias, stride, padding, dilation, groups, clamp,
             None if residual is None else _to_first(residual), padding_mode))
-    w, _, b = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight, bias,
-                      lambda: (*_nhwc.pack_weights(weight, geom, p.config),
-                               _nhwc.pack_bias(bias, geom, p.config)))
+    w, finite, b = _packed(packed, ("direct", p.config.group_stride, p.config.block), weight,
+                           bias, lambda: (*_nhwc.pack_weights(weight, geom, p.config),
+                                          _nhwc.pack_bias(bias, geom, p.config)))
     into_residual = into_residual and _nhwc.writes_into_residual(p.config, geom, x, residual)
-    return _nhwc.run(p.config, geom, x, w, b, residual, clamp, into_residual)
+    return _nhwc.run(p.config, geom, x, w, b, residual, clamp, into_residual, finite)
 
 
 def _packed(cache, key, weight, bias, pack):

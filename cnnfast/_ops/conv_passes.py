@@ -105,10 +105,10 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
         return _depthwise_forward(geom, p, x, weight, bias, clamp, residual)
     if p.kernel == "nhwc_direct":   # channels-first: the NHWC kernel between layout copies
         res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
-        w = _nhwc.pack_weights(weight, geom, p.config)[0]
+        w, finite = _nhwc.pack_weights(weight, geom, p.config)
         return _to_first(_nhwc.run(p.config, geom, _to_last(V.kernel_array(x, geom.dtype)), w,
                                    _nhwc.pack_bias(bias, geom, p.config), res,
-                                   epilogue_clamp(clamp)))
+                                   epilogue_clamp(clamp), finite=finite))
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)

@@ -17,7 +17,7 @@ typedef struct {
     void (*forward)(const void *x, cf_idx xs, const void *w, const void *bias, void *out,
                     cf_idx os, const void *res, cf_idx p0, cf_idx p1, cf_idx nk,
                     cf_idx cchunk, int clamp, double lo, double hi, const void *zeros,
-                    const void *next, cf_idx next_bytes, const cf_geom *g);
+                    const void *next, cf_idx next_bytes, int mode, const cf_geom *g);
     /* returns 1, 0 for a NaN or infinite weight, -1 when out of memory */
     int (*pack)(const void *w, cf_idx K, cf_idx C, cf_idx KVOL, cf_idx cchunk, void *dst);
     int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL, const cf_idx *taps,
