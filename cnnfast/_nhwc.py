@@ -226,8 +226,8 @@ def run(cfg: NhwcConfig, geom: V.ConvGeometry, x, packed, bias_packed, residual=
     stride, pad, dilation = geom.kernel_args
     _conv_nhwc.forward(x3.reshape(-1), in5, packed, cfg.group_stride, bias_packed,
                        out.reshape(-1), out5, geom.as3d(geom.kernel, 1), stride, pad,
-                       dilation, geom.groups, cfg.cchunk, cfg.span, cfg.threads, res,
-                       clamp is not None, lo, hi, mode=kernel_mode(cfg, finite))
+                       dilation, geom.groups, cfg.cchunk, cfg.span, kernel_mode(cfg, finite),
+                       cfg.threads, res, clamp is not None, lo, hi)
     return out
 
 

@@ -271,8 +271,8 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
             # the packs are finite (a NaN/inf weight returned None above)
             _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, bias_packed, flat,
                                out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
-                               ph.config.cchunk, ph.config.span, cfg.threads,
-                               mode=_nhwc.kernel_mode(ph.config, True))
+                               ph.config.cchunk, ph.config.span,
+                               _nhwc.kernel_mode(ph.config, True), cfg.threads)
         elif ph.gathered:
             _phase_gathered(ph, packed, go, go5, bias_packed, out.reshape(out5), kernel,
                             geom.kernel_args[0], G, cfg.threads)
@@ -297,8 +297,8 @@ def _phase_gathered(ph: Phase, packed, go, go5, bias_packed, out, kernel, stride
         src5, part5 = (1, n) + go5[2:], (1, n) + part5[2:]
     _conv_nhwc.forward(go, src5, packed, ph.config.group_stride, bias_packed,
                        part.reshape(-1), part5, kernel, (1, 1, 1), ph.padding, ph.dilation,
-                       groups, ph.config.cchunk, ph.config.span, threads,
-                       mode=_nhwc.kernel_mode(ph.config, True))
+                       groups, ph.config.cchunk, ph.config.span,
+                       _nhwc.kernel_mode(ph.config, True), threads)
     view = out[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in
                                       zip(ph.offset, stride, ph.size))]
     view[...] = part.reshape(view.shape)

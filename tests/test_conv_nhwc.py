@@ -576,4 +576,4 @@ def test_position_major_needs_a_folded_batch():
     with pytest.raises(ValueError, match="position-major"):
         _conv_nhwc.forward(x, (2, 1, 4, 4, 16), packed, packed.size, np.zeros(0, np.float32),
                            out, (2, 1, 4, 4, 16), (1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1),
-                           1, 16, 16, 1, mode=_conv_nhwc.POSITION_MAJOR)
+                           1, 16, 16, _conv_nhwc.POSITION_MAJOR, 1)

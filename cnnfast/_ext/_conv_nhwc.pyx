@@ -161,9 +161,9 @@ SKIP = 2             # taps in the padding for a whole tile skipped (finite weig
 def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,
             Py_ssize_t group_stride, const floating[::1] bias, floating[::1] out,
             tuple out_shape, tuple kernel, tuple stride, tuple padding, tuple dilation,
-            Py_ssize_t groups, Py_ssize_t cchunk, Py_ssize_t span, int nthreads,
+            Py_ssize_t groups, Py_ssize_t cchunk, Py_ssize_t span, int mode, int nthreads,
             const floating[::1] residual=None, bint clamp=False, double lo=0.0,
-            double hi=0.0, int mode=0):
+            double hi=0.0):
     """out (N, OD, OH, OW, K) = conv(x (N, D, H, W, C), packed weights) + bias
     (empty: none; else (groups, blocks * block) with zeros past each group's
     channels, so that whole vectors are read), then + residual (out's layout) and clamped to [lo, hi] when
@@ -171,7 +171,8 @@ def forward(const floating[::1] x, tuple x_shape, const floating[::1] packed,
     channels per pass over a span (weights of one block and chunk stay in
     cache); span: output pixels per work item. mode: the kernel's tile order
     and tap skipping (csrc/nhwc/conv_nhwc.h CF_NHWC_POSITION_MAJOR, for a
-    batch folded into depth, N = 1; CF_NHWC_SKIP, for finite weights)."""
+    batch folded into depth, N = 1; CF_NHWC_SKIP, for finite weights), 0 for
+    neither. (Positional: a fused model's recorded run refuses keywords.)"""
     cdef Py_ssize_t N = x_shape[0], C = x_shape[4], K = out_shape[4]
     cdef cf_geom g
     _geom(&g, x_shape, out_shape, kernel, stride, padding, dilation, groups)
