@@ -266,8 +266,7 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
     for ph, packed in zip(cfg.phases, packs):
         kernel = tuple(map(len, ph.taps))
         if cfg.dense:
-            if go5[1] == 1 and kernel[0] == 1:   # images as depth (_nhwc.batch_folded)
-                go5, out5 = (1, geom.batch) + go5[2:], (1, geom.batch) + out5[2:]
+            go5, out5 = _images_as_depth(go5, out5, kernel)
             # the packs are finite (a NaN/inf weight returned None above)
             _conv_nhwc.forward(go, go5, packed, ph.config.group_stride, bias_packed, flat,
                                out5, kernel, (1, 1, 1), ph.padding, ph.dilation, G,
@@ -284,17 +283,24 @@ def input_grad(cfg: NhwcInputGradConfig, geom: V.ConvGeometry, grad_out, weight,
     return out
 
 
+def _images_as_depth(src5, dst5, kernel):
+    """(src5, dst5), the 5-D (N, D, H, W, C) shapes of a stride-1 forward, with
+    the images as depth when both depths and the kernel's are 1: the run's
+    tiles then span images (_nhwc.batch_folded, which its configuration
+    assumed)."""
+    if src5[1] == 1 and dst5[1] == 1 and kernel[0] == 1:
+        n = src5[0]
+        return (1, n) + tuple(src5[2:]), (1, n) + tuple(dst5[2:])
+    return tuple(src5), tuple(dst5)
+
+
 def _phase_gathered(ph: Phase, packed, go, go5, bias_packed, out, kernel, stride, groups,
                     threads):
     """One stride phase of the input gradient as a stride-1 forward over the
     phase's whole plane into a contiguous array, then copied to its
     positions phase + stride * q of out (N, D, H, W, C)."""
-    n, c = out.shape[0], out.shape[-1]
-    part5 = (n,) + tuple(ph.size) + (c,)
-    part = np.empty(part5, out.dtype)
-    src5 = go5
-    if go5[1] == 1 and part5[1] == 1 and kernel[0] == 1:   # images as depth
-        src5, part5 = (1, n) + go5[2:], (1, n) + part5[2:]
+    part = np.empty((out.shape[0],) + tuple(ph.size) + (out.shape[-1],), out.dtype)
+    src5, part5 = _images_as_depth(go5, part.shape, kernel)
     _conv_nhwc.forward(go, src5, packed, ph.config.group_stride, bias_packed,
                        part.reshape(-1), part5, kernel, (1, 1, 1), ph.padding, ph.dilation,
                        groups, ph.config.cchunk, ph.config.span,

@@ -166,9 +166,9 @@ NHWC_WEIGHT_COPIES_MIN_CHANNELS = 6   # input channels per group
 def nhwc_weight_copies_win(geom: V.ConvGeometry, algorithm: str) -> bool:
     """Does a channels-first weight gradient run on the NHWC kernels between
     layout copies (see the measurements above)?"""
-    return (algorithm == "auto" and geom.nd <= 3 and geom.pad_mode == "zeros"
-            and not geom.is_pointwise and all(s == 1 for s in geom.stride)
-            and not is_depthwise(geom) and not is_full_window(geom, algorithm)
+    # nhwc_backward_wins: zero padding, a vector of output channels, not depthwise
+    return (algorithm == "auto" and not geom.is_pointwise and all(s == 1 for s in geom.stride)
+            and not is_full_window(geom, algorithm)
             and geom.in_channels // geom.groups >= NHWC_WEIGHT_COPIES_MIN_CHANNELS
             and nhwc_backward_wins(geom, algorithm, "weight"))
 
