@@ -280,6 +280,13 @@ WINOGRAD_ITEMS_PER_THREAD = 2
 # at every call): see winograd_tile.
 WINOGRAD_SMALL_PLANE = 8 * 8
 WINOGRAD_STREAMED_BYTES = 8 << 20
+WINOGRAD_SHARED_TILES = 16
+# The weight gradient's: each position's K x C sums are written and turned
+# back into taps, 36 positions against 16. One thread, F(2,3) -> F(4,3) ms:
+# 64 tiles: batch 16 256x7x7 4.79 -> 3.49, 512x7x7 16.1 -> 13.9; 32 tiles:
+# batch 8 256x7x7 2.73 -> 2.31; 16 tiles: batch 16 512x4x4 5.83 -> 7.97,
+# batch 4 512x7x7 6.15 -> 7.87; 8 tiles: batch 2 256x8x8 1.26 -> 1.50.
+WINOGRAD_WEIGHT_SHARED_TILES = 32
 
 
 class WinogradConfig(NamedTuple):
@@ -302,16 +309,24 @@ def winograd_shape(geom: V.ConvGeometry) -> bool:
             and geom.pad_mode == "zeros" and geom.in_channels % vw == 0)
 
 
-def winograd_tile(geom: V.ConvGeometry) -> int:
+def winograd_tile(geom: V.ConvGeometry, shared: int | None = None) -> int:
     """F(4x4, 3x3), or F(2x2, 3x3) for planes of at most WINOGRAD_SMALL_PLANE
-    outputs with large weights, whose F(4,3) transforms (36 positions) come
-    from memory at every call inside a model and bind the layer to the
-    memory's speed. ResNet-18's 7x7x512 layer, weights evicted before each
+    outputs with large weights and fewer than `shared` F(4,3) tiles in the
+    batch (default WINOGRAD_SHARED_TILES): their F(4,3) transforms (36 positions) come from memory at every
+    call inside a model, for few tiles, and bind the layer to the memory's
+    speed. ResNet-18's 7x7x512 layer at batch 1, weights evicted before each
     call (as inside the model; next weights prefetched), one thread: F(2,3)
-    1.46 ms, F(4,3) 2.45, direct 1.54 (in cache: 1.07, 1.37, 1.36)."""
+    1.46 ms, F(4,3) 2.45, direct 1.54 (in cache: 1.07, 1.37, 1.36). A
+    batch's tiles share the weights (blocks span images): fused ResNet-18 at
+    batch 8, its 7x7x512 layers on F(4,3), 108.5 against 110.2 ms; at batch
+    1 F(4,3) 22.2 against 18.2. The weight gradient passes
+    WINOGRAD_WEIGHT_SHARED_TILES (its transformed sums are the output)."""
+    shared = WINOGRAD_SHARED_TILES if shared is None else shared
     big = 36 * geom.in_channels * geom.out_channels * np.dtype(geom.dtype).itemsize
-    small = math.prod(geom.out_size) <= WINOGRAD_SMALL_PLANE
-    return 2 if small and big > WINOGRAD_STREAMED_BYTES else 4
+    oh, ow = geom.out_size
+    small = oh * ow <= WINOGRAD_SMALL_PLANE
+    few = geom.batch * -(-oh // 4) * -(-ow // 4) < shared
+    return 2 if small and few and big > WINOGRAD_STREAMED_BYTES else 4
 
 
 def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
@@ -321,38 +336,44 @@ def winograd_configure(geom: V.ConvGeometry, threads: int) -> WinogradConfig:
     positions = (m + 2) ** 2
     oh, ow = geom.out_size
     per_image = -(-oh // m) * -(-ow // m)
-    # blocks of at most WINOGRAD_TILES tiles, and enough (image, block,
-    # output-channel block) items for WINOGRAD_ITEMS_PER_THREAD per thread
-    # when the batch is small, of equal size (ResNet-18's 28x28 layer: 3
-    # blocks of 17, 17 and 15 instead of 24, 24 and 1). Each item streams its
-    # output-channel block's transformed weights once, so fewer items than
-    # the direct kernel's.
+    images = max(1, min(geom.batch,
+                        WINOGRAD_ROUND_BYTES // (per_image * positions * geom.in_channels
+                                                 * itemsize)))
+    # A round's tiles are numbered image after image and cut into blocks of
+    # at most WINOGRAD_TILES, which may span images: a block's products read
+    # each output-channel block's transformed weights once, so small planes
+    # in a batch share them (batch 16 256x7x7, one thread: 5.65 ms with
+    # blocks of one image's 4 tiles, 2.6 with blocks of 24). Enough (block,
+    # output-channel block) items for WINOGRAD_ITEMS_PER_THREAD per thread,
+    # of equal size (ResNet-18's 28x28 layer at batch 1: 3 blocks of 17, 17
+    # and 15 instead of 24, 24 and 1).
+    round_tiles = images * per_image
     out_blocks = -(-geom.out_channels // block)
-    blocks = max(-(-per_image // WINOGRAD_TILES),
-                 -(-WINOGRAD_ITEMS_PER_THREAD * threads // max(1, geom.batch * out_blocks)))
-    items = max(1, geom.batch * out_blocks)
-    if items * blocks < 8 * threads:
+    blocks = min(round_tiles, max(-(-round_tiles // WINOGRAD_TILES),
+                                  -(-WINOGRAD_ITEMS_PER_THREAD * threads // out_blocks)))
+    if blocks * out_blocks < 8 * threads:
         # few items: a multiple of the threads, so none waits for the last one
         # (56x56 at batch 1 on 2 threads: 10 blocks of 20 tiles, not 9 of 22)
-        while (items * blocks) % threads and blocks < per_image:
+        while (blocks * out_blocks) % threads and blocks < round_tiles:
             blocks += 1
-    tiles = -(-per_image // min(blocks, per_image))
-    blocks = -(-per_image // tiles)
-    per_image_v = blocks * positions * tiles * geom.in_channels
-    images = max(1, min(geom.batch, WINOGRAD_ROUND_BYTES // (per_image_v * itemsize)))
-    pos_stride = -(-geom.out_channels // block) * block * geom.in_channels
+    tiles = -(-round_tiles // blocks)
+    blocks = -(-round_tiles // tiles)
+    v_elements = blocks * positions * tiles * geom.in_channels
+    pos_stride = out_blocks * block * geom.in_channels
     products = threads * positions * tiles * block
-    workspace = (positions * pos_stride + images * per_image_v + products) * itemsize
-    return WinogradConfig(m, tiles, images, threads, pos_stride, images * per_image_v,
-                          products, workspace)
+    workspace = (positions * pos_stride + v_elements + products) * itemsize
+    return WinogradConfig(m, tiles, images, threads, pos_stride, v_elements, products,
+                          workspace)
 
 
-def winograd_pack(weight, geom: V.ConvGeometry, cfg: WinogradConfig):
-    """(transformed weights, finite)."""
+def winograd_pack(weight, geom: V.ConvGeometry, cfg: WinogradConfig, flipped=False):
+    """(transformed weights, finite); flipped: weight is (C, K, 3, 3) of the
+    convolution whose input gradient geom is (_nhwc_backward), transformed
+    as that gradient's flipped, transposed kernels."""
     u = np.empty((cfg.m + 2) ** 2 * cfg.pos_stride, geom.dtype)
     finite = _conv_nhwc.winograd_pack(V.kernel_array(weight, geom.dtype).reshape(-1), u,
                                       geom.out_channels, geom.in_channels, cfg.pos_stride,
-                                      cfg.m)
+                                      cfg.m, pack_threads(u.size, cfg.threads), flipped)
     return u, finite
 
 

@@ -164,22 +164,6 @@ def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradCon
     return NhwcInputGradConfig(tuple(phases), dense, zero_fill, threads, work)
 
 
-# Source rows per block of the flip-and-transpose copy: one 4-D copy with
-# reversed taps took 43 ms for 512x512x3x3 (its strides aliased in the
-# cache; 1.85 ms at 256x256), blocks of 32 rows 3.8 (1.1).
-FLIP_BLOCK_ROWS = 32
-
-
-def _flipped_transposed(w):
-    """(C, K, 3, 3) w'[c, k] = w[k, c] with the taps reversed, contiguous."""
-    K, C = w.shape[:2]
-    out = np.empty((C, K, 9), w.dtype)
-    taps = w.reshape(K, C, 9)
-    for k in range(0, K, FLIP_BLOCK_ROWS):
-        out[:, k:k + FLIP_BLOCK_ROWS] = taps[k:k + FLIP_BLOCK_ROWS, :, ::-1].transpose(1, 0, 2)
-    return out.reshape(C, K, 3, 3)
-
-
 def run_input_grad(kernel: str, cfg, geom: V.ConvGeometry, grad_out, weight, bias=None):
     """The planned input-gradient pass (kernel "nhwc_winograd_x" or
     "nhwc_direct_x", its config): grad_x, or None as input_grad."""
@@ -221,8 +205,7 @@ def input_grad_winograd(cfg: NhwcInputGradWinogradConfig, geom: V.ConvGeometry, 
     back to the direct phases (input_grad, with its own None) when a value
     is not finite, as the forward does."""
     flipped = cfg.flipped
-    w_flipped = _flipped_transposed(V.kernel_array(weight, geom.dtype))
-    u, finite = _nhwc.winograd_pack(w_flipped, flipped, cfg.winograd)
+    u, finite = _nhwc.winograd_pack(weight, flipped, cfg.winograd, flipped=True)
     if finite:
         out = _nhwc.winograd_run(cfg.winograd, flipped, grad_out, u,
                                  _nhwc.winograd_bias(bias, flipped))
@@ -351,7 +334,7 @@ def weight_winograd_shape(geom: V.ConvGeometry) -> bool:
 
 
 def configure_weight_winograd(geom: V.ConvGeometry, threads: int) -> NhwcWeightWinogradConfig:
-    m = _nhwc.winograd_tile(geom)
+    m = _nhwc.winograd_tile(geom, _nhwc.WINOGRAD_WEIGHT_SHARED_TILES)
     oh, ow = geom.out_size
     tiles = geom.batch * -(-oh // m) * -(-ow // m)
     positions, K, C = (m + 2) ** 2, geom.out_channels, geom.in_channels

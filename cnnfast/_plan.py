@@ -205,11 +205,14 @@ def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
 # Winograd with its weights transformed at every call (a layer training:
 # the weights change each step) needs this many tiles per call to pay for
 # the transform (36 or 16 positions x K x C). One thread, float32, NHWC
-# direct -> Winograd, the transform included: batch 16 64x28x28 4.84 ->
-# 2.38 ms (784 tiles), 128x14x14 4.97 -> 3.12 (256), 256x7x7 F(2,3) 5.28 ->
-# 5.11 (256), batch 8 64x16x16 0.82 -> 0.41 (128); losing: batch 16
-# 512x4x4 F(2,3) 7.76 -> 11.9 (64), batch 8 128x8x8 0.81 -> 0.90 (32).
-WINOGRAD_FRESH_MIN_TILES = 128
+# direct -> Winograd forward, the transform included, blocks of tiles
+# spanning images: batch 16 64x28x28 4.84 -> 2.38 ms (784 tiles),
+# 128x14x14 4.97 -> 3.12 (256); 64 tiles: batch 16 256x7x7 4.22 -> 3.56
+# (input gradient 4.16 -> 3.91), 512x7x7 18.3 -> 15.9, 64x8x8 0.38 ->
+# 0.26; 32 tiles mixed: batch 8 128x8x8 0.75 -> 0.69, 256x7x7 2.56 ->
+# 2.71; 16 tiles: batch 16 512x4x4 6.45 -> 9.13 (37.7 MB of transformed
+# weights written per call).
+WINOGRAD_FRESH_MIN_TILES = 64
 
 
 # The weight gradient on Winograd (_nhwc_backward "nhwc_winograd_weight"):

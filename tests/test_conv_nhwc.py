@@ -315,7 +315,7 @@ def _winograd_plan(x, w, padding):
 def winograd_tile(request, monkeypatch):
     """Each Winograd test for both tiles: F(2,3) forced on every shape."""
     if request.param == 2:
-        monkeypatch.setattr(_nhwc, "winograd_tile", lambda geom: 2)
+        monkeypatch.setattr(_nhwc, "winograd_tile", lambda geom, shared=None: 2)
     cnnfast._cache.clear()   # plans made under the other tile
     yield request.param
     cnnfast._cache.clear()
@@ -357,6 +357,36 @@ def test_winograd_threads_bit_identical(winograd_tile):
     for threads in (2, 3):
         with cnnfast.num_threads(threads):
             np.testing.assert_array_equal(_fused_last(x, w, b, 1, {}), one)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_blocks_across_images_and_rounds(dtype, threads, winograd_tile, monkeypatch):
+    """Tiles numbered image after image, in blocks that straddle images
+    (5 tiles per block), rounds of 2 images with a last round of 1."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((5, 32, 3, 27)).astype(dtype)
+    w = rng.standard_normal((40, 32, 3, 3)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    r = rng.standard_normal((5, 40, 3, 27)).astype(dtype)
+    m = winograd_tile
+    per_image = -(-3 // m) * -(-27 // m)
+    positions = (m + 2) ** 2
+    monkeypatch.setattr(_nhwc, "WINOGRAD_TILES", 5)
+    monkeypatch.setattr(_nhwc, "WINOGRAD_ROUND_BYTES",
+                        2 * per_image * positions * 32 * np.dtype(dtype).itemsize)
+    geom = conv_geometry(2, x, w, None, 1, 1, 1, 1)
+    cfg = _nhwc.winograd_configure(geom, threads)
+    T = cfg.tiles
+    straddle = [t0 // per_image != (min(t0 + T, 2 * per_image) - 1) // per_image
+                for t0 in range(0, 2 * per_image, T)]
+    assert cfg.images_per_round == 2 and T <= 5 and any(straddle)
+    expected = _expected(x, w, b, dict(padding=1))
+    bound = 2e-5 if dtype == np.float32 else 1e-12
+    with cnnfast.num_threads(threads):
+        got = _first(_fused_last(x, w, b, 1, {}, (-1.0, 2.0), _last(r)))
+    np.testing.assert_allclose(got, np.clip(expected + r, -1, 2), rtol=0,
+                               atol=bound * max(1.0, np.abs(expected).max()))
 
 
 @pytest.mark.parametrize("where", ["x", "w"])

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import cnnfast
-from cnnfast import _plan
+from cnnfast import _nhwc, _nhwc_backward, _plan
 from cnnfast import reference as R
+from cnnfast._ext import _conv_nhwc
 from cnnfast._ops.conv_validation import conv_geometry
 from helpers import to_first as _first, to_last as _last
 
@@ -76,9 +77,12 @@ def test_the_plan_takes_winograd_only_past_the_tile_threshold():
     direct = ("nhwc_direct", "nhwc_direct_x", "nhwc_weight")
     assert kernels(16, 64, 28) == winograd
     assert kernels(8, 64, 16) == winograd
-    # 16 tiles, 64 of F(2,3): the weight gradient alone (from 128 output pixels)
+    # 64 F(4,3) tiles of 7x7 planes (the batch's blocks share the transformed weights)
+    assert kernels(16, 256, 7) == winograd
+    # 16 tiles: the weight gradient alone (from 128 output pixels)
     assert kernels(1, 64, 16) == direct[:2] + ("nhwc_winograd_weight",)
     assert kernels(16, 512, 4) == direct[:2] + ("nhwc_winograd_weight",)
+    assert kernels(8, 256, 7) == direct[:2] + ("nhwc_winograd_weight",)
     assert kernels(1, 128, 7) == direct     # 49 output pixels
     assert kernels(16, 16, 28) == direct    # too few channels
     # output channels not whole vectors: the weight gradient's grad_out transform needs them
@@ -90,6 +94,16 @@ def test_the_plan_takes_winograd_only_past_the_tile_threshold():
                          np.zeros((64, 64, 3, 3), np.float32), None, 1, 1)
     plan = _plan.plan_conv(geom, "direct", ("forward", "x", "weight"), channels_last=True)
     assert {p.kernel for p in plan.passes.values()} == set(direct)
+
+
+def test_the_weight_gradient_takes_f43_on_enough_tiles():
+    def m(batch, C, H):
+        geom = conv_geometry(2, np.zeros((batch, C, H, H), np.float32),
+                             np.zeros((C, C, 3, 3), np.float32), None, 1, 1)
+        return _nhwc_backward.configure_weight_winograd(geom, 1).m
+    assert m(16, 256, 7) == 4 and m(8, 256, 7) == 4     # 64 and 32 tiles
+    assert m(16, 512, 4) == 2 and m(4, 512, 7) == 2     # 16 tiles of 37.7 MB of sums
+    assert m(8, 128, 8) == 4                              # 2.4 MB
 
 
 @pytest.mark.parametrize("shape,K", [((8, 64, 4, 4), 64), ((1, 64, 13, 11), 80),
@@ -133,13 +147,33 @@ def test_input_gradient_finite_differences_float64(rng):
         x2, gx, [(0, 0, 0, 0), (5, 3, 6, 31), (31, 5, 2, 17), (17, 2, 4, 8)])
 
 
+@pytest.mark.parametrize("m", [4, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K,C", [(64, 32), (33, 70), (96, 512), (5, 3)])
-def test_the_flipped_weights_copy(rng, dtype, K, C):
-    from cnnfast._nhwc_backward import _flipped_transposed
+def test_the_flipped_transform_reads_the_forward_weights(rng, dtype, K, C, m, monkeypatch):
+    """The input gradient's transformed weights, read from the forward's
+    (K, C, 3, 3) with the taps reversed: the same bits as transforming an
+    explicitly flipped, transposed copy, at one and two threads."""
     w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
-    np.testing.assert_array_equal(_flipped_transposed(w),
-                                  np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]))
+    explicit = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    geom = conv_geometry(2, np.zeros((2, K, 8, 8), dtype), explicit, None, 1, 1)
+    monkeypatch.setattr(_nhwc, "winograd_tile", lambda g, shared=None: m)
+    block, _ = _conv_nhwc.tiles(dtype)
+    vw = 64 // np.dtype(dtype).itemsize
+
+    def written(u, cfg):   # each block's [K][lanes] (the last one's lanes cover C only)
+        return np.concatenate([
+            u[p * cfg.pos_stride + b * K: p * cfg.pos_stride + b * K
+              + K * -(-min(block, C - b) // vw) * vw]
+            for p in range((m + 2) ** 2) for b in range(0, C, block)])
+    for threads in (1, 2):
+        cfg = _nhwc.winograd_configure(geom, threads)
+        want, finite = _nhwc.winograd_pack(explicit, geom, cfg)
+        got, got_finite = _nhwc.winograd_pack(w, geom, cfg, flipped=True)
+        assert finite and got_finite
+        np.testing.assert_array_equal(written(got, cfg), written(want, cfg))
+    w[K - 1, C - 1, 0, 2] = np.inf
+    assert not _nhwc.winograd_pack(w, geom, cfg, flipped=True)[1]
 
 
 def test_transposed_convolution_with_bias(rng):

@@ -36,15 +36,15 @@ cdef extern from "nhwc_kernels.h" nogil:
         int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL,
                             const cf_idx *taps, cf_idx ntaps, cf_idx cchunk,
                             void *dst, cf_idx b0, cf_idx b1) noexcept nogil
-        int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
-                         int m) noexcept nogil
+        int (*wino_pack)(const void *w, cf_idx K, cf_idx C, cf_idx ks, cf_idx cs, int flip,
+                         void *u, cf_idx pos_stride, int m) noexcept nogil
         int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
-                          cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v,
-                          cf_idx T, cf_idx C, int m) noexcept nogil
-        int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
-                           cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
-                           void *out, cf_idx os, const void *res, int clamp, double lo,
-                           double hi, int m) noexcept nogil
+                          cf_idx tw, cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx c0,
+                          cf_idx c1, void *v, cf_idx T, cf_idx C, int m) noexcept nogil
+        int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx per_image,
+                           cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
+                           const void *bias, void *out, cf_idx os, const void *res, int clamp,
+                           double lo, double hi, int m) noexcept nogil
         int (*wino_grad_out)(const void *go, cf_idx gs, cf_idx OH, cf_idx OW, cf_idx tw,
                              cf_idx t0, cf_idx t1, cf_idx k0, cf_idx k1, void *u, cf_idx T,
                              cf_idx K, int m) noexcept nogil
@@ -242,15 +242,29 @@ cdef void _item(Py_ssize_t i, const floating *x, const floating *packed,
 # ------------------------------------------------------------------ Winograd
 
 def winograd_pack(const floating[::1] w, floating[::1] u, Py_ssize_t K, Py_ssize_t C,
-                  Py_ssize_t pos_stride, Py_ssize_t m=4):
+                  Py_ssize_t pos_stride, Py_ssize_t m=4, int nthreads=1, bint flipped=False):
     """Transformed weights (csrc/nhwc/conv_nhwc_winograd.h nhwc_wino_pack) of w
     (K, C, 3, 3), flat, into u ((m + 2)**2 positions, pos_stride apart; m = 4:
-    F(4x4, 3x3), m = 2: F(2x2, 3x3)). False when a
-    transformed weight is not finite."""
-    cdef int finite
+    F(4x4, 3x3), m = 2: F(2x2, 3x3)), one item per block of output channels
+    over nthreads. flipped: w is (C, K, 3, 3) and the transformed kernels are
+    those of w[c, k] with the taps reversed (the input gradient's). False
+    when a transformed weight is not finite."""
+    cdef Py_ssize_t kb = _kernels(<floating> 0).block
+    cdef Py_ssize_t blocks = (K + kb - 1) // kb, i, k0
+    cdef Py_ssize_t ks = 9 if flipped else 9 * C, cs = 9 * K if flipped else 9
+    cdef Py_ssize_t bad = 0
+    if m != 4 and m != 2:
+        raise ValueError(f"m must be 4 or 2, got {m}")
+    if w.shape[0] < K * C * 9 or u.shape[0] < (m + 2) * (m + 2) * pos_stride:
+        raise ValueError("winograd_pack: w or u too small for the weights")
+    if K * C == 0:
+        return True
     with nogil:
-        finite = _kernels(<floating> 0).wino_pack(&w[0], K, C, &u[0], pos_stride, m)
-    return bool(finite)
+        for i in prange(blocks, num_threads=max(1, nthreads), schedule='static'):
+            k0 = i * kb
+            bad += _kernels(<floating> 0).wino_pack(&w[k0 * ks], min(kb, K - k0), C, ks, cs,
+                                                    flipped, &u[k0 * C], pos_stride, m) == 0
+    return bad == 0
 
 
 def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u,
@@ -262,12 +276,14 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
     """out (N, OH, OW, K) = Winograd F(m x m, 3x3) (m = 4 or 2) of x (N, H, W, C) with the
     transformed weights u (winograd_pack), + bias (empty, or padded to whole
     blocks), + residual, clamped: the epilogue of a fused layer. Per round of
-    images_per_round images: the input transforms of every block of T tiles
-    (items: image, block, channel range) into v, then per (image, block,
-    output-channel block) the products into the thread's part of mw and
-    the output transform. v: images_per_round * blocks * positions * T * C
-    elements; mw: nthreads * positions * T * block, positions (m + 2)**2. Returns False when a value was
-    not finite (out is then incomplete: the caller runs the direct kernel)."""
+    images_per_round images, their tiles numbered image after image in
+    blocks of T (a block may span images): the input transforms of every
+    block (items: block, channel range) into v, then per (block,
+    output-channel block) the products into the thread's part of mw and the
+    output transform. v: ceil(images_per_round * tiles per image / T) *
+    positions * T * C elements; mw: nthreads * positions * T * block,
+    positions (m + 2)**2. Returns False when a value was not finite (out is
+    then incomplete: the caller runs the direct kernel)."""
     cdef Py_ssize_t N = x_shape[0], H = x_shape[1], W = x_shape[2], C = x_shape[3]
     cdef Py_ssize_t OH = out_shape[1], OW = out_shape[2], K = out_shape[3]
     cdef Py_ssize_t ph = padding[0], pw = padding[1]
@@ -277,12 +293,19 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
     cdef Py_ssize_t VW = kt.vector_width, block = kt.block
     cdef Py_ssize_t tw = (OW + m - 1) // m, per_image = (OH + m - 1) // m * tw
     cdef Py_ssize_t npos = (m + 2) * (m + 2)
-    cdef Py_ssize_t nblk = (per_image + T - 1) // T, nkb = (K + block - 1) // block
+    cdef Py_ssize_t nkb = (K + block - 1) // block
     cdef Py_ssize_t cvec = C // VW
-    cdef Py_ssize_t n0, nr, i, items_a, items_b, csplit
+    cdef Py_ssize_t n0, nr, nblk, ntiles, i, items_a, items_b, csplit
     cdef Py_ssize_t nbad = 0
+    if T < 1 or images_per_round < 1:
+        raise ValueError(f"T and images_per_round must be positive, got {T}, {images_per_round}")
+    if (v.shape[0] < (min(N, images_per_round) * per_image + T - 1) // T * npos * T * C
+            or mw.shape[0] < nthreads * npos * T * block):
+        raise ValueError("winograd_forward: work arrays too small")
     cdef const floating *bp = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef const floating *rp = &residual[0] if residual is not None else NULL
+    cdef const floating *rp
+    cdef const floating *xr
+    cdef floating *outr
     cdef cf_geom g1   # one block of T tiles as a 1x1 convolution over T pixels
     g1.C, g1.D, g1.H, g1.W = C, 1, 1, T
     g1.K, g1.OD, g1.OH, g1.OW = K, 1, 1, T
@@ -293,31 +316,36 @@ def winograd_forward(const floating[::1] x, tuple x_shape, const floating[::1] u
     g1.pad_mode = 0
     for n0 in range(0, N, images_per_round):
         nr = min(images_per_round, N - n0)
+        ntiles = nr * per_image
+        nblk = (ntiles + T - 1) // T
+        xr = &x[0] + n0 * H * W * C
+        outr = &out[0] + n0 * OH * OW * K
+        rp = &residual[0] + n0 * OH * OW * K if residual is not None else NULL
         # enough channel ranges that every thread transforms inputs at batch 1
-        csplit = max(1, min(cvec, (2 * nthreads + nr * nblk - 1) // (nr * nblk)))
-        items_a = nr * nblk * csplit
-        items_b = nr * nblk * nkb
+        csplit = max(1, min(cvec, (2 * nthreads + nblk - 1) // nblk))
+        items_a = nblk * csplit
+        items_b = nblk * nkb
         with nogil:
             if nthreads > 1 and items_a > 1:
                 for i in prange(items_a, num_threads=nthreads, schedule='guided'):
-                    nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
-                                             nblk, csplit, cvec, VW, &v[0], kt, m)
+                    nbad += _wino_input_item(i, xr, H, W, C, ph, pw, tw, per_image, ntiles, T,
+                                             csplit, cvec, VW, &v[0], kt, m)
             else:
                 for i in range(items_a):
-                    nbad += _wino_input_item(i, &x[0], n0, H, W, C, ph, pw, tw, per_image, T,
-                                             nblk, csplit, cvec, VW, &v[0], kt, m)
+                    nbad += _wino_input_item(i, xr, H, W, C, ph, pw, tw, per_image, ntiles, T,
+                                             csplit, cvec, VW, &v[0], kt, m)
         if nbad:
             return False
         with nogil:
             if nthreads > 1 and items_b > 1:
                 for i in prange(items_b, num_threads=nthreads, schedule='guided'):
-                    nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
-                                             &mw[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                    nbad += _wino_block_item(i, &v[0], &u[0], pos_stride, bp, outr, rp, &mw[0],
+                                             OH, OW, C, K, tw, per_image, ntiles, T, nkb,
                                              block, clamp, lo, hi, &g1, kt, m)
             else:
                 for i in range(items_b):
-                    nbad += _wino_block_item(i, n0, &v[0], &u[0], pos_stride, bp, &out[0], rp,
-                                             &mw[0], OH, OW, C, K, tw, per_image, T, nblk, nkb,
+                    nbad += _wino_block_item(i, &v[0], &u[0], pos_stride, bp, outr, rp, &mw[0],
+                                             OH, OW, C, K, tw, per_image, ntiles, T, nkb,
                                              block, clamp, lo, hi, &g1, kt, m)
         if nbad:
             return False
@@ -398,43 +426,42 @@ cdef int _wino_wg_transform(Py_ssize_t i, const floating *go, const floating *x,
     # an output-channel block of its grad_out
     cdef Py_ssize_t n = i // (ncb + nkb), j = i % (ncb + nkb)
     if j < ncb:
-        return kt.wino_input(x + n * H * W * C, C, H, W, ph, pw, tw, 0, per_image, j * cb,
-                             min(C, (j + 1) * cb), v + n * per_image * C, T, C, <int> m)
+        return kt.wino_input(x + n * H * W * C, C, H, W, ph, pw, tw, per_image, 0, per_image,
+                             j * cb, min(C, (j + 1) * cb), v + n * per_image * C, T, C, <int> m)
     j -= ncb
     return kt.wino_grad_out(go + n * OH * OW * K, K, OH, OW, tw, 0, per_image, j * cb,
                             min(K, (j + 1) * cb), u + n * per_image * K, T, K, <int> m)
 
 
-cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t n0, Py_ssize_t H,
-                          Py_ssize_t W, Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw,
-                          Py_ssize_t tw, Py_ssize_t per_image, Py_ssize_t T, Py_ssize_t nblk,
+cdef int _wino_input_item(Py_ssize_t i, const floating *x, Py_ssize_t H, Py_ssize_t W,
+                          Py_ssize_t C, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t tw,
+                          Py_ssize_t per_image, Py_ssize_t ntiles, Py_ssize_t T,
                           Py_ssize_t csplit, Py_ssize_t cvec, Py_ssize_t VW, floating *v,
                           const cf_nhwc_kernels *kt, Py_ssize_t m) noexcept nogil:
-    # i = (image in round * nblk + block) * csplit + channel range
-    cdef Py_ssize_t cs = i % csplit, ib = i // csplit
-    cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
-    cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T)
+    # i = block of tiles * csplit + channel range; x: the round's first image
+    cdef Py_ssize_t cs = i % csplit, blk = i // csplit
+    cdef Py_ssize_t t0 = blk * T, t1 = min(ntiles, t0 + T)
     cdef Py_ssize_t c0 = cvec * cs // csplit * VW, c1 = cvec * (cs + 1) // csplit * VW
     cdef Py_ssize_t npos = (m + 2) * (m + 2)
-    return kt.wino_input(x + (n0 + n) * H * W * C, C, H, W, ph, pw, tw, t0, t1, c0, c1,
-                         v + ib * npos * T * C, T, C, m)
+    return kt.wino_input(x, C, H, W, ph, pw, tw, per_image, t0, t1, c0, c1,
+                         v + blk * npos * T * C, T, C, m)
 
 
-cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const floating *u,
+cdef int _wino_block_item(Py_ssize_t i, const floating *v, const floating *u,
                           Py_ssize_t pos_stride, const floating *bias, floating *out,
                           const floating *res, floating *m_work, Py_ssize_t OH, Py_ssize_t OW,
                           Py_ssize_t C, Py_ssize_t K, Py_ssize_t tw, Py_ssize_t per_image,
-                          Py_ssize_t T, Py_ssize_t nblk, Py_ssize_t nkb, Py_ssize_t block,
+                          Py_ssize_t ntiles, Py_ssize_t T, Py_ssize_t nkb, Py_ssize_t block,
                           bint clamp, double lo, double hi, const cf_geom *g1,
                           const cf_nhwc_kernels *kt, Py_ssize_t m) noexcept nogil:
-    # i = (image in round * nblk + block of tiles) * nkb + block of output channels
-    cdef Py_ssize_t kb = i % nkb, ib = i // nkb
-    cdef Py_ssize_t blk = ib % nblk, n = ib // nblk
-    cdef Py_ssize_t t0 = blk * T, t1 = min(per_image, t0 + T), nt = t1 - t0
+    # i = block of tiles * nkb + block of output channels; out and res: the
+    # round's first image
+    cdef Py_ssize_t kb = i % nkb, blk = i // nkb
+    cdef Py_ssize_t t0 = blk * T, t1 = min(ntiles, t0 + T), nt = t1 - t0
     cdef Py_ssize_t k0 = kb * block, nk = min(block, K - k0), p
     cdef Py_ssize_t npos = (m + 2) * (m + 2)
     cdef floating *mt = m_work + cf_thread_num() * npos * T * block
-    cdef const floating *vb = v + ib * npos * T * C
+    cdef const floating *vb = v + blk * npos * T * C
     # the next position's weights (after the last, the next item's first),
     # prefetched while one position's products run: inside a model they come
     # from memory (7x7x512 at batch 1: 16 tiles per 128 KB of weights)
@@ -451,10 +478,9 @@ cdef int _wino_block_item(Py_ssize_t i, Py_ssize_t n0, const floating *v, const 
             nxt_bytes = C * ((nk1 + vw - 1) // vw * vw) * sizeof(floating)
         kt.forward(vb + p * T * C, C, u + p * pos_stride + k0 * C, NULL, mt + p * T * block,
                    block, NULL, 0, nt, nk, C, 0, 0.0, 0.0, NULL, nxt, nxt_bytes, 0, g1)
-    cdef Py_ssize_t ooff = (n0 + n) * OH * OW * K + k0
-    return kt.wino_output(mt, T, block, tw, t0, t1, OH, OW, nk,
-                          bias + k0 if bias != NULL else NULL, out + ooff, K,
-                          res + ooff if res != NULL else NULL, clamp, lo, hi, m)
+    return kt.wino_output(mt, T, block, tw, per_image, t0, t1, OH, OW, nk,
+                          bias + k0 if bias != NULL else NULL, out + k0, K,
+                          res + k0 if res != NULL else NULL, clamp, lo, hi, m)
 
 
 # ------------------------------------------------------------------ pooling

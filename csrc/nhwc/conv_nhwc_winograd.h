@@ -8,9 +8,10 @@
  * the vector lanes are channels, so every transform is whole-vector loads,
  * adds and stores with no shuffles (the channels-first kernel interleaves
  * tiles in the lanes). The driver (_conv_nhwc.pyx) runs, per block of T
- * tiles of one image: the input transform into V[36][T][C]; then per block
- * of output channels the 36 products M[p] = V[p] U[p] (T x block) on the
- * direct kernel, and the output transform, which adds the bias, the residual
+ * tiles (of a round of images, numbered image after image): the input
+ * transform into V[36][T][C]; then per block of output channels the 36
+ * products M[p] = V[p] U[p] (T x block) on the direct kernel, and the
+ * output transform, which adds the bias, the residual
  * and clamps (a fused layer's epilogue) before the only store of the output.
  *
  * Non-finite values: a tile mixes its 36 inputs (inf - inf is NaN), so the
@@ -63,10 +64,14 @@ CF_INLINE void FN(cf_wino_at_m)(const CF_V *m, CF_V *o, const int M) {
 
 /* Transformed weights U[p] for each of the A*A positions p, packed as
  * nhwc_pack packs a 1x1 convolution's (K, C): block b of output channels at
- * u + p*pos_stride + b*BLOCK*C, [C][lanes] inside. w: [K][C][3][3] (one
- * group). Returns 0 if a transformed weight is not finite. */
-CF_INLINE int FN(cf_nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, void *u_,
-                                    cf_idx pos_stride, const int M) {
+ * u + p*pos_stride + b*BLOCK*C, [C][lanes] inside. The 3x3 kernel of output
+ * channel k and input channel c at w + k*ks + c*cs, its 9 taps contiguous,
+ * read in reverse when flip is set: w [K][C][3][3] (one group) has ks = 9C,
+ * cs = 9; the input gradient's flipped, transposed weights are read from
+ * the forward's [C][K][3][3] with ks = 9, cs = 9K, flip = 1 (no copy).
+ * Returns 0 if a transformed weight is not finite. */
+CF_INLINE int FN(cf_nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, cf_idx ks, cf_idx cs,
+                                    int flip, void *u_, cf_idx pos_stride, const int M) {
     const int A = M + 2;
     const CF_T *w = (const CF_T *)w_;
     CF_T *u = (CF_T *)u_;
@@ -80,7 +85,8 @@ CF_INLINE int FN(cf_nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, void *u_
                 CF_T lanes[9][CF_VW];
                 for (cf_idx j = 0; j < CF_VW; j++)
                     for (int e = 0; e < 9; e++)
-                        lanes[e][j] = kv + j < nk ? w[((k0 + kv + j) * C + c) * 9 + e] : (CF_T)0;
+                        lanes[e][j] = kv + j < nk ? w[(k0 + kv + j) * ks + c * cs
+                                                      + (flip ? 8 - e : e)] : (CF_T)0;
                 CF_V g[9], t[6][3];
                 memcpy(g, lanes, sizeof g);
                 for (int j = 0; j < 3; j++) { /* columns of g: G g */
@@ -102,22 +108,29 @@ CF_INLINE int FN(cf_nhwc_wino_pack)(const void *w_, cf_idx K, cf_idx C, void *u_
     return !FN(cf_wino_any)(bad);
 }
 
-/* Input transform of the tiles [t0, t1) of one image (tile t at row t / tw,
- * column t % tw; its A x A patch starts at (M*row - ph, M*col - pw)) for the
- * channels [c0, c1) (multiples of the vector): V[p][t - t0][c] at
- * v + (p*T + t - t0)*C + c. x: the image, pixels xs apart; a patch element
- * outside H x W reads zero. Returns 1 if a transformed value is not finite. */
+/* Input transform of the tiles [t0, t1) of consecutive images, per_image
+ * tiles each (tile t of image t / per_image, at row (t % per_image) / tw,
+ * column (t % per_image) % tw; its A x A patch starts at (M*row - ph,
+ * M*col - pw)), for the channels [c0, c1) (multiples of the vector):
+ * V[p][t - t0][c] at v + (p*T + t - t0)*C + c. x: the first image, pixels
+ * xs apart, images H*W pixels apart; a patch element outside H x W reads
+ * zero. A block of tiles may span images: on small planes in a batch the
+ * products then read each block of transformed weights once for several
+ * images. Returns 1 if a transformed value is not finite. */
 CF_INLINE int FN(cf_nhwc_wino_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx W,
-                                     cf_idx ph, cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1,
+                                     cf_idx ph, cf_idx pw, cf_idx tw, cf_idx per_image,
+                                     cf_idx t0, cf_idx t1,
                                      cf_idx c0, cf_idx c1, void *v_, cf_idx T, cf_idx C,
                                      const int M) {
     const int A = M + 2;
-    const CF_T *x = (const CF_T *)x_;
+    const CF_T *x0 = (const CF_T *)x_;
     CF_T *v = (CF_T *)v_;
     const CF_M all = FN(cf_lane_mask)(CF_VW);
     CF_M bad = {0};
     for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx ih0 = t / tw * M - ph, iw0 = t % tw * M - pw;
+        const cf_idx n = t / per_image, tl = t - n * per_image;
+        const CF_T *x = x0 + n * H * W * xs;
+        const cf_idx ih0 = tl / tw * M - ph, iw0 = tl % tw * M - pw;
         const int inside = ih0 >= 0 && ih0 + A <= H && iw0 >= 0 && iw0 + A <= W;
         for (cf_idx c = c0; c < c1; c += CF_VW) {
             CF_V rows[6][6];
@@ -146,15 +159,16 @@ CF_INLINE int FN(cf_nhwc_wino_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx
     return FN(cf_wino_any)(bad);
 }
 
-/* Output transform of the tiles [t0, t1) of one image for nk output
- * channels (one block): m holds M[p][t - t0][k] at m + (p*T + t - t0)*ms + k.
- * Y = A^T M A, plus bias (nk values padded to whole vectors, or NULL), plus
- * res (when not NULL; laid out as out), clamped to [lo, hi] when clamp is
- * set, stored to the pixels inside OH x OW: out and res point at (pixel 0,
- * the block's first channel), pixels os apart. Returns 1 if a value is not
- * finite (the output is then incomplete). */
+/* Output transform of the tiles [t0, t1) of consecutive images (numbered as
+ * cf_nhwc_wino_input's) for nk output channels (one block): m holds
+ * M[p][t - t0][k] at m + (p*T + t - t0)*ms + k. Y = A^T M A, plus bias (nk
+ * values padded to whole vectors, or NULL), plus res (when not NULL; laid
+ * out as out), clamped to [lo, hi] when clamp is set, stored to the pixels
+ * inside OH x OW: out and res point at (the first image's pixel 0, the
+ * block's first channel), pixels os apart, images OH*OW pixels apart.
+ * Returns 1 if a value is not finite (the output is then incomplete). */
 CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw,
-                                      cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
+                                      cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
                                       const void *bias_, void *out_, cf_idx os,
                                       const void *res_, int clamp, double lo, double hi,
                                       const int M) {
@@ -165,7 +179,8 @@ CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_id
     const CF_V lov = FN(cf_splat)((CF_T)lo), hiv = FN(cf_splat)((CF_T)hi);
     CF_M bad = {0};
     for (cf_idx t = t0; t < t1; t++) {
-        const cf_idx oh0 = t / tw * M, ow0 = t % tw * M;
+        const cf_idx n = t / per_image, tl = t - n * per_image;
+        const cf_idx oh0 = tl / tw * M, ow0 = tl % tw * M, image = n * OH * OW * os;
         const cf_idx rows = cf_min(M, OH - oh0), cols = cf_min(M, OW - ow0);
         for (cf_idx k = 0; k < nk; k += CF_VW) {
             const size_t len = (size_t)cf_min(CF_VW, nk - k) * sizeof(CF_T);
@@ -187,7 +202,7 @@ CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_id
                 for (cf_idx i = 0; i < rows; i++) {
                     CF_V y = o[i] + b;
                     FN(cf_wino_note)(y, all, &bad);
-                    const cf_idx at = ((oh0 + i) * OW + ow0 + j) * os + k;
+                    const cf_idx at = image + ((oh0 + i) * OW + ow0 + j) * os + k;
                     if (res) {
                         CF_V r = FN(cf_splat)(0);
                         if (whole) memcpy(&r, res + at, sizeof r);  /* constant size: one load */
@@ -332,27 +347,29 @@ static void FN(nhwc_wino_taps)(const void *mp, cf_idx K, cf_idx C, cf_idx k0, cf
     else FN(cf_nhwc_wino_taps)(mp, K, C, k0, k1, dwt, 4);
 }
 
-static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride,
-                              int m) {
-    return m == 2 ? FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 2)
-                  : FN(cf_nhwc_wino_pack)(w, K, C, u, pos_stride, 4);
+static int FN(nhwc_wino_pack)(const void *w, cf_idx K, cf_idx C, cf_idx ks, cf_idx cs,
+                              int flip, void *u, cf_idx pos_stride, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_pack)(w, K, C, ks, cs, flip, u, pos_stride, 2)
+                  : FN(cf_nhwc_wino_pack)(w, K, C, ks, cs, flip, u, pos_stride, 4);
 }
 
 static int FN(nhwc_wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph,
-                               cf_idx pw, cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1,
-                               void *v, cf_idx T, cf_idx C, int m) {
-    return m == 2 ? FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 2)
-                  : FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, t0, t1, c0, c1, v, T, C, 4);
+                               cf_idx pw, cf_idx tw, cf_idx per_image, cf_idx t0, cf_idx t1,
+                               cf_idx c0, cf_idx c1, void *v, cf_idx T, cf_idx C, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, per_image, t0, t1, c0, c1,
+                                           v, T, C, 2)
+                  : FN(cf_nhwc_wino_input)(x, xs, H, W, ph, pw, tw, per_image, t0, t1, c0, c1,
+                                           v, T, C, 4);
 }
 
-static int FN(nhwc_wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0,
-                                cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
-                                void *out, cf_idx os, const void *res, int clamp, double lo,
-                                double hi, int m) {
-    return m == 2 ? FN(cf_nhwc_wino_output)(mp, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os,
-                                            res, clamp, lo, hi, 2)
-                  : FN(cf_nhwc_wino_output)(mp, T, ms, tw, t0, t1, OH, OW, nk, bias, out, os,
-                                            res, clamp, lo, hi, 4);
+static int FN(nhwc_wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw,
+                                cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW,
+                                cf_idx nk, const void *bias, void *out, cf_idx os,
+                                const void *res, int clamp, double lo, double hi, int m) {
+    return m == 2 ? FN(cf_nhwc_wino_output)(mp, T, ms, tw, per_image, t0, t1, OH, OW, nk, bias,
+                                            out, os, res, clamp, lo, hi, 2)
+                  : FN(cf_nhwc_wino_output)(mp, T, ms, tw, per_image, t0, t1, OH, OW, nk, bias,
+                                            out, os, res, clamp, lo, hi, 4);
 }
 
 #undef CF_WINO_SQRT2

@@ -23,13 +23,16 @@ typedef struct {
     int (*pack_flipped)(const void *w, cf_idx Kw, cf_idx Cw, cf_idx KVOL, const cf_idx *taps,
                         cf_idx ntaps, cf_idx cchunk, void *dst, cf_idx b0, cf_idx b1);
     /* conv_nhwc_winograd.h; m: the output tile, 4 (F(4x4, 3x3)) or 2 (F(2x2, 3x3)) */
-    int (*wino_pack)(const void *w, cf_idx K, cf_idx C, void *u, cf_idx pos_stride, int m);
+    int (*wino_pack)(const void *w, cf_idx K, cf_idx C, cf_idx ks, cf_idx cs, int flip,
+                     void *u, cf_idx pos_stride, int m);
+    /* tiles numbered across consecutive images, per_image each */
     int (*wino_input)(const void *x, cf_idx xs, cf_idx H, cf_idx W, cf_idx ph, cf_idx pw,
-                      cf_idx tw, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1, void *v, cf_idx T,
-                      cf_idx C, int m);
-    int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx t0, cf_idx t1,
-                       cf_idx OH, cf_idx OW, cf_idx nk, const void *bias, void *out, cf_idx os,
-                       const void *res, int clamp, double lo, double hi, int m);
+                      cf_idx tw, cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx c0, cf_idx c1,
+                      void *v, cf_idx T, cf_idx C, int m);
+    int (*wino_output)(const void *mp, cf_idx T, cf_idx ms, cf_idx tw, cf_idx per_image,
+                       cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk, const void *bias,
+                       void *out, cf_idx os, const void *res, int clamp, double lo, double hi,
+                       int m);
     /* the Winograd weight gradient's transforms of grad_out and of the sums */
     int (*wino_grad_out)(const void *go, cf_idx gs, cf_idx OH, cf_idx OW, cf_idx tw, cf_idx t0,
                          cf_idx t1, cf_idx k0, cf_idx k1, void *u, cf_idx T, cf_idx K, int m);
