@@ -636,3 +636,28 @@ def test_layer_repr_names_channels_last():
     assert "data_format='channels_last'" in repr(nn.Conv2d(2, 3, 3, data_format="channels_last"))
     assert "data_format" not in repr(nn.Conv2d(2, 3, 3))
     assert "channels_last" in repr(models.resnet18(num_classes=2, data_format="channels_last"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,K", [((4, 24, 32, 32), 40),   # 4096 rows, 24 columns: rows split
+                                     ((1, 16, 48, 48), 96),   # 2304 rows
+                                     ((2, 64, 8, 8), 48)])    # 128 rows: columns split
+def test_pointwise_weight_gradient_thread_splits(rng, dtype, shape, K):
+    """A channels-last 1x1 weight gradient (pixel rows x GEMM) splits its rows
+    (the reduction) over the threads into partial sums added in thread
+    order when rows outnumber columns, else its columns: the reference's
+    values at 1-3 threads, the same bits on every run at a given count."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((K, shape[1], 1, 1)).astype(dtype)
+    g = rng.standard_normal((shape[0], K) + shape[2:]).astype(dtype)
+    want = ref.conv2d_backward(g, x, w, need=("weight",))[1]
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    gl = np.ascontiguousarray(g.transpose(0, 2, 3, 1))
+    for threads in (1, 2, 3):
+        with cf.num_threads(threads):
+            runs = [cf.conv2d_backward(gl, xl, w, need=("weight",), data_format="channels_last")[1]
+                    for _ in range(3)]
+        rows = shape[0] * shape[2] * shape[3]
+        np.testing.assert_allclose(runs[0], want, rtol=0, atol=tolerance(dtype, rows))
+        for again in runs[1:]:
+            np.testing.assert_array_equal(again, runs[0])
