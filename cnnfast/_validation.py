@@ -41,6 +41,20 @@ def _is_int(v) -> bool:
                               and not isinstance(v, (bool, np.bool_)))
 
 
+def shown(value) -> str:
+    """A value as an error message shows it: its repr, cut to SHOWN_CHARS
+    characters; an array of more than SHOWN_ELEMENTS elements by its shape
+    and dtype (its repr could run to megabytes)."""
+    if isinstance(value, np.ndarray) and value.size > SHOWN_ELEMENTS:
+        return f"<array of shape {value.shape}, dtype {value.dtype}>"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
+SHOWN_CHARS = 200
+SHOWN_ELEMENTS = 16
+
+
 def ntuple(value, n: int, name: str, minimum: int) -> tuple:
     """An int or a length-n tuple/list of ints -> tuple of n ints >= minimum."""
     if _is_int(value):
@@ -48,24 +62,24 @@ def ntuple(value, n: int, name: str, minimum: int) -> tuple:
     elif isinstance(value, (tuple, list)):
         if len(value) != n or not all(_is_int(v) for v in value):
             raise (ValueError if all(_is_int(v) for v in value) else TypeError)(
-                f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+                f"{name} must be an int or a tuple of {n} ints, got {shown(value)}")
         values = tuple(int(v) for v in value)
     else:
         raise TypeError(f"{name} must be an int or a tuple of {n} ints, "
-                        f"got {type(value).__name__} {value!r}")
+                        f"got {type(value).__name__} {shown(value)}")
     if any(v < minimum for v in values):
         what = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {shown(value)}")
     return values
 
 
 def positive_int(value, name: str, maximum: int | None = None) -> int:
     if not _is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {shown(value)}")
     if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ValueError(f"{name} must be a positive int, got {shown(value)}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
+        raise ValueError(f"{name} must be at most {maximum}, got {shown(value)}")
     return int(value)
 
 
@@ -73,7 +87,7 @@ def flag(value, name: str) -> bool:
     """A bool argument (0/1 accepted, as torch does)."""
     if isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1)):
         return bool(value)
-    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {shown(value)}")
 
 
 def channels_last(data_format) -> bool:
@@ -83,7 +97,7 @@ def channels_last(data_format) -> bool:
         raise TypeError(f"data_format must be one of {DATA_FORMATS}, got "
                         f"{type(data_format).__name__} {_SHORT.repr(data_format)}")
     if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {shown(data_format)}")
     return data_format == "channels_last"
 
 
@@ -240,7 +254,7 @@ def _padding_pairs(padding, nd):
             and all(isinstance(p, (tuple, list)) for p in padding)):
         if not all(len(p) == 2 for p in padding):
             raise ValueError(f"padding pairs must be (before, after), one per spatial dim, "
-                             f"got {padding!r}")
+                             f"got {shown(padding)}")
         before = ntuple([p[0] for p in padding], nd, "padding", minimum=0)
         after = ntuple([p[1] for p in padding], nd, "padding", minimum=0)
         return before, after

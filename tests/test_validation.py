@@ -629,3 +629,38 @@ def test_result_too_large_for_any_array(mod, op):
     with pytest.raises(ValueError, match=r"a result of shape .* has \d+ elements, more than "
                                          r"cnnfast supports \(2\*\*59\)"):
         call(mod, op, args)
+
+
+# --------------------------------------------------- arrays where ints belong
+
+def test_an_array_for_a_shape_or_size_is_named_not_printed():
+    """An array passed where a shape, size or int belongs: the message names
+    the argument and shows the array's shape and dtype, not its repr (a
+    repr of a large array ran to megabytes)."""
+    big = np.zeros((64, 64, 64))
+    cases = [
+        lambda: cnnfast.explain_conv(big, (8, 3, 3, 3)),
+        lambda: cnnfast.explain_conv((1, 3, 8, 8), big),
+        lambda: cnnfast.avg_pool2d_backward(np.zeros((1, 1, 2, 2)), big, 2),
+        lambda: cnnfast.max_pool2d(np.zeros((1, 1, 4, 4)), big),
+        lambda: cnnfast.conv2d(np.zeros((1, 3, 8, 8)), np.zeros((4, 3, 3, 3)), stride=big),
+        lambda: cnnfast.adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), big),
+    ]
+    for case in cases:
+        with pytest.raises((TypeError, ValueError)) as info:
+            case()
+        message = str(info.value)
+        assert len(message) < 400, message
+        assert "(64, 64, 64)" in message and "float64" in message, message
+
+
+def test_explain_conv_shape_arguments():
+    with pytest.raises(TypeError, match=r"x_shape must be a tuple of ints, got 'abc'"):
+        cnnfast.explain_conv("abc", (8, 3, 3, 3))
+    with pytest.raises(TypeError, match=r"weight_shape must be a tuple of ints, got \(8, 3, 3\.0, 3\)"):
+        cnnfast.explain_conv((1, 3, 8, 8), (8, 3, 3.0, 3))
+    with pytest.raises(ValueError, match=r"x_shape must not have negative sizes, got \(1, 3, -8, 8\)"):
+        cnnfast.explain_conv((1, 3, -8, 8), (8, 3, 3, 3))
+    # numpy integers are ints
+    plan = cnnfast.explain_conv(np.array([1, 3, 8, 8]), tuple(np.int64(v) for v in (8, 3, 3, 3)))
+    assert plan.out_shape == (1, 8, 6, 6)

@@ -38,7 +38,7 @@ def one_float_array(op: str, x) -> np.dtype:
 def _real(value, name: str) -> float:
     """A real number (int or float, not bool) as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {V.shown(value)}")
     return float(value)
 
 
@@ -47,11 +47,11 @@ def clamp_bounds(min_val, max_val) -> tuple[float, float]:
     equal bounds are a constant)."""
     lo, hi = _real(min_val, "min_val"), _real(max_val, "max_val")
     if math.isnan(lo) or math.isnan(hi):
-        raise ValueError(f"min_val and max_val must not be NaN, got min_val={min_val!r}, "
-                         f"max_val={max_val!r}")
+        raise ValueError(f"min_val and max_val must not be NaN, got min_val={V.shown(min_val)}, "
+                         f"max_val={V.shown(max_val)}")
     if lo > hi:
-        raise ValueError(f"min_val must be <= max_val, got min_val={min_val!r}, "
-                         f"max_val={max_val!r}")
+        raise ValueError(f"min_val must be <= max_val, got min_val={V.shown(min_val)}, "
+                         f"max_val={V.shown(max_val)}")
     return lo, hi
 
 
@@ -63,7 +63,7 @@ def epilogue_clamp(clamp) -> tuple[float, float] | None:
     if clamp is True:
         return (0.0, math.inf)
     if not isinstance(clamp, tuple) or len(clamp) != 2:
-        raise TypeError(f"clamp must be None, a bool or a (lo, hi) pair, got {clamp!r}")
+        raise TypeError(f"clamp must be None, a bool or a (lo, hi) pair, got {V.shown(clamp)}")
     return clamp_bounds(*clamp)
 
 

@@ -21,9 +21,9 @@ def _real_number(value, name: str, minimum: float | None = None) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite real number, got "
-                        f"{type(value).__name__} {value!r}")
+                        f"{type(value).__name__} {V.shown(value)}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be >= {minimum}, got {V.shown(value)}")
     return float(value)
 
 

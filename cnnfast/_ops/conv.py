@@ -238,7 +238,8 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     have layout "channels_last" (the others run the channels-first plan
     between layout copies)."""
     last = V.channels_last(data_format)
-    x_shape, weight_shape = tuple(x_shape), tuple(weight_shape)
+    x_shape = _shape_arg(x_shape, "x_shape")
+    weight_shape = _shape_arg(weight_shape, "weight_shape")
     if last and len(x_shape) >= 3:
         x_shape = _shape_first(x_shape)
     dtype = np.dtype(dtype)
@@ -256,12 +257,25 @@ def explain_conv(x_shape, weight_shape, stride=1, padding=0, dilation=1, groups=
     need = [need] if isinstance(need, str) else list(need)
     bad = [p for p in need if p not in P.PASSES]
     if bad:
-        raise ValueError(f"need must name passes from {P.PASSES}, got {tuple(need)!r}")
+        raise ValueError(f"need must name passes from {P.PASSES}, got {V.shown(tuple(need))}")
     algorithm = conv_algorithm(algorithm, geom)
     if threads is None:
         return _explained(geom, algorithm, need, last)
     with num_threads(threads):
         return _explained(geom, algorithm, need, last)
+
+
+def _shape_arg(shape, name):
+    """explain_conv's x_shape or weight_shape: a sequence of ints >= 0."""
+    try:
+        values = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of ints, got {V.shown(shape)}") from None
+    if not all(V._is_int(v) for v in values):
+        raise TypeError(f"{name} must be a tuple of ints, got {V.shown(shape)}")
+    if any(v < 0 for v in values):
+        raise ValueError(f"{name} must not have negative sizes, got {values}")
+    return tuple(int(v) for v in values)
 
 
 def _explained(geom, algorithm, need, last):

@@ -12,7 +12,7 @@ from .._cache import geometry, memoized
 from .._validation import (
     PAD_MODES, PLANE_MAX, SIZE_MAX, _NO_ELEMENTS, _SPATIAL, ConvGeometry, _is_int,
     _padding_pairs, check_array, check_result_size, common_float_dtype, expect_shape,
-    fits_blas, ntuple, positive_int, same_padding,
+    fits_blas, ntuple, positive_int, same_padding, shown,
 )
 
 
@@ -50,16 +50,16 @@ def _conv_padding(padding, nd, in_size, kernel, stride, dilation):
                 raise ValueError(f"padding='causal' is for conv1d only (Keras' causal 1-D "
                                  f"convolution), got it for a {nd}-D convolution")
             return ((kernel[0] - 1) * dilation[0],), (0,)
-        raise ValueError(f"padding must be {_conv_forms(nd)}, got {padding!r}")
+        raise ValueError(f"padding must be {_conv_forms(nd)}, got {shown(padding)}")
     return _padding_pairs(padding, nd)
 
 
 def padding_mode_arg(mode) -> str:
     """One of torch's padding_mode names."""
     if not isinstance(mode, str):
-        raise TypeError(f"padding_mode must be a str, got {type(mode).__name__} {mode!r}")
+        raise TypeError(f"padding_mode must be a str, got {type(mode).__name__} {shown(mode)}")
     if mode not in PAD_MODES:
-        raise ValueError(f"padding_mode must be one of {PAD_MODES}, got {mode!r}")
+        raise ValueError(f"padding_mode must be one of {PAD_MODES}, got {shown(mode)}")
     return mode
 
 
@@ -71,8 +71,8 @@ def _padding_mode(mode, op, padding, in_size, before, after):
     for i, (n, b, a) in enumerate(zip(in_size, before, after)):
         if (mode == "reflect" and max(b, a) >= n) or (mode == "circular" and max(b, a) > n):
             rule = "smaller than" if mode == "reflect" else "at most"
-            raise ValueError(f"{op}: padding_mode={mode!r} needs each padding {rule} the input "
-                             f"size, got padding={padding!r} (before {before}, after {after}) "
+            raise ValueError(f"{op}: padding_mode={shown(mode)} needs each padding {rule} the input "
+                             f"size, got padding={shown(padding)} (before {before}, after {after}) "
                              f"for input size {tuple(in_size)} in spatial dim {i}")
     return mode if any(before + after) else "zeros"
 
@@ -86,7 +86,7 @@ def _stride_dilation(op, nd, stride, dilation):
     dilation = ntuple(dilation, nd, "dilation", minimum=1)
     for name, values in (("stride", stride), ("dilation", dilation)):
         if any(v > SIZE_MAX for v in values):
-            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {shown(values)}")
     return stride, dilation
 
 
@@ -140,12 +140,12 @@ def conv_geometry(nd, x, weight, bias=None, stride=1, padding=0, dilation=1, gro
     stride, dilation = _stride_dilation(op, nd, stride, dilation)
     pad_before, pad_after = _conv_padding(padding, nd, in_size, kernel, stride, dilation)
     if any(p > SIZE_MAX for p in pad_before + pad_after):
-        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r} "
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {shown(padding)} "
                          f"(before {pad_before}, after {pad_after})")
     # the direct kernels read a zero-padded copy of each plane: its size must be sane
     padded = math.prod(n + pb + pa for n, pb, pa in zip(in_size, pad_before, pad_after))
     if padded > PLANE_MAX:
-        raise ValueError(f"{op}: padding={padding!r} pads an input plane of size "
+        raise ValueError(f"{op}: padding={shown(padding)} pads an input plane of size "
                          f"{tuple(in_size)} to {padded} elements, more than the kernels "
                          f"support (2**48)")
     out_size = []
@@ -173,7 +173,7 @@ def _transpose_padding(padding, nd):
     if isinstance(padding, str):
         raise ValueError(f"padding of a transposed convolution must be an int, a tuple of "
                          f"{nd} ints or {nd} (before, after) pairs; strings such as "
-                         f"{padding!r} are not accepted (as torch)")
+                         f"{shown(padding)} are not accepted (as torch)")
     return _padding_pairs(padding, nd)
 
 
@@ -201,13 +201,13 @@ def transpose_output_padding(output_size, nd, in_size, kernel, stride, padding, 
     the smallest output size and that plus stride - 1, per dim; returns the
     output_padding that gives it."""
     if not isinstance(output_size, (tuple, list)) or not all(_is_int(v) for v in output_size):
-        raise TypeError(f"output_size must be a tuple of ints, got {output_size!r}")
+        raise TypeError(f"output_size must be a tuple of ints, got {shown(output_size)}")
     size = tuple(int(v) for v in output_size)
     if len(size) == nd + 2:
         size = size[2:]
     if len(size) != nd:
         raise ValueError(f"{op}: output_size must have {nd} (or {nd + 2}) entries, "
-                         f"got {output_size!r}")
+                         f"got {shown(output_size)}")
     before, after = _transpose_padding(padding, nd)
     result = []
     for i, (want, n, k, s, pb, pa, d) in enumerate(zip(size, in_size, kernel, stride, before,
@@ -246,26 +246,26 @@ def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, outpu
     stride, dilation = _stride_dilation(op, nd, stride, dilation)
     before, after = _transpose_padding(padding, nd)
     if any(p > SIZE_MAX for p in before + after):
-        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r}")
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {shown(padding)}")
     output_padding = ntuple(output_padding, nd, "output_padding", minimum=0)
     for i, (r, s, d) in enumerate(zip(output_padding, stride, dilation)):
         if r >= s and r >= d:
             raise ValueError(f"output_padding must be smaller than either stride or dilation "
-                             f"(as torch), got output_padding={output_padding!r} with "
-                             f"stride={stride!r}, dilation={dilation!r} (dim {i})")
+                             f"(as torch), got output_padding={shown(output_padding)} with "
+                             f"stride={shown(stride)}, dilation={shown(dilation)} (dim {i})")
     out_size = []
     for i, (n, k, s, d, pb, pa, r) in enumerate(zip(in_size, kernel, stride, dilation, before,
                                                     after, output_padding)):
         o = (n - 1) * s - pb - pa + d * (k - 1) + r + 1
         if o < 1:
-            raise ValueError(f"{op}: padding {padding!r} removes the whole output in spatial "
+            raise ValueError(f"{op}: padding {shown(padding)} removes the whole output in spatial "
                              f"dim {i}: (in - 1)*stride - before - after + dilation*(k - 1) "
                              f"+ output_padding + 1 = {o} for input size {n}")
         out_size.append(o)
     # the padded extent the conv view reads must be sane, as for conv
     padded = math.prod(o + pb for o, pb in zip(out_size, before))
     if padded > PLANE_MAX:
-        raise ValueError(f"{op}: the output plane {tuple(out_size)} with padding {padding!r} "
+        raise ValueError(f"{op}: the output plane {tuple(out_size)} with padding {shown(padding)} "
                          f"is larger than the kernels support (2**48 elements)")
     # The conv whose input gradient this is: input = the transposed output,
     # output = x. Only the padding before matters to it (its output count is
@@ -283,16 +283,16 @@ def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, outpu
 
 def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
     if not isinstance(algorithm, str):
-        raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__} {algorithm!r}")
+        raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__} {shown(algorithm)}")
     if algorithm not in CONV_ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+        raise ValueError(f"algorithm must be one of {CONV_ALGORITHMS}, got {shown(algorithm)}")
     if algorithm == "1x1" and not geom.is_pointwise:
         raise ValueError(f"algorithm='1x1' needs a kernel of all ones, got kernel size "
                          f"{geom.kernel}")
     if algorithm == "winograd":
         winograd_shape(geom)
     if algorithm in ("im2col", "1x1") and not fits_blas(geom):
-        raise ValueError(f"algorithm={algorithm!r}: this shape exceeds the 32-bit sizes of the "
+        raise ValueError(f"algorithm={shown(algorithm)}: this shape exceeds the 32-bit sizes of the "
                          f"BLAS interface; use algorithm='direct'")
     return algorithm
 
@@ -324,8 +324,8 @@ def conv_need(need) -> frozenset:
     try:
         items = list(need)
     except TypeError:
-        raise TypeError(f"need must be a tuple of names from {NEEDS}, got {need!r}") from None
+        raise TypeError(f"need must be a tuple of names from {NEEDS}, got {shown(need)}") from None
     bad = [n for n in items if n not in NEEDS]
     if bad:
-        raise ValueError(f"need must name gradients from {NEEDS}, got {need!r}")
+        raise ValueError(f"need must name gradients from {NEEDS}, got {shown(need)}")
     return frozenset(items)

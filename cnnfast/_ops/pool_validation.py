@@ -14,7 +14,7 @@ from .._cache import geometry, memoized
 from .._ext import _pool
 from .._validation import (
     ARRAY_MAX, POOL_BUFFER_MAX, POOL_SIZE_MAX, _SPATIAL, _is_int, _padding_pairs, check_array,
-    check_result_size, common_float_dtype, expect_shape, flag, ntuple, same_padding,
+    check_result_size, common_float_dtype, expect_shape, flag, ntuple, same_padding, shown,
 )
 
 
@@ -25,10 +25,10 @@ def input_shape_arg(input_shape, ndim: int, op: str) -> tuple:
         shape = tuple(input_shape)
     except TypeError:
         raise TypeError(f"input_shape must be a tuple of {ndim} ints for {op}, "
-                        f"got {input_shape!r}") from None
+                        f"got {shown(input_shape)}") from None
     if not all(_is_int(s) for s in shape):
         raise TypeError(f"input_shape must be a tuple of {ndim} ints for {op}, "
-                        f"got {input_shape!r}")
+                        f"got {shown(input_shape)}")
     shape = tuple(int(s) for s in shape)
     if len(shape) != ndim:
         raise ValueError(f"input_shape must have {ndim} entries for {op}, got {shape}")
@@ -196,7 +196,7 @@ def _pool_padding(op, padding, nd, in_size, kernel, stride, dilation):
             return (0,) * nd, (0,) * nd, True
         if padding == "same":
             return same_padding(in_size, kernel, stride, dilation) + (False,)
-        raise ValueError(f"{op}: padding must be {forms}, got {padding!r}")
+        raise ValueError(f"{op}: padding must be {forms}, got {shown(padding)}")
     is_pairs = isinstance(padding, (tuple, list)) and any(
         isinstance(p, (tuple, list)) for p in padding)
     before, after = _padding_pairs(padding, nd)
@@ -204,7 +204,7 @@ def _pool_padding(op, padding, nd, in_size, kernel, stride, dilation):
         for p, k in zip(before, kernel):
             if p > k // 2:
                 raise ValueError(f"{op}: padding must be at most half of kernel_size, got "
-                                 f"padding={padding!r} for kernel_size={kernel!r}")
+                                 f"padding={shown(padding)} for kernel_size={shown(kernel)}")
     return before, after, True
 
 
@@ -232,7 +232,7 @@ def _check_windows(op, padding, in_size, out_size, kernel, stride, before, dilat
             start = w * s - b
             first = start if start >= 0 else start + -(-(-start) // d) * d
             if not (first <= start + (k - 1) * d and first < n):
-                raise ValueError(f"{op}: padding={padding!r} makes window {w} of spatial dim "
+                raise ValueError(f"{op}: padding={shown(padding)} makes window {w} of spatial dim "
                                  f"{i} (input size {n}, kernel_size={k}, stride={s}, "
                                  f"dilation={d}, padding before {b}) consist only of padding")
 
@@ -246,11 +246,11 @@ def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mo
     ceil_mode = flag(ceil_mode, "ceil_mode")
     for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
         if any(v > POOL_SIZE_MAX for v in values):
-            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {values!r}")
+            raise ValueError(f"{op}: {name} must be at most 2**31 - 1, got {shown(values)}")
     before, after, counts_padding = _pool_padding(op, padding, nd, in_size, kernel, stride,
                                                   dilation)
     if any(v > POOL_SIZE_MAX for v in before + after):
-        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {padding!r}")
+        raise ValueError(f"{op}: padding must be at most 2**31 - 1, got {shown(padding)}")
     # "same" fixes the output size at ceil(in / stride): ceil_mode changes nothing
     ceil_mode = ceil_mode and counts_padding
     out_size = []
@@ -258,10 +258,10 @@ def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mo
                                                  dilation)):
         o = pool_output_size(n, k, s, pb, d, ceil_mode, pa)
         if o < 1:
-            shown = pb if pb == pa else (pb, pa)
+            pair = pb if pb == pa else (pb, pa)
             raise ValueError(f"{op}: window of effective size {(k - 1) * d + 1} "
                              f"(kernel_size={k}, dilation={d}) does not fit input size {n} "
-                             f"with padding {shown} in spatial dim {i}: output size would "
+                             f"with padding {pair} in spatial dim {i}: output size would "
                              f"be {o}")
         out_size.append(o)
     _check_windows(op, padding, in_size, out_size, kernel, stride, before, dilation)
@@ -271,8 +271,8 @@ def _pool_sizes(nd, op, in_size, kernel_size, stride, padding, dilation, ceil_mo
                                                     dilation))
     if padded > POOL_BUFFER_MAX:
         raise ValueError(f"{op}: an input plane of size {tuple(in_size)} with "
-                         f"kernel_size={kernel!r}, padding={padding!r} and "
-                         f"dilation={dilation!r} spans {padded} elements per plane, "
+                         f"kernel_size={shown(kernel)}, padding={shown(padding)} and "
+                         f"dilation={shown(dilation)} spans {padded} elements per plane, "
                          f"more than the kernels support ({POOL_BUFFER_MAX})")
     return in_size, kernel, stride, before, dilation, tuple(out_size), after, counts_padding
 
@@ -284,12 +284,12 @@ def divisor_override_arg(divisor_override):
         return None
     if not _is_int(divisor_override):
         raise TypeError(f"divisor_override must be None or an int, got "
-                        f"{type(divisor_override).__name__} {divisor_override!r}")
+                        f"{type(divisor_override).__name__} {shown(divisor_override)}")
     if divisor_override == 0:
-        raise ValueError(f"divisor_override must be a nonzero int, got {divisor_override!r}")
+        raise ValueError(f"divisor_override must be a nonzero int, got {shown(divisor_override)}")
     if abs(divisor_override) > POOL_SIZE_MAX:
         raise ValueError(f"divisor_override must lie within +-(2**31 - 1), got "
-                         f"{divisor_override!r}")
+                         f"{shown(divisor_override)}")
     return int(divisor_override)
 
 
@@ -412,11 +412,11 @@ def adaptive_output_size(output_size, in_size: tuple) -> tuple:
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != nd:
             raise ValueError(f"output_size must be an int or a tuple of {nd}, "
-                             f"got {output_size!r}")
+                             f"got {shown(output_size)}")
         output_size = tuple(n if s is None else s for s, n in zip(output_size, in_size))
     sizes = ntuple(output_size, nd, "output_size", minimum=1)
     if any(s > POOL_SIZE_MAX for s in sizes):
-        raise ValueError(f"output_size must be at most 2**31 - 1, got {output_size!r}")
+        raise ValueError(f"output_size must be at most 2**31 - 1, got {shown(output_size)}")
     return sizes
 
 
@@ -424,7 +424,7 @@ def adaptive_output_size(output_size, in_size: tuple) -> tuple:
 def adaptive_geometry(x, output_size, op: str, nd: int = 2):
     dtype = _input_array(x, nd, op)
     sizes = adaptive_output_size(output_size, x.shape[2:])
-    check_result_size(x.shape[:2] + sizes, f"{op} with output_size={output_size!r}")
+    check_result_size(x.shape[:2] + sizes, f"{op} with output_size={shown(output_size)}")
     return dtype, sizes
 
 
