@@ -70,6 +70,14 @@ def pool_threads(elements: int) -> int:
     return 1 if elements < POOL_GRAIN else kernel_threads()
 
 
+def depthwise_threads(geom: V.ConvGeometry, macs: int) -> int:
+    """A depthwise pass is bound by its traffic (a multiply-add per tap and
+    output element), so it takes the threads from pooling's grain of
+    elements read and written too, not only from CONV_GRAIN multiply-adds."""
+    return max(conv_threads(macs),
+               pool_threads(math.prod(geom.x5_shape) + math.prod(geom.out5_shape)))
+
+
 def elementwise_threads(elements: int) -> int:
     return 1 if elements < ELEMENTWISE_GRAIN else kernel_threads()
 
@@ -1020,19 +1028,20 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
         # 0.25 ms on 1 and 2 threads.
         min_tiles = -(-threads // (s.N * geom.groups)) if s.N else 1
         if chosen == "direct" and is_depthwise(geom):
+            dw_threads = depthwise_threads(geom, macs)
             info = _depthwise.kernel_info(dtype)
             row = s.in_size[2] if gradient == "x" else s.out_size[2]
             copies = not channels_last and row < DEPTHWISE_ROW_VECTORS * info["vector_width"]
             last = channels_last or copies
-            split = depthwise_split(s, gradient, threads, info["vector_width"], last)
-            arrays = depthwise_arrays(s, gradient, threads, split, info, last)
+            split = depthwise_split(s, gradient, dw_threads, info["vector_width"], last)
+            arrays = depthwise_arrays(s, gradient, dw_threads, split, info, last)
             work = _bytes(arrays, dtype.itemsize)
             if copies:   # the channels-last copies of the inputs and of the result
                 work += (math.prod(geom.x5_shape) + 2 * math.prod(geom.out5_shape)
                          if gradient == "weight" else
                          math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
             plans[gradient] = PassPlan(chosen, "depthwise", "channels_last" if copies else layout,
-                                       threads, 0, False, work, 2 * macs, split,
+                                       dw_threads, 0, False, work, 2 * macs, split,
                                        tuple(arrays.items()))
             continue
         if (gradient == "forward" and not channels_last and not full_window

@@ -253,3 +253,20 @@ def test_channels_first_forward_on_the_nhwc_kernel_between_copies():
                        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))]:
         p = cnnfast.explain_conv(xs, ws, need="forward", **kw).passes["forward"]
         assert p.kernel != "nhwc_direct", (xs, ws, kw)
+
+
+def test_depthwise_threads_from_its_traffic(monkeypatch):
+    """A depthwise pass is bound by the elements it reads and writes: a
+    stride-2 layer under CONV_GRAIN multiply-adds but past POOL_GRAIN
+    elements takes the threads; a small one stays on one."""
+    monkeypatch.setattr(_plan, "CONV_GRAIN", 1 << 21)   # the library's grains
+    monkeypatch.setattr(_plan, "POOL_GRAIN", 1 << 17)
+    cnnfast._cache.clear()
+    geom_args = dict(stride=2, padding=1, groups=192, data_format="channels_last", threads=2)
+    plan = cnnfast.explain_conv((16, 14, 14, 192), (192, 1, 3, 3), **geom_args)
+    assert all(p.kernel == "depthwise" and p.threads == 2
+               for name, p in plan.passes.items() if name != "bias")
+    assert 16 * 7 * 7 * 192 * 9 < _plan.CONV_GRAIN
+    plan = cnnfast.explain_conv((1, 14, 14, 192), (192, 1, 3, 3), **geom_args)
+    assert all(p.threads == 1 for name, p in plan.passes.items() if name != "bias")
+    cnnfast._cache.clear()   # plans made under these grains
