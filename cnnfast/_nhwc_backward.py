@@ -130,15 +130,17 @@ def _dim_phases(n, k, s, p, d):
 
 # Phase rows up to this many pixels run as one forward call over the whole
 # phase (spans across rows and images, _nhwc.batch_folded) into a contiguous
-# array, copied to the phase's positions after (NumPy, one thread): a work
-# item of one short row streamed its block's weights for a few pixels.
-# 3x3 stride 2 at batch 16, one / two threads: 256 -> 512 from 7x7 (rows of
-# 4 and 3) 6.5 -> 3.5 / 4.7 -> 3.0 ms, from 14x14 (rows of 7) 3.6 -> 2.8 /
-# 2.9 -> 2.4; batch 8 from 4x4 2.6 -> 1.7 / 2.3 -> 1.6; DCGAN's 4x4 stride 2
-# at batch 64, rows of 8, 47.6 -> 25.3 / 23.7 -> 16.8. Rows of 14 gained on
-# one thread (1.10x) but lost on two (0.92x), rows of 16-28 lost on both
-# (0.74-0.92x): the copy then costs more than the weights' streaming.
-PHASE_ROW_GATHER = 8
+# array, copied to the phase's positions after (_layout.copy_pixels, on the
+# threads): a work item of one short row streamed its block's weights for a
+# few pixels. 3x3 stride 2 at batch 16, one / two threads: 256 -> 512 from
+# 7x7 (rows of 4 and 3) 6.5 -> 3.5 / 4.7 -> 3.0 ms, from 14x14 (rows of 7)
+# 3.6 -> 2.8 / 2.9 -> 2.4; batch 8 from 4x4 2.6 -> 1.7 / 2.3 -> 1.6; DCGAN's
+# 4x4 stride 2 at batch 64, rows of 8, 47.6 -> 25.3 / 23.7 -> 16.8; 64 -> 128
+# from 28x28 (rows of 14) 3.41 -> 3.02 / 1.78 -> 1.53 (with NumPy's one-thread
+# copy it lost on two threads). Rows of 28 lost on both (batch 8 64 -> 128
+# from 56x56: 5.40 -> 5.71 / 2.87 -> 3.16): the copy then costs more than the
+# weights' streaming.
+PHASE_ROW_GATHER = 14
 
 
 def configure_input_grad(geom: V.ConvGeometry, threads: int) -> NhwcInputGradConfig:
@@ -290,7 +292,8 @@ def _phase_gathered(ph: Phase, packed, go, go5, bias_packed, out, kernel, stride
                        _nhwc.kernel_mode(ph.config, True), threads)
     view = out[(slice(None),) + tuple(slice(o, o + s * (m - 1) + 1, s) for o, s, m in
                                       zip(ph.offset, stride, ph.size))]
-    view[...] = part.reshape(view.shape)
+    _layout.copy_pixels(part.reshape(view.shape), view,
+                        threads if part.size >= SWAP_THREADS_ELEMENTS else 1)
 
 
 def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:

@@ -277,6 +277,7 @@ def test_phase_rows_and_gathered_phases(gather_rows, dtype, monkeypatch):
     convolution's) and batch-folded images."""
     from cnnfast import _cache, _nhwc_backward
     monkeypatch.setattr(_nhwc_backward, "PHASE_ROW_GATHER", gather_rows)
+    monkeypatch.setattr(_nhwc_backward, "SWAP_THREADS_ELEMENTS", 0)   # threaded copies
     _cache.clear()
     rng = np.random.default_rng(7)
     cases = [((3, 16, 40, 13), (24, 16, 3, 3), dict(stride=2, padding=1)),
@@ -306,3 +307,26 @@ def test_phase_rows_and_gathered_phases(gather_rows, dtype, monkeypatch):
     finally:
         monkeypatch.undo()
         _cache.clear()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_copy_pixels_to_a_strided_view(dtype):
+    """_layout.copy_pixels: a contiguous (N, D, H, W, C) block into a view
+    whose pixels are strided (a stride phase's positions), at 1-3 threads;
+    a view of another shape or with strided channels is refused."""
+    from cnnfast._ext import _layout
+    rng = np.random.default_rng(8)
+    out = np.zeros((3, 2, 11, 9, 5), dtype)
+    view = out[:, 1:2, 1::3, 2::2]
+    src = (rng.standard_normal(view.shape) * 100).astype(dtype)
+    for threads in (1, 2, 3):
+        out[...] = 0
+        _layout.copy_pixels(src, view, threads)
+        np.testing.assert_array_equal(view, src)
+        untouched = np.ones(out.shape, bool)
+        untouched[:, 1:2, 1::3, 2::2] = False
+        assert not out[untouched].any()
+    with pytest.raises(ValueError, match="src's shape"):
+        _layout.copy_pixels(src[:, :, :-1].copy(), view, 1)
+    with pytest.raises(ValueError, match="channels must be contiguous"):
+        _layout.copy_pixels(src[..., :3].copy(), out[:, 1:2, 1::3, 2::2, ::2], 1)

@@ -82,3 +82,44 @@ def copy_rows(const item[:, ::1] src,   # IN  (R, W)
         else:
             for r in range(R):
                 memcpy(d + r * D, s + r * W, W * sizeof(item))
+
+
+def copy_pixels(const item[:, :, :, :, ::1] src,   # IN  (N, D, H, W, C)
+                item[:, :, :, :, :] dst,          # OUT (N, D, H, W, C), any strides but C's
+                int nthreads):
+    """dst[...] = src for a dst whose pixels lie anywhere (a strided view:
+    the positions phase + stride * q of an input gradient's stride phase)
+    but whose C channels are contiguous: one copy of C elements per pixel,
+    the rows (n, d, h) shared among the threads."""
+    cdef Py_ssize_t N = src.shape[0], D = src.shape[1], H = src.shape[2]
+    cdef Py_ssize_t W = src.shape[3], C = src.shape[4], r, i
+    for i in range(5):
+        if dst.shape[i] != src.shape[i]:
+            raise ValueError("copy_pixels: dst must have src's shape")
+    if C > 1 and dst.strides[4] != sizeof(item):
+        raise ValueError("copy_pixels: dst's channels must be contiguous")
+    if N * D * H * W * C == 0:
+        return
+    cdef const item *s = &src[0, 0, 0, 0, 0]
+    cdef char *base = <char *> &dst[0, 0, 0, 0, 0]
+    cdef Py_ssize_t s0 = dst.strides[0], s1 = dst.strides[1], s2 = dst.strides[2]
+    cdef Py_ssize_t s3 = dst.strides[3]
+    cdef Py_ssize_t rows = N * D * H
+    with nogil:
+        if nthreads > 1 and rows > 1:
+            for r in prange(rows, num_threads=nthreads, schedule='static'):
+                _pixel_row(s, base, r, D, H, W, C, s0, s1, s2, s3)
+        else:
+            for r in range(rows):
+                _pixel_row(s, base, r, D, H, W, C, s0, s1, s2, s3)
+
+
+cdef inline void _pixel_row(const item *src, char *dst, Py_ssize_t r, Py_ssize_t D,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t s0,
+                            Py_ssize_t s1, Py_ssize_t s2, Py_ssize_t s3) noexcept nogil:
+    # row r = (n * D + d) * H + h of src, its W pixels to their places in dst
+    cdef Py_ssize_t h = r % H, d = r // H % D, n = r // (H * D), w
+    cdef char *row = dst + n * s0 + d * s1 + h * s2
+    cdef const item *p = src + r * W * C
+    for w in range(W):
+        memcpy(row + w * s3, p + w * C, C * sizeof(item))
