@@ -312,9 +312,9 @@ def winograd_shape(geom: V.ConvGeometry) -> bool:
 def winograd_tile(geom: V.ConvGeometry, shared: int | None = None) -> int:
     """F(4x4, 3x3), or F(2x2, 3x3) for planes of at most WINOGRAD_SMALL_PLANE
     outputs with large weights and fewer than `shared` F(4,3) tiles in the
-    batch (default WINOGRAD_SHARED_TILES): their F(4,3) transforms (36 positions) come from memory at every
-    call inside a model, for few tiles, and bind the layer to the memory's
-    speed. ResNet-18's 7x7x512 layer at batch 1, weights evicted before each
+    batch (default WINOGRAD_SHARED_TILES): their F(4,3) transforms (36
+    positions) come from memory at every call inside a model, for few tiles,
+    and bind the layer to the memory's speed. ResNet-18's 7x7x512 layer at batch 1, weights evicted before each
     call (as inside the model; next weights prefetched), one thread: F(2,3)
     1.46 ms, F(4,3) 2.45, direct 1.54 (in cache: 1.07, 1.37, 1.36). A
     batch's tiles share the weights (blocks span images): fused ResNet-18 at

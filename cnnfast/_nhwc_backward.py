@@ -62,8 +62,9 @@ WEIGHT_CHANNEL_STEP = 8
 # Work items per thread the weight gradient aims for before it cuts the rows
 # into chunks (each chunk costs a private copy of dW).
 WEIGHT_ITEMS_PER_THREAD = 4
-# Elements of dW from which moving the vector lanes to its rows takes every
-# thread (the layout copies' grain, _plan.POOL_GRAIN).
+# Elements from which a copy takes every thread (the layout copies' grain,
+# _plan.POOL_GRAIN): dW's vector lanes moved to its rows, a gathered stride
+# phase moved to its positions.
 SWAP_THREADS_ELEMENTS = 1 << 17
 
 

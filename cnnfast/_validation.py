@@ -42,17 +42,19 @@ def _is_int(v) -> bool:
 
 
 def shown(value) -> str:
-    """A value as an error message shows it: its repr, cut to SHOWN_CHARS
-    characters; an array of more than SHOWN_ELEMENTS elements by its shape
-    and dtype (its repr could run to megabytes)."""
+    """A value as an error message shows it: an array of more than
+    SHOWN_ELEMENTS elements by its shape and dtype, anything else by its
+    repr shortened by _SHORT (a few entries of a list, 40 characters; a list
+    of a million floats must not become the message)."""
     if isinstance(value, np.ndarray) and value.size > SHOWN_ELEMENTS:
         return f"<array of shape {value.shape}, dtype {value.dtype}>"
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+    return _SHORT.repr(value)
 
 
-SHOWN_CHARS = 200
 SHOWN_ELEMENTS = 16
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple = 2, 6, 6   # 5-D shapes, 3-D padding pairs
+_SHORT.maxstring = _SHORT.maxother = 40
 
 
 def ntuple(value, n: int, name: str, minimum: int) -> tuple:
@@ -95,7 +97,7 @@ def channels_last(data_format) -> bool:
     (N, *spatial, C), False for "channels_first" (N, C, *spatial)."""
     if not isinstance(data_format, str):
         raise TypeError(f"data_format must be one of {DATA_FORMATS}, got "
-                        f"{type(data_format).__name__} {_SHORT.repr(data_format)}")
+                        f"{type(data_format).__name__} {shown(data_format)}")
     if data_format not in DATA_FORMATS:
         raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {shown(data_format)}")
     return data_format == "channels_last"
@@ -108,16 +110,9 @@ def thread_count(n) -> int:
 
 # ----------------------------------------------------------------- arrays
 
-_SHORT = reprlib.Repr()  # values in messages: a few entries of a list, 40 characters
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple = 2, 4, 4
-_SHORT.maxstring = _SHORT.maxother = 40
-
-
 def check_array(a, name: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
-        # the value, shortened: a list of a million floats must not become the message
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__} "
-                        f"{_SHORT.repr(a)}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__} {shown(a)}")
     return a
 
 

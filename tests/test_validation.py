@@ -657,9 +657,11 @@ def test_an_array_for_a_shape_or_size_is_named_not_printed():
 def test_explain_conv_shape_arguments():
     with pytest.raises(TypeError, match=r"x_shape must be a tuple of ints, got 'abc'"):
         cnnfast.explain_conv("abc", (8, 3, 3, 3))
-    with pytest.raises(TypeError, match=r"weight_shape must be a tuple of ints, got \(8, 3, 3\.0, 3\)"):
+    with pytest.raises(TypeError,
+                       match=r"weight_shape must be a tuple of ints, got \(8, 3, 3\.0, 3\)"):
         cnnfast.explain_conv((1, 3, 8, 8), (8, 3, 3.0, 3))
-    with pytest.raises(ValueError, match=r"x_shape must not have negative sizes, got \(1, 3, -8, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"x_shape must not have negative sizes, got \(1, 3, -8, 8\)"):
         cnnfast.explain_conv((1, 3, -8, 8), (8, 3, 3, 3))
     # numpy integers are ints
     plan = cnnfast.explain_conv(np.array([1, 3, 8, 8]), tuple(np.int64(v) for v in (8, 3, 3, 3)))

@@ -38,7 +38,8 @@ def one_float_array(op: str, x) -> np.dtype:
 def _real(value, name: str) -> float:
     """A real number (int or float, not bool) as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {V.shown(value)}")
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} "
+                        f"{V.shown(value)}")
     return float(value)
 
 

@@ -71,9 +71,10 @@ def _padding_mode(mode, op, padding, in_size, before, after):
     for i, (n, b, a) in enumerate(zip(in_size, before, after)):
         if (mode == "reflect" and max(b, a) >= n) or (mode == "circular" and max(b, a) > n):
             rule = "smaller than" if mode == "reflect" else "at most"
-            raise ValueError(f"{op}: padding_mode={shown(mode)} needs each padding {rule} the input "
-                             f"size, got padding={shown(padding)} (before {before}, after {after}) "
-                             f"for input size {tuple(in_size)} in spatial dim {i}")
+            raise ValueError(f"{op}: padding_mode={shown(mode)} needs each padding {rule} the "
+                             f"input size, got padding={shown(padding)} (before {before}, "
+                             f"after {after}) for input size {tuple(in_size)} in spatial dim "
+                             f"{i}")
     return mode if any(before + after) else "zeros"
 
 
@@ -283,7 +284,8 @@ def conv_transpose_geometry(nd, x, weight, bias=None, stride=1, padding=0, outpu
 
 def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
     if not isinstance(algorithm, str):
-        raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__} {shown(algorithm)}")
+        raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__} "
+                        f"{shown(algorithm)}")
     if algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {CONV_ALGORITHMS}, got {shown(algorithm)}")
     if algorithm == "1x1" and not geom.is_pointwise:
@@ -292,8 +294,8 @@ def conv_algorithm(algorithm, geom: ConvGeometry) -> str:
     if algorithm == "winograd":
         winograd_shape(geom)
     if algorithm in ("im2col", "1x1") and not fits_blas(geom):
-        raise ValueError(f"algorithm={shown(algorithm)}: this shape exceeds the 32-bit sizes of the "
-                         f"BLAS interface; use algorithm='direct'")
+        raise ValueError(f"algorithm={shown(algorithm)}: this shape exceeds the 32-bit sizes of "
+                         f"the BLAS interface; use algorithm='direct'")
     return algorithm
 
 

@@ -168,10 +168,10 @@ CF_INLINE int FN(cf_nhwc_wino_input)(const void *x_, cf_idx xs, cf_idx H, cf_idx
  * block's first channel), pixels os apart, images OH*OW pixels apart.
  * Returns 1 if a value is not finite (the output is then incomplete). */
 CF_INLINE int FN(cf_nhwc_wino_output)(const void *m_, cf_idx T, cf_idx ms, cf_idx tw,
-                                      cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx OH, cf_idx OW, cf_idx nk,
-                                      const void *bias_, void *out_, cf_idx os,
-                                      const void *res_, int clamp, double lo, double hi,
-                                      const int M) {
+                                      cf_idx per_image, cf_idx t0, cf_idx t1, cf_idx OH,
+                                      cf_idx OW, cf_idx nk, const void *bias_, void *out_,
+                                      cf_idx os, const void *res_, int clamp, double lo,
+                                      double hi, const int M) {
     const int A = M + 2;
     const CF_T *m = (const CF_T *)m_, *bias = (const CF_T *)bias_, *res = (const CF_T *)res_;
     CF_T *out = (CF_T *)out_;
