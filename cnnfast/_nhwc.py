@@ -303,7 +303,7 @@ class WinogradConfig(NamedTuple):
 def winograd_shape(geom: V.ConvGeometry) -> bool:
     """3x3, stride 1, dilation 1, zero padding, one group, 2-D, channels a
     multiple of the vector (the transforms load whole vectors)."""
-    vw = 16 * 4 // np.dtype(geom.dtype).itemsize
+    vw = _conv_nhwc.vector_width(geom.dtype)
     return (geom.nd == 2 and tuple(geom.kernel) == (3, 3) and geom.groups == 1
             and all(s == 1 for s in geom.stride) and all(d == 1 for d in geom.dilation)
             and geom.pad_mode == "zeros" and geom.in_channels % vw == 0)

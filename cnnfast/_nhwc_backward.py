@@ -299,7 +299,7 @@ def _phase_gathered(ph: Phase, packed, go, go5, bias_packed, out, kernel, stride
 
 def configure_weight(geom: V.ConvGeometry, threads: int) -> NhwcWeightConfig:
     itemsize = np.dtype(geom.dtype).itemsize
-    vw = 64 // itemsize   # the kernels' 64-byte vectors
+    vw = _conv_nhwc.vector_width(geom.dtype)
     cg, kg = geom.in_channels // geom.groups, geom.out_channels // geom.groups
     nkv = -(-kg // vw)
     vectors = min(_conv_nhwc.weight_grad_vectors(geom.dtype), nkv)
@@ -333,7 +333,7 @@ def weight_winograd_shape(geom: V.ConvGeometry) -> bool:
     """A weight gradient Winograd can run: the forward's shape
     (_nhwc.winograd_shape) with the output channels whole vectors too (the
     grad_out transform loads whole vectors)."""
-    vw = 64 // np.dtype(geom.dtype).itemsize
+    vw = _conv_nhwc.vector_width(geom.dtype)
     return _nhwc.winograd_shape(geom) and geom.out_channels % vw == 0
 
 

@@ -549,7 +549,7 @@ def depthwise_arrays(s: _Shape, gradient: str, threads: int, split: tuple, info:
             return dict([taps, zero])
         if gradient == "x":
             return dict([taps])
-        return dict([zero, ("dw_acc", (threads * _own_lines(KV * (vw + 1), 64 // vw), "f")),
+        return dict([zero, ("dw_acc", (threads * _own_lines(KV * (vw + 1), info["itemsize"]), "f")),
                      ("dw_partial", (split[0] * C * M * KV if split[0] > 1 else 0, "f"))])
     if gradient == "forward":   # tap rows (pointer, step) and the edge outputs' taps
         rows = math.prod(s.kernel[:2])

@@ -415,8 +415,8 @@ def test_winograd_only_where_planned():
     for args in (dict(stride=2), dict(dilation=2)):
         g = conv_geometry(2, x, w, None, args.get("stride", 1), 1, args.get("dilation", 1), 1)
         assert not _plan.nhwc_winograd_wins(g, "auto")
-    g = conv_geometry(2, np.empty((1, 40, 8, 8), np.float32),
-                      np.empty((32, 40, 3, 3), np.float32), None, 1, 1, 1, 1)
+    g = conv_geometry(2, np.empty((1, 36, 8, 8), np.float32),
+                      np.empty((32, 36, 3, 3), np.float32), None, 1, 1, 1, 1)
     assert not _plan.nhwc_winograd_wins(g, "auto")
     # too few outputs (2x2 at batch 1), or tiles mostly outside the plane (5x5)
     for shape in [(1, 64, 2, 2), (4, 64, 5, 5)]:

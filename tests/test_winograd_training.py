@@ -86,7 +86,7 @@ def test_the_plan_takes_winograd_only_past_the_tile_threshold():
     assert kernels(1, 128, 7) == direct     # 49 output pixels
     assert kernels(16, 16, 28) == direct    # too few channels
     # output channels not whole vectors: the weight gradient's grad_out transform needs them
-    assert kernels(16, 64, 28, K=80 + 8)[2] == "nhwc_weight"
+    assert kernels(16, 64, 28, K=80 + 4)[2] == "nhwc_weight"
     # 32 channels: Winograd for the forward and input gradient, not the weight gradient
     assert kernels(64, 32, 28) == winograd[:2] + ("nhwc_weight",)
     # asked for direct: no Winograd
@@ -159,7 +159,7 @@ def test_the_flipped_transform_reads_the_forward_weights(rng, dtype, K, C, m, mo
     geom = conv_geometry(2, np.zeros((2, K, 8, 8), dtype), explicit, None, 1, 1)
     monkeypatch.setattr(_nhwc, "winograd_tile", lambda g, shared=None: m)
     block, _ = _conv_nhwc.tiles(dtype)
-    vw = 64 // np.dtype(dtype).itemsize
+    vw = _conv_nhwc.vector_width(dtype)
 
     def written(u, cfg):   # each block's [K][lanes] (the last one's lanes cover C only)
         return np.concatenate([

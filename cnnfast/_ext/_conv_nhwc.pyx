@@ -85,6 +85,13 @@ def kernel_table(dtype):
                          "cf_nhwc_kernels", NULL)
 
 
+def vector_width(dtype):
+    """Elements of dtype in one vector of the running CPU's kernels (one
+    register: 16 float32 on AVX-512, 8 on AVX2; 16 on the baseline's
+    four-register vectors)."""
+    return cf_nhwc_kernels_for(np.dtype(dtype) == np.float64).vector_width
+
+
 def weight_grad_vectors(dtype):
     """Vectors of output channels the running CPU's weight-gradient tile
     holds (4 on AVX-512, 1 below): a work item takes at most that many."""

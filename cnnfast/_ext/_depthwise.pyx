@@ -54,7 +54,8 @@ def kernel_info(dtype):
     """The running table's vector width and row-sum term size for dtype: the
     planner sizes the work arrays by them."""
     cdef const cf_depthwise_kernels *k = cf_depthwise_kernels_for(np.dtype(dtype) == np.float64)
-    return {"isa": k.isa, "vector_width": k.vector_width, "tap_bytes": k.tap_bytes}
+    return {"isa": k.isa, "vector_width": k.vector_width, "tap_bytes": k.tap_bytes,
+            "itemsize": np.dtype(dtype).itemsize}
 
 
 cdef cf_geom _geometry(const floating[:, :, :, :, ::1] inp,

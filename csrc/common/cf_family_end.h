@@ -1,6 +1,7 @@
 /* End of one instantiation of a kernel family: undefine the per-instantiation
  * names of cf_vector.h and cf_tiles.h, so the next one can define them anew. */
 #undef CF_VW
+#undef CF_VBYTES
 #undef CF_M
 #undef CF_V
 #undef FN

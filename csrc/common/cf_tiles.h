@@ -2,10 +2,10 @@
  * states them. Included per instantiation (cf_instantiate.h) by each family
  * bundle; the kernel tables export them to the drivers.
  *
- * Vectors are 64 bytes whatever the level (cf_vector.h): one zmm register on
- * AVX-512 (32 of them), two ymm on AVX2 and four xmm on the baseline (16
- * architectural registers each), so the wider levels hold more accumulators
- * per tile. */
+ * A vector is one register at levels 4 and 3 (cf_vector.h): a zmm on AVX-512
+ * (32 of them), a ymm on AVX2 (16); tiles keep 24 and 12 accumulators, the
+ * rest of the registers for the broadcast input and the weights. On the
+ * baseline a vector is four xmm (16 registers). */
 
 #if CF_LEVEL >= 4
 /* Packed GEMM: MR rows (output channels) x NCH vectors of columns; 12 x 2 is
@@ -36,6 +36,21 @@
 /* Depthwise channels-last forward: output pixels per tile of a row (one
  * vector of channels each); 6 ran MobileNetV2's rows 0-15% faster than 4
  * or 8 (and 14x14's 12 interior outputs are two tiles). */
+#define CF_DW_PIXELS 6
+#elif CF_LEVEL >= 3
+/* 4 x 2 vectors: 8 accumulators, two FMA pipes x 4 cycles of latency.
+ * The GEMM's row blocks are 12, 8 or 4 (gemm_packed.h), so the 6-row AVX2
+ * tile of OpenBLAS's and MLAS's kernels does not fit them. */
+#define CF_GEMM_MR 4
+#define CF_GEMM_NCH 2
+#define CF_LANES_NVMAX 4
+#define CF_LANES_PIXELS(nv) ((nv) == 1 ? 12 : (nv) == 2 ? 6 : (nv) == 3 ? 4 : 3)
+#define CF_NHWC_PIXELS(nv) CF_LANES_PIXELS(nv)
+#define CF_LANES_IMAGES(nv, i)                                                         \
+    ((nv) == 1 ? (i) == 0 ? 12 : (i) == 1 ? 8 : 4                                      \
+   : (nv) == 2 ? (i) == 0 ? 6 : (i) == 1 ? 4 : 2                                       \
+   : (nv) == 3 ? (i) == 0 ? 4 : (i) == 1 ? 3 : 2                                       \
+   :             (i) == 0 ? 3 : (i) == 1 ? 2 : 1)
 #define CF_DW_PIXELS 6
 #else
 #define CF_GEMM_MR 4

@@ -2,8 +2,14 @@
  * kernel family (conv_family.h, pool_family.h; CF_T, CF_SFX, CF_ITYPE
  * defined by cf_instantiate.h), undefined again by cf_family_end.h.
  *
- * Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two
- * AVX2 registers or four SSE registers, whichever ISA level is compiled. */
+ * Vectors are GCC vector extensions, one register wide on AVX-512 (64 bytes)
+ * and AVX2 (32). Wider than the level's registers, GCC has no machine mode
+ * for them and keeps every vector variable in memory: at 64 bytes the AVX2
+ * kernels ran their accumulators through the stack, 1-7 GFLOP/s where sgemm
+ * runs 130 (AMD EPYC, one thread; 3x3 256 -> 256 at 14x14 175 ms, 2.5x
+ * slower than the SSE2 baseline). The baseline keeps 64 bytes (four xmm):
+ * its Winograd output shuffles need 4 lanes of doubles. The drivers read
+ * the width from the kernel tables. */
 
 #ifndef CF_VECTOR_INTRINSICS
 #define CF_VECTOR_INTRINSICS
@@ -19,8 +25,15 @@
 #define CF_M FN(cf_mask)
 #define CF_VW ((cf_idx)(sizeof(CF_V) / sizeof(CF_T)))
 
-typedef CF_T CF_V __attribute__((vector_size(64)));
-typedef CF_ITYPE CF_M __attribute__((vector_size(64)));
+#if CF_LEVEL >= 4
+#define CF_VBYTES 64
+#elif CF_LEVEL >= 3
+#define CF_VBYTES 32
+#else
+#define CF_VBYTES 64
+#endif
+typedef CF_T CF_V __attribute__((vector_size(CF_VBYTES)));
+typedef CF_ITYPE CF_M __attribute__((vector_size(CF_VBYTES)));
 
 /* Every lane a, as ones * a: GCC folds the product into one broadcast.
  * Not `zero + a`, a real add that GCC keeps (it maps -0.0 to +0.0: an
@@ -77,7 +90,7 @@ CF_INLINE void FN(cf_store_lanes)(CF_T *p, CF_V v, cf_idx cnt) {
     switch (cnt) {
 #define CF_STORE_CASE(n)                                                               \
     case n:                                                                            \
-        if (n < CF_VW) memcpy(p, &v, (n < CF_VW ? n : 1) * sizeof(CF_T));              \
+        memcpy(p, &v, (n < CF_VW ? n : CF_VW) * sizeof(CF_T));                         \
         return;
         CF_LANE_CASES(CF_STORE_CASE)
 #undef CF_STORE_CASE
@@ -92,7 +105,7 @@ CF_INLINE CF_V FN(cf_load_lanes)(const CF_T *p, cf_idx cnt) {
     switch (cnt) {
 #define CF_LOAD_CASE(n)                                                                \
     case n:                                                                            \
-        if (n < CF_VW) memcpy(&v, p, (n < CF_VW ? n : 1) * sizeof(CF_T));              \
+        memcpy(&v, p, (n < CF_VW ? n : CF_VW) * sizeof(CF_T));                         \
         return v;
         CF_LANE_CASES(CF_LOAD_CASE)
 #undef CF_LOAD_CASE
