@@ -231,6 +231,21 @@ def test_show_config_prints_the_build(capsys):
     assert {4: "x86-64-v4", 3: "x86-64-v3", 0: "baseline"}[_runtime.isa_level()] in out
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_vectors_are_one_register_where_the_level_has_them(dtype):
+    """Every family's vectors are one register at levels 4 and 3 (64 and 32
+    bytes): GCC keeps vector variables wider than the level's registers in
+    memory, and 64-byte vectors ran the AVX2 kernels at 1-7 GFLOP/s. The
+    baseline keeps four-register vectors (its Winograd shuffles need 4
+    lanes of doubles). The drivers size their work from these widths."""
+    from cnnfast._ext import _conv, _conv_nhwc, _depthwise, _pool, _runtime
+    want = {4: 64, 3: 32, 0: 64}[_runtime.isa_level()] // np.dtype(dtype).itemsize
+    assert _conv_nhwc.vector_width(dtype) == want
+    assert _depthwise.kernel_info(dtype)["vector_width"] == want
+    assert _conv.kernel_tiles(dtype)["vector_width"] == want
+    assert _pool.VECTOR_WIDTH[np.dtype(dtype).char] == want
+
 # ------------------------------------------------------------------- torch
 
 TORCH_CASES = [
