@@ -1,4 +1,4 @@
-"""cnnfast.relu6 / hardtanh (+ backward) C kernels against cnnfast.reference,
+"""cnnfast.relu6 / hardtanh (+ backward) and tanh C kernels against cnnfast.reference,
 torch (optional oracle) and float64 finite differences, NaN/inf and the bounds,
 threads, bad input; the layers ReLU6, Hardtanh, LeakyReLU, BatchNorm1d and
 BatchNorm3d against torch (both data formats); fuse() running ReLU6/Hardtanh
@@ -317,3 +317,72 @@ def test_fuse_folds_batch_norm_1d_and_3d(rng, nd, data_format):
         ["FusedConv2d", "Folded", "Folded"] * 2
     np.testing.assert_allclose(fused(x), want, rtol=1e-12, atol=1e-12)
     assert np.abs(want).max() == 0.5   # the clamp is active
+
+
+# ------------------------------------------------------------------ tanh
+
+TANH_SPECIALS = [0.0, -0.0, 1e-30, -1e-45, 1e-4, 0.6249999, 0.625, 0.6250001, -0.625, 1.0,
+                 9.0, 9.01, 9.1, -9.2, 20.0, 88.0, 1e30, np.inf, -np.inf, np.nan]
+
+
+def _ulps(got, x):
+    """|got - tanh(x)| in units of the float32 spacing at the exact value."""
+    exact = np.tanh(x.astype(np.float64))
+    spacing = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - exact) / spacing
+
+
+def test_tanh_kernel_float32_within_3_ulp():
+    """The float32 kernel over a dense sweep of [-12, 12] (both sides of the
+    0.625 switch between its series and its exp form), random values and
+    the special values: within 3 ulp of the exact tanh, -0.0 kept, +-inf to
+    +-1, NaN kept."""
+    from cnnfast._ops.activation import tanh
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-12, 12, 400_001, dtype=np.float32),
+                        (rng.standard_normal(100_000) * 3).astype(np.float32),
+                        np.float32(TANH_SPECIALS)])
+    y = tanh(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    finite = np.isfinite(x)
+    assert _ulps(y[finite], x[finite]).max() <= 3
+    assert np.array_equal(y[np.isinf(x)], np.sign(x[np.isinf(x)]))
+    assert np.isnan(y[np.isnan(x)]).all()
+    assert np.signbit(y[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()
+    assert np.all(np.abs(y[~np.isnan(x)]) <= 1)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 33, 100_003])
+def test_tanh_kernel_lengths_threads_and_float64(n):
+    """Every tail length of the vector loop, one and two threads giving the
+    same bits; float64 through libm's tanh, as NumPy to rounding."""
+    from cnnfast._ext import _elementwise
+    rng = np.random.default_rng(n)
+    for dtype in DTYPES:
+        x = (rng.standard_normal(n) * 2).astype(dtype)
+        ys = []
+        for threads in (1, 2):
+            y = np.full(n, 7, dtype)
+            _elementwise.tanh(x, y, threads)
+            ys.append(y)
+        assert np.array_equal(ys[0], ys[1])
+        tol = 4e-7 if dtype == np.float32 else 1e-15
+        np.testing.assert_allclose(ys[0], np.tanh(x), rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["c", "f", "strided"])
+def test_tanh_layer_on_the_kernel_any_layout(layout):
+    """nn.Tanh (and its backward) for any input layout; the input unchanged."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((4, 6, 9, 10)).astype(np.float32) * 2
+    x = {"c": base, "f": np.asfortranarray(base), "strided": base[:, ::2, :, ::3]}[layout]
+    before = x.copy()
+    m = nn.Tanh()
+    y = m(x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert _ulps(y, x).max() <= 3
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(m.backward(g), g * (1 - y * y), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(x, before)
+    # other dtypes keep NumPy's path and dtype
+    assert m(base.astype(np.float16)).dtype == np.float16

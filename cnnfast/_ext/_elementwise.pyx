@@ -203,6 +203,7 @@ cdef enum _Activation:
     CLAMP_BACKWARD = 1     # y = a where lo < b < hi, else 0 (a = grad, b = x)
     RELU_BACKWARD = 2      # y = a where b is not <= 0 (a = grad, b = relu's output)
     ADD_RELU = 3           # y = relu(a + b)
+    TANH = 4               # y = tanh(a)
 
 
 cdef inline void _activation_span(Py_ssize_t i, Py_ssize_t n, const floating *a,
@@ -216,8 +217,10 @@ cdef inline void _activation_span(Py_ssize_t i, Py_ssize_t n, const floating *a,
         _kernels(<floating> 0).clamp_backward(a + start, b + start, y + start, cnt, lo, hi)
     elif op == RELU_BACKWARD:
         _kernels(<floating> 0).relu_backward(a + start, b + start, y + start, cnt)
-    else:
+    elif op == ADD_RELU:
         _kernels(<floating> 0).add_relu(a + start, b + start, y + start, cnt)
+    else:
+        _kernels(<floating> 0).tanh_values(a + start, y + start, cnt)
 
 
 cdef void _activation(const floating[::1] a, const floating[::1] b, floating[::1] y,
@@ -260,6 +263,11 @@ def relu_backward(const floating[::1] grad_out, const floating[::1] y, floating[
 def add_relu(const floating[::1] a, const floating[::1] b, floating[::1] y, int nthreads):
     """y = relu(a + b) (y may be a or b)."""
     _activation(a, b, y, ADD_RELU, nthreads)
+
+
+def tanh(const floating[::1] x, floating[::1] y, int nthreads):
+    """y = tanh(x) (y may be x itself; csrc/elementwise/activation_tanh.h)."""
+    _activation(x, x, y, TANH, nthreads)
 
 
 # -------------------------------------------------------------- optimizer

@@ -23,6 +23,7 @@ cdef extern from "elementwise_kernels.h" nogil:
                                double hi) noexcept nogil
         void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n) noexcept nogil
         void (*add_relu)(const void *a, const void *b, void *y, cf_idx n) noexcept nogil
+        void (*tanh_values)(const void *x, void *y, cf_idx n) noexcept nogil
         void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr,
                            double momentum, double dampening, double weight_decay,
                            int nesterov, int first) noexcept nogil

@@ -1,5 +1,6 @@
-"""ReLU, ReLU6 and Hardtanh (C kernels: cnnfast.functional's relu,
-hardtanh), LeakyReLU, Tanh and Sigmoid (a few NumPy expressions each)."""
+"""ReLU, ReLU6, Hardtanh and Tanh (C kernels: cnnfast.functional's relu,
+hardtanh; _ops.activation.tanh), LeakyReLU and Sigmoid (a few NumPy
+expressions each)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ from scipy.special import expit
 from .. import _validation as V
 from .. import _replay
 from .. import functional as F
-from .._ops.activation import _add_relu, _real, clamp_bounds, elementwise_args
+from .._ops.activation import _add_relu, _real, clamp_bounds, elementwise_args, tanh
 from .module import TRACE, Module
 
 
@@ -115,9 +116,14 @@ def _times(grad_out, t):
     return grad_out * t
 
 
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # native byte order
+
+
 class Tanh(Module):
     def forward(self, x):
-        if type(x) is np.ndarray and x.dtype.kind == "f" and x.dtype.isnative:
+        if type(x) is np.ndarray and x.dtype in _KERNEL_DTYPES:
+            y = tanh(x)   # the C kernel: NumPy's SIMD tanh is AVX-512 only
+        elif type(x) is np.ndarray and x.dtype.kind == "f" and x.dtype.isnative:
             y = np.empty(x.shape, x.dtype)
             _replay.step(np.tanh, x, y)   # a step a fused model's recorded run replays
         else:

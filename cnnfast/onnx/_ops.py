@@ -16,7 +16,10 @@ from scipy.special import expit
 
 from .. import _validation as V
 from .. import functional as F
+from .._ops.activation import tanh
 from ..nn.module import Module
+
+_TANH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))   # the C kernel's
 
 # A folded or computed constant larger than this (elements) is refused: a
 # hostile file's ConstantOfShape/Expand/Range could otherwise ask for any size.
@@ -118,7 +121,7 @@ class Activation(Op):
         elif k == "Sigmoid":
             y = expit(x)
         elif k == "Tanh":
-            y = np.tanh(x)
+            y = tanh(x) if x.dtype in _TANH_DTYPES else np.tanh(x)
         elif k == "HardSigmoid":
             y = np.clip(x * x.dtype.type(a) + x.dtype.type(b), 0, 1)
         else:   # HardSwish: x * HardSigmoid(x) with alpha 1/6, beta 1/2

@@ -4,6 +4,7 @@
 #include "cf_tiles.h"
 #include "norm_batch.h"
 #include "activation_relu.h"
+#include "activation_tanh.h"
 #include "optim_sgd.h"
 #include "optim_adam.h"
 #include "norm_batch_last.h"
@@ -19,6 +20,7 @@ static const cf_elementwise_kernels FN(cf_elementwise_table) = {
     .clamp_backward = FN(clamp_backward),
     .relu_backward = FN(relu_backward),
     .add_relu = FN(add_relu),
+    .tanh_values = FN(tanh_values),
     .sgd_update = FN(sgd_update),
     .adam_update = FN(adam_update),
     .bnl_stats_rows = FN(bnl_stats_rows),

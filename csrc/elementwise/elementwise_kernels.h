@@ -29,6 +29,7 @@ typedef struct {
                            double hi);
     void (*relu_backward)(const void *go, const void *y, void *gx, cf_idx n);
     void (*add_relu)(const void *a, const void *b, void *y, cf_idx n);
+    void (*tanh_values)(const void *x, void *y, cf_idx n);
     /* optim_sgd.h */
     void (*sgd_update)(void *p, const void *g, void *buf, cf_idx n, double lr, double momentum,
                        double dampening, double weight_decay, int nesterov, int first);
