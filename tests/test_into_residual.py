@@ -70,16 +70,24 @@ def test_into_residual_keeps_the_residual_when_it_cannot(rng):
     np.testing.assert_array_equal(xs, kept)
 
 
-def test_into_residual_not_with_chunks_of_input_channels(rng):
+def test_into_residual_not_with_chunks_of_input_channels(rng, monkeypatch):
     """A 3x3 with many channels passes over them in chunks, each adding to
     what the last stored: the residual there is read at the last chunk,
-    so the output goes to a new array."""
+    so the output goes to a new array. (Chunks of 64 KB of weights: 256
+    channels take several at every ISA level's block width.)"""
+    monkeypatch.setattr(_nhwc, "WEIGHT_CHUNK_BYTES", 64 * 1024)
+    cnnfast._cache.clear()
     x, w, b, res = _case(rng, np.float32, 256, 64, 4, 3)
-    want = _conv_forward_fused_last(2, x, w, b, 1, 1, 1, 1, True, res)
-    r = res.copy()
-    got = _conv_forward_fused_last(2, x, w, b, 1, 1, 1, 1, True, r, into_residual=True)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(r, res)
+    block, _ = cnnfast._ext._conv_nhwc.tiles(np.float32)
+    assert 9 * 256 * block * 4 > _nhwc.WEIGHT_CHUNK_BYTES
+    try:
+        want = _conv_forward_fused_last(2, x, w, b, 1, 1, 1, 1, True, res)
+        r = res.copy()
+        got = _conv_forward_fused_last(2, x, w, b, 1, 1, 1, 1, True, r, into_residual=True)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(r, res)
+    finally:
+        cnnfast._cache.clear()   # no plan of these chunks outlives the test
 
 
 def _no_scratch(fused):

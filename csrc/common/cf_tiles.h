@@ -43,14 +43,17 @@
  * tile of OpenBLAS's and MLAS's kernels does not fit them. */
 #define CF_GEMM_MR 4
 #define CF_GEMM_NCH 2
-#define CF_LANES_NVMAX 4
-#define CF_LANES_PIXELS(nv) ((nv) == 1 ? 12 : (nv) == 2 ? 6 : (nv) == 3 ? 4 : 3)
+/* Blocks of 2 vectors x 6 pixels: a weight vector per 3 FMAs, where 4 x 3
+ * streamed 4 of them per 3 and a layer whose weights stay in L2 (512 KB on
+ * Zen 3) ran at L2's speed. One thread, GFLOP/s, 4 x 3 -> 2 x 6: 3x3 256 ->
+ * 256 at 14x14 69 -> 80, 3x3/2 256 -> 512 49 -> 55, 3x3/2 64 -> 128 at
+ * 56x56 56 -> 85, 1x1 256 -> 64 at 56x56 77 -> 87, 512 -> 128 at 28x28 73
+ * -> 88; the 7x7/2 RGB stem 81 -> 70 (sgemm 95); fused ResNet-50 b1 85 ->
+ * 82 ms, ResNet-18 b16 training step 586-609 -> 546. */
 #define CF_NHWC_PIXELS(nv) CF_LANES_PIXELS(nv)
 #define CF_LANES_IMAGES(nv, i)                                                         \
     ((nv) == 1 ? (i) == 0 ? 12 : (i) == 1 ? 8 : 4                                      \
-   : (nv) == 2 ? (i) == 0 ? 6 : (i) == 1 ? 4 : 2                                       \
-   : (nv) == 3 ? (i) == 0 ? 4 : (i) == 1 ? 3 : 2                                       \
-   :             (i) == 0 ? 3 : (i) == 1 ? 2 : 1)
+   :             (i) == 0 ? 6 : (i) == 1 ? 4 : 2)
 #define CF_DW_PIXELS 6
 #else
 #define CF_GEMM_MR 4
