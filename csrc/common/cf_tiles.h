@@ -50,6 +50,8 @@
  * 56x56 56 -> 85, 1x1 256 -> 64 at 56x56 77 -> 87, 512 -> 128 at 28x28 73
  * -> 88; the 7x7/2 RGB stem 81 -> 70 (sgemm 95); fused ResNet-50 b1 85 ->
  * 82 ms, ResNet-18 b16 training step 586-609 -> 546. */
+#define CF_LANES_NVMAX 2
+#define CF_LANES_PIXELS(nv) ((nv) == 1 ? 12 : 6)
 #define CF_NHWC_PIXELS(nv) CF_LANES_PIXELS(nv)
 #define CF_LANES_IMAGES(nv, i)                                                         \
     ((nv) == 1 ? (i) == 0 ? 12 : (i) == 1 ? 8 : 4                                      \
