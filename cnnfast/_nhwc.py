@@ -25,7 +25,7 @@ from ._ext import _conv_nhwc
 # 5-15% on ResNet-18's 3x3 layers (more partial-sum loads and stores), and
 # ordering items to share input spans instead of weight blocks, or capping
 # spans to keep the input in L2, changed nothing measurable (one thread).
-# The AVX2 kernels' blocks are half as wide (32 float32 channels): on AMD
+# The AVX2 kernels' blocks are narrower (16 float32 channels, AVX-512: 64): on AMD
 # EPYC (Zen 3, 512 KB L2), one thread, 192 KB -> 768 KB ran 7x7 2048 -> 512
 # 1x1 at 30 -> 46 GFLOP/s, 14x14 256 -> 512 3x3/2 30 -> 49, 256 -> 256 3x3
 # 39 -> 69; fused ResNet-50 b1 89-91 -> 85-86 ms, ResNet-18 b1 29.5-30 ->
