@@ -192,13 +192,27 @@ NHWC_WINOGRAD_MIN_USED = 0.5       # outputs used of the 4x4 tiles' outputs
 
 def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     """Does a channels-last forward whose weights are kept (a fused layer) run
-    on the NHWC Winograd kernel? Its shapes (_nhwc.winograd_shape) with at
+    on the NHWC Winograd kernel? Where it applies (nhwc_winograd_applies),
+    and under `auto` not where its tile would be F(2x2, 3x3) for weights that
+    come from memory at every call (_nhwc.winograd_tile: small planes, few
+    tiles, large weights): those transformed weights are 16/9 of the direct
+    kernel's bytes, and the layer is bound by reading them. ResNet-18's
+    7x7x512 layers at batch 1 inside the fused model, direct against F(2,3),
+    Sapphire Rapids: one thread 1.97-2.01 against 2.29-2.42 ms, two threads
+    1.01-1.02 against 1.25-1.30 (the model 22.7 -> 20.9-21.6 ms and 12.8 ->
+    12.4-12.9); on Zen 4 F(2,3) had won by 5% (1.46 against 1.54 ms)."""
+    return (nhwc_winograd_applies(geom, algorithm)
+            and (algorithm == "winograd" or _nhwc.winograd_tile(geom) != 2))
+
+
+def nhwc_winograd_applies(geom: V.ConvGeometry, algorithm: str) -> bool:
+    """The NHWC Winograd kernel's shapes (_nhwc.winograd_shape) with at
     least WINOGRAD_MIN_CHANNELS in and out, under `auto` when the policy
     allows Winograd, or when asked for. One thread, float32, ResNet-18's
     layers at batch 1 against the NHWC direct kernel: 56x56x64 0.89 vs
     2.07 ms, 28x28x128 0.75 vs 2.11, 14x14x256 0.83 vs 2.12, 7x7x512 1.21
-    vs 2.40; at batch 8 1.8-2.0x; 32 -> 48 channels at 9x9 1.2x, 16 -> 20
-    at 5x5 1.0x."""
+    vs 2.40 (weights in cache); at batch 8 1.8-2.0x; 32 -> 48 channels at
+    9x9 1.2x, 16 -> 20 at 5x5 1.0x."""
     if algorithm not in ("auto", "winograd") or not _nhwc.winograd_shape(geom):
         return False
     if algorithm == "auto" and not winograd_allowed():
@@ -245,13 +259,13 @@ WINOGRAD_WEIGHT_MIN_PIXELS = 128
 def nhwc_winograd_weight_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     """Does a channels-last weight gradient run on Winograd
     (_nhwc_backward "nhwc_winograd_weight")? The forward's shapes
-    (nhwc_winograd_wins), whole vectors of output channels, at least
+    (nhwc_winograd_applies), whole vectors of output channels, at least
     WINOGRAD_WEIGHT_MIN_CHANNELS in and out and WINOGRAD_WEIGHT_MIN_PIXELS
     output pixels."""
     return (_nhwc_backward.weight_winograd_shape(geom)
             and min(geom.in_channels, geom.out_channels) >= WINOGRAD_WEIGHT_MIN_CHANNELS
             and geom.batch * math.prod(geom.out_size) >= WINOGRAD_WEIGHT_MIN_PIXELS
-            and nhwc_winograd_wins(geom, algorithm))
+            and nhwc_winograd_applies(geom, algorithm))
 
 
 def nhwc_winograd_fresh_wins(geom: V.ConvGeometry, algorithm: str) -> bool:

@@ -313,9 +313,11 @@ def _winograd_plan(x, w, padding):
 
 @pytest.fixture(params=[4, 2], ids=["F(4,3)", "F(2,3)"])
 def winograd_tile(request, monkeypatch):
-    """Each Winograd test for both tiles: F(2,3) forced on every shape."""
+    """Each Winograd test for both tiles: F(2,3) forced on every shape (where
+    `auto` would give such a layer the direct kernel instead: not here)."""
     if request.param == 2:
         monkeypatch.setattr(_nhwc, "winograd_tile", lambda geom, shared=None: 2)
+        monkeypatch.setattr(_plan, "nhwc_winograd_wins", _plan.nhwc_winograd_applies)
     cnnfast._cache.clear()   # plans made under the other tile
     yield request.param
     cnnfast._cache.clear()
@@ -423,6 +425,15 @@ def test_winograd_only_where_planned():
         g = conv_geometry(2, np.empty(shape, np.float32),
                           np.empty((64, 64, 3, 3), np.float32), None, 1, 1, 1, 1)
         assert not _plan.nhwc_winograd_wins(g, "auto")
+    # F(2,3)'s streamed weights (ResNet-18's 7x7x512 at batch 1): direct under
+    # auto, Winograd when asked for; a batch of 8 shares F(4,3)'s weights
+    w512 = np.empty((512, 512, 3, 3), np.float32)
+    one = conv_geometry(2, np.empty((1, 512, 7, 7), np.float32), w512, None, 1, 1, 1, 1)
+    assert _nhwc.winograd_tile(one) == 2 and _plan.nhwc_winograd_applies(one, "auto")
+    assert not _plan.nhwc_winograd_wins(one, "auto")
+    assert _plan.nhwc_winograd_wins(one, "winograd")
+    eight = conv_geometry(2, np.empty((8, 512, 7, 7), np.float32), w512, None, 1, 1, 1, 1)
+    assert _nhwc.winograd_tile(eight) == 4 and _plan.nhwc_winograd_wins(eight, "auto")
 
 
 def test_fused_resnet_uses_winograd_and_matches():
