@@ -7,7 +7,7 @@ import pytest
 from helpers import numeric_gradient, tolerance
 
 import cnnfast
-from cnnfast import reference
+from cnnfast import _plan, reference
 
 DTYPES = [np.float32, np.float64]
 MAX = {1: cnnfast.max_pool1d, 2: cnnfast.max_pool2d, 3: cnnfast.max_pool3d}
@@ -159,6 +159,32 @@ def test_adaptive_pool_matches_reference(shape, output_size, dtype, rng):
         np.testing.assert_allclose(cnnfast.adaptive_max_pool2d_backward(gm, idx, x.shape),
                                    reference.adaptive_max_pool2d_backward(gm, idx, x.shape),
                                    rtol=0, atol=tolerance(dtype, 16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("plane", [(1, 1), (2, 3), (4, 4), (7, 7), (5, 9), (1, 33)], ids=str)
+def test_global_avg_over_many_planes_is_split_without_changing_bits(plane, dtype, rng,
+                                                                    monkeypatch):
+    """Channels-first global averages run a range of planes per kernel call
+    (planes shorter than a vector summed without lanes): against the
+    reference, and the same bits on 1 and 2 threads (any size takes both
+    here) and as the adaptive 1x1 call."""
+    monkeypatch.setattr(_plan, "POOL_GRAIN", 1)
+    cnnfast._cache.clear()   # plans made with the real grain
+    x = rng.standard_normal((9, 300) + plane).astype(dtype)
+    x[0, 0] = np.nan
+    x[1, 2].flat[-1] = np.inf
+    with cnnfast.num_threads(1):
+        one = cnnfast.global_avg_pool2d(x)
+    with cnnfast.num_threads(2):
+        two = cnnfast.global_avg_pool2d(x)
+        adaptive = cnnfast.adaptive_avg_pool2d(x, 1)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(adaptive.reshape(one.shape), one)
+    assert np.isnan(one[0, 0]) and one[1, 2] == np.inf
+    np.testing.assert_allclose(one, reference.global_avg_pool2d(x), rtol=0,
+                               atol=tolerance(dtype, 4))
+    cnnfast._cache.clear()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

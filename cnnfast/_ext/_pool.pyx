@@ -461,6 +461,21 @@ cdef inline void _forward_plane(Py_ssize_t p, const _forward *f, const floating 
                         f.g.OH, f.g.OW, &f.win)
 
 
+cdef void _global_avg_run(const _forward *f, const floating *x, floating *out) noexcept nogil:
+    """Adaptive average to 1x1x1 (global): blocks of planes, 8 per thread
+    (guided, as the plane loop: a thread slowed by another process takes
+    fewer), each block one global_avg_planes call. Each plane's mean is its
+    own, so the bits do not depend on the split."""
+    cdef Py_ssize_t n = f.g.D * f.g.H * f.g.W, P = f.P, b
+    cdef Py_ssize_t blocks = min(P, 8 * f.nthreads)
+    if f.nthreads > 1:
+        for b in prange(blocks, num_threads=f.nthreads, schedule='guided'):
+            _kernels(<floating> 0).global_avg_planes(x, out, b * P // blocks,
+                                                     (b + 1) * P // blocks, n)
+    else:
+        _kernels(<floating> 0).global_avg_planes(x, out, 0, P, n)
+
+
 cdef int _forward_run(const _forward *f, const floating *x, floating *out,
                       int64_t *idx) except -1:
     """Every plane of x pooled into out (and idx, NULL or max's indices)."""
@@ -468,6 +483,10 @@ cdef int _forward_run(const _forward *f, const floating *x, floating *out,
     cdef Py_ssize_t p
     cdef int nthreads = f.nthreads
     if f.P == 0:
+        return 0
+    if f.kind == _ADAPTIVE_AVG and f.g.OD == 1 and f.g.OH == 1 and f.g.OW == 1:
+        with nogil:
+            _global_avg_run(f, x, out)
         return 0
     if f.padded:
         bufs = _padded_buffers(<floating> 0, nthreads, &f.g,

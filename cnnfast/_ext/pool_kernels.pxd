@@ -40,6 +40,8 @@ cdef extern from "pool_kernels.h" nogil:
                                    cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
                                    const int64_t *de, const int64_t *hs, const int64_t *he,
                                    const int64_t *ws, const int64_t *we) noexcept nogil
+        void (*global_avg_planes)(const void *x, void *out, cf_idx p0, cf_idx p1,
+                                  cf_idx n) noexcept nogil
         void (*adaptive_max_plane)(const void *x, void *out, int64_t *idx, cf_idx H, cf_idx W,
                                    cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
                                    const int64_t *de, const int64_t *hs, const int64_t *he,

@@ -19,6 +19,7 @@ static const cf_pool_kernels FN(cf_pool_table) = {
     .avg_pool_plane = FN(avg_pool_plane),
     .avg_pool_backward_plane = FN(avg_pool_backward_plane),
     .adaptive_avg_plane = FN(adaptive_avg_plane),
+    .global_avg_planes = FN(global_avg_planes),
     .adaptive_max_plane = FN(adaptive_max_plane),
     .adaptive_avg_backward_plane = FN(adaptive_avg_backward_plane),
 };

@@ -1,7 +1,7 @@
 /* The pooling kernels as one table per (ISA level, dtype), as
  * conv_kernels.h does for convolution. Every kernel works on one (D, H, W)
- * plane: the driver (_pool.pyx) hands each plane to exactly one thread, so
- * nothing here is shared or raced. */
+ * plane (global_avg_planes: on a range of them): the driver (_pool.pyx) hands
+ * each plane to exactly one thread, so nothing here is shared or raced. */
 #ifndef CNNFAST_POOL_KERNELS_H
 #define CNNFAST_POOL_KERNELS_H
 
@@ -38,6 +38,8 @@ typedef struct {
                                cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
                                const int64_t *de, const int64_t *hs, const int64_t *he,
                                const int64_t *ws, const int64_t *we);
+    /* planes [p0, p1) of n values each to their means (adaptive to 1x1x1) */
+    void (*global_avg_planes)(const void *x, void *out, cf_idx p0, cf_idx p1, cf_idx n);
     void (*adaptive_max_plane)(const void *x, void *out, int64_t *idx, cf_idx H, cf_idx W,
                                cf_idx OD, cf_idx OH, cf_idx OW, const int64_t *ds,
                                const int64_t *de, const int64_t *hs, const int64_t *he,
