@@ -55,13 +55,20 @@ AVG_CASES = [
     (2, 3, (9, 9), 4, 3, 2, True, True, None),
     (0, 3, (8, 8), 2, None, 0, False, True, None),
     (64, 6, (28, 28), 2, 2, 0, False, True, None),          # LeNet s2
+    # rows narrower than a vector, no padding: read in place an output at a time
+    (3, 4, (10, 10), 2, 2, 0, False, True, None),           # LeNet's second pool
+    (2, 3, (9, 11), 2, 2, 0, True, True, None),             # ceil overhang: padded copy
+    (2, 3, (9, 11), 2, 2, 0, True, False, None),
+    (2, 2, (7, 12), (3, 2), (2, 3), 0, False, True, 5),
 ]
 AVG_CASES_1D = [
     (2, 3, (17,), 3, 2, 1, True, False, None),
+    (2, 3, (13,), 3, 2, 0, False, True, None),
     (1, 2, (40,), 4, 3, 2, False, True, 3),
 ]
 AVG_CASES_3D = [
     (2, 2, (5, 6, 7), 2, None, 0, False, True, None),
+    (2, 2, (4, 6, 8), 2, 2, 0, False, True, None),
     (1, 3, (6, 7, 9), (3, 2, 3), (2, 1, 2), (1, 1, 1), True, False, None),
 ]
 

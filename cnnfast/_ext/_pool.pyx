@@ -406,6 +406,7 @@ cdef struct _forward:
     cf_pool_geom g              # adaptive: the sizes only
     Py_ssize_t P, lo, hi        # lo, hi: _interior_span's
     bint padded                 # sliding windows through per-thread padded planes
+    bint narrow                 # avg: rows narrower than a vector, no padding, in place
     int nthreads
     int64_t *taps               # max: flat plane offset of each window tap (owned)
     const void *divisors        # avg: divisor_array's data (its owner keeps it alive)
@@ -423,6 +424,7 @@ cdef int _forward_init(floating dummy, _forward *f, int kind, tuple in_planes,
     f.taps = NULL
     f.divisors = NULL
     f.padded = False
+    f.narrow = False
     f.P = in_planes[0]
     if out_planes[0] != f.P:
         raise ValueError(f"{out_planes[0]} output planes for {f.P} input planes")
@@ -430,6 +432,13 @@ cdef int _forward_init(floating dummy, _forward *f, int kind, tuple in_planes,
         kernel, stride, padding, dilation = window
         f.g = _geometry(in_planes[1:], out_planes[1:], kernel, stride, padding, dilation, vw)
         f.padded = not _interior_span(&f.g, vw, &f.lo, &f.hi)
+        # average pooling of narrow rows reads in place, an output at a time, when
+        # no window reaches past the input (no padding, nor ceil_mode's last window)
+        f.narrow = (f.padded and kind == _AVG and f.g.pd == 0 and f.g.ph == 0
+                    and f.g.pw == 0 and (f.g.OD - 1) * f.g.sd + f.g.KD <= f.g.D
+                    and (f.g.OH - 1) * f.g.sh + f.g.KH <= f.g.H
+                    and (f.g.OW - 1) * f.g.sw + f.g.KW <= f.g.W)
+        f.padded = f.padded and not f.narrow
     else:
         f.g.D, f.g.H, f.g.W = in_planes[1:]
         f.g.OD, f.g.OH, f.g.OW = out_planes[1:]
@@ -453,6 +462,11 @@ cdef inline void _forward_plane(Py_ssize_t p, const _forward *f, const floating 
     cdef const floating *dc
     if f.kind == _MAX:
         _max_plane(p, x, out, idx, bufs, f.taps, f.lo, f.hi, &f.g)
+    elif f.kind == _AVG and f.narrow:
+        dc = <const floating *> f.divisors
+        _kernels(<floating> 0).avg_pool_plane_narrow(
+            x + p * f.g.D * f.g.H * f.g.W, out + p * f.g.OD * f.g.OH * f.g.OW, dc,
+            dc + f.g.OD, dc + f.g.OD + f.g.OH, &f.g)
     elif f.kind == _AVG:
         dc = <const floating *> f.divisors
         _avg_plane(p, x, out, bufs, dc, dc + f.g.OD, dc + f.g.OD + f.g.OH, f.lo, f.hi, &f.g)

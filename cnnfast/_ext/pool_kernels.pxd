@@ -32,6 +32,9 @@ cdef extern from "pool_kernels.h" nogil:
         void (*avg_pool_plane)(const void *buf, void *out, const void *dcount,
                                const void *hcount, const void *wcount,
                                const cf_pool_geom *g) noexcept nogil
+        void (*avg_pool_plane_narrow)(const void *x, void *out, const void *dcount,
+                                      const void *hcount, const void *wcount,
+                                      const cf_pool_geom *g) noexcept nogil
         void (*avg_pool_backward_plane)(const void *go, void *gbuf, void *spread, void *gx,
                                         const void *dcount, const void *hcount,
                                         const void *wcount,

@@ -17,6 +17,7 @@ static const cf_pool_kernels FN(cf_pool_table) = {
     .max_pool_plane_inplace = FN(max_pool_plane_inplace),
     .avg_pool_plane_inplace = FN(avg_pool_plane_inplace),
     .avg_pool_plane = FN(avg_pool_plane),
+    .avg_pool_plane_narrow = FN(avg_pool_plane_narrow),
     .avg_pool_backward_plane = FN(avg_pool_backward_plane),
     .adaptive_avg_plane = FN(adaptive_avg_plane),
     .global_avg_planes = FN(global_avg_planes),

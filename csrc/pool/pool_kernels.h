@@ -29,6 +29,9 @@ typedef struct {
     /* pool_avg.h */
     void (*avg_pool_plane)(const void *buf, void *out, const void *dcount, const void *hcount,
                            const void *wcount, const cf_pool_geom *g);
+    void (*avg_pool_plane_narrow)(const void *x, void *out, const void *dcount,
+                                  const void *hcount, const void *wcount,
+                                  const cf_pool_geom *g);
     void (*avg_pool_backward_plane)(const void *go, void *gbuf, void *spread, void *gx,
                                     const void *dcount, const void *hcount, const void *wcount,
                                     const cf_pool_geom *g);
