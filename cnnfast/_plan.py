@@ -198,7 +198,7 @@ def nhwc_winograd_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
     tiles, large weights): those transformed weights are 16/9 of the direct
     kernel's bytes, and the layer is bound by reading them. ResNet-18's
     7x7x512 layers at batch 1 inside the fused model, direct against F(2,3),
-    Sapphire Rapids: one thread 1.97-2.01 against 2.29-2.42 ms, two threads
+    a Xeon with AMX (2 MB L2): one thread 1.97-2.01 against 2.29-2.42 ms, two threads
     1.01-1.02 against 1.25-1.30 (the model 22.7 -> 20.9-21.6 ms and 12.8 ->
     12.4-12.9); on Zen 4 F(2,3) had won by 5% (1.46 against 1.54 ms)."""
     return (nhwc_winograd_applies(geom, algorithm)
