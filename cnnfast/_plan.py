@@ -309,6 +309,17 @@ def pool_channels_last_native(nd: int, channels: int) -> bool:
 # channels in the vector lanes (fewer would leave most lanes idle; LeNet c1's
 # 6 channels run faster with pixels in the lanes).
 CHANNELS_IN_LANES_MIN = 12
+# ...but a 1x1 convolution is a plain GEMM over channels ("1x1"), which wins
+# from more output channels (forward) or input channels (input gradient)
+# than this. Intel Xeon (AVX-512 + AMX), channels-first, one thread, direct
+# -> 1x1 forward: (8,256,28,28) -> 64 2.55 -> 1.67 ms, (1,64,56,56) -> 256
+# 1.52 -> 0.68, (16,128,28,28) -> 512 26.6 -> 13.7, (1,96,56,56) -> 24 0.24
+# -> 0.20, (64,6,28,28) -> 64 2.49 -> 0.74; backward (its input gradient on
+# the GEMM too) (8,256,28,28) -> 64 5.27 -> 3.33, (16,128,28,28) -> 512 47.5
+# -> 30.0. With 16: GoogLeNet's (8,480,14,14) -> 16 forward 0.36 direct
+# against 0.47, (8,16,14,14) -> 480 input gradient (backward) 0.86 against
+# 0.97. Mixed at 32 (28x28 planes: GEMM 11% faster; 7x7: direct 15%).
+POINTWISE_LANES_MAX = 16
 # ...and from which batch size, up to which plane size and channel count it
 # tiles images instead of positions (more channels stream too many weights
 # per tile: 512 channels at 7x7, batch 32: 138 ms vs 84 ms for the stacked
@@ -420,6 +431,8 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     * input gradient: the same with the roles of C and K swapped (it runs
       the forward kernel on grad_out), from 100 input positions (14x14 wins,
       8x8 loses);
+    * both only up to POINTWISE_LANES_MAX channels for a 1x1 kernel, whose
+      plain GEMM ("1x1") wins beyond;
     * fewer channels: a 1x1 kernel is a plain GEMM over channels ("1x1");
       "direct" (pixels in the lanes) when a group has 2..11 output channels
       and rows of at least 8 outputs; for the input gradient with stride 1
@@ -441,12 +454,15 @@ def choose_conv_algorithm(geom: V.ConvGeometry, gradient: str = "forward") -> st
     c_per_group = geom.in_channels // geom.groups
     stride_1 = all(s == 1 for s in geom.stride)
     lanes = CHANNELS_IN_LANES_MIN
+    pointwise = geom.is_pointwise
     if gradient == "forward" and k_per_group >= lanes and (
+            not pointwise or k_per_group <= POINTWISE_LANES_MAX) and (
             (stride_1 and (k_per_group <= 48 or geom.out_size[-1] >= 14))
             or (k_per_group <= 48 and geom.batch >= 16
                 and math.prod(geom.out_size) <= SMALL_PLANE)):
         return "direct"
     if gradient == "x" and stride_1 and c_per_group >= lanes and (
+            not pointwise or c_per_group <= POINTWISE_LANES_MAX) and (
             math.prod(geom.in_size) >= 100):
         return "direct"
     if geom.is_pointwise:
