@@ -133,17 +133,24 @@ def nhwc_direct_wins(geom: V.ConvGeometry, algorithm: str) -> bool:
             and nhwc_layer_ok(geom.out_channels // geom.groups, geom.pad_mode, geom.dtype))
 
 
-# A channels-first forward under `auto` runs on the NHWC direct kernel
+# A channels-first forward under `auto` runs on the NHWC direct kernel (or
+# its Winograd, where a channels-last call would: nhwc_winograd_fresh_wins)
 # between two layout copies (weights packed per call) when that measured
 # faster than the channels-first kernels (one thread, float32, ms):
 # (8,16,32,32)->32 3x3 1.48 -> 1.15, (8,32,16,32)->32 3x3 (Winograd) 0.85
 # -> 0.51, (32,64,8,64)->64 3x3 (Winograd) 3.47 -> 1.47; it lost where the
 # per-call packing of large weights is not amortised over the positions
-# ((8,512,7,512) 0.91x, (1,512,7,512) 0.46x), to the channels-first Winograd
-# on planes from 28x28 (0.60-0.76x), to the 1x1 GEMMs (0.63-0.81x) and with
-# fewer than 16 input channels (LeNet c2 0.85x, the RGB stem 0.88x).
-NHWC_COPIES_MIN_POSITIONS = 1024      # batch x output positions
-NHWC_COPIES_WINOGRAD_PLANE = 28 * 28  # channels-first Winograd wins from here
+# ((8,512,7,512) 0.91x, (1,512,7,512) 0.46x), to the 1x1 GEMMs (0.63-0.81x)
+# and with fewer than 16 input channels (LeNet c2 0.85x, the RGB stem 0.88x).
+# Against the channels-first Winograd, the NHWC direct kernel lost on planes
+# from 28x28 (0.60-0.76x); the NHWC Winograd between the copies wins up to
+# 56x56 (Xeon with AVX-512 + AMX, one / two threads: (8,256,14,14) -> 256
+# 10.9 (direct between copies) -> 6.4 ms; channels-first Winograd -> copies:
+# (8,128,28,28) 8.1 -> 6.1 / 4.4 -> 3.1, (16,64,28,28) 5.2 -> 3.4 / 3.0 ->
+# 2.0, (8,64,56,56) 9.1 -> 7.4 / 4.6 -> 3.7, (1,64,56,56) 1.05 -> 0.90 / 0.65
+# -> 0.73) and loses at 112x112 ((4,64,112,112) 18.4 -> 22.8, copies of 13 MB).
+NHWC_COPIES_MIN_POSITIONS = 1024        # batch x output positions
+NHWC_COPIES_WINOGRAD_PLANE = 112 * 112  # channels-first Winograd wins from here
 NHWC_COPIES_MIN_CHANNELS = 16         # input channels per group
 
 
@@ -1076,8 +1083,14 @@ def plan_conv(geom: V.ConvGeometry, algorithm: str, passes=("forward",),
             continue
         if (gradient == "forward" and not channels_last and not full_window
                 and nhwc_copies_win(geom, algorithm, chosen)):
-            cfg = _nhwc.configure(geom, threads)
             copies = (math.prod(geom.x5_shape) + math.prod(geom.out5_shape)) * dtype.itemsize
+            if nhwc_winograd_fresh_wins(geom, algorithm):   # as a channels-last call would
+                cfg = _nhwc.winograd_configure(geom, threads)
+                plans["forward"] = PassPlan("winograd", "nhwc_winograd", "channels_last_copies",
+                                            threads, cfg.tiles, False,
+                                            cfg.workspace_bytes + copies, 2 * macs, config=cfg)
+                continue
+            cfg = _nhwc.configure(geom, threads)
             plans["forward"] = PassPlan("direct", "nhwc_direct", "channels_last_copies",
                                         threads, 0, False, cfg.workspace_bytes + copies,
                                         2 * macs, config=cfg)

@@ -105,11 +105,17 @@ def test_winograd_work_arrays_are_the_ones_the_drivers_ask_for(monkeypatch, rng,
 
 
 def test_auto_plans_winograd_where_it_wins():
+    """The forward on the NHWC Winograd between layout copies up to 56x56
+    planes (_plan.NHWC_COPIES_WINOGRAD_PLANE), the channels-first Winograd
+    from 112x112; the input gradient on the channels-first Winograd."""
     x_shape, w_shape, args = WINOGRAD_CASES["winograd_auto"]
     plan = cnnfast.explain_conv(x_shape, w_shape, **args)
     assert [plan.passes[p].kernel for p in ("forward", "x", "weight")] == [
-        "winograd", "winograd", "nhwc_weight"]
+        "nhwc_winograd", "winograd", "nhwc_weight"]
+    assert plan.passes["forward"].layout == "channels_last_copies"
     assert plan.passes["weight"].layout == "channels_last_copies"
+    large = cnnfast.explain_conv((2, 32, 112, 112), w_shape, **args)
+    assert large.passes["forward"].kernel == "winograd"
 
 
 @pytest.mark.parametrize("x_shape,w_shape,args,copies", [
@@ -232,27 +238,37 @@ def test_auto_thresholds_live_in_the_plan_module():
         assert not hasattr(_conv, name)
 
 
-def test_channels_first_forward_on_the_nhwc_kernel_between_copies():
-    # small planes in a batch: the NHWC direct kernel beats the channels-first Winograd
-    plan = cnnfast.explain_conv((8, 32, 16, 16), (32, 32, 3, 3), padding=1, need="forward")
+@pytest.mark.parametrize("w_shape, padding, kernel", [
+    ((32, 32, 3, 3), 1, "nhwc_winograd"),   # small planes: NHWC Winograd beats NCHW's
+    ((32, 32, 5, 5), 2, "nhwc_direct"),
+])
+def test_channels_first_forward_on_the_nhwc_kernel_between_copies(w_shape, padding, kernel):
+    plan = cnnfast.explain_conv((8, 32, 16, 16), w_shape, padding=padding, need="forward")
     p = plan.passes["forward"]
-    assert (p.kernel, p.layout) == ("nhwc_direct", "channels_last_copies")
+    assert (p.kernel, p.layout) == (kernel, "channels_last_copies")
     assert p.workspace_bytes >= (8 * 32 * 16 * 16 * 2) * 4   # the two copies
-    # the call gives the reference's result
+    # the call gives the reference's result, also with a NaN (Winograd: the
+    # direct kernel's exact result then)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 32, 16, 16)).astype(np.float32)
-    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(32).astype(np.float32)
-    ref = cnnfast.reference.conv2d(x.astype(np.float64), w.astype(np.float64),
-                                   b.astype(np.float64), padding=1)
-    np.testing.assert_allclose(cnnfast.conv2d(x, w, b, padding=1), ref, rtol=0, atol=1e-4)
+    for nan in (False, True):
+        if nan:
+            x[3, 5, 7, 2] = np.nan
+        ref = cnnfast.reference.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                       b.astype(np.float64), padding=padding)
+        got = cnnfast.conv2d(x, w, b, padding=padding)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        # float32 sums of 288-800 products of magnitude up to ~90
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
     # an explicit algorithm, 1x1 kernels, few channels and large Winograd planes keep theirs
     for xs, ws, kw in [((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1, algorithm="direct")),
                        ((8, 64, 16, 16), (64, 64, 1, 1), {}),
                        ((64, 6, 14, 14), (16, 6, 5, 5), {}),
-                       ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))]:
+                       ((2, 64, 112, 112), (64, 64, 3, 3), dict(padding=1))]:
         p = cnnfast.explain_conv(xs, ws, need="forward", **kw).passes["forward"]
-        assert p.kernel != "nhwc_direct", (xs, ws, kw)
+        assert p.layout != "channels_last_copies", (xs, ws, kw)
 
 
 def test_depthwise_threads_from_its_traffic(monkeypatch):

@@ -103,12 +103,22 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     kernel's parallel loop."""
     if p.kernel == "depthwise":
         return _depthwise_forward(geom, p, x, weight, bias, clamp, residual)
-    if p.kernel == "nhwc_direct":   # channels-first: the NHWC kernel between layout copies
+    if p.kernel in ("nhwc_direct", "nhwc_winograd"):
+        # channels-first: the NHWC kernels between layout copies
         res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
-        w, finite = _nhwc.pack_weights(weight, geom, p.config)
-        return _to_first(_nhwc.run(p.config, geom, _to_last(V.kernel_array(x, geom.dtype)), w,
-                                   _nhwc.pack_bias(bias, geom, p.config), res,
-                                   epilogue_clamp(clamp), finite=finite))
+        xl, lohi = _to_last(V.kernel_array(x, geom.dtype)), epilogue_clamp(clamp)
+        cfg = p.config
+        if p.kernel == "nhwc_winograd":
+            u, finite = _nhwc.winograd_pack(weight, geom, cfg)
+            out = (_nhwc.winograd_run(cfg, geom, xl, u, _nhwc.winograd_bias(bias, geom), res,
+                                      lohi) if finite else None)
+            if out is not None:
+                return _to_first(out)
+            # a non-finite weight or input: the direct kernel's exact result
+            cfg = _nhwc.configure(_nhwc.kernel_view(geom), cfg.threads)
+        w, finite = _nhwc.pack_weights(weight, geom, cfg)
+        return _to_first(_nhwc.run(cfg, geom, xl, w, _nhwc.pack_bias(bias, geom, cfg), res,
+                                   lohi, finite=finite))
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
@@ -141,7 +151,7 @@ class ForwardCall(NamedTuple):
 def forward_call(geom, p) -> ForwardCall | None:
     """The ForwardCall of plan entry p, None when it runs elsewhere
     (depthwise, NHWC or batch-as-pixels kernels: _run_forward)."""
-    if p.kernel in ("depthwise", "nhwc_direct") or p.layout == "batch_as_pixels":
+    if p.kernel in ("depthwise", "nhwc_direct", "nhwc_winograd") or p.layout == "batch_as_pixels":
         return None
     stacked = p.layout == "depth_stacked"
     y5 = geom.out5_shape
