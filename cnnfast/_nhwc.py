@@ -245,19 +245,21 @@ def kernel_mode(cfg: NhwcConfig, finite: bool) -> int:
             | (_conv_nhwc.SKIP if finite else 0))
 
 
-def forward_pass(kernel: str, cfg, geom: V.ConvGeometry, x, weight, bias):
+def forward_pass(kernel: str, cfg, geom: V.ConvGeometry, x, weight, bias, residual=None,
+                 clamp=None):
     """The planned channels-last forward of a call whose layer does not keep
     its weights: "nhwc_winograd" (cfg a WinogradConfig; the weights
     transformed for this call, the direct kernel's result when a value is
-    not finite) or "nhwc_direct" (cfg an NhwcConfig)."""
+    not finite) or "nhwc_direct" (cfg an NhwcConfig); residual and clamp as
+    run()'s epilogue."""
     if kernel == "nhwc_winograd":
         u, finite = winograd_pack(weight, geom, cfg)
         if finite:
-            out = winograd_run(cfg, geom, x, u, winograd_bias(bias, geom))
+            out = winograd_run(cfg, geom, x, u, winograd_bias(bias, geom), residual, clamp)
             if out is not None:
                 return out
         cfg = configure(kernel_view(geom), cfg.threads)
-    return forward(cfg, geom, x, weight, bias)
+    return forward(cfg, geom, x, weight, bias, residual, clamp)
 
 
 def forward(cfg: NhwcConfig, geom: V.ConvGeometry, x, weight, bias, residual=None,

@@ -7,6 +7,7 @@ import pytest
 import cnnfast
 from cnnfast import _plan, reference
 from cnnfast._ext import _conv, _workspace
+from cnnfast._ops.conv import _conv_forward_fused
 
 # (x shape, weight shape, conv args): one case per driver kernel and layout
 CASES = {
@@ -262,6 +263,10 @@ def test_channels_first_forward_on_the_nhwc_kernel_between_copies(w_shape, paddi
         np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
         # float32 sums of 288-800 products of magnitude up to ~90
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+        # a fused layer's epilogue on the same route: residual, then ReLU6
+        r = rng.standard_normal(ref.shape).astype(np.float32)
+        fused = _conv_forward_fused(2, x, w, b, 1, padding, 1, 1, (0.0, 6.0), r)
+        np.testing.assert_allclose(fused, np.clip(ref + r, 0, 6), rtol=1e-5, atol=1e-4)
     # an explicit algorithm, 1x1 kernels, few channels and large Winograd planes keep theirs
     for xs, ws, kw in [((8, 32, 16, 16), (32, 32, 3, 3), dict(padding=1, algorithm="direct")),
                        ((8, 64, 16, 16), (64, 64, 1, 1), {}),

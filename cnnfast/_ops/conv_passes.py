@@ -106,19 +106,9 @@ def _run_forward(geom, p, x, weight, bias, clamp=None, residual=None):
     if p.kernel in ("nhwc_direct", "nhwc_winograd"):
         # channels-first: the NHWC kernels between layout copies
         res = None if residual is None else _to_last(V.kernel_array(residual, geom.dtype))
-        xl, lohi = _to_last(V.kernel_array(x, geom.dtype)), epilogue_clamp(clamp)
-        cfg = p.config
-        if p.kernel == "nhwc_winograd":
-            u, finite = _nhwc.winograd_pack(weight, geom, cfg)
-            out = (_nhwc.winograd_run(cfg, geom, xl, u, _nhwc.winograd_bias(bias, geom), res,
-                                      lohi) if finite else None)
-            if out is not None:
-                return _to_first(out)
-            # a non-finite weight or input: the direct kernel's exact result
-            cfg = _nhwc.configure(_nhwc.kernel_view(geom), cfg.threads)
-        w, finite = _nhwc.pack_weights(weight, geom, cfg)
-        return _to_first(_nhwc.run(cfg, geom, xl, w, _nhwc.pack_bias(bias, geom, cfg), res,
-                                   lohi, finite=finite))
+        return _to_first(_nhwc.forward_pass(p.kernel, p.config, geom,
+                                            _to_last(V.kernel_array(x, geom.dtype)), weight,
+                                            bias, res, epilogue_clamp(clamp)))
     if p.layout == "batch_as_pixels":
         rows = geom.in_channels * math.prod(geom.kernel)
         x5 = _batch_as_pixels(V.kernel_array(x, geom.dtype), rows)
